@@ -1,0 +1,67 @@
+//! The key manager abstraction. Backends (local, AWS KMS) live elsewhere; this trait knows
+//! nothing of any cloud SDK.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::keys::DataKey;
+use crate::{CoreError, SecretName};
+
+/// What a data key is bound to: `{"secret": name, "version": "<n>"}`. Unwrapping under a
+/// different context fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncryptionContext {
+    pub secret: SecretName,
+    pub version: u64,
+}
+
+impl EncryptionContext {
+    pub fn new(secret: &SecretName, version: u64) -> Self {
+        EncryptionContext { secret: secret.clone(), version }
+    }
+
+    /// The context as the key/value map KMS APIs take.
+    pub fn as_map(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("secret".to_string(), self.secret.to_string()),
+            ("version".to_string(), self.version.to_string()),
+        ])
+    }
+}
+
+/// A freshly generated data key: the plaintext (used once to seal, then dropped and
+/// zeroized) and its wrapped form with the id of the key that wrapped it.
+pub struct GeneratedDataKey {
+    pub plaintext: DataKey,
+    pub wrapped: Vec<u8>,
+    pub key_id: String,
+}
+
+/// A data key re-wrapped onto the master key's current material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RewrappedDataKey {
+    pub wrapped: Vec<u8>,
+    pub key_id: String,
+}
+
+/// A key manager wraps and unwraps per-version data keys with a master key it guards.
+#[async_trait]
+pub trait KeyManager: Send + Sync + 'static {
+    /// Short backend name for logs and status ("local", "aws").
+    fn kind(&self) -> &'static str;
+
+    /// The id of the key new data keys are wrapped with (an ARN for AWS).
+    fn key_id(&self) -> &str;
+
+    /// A fresh 256-bit data key, plaintext and wrapped, bound to `ctx`.
+    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError>;
+
+    /// Unwraps a data key wrapped by `key_id` under `ctx`.
+    async fn decrypt_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, CoreError>;
+}

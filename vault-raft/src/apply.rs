@@ -1,0 +1,182 @@
+//! What each command does to the state machine. Deterministic: the same command on the same
+//! state gives the same result on every replica.
+
+use vault_core::model::{SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS};
+
+use crate::command::{Command, CommandResponse, Rejection};
+use crate::db::{CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS};
+use crate::tables::{version_key, KvRead, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED};
+use crate::StoreError;
+
+fn reject(r: Rejection) -> Result<CommandResponse, StoreError> {
+    Ok(CommandResponse::Rejected(r))
+}
+
+pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandResponse, StoreError> {
+    match cmd {
+        Command::Bootstrap { admin_role, token } => {
+            if txn.role(ADMIN_ROLE)?.is_none() {
+                txn.put(CF_ROLES, ADMIN_ROLE.as_bytes(), admin_role)?;
+            }
+            // The bootstrap token is issued at most once in the life of the cluster: once
+            // revoked, restarting with the same environment must not bring it back.
+            if let Some(record) = token {
+                if !txn.flag(KEY_BOOTSTRAP_TOKEN_ISSUED)? && txn.token(&record.name)?.is_none() {
+                    txn.put(CF_TOKENS, record.name.as_bytes(), record)?;
+                    txn.put(CF_TOKEN_HASHES, &record.hash.0, &record.name)?;
+                    txn.put(CF_SM_META, KEY_BOOTSTRAP_TOKEN_ISSUED, &true)?;
+                }
+            }
+            Ok(CommandResponse::Ok)
+        }
+        Command::PutSecret { name, version, sealed, expected_version, max_versions, now_ms } => {
+            let meta = txn.secret_meta(name)?;
+            let current = meta.as_ref().map_or(0, |m| m.current_version);
+            if let Some(expected) = expected_version {
+                if *expected != current {
+                    return reject(Rejection::CasMismatch { expected: *expected, actual: current });
+                }
+            }
+            if *version != current + 1 {
+                return reject(Rejection::VersionConflict { current });
+            }
+            let mut meta = meta.unwrap_or(SecretMeta {
+                current_version: 0,
+                oldest_version: 1,
+                max_versions: DEFAULT_MAX_VERSIONS,
+                created_at_ms: *now_ms,
+                updated_at_ms: *now_ms,
+            });
+            if let Some(m) = max_versions {
+                meta.max_versions = (*m).max(1);
+            }
+            meta.current_version = *version;
+            meta.updated_at_ms = *now_ms;
+            let record = VersionRecord {
+                version: *version,
+                sealed: Some(sealed.clone()),
+                created_at_ms: *now_ms,
+                state: VersionState::Live,
+                rewrap_watermark_ms: 0,
+            };
+            txn.put(CF_VERSIONS, &version_key(name, *version), &record)?;
+            // Keep at most `max_versions` versions; older ones are purged for good.
+            while meta.current_version - meta.oldest_version + 1 > u64::from(meta.max_versions) {
+                txn.delete(CF_VERSIONS, &version_key(name, meta.oldest_version));
+                meta.oldest_version += 1;
+            }
+            txn.put(CF_SECRETS, name.as_bytes(), &meta)?;
+            Ok(CommandResponse::Written { version: *version })
+        }
+        Command::DeleteSecret { name } => {
+            let Some(meta) = txn.secret_meta(name)? else {
+                return reject(Rejection::NotFound(format!("secret {name} does not exist")));
+            };
+            for v in meta.oldest_version..=meta.current_version {
+                txn.delete(CF_VERSIONS, &version_key(name, v));
+            }
+            txn.delete(CF_SECRETS, name.as_bytes());
+            Ok(CommandResponse::Ok)
+        }
+        Command::DeleteVersions { name, versions, now_ms } => {
+            change_versions(txn, name, versions, |state| match state {
+                VersionState::Live => Some(VersionState::Deleted { at_ms: *now_ms }),
+                _ => None,
+            })
+        }
+        Command::UndeleteVersions { name, versions } => change_versions(txn, name, versions, |state| match state {
+            VersionState::Deleted { .. } => Some(VersionState::Live),
+            _ => None,
+        }),
+        Command::DestroyVersions { name, versions, now_ms } => {
+            change_versions(txn, name, versions, |state| match state {
+                VersionState::Destroyed { .. } => None,
+                _ => Some(VersionState::Destroyed { at_ms: *now_ms }),
+            })
+        }
+        Command::CreateToken { record } => {
+            if txn.token(&record.name)?.is_some() {
+                return reject(Rejection::AlreadyExists(format!("token {} already exists", record.name)));
+            }
+            if txn.role(&record.role)?.is_none() {
+                return reject(Rejection::NotFound(format!("role {} does not exist", record.role)));
+            }
+            if txn.token_name_by_hash(&record.hash)?.is_some() {
+                return reject(Rejection::AlreadyExists("a token with the same value already exists".into()));
+            }
+            txn.put(CF_TOKENS, record.name.as_bytes(), record)?;
+            txn.put(CF_TOKEN_HASHES, &record.hash.0, &record.name)?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::RevokeToken { name } => {
+            let Some(record) = txn.token(name)? else {
+                return reject(Rejection::NotFound(format!("token {name} does not exist")));
+            };
+            txn.delete(CF_TOKENS, name.as_bytes());
+            txn.delete(CF_TOKEN_HASHES, &record.hash.0);
+            Ok(CommandResponse::Ok)
+        }
+        Command::PutRole { role, replace } => {
+            if role.name == ADMIN_ROLE {
+                return reject(Rejection::FailedPrecondition("the built-in admin role cannot be changed".into()));
+            }
+            if !replace && txn.role(&role.name)?.is_some() {
+                return reject(Rejection::AlreadyExists(format!("role {} already exists", role.name)));
+            }
+            txn.put(CF_ROLES, role.name.as_bytes(), role)?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::DeleteRole { name } => {
+            if name == ADMIN_ROLE {
+                return reject(Rejection::FailedPrecondition("the built-in admin role cannot be deleted".into()));
+            }
+            if txn.role(name)?.is_none() {
+                return reject(Rejection::NotFound(format!("role {name} does not exist")));
+            }
+            let users: Vec<String> =
+                txn.token_records()?.into_iter().filter(|t| &t.role == name).map(|t| t.name).collect();
+            if !users.is_empty() {
+                return reject(Rejection::FailedPrecondition(format!(
+                    "role {name} is used by {} token(s) ({}); revoke them first",
+                    users.len(),
+                    users.join(", ")
+                )));
+            }
+            txn.delete(CF_ROLES, name.as_bytes());
+            Ok(CommandResponse::Ok)
+        }
+    }
+}
+
+/// Applies `next` to each listed version; all versions must exist or nothing changes.
+fn change_versions(
+    txn: &mut Txn<'_>,
+    name: &str,
+    versions: &[u64],
+    next: impl Fn(&VersionState) -> Option<VersionState>,
+) -> Result<CommandResponse, StoreError> {
+    if txn.secret_meta(name)?.is_none() {
+        return reject(Rejection::NotFound(format!("secret {name} does not exist")));
+    }
+    let mut records = Vec::with_capacity(versions.len());
+    for v in versions {
+        match txn.version(name, *v)? {
+            Some(r) => records.push(r),
+            None => return reject(Rejection::NotFound(format!("version {v} of {name} does not exist"))),
+        }
+    }
+    let mut changed = Vec::new();
+    for mut record in records {
+        if let Some(state) = next(&record.state) {
+            if matches!(state, VersionState::Destroyed { .. }) {
+                record.sealed = None;
+            }
+            record.state = state;
+            txn.put(CF_VERSIONS, &version_key(name, record.version), &record)?;
+            changed.push(record.version);
+        }
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    Ok(CommandResponse::Changed { versions: changed })
+}

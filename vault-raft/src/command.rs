@@ -1,0 +1,93 @@
+//! Commands replicated through Raft and what applying them returns.
+//!
+//! A command carries only ciphertext, wrapped keys and token hashes: sealing happens on the
+//! node that receives a write, before the command enters the log. Timestamps are taken by
+//! that node, so every replica applies the same bytes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use vault_core::envelope::SealedValue;
+use vault_core::model::{Role, TokenRecord};
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// First start: the built-in `admin` role and, once ever, the bootstrap token.
+    Bootstrap { admin_role: Role, token: Option<TokenRecord> },
+    /// Writes `version` of `name`; applies only when it is exactly one past the current
+    /// version, and (with `expected_version`) only when the current version matches.
+    PutSecret {
+        name: String,
+        version: u64,
+        sealed: SealedValue,
+        expected_version: Option<u64>,
+        max_versions: Option<u32>,
+        now_ms: u64,
+    },
+    DeleteSecret { name: String },
+    DeleteVersions { name: String, versions: Vec<u64>, now_ms: u64 },
+    UndeleteVersions { name: String, versions: Vec<u64> },
+    DestroyVersions { name: String, versions: Vec<u64>, now_ms: u64 },
+    CreateToken { record: TokenRecord },
+    RevokeToken { name: String },
+    /// Creates a role; with `replace`, also overwrites an existing one.
+    PutRole { role: Role, replace: bool },
+    DeleteRole { name: String },
+}
+
+impl Command {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Bootstrap { .. } => "bootstrap",
+            Command::PutSecret { .. } => "put_secret",
+            Command::DeleteSecret { .. } => "delete_secret",
+            Command::DeleteVersions { .. } => "delete_versions",
+            Command::UndeleteVersions { .. } => "undelete_versions",
+            Command::DestroyVersions { .. } => "destroy_versions",
+            Command::CreateToken { .. } => "create_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::PutRole { .. } => "put_role",
+            Command::DeleteRole { .. } => "delete_role",
+        }
+    }
+}
+
+/// Short and free of key material: openraft prints entries in its debug logs.
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::PutSecret { name, version, .. } => write!(f, "PutSecret({name}:{version})"),
+            Command::DeleteSecret { name } => write!(f, "DeleteSecret({name})"),
+            Command::DeleteVersions { name, versions, .. }
+            | Command::UndeleteVersions { name, versions }
+            | Command::DestroyVersions { name, versions, .. } => write!(f, "{}({name} {versions:?})", self.kind()),
+            Command::CreateToken { record } => write!(f, "CreateToken({})", record.name),
+            Command::RevokeToken { name } => write!(f, "RevokeToken({name})"),
+            Command::PutRole { role, .. } => write!(f, "PutRole({})", role.name),
+            Command::DeleteRole { name } => write!(f, "DeleteRole({name})"),
+            Command::Bootstrap { token, .. } => write!(f, "Bootstrap(token: {})", token.is_some()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// Blank and membership entries, and commands with nothing to report.
+    Ok,
+    Written { version: u64 },
+    /// Versions whose state changed.
+    Changed { versions: Vec<u64> },
+    Rejected(Rejection),
+}
+
+/// A deterministic refusal decided while applying; every replica decides the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    NotFound(String),
+    AlreadyExists(String),
+    /// Check-and-set failed: the caller expected `expected`, the secret is at `actual`.
+    CasMismatch { expected: u64, actual: u64 },
+    /// Another write took the version this one was sealed for; re-seal and retry.
+    VersionConflict { current: u64 },
+    FailedPrecondition(String),
+}

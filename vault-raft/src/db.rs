@@ -1,0 +1,56 @@
+//! The RocksDB instance: column families and options.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+
+use crate::StoreError;
+
+/// Raft log entries, keyed by big-endian index.
+pub const CF_LOG: &str = "raft_log";
+/// Vote, committed and last purged log ids; pointer to the current snapshot.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// State machine: last applied log id, membership, cluster-wide flags.
+pub const CF_SM_META: &str = "sm_meta";
+/// State machine: secret metadata, keyed by name.
+pub const CF_SECRETS: &str = "secrets";
+/// State machine: secret versions, keyed by `name \0 version(be u64)`.
+pub const CF_VERSIONS: &str = "versions";
+/// State machine: token records, keyed by token name.
+pub const CF_TOKENS: &str = "tokens";
+/// State machine: SHA-256 of a token -> token name.
+pub const CF_TOKEN_HASHES: &str = "token_hashes";
+/// State machine: roles, keyed by name.
+pub const CF_ROLES: &str = "roles";
+/// Node-local audit log, keyed by big-endian sequence number. Not replicated.
+pub const CF_AUDIT: &str = "audit";
+
+/// The column families that make up the replicated state (and a snapshot), in a fixed
+/// order: a snapshot record names its family by index into this list.
+pub const SM_CFS: [&str; 6] = [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES];
+
+const ALL_CFS: [&str; 9] =
+    [CF_LOG, CF_RAFT_META, CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_AUDIT];
+
+pub fn open(path: &Path) -> Result<DB, StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(DBCompressionType::Lz4);
+    opts.set_keep_log_file_num(5);
+    opts.set_max_total_wal_size(256 << 20);
+    let cfs = ALL_CFS.iter().map(|name| {
+        let mut o = Options::default();
+        o.set_compression_type(DBCompressionType::Lz4);
+        ColumnFamilyDescriptor::new(*name, o)
+    });
+    Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
+}
+
+pub fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a ColumnFamily, StoreError> {
+    db.cf_handle(name).ok_or(StoreError::MissingCf(name))
+}
+
+/// An exclusive upper bound above every key stored in the state machine families (names are
+/// ASCII, hashes 32 bytes), for range deletes.
+pub const KEY_SPACE_END: [u8; 300] = [0xFF; 300];

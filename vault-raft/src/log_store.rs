@@ -1,0 +1,223 @@
+//! The Raft log on RocksDB, with group commit.
+//!
+//! `append` writes entries to RocksDB without syncing (so they are readable at once) and
+//! hands the flush callback to a dedicated syncer thread. That thread drains every callback
+//! queued so far, syncs the WAL once, and then reports all of them durable. Under load many
+//! appends share one fdatasync; a single writer still waits for exactly one.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use crate::codec::{decode, encode};
+use crate::db::{cf, CF_LOG, CF_RAFT_META};
+use crate::error::{sto, IoKind};
+use crate::typ::{Entry, LogFlushed, LogId, LogState, StorageError, TypeConfig, Vote};
+use crate::StoreError;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    syncer: mpsc::Sender<LogFlushed>,
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+impl LogStore {
+    pub fn new(db: Arc<DB>) -> Self {
+        let (tx, rx) = mpsc::channel::<LogFlushed>();
+        let sync_db = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || sync_loop(sync_db, rx))
+            .expect("spawn the raft log syncer thread");
+        LogStore { db, syncer: tx }
+    }
+
+    fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        let v = self.db.get_cf(cf(&self.db, CF_RAFT_META)?, key)?;
+        v.map(|b| decode(&b)).transpose()
+    }
+
+    async fn meta_put<T: serde::Serialize>(&self, key: &'static [u8], value: &T, sync: bool) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let bytes = encode(value)?;
+        tokio::task::spawn_blocking(move || {
+            let mut o = WriteOptions::default();
+            o.set_sync(sync);
+            db.put_cf_opt(cf(&db, CF_RAFT_META)?, key, bytes, &o)?;
+            Ok::<_, StoreError>(())
+        })
+        .await?
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
+        let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG)?, IteratorMode::End);
+        match it.next() {
+            Some(item) => {
+                let (_, v) = item?;
+                let entry: Entry = decode(&v)?;
+                Ok(Some(entry.log_id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn read_range(&self, start: u64, end_inclusive: Option<u64>) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        let from = index_key(start);
+        let it = self.db.iterator_cf(cf(&self.db, CF_LOG)?, IteratorMode::From(&from, Direction::Forward));
+        for item in it {
+            let (k, v) = item?;
+            let idx = u64::from_be_bytes(
+                k.as_ref().try_into().map_err(|_| StoreError::Corrupt("log key is not 8 bytes".into()))?,
+            );
+            if end_inclusive.is_some_and(|e| idx > e) {
+                break;
+            }
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+fn sync_loop(db: Arc<DB>, rx: mpsc::Receiver<LogFlushed>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = db.flush_wal(true);
+        for cb in waiting {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(format!("sync raft log: {e}"))),
+            };
+            cb.log_io_completed(r);
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => Some(*e),
+            Bound::Excluded(0) => return Ok(Vec::new()),
+            Bound::Excluded(e) => Some(e - 1),
+            Bound::Unbounded => None,
+        };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_range(start, end))
+            .await
+            .map_err(StoreError::from)
+            .and_then(|r| r)
+            .map_err(|e| sto(IoKind::ReadLogs, e))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
+        let last_purged: Option<LogId> = self.meta_get(KEY_LAST_PURGED).map_err(|e| sto(IoKind::ReadLogs, e))?;
+        let last = self.last_log_id().map_err(|e| sto(IoKind::ReadLogs, e))?.or_else(|| last_purged.clone());
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.meta_put(KEY_VOTE, vote, true).await.map_err(|e| sto(IoKind::WriteVote, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.meta_get(KEY_VOTE).map_err(|e| sto(IoKind::ReadVote, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.meta_put(KEY_COMMITTED, &committed, false).await.map_err(|e| sto(IoKind::WriteLogs, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.meta_get::<Option<LogId>>(KEY_COMMITTED).map_err(|e| sto(IoKind::ReadLogs, e))?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = WriteBatch::default();
+        let log_cf = cf(&self.db, CF_LOG).map_err(|e| sto(IoKind::WriteLogs, e))?;
+        for entry in entries {
+            let bytes = encode(&entry).map_err(|e| sto(IoKind::WriteLogs, e))?;
+            batch.put_cf(log_cf, index_key(entry.log_id.index), bytes);
+        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.write(batch))
+            .await
+            .map_err(|e| sto(IoKind::WriteLogs, e.into()))?
+            .map_err(|e| sto(IoKind::WriteLogs, e.into()))?;
+        // Durable once the syncer has synced the WAL; it calls back then.
+        self.syncer.send(callback).map_err(|_| {
+            sto(IoKind::WriteLogs, StoreError::Corrupt("raft log syncer thread has stopped".into()))
+        })?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf(&db, CF_LOG)?, index_key(log_id.index), index_key(u64::MAX));
+            db.write_opt(batch, &synced())?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(|e| sto(IoKind::WriteLogs, e.into()))?
+        .map_err(|e| sto(IoKind::WriteLogs, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let purged = encode(&log_id).map_err(|e| sto(IoKind::WriteLogs, e))?;
+        tokio::task::spawn_blocking(move || {
+            // Record the purge point first: a crash in between leaves extra entries below it,
+            // never a hole above it.
+            db.put_cf_opt(cf(&db, CF_RAFT_META)?, KEY_LAST_PURGED, purged, &synced())?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf(&db, CF_LOG)?, index_key(0), index_key(log_id.index + 1));
+            db.write(batch)?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map_err(|e| sto(IoKind::WriteLogs, e.into()))?
+        .map_err(|e| sto(IoKind::WriteLogs, e))
+    }
+}

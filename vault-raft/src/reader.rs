@@ -1,0 +1,130 @@
+//! Read-only queries over the state machine, for the API. Callers make reads linearizable
+//! (through Raft) before asking; this type only reads what this node has applied.
+
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, DB};
+use vault_core::model::{Role, SecretMeta, TokenRecord, VersionRecord, VersionState};
+use vault_core::token::TokenHash;
+
+use crate::codec::decode;
+use crate::db::{cf, CF_ROLES, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
+use crate::tables::{KvRead, KEY_LAST_APPLIED};
+use crate::typ::LogId;
+use crate::StoreError;
+
+#[derive(Clone)]
+pub struct StateReader {
+    db: Arc<DB>,
+}
+
+impl StateReader {
+    pub fn new(db: Arc<DB>) -> Self {
+        StateReader { db }
+    }
+
+    pub fn last_applied(&self) -> Result<Option<LogId>, StoreError> {
+        Ok(self.db.get_typed::<Option<LogId>>(crate::db::CF_SM_META, KEY_LAST_APPLIED)?.flatten())
+    }
+
+    pub fn secret_meta(&self, name: &str) -> Result<Option<SecretMeta>, StoreError> {
+        self.db.secret_meta(name)
+    }
+
+    pub fn version(&self, name: &str, version: u64) -> Result<Option<VersionRecord>, StoreError> {
+        self.db.version(name, version)
+    }
+
+    /// The newest live version, if any.
+    pub fn latest_live(&self, name: &str) -> Result<Option<VersionRecord>, StoreError> {
+        let Some(meta) = self.secret_meta(name)? else { return Ok(None) };
+        for v in (meta.oldest_version..=meta.current_version).rev() {
+            if let Some(r) = self.version(name, v)? {
+                if r.state == VersionState::Live {
+                    return Ok(Some(r));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every stored version of `name`, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        let Some(meta) = self.secret_meta(name)? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for v in meta.oldest_version..=meta.current_version {
+            if let Some(r) = self.version(name, v)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Secrets whose name starts with `prefix`, in name order, after `start_after`, at most
+    /// `limit` that pass `keep`.
+    pub fn list_secrets(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<(String, SecretMeta)>, bool), StoreError> {
+        let from = if start_after.is_empty() || start_after < prefix { prefix } else { start_after };
+        let it = self.db.iterator_cf(cf(&self.db, CF_SECRETS)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
+        let mut out = Vec::new();
+        for item in it {
+            let (k, v) = item?;
+            let name = std::str::from_utf8(&k).map_err(|_| StoreError::Corrupt("secret name is not UTF-8".into()))?;
+            if !name.starts_with(prefix) {
+                break;
+            }
+            if name == start_after || !keep(name) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((name.to_string(), decode(&v)?));
+        }
+        Ok((out, false))
+    }
+
+    pub fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(name) = self.db.token_name_by_hash(hash)? else { return Ok(None) };
+        Ok(self.db.token(&name)?.filter(|t| t.hash.ct_eq(hash)))
+    }
+
+    pub fn token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.db.token(name)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.scan(CF_TOKENS)
+    }
+
+    pub fn role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        self.db.role(name)
+    }
+
+    pub fn roles(&self) -> Result<Vec<Role>, StoreError> {
+        self.scan(CF_ROLES)
+    }
+
+    pub fn count_versions(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.db.iterator_cf(cf(&self.db, CF_VERSIONS)?, IteratorMode::Start) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(&self, family: &'static str) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf(&self.db, family)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+}

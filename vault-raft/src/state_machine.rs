@@ -1,0 +1,286 @@
+//! The replicated state machine on RocksDB.
+//!
+//! Applying a batch of entries writes the data, `last_applied` and the membership in one
+//! synced `WriteBatch`. Snapshots are files under `<data>/snapshots`, built from a RocksDB
+//! snapshot (a consistent view) while applying continues.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, StoredMembership};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use crate::apply::apply_command;
+use crate::codec::{decode, encode};
+use crate::command::CommandResponse;
+use crate::db::{cf, CF_RAFT_META, CF_SM_META, KEY_SPACE_END, SM_CFS};
+use crate::error::{sto, IoKind};
+use crate::snapshot_file::{read_snapshot, write_snapshot};
+use crate::tables::{KvRead, Txn, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
+use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig};
+use crate::typ::StoredMembership as Membership;
+use crate::StoreError;
+
+const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
+
+/// Pointer to the snapshot file that `get_current_snapshot` serves.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotPointer {
+    meta: SnapshotMeta,
+    file: String,
+}
+
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    dir: PathBuf,
+    last_applied: Option<LogId>,
+    membership: Membership,
+    /// Serializes updates of the current-snapshot pointer between builder and installer.
+    pointer_lock: Arc<Mutex<()>>,
+}
+
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    dir: PathBuf,
+    pointer_lock: Arc<Mutex<()>>,
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+fn unique_suffix() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn read_pointer(db: &DB) -> Result<Option<SnapshotPointer>, StoreError> {
+    db.get_cf(cf(db, CF_RAFT_META)?, KEY_CURRENT_SNAPSHOT)?.map(|b| decode(&b)).transpose()
+}
+
+/// Makes `file` (already complete and synced, inside `dir`) the current snapshot, unless a
+/// newer one is already current. Removes snapshot files no longer pointed to.
+fn publish(db: &DB, dir: &Path, lock: &Mutex<()>, meta: &SnapshotMeta, file: &str) -> Result<(), StoreError> {
+    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let current = read_pointer(db)?;
+    let keep = match &current {
+        Some(p) if p.meta.last_log_id > meta.last_log_id => p.file.clone(),
+        _ => {
+            let ptr = SnapshotPointer { meta: meta.clone(), file: file.to_string() };
+            db.put_cf_opt(cf(db, CF_RAFT_META)?, KEY_CURRENT_SNAPSHOT, encode(&ptr)?, &synced())?;
+            file.to_string()
+        }
+    };
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if name.starts_with("snap-") && name != keep {
+            let _ = fs::remove_file(dir.join(&name));
+        }
+    }
+    Ok(())
+}
+
+impl StateMachineStore {
+    pub async fn open(db: Arc<DB>, dir: PathBuf) -> Result<Self, StoreError> {
+        fs::create_dir_all(&dir)?;
+        // Leftovers of interrupted builds or transfers.
+        for entry in fs::read_dir(&dir)? {
+            let name = entry?.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                let _ = fs::remove_file(dir.join(&name));
+            }
+        }
+        let last_applied: Option<LogId> = db.get_typed::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?.flatten();
+        let membership: Membership = db.get_typed(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
+        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock: Arc::new(Mutex::new(())) })
+    }
+
+    fn install_blocking(
+        db: &DB,
+        dir: &Path,
+        lock: &Mutex<()>,
+        meta: &SnapshotMeta,
+        mut file: fs::File,
+    ) -> Result<(), StoreError> {
+        // Pass 1: verify the whole file before touching the state.
+        file.seek(SeekFrom::Start(0))?;
+        let inner_meta = read_snapshot(&mut file, |_, _, _| Ok(()))?;
+        if inner_meta.last_log_id != meta.last_log_id {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot file is at {:?}, expected {:?}",
+                inner_meta.last_log_id, meta.last_log_id
+            )));
+        }
+        // Pass 2: replace the state machine families in one synced batch.
+        let mut batch = WriteBatch::default();
+        for name in SM_CFS {
+            batch.delete_range_cf(cf(db, name)?, [].as_slice(), KEY_SPACE_END.as_slice());
+        }
+        file.seek(SeekFrom::Start(0))?;
+        read_snapshot(&mut file, |family, k, v| {
+            batch.put_cf(cf(db, family)?, k, v);
+            Ok(())
+        })?;
+        let sm_meta = cf(db, CF_SM_META)?;
+        batch.put_cf(sm_meta, KEY_LAST_APPLIED, encode(&meta.last_log_id)?);
+        batch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(&meta.last_membership)?);
+        db.write_opt(batch, &synced())?;
+
+        // Keep a copy as our own current snapshot, to serve to others.
+        let name = format!("snap-{}-{}.bin", meta.snapshot_id, unique_suffix());
+        let tmp = dir.join(format!("{name}.tmp"));
+        file.seek(SeekFrom::Start(0))?;
+        let mut out = fs::File::create(&tmp)?;
+        std::io::copy(&mut file, &mut out)?;
+        out.sync_all()?;
+        fs::rename(&tmp, dir.join(&name))?;
+        sync_dir(dir)?;
+        publish(db, dir, lock, meta, &name)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let db = self.db.clone();
+        let dir = self.dir.clone();
+        let lock = self.pointer_lock.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let stamp = unique_suffix();
+            let tmp = dir.join(format!("building-{stamp}.tmp"));
+            let sm_meta = cf(&db, CF_SM_META)?;
+            let meta = write_snapshot(&db, &tmp, |view| {
+                let last: Option<LogId> =
+                    view.get_cf(sm_meta, KEY_LAST_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
+                let membership: Membership =
+                    view.get_cf(sm_meta, KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
+                let id = match &last {
+                    Some(l) => format!("{}-{}-{stamp}", l.leader_id.term, l.index),
+                    None => format!("0-0-{stamp}"),
+                };
+                Ok(SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id: id })
+            })?;
+            let name = format!("snap-{}.bin", meta.snapshot_id);
+            fs::rename(&tmp, dir.join(&name))?;
+            sync_dir(&dir)?;
+            publish(&db, &dir, &lock, &meta, &name)?;
+            let file = fs::File::open(dir.join(&name))?;
+            Ok::<_, StoreError>((meta, file))
+        })
+        .await
+        .map_err(|e| sto(IoKind::WriteSnapshot, e.into()))?
+        .map_err(|e| sto(IoKind::WriteSnapshot, e))?;
+        let (meta, file) = built;
+        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        Ok((self.last_applied.clone(), self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.db.clone();
+        let mut membership = self.membership.clone();
+        let (responses, last, membership) = tokio::task::spawn_blocking(move || {
+            let mut txn = Txn::new(&db);
+            let mut responses = Vec::with_capacity(entries.len());
+            let mut last = None;
+            for entry in &entries {
+                last = Some(entry.log_id.clone());
+                match &entry.payload {
+                    EntryPayload::Blank => responses.push(CommandResponse::Ok),
+                    EntryPayload::Normal(cmd) => responses.push(apply_command(&mut txn, cmd)?),
+                    EntryPayload::Membership(m) => {
+                        membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        responses.push(CommandResponse::Ok);
+                    }
+                }
+            }
+            txn.put(CF_SM_META, KEY_LAST_APPLIED, &last)?;
+            txn.put(CF_SM_META, KEY_MEMBERSHIP, &membership)?;
+            db.write_opt(txn.into_batch()?, &synced())?;
+            Ok::<_, StoreError>((responses, last, membership))
+        })
+        .await
+        .map_err(|e| sto(IoKind::WriteSm, e.into()))?
+        .map_err(|e| sto(IoKind::WriteSm, e))?;
+        self.last_applied = last;
+        self.membership = membership;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder { db: self.db.clone(), dir: self.dir.clone(), pointer_lock: self.pointer_lock.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.dir.join(format!("incoming-{}.tmp", unique_suffix()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| sto(IoKind::WriteSnapshot, e.into()))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let file = snapshot.into_std().await;
+        let db = self.db.clone();
+        let dir = self.dir.clone();
+        let lock = self.pointer_lock.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = Self::install_blocking(&db, &dir, &lock, &m, file);
+            // The received file (if it was ours) is no longer needed.
+            if let Ok(rd) = fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    if n.starts_with("incoming-") {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+            r
+        })
+        .await
+        .map_err(|e| sto(IoKind::WriteSnapshot, e.into()))?
+        .map_err(|e| sto(IoKind::WriteSnapshot, e))?;
+        self.last_applied = meta.last_log_id.clone();
+        self.membership = meta.last_membership.clone();
+        tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(ptr) = read_pointer(&self.db).map_err(|e| sto(IoKind::ReadSnapshot, e))? else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(self.dir.join(&ptr.file))
+            .await
+            .map_err(|e| sto(IoKind::ReadSnapshot, e.into()))?;
+        Ok(Some(Snapshot { meta: ptr.meta, snapshot: Box::new(file) }))
+    }
+}

@@ -1,0 +1,128 @@
+//! Typed access to the state machine tables, shared by the apply path (through a write
+//! overlay) and the read path (straight from RocksDB).
+
+use std::collections::BTreeMap;
+
+use rocksdb::{WriteBatch, DB};
+use serde::de::DeserializeOwned;
+use vault_core::model::{Role, SecretMeta, TokenRecord, VersionRecord};
+use vault_core::token::TokenHash;
+
+use crate::codec::{decode, encode};
+use crate::db::{cf, CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS};
+use crate::StoreError;
+
+pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const KEY_BOOTSTRAP_TOKEN_ISSUED: &[u8] = b"bootstrap_token_issued";
+
+pub(crate) fn version_key(name: &str, version: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 9);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// Raw reads of one column family by key.
+pub(crate) trait KvRead {
+    fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    fn get_typed<T: DeserializeOwned>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get_raw(cf, key)?.map(|b| decode(&b)).transpose()
+    }
+
+    fn secret_meta(&self, name: &str) -> Result<Option<SecretMeta>, StoreError> {
+        self.get_typed(CF_SECRETS, name.as_bytes())
+    }
+
+    fn version(&self, name: &str, version: u64) -> Result<Option<VersionRecord>, StoreError> {
+        self.get_typed(CF_VERSIONS, &version_key(name, version))
+    }
+
+    fn token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.get_typed(CF_TOKENS, name.as_bytes())
+    }
+
+    fn token_name_by_hash(&self, hash: &TokenHash) -> Result<Option<String>, StoreError> {
+        self.get_typed(CF_TOKEN_HASHES, &hash.0)
+    }
+
+    fn role(&self, name: &str) -> Result<Option<Role>, StoreError> {
+        self.get_typed(CF_ROLES, name.as_bytes())
+    }
+
+    fn flag(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.get_typed::<bool>(CF_SM_META, key)?.unwrap_or(false))
+    }
+}
+
+impl KvRead for DB {
+    fn get_raw(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get_cf(cf(self, cf_name)?, key)?)
+    }
+}
+
+/// A write set over the database: reads see earlier writes of the same set, and the whole set
+/// becomes one atomic `WriteBatch`.
+pub(crate) struct Txn<'a> {
+    db: &'a DB,
+    overlay: BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    pub fn new(db: &'a DB) -> Self {
+        Txn { db, overlay: BTreeMap::new() }
+    }
+
+    pub fn put<T: serde::Serialize>(&mut self, cf: &'static str, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.overlay.insert((cf, key.to_vec()), Some(encode(value)?));
+        Ok(())
+    }
+
+    pub fn delete(&mut self, cf: &'static str, key: &[u8]) {
+        self.overlay.insert((cf, key.to_vec()), None);
+    }
+
+    /// Token names present after this write set, for checks that scan the (small) token table.
+    pub fn token_records(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut names: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+        for item in self.db.iterator_cf(cf(self.db, CF_TOKENS)?, rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            names.insert(k.to_vec(), ());
+        }
+        for ((c, k), _) in self.overlay.iter() {
+            if *c == CF_TOKENS {
+                names.insert(k.clone(), ());
+            }
+        }
+        let mut out = Vec::new();
+        for k in names.keys() {
+            if let Some(t) = self.get_typed::<TokenRecord>(CF_TOKENS, k)? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn into_batch(self) -> Result<WriteBatch, StoreError> {
+        let mut batch = WriteBatch::default();
+        for ((cf_name, key), value) in self.overlay {
+            let handle = cf(self.db, cf_name)?;
+            match value {
+                Some(v) => batch.put_cf(handle, key, v),
+                None => batch.delete_cf(handle, key),
+            }
+        }
+        Ok(batch)
+    }
+}
+
+impl KvRead for Txn<'_> {
+    fn get_raw(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(&(cf_name, key.to_vec())) {
+            Some(v) => Ok(v.clone()),
+            None => self.db.get_raw(cf_name, key),
+        }
+    }
+}

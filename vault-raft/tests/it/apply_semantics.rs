@@ -1,0 +1,164 @@
+//! Command semantics as applied by the state machine: versions, check-and-set, retention,
+//! lifecycle, tokens and roles.
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use tempfile::TempDir;
+use vault_core::envelope::SealedValue;
+use vault_core::model::{Grant, Role, TokenRecord, VersionState};
+use vault_core::token::RawToken;
+use vault_raft::{Command, CommandResponse, Rejection, Storage, TypeConfig};
+
+struct Sm {
+    _dir: TempDir,
+    s: Storage,
+    index: u64,
+}
+
+impl Sm {
+    async fn new() -> Sm {
+        let dir = TempDir::new().unwrap();
+        let s = Storage::open(dir.path(), 1).await.unwrap();
+        let mut sm = Sm { _dir: dir, s, index: 0 };
+        sm.run(Command::Bootstrap { admin_role: Role::builtin_admin(), token: None }).await;
+        sm
+    }
+
+    async fn run(&mut self, cmd: Command) -> CommandResponse {
+        self.index += 1;
+        let e = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::Normal(cmd),
+        };
+        self.s.state_machine.apply(vec![e]).await.unwrap().remove(0)
+    }
+
+    async fn put(&mut self, name: &str, version: u64, cas: Option<u64>, max: Option<u32>) -> CommandResponse {
+        self.run(Command::PutSecret {
+            name: name.into(),
+            version,
+            sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![version as u8] },
+            expected_version: cas,
+            max_versions: max,
+            now_ms: 5,
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn versions_grow_and_cas_is_enforced() {
+    let mut sm = Sm::new().await;
+    assert_eq!(sm.put("a", 1, Some(0), None).await, CommandResponse::Written { version: 1 });
+    assert_eq!(sm.put("a", 2, None, None).await, CommandResponse::Written { version: 2 });
+    assert_eq!(
+        sm.put("a", 3, Some(1), None).await,
+        CommandResponse::Rejected(Rejection::CasMismatch { expected: 1, actual: 2 })
+    );
+    assert_eq!(sm.put("a", 2, None, None).await, CommandResponse::Rejected(Rejection::VersionConflict { current: 2 }));
+    assert_eq!(sm.put("a", 1, Some(0), None).await, CommandResponse::Rejected(Rejection::CasMismatch { expected: 0, actual: 2 }));
+    assert_eq!(sm.s.reader.latest_live("a").unwrap().unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn retention_purges_the_oldest_versions() {
+    let mut sm = Sm::new().await;
+    for v in 1..=5 {
+        sm.put("r", v, None, Some(3)).await;
+    }
+    let versions: Vec<u64> = sm.s.reader.versions("r").unwrap().iter().map(|r| r.version).collect();
+    assert_eq!(versions, vec![3, 4, 5]);
+    assert!(sm.s.reader.version("r", 1).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn delete_undelete_destroy_and_delete_secret() {
+    let mut sm = Sm::new().await;
+    for v in 1..=3 {
+        sm.put("s", v, None, None).await;
+    }
+    let r = sm.run(Command::DeleteVersions { name: "s".into(), versions: vec![3], now_ms: 9 }).await;
+    assert_eq!(r, CommandResponse::Changed { versions: vec![3] });
+    assert_eq!(sm.s.reader.latest_live("s").unwrap().unwrap().version, 2);
+    // A missing version makes the whole command a no-op.
+    let r = sm.run(Command::DeleteVersions { name: "s".into(), versions: vec![2, 9], now_ms: 9 }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::NotFound(_))));
+    assert_eq!(sm.s.reader.latest_live("s").unwrap().unwrap().version, 2);
+
+    sm.run(Command::UndeleteVersions { name: "s".into(), versions: vec![3] }).await;
+    assert_eq!(sm.s.reader.latest_live("s").unwrap().unwrap().version, 3);
+
+    sm.run(Command::DestroyVersions { name: "s".into(), versions: vec![1], now_ms: 9 }).await;
+    let v1 = sm.s.reader.version("s", 1).unwrap().unwrap();
+    assert!(matches!(v1.state, VersionState::Destroyed { .. }));
+    assert!(v1.sealed.is_none(), "destroy purges ciphertext and wrapped DEK");
+    // Destroyed cannot be undeleted.
+    let r = sm.run(Command::UndeleteVersions { name: "s".into(), versions: vec![1] }).await;
+    assert_eq!(r, CommandResponse::Changed { versions: vec![] });
+
+    sm.run(Command::DeleteSecret { name: "s".into() }).await;
+    assert!(sm.s.reader.secret_meta("s").unwrap().is_none());
+    assert!(sm.s.reader.versions("s").unwrap().is_empty());
+    assert_eq!(sm.put("s", 1, Some(0), None).await, CommandResponse::Written { version: 1 });
+}
+
+#[tokio::test]
+async fn tokens_and_roles() {
+    let mut sm = Sm::new().await;
+    let raw = RawToken::generate();
+    let rec = TokenRecord { name: "ci".into(), hash: raw.hash(), role: "writer".into(), created_at_ms: 1, expires_at_ms: None };
+    let r = sm.run(Command::CreateToken { record: rec.clone() }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::NotFound(_))), "role must exist");
+
+    let role = Role::new("writer", Grant::parse_many("create,update:app/*").unwrap()).unwrap();
+    assert_eq!(sm.run(Command::PutRole { role: role.clone(), replace: false }).await, CommandResponse::Ok);
+    assert!(matches!(
+        sm.run(Command::PutRole { role, replace: false }).await,
+        CommandResponse::Rejected(Rejection::AlreadyExists(_))
+    ));
+    assert_eq!(sm.run(Command::CreateToken { record: rec.clone() }).await, CommandResponse::Ok);
+    assert_eq!(sm.s.reader.token_by_hash(&raw.hash()).unwrap().unwrap().name, "ci");
+
+    let r = sm.run(Command::DeleteRole { name: "writer".into() }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(ref m)) if m.contains("ci")), "{r:?}");
+    let r = sm.run(Command::DeleteRole { name: "admin".into() }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))));
+    let r = sm.run(Command::PutRole { role: Role::builtin_admin(), replace: true }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))));
+
+    assert_eq!(sm.run(Command::RevokeToken { name: "ci".into() }).await, CommandResponse::Ok);
+    assert!(sm.s.reader.token_by_hash(&raw.hash()).unwrap().is_none());
+    assert_eq!(sm.run(Command::DeleteRole { name: "writer".into() }).await, CommandResponse::Ok);
+}
+
+#[tokio::test]
+async fn bootstrap_token_is_issued_once_ever() {
+    let mut sm = Sm::new().await;
+    let raw = RawToken::generate();
+    let rec = TokenRecord { name: "bootstrap-admin".into(), hash: raw.hash(), role: "admin".into(), created_at_ms: 1, expires_at_ms: None };
+    sm.run(Command::Bootstrap { admin_role: Role::builtin_admin(), token: Some(rec.clone()) }).await;
+    assert!(sm.s.reader.token_by_hash(&raw.hash()).unwrap().is_some());
+    sm.run(Command::RevokeToken { name: "bootstrap-admin".into() }).await;
+    sm.run(Command::Bootstrap { admin_role: Role::builtin_admin(), token: Some(rec) }).await;
+    assert!(sm.s.reader.token_by_hash(&raw.hash()).unwrap().is_none(), "revoked bootstrap token must stay revoked");
+}
+
+#[tokio::test]
+async fn a_batch_sees_its_own_writes() {
+    let mut sm = Sm::new().await;
+    let mk = |i: u64, v: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(Command::PutSecret {
+            name: "b".into(),
+            version: v,
+            sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![1] },
+            expected_version: None,
+            max_versions: None,
+            now_ms: 1,
+        }),
+    };
+    let out = sm.s.state_machine.apply(vec![mk(10, 1), mk(11, 2), mk(12, 2)]).await.unwrap();
+    assert_eq!(out[0], CommandResponse::Written { version: 1 });
+    assert_eq!(out[1], CommandResponse::Written { version: 2 });
+    assert_eq!(out[2], CommandResponse::Rejected(Rejection::VersionConflict { current: 2 }));
+}
