@@ -1,1 +1,273 @@
+//! Test harness: starts real `vault-node` processes on free loopback ports with temporary
+//! data directories, drives them with the real `vaultctl` or a gRPC client, and cleans up.
+//! It only ever signals the PIDs it started.
 
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use vault_node::pb::secrets_client::SecretsClient;
+
+/// Path of a binary built by this workspace (next to the test executable's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not found: run `cargo build --workspace --all-targets` first", path.display());
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub fn random_token() -> String {
+    let bytes: Vec<u8> = (0..32).map(|_| rand_byte()).collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn random_master_key() -> String {
+    let bytes: Vec<u8> = (0..32).map(|_| rand_byte()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn rand_byte() -> u8 {
+    use std::io::Read;
+    let mut b = [0u8; 1];
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("read /dev/urandom");
+    b[0]
+}
+
+/// A unique printable marker, to search for in files and logs.
+pub fn canary(label: &str) -> String {
+    let bytes: Vec<u8> = (0..12).map(|_| rand_byte()).collect();
+    format!("{label}-{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Settings of one node process; `start` launches it.
+pub struct NodeSpec {
+    pub node_id: u64,
+    pub dir: PathBuf,
+    pub api_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
+    pub env: BTreeMap<String, String>,
+}
+
+impl NodeSpec {
+    /// A single node on free loopback ports with a local master key and bootstrap token.
+    pub fn single(dir: &Path, admin_token: &str, master_key: &str) -> NodeSpec {
+        let mut env = BTreeMap::new();
+        env.insert("VAULT_KMS_MODE".into(), "local".into());
+        env.insert("VAULT_LOCAL_MASTER_KEY".into(), master_key.into());
+        env.insert("VAULT_BOOTSTRAP_TOKEN".into(), admin_token.into());
+        env.insert("VAULT_ALLOWED_IPS".into(), "127.0.0.1,::1".into());
+        env.insert("VAULT_LOG".into(), "info,openraft=warn".into());
+        NodeSpec {
+            node_id: 1,
+            dir: dir.to_path_buf(),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            raft_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            env,
+        }
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("node{}.log", self.node_id))
+    }
+
+    pub fn start(&self) -> NodeProcess {
+        fs::create_dir_all(&self.dir).expect("create node dir");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open node log");
+        let mut cmd = Command::new(bin("vault-node"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("VAULT_NODE_ID", self.node_id.to_string())
+            .env("VAULT_DATA_DIR", self.data_dir())
+            .env("VAULT_API_ADDR", self.api_addr.to_string())
+            .env("VAULT_RAFT_ADDR", self.raft_addr.to_string())
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn vault-node");
+        NodeProcess { child: Some(child), api_addr: self.api_addr, log_path: self.log_path() }
+    }
+}
+
+/// A running node. Dropping it kills the process (by its own PID only).
+pub struct NodeProcess {
+    child: Option<Child>,
+    pub api_addr: SocketAddr,
+    pub log_path: PathBuf,
+}
+
+impl NodeProcess {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the node answers health checks as serving.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("vault-node exited early with {status}; log:\n{}", self.log());
+                }
+            }
+            if let Ok(ch) = Channel::from_shared(self.url()).expect("url").connect().await {
+                // Serving once a leader is known and the bootstrap is applied.
+                let mut health = HealthClient::new(ch);
+                let req = HealthCheckRequest { service: "vault.v1.Secrets".into() };
+                if let Ok(r) = health.check(req).await {
+                    if r.into_inner().status == ServingStatus::Serving as i32 {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "node at {} not ready in 30s; log:\n{}", self.api_addr, self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temporary directory for one test, kept on failure when `VAULT_TEST_KEEP` is set.
+pub fn test_dir() -> TempDir {
+    let keep = std::env::var_os("VAULT_TEST_KEEP").is_some();
+    tempfile::Builder::new().prefix("vault-test-").disable_cleanup(keep).tempdir().expect("temp dir")
+}
+
+/// Runs the real `vaultctl` against `addr` with `token`.
+pub fn vaultctl(addr: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("vaultctl"));
+    cmd.env_clear().env("VAULT_ADDR", addr).args(args).stdin(Stdio::null());
+    if let Some(t) = token {
+        cmd.env("VAULT_TOKEN", t);
+    }
+    cmd.output().expect("run vaultctl")
+}
+
+/// `vaultctl` that must succeed; returns stdout.
+pub fn must_vaultctl(addr: &str, token: Option<&str>, args: &[&str]) -> String {
+    let out = vaultctl(addr, token, args);
+    assert!(out.status.success(), "vaultctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// `vaultctl` that must fail; returns its one-line stderr.
+pub fn must_fail_vaultctl(addr: &str, token: Option<&str>, args: &[&str]) -> String {
+    let out = vaultctl(addr, token, args);
+    assert!(
+        !out.status.success(),
+        "vaultctl {args:?} unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(err.starts_with("error: "), "stderr should be one `error:` line, got {err:?}");
+    assert_eq!(err.lines().count(), 1, "stderr should be one line: {err:?}");
+    err
+}
+
+pub async fn secrets_client(url: &str) -> SecretsClient<Channel> {
+    SecretsClient::new(Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect"))
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    r
+}
+
+/// Every file below `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Number of files below `dir`.
+pub fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}

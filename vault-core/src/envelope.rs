@@ -1,7 +1,7 @@
 //! Envelope sealing: a fresh data key per secret version, XChaCha20-Poly1305 with a random
 //! 24-byte nonce and AAD = `name:version`.
 
-use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload, rand_core::RngCore};
+use chacha20poly1305::aead::{rand_core::RngCore, Aead, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
@@ -69,10 +69,7 @@ pub async fn open(
         }
     };
     let plain = XChaCha20Poly1305::new(dek.expose().into())
-        .decrypt(
-            XNonce::from_slice(&sealed.nonce),
-            Payload { msg: &sealed.ciphertext, aad: &name.aad(version) },
-        )
+        .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &name.aad(version) })
         .map_err(|_| CoreError::Authentication(format!("{name}:{version}")))?;
     Ok(SecretBytes::new(plain))
 }

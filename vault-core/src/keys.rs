@@ -4,7 +4,7 @@
 use std::fmt;
 
 use base64::Engine;
-use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
+use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::CoreError;
@@ -64,15 +64,10 @@ key_newtype!(
 impl MasterKey {
     /// Parses the `VAULT_LOCAL_MASTER_KEY` format: standard base64 of exactly 32 bytes.
     pub fn from_base64(encoded: &str) -> Result<Self, CoreError> {
-        let decoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| {
-                    CoreError::InvalidArgument(
-                        "local master key is not valid base64 (expected base64 of 32 bytes)".into(),
-                    )
-                })?,
-        );
+        let decoded =
+            Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| {
+                CoreError::InvalidArgument("local master key is not valid base64 (expected base64 of 32 bytes)".into())
+            })?);
         MasterKey::from_slice(&decoded)
     }
 }

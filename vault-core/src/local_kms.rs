@@ -2,7 +2,7 @@
 //! master key held in memory.
 
 use async_trait::async_trait;
-use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload, rand_core::RngCore};
+use chacha20poly1305::aead::{rand_core::RngCore, Aead, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -83,10 +83,7 @@ impl KeyManager for LocalKms {
         ctx: &EncryptionContext,
     ) -> Result<DataKey, CoreError> {
         if key_id != self.key_id {
-            return Err(CoreError::KeyMismatch {
-                stored: key_id.to_string(),
-                configured: self.key_id.clone(),
-            });
+            return Err(CoreError::KeyMismatch { stored: key_id.to_string(), configured: self.key_id.clone() });
         }
         if wrapped.len() < 1 + NONCE_LEN || wrapped[0] != WRAP_FORMAT_V1 {
             return Err(CoreError::Malformed("wrapped data key has an unknown layout".into()));

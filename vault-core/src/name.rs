@@ -40,18 +40,10 @@ fn validate_name(raw: &str) -> Result<(), CoreError> {
         return err("name must not be empty");
     }
     if raw.len() > MAX_NAME_LEN {
-        return Err(CoreError::InvalidName(format!(
-            "name is {} bytes; at most {MAX_NAME_LEN} are allowed",
-            raw.len()
-        )));
+        return Err(CoreError::InvalidName(format!("name is {} bytes; at most {MAX_NAME_LEN} are allowed", raw.len())));
     }
-    if let Some(c) = raw
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
-    {
-        return Err(CoreError::InvalidName(format!(
-            "character {c:?} is not allowed; use only A-Z a-z 0-9 . _ / -"
-        )));
+    if let Some(c) = raw.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))) {
+        return Err(CoreError::InvalidName(format!("character {c:?} is not allowed; use only A-Z a-z 0-9 . _ / -")));
     }
     if raw.starts_with('/') {
         return err("name must not start with '/'");

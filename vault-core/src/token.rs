@@ -5,7 +5,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
+use chacha20poly1305::aead::{rand_core::RngCore, OsRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

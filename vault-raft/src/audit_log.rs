@@ -49,7 +49,7 @@ impl AuditLog {
         let family = cf(&self.db, CF_AUDIT)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(family, seq.to_be_bytes(), encode(&record)?);
-        if seq % 4096 == 0 && seq > self.retain {
+        if seq.is_multiple_of(4096) && seq > self.retain {
             batch.delete_range_cf(family, 0u64.to_be_bytes(), (seq - self.retain).to_be_bytes());
         }
         self.db.write(batch)?;
@@ -59,7 +59,9 @@ impl AuditLog {
     /// Newest first, at most `limit`, optionally only those about `secret`.
     pub fn list(&self, limit: usize, secret: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
         let mut out = Vec::new();
-        let it = self.db.iterator_cf(cf(&self.db, CF_AUDIT)?, IteratorMode::From(&u64::MAX.to_be_bytes(), Direction::Reverse));
+        let it = self
+            .db
+            .iterator_cf(cf(&self.db, CF_AUDIT)?, IteratorMode::From(&u64::MAX.to_be_bytes(), Direction::Reverse));
         for item in it {
             let (_, v) = item?;
             let r: AuditRecord = decode(&v)?;

@@ -21,9 +21,9 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&FORMAT_V1, body)) => postcard::from_bytes(body).map_err(|e| StoreError::Codec(e.to_string())),
-        Some((other, _)) => Err(StoreError::Corrupt(format!(
-            "value has format {other}; this build reads format {FORMAT_V1}"
-        ))),
+        Some((other, _)) => {
+            Err(StoreError::Corrupt(format!("value has format {other}; this build reads format {FORMAT_V1}")))
+        }
         None => Err(StoreError::Corrupt("empty value".into())),
     }
 }

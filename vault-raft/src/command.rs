@@ -13,7 +13,10 @@ use vault_core::model::{Role, TokenRecord};
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// First start: the built-in `admin` role and, once ever, the bootstrap token.
-    Bootstrap { admin_role: Role, token: Option<TokenRecord> },
+    Bootstrap {
+        admin_role: Role,
+        token: Option<TokenRecord>,
+    },
     /// Writes `version` of `name`; applies only when it is exactly one past the current
     /// version, and (with `expected_version`) only when the current version matches.
     PutSecret {
@@ -24,15 +27,37 @@ pub enum Command {
         max_versions: Option<u32>,
         now_ms: u64,
     },
-    DeleteSecret { name: String },
-    DeleteVersions { name: String, versions: Vec<u64>, now_ms: u64 },
-    UndeleteVersions { name: String, versions: Vec<u64> },
-    DestroyVersions { name: String, versions: Vec<u64>, now_ms: u64 },
-    CreateToken { record: TokenRecord },
-    RevokeToken { name: String },
+    DeleteSecret {
+        name: String,
+    },
+    DeleteVersions {
+        name: String,
+        versions: Vec<u64>,
+        now_ms: u64,
+    },
+    UndeleteVersions {
+        name: String,
+        versions: Vec<u64>,
+    },
+    DestroyVersions {
+        name: String,
+        versions: Vec<u64>,
+        now_ms: u64,
+    },
+    CreateToken {
+        record: TokenRecord,
+    },
+    RevokeToken {
+        name: String,
+    },
     /// Creates a role; with `replace`, also overwrites an existing one.
-    PutRole { role: Role, replace: bool },
-    DeleteRole { name: String },
+    PutRole {
+        role: Role,
+        replace: bool,
+    },
+    DeleteRole {
+        name: String,
+    },
 }
 
 impl Command {
@@ -74,9 +99,13 @@ impl fmt::Debug for Command {
 pub enum CommandResponse {
     /// Blank and membership entries, and commands with nothing to report.
     Ok,
-    Written { version: u64 },
+    Written {
+        version: u64,
+    },
     /// Versions whose state changed.
-    Changed { versions: Vec<u64> },
+    Changed {
+        versions: Vec<u64>,
+    },
     Rejected(Rejection),
 }
 
@@ -86,8 +115,13 @@ pub enum Rejection {
     NotFound(String),
     AlreadyExists(String),
     /// Check-and-set failed: the caller expected `expected`, the secret is at `actual`.
-    CasMismatch { expected: u64, actual: u64 },
+    CasMismatch {
+        expected: u64,
+        actual: u64,
+    },
     /// Another write took the version this one was sealed for; re-seal and retry.
-    VersionConflict { current: u64 },
+    VersionConflict {
+        current: u64,
+    },
     FailedPrecondition(String),
 }

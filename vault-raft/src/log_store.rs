@@ -8,7 +8,8 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
@@ -26,7 +27,33 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    syncer: mpsc::Sender<LogFlushed>,
+    syncer: Arc<Syncer>,
+}
+
+/// The syncer thread and its queue. The thread holds the database only weakly and is joined
+/// when the last `LogStore` clone goes, so RocksDB always closes on an owning thread.
+struct Syncer {
+    tx: Mutex<Option<mpsc::Sender<LogFlushed>>>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Syncer {
+    fn send(&self, cb: LogFlushed) -> Result<(), StoreError> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx.send(cb).map_err(|_| StoreError::Corrupt("raft log syncer thread has stopped".into())),
+            None => Err(StoreError::Corrupt("raft log syncer is shut down".into())),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -42,12 +69,13 @@ fn synced() -> WriteOptions {
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed>();
-        let sync_db = db.clone();
-        std::thread::Builder::new()
+        let sync_db = Arc::downgrade(&db);
+        let handle = std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || sync_loop(sync_db, rx))
             .expect("spawn the raft log syncer thread");
-        LogStore { db, syncer: tx }
+        let syncer = Syncer { tx: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) };
+        LogStore { db, syncer: Arc::new(syncer) }
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -97,13 +125,16 @@ impl LogStore {
     }
 }
 
-fn sync_loop(db: Arc<DB>, rx: mpsc::Receiver<LogFlushed>) {
+fn sync_loop(db: Weak<DB>, rx: mpsc::Receiver<LogFlushed>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let result = db.flush_wal(true);
+        let result = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("database is closed".to_string()),
+        };
         for cb in waiting {
             let r = match &result {
                 Ok(()) => Ok(()),
@@ -144,7 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
         let last_purged: Option<LogId> = self.meta_get(KEY_LAST_PURGED).map_err(|e| sto(IoKind::ReadLogs, e))?;
-        let last = self.last_log_id().map_err(|e| sto(IoKind::ReadLogs, e))?.or_else(|| last_purged.clone());
+        let last = self.last_log_id().map_err(|e| sto(IoKind::ReadLogs, e))?.or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
@@ -185,9 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| sto(IoKind::WriteLogs, e.into()))?
             .map_err(|e| sto(IoKind::WriteLogs, e.into()))?;
         // Durable once the syncer has synced the WAL; it calls back then.
-        self.syncer.send(callback).map_err(|_| {
-            sto(IoKind::WriteLogs, StoreError::Corrupt("raft log syncer thread has stopped".into()))
-        })?;
+        self.syncer.send(callback).map_err(|e| sto(IoKind::WriteLogs, e))?;
         Ok(())
     }
 

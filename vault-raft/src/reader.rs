@@ -70,7 +70,8 @@ impl StateReader {
         keep: impl Fn(&str) -> bool,
     ) -> Result<(Vec<(String, SecretMeta)>, bool), StoreError> {
         let from = if start_after.is_empty() || start_after < prefix { prefix } else { start_after };
-        let it = self.db.iterator_cf(cf(&self.db, CF_SECRETS)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
+        let it =
+            self.db.iterator_cf(cf(&self.db, CF_SECRETS)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
         let mut out = Vec::new();
         for item in it {
             let (k, v) = item?;

@@ -21,8 +21,8 @@ use crate::db::{cf, CF_RAFT_META, CF_SM_META, KEY_SPACE_END, SM_CFS};
 use crate::error::{sto, IoKind};
 use crate::snapshot_file::{read_snapshot, write_snapshot};
 use crate::tables::{KvRead, Txn, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
-use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig};
 use crate::typ::StoredMembership as Membership;
+use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig};
 use crate::StoreError;
 
 const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
@@ -189,7 +189,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
-        Ok((self.last_applied.clone(), self.membership.clone()))
+        Ok((self.last_applied, self.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
@@ -208,12 +208,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut responses = Vec::with_capacity(entries.len());
             let mut last = None;
             for entry in &entries {
-                last = Some(entry.log_id.clone());
+                last = Some(entry.log_id);
                 match &entry.payload {
                     EntryPayload::Blank => responses.push(CommandResponse::Ok),
                     EntryPayload::Normal(cmd) => responses.push(apply_command(&mut txn, cmd)?),
                     EntryPayload::Membership(m) => {
-                        membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         responses.push(CommandResponse::Ok);
                     }
                 }
@@ -246,7 +246,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
         let file = snapshot.into_std().await;
         let db = self.db.clone();
         let dir = self.dir.clone();
@@ -268,7 +272,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| sto(IoKind::WriteSnapshot, e.into()))?
         .map_err(|e| sto(IoKind::WriteSnapshot, e))?;
-        self.last_applied = meta.last_log_id.clone();
+        self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
@@ -278,9 +282,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some(ptr) = read_pointer(&self.db).map_err(|e| sto(IoKind::ReadSnapshot, e))? else {
             return Ok(None);
         };
-        let file = tokio::fs::File::open(self.dir.join(&ptr.file))
-            .await
-            .map_err(|e| sto(IoKind::ReadSnapshot, e.into()))?;
+        let file =
+            tokio::fs::File::open(self.dir.join(&ptr.file)).await.map_err(|e| sto(IoKind::ReadSnapshot, e.into()))?;
         Ok(Some(Snapshot { meta: ptr.meta, snapshot: Box::new(file) }))
     }
 }

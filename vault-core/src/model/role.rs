@@ -56,10 +56,7 @@ impl FromStr for Action {
             "rotate" => Action::Rotate,
             "*" => Action::All,
             other => {
-                return Err(CoreError::InvalidArgument(format!(
-                    "unknown action {other:?}; expected {}",
-                    Action::NAMES
-                )))
+                return Err(CoreError::InvalidArgument(format!("unknown action {other:?}; expected {}", Action::NAMES)))
             }
         })
     }

@@ -21,9 +21,13 @@ pub struct SecretMeta {
 pub enum VersionState {
     Live,
     /// Soft-deleted: ciphertext kept, not served, can be undeleted.
-    Deleted { at_ms: u64 },
+    Deleted {
+        at_ms: u64,
+    },
     /// Ciphertext and wrapped DEK purged for good; only the tombstone remains.
-    Destroyed { at_ms: u64 },
+    Destroyed {
+        at_ms: u64,
+    },
 }
 
 impl VersionState {

@@ -27,9 +27,7 @@ pub fn validate_label(kind: &str, s: &str) -> Result<(), CoreError> {
         return Err(CoreError::InvalidArgument(format!("{kind} name must be 1 to 64 bytes")));
     }
     if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(CoreError::InvalidArgument(format!(
-            "{kind} name contains {c:?}; use only A-Z a-z 0-9 . _ -"
-        )));
+        return Err(CoreError::InvalidArgument(format!("{kind} name contains {c:?}; use only A-Z a-z 0-9 . _ -")));
     }
     Ok(())
 }

@@ -37,7 +37,12 @@ impl Sm {
         self.run(Command::PutSecret {
             name: name.into(),
             version,
-            sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![version as u8] },
+            sealed: SealedValue {
+                key_id: "k".into(),
+                wrapped_dek: vec![1],
+                nonce: vec![0; 24],
+                ciphertext: vec![version as u8],
+            },
             expected_version: cas,
             max_versions: max,
             now_ms: 5,
@@ -56,7 +61,10 @@ async fn versions_grow_and_cas_is_enforced() {
         CommandResponse::Rejected(Rejection::CasMismatch { expected: 1, actual: 2 })
     );
     assert_eq!(sm.put("a", 2, None, None).await, CommandResponse::Rejected(Rejection::VersionConflict { current: 2 }));
-    assert_eq!(sm.put("a", 1, Some(0), None).await, CommandResponse::Rejected(Rejection::CasMismatch { expected: 0, actual: 2 }));
+    assert_eq!(
+        sm.put("a", 1, Some(0), None).await,
+        CommandResponse::Rejected(Rejection::CasMismatch { expected: 0, actual: 2 })
+    );
     assert_eq!(sm.s.reader.latest_live("a").unwrap().unwrap().version, 2);
 }
 
@@ -106,7 +114,13 @@ async fn delete_undelete_destroy_and_delete_secret() {
 async fn tokens_and_roles() {
     let mut sm = Sm::new().await;
     let raw = RawToken::generate();
-    let rec = TokenRecord { name: "ci".into(), hash: raw.hash(), role: "writer".into(), created_at_ms: 1, expires_at_ms: None };
+    let rec = TokenRecord {
+        name: "ci".into(),
+        hash: raw.hash(),
+        role: "writer".into(),
+        created_at_ms: 1,
+        expires_at_ms: None,
+    };
     let r = sm.run(Command::CreateToken { record: rec.clone() }).await;
     assert!(matches!(r, CommandResponse::Rejected(Rejection::NotFound(_))), "role must exist");
 
@@ -135,7 +149,13 @@ async fn tokens_and_roles() {
 async fn bootstrap_token_is_issued_once_ever() {
     let mut sm = Sm::new().await;
     let raw = RawToken::generate();
-    let rec = TokenRecord { name: "bootstrap-admin".into(), hash: raw.hash(), role: "admin".into(), created_at_ms: 1, expires_at_ms: None };
+    let rec = TokenRecord {
+        name: "bootstrap-admin".into(),
+        hash: raw.hash(),
+        role: "admin".into(),
+        created_at_ms: 1,
+        expires_at_ms: None,
+    };
     sm.run(Command::Bootstrap { admin_role: Role::builtin_admin(), token: Some(rec.clone()) }).await;
     assert!(sm.s.reader.token_by_hash(&raw.hash()).unwrap().is_some());
     sm.run(Command::RevokeToken { name: "bootstrap-admin".into() }).await;

@@ -42,7 +42,12 @@ async fn snapshot_moves_state_between_stores_and_survives_reopen() {
     let mut a = Storage::open(dir_a.path(), 1).await.unwrap();
     let resp = a
         .state_machine
-        .apply(vec![membership(1), put(2, "app/db", 1, b"ct-one"), put(3, "app/db", 2, b"ct-two"), put(4, "x", 1, b"ct-x")])
+        .apply(vec![
+            membership(1),
+            put(2, "app/db", 1, b"ct-one"),
+            put(3, "app/db", 2, b"ct-two"),
+            put(4, "x", 1, b"ct-x"),
+        ])
         .await
         .unwrap();
     assert_eq!(resp[1], CommandResponse::Written { version: 1 });

@@ -1,0 +1,398 @@
+//! One real `vault-node` process, driven by the real `vaultctl` and a gRPC client.
+
+use std::time::Duration;
+
+use tonic::Code;
+use vault_node::pb;
+use vault_tests::*;
+
+struct Dev {
+    _dir: tempfile::TempDir,
+    spec: NodeSpec,
+    node: NodeProcess,
+    token: String,
+    master: String,
+}
+
+async fn start_with(tune: impl FnOnce(&mut NodeSpec)) -> Dev {
+    let dir = test_dir();
+    let token = random_token();
+    let master = random_master_key();
+    let mut spec = NodeSpec::single(dir.path(), &token, &master);
+    tune(&mut spec);
+    let mut node = spec.start();
+    node.wait_ready().await;
+    Dev { _dir: dir, spec, node, token, master }
+}
+
+async fn start() -> Dev {
+    start_with(|_| {}).await
+}
+
+impl Dev {
+    fn ctl(&self, args: &[&str]) -> String {
+        must_vaultctl(&self.node.url(), Some(&self.token), args)
+    }
+
+    fn ctl_err(&self, args: &[&str]) -> String {
+        must_fail_vaultctl(&self.node.url(), Some(&self.token), args)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_versions_and_cas() {
+    let d = start().await;
+    assert_eq!(d.ctl(&["secret", "put", "app/db", "--value", "s3cr3t"]).trim(), "1");
+    assert_eq!(d.ctl(&["secret", "get", "app/db"]), "s3cr3t", "value prints raw, no newline");
+    assert_eq!(d.ctl(&["secret", "put", "app/db", "--value", "second", "--cas", "1"]).trim(), "2");
+    assert_eq!(d.ctl(&["secret", "get", "app/db"]), "second");
+    assert_eq!(d.ctl(&["secret", "get", "app/db", "--version", "1"]), "s3cr3t");
+
+    let err = d.ctl_err(&["secret", "put", "app/db", "--value", "lost", "--cas", "1"]);
+    assert!(err.contains("failed precondition") && err.contains("current version is 2"), "{err}");
+    let err = d.ctl_err(&["secret", "put", "app/db", "--value", "lost", "--cas", "0"]);
+    assert!(err.contains("failed precondition"), "{err}");
+    assert_eq!(d.ctl(&["secret", "get", "app/db"]), "second", "a failed CAS changes nothing");
+
+    let versions = d.ctl(&["--output", "json", "secret", "versions", "app/db"]);
+    assert!(versions.contains("\"current_version\": 2"), "{versions}");
+    assert!(!versions.contains("s3cr3t") && !versions.contains("second"), "versions never show values");
+
+    // Lifecycle: soft delete falls back to the previous live version; undelete; destroy.
+    d.ctl(&["secret", "delete", "app/db", "--versions", "2"]);
+    assert_eq!(d.ctl(&["secret", "get", "app/db"]), "s3cr3t");
+    let err = d.ctl_err(&["secret", "get", "app/db", "--version", "2"]);
+    assert!(err.contains("not found") && err.contains("deleted"), "{err}");
+    d.ctl(&["secret", "undelete", "app/db", "--versions", "2"]);
+    assert_eq!(d.ctl(&["secret", "get", "app/db"]), "second");
+    d.ctl(&["secret", "destroy", "app/db", "--versions", "1"]);
+    let err = d.ctl_err(&["secret", "get", "app/db", "--version", "1"]);
+    assert!(err.contains("destroyed"), "{err}");
+
+    let listing = d.ctl(&["secret", "list", "--prefix", "app/"]);
+    assert!(listing.contains("app/db"), "{listing}");
+    d.ctl(&["secret", "delete", "app/db"]);
+    let err = d.ctl_err(&["secret", "get", "app/db"]);
+    assert!(err.starts_with("error: not found"), "{err}");
+    assert!(!d.ctl(&["secret", "list"]).contains("app/db"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_from_file_and_stdin_free_binary_values() {
+    let d = start().await;
+    let path = d.spec.dir.join("blob.bin");
+    let blob: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    std::fs::write(&path, &blob).unwrap();
+    d.ctl(&["secret", "put", "bin/blob", "--file", path.to_str().unwrap()]);
+    let out = vaultctl(&d.node.url(), Some(&d.token), &["secret", "get", "bin/blob"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, blob, "binary values round-trip byte for byte");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_changes_nothing() {
+    let d = start().await;
+    d.ctl(&["secret", "put", "ok/one", "--value", "v1"]);
+
+    let err = d.ctl_err(&["secret", "put", "bad name", "--value", "x"]);
+    assert!(err.contains("invalid argument") && err.contains("not allowed"), "{err}");
+    let err = d.ctl_err(&["secret", "put", "/abs", "--value", "x"]);
+    assert!(err.contains("invalid argument") && err.contains("start with '/'"), "{err}");
+    let err = d.ctl_err(&["secret", "put", "a/../b", "--value", "x"]);
+    assert!(err.contains("invalid argument") && err.contains("'..'"), "{err}");
+
+    let big = d.spec.dir.join("big.bin");
+    std::fs::write(&big, vec![b'a'; 1024 * 1024]).unwrap();
+    let err = d.ctl_err(&["secret", "put", "ok/one", "--file", big.to_str().unwrap()]);
+    assert!(err.contains("invalid argument") && err.contains("1048576 bytes"), "{err}");
+
+    let err = d.ctl_err(&["secret", "put", "ok/one", "--value", "x", "--cas", "7"]);
+    assert!(err.contains("failed precondition"), "{err}");
+
+    let err = must_fail_vaultctl(&d.node.url(), None, &["secret", "put", "ok/one", "--value", "x"]);
+    assert!(err.contains("unauthenticated") && err.contains("Bearer"), "{err}");
+    let err = must_fail_vaultctl(&d.node.url(), Some(&random_token()), &["secret", "put", "ok/one", "--value", "x"]);
+    assert!(err.contains("unauthenticated") && err.contains("unknown or revoked"), "{err}");
+
+    let err = d.ctl_err(&["role", "create", "r", "--grant", "fly:app/*"]);
+    assert!(err.contains("invalid argument") && err.contains("unknown action"), "{err}");
+    let err = d.ctl_err(&["role", "delete", "admin"]);
+    assert!(err.contains("failed precondition"), "{err}");
+    let err = d.ctl_err(&["token", "create", "t", "--role", "nope"]);
+    assert!(err.contains("not found") && err.contains("role nope"), "{err}");
+
+    // Nothing above changed the secret or created anything.
+    let versions = d.ctl(&["--output", "json", "secret", "versions", "ok/one"]);
+    assert!(versions.contains("\"current_version\": 1"), "{versions}");
+    assert_eq!(d.ctl(&["secret", "get", "ok/one"]), "v1");
+    let names = d.ctl(&["secret", "list"]);
+    assert_eq!(names.lines().count(), 2, "header plus ok/one only: {names}");
+    assert!(!d.ctl(&["token", "list"]).contains("\nt "));
+    assert!(!d.ctl(&["role", "list"]).contains("\nr "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_grants_and_immediate_revocation() {
+    let d = start().await;
+    d.ctl(&["role", "create", "app-writer", "--grant", "create,update:app/*"]);
+    let ci = d.ctl(&["token", "create", "ci", "--role", "app-writer"]).trim().to_string();
+    assert_eq!(ci.len(), 43, "32 random bytes, base64url");
+    let url = d.node.url();
+
+    assert_eq!(must_vaultctl(&url, Some(&ci), &["secret", "put", "app/x", "--value", "1"]).trim(), "1");
+    assert_eq!(must_vaultctl(&url, Some(&ci), &["secret", "put", "app/x", "--value", "2"]).trim(), "2");
+    let err = must_fail_vaultctl(&url, Some(&ci), &["secret", "put", "other/x", "--value", "1"]);
+    assert!(err.contains("permission denied") && err.contains("other/x"), "{err}");
+    let err = must_fail_vaultctl(&url, Some(&ci), &["secret", "delete", "app/x"]);
+    assert!(err.contains("permission denied"), "{err}");
+    let err = must_fail_vaultctl(&url, Some(&ci), &["token", "list"]);
+    assert!(err.contains("permission denied") && err.contains("admin"), "{err}");
+    // Listing shows only what the role may list: nothing.
+    assert_eq!(must_vaultctl(&url, Some(&ci), &["secret", "list"]).lines().count(), 1);
+
+    d.ctl(&["token", "revoke", "ci"]);
+    let err = must_fail_vaultctl(&url, Some(&ci), &["secret", "put", "app/x", "--value", "3"]);
+    assert!(err.contains("unauthenticated"), "{err}");
+    assert_eq!(d.ctl(&["secret", "get", "app/x"]), "2");
+
+    // Expiry.
+    let short = d.ctl(&["token", "create", "short", "--role", "app-writer", "--ttl", "1s"]).trim().to_string();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let err = must_fail_vaultctl(&url, Some(&short), &["secret", "put", "app/y", "--value", "1"]);
+    assert!(err.contains("expired"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_survive_restart_and_crash() {
+    let mut d = start().await;
+    for i in 0..20 {
+        d.ctl(&["secret", "put", &format!("svc/{i}"), "--value", &format!("value-{i}")]);
+    }
+    d.node.stop();
+    d.node = d.spec.start();
+    d.node.wait_ready().await;
+    for i in 0..20 {
+        assert_eq!(d.ctl(&["secret", "get", &format!("svc/{i}")]), format!("value-{i}"));
+    }
+    // Acknowledged writes survive a SIGKILL.
+    d.ctl(&["secret", "put", "svc/after", "--value", "acked"]);
+    d.node.kill();
+    d.node = d.spec.start();
+    d.node.wait_ready().await;
+    assert_eq!(d.ctl(&["secret", "get", "svc/after"]), "acked");
+    // The bootstrap token from the environment still works and is not duplicated.
+    let tokens = d.ctl(&["token", "list"]);
+    assert_eq!(tokens.matches("bootstrap-admin").count(), 1, "{tokens}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_bootstrap_token_stays_revoked_after_restart() {
+    let mut d = start().await;
+    d.ctl(&["role", "create", "ops", "--grant", "*:*"]);
+    let other_admin = d.ctl(&["token", "create", "ops-admin", "--role", "admin"]).trim().to_string();
+    must_vaultctl(&d.node.url(), Some(&other_admin), &["token", "revoke", "bootstrap-admin"]);
+    d.node.stop();
+    d.node = d.spec.start();
+    d.node.wait_ready().await;
+    let err = must_fail_vaultctl(&d.node.url(), Some(&d.token), &["token", "list"]);
+    assert!(err.contains("unauthenticated"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_master_key_cannot_read_and_says_so() {
+    let mut d = start().await;
+    d.ctl(&["secret", "put", "k/v", "--value", "v"]);
+    d.node.stop();
+    d.spec.set("VAULT_LOCAL_MASTER_KEY", &random_master_key());
+    d.node = d.spec.start();
+    d.node.wait_ready().await;
+    let err = d.ctl_err(&["secret", "get", "k/v"]);
+    assert!(err.contains("failed precondition") && err.contains("wrapped by key local:"), "{err}");
+    assert!(!d.master.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_outside_the_allowlist_are_denied() {
+    // Loopback is not in this allowlist.
+    let d = start_with(|s| {
+        s.set("VAULT_ALLOWED_IPS", "10.20.0.0/16, fd00::/8");
+    })
+    .await;
+    d.ctl(&["secret", "put", "app/db", "--value", "x"]);
+    let err = d.ctl_err(&["secret", "get", "app/db"]);
+    assert!(err.contains("permission denied") && err.contains("127.0.0.1"), "{err}");
+
+    let mut c = secrets_client(&d.node.url()).await;
+    let r = c
+        .batch_get_secrets(pb::BatchGetSecretsRequest {
+            requests: vec![pb::GetSecretRequest { name: "app/db".into(), version: 0 }],
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
+
+    let audit = d.ctl(&["audit", "list", "--limit", "5"]);
+    assert!(audit.contains("GetSecret") && audit.contains("permission denied"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_allowlist_denies_every_read() {
+    let d = start_with(|s| {
+        s.set("VAULT_ALLOWED_IPS", "");
+    })
+    .await;
+    d.ctl(&["secret", "put", "app/db", "--value", "x"]);
+    let err = d.ctl_err(&["secret", "get", "app/db"]);
+    assert!(err.contains("permission denied"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_client_allowlisted_by_v6_address() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIP ipv6_client_allowlisted_by_v6_address: no IPv6 loopback here");
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let d = start_with(|s| {
+        s.api_addr = format!("[::1]:{port}").parse().unwrap();
+        s.set("VAULT_ALLOWED_IPS", "::1/128");
+    })
+    .await;
+    d.ctl(&["secret", "put", "v6/x", "--value", "six"]);
+    assert_eq!(d.ctl(&["secret", "get", "v6/x"]), "six");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_honoured_only_from_trusted_proxies_right_most_hop() {
+    let d = start_with(|s| {
+        s.set("VAULT_ALLOWED_IPS", "203.0.113.7");
+        s.set("VAULT_TRUST_PROXY", "true");
+        s.set("VAULT_TRUSTED_PROXIES", "127.0.0.1");
+    })
+    .await;
+    d.ctl(&["secret", "put", "p/x", "--value", "proxied"]);
+    let mut c = secrets_client(&d.node.url()).await;
+    let get = |xff: &str| {
+        let mut r = tonic::Request::new(pb::GetSecretRequest { name: "p/x".into(), version: 0 });
+        r.metadata_mut().insert("x-forwarded-for", xff.parse().unwrap());
+        r
+    };
+    let ok = c.get_secret(get("6.6.6.6, 203.0.113.7")).await.unwrap().into_inner();
+    assert_eq!(ok.value, b"proxied");
+    // A client cannot pick its address by putting it left-most.
+    let denied = c.get_secret(get("203.0.113.7, 6.6.6.6")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("6.6.6.6"), "{}", denied.message());
+    let bad = c.get_secret(get("203.0.113.7, not-an-ip")).await.unwrap_err();
+    assert_eq!(bad.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_get_reports_per_item() {
+    let d = start().await;
+    d.ctl(&["secret", "put", "b/one", "--value", "1"]);
+    let mut c = secrets_client(&d.node.url()).await;
+    let reqs = vec![
+        pb::GetSecretRequest { name: "b/one".into(), version: 0 },
+        pb::GetSecretRequest { name: "b/missing".into(), version: 0 },
+        pb::GetSecretRequest { name: "bad name".into(), version: 0 },
+    ];
+    let r = c.batch_get_secrets(pb::BatchGetSecretsRequest { requests: reqs }).await.unwrap().into_inner();
+    use pb::batch_get_result::Result as R;
+    assert!(matches!(&r.results[0].result, Some(R::Secret(s)) if s.value == b"1"));
+    assert!(matches!(&r.results[1].result, Some(R::Error(e)) if e.code == Code::NotFound as i32));
+    assert!(matches!(&r.results[2].result, Some(R::Error(e)) if e.code == Code::InvalidArgument as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_calls_need_a_token_even_from_allowlisted_hosts() {
+    let d = start().await;
+    let mut c = secrets_client(&d.node.url()).await;
+    let r = c.put_secret(pb::PutSecretRequest { name: "a".into(), value: b"v".to_vec(), ..Default::default() }).await;
+    assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);
+    let r = c.list_secrets(authed(pb::ListSecretsRequest::default(), "not-a-token")).await;
+    assert_eq!(r.unwrap_err().code(), Code::Unauthenticated);
+    let r = c.list_secrets(authed(pb::ListSecretsRequest::default(), &d.token)).await;
+    assert!(r.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plaintext_or_token_on_disk_or_in_logs() {
+    let mut d = start_with(|s| {
+        // Snapshot often, so snapshot files are searched too.
+        s.set("VAULT_SNAPSHOT_LOG_ENTRIES", "5");
+        s.set("VAULT_LOG", "debug");
+    })
+    .await;
+    let value = canary("CANARY-VALUE");
+    d.ctl(&["secret", "put", "canary/one", "--value", &value]);
+    let raw = d.ctl(&["token", "create", "canary-token", "--role", "admin"]).trim().to_string();
+    for i in 0..10 {
+        d.ctl(&["secret", "put", "canary/one", "--value", &format!("{value}-{i}")]);
+    }
+    assert_eq!(d.ctl(&["secret", "get", "canary/one"]), format!("{value}-9"));
+    assert!(must_vaultctl(&d.node.url(), Some(&raw), &["token", "list"]).contains("canary-token"));
+    d.node.stop();
+
+    let data = d.spec.data_dir();
+    let snapshots = data.join("snapshots");
+    assert!(
+        std::fs::read_dir(&snapshots).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("snap-")),
+        "a snapshot file was written and is part of the search"
+    );
+    assert!(count_files(&data) > 5);
+    for (what, needle) in [
+        ("secret value", value.as_bytes().to_vec()),
+        ("raw token", raw.as_bytes().to_vec()),
+        ("bootstrap token", d.token.as_bytes().to_vec()),
+        ("master key", d.master.as_bytes().to_vec()),
+    ] {
+        let hits = files_containing(&data, &needle);
+        assert!(hits.is_empty(), "{what} found on disk in {hits:?}");
+        let log = d.node.log();
+        assert!(!log.as_bytes().windows(needle.len()).any(|w| w == needle.as_slice()), "{what} found in the node log");
+    }
+    // The log is not empty: the search above looked at something.
+    assert!(d.node.log().contains("vault-node listening"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_reads_and_management_never_values() {
+    let d = start().await;
+    let value = canary("AUDIT-VALUE");
+    d.ctl(&["secret", "put", "au/x", "--value", &value]);
+    d.ctl(&["secret", "get", "au/x"]);
+    let _ = vaultctl(&d.node.url(), Some(&d.token), &["secret", "get", "au/missing"]);
+    let json = d.ctl(&["--output", "json", "audit", "list", "--limit", "20", "--secret", "au/x"]);
+    assert!(json.contains("\"action\": \"secret.put\""), "{json}");
+    assert!(json.contains("\"action\": \"secret.get\""), "{json}");
+    assert!(json.contains("\"actor\": \"bootstrap-admin\""), "{json}");
+    assert!(json.contains("\"actor\": \"127.0.0.1\""), "reads are attributed to the client IP: {json}");
+    assert!(json.contains("\"client_ip\": \"127.0.0.1\""));
+    assert!(!json.contains(&value), "audit never holds a value");
+    let all = d.ctl(&["audit", "list", "--limit", "50"]);
+    assert!(all.contains("au/missing") && all.contains("not found"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_of_a_single_node() {
+    let d = start().await;
+    let json = d.ctl(&["--output", "json", "cluster", "status"]);
+    assert!(json.contains("\"state\": \"leader\""), "{json}");
+    assert!(json.contains("\"role\": \"leader\""), "{json}");
+    assert!(json.contains(&format!("\"api_addr\": \"{}\"", d.spec.api_addr)), "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_versions_keeps_only_the_newest() {
+    let d = start().await;
+    for i in 1..=5 {
+        d.ctl(&["secret", "put", "mv/x", "--value", &format!("v{i}"), "--max-versions", "2"]);
+    }
+    let v = d.ctl(&["secret", "versions", "mv/x"]);
+    assert_eq!(v.lines().count(), 3, "header + versions 4 and 5: {v}");
+    let err = d.ctl_err(&["secret", "get", "mv/x", "--version", "3"]);
+    assert!(err.contains("not found"), "{err}");
+}

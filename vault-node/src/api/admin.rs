@@ -1,0 +1,191 @@
+//! The `Admin` service: tokens, roles, audit and cluster status. Admin role only.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vault_core::model::{validate_label, Grant, Role, TokenRecord};
+use vault_core::time::now_ms;
+use vault_core::token::RawToken;
+use vault_raft::Command;
+
+use crate::auth::caller::{caller_of, Caller};
+use crate::error::{from_core, from_store};
+use crate::pb;
+use crate::pb::admin_server::Admin;
+use crate::vault::Vault;
+
+const MAX_AUDIT: usize = 10_000;
+
+pub struct AdminService {
+    vault: Arc<Vault>,
+}
+
+impl AdminService {
+    pub fn new(vault: Arc<Vault>) -> Self {
+        AdminService { vault }
+    }
+
+    /// Runs an admin-only operation and audits it.
+    async fn admin<T, F>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        subject: Option<&str>,
+        op: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: std::future::Future<Output = Result<T, Status>>,
+    {
+        let result = match caller.require_admin(action) {
+            Ok(()) => op.await,
+            Err(e) => Err(e),
+        };
+        self.vault.audit(caller, action, subject, &result)?;
+        result.map(Response::new)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    #[tracing::instrument(skip_all)]
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("token:{}", r.name);
+        self.admin(&caller, "token.create", Some(&subject), async {
+            validate_label("token", &r.name).map_err(from_core)?;
+            validate_label("role", &r.role).map_err(from_core)?;
+            let raw = RawToken::generate();
+            let now = now_ms();
+            let expires_at_ms = match r.ttl_secs {
+                0 => None,
+                s => Some(now.saturating_add(s.saturating_mul(1000))),
+            };
+            let record = TokenRecord {
+                name: r.name.clone(),
+                hash: raw.hash(),
+                role: r.role.clone(),
+                created_at_ms: now,
+                expires_at_ms,
+            };
+            self.vault.write_ok(Command::CreateToken { record }).await?;
+            Ok(pb::CreateTokenResponse { name: r.name.clone(), token: raw.expose().to_string(), expires_at_ms })
+        })
+        .await
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, "token.list", None, async {
+            self.vault.linearize().await?;
+            let tokens = self.vault.reader.tokens().map_err(from_store)?;
+            Ok(pb::ListTokensResponse { tokens: tokens.iter().map(pb::TokenInfo::from).collect() })
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("token:{}", r.name);
+        self.admin(&caller, "token.revoke", Some(&subject), async {
+            validate_label("token", &r.name).map_err(from_core)?;
+            self.vault.write_ok(Command::RevokeToken { name: r.name.clone() }).await?;
+            Ok(pb::RevokeTokenResponse {})
+        })
+        .await
+    }
+
+    async fn create_role(
+        &self,
+        req: Request<pb::CreateRoleRequest>,
+    ) -> Result<Response<pb::CreateRoleResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("role:{}", r.name);
+        self.admin(&caller, "role.create", Some(&subject), async {
+            let mut grants = Vec::new();
+            for spec in &r.grants {
+                grants.extend(Grant::parse_many(spec).map_err(from_core)?);
+            }
+            let role = Role::new(&r.name, grants).map_err(from_core)?;
+            self.vault.write_ok(Command::PutRole { role, replace: r.replace }).await?;
+            Ok(pb::CreateRoleResponse {})
+        })
+        .await
+    }
+
+    async fn get_role(&self, req: Request<pb::GetRoleRequest>) -> Result<Response<pb::RoleInfo>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("role:{}", r.name);
+        self.admin(&caller, "role.get", Some(&subject), async {
+            self.vault.linearize().await?;
+            let role = self
+                .vault
+                .reader
+                .role(&r.name)
+                .map_err(from_store)?
+                .ok_or_else(|| Status::not_found(format!("role {} does not exist", r.name)))?;
+            Ok(pb::RoleInfo::from(&role))
+        })
+        .await
+    }
+
+    async fn list_roles(&self, req: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, "role.list", None, async {
+            self.vault.linearize().await?;
+            let roles = self.vault.reader.roles().map_err(from_store)?;
+            Ok(pb::ListRolesResponse { roles: roles.iter().map(pb::RoleInfo::from).collect() })
+        })
+        .await
+    }
+
+    async fn delete_role(
+        &self,
+        req: Request<pb::DeleteRoleRequest>,
+    ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("role:{}", r.name);
+        self.admin(&caller, "role.delete", Some(&subject), async {
+            self.vault.write_ok(Command::DeleteRole { name: r.name.clone() }).await?;
+            Ok(pb::DeleteRoleResponse {})
+        })
+        .await
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        // Reading the log is itself audited, after the listing so it is not in its own answer.
+        let limit = match r.limit as usize {
+            0 => 100,
+            n => n.min(MAX_AUDIT),
+        };
+        let filter = (!r.secret.is_empty()).then_some(r.secret.as_str());
+        self.admin(&caller, "audit.list", None, async {
+            let records = self.vault.audit_log.list(limit, filter).map_err(from_store)?;
+            Ok(pb::ListAuditResponse { records: records.into_iter().map(pb::AuditEntry::from).collect() })
+        })
+        .await
+    }
+
+    async fn cluster_status(
+        &self,
+        req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, "cluster.status", None, async { Ok(crate::cluster::status(&self.vault)) }).await
+    }
+}

@@ -1,0 +1,4 @@
+//! gRPC services of the public API.
+
+pub mod admin;
+pub mod secrets;

@@ -1,0 +1,253 @@
+//! The `Secrets` service.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vault_core::model::Action;
+use vault_core::{SecretBytes, SecretName};
+use vault_raft::{Command, CommandResponse};
+
+use crate::auth::caller::caller_of;
+use crate::error::{from_core, from_store};
+use crate::pb;
+use crate::pb::secrets_server::Secrets;
+use crate::vault::Vault;
+
+/// Most names in one `BatchGetSecrets`.
+const MAX_BATCH: usize = 100;
+/// Most versions named in one lifecycle call.
+const MAX_VERSIONS_PER_CALL: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+pub struct SecretsService {
+    vault: Arc<Vault>,
+}
+
+impl SecretsService {
+    pub fn new(vault: Arc<Vault>) -> Self {
+        SecretsService { vault }
+    }
+}
+
+fn parse_name(raw: &str) -> Result<SecretName, Status> {
+    SecretName::parse(raw).map_err(from_core)
+}
+
+fn check_versions(versions: &[u64]) -> Result<(), Status> {
+    if versions.is_empty() {
+        return Err(Status::invalid_argument("name at least one version"));
+    }
+    if versions.len() > MAX_VERSIONS_PER_CALL {
+        return Err(Status::invalid_argument(format!("at most {MAX_VERSIONS_PER_CALL} versions per call")));
+    }
+    if versions.contains(&0) {
+        return Err(Status::invalid_argument("versions start at 1"));
+    }
+    Ok(())
+}
+
+impl SecretsService {
+    /// Shared by delete/undelete/destroy of versions.
+    async fn lifecycle(
+        &self,
+        req: Request<pb::VersionsRequest>,
+        action: Action,
+        audit_action: &str,
+        make: impl FnOnce(String, Vec<u64>) -> Command,
+    ) -> Result<Response<pb::VersionsResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = async {
+            let name = parse_name(&r.name)?;
+            check_versions(&r.versions)?;
+            caller.require(action, name.as_str())?;
+            match self.vault.write_ok(make(name.to_string(), r.versions.clone())).await? {
+                CommandResponse::Changed { versions } => Ok(versions),
+                _ => Ok(Vec::new()),
+            }
+        }
+        .await;
+        self.vault.audit(&caller, audit_action, Some(&r.name), &result)?;
+        Ok(Response::new(pb::VersionsResponse { changed: result? }))
+    }
+}
+
+#[tonic::async_trait]
+impl Secrets for SecretsService {
+    #[tracing::instrument(skip_all)]
+    async fn put_secret(&self, req: Request<pb::PutSecretRequest>) -> Result<Response<pb::PutSecretResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let value = SecretBytes::new(r.value);
+        let result = async {
+            let name = parse_name(&r.name)?;
+            self.vault.put_secret(&caller, &name, &value, r.expected_version, r.max_versions).await
+        }
+        .await;
+        self.vault.audit(&caller, "secret.put", Some(&r.name), &result)?;
+        Ok(Response::new(pb::PutSecretResponse { version: result? }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_secret(&self, req: Request<pb::GetSecretRequest>) -> Result<Response<pb::GetSecretResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = async {
+            let name = parse_name(&r.name)?;
+            self.vault.get_secret(&name, r.version).await
+        }
+        .await;
+        self.vault.audit(&caller, "secret.get", Some(&r.name), &result)?;
+        let (record, value) = result?;
+        Ok(Response::new(pb::GetSecretResponse {
+            name: r.name,
+            version: record.version,
+            value: value.into_unprotected(),
+            created_at_ms: record.created_at_ms,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn batch_get_secrets(
+        &self,
+        req: Request<pb::BatchGetSecretsRequest>,
+    ) -> Result<Response<pb::BatchGetSecretsResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        if r.requests.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} names per batch")));
+        }
+        let mut results = Vec::with_capacity(r.requests.len());
+        for item in r.requests {
+            let result = async {
+                let name = parse_name(&item.name)?;
+                self.vault.get_secret(&name, item.version).await
+            }
+            .await;
+            self.vault.audit(&caller, "secret.get", Some(&item.name), &result)?;
+            let outcome = match result {
+                Ok((record, value)) => pb::batch_get_result::Result::Secret(pb::GetSecretResponse {
+                    name: item.name.clone(),
+                    version: record.version,
+                    value: value.into_unprotected(),
+                    created_at_ms: record.created_at_ms,
+                }),
+                Err(s) => pb::batch_get_result::Result::Error(pb::ItemError {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                }),
+            };
+            results.push(pb::BatchGetResult { name: item.name, result: Some(outcome) });
+        }
+        Ok(Response::new(pb::BatchGetSecretsResponse { results }))
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = async {
+            let limit = match r.page_size as usize {
+                0 => MAX_PAGE,
+                n => n.min(MAX_PAGE),
+            };
+            self.vault.linearize().await?;
+            let (items, more) = self
+                .vault
+                .reader
+                .list_secrets(&r.prefix, &r.page_token, limit, |n| caller.allows(Action::List, n))
+                .map_err(from_store)?;
+            let next = if more { items.last().map(|(n, _)| n.clone()).unwrap_or_default() } else { String::new() };
+            let secrets = items.iter().map(|(n, m)| pb::SecretSummary::from_meta(n.clone(), m)).collect();
+            Ok(pb::ListSecretsResponse { secrets, next_page_token: next })
+        }
+        .await;
+        self.vault.audit(&caller, "secret.list", None, &result)?;
+        Ok(Response::new(result?))
+    }
+
+    async fn list_versions(
+        &self,
+        req: Request<pb::ListVersionsRequest>,
+    ) -> Result<Response<pb::ListVersionsResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = async {
+            let name = parse_name(&r.name)?;
+            caller.require(Action::List, name.as_str())?;
+            self.vault.linearize().await?;
+            let meta = self
+                .vault
+                .reader
+                .secret_meta(name.as_str())
+                .map_err(from_store)?
+                .ok_or_else(|| Status::not_found(format!("secret {name} does not exist")))?;
+            let versions = self.vault.reader.versions(name.as_str()).map_err(from_store)?;
+            Ok(pb::ListVersionsResponse {
+                name: name.to_string(),
+                current_version: meta.current_version,
+                max_versions: meta.max_versions,
+                versions: versions.iter().map(pb::VersionInfo::from).collect(),
+            })
+        }
+        .await;
+        self.vault.audit(&caller, "secret.versions", Some(&r.name), &result)?;
+        Ok(Response::new(result?))
+    }
+
+    async fn delete_secret(
+        &self,
+        req: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = async {
+            let name = parse_name(&r.name)?;
+            caller.require(Action::Delete, name.as_str())?;
+            self.vault.write_ok(Command::DeleteSecret { name: name.to_string() }).await
+        }
+        .await;
+        self.vault.audit(&caller, "secret.delete", Some(&r.name), &result)?;
+        result?;
+        Ok(Response::new(pb::DeleteSecretResponse {}))
+    }
+
+    async fn delete_versions(
+        &self,
+        req: Request<pb::VersionsRequest>,
+    ) -> Result<Response<pb::VersionsResponse>, Status> {
+        let now = vault_core::time::now_ms();
+        self.lifecycle(req, Action::Delete, "secret.delete_versions", |name, versions| Command::DeleteVersions {
+            name,
+            versions,
+            now_ms: now,
+        })
+        .await
+    }
+
+    async fn undelete_versions(
+        &self,
+        req: Request<pb::VersionsRequest>,
+    ) -> Result<Response<pb::VersionsResponse>, Status> {
+        self.lifecycle(req, Action::Update, "secret.undelete_versions", |name, versions| Command::UndeleteVersions {
+            name,
+            versions,
+        })
+        .await
+    }
+
+    async fn destroy_versions(
+        &self,
+        req: Request<pb::VersionsRequest>,
+    ) -> Result<Response<pb::VersionsResponse>, Status> {
+        let now = vault_core::time::now_ms();
+        self.lifecycle(req, Action::Destroy, "secret.destroy_versions", |name, versions| Command::DestroyVersions {
+            name,
+            versions,
+            now_ms: now,
+        })
+        .await
+    }
+}

@@ -1,0 +1,70 @@
+use std::net::IpAddr;
+
+use tonic::Status;
+use vault_core::model::{Action, Role, TokenRecord};
+
+/// The authenticated caller of a request, put into request extensions by the auth layer.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub ip: IpAddr,
+    /// Present for management calls (token authenticated).
+    pub principal: Option<Principal>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub token: TokenRecord,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Token name for management calls; the client IP for reads.
+    pub fn actor(&self) -> String {
+        match &self.principal {
+            Some(p) => p.token.name.clone(),
+            None => self.ip.to_string(),
+        }
+    }
+
+    fn principal(&self) -> Result<&Principal, Status> {
+        self.principal.as_ref().ok_or_else(|| Status::unauthenticated("this call needs a bearer token"))
+    }
+
+    /// The role must grant `action` on `name`.
+    pub fn require(&self, action: Action, name: &str) -> Result<(), Status> {
+        let p = self.principal()?;
+        if p.role.allows(action, name) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "token {} (role {}) may not {action} {name}",
+                p.token.name, p.role.name
+            )))
+        }
+    }
+
+    /// Whether the role grants `action` on `name` (for filtering listings).
+    pub fn allows(&self, action: Action, name: &str) -> bool {
+        self.principal.as_ref().is_some_and(|p| p.role.allows(action, name))
+    }
+
+    /// Token, role, audit, cluster and KMS administration: the built-in admin role only.
+    pub fn require_admin(&self, what: &str) -> Result<(), Status> {
+        let p = self.principal()?;
+        if p.role.is_admin() {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "token {} (role {}) may not {what}: needs the admin role",
+                p.token.name, p.role.name
+            )))
+        }
+    }
+}
+
+pub fn caller_of<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::internal("request reached a handler without passing authentication"))
+}

@@ -1,0 +1,631 @@
+//! `vaultctl`: the admin CLI. Speaks the public gRPC API.
+//!
+//! Exit status 0 on success; otherwise 1 with a one-line `error: <code in words>: <why>` on
+//! stderr. Secret values print raw on stdout.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Status};
+use vault_node::error::code_words;
+use vault_node::pb;
+use vault_node::pb::admin_client::AdminClient;
+use vault_node::pb::secrets_client::SecretsClient;
+
+#[derive(Parser)]
+#[command(name = "vaultctl", version, about = "Admin CLI of the secrets vault")]
+struct Cli {
+    /// API address of any node.
+    #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
+    addr: String,
+    /// Admin bearer token.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) to verify the server's TLS certificate (https:// addresses).
+    #[arg(long, global = true)]
+    ca_cert: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    output: Output,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Secrets and their versions.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Admin tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Roles and their grants.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// The audit log of the node addressed.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Cluster membership and state.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum SecretCmd {
+    /// Write a new version; prints its number. The value comes from --value, --file or stdin.
+    Put {
+        name: String,
+        #[arg(long, conflicts_with = "file")]
+        value: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Check-and-set: only if the current version is N (0 = must not exist).
+        #[arg(long)]
+        cas: Option<u64>,
+        /// Keep at most this many versions.
+        #[arg(long)]
+        max_versions: Option<u32>,
+    },
+    /// Print a value, raw.
+    Get {
+        name: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Secret names and metadata (never values).
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Versions of a secret and their states.
+    Versions { name: String },
+    /// Delete a secret with all its versions, or soft-delete some versions.
+    Delete(VersionsArg),
+    /// Restore soft-deleted versions.
+    Undelete(RequiredVersions),
+    /// Purge versions' ciphertext and wrapped data key for good.
+    Destroy(RequiredVersions),
+}
+
+#[derive(Args)]
+struct VersionsArg {
+    name: String,
+    /// Comma-separated versions, e.g. 1,2.
+    #[arg(long, value_delimiter = ',')]
+    versions: Vec<u64>,
+}
+
+#[derive(Args)]
+struct RequiredVersions {
+    name: String,
+    #[arg(long, value_delimiter = ',', required = true)]
+    versions: Vec<u64>,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; prints the raw token once.
+    Create {
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// Lifetime: seconds, or a number with s, m, h or d.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoleCmd {
+    /// Create a role from grants ACTION[,ACTION]:PATTERN.
+    Create {
+        name: String,
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// Replace the role if it exists.
+        #[arg(long)]
+        replace: bool,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recent records, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        secret: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Members, roles, leader, term, last log and applied index, lag.
+    Status,
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A failure to report: gRPC status or a local problem.
+enum Failure {
+    Grpc(Status),
+    Local(anyhow::Error),
+}
+
+impl From<Status> for Failure {
+    fn from(s: Status) -> Self {
+        Failure::Grpc(s)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Local(e)
+    }
+}
+
+async fn channel(cli: &Cli) -> anyhow::Result<Channel> {
+    let mut ep = Endpoint::from_shared(cli.addr.clone())
+        .map_err(|_| anyhow!("--addr {:?} is not a valid URL (e.g. http://127.0.0.1:8200)", cli.addr))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60));
+    if cli.addr.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &cli.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("read --ca-cert {}", ca.display()))?;
+            tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls).context("configure TLS")?;
+    }
+    ep.connect().await.with_context(|| format!("connect to {}", cli.addr))
+}
+
+fn bearer(cli: &Cli) -> anyhow::Result<Bearer> {
+    match cli.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(Bearer(None)),
+        Some(t) => {
+            let v = MetadataValue::try_from(format!("Bearer {t}"))
+                .map_err(|_| anyhow!("--token / VAULT_TOKEN contains characters not allowed in a header"))?;
+            Ok(Bearer(Some(v)))
+        }
+    }
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| anyhow!("--ttl {s:?}: expected e.g. 3600, 30m, 12h or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("--ttl {s:?}: unit must be s, m, h or d"),
+    };
+    let secs = n.checked_mul(mult).ok_or_else(|| anyhow!("--ttl {s:?} is too long"))?;
+    if secs == 0 {
+        bail!("--ttl must be more than zero");
+    }
+    Ok(secs)
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let (y, mo, d) = civil_from_days(days as i64);
+    let rem = secs % 86_400;
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_json(v: serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let ch = channel(&cli).await?;
+    let auth = bearer(&cli)?;
+    let mut secrets: SecretsClient<Authed> = SecretsClient::with_interceptor(ch.clone(), auth.clone());
+    let mut admin: AdminClient<Authed> = AdminClient::with_interceptor(ch, auth);
+    let json = cli.output == Output::Json;
+    match cli.cmd {
+        Cmd::Secret(cmd) => secret_cmd(&mut secrets, cmd, json).await,
+        Cmd::Token(cmd) => token_cmd(&mut admin, cmd, json).await,
+        Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
+        Cmd::Audit(AuditCmd::List { limit, secret }) => {
+            let r = admin
+                .list_audit(pb::ListAuditRequest { limit, secret: secret.unwrap_or_default() })
+                .await?
+                .into_inner();
+            if json {
+                print_json(json!(r
+                    .records
+                    .iter()
+                    .map(|a| json!({
+                        "seq": a.seq, "time_ms": a.time_ms, "node_id": a.node_id, "actor": a.actor,
+                        "client_ip": a.client_ip, "action": a.action, "secret": a.secret, "outcome": a.outcome,
+                    }))
+                    .collect::<Vec<_>>()));
+            } else {
+                table(
+                    &["TIME", "NODE", "ACTOR", "CLIENT", "ACTION", "SECRET", "OUTCOME"],
+                    r.records
+                        .into_iter()
+                        .map(|a| {
+                            vec![
+                                fmt_ms(a.time_ms),
+                                a.node_id.to_string(),
+                                a.actor,
+                                a.client_ip,
+                                a.action,
+                                a.secret,
+                                a.outcome,
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::Status) => {
+            let s = admin.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            if json {
+                print_json(json!({
+                    "node_id": s.node_id, "state": s.state, "leader_id": s.leader_id,
+                    "leader_api_addr": s.leader_api_addr, "term": s.term,
+                    "last_log_index": s.last_log_index, "last_applied_index": s.last_applied_index,
+                    "members": s.members.iter().map(|m| json!({
+                        "id": m.id, "role": m.role, "raft_addr": m.raft_addr, "api_addr": m.api_addr,
+                        "matched_index": m.matched_index, "lag": m.lag,
+                    })).collect::<Vec<_>>(),
+                }));
+            } else {
+                println!(
+                    "node {} ({}), term {}, leader {} {}, last log {}, applied {}",
+                    s.node_id,
+                    s.state,
+                    s.term,
+                    opt(s.leader_id),
+                    s.leader_api_addr,
+                    opt(s.last_log_index),
+                    opt(s.last_applied_index)
+                );
+                table(
+                    &["ID", "ROLE", "RAFT", "API", "MATCHED", "LAG"],
+                    s.members
+                        .into_iter()
+                        .map(|m| {
+                            vec![m.id.to_string(), m.role, m.raft_addr, m.api_addr, opt(m.matched_index), opt(m.lag)]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_value(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    Ok(match (value, file) {
+        (Some(v), _) => v.into_bytes(),
+        (None, Some(f)) => std::fs::read(&f).with_context(|| format!("read --file {}", f.display()))?,
+        (None, None) => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("read the value from stdin")?;
+            buf
+        }
+    })
+}
+
+async fn secret_cmd(c: &mut SecretsClient<Authed>, cmd: SecretCmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        SecretCmd::Put { name, value, file, cas, max_versions } => {
+            let value = read_value(value, file)?;
+            let r = c
+                .put_secret(pb::PutSecretRequest { name: name.clone(), value, expected_version: cas, max_versions })
+                .await?
+                .into_inner();
+            if json {
+                print_json(json!({"name": name, "version": r.version}));
+            } else {
+                println!("{}", r.version);
+            }
+        }
+        SecretCmd::Get { name, version } => {
+            let r = c.get_secret(pb::GetSecretRequest { name, version: version.unwrap_or(0) }).await?.into_inner();
+            if json {
+                let value = match std::str::from_utf8(&r.value) {
+                    Ok(s) => json!({"value": s}),
+                    Err(_) => {
+                        json!({"value_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.value)})
+                    }
+                };
+                let mut obj = json!({"name": r.name, "version": r.version, "created_at_ms": r.created_at_ms});
+                if let (Some(o), Some(v)) = (obj.as_object_mut(), value.as_object()) {
+                    o.extend(v.clone());
+                }
+                print_json(obj);
+            } else {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&r.value).context("write value to stdout")?;
+                out.flush().context("write value to stdout")?;
+            }
+        }
+        SecretCmd::List { prefix } => {
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let r = c
+                    .list_secrets(pb::ListSecretsRequest { prefix: prefix.clone(), page_size: 1000, page_token })
+                    .await?
+                    .into_inner();
+                all.extend(r.secrets);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            if json {
+                print_json(json!(all
+                    .iter()
+                    .map(|s| json!({
+                        "name": s.name, "current_version": s.current_version, "max_versions": s.max_versions,
+                        "created_at_ms": s.created_at_ms, "updated_at_ms": s.updated_at_ms,
+                    }))
+                    .collect::<Vec<_>>()));
+            } else {
+                table(
+                    &["NAME", "VERSION", "MAX", "UPDATED"],
+                    all.into_iter()
+                        .map(|s| {
+                            vec![
+                                s.name,
+                                s.current_version.to_string(),
+                                s.max_versions.to_string(),
+                                fmt_ms(s.updated_at_ms),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        SecretCmd::Versions { name } => {
+            let r = c.list_versions(pb::ListVersionsRequest { name }).await?.into_inner();
+            if json {
+                print_json(json!({
+                    "name": r.name, "current_version": r.current_version, "max_versions": r.max_versions,
+                    "versions": r.versions.iter().map(|v| json!({
+                        "version": v.version, "state": v.state, "created_at_ms": v.created_at_ms,
+                        "key_id": v.key_id, "rewrap_watermark_ms": v.rewrap_watermark_ms,
+                    })).collect::<Vec<_>>(),
+                }));
+            } else {
+                table(
+                    &["VERSION", "STATE", "CREATED", "KEY"],
+                    r.versions
+                        .into_iter()
+                        .map(|v| vec![v.version.to_string(), v.state, fmt_ms(v.created_at_ms), v.key_id])
+                        .collect(),
+                );
+            }
+        }
+        SecretCmd::Delete(VersionsArg { name, versions }) => {
+            if versions.is_empty() {
+                c.delete_secret(pb::DeleteSecretRequest { name: name.clone() }).await?;
+                if json {
+                    print_json(json!({"name": name, "deleted": true}));
+                }
+            } else {
+                let r = c.delete_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
+                print_changed(&r.changed, json);
+            }
+        }
+        SecretCmd::Undelete(RequiredVersions { name, versions }) => {
+            let r = c.undelete_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
+            print_changed(&r.changed, json);
+        }
+        SecretCmd::Destroy(RequiredVersions { name, versions }) => {
+            let r = c.destroy_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
+            print_changed(&r.changed, json);
+        }
+    }
+    Ok(())
+}
+
+fn print_changed(changed: &[u64], json: bool) {
+    if json {
+        print_json(json!({"changed": changed}));
+    } else {
+        let list: Vec<String> = changed.iter().map(|v| v.to_string()).collect();
+        println!("changed: {}", if list.is_empty() { "none".to_string() } else { list.join(",") });
+    }
+}
+
+async fn token_cmd(c: &mut AdminClient<Authed>, cmd: TokenCmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        TokenCmd::Create { name, role, ttl } => {
+            let ttl_secs = ttl.as_deref().map(parse_ttl).transpose()?.unwrap_or(0);
+            let r = c.create_token(pb::CreateTokenRequest { name, role, ttl_secs }).await?.into_inner();
+            if json {
+                print_json(json!({"name": r.name, "token": r.token, "expires_at_ms": r.expires_at_ms}));
+            } else {
+                println!("{}", r.token);
+            }
+        }
+        TokenCmd::List => {
+            let r = c.list_tokens(pb::ListTokensRequest {}).await?.into_inner();
+            if json {
+                print_json(json!(r.tokens.iter().map(|t| json!({
+                    "name": t.name, "role": t.role, "created_at_ms": t.created_at_ms, "expires_at_ms": t.expires_at_ms,
+                })).collect::<Vec<_>>()));
+            } else {
+                table(
+                    &["NAME", "ROLE", "CREATED", "EXPIRES"],
+                    r.tokens
+                        .into_iter()
+                        .map(|t| {
+                            vec![
+                                t.name,
+                                t.role,
+                                fmt_ms(t.created_at_ms),
+                                t.expires_at_ms.map_or("never".into(), fmt_ms),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        TokenCmd::Revoke { name } => {
+            c.revoke_token(pb::RevokeTokenRequest { name: name.clone() }).await?;
+            if json {
+                print_json(json!({"name": name, "revoked": true}));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn role_cmd(c: &mut AdminClient<Authed>, cmd: RoleCmd, json: bool) -> Result<(), Failure> {
+    let show = |roles: Vec<pb::RoleInfo>| {
+        if json {
+            print_json(json!(roles
+                .iter()
+                .map(|r| json!({"name": r.name, "grants": r.grants, "builtin": r.builtin}))
+                .collect::<Vec<_>>()));
+        } else {
+            table(
+                &["NAME", "GRANTS", "BUILTIN"],
+                roles.into_iter().map(|r| vec![r.name, r.grants.join(" "), r.builtin.to_string()]).collect(),
+            );
+        }
+    };
+    match cmd {
+        RoleCmd::Create { name, grants, replace } => {
+            c.create_role(pb::CreateRoleRequest { name: name.clone(), grants, replace }).await?;
+            if json {
+                print_json(json!({"name": name, "created": true}));
+            }
+        }
+        RoleCmd::List => show(c.list_roles(pb::ListRolesRequest {}).await?.into_inner().roles),
+        RoleCmd::Get { name } => show(vec![c.get_role(pb::GetRoleRequest { name }).await?.into_inner()]),
+        RoleCmd::Delete { name } => {
+            c.delete_role(pb::DeleteRoleRequest { name: name.clone() }).await?;
+            if json {
+                print_json(json!({"name": name, "deleted": true}));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Grpc(s)) => {
+            eprintln!("error: {}: {}", code_words(s.code()), s.message());
+            ExitCode::FAILURE
+        }
+        Err(Failure::Local(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90").unwrap(), 90);
+        assert_eq!(parse_ttl("30m").unwrap(), 1800);
+        assert_eq!(parse_ttl("2d").unwrap(), 172_800);
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("5y").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(fmt_ms(0), "-");
+        assert_eq!(fmt_ms(86_400_000), "1970-01-02T00:00:00Z");
+        assert_eq!(fmt_ms(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+}

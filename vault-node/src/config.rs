@@ -1,0 +1,342 @@
+//! Node configuration: a TOML file, then `VAULT_*` environment variables, then flags (later
+//! wins). Everything is collected as raw strings keyed by the environment variable name, then
+//! validated into a typed [`Config`]. Tests build a [`RawConfig`] directly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use vault_core::keys::MasterKey;
+use vault_core::token::RawToken;
+
+use crate::auth::allowlist::Allowlist;
+
+/// Every setting this node reads, by environment variable name.
+pub const KEYS: &[&str] = &[
+    "VAULT_NODE_ID",
+    "VAULT_DATA_DIR",
+    "VAULT_API_ADDR",
+    "VAULT_RAFT_ADDR",
+    "VAULT_API_ADVERTISE_ADDR",
+    "VAULT_RAFT_ADVERTISE_ADDR",
+    "VAULT_PEERS",
+    "VAULT_BOOTSTRAP_TOKEN",
+    "VAULT_ALLOWED_IPS",
+    "VAULT_TRUST_PROXY",
+    "VAULT_TRUSTED_PROXIES",
+    "VAULT_KMS_MODE",
+    "VAULT_LOCAL_MASTER_KEY",
+    "VAULT_LOCAL_MASTER_KEY_FILE",
+    "VAULT_KMS_KEY_ID",
+    "VAULT_DEK_CACHE_TTL_SECS",
+    "VAULT_KMS_REWRAP_ENABLED",
+    "VAULT_KMS_REWRAP_POLL_SECS",
+    "VAULT_KMS_REWRAP_MAX_PER_SEC",
+    "VAULT_TLS_CERT",
+    "VAULT_TLS_KEY",
+    "VAULT_MAX_VALUE_BYTES",
+    "VAULT_SNAPSHOT_LOG_ENTRIES",
+    "VAULT_LOG",
+];
+
+/// Unvalidated settings, keyed by environment variable name.
+#[derive(Clone, Debug, Default)]
+pub struct RawConfig(pub BTreeMap<String, String>);
+
+impl RawConfig {
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    /// Loads a TOML file whose keys are the variable names in lower case, with or without the
+    /// `vault_` prefix (`vault_data_dir` or `data_dir`).
+    pub fn merge_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read config file {}", path.display()))?;
+        let table: toml::Table = text.parse().with_context(|| format!("parse config file {}", path.display()))?;
+        for (k, v) in table {
+            let upper = k.to_ascii_uppercase();
+            let key = if upper.starts_with("VAULT_") { upper } else { format!("VAULT_{upper}") };
+            if !KEYS.contains(&key.as_str()) {
+                bail!("config file {}: unknown key {k:?}", path.display());
+            }
+            let value = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => Ok(s),
+                        other => Err(anyhow!("config key {k}: list items must be strings, got a {}", other.type_str())),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .join(","),
+                other => bail!("config key {k}: unsupported value type {}", other.type_str()),
+            };
+            self.0.insert(key, value);
+        }
+        Ok(())
+    }
+
+    pub fn merge_env(&mut self) {
+        for key in KEYS {
+            if let Ok(v) = std::env::var(key) {
+                self.0.insert(key.to_string(), v);
+            }
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(s) => s.parse().map_err(|e| anyhow!("{key}={s:?} is not valid: {e}")),
+        }
+    }
+
+    fn flag(&self, key: &str) -> anyhow::Result<bool> {
+        match self.get(key).map(|s| s.to_ascii_lowercase()) {
+            None => Ok(false),
+            Some(s) if matches!(s.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(s) if matches!(s.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(s) => bail!("{key}={s:?} is not a boolean (true/false)"),
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<Config> {
+        let node_id: u64 = self.parse("VAULT_NODE_ID", 1)?;
+        if node_id == 0 {
+            bail!("VAULT_NODE_ID must be at least 1");
+        }
+        let api_addr: SocketAddr = self.parse("VAULT_API_ADDR", "0.0.0.0:8200".parse()?)?;
+        let raft_addr: SocketAddr = self.parse("VAULT_RAFT_ADDR", "0.0.0.0:8201".parse()?)?;
+        let peers = parse_peers(self.get("VAULT_PEERS").unwrap_or(""))?;
+        if !peers.is_empty() && !peers.iter().any(|(id, _)| *id == node_id) {
+            bail!("VAULT_PEERS must list this node (id {node_id})");
+        }
+
+        let bootstrap_token = self
+            .get("VAULT_BOOTSTRAP_TOKEN")
+            .map(|t| RawToken::parse_strict(t).map_err(|e| anyhow!("VAULT_BOOTSTRAP_TOKEN: {e}")))
+            .transpose()?;
+
+        let allowed_ips = Allowlist::parse(self.get("VAULT_ALLOWED_IPS").unwrap_or(""))
+            .map_err(|e| anyhow!("VAULT_ALLOWED_IPS: {e}"))?;
+        let trust_proxy = self.flag("VAULT_TRUST_PROXY")?;
+        let trusted_proxies = Allowlist::parse(self.get("VAULT_TRUSTED_PROXIES").unwrap_or(""))
+            .map_err(|e| anyhow!("VAULT_TRUSTED_PROXIES: {e}"))?;
+        if trust_proxy && trusted_proxies.is_empty() {
+            bail!("VAULT_TRUST_PROXY=true needs VAULT_TRUSTED_PROXIES: the proxy addresses allowed to set x-forwarded-for");
+        }
+
+        let kms = match self.get("VAULT_KMS_MODE") {
+            None => bail!("VAULT_KMS_MODE is required: local or aws"),
+            Some("local") => {
+                let key = match (self.get("VAULT_LOCAL_MASTER_KEY"), self.get("VAULT_LOCAL_MASTER_KEY_FILE")) {
+                    (Some(_), Some(_)) => bail!("set VAULT_LOCAL_MASTER_KEY or VAULT_LOCAL_MASTER_KEY_FILE, not both"),
+                    (Some(b64), None) => {
+                        Some(MasterKey::from_base64(b64).map_err(|e| anyhow!("VAULT_LOCAL_MASTER_KEY: {e}"))?)
+                    }
+                    (None, Some(path)) => {
+                        let text = zeroize::Zeroizing::new(
+                            std::fs::read_to_string(path)
+                                .with_context(|| format!("read VAULT_LOCAL_MASTER_KEY_FILE {path}"))?,
+                        );
+                        Some(MasterKey::from_base64(&text).map_err(|e| anyhow!("VAULT_LOCAL_MASTER_KEY_FILE: {e}"))?)
+                    }
+                    (None, None) => None,
+                };
+                KmsConfig::Local { master: key }
+            }
+            Some("aws") => {
+                let key_id =
+                    self.get("VAULT_KMS_KEY_ID").ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws needs VAULT_KMS_KEY_ID"))?;
+                KmsConfig::Aws { key_id: key_id.to_string() }
+            }
+            Some(other) => bail!("VAULT_KMS_MODE={other:?}: expected local or aws"),
+        };
+
+        let tls = match (self.get("VAULT_TLS_CERT"), self.get("VAULT_TLS_KEY")) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => bail!("VAULT_TLS_CERT and VAULT_TLS_KEY go together"),
+        };
+        let max_value_bytes: usize = self.parse("VAULT_MAX_VALUE_BYTES", 64 * 1024)?;
+        if max_value_bytes == 0 || max_value_bytes > 3 * 1024 * 1024 {
+            bail!("VAULT_MAX_VALUE_BYTES must be between 1 and 3145728");
+        }
+        let max_per_sec: u32 = self.parse("VAULT_KMS_REWRAP_MAX_PER_SEC", 10)?;
+
+        Ok(Config {
+            node_id,
+            data_dir: PathBuf::from(self.get("VAULT_DATA_DIR").unwrap_or("./vault-data")),
+            api_addr,
+            raft_addr,
+            api_advertise: advertise(self.get("VAULT_API_ADVERTISE_ADDR"), api_addr),
+            raft_advertise: advertise(self.get("VAULT_RAFT_ADVERTISE_ADDR"), raft_addr),
+            peers,
+            bootstrap_token,
+            allowed_ips,
+            trust_proxy,
+            trusted_proxies,
+            kms,
+            dek_cache_ttl: Duration::from_secs(self.parse("VAULT_DEK_CACHE_TTL_SECS", 300)?),
+            rewrap: RewrapConfig {
+                enabled: self.flag("VAULT_KMS_REWRAP_ENABLED")?,
+                poll: Duration::from_secs(self.parse("VAULT_KMS_REWRAP_POLL_SECS", 86_400)?.max(1)),
+                max_per_sec,
+            },
+            tls,
+            max_value_bytes,
+            snapshot_log_entries: self.parse::<u64>("VAULT_SNAPSHOT_LOG_ENTRIES", 20_000)?.max(1),
+            log_filter: self.get("VAULT_LOG").unwrap_or("info,openraft=warn").to_string(),
+        })
+    }
+}
+
+/// The address others should use: the configured one, else the bind address (with an
+/// unspecified IP replaced by loopback, which is only right for single-host setups).
+fn advertise(configured: Option<&str>, bind: SocketAddr) -> String {
+    match configured {
+        Some(a) => a.to_string(),
+        None if bind.ip().is_unspecified() => format!("127.0.0.1:{}", bind.port()),
+        None => bind.to_string(),
+    }
+}
+
+/// `id=host:port,id=host:port`.
+pub fn parse_peers(s: &str) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut out: Vec<(u64, String)> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) =
+            item.split_once('=').ok_or_else(|| anyhow!("VAULT_PEERS item {item:?} must be id=host:port"))?;
+        let id: u64 = id.trim().parse().map_err(|_| anyhow!("VAULT_PEERS item {item:?}: id must be a number"))?;
+        if id == 0 || out.iter().any(|(i, _)| *i == id) {
+            bail!("VAULT_PEERS: node ids must be unique and at least 1 ({item:?})");
+        }
+        if !addr.contains(':') {
+            bail!("VAULT_PEERS item {item:?}: address needs a port");
+        }
+        out.push((id, addr.trim().to_string()));
+    }
+    Ok(out)
+}
+
+pub enum KmsConfig {
+    /// `master: None` means an ephemeral random key (data unreadable after restart).
+    Local {
+        master: Option<MasterKey>,
+    },
+    Aws {
+        key_id: String,
+    },
+}
+
+pub struct RewrapConfig {
+    pub enabled: bool,
+    pub poll: Duration,
+    pub max_per_sec: u32,
+}
+
+/// Validated node configuration.
+pub struct Config {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
+    pub api_advertise: String,
+    pub raft_advertise: String,
+    pub peers: Vec<(u64, String)>,
+    pub bootstrap_token: Option<RawToken>,
+    pub allowed_ips: Allowlist,
+    pub trust_proxy: bool,
+    pub trusted_proxies: Allowlist,
+    pub kms: KmsConfig,
+    pub dek_cache_ttl: Duration,
+    pub rewrap: RewrapConfig,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_value_bytes: usize,
+    /// Build a snapshot (and purge the log before it) every this many applied entries.
+    pub snapshot_log_entries: u64,
+    pub log_filter: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RawConfig {
+        let mut r = RawConfig::default();
+        r.set("VAULT_KMS_MODE", "local");
+        r
+    }
+
+    #[test]
+    fn defaults() {
+        let c = base().validate().unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.api_addr.to_string(), "0.0.0.0:8200");
+        assert_eq!(c.raft_addr.to_string(), "0.0.0.0:8201");
+        assert_eq!(c.data_dir, PathBuf::from("./vault-data"));
+        assert_eq!(c.dek_cache_ttl, Duration::from_secs(300));
+        assert!(c.allowed_ips.is_empty());
+        assert!(matches!(c.kms, KmsConfig::Local { master: None }));
+    }
+
+    #[test]
+    fn kms_mode_is_required_and_checked() {
+        assert!(RawConfig::default().validate().err().unwrap().to_string().contains("VAULT_KMS_MODE is required"));
+        let mut r = base();
+        r.set("VAULT_KMS_MODE", "vaultish");
+        assert!(r.validate().is_err());
+        r.set("VAULT_KMS_MODE", "aws");
+        assert!(r.validate().err().unwrap().to_string().contains("VAULT_KMS_KEY_ID"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("VAULT_NODE_ID", "0"),
+            ("VAULT_NODE_ID", "x"),
+            ("VAULT_API_ADDR", "nope"),
+            ("VAULT_ALLOWED_IPS", "10.0.0.0/33"),
+            ("VAULT_BOOTSTRAP_TOKEN", "short"),
+            ("VAULT_LOCAL_MASTER_KEY", "AAAA"),
+            ("VAULT_PEERS", "1=a:1,1=b:2"),
+            ("VAULT_TRUST_PROXY", "maybe"),
+        ] {
+            let mut r = base();
+            r.set(k, v);
+            let e = r.validate().err().unwrap_or_else(|| panic!("{k}={v} accepted")).to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+        let mut r = base();
+        r.set("VAULT_TRUST_PROXY", "true");
+        assert!(r.validate().err().unwrap().to_string().contains("VAULT_TRUSTED_PROXIES"));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.toml");
+        std::fs::write(&path, "vault_node_id = 3\ndata_dir = \"/from/file\"\nallowed_ips = [\"10.0.0.0/8\", \"::1\"]\nkms_mode = \"local\"\n").unwrap();
+        let mut r = RawConfig::default();
+        r.merge_file(&path).unwrap();
+        r.set("VAULT_DATA_DIR", "/from/env");
+        let c = r.validate().unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+        assert!(c.allowed_ips.contains("::1".parse().unwrap()));
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        assert!(RawConfig::default().merge_file(&path).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! Domain errors to gRPC status, in one place. Messages are for the caller and never carry
+//! secret material; storage details are logged here, where they are handled.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+use vault_core::CoreError;
+use vault_raft::{Rejection, StoreError};
+
+/// Metadata key carrying the leader's API address on `UNAVAILABLE` from a follower.
+pub const LEADER_HEADER: &str = "x-vault-leader";
+
+pub fn from_core(e: CoreError) -> Status {
+    match e {
+        CoreError::InvalidName(_) | CoreError::InvalidArgument(_) | CoreError::ValueTooLarge { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        CoreError::KmsUnavailable(_) => Status::unavailable(e.to_string()),
+        CoreError::KmsRejected(_) | CoreError::KeyMismatch { .. } => Status::failed_precondition(e.to_string()),
+        CoreError::Authentication(_) | CoreError::Malformed(_) => {
+            tracing::error!(error = %e, "stored secret failed integrity checks");
+            Status::internal(format!("{e}; the stored record is damaged or was moved"))
+        }
+    }
+}
+
+pub fn from_store(e: StoreError) -> Status {
+    tracing::error!(error = %e, "storage failure");
+    Status::internal("storage failure on this node; see its log")
+}
+
+pub fn from_rejection(r: Rejection) -> Status {
+    match r {
+        Rejection::NotFound(m) => Status::not_found(m),
+        Rejection::AlreadyExists(m) => Status::already_exists(m),
+        Rejection::CasMismatch { expected, actual } => Status::failed_precondition(format!(
+            "check-and-set failed: expected version {expected}, current version is {actual}"
+        )),
+        Rejection::VersionConflict { current } => {
+            Status::aborted(format!("a concurrent write moved the secret to version {current}; retry"))
+        }
+        Rejection::FailedPrecondition(m) => Status::failed_precondition(m),
+    }
+}
+
+/// `UNAVAILABLE` naming the leader, with its API address in `x-vault-leader` when known.
+pub fn unavailable_with_leader(message: &str, leader_api: Option<&str>) -> Status {
+    let mut status = match leader_api {
+        Some(addr) => Status::unavailable(format!("{message} (leader: {addr})")),
+        None => Status::unavailable(format!("{message} (no leader known)")),
+    };
+    if let Some(v) = leader_api.and_then(|a| MetadataValue::try_from(a).ok()) {
+        status.metadata_mut().insert(LEADER_HEADER, v);
+    }
+    status
+}
+
+/// The status code in words, as the CLI and the audit log show it.
+pub fn code_words(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}

@@ -1,0 +1,25 @@
+//! Maps the KMS configuration to a key manager backend.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use vault_core::keys::MasterKey;
+use vault_core::kms::KeyManager;
+use vault_core::local_kms::LocalKms;
+
+use crate::config::KmsConfig;
+
+pub fn build(cfg: KmsConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
+    match cfg {
+        KmsConfig::Local { master: Some(key) } => Ok(Arc::new(LocalKms::new(key))),
+        KmsConfig::Local { master: None } => {
+            tracing::warn!(
+                "VAULT_LOCAL_MASTER_KEY is not set: using a RANDOM EPHEMERAL master key. Every secret \
+                 written by this process becomes UNREADABLE once it stops. Set VAULT_LOCAL_MASTER_KEY \
+                 (base64 of 32 bytes) or VAULT_LOCAL_MASTER_KEY_FILE, or use VAULT_KMS_MODE=aws."
+            );
+            Ok(Arc::new(LocalKms::new(MasterKey::generate())))
+        }
+        KmsConfig::Aws { .. } => bail!("VAULT_KMS_MODE=aws: the AWS KMS backend is not part of this build yet"),
+    }
+}

@@ -1,0 +1,20 @@
+//! The vault node: gRPC API, authentication and authorization, and the server that ties the
+//! Raft storage, the key manager and the listeners together.
+
+pub mod api;
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod kms;
+pub mod logging;
+pub mod network;
+pub mod pb_impl;
+pub mod server;
+pub mod vault;
+
+/// Generated protobuf types and gRPC stubs of `proto/vault/v1/vault.proto`.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("vault.v1");
+}

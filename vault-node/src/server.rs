@@ -1,0 +1,183 @@
+//! Starting a node: storage, key manager, Raft, bootstrap, and the API listener.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use vault_core::dek_cache::DekCache;
+use vault_core::model::{Role, TokenRecord, ADMIN_ROLE, BOOTSTRAP_TOKEN_NAME};
+use vault_core::time::now_ms;
+use vault_raft::typ::Raft;
+use vault_raft::{Command, NodeInfo, Storage};
+
+use crate::api::admin::AdminService;
+use crate::api::secrets::SecretsService;
+use crate::auth::layer::{AuthLayer, AuthPolicy};
+use crate::config::Config;
+use crate::network::Network;
+use crate::pb::admin_server::AdminServer;
+use crate::pb::secrets_server::SecretsServer;
+use crate::vault::Vault;
+
+/// How long in-flight API calls may run on after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Most unwrapped DEKs kept in memory.
+const DEK_CACHE_CAPACITY: usize = 100_000;
+
+fn raft_config(snapshot_every: u64) -> anyhow::Result<Arc<openraft::Config>> {
+    let c = openraft::Config {
+        cluster_name: "vault".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: (snapshot_every / 10).min(1_000),
+        purge_batch_size: 1_024,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().context("validate raft config")?))
+}
+
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("create data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restrict permissions of {}", dir.display()))?;
+    Ok(())
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    if config.peers.len() > 1 {
+        bail!("VAULT_PEERS lists {} nodes, but this build runs single-node clusters only", config.peers.len());
+    }
+    prepare_data_dir(&config)?;
+    let kms = crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { master: None }))?;
+    let storage = Storage::open(&config.data_dir, config.node_id)
+        .await
+        .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
+
+    // Bind first, so that a port in use fails the start before anything else happens.
+    let api_listener =
+        TcpListener::bind(config.api_addr).await.with_context(|| format!("bind API listener {}", config.api_addr))?;
+
+    let raft = Raft::new(
+        config.node_id,
+        raft_config(config.snapshot_log_entries)?,
+        Network,
+        storage.log_store,
+        storage.state_machine,
+    )
+    .await
+    .context("start raft")?;
+    let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
+    if !raft.is_initialized().await.context("read raft state")? {
+        tracing::info!(node = config.node_id, "initializing a new single-node cluster");
+        raft.initialize(BTreeMap::from([(config.node_id, me)])).await.context("initialize cluster")?;
+    }
+
+    let vault = Arc::new(Vault {
+        node_id: config.node_id,
+        raft: raft.clone(),
+        reader: storage.reader,
+        audit_log: storage.audit,
+        kms,
+        dek_cache: DekCache::new(config.dek_cache_ttl, DEK_CACHE_CAPACITY),
+        max_value_bytes: config.max_value_bytes,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_not_serving::<SecretsServer<SecretsService>>().await;
+    let bootstrap_token = config.bootstrap_token.take();
+    {
+        let vault = vault.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            bootstrap(&vault, bootstrap_token).await;
+            health.set_serving::<SecretsServer<SecretsService>>().await;
+            health.set_serving::<AdminServer<AdminService>>().await;
+            tracing::info!("ready");
+        });
+    }
+
+    let auth = AuthLayer::new(AuthPolicy {
+        vault: vault.clone(),
+        allowed_ips: config.allowed_ips.clone(),
+        trust_proxy: config.trust_proxy,
+        trusted_proxies: config.trusted_proxies.clone(),
+    });
+    let mut builder = Server::builder();
+    if let Some((cert, key)) = &config.tls {
+        let cert = std::fs::read(cert).with_context(|| format!("read VAULT_TLS_CERT {}", cert.display()))?;
+        let key = std::fs::read(key).with_context(|| format!("read VAULT_TLS_KEY {}", key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .context("configure API TLS")?;
+    }
+    tracing::info!(
+        node = config.node_id,
+        api = %api_listener.local_addr()?,
+        tls = config.tls.is_some(),
+        kms = vault.kms.kind(),
+        "vault-node listening"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let serve = builder
+        .layer(auth)
+        .add_service(health_service)
+        .add_service(SecretsServer::new(SecretsService::new(vault.clone())))
+        .add_service(AdminServer::new(AdminService::new(vault.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx.clone()));
+    tokio::select! {
+        r = serve => r.context("serve API")?,
+        // In-flight calls get a grace period; idle client connections do not hold the exit.
+        _ = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("client connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
+        }
+    }
+
+    tracing::info!("shutting down");
+    raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+    Ok(())
+}
+
+/// Once this node leads, makes sure the built-in admin role exists and, the first time ever,
+/// creates the bootstrap token, all through Raft. Followers wait until they see the role.
+async fn bootstrap(vault: &Vault, token: Option<vault_core::token::RawToken>) {
+    let record = token.map(|raw| TokenRecord {
+        name: BOOTSTRAP_TOKEN_NAME.into(),
+        hash: raw.hash(),
+        role: ADMIN_ROLE.into(),
+        created_at_ms: now_ms(),
+        expires_at_ms: None,
+    });
+    loop {
+        let has_role = matches!(vault.reader.role(ADMIN_ROLE), Ok(Some(_)));
+        let leader = vault.raft.metrics().borrow().current_leader;
+        if leader == Some(vault.node_id) {
+            let cmd = Command::Bootstrap { admin_role: Role::builtin_admin(), token: record.clone() };
+            match vault.write(cmd).await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!(error = %e.message(), "bootstrap write failed; retrying"),
+            }
+        } else if has_role && leader.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

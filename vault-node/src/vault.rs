@@ -1,0 +1,213 @@
+//! The vault's operations over Raft and the local state: what the gRPC handlers call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tonic::Status;
+use vault_core::dek_cache::DekCache;
+use vault_core::envelope;
+use vault_core::kms::KeyManager;
+use vault_core::model::{Action, AuditRecord, VersionRecord, VersionState};
+use vault_core::time::now_ms;
+use vault_core::{CoreError, SecretBytes, SecretName};
+use vault_raft::typ::{CheckIsLeaderError, Raft};
+use vault_raft::{AuditLog, Command, CommandResponse, StateReader};
+
+use crate::auth::caller::Caller;
+use crate::error::{code_words, from_core, from_rejection, from_store, unavailable_with_leader};
+
+/// How long a write may wait for its Raft commit before the caller is told to retry.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a put re-seals and retries when a concurrent write took its version.
+const PUT_ATTEMPTS: usize = 8;
+
+pub struct Vault {
+    pub node_id: u64,
+    pub raft: Raft,
+    pub reader: StateReader,
+    pub audit_log: AuditLog,
+    pub kms: Arc<dyn KeyManager>,
+    pub dek_cache: DekCache,
+    pub max_value_bytes: usize,
+}
+
+impl Vault {
+    /// The leader's API address, as recorded in the membership.
+    pub fn leader_api_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.api_addr.clone())
+    }
+
+    /// Returns once this node has applied everything committed before the call: reads after
+    /// it are linearizable.
+    pub async fn linearize(&self) -> Result<(), Status> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(unavailable_with_leader("this node is not the leader", self.leader_api_addr().as_deref()))
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(Status::unavailable("no quorum: cannot confirm leadership for a linearizable read"))
+            }
+            Ok(Err(RaftError::Fatal(f))) => {
+                tracing::error!(error = %f, "raft stopped");
+                Err(Status::unavailable("raft has stopped on this node"))
+            }
+            Err(_) => Err(Status::unavailable("timed out confirming leadership for a linearizable read")),
+        }
+    }
+
+    /// Proposes a command; returns once a quorum committed it and this node applied it.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, Status> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(unavailable_with_leader("this node is not the leader", self.leader_api_addr().as_deref()))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(f))) => {
+                tracing::error!(error = %f, "raft stopped");
+                Err(Status::unavailable("raft has stopped on this node"))
+            }
+            Err(_) => {
+                Err(Status::unavailable("timed out waiting for the write to commit (no quorum?); it may still apply"))
+            }
+        }
+    }
+
+    /// Writes a command and turns a deterministic rejection into its status.
+    pub async fn write_ok(&self, cmd: Command) -> Result<CommandResponse, Status> {
+        match self.write(cmd).await? {
+            CommandResponse::Rejected(r) => Err(from_rejection(r)),
+            other => Ok(other),
+        }
+    }
+
+    /// Records an action in this node's audit log. A failure to record fails the request.
+    pub fn audit<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        secret: Option<&str>,
+        result: &Result<T, Status>,
+    ) -> Result<(), Status> {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(s) => format!("{}: {}", code_words(s.code()), s.message()),
+        };
+        self.audit_raw(caller.actor(), caller.ip.to_string(), action, secret, outcome)
+    }
+
+    pub fn audit_raw(
+        &self,
+        actor: String,
+        client_ip: String,
+        action: &str,
+        secret: Option<&str>,
+        outcome: String,
+    ) -> Result<(), Status> {
+        let record = AuditRecord {
+            seq: 0,
+            time_ms: now_ms(),
+            node_id: self.node_id,
+            actor,
+            client_ip,
+            action: action.to_string(),
+            secret: secret.map(str::to_string),
+            outcome,
+        };
+        self.audit_log.append(record).map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed");
+            Status::unavailable("audit log unavailable on this node; request refused")
+        })
+    }
+
+    /// A new version of `name`. Seals here (fresh DEK, AAD `name:version`), then commits
+    /// through Raft; re-seals for the next version if a concurrent write took this one.
+    pub async fn put_secret(
+        &self,
+        caller: &Caller,
+        name: &SecretName,
+        value: &SecretBytes,
+        expected_version: Option<u64>,
+        max_versions: Option<u32>,
+    ) -> Result<u64, Status> {
+        if value.len() > self.max_value_bytes {
+            return Err(from_core(CoreError::ValueTooLarge { len: value.len(), max: self.max_value_bytes }));
+        }
+        if let Some(m) = max_versions {
+            if m == 0 || m > vault_core::model::MAX_MAX_VERSIONS {
+                return Err(Status::invalid_argument(format!(
+                    "max_versions must be between 1 and {}",
+                    vault_core::model::MAX_MAX_VERSIONS
+                )));
+            }
+        }
+        for _ in 0..PUT_ATTEMPTS {
+            self.linearize().await?;
+            let meta = self.reader.secret_meta(name.as_str()).map_err(from_store)?;
+            let current = meta.as_ref().map_or(0, |m| m.current_version);
+            caller.require(if meta.is_none() { Action::Create } else { Action::Update }, name.as_str())?;
+            if let Some(expected) = expected_version {
+                if expected != current {
+                    return Err(from_rejection(vault_raft::Rejection::CasMismatch { expected, actual: current }));
+                }
+            }
+            let version = current + 1;
+            let sealed = envelope::seal(self.kms.as_ref(), name, version, value).await.map_err(from_core)?;
+            let cmd = Command::PutSecret {
+                name: name.to_string(),
+                version,
+                sealed,
+                expected_version,
+                max_versions,
+                now_ms: now_ms(),
+            };
+            match self.write(cmd).await? {
+                CommandResponse::Written { version } => return Ok(version),
+                CommandResponse::Rejected(vault_raft::Rejection::VersionConflict { .. }) => continue,
+                CommandResponse::Rejected(r) => return Err(from_rejection(r)),
+                other => return Err(Status::internal(format!("unexpected response to a put: {other:?}"))),
+            }
+        }
+        Err(Status::aborted("too many concurrent writes to this secret; retry"))
+    }
+
+    /// The newest live version (`version == 0`) or the given one, opened.
+    pub async fn get_secret(&self, name: &SecretName, version: u64) -> Result<(VersionRecord, SecretBytes), Status> {
+        self.linearize().await?;
+        let record = if version == 0 {
+            self.reader
+                .latest_live(name.as_str())
+                .map_err(from_store)?
+                .ok_or_else(|| Status::not_found(format!("secret {name} does not exist or has no live version")))?
+        } else {
+            let r = self
+                .reader
+                .version(name.as_str(), version)
+                .map_err(from_store)?
+                .ok_or_else(|| Status::not_found(format!("version {version} of {name} does not exist")))?;
+            match r.state {
+                VersionState::Live => r,
+                VersionState::Deleted { .. } => {
+                    return Err(Status::not_found(format!("version {version} of {name} is deleted")))
+                }
+                VersionState::Destroyed { .. } => {
+                    return Err(Status::not_found(format!("version {version} of {name} is destroyed")))
+                }
+            }
+        };
+        let sealed = record
+            .sealed
+            .as_ref()
+            .ok_or_else(|| Status::internal(format!("live version {} of {name} has no ciphertext", record.version)))?;
+        let value = envelope::open(self.kms.as_ref(), Some(&self.dek_cache), name, record.version, sealed)
+            .await
+            .map_err(from_core)?;
+        Ok((record, value))
+    }
+}
