@@ -8,12 +8,13 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/vault/target
 export CARGO_TARGET_DIR
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps build run test lint fmt unit clean-dev
+.PHONY: help deps build run test lint fmt clean-dev cluster-up cluster-down
 
 help:
 	@echo "make run    build and start a single-node dev vault (local KMS, data in .dev/)"
 	@echo "make test   install what tests need, then fmt, clippy and every test"
 	@echo "make build  build every binary and test"
+	@echo "make cluster-up / cluster-down   three local nodes on loopback (Raft over mTLS)"
 	@echo "make fmt    format the code"
 
 deps:
@@ -39,6 +40,13 @@ ifeq ($(NEXTEST),yes)
 else
 	cargo test --workspace --no-fail-fast
 endif
+
+cluster-up: deps
+	cargo build --workspace --bins
+	@cluster/cluster.sh up
+
+cluster-down:
+	@cluster/cluster.sh down
 
 clean-dev:
 	rm -rf .dev

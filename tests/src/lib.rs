@@ -173,6 +173,21 @@ impl NodeProcess {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to this node's own PID.
+    pub fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().map(|s| s.success());
+            assert!(matches!(ok, Ok(true)), "kill -{sig} {pid} failed");
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
     /// SIGKILL: a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -270,4 +285,113 @@ pub fn count_files(dir: &Path) -> usize {
         }
     }
     n
+}
+
+/// Mints certificates for `ids` into `dir` with the real `vaultctl cluster certs`.
+pub fn mint_certs(dir: &Path, ids: &[u64]) {
+    let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let out = Command::new(bin("vaultctl"))
+        .args(["cluster", "certs", "--out"])
+        .arg(dir)
+        .args(["--nodes", &list.join(","), "--san", "127.0.0.1"])
+        .output()
+        .expect("run vaultctl cluster certs");
+    assert!(out.status.success(), "cluster certs: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// N real nodes on loopback, Raft over mutual TLS, sharing a local master key.
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub token: String,
+    pub master: String,
+    pub specs: Vec<NodeSpec>,
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl TestCluster {
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The spec of node `id` (not started), with certificates minted for it.
+    pub fn node_spec(&self, id: u64) -> NodeSpec {
+        mint_certs(&self.certs(), &[id]);
+        let mut spec = NodeSpec::single(&self.dir.path().join(format!("node-{id}")), &self.token, &self.master);
+        spec.node_id = id;
+        let certs = self.certs();
+        spec.set("VAULT_RAFT_TLS_CA", certs.join("ca.pem").to_str().expect("utf-8 path"));
+        spec.set("VAULT_RAFT_TLS_CERT", certs.join(format!("node-{id}.pem")).to_str().expect("utf-8 path"));
+        spec.set("VAULT_RAFT_TLS_KEY", certs.join(format!("node-{id}.key")).to_str().expect("utf-8 path"));
+        spec
+    }
+
+    pub async fn start(n: u64, tune: impl Fn(&mut NodeSpec)) -> TestCluster {
+        let dir = test_dir();
+        let mut c = TestCluster {
+            dir,
+            token: random_token(),
+            master: random_master_key(),
+            specs: Vec::new(),
+            nodes: Vec::new(),
+        };
+        mint_certs(&c.certs(), &(1..=n).collect::<Vec<_>>());
+        let mut specs: Vec<NodeSpec> = (1..=n).map(|id| c.node_spec(id)).collect();
+        let peers: Vec<String> = specs.iter().map(|s| format!("{}={}", s.node_id, s.raft_addr)).collect();
+        for s in specs.iter_mut() {
+            s.set("VAULT_PEERS", &peers.join(","));
+            tune(s);
+        }
+        c.nodes = specs.iter().map(|s| s.start()).collect();
+        c.specs = specs;
+        for node in c.nodes.iter_mut() {
+            node.wait_ready().await;
+        }
+        c
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        self.nodes[i].url()
+    }
+
+    pub fn ctl(&self, i: usize, args: &[&str]) -> String {
+        must_vaultctl(&self.url(i), Some(&self.token), args)
+    }
+
+    pub async fn status(&self, i: usize) -> Result<vault_node::pb::ClusterStatusResponse, tonic::Status> {
+        let ch = Channel::from_shared(self.url(i))
+            .expect("url")
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut admin = vault_node::pb::admin_client::AdminClient::new(ch);
+        Ok(admin.cluster_status(authed(vault_node::pb::ClusterStatusRequest {}, &self.token)).await?.into_inner())
+    }
+
+    /// Index of the leader as node `via` sees it, waiting up to 30 s for one that `accept`s.
+    pub async fn leader_seen_by(&self, via: usize, accept: impl Fn(u64) -> bool) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = self.status(via).await {
+                if let Some(id) = s.leader_id.filter(|id| accept(*id)) {
+                    if let Some(i) = self.specs.iter().position(|sp| sp.node_id == id) {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no acceptable leader seen by node index {via} within 30s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Resume anything a test stopped, so the kill below is delivered and nothing lingers.
+        for n in self.nodes.iter_mut() {
+            if n.is_running() {
+                let _ = n.pid().map(|pid| Command::new("kill").arg("-CONT").arg(pid.to_string()).status());
+            }
+            n.kill();
+        }
+    }
 }

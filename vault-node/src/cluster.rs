@@ -1,6 +1,7 @@
 //! Cluster status from Raft metrics.
 
 use openraft::ServerState;
+use vault_raft::transport::LeaderView;
 
 use crate::pb;
 use crate::vault::Vault;
@@ -15,16 +16,16 @@ fn state_name(s: ServerState) -> &'static str {
     }
 }
 
-pub fn status(vault: &Vault) -> pb::ClusterStatusResponse {
-    let m = vault.raft.metrics().borrow().clone();
+/// Status from this node's metrics; replication progress comes from `view` (the leader's).
+pub fn status(vault: &Vault, view: Option<&LeaderView>) -> pb::ClusterStatusResponse {
+    let m = vault.cluster.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
-    let last_log = m.last_log_index;
+    let leader_last = view.and_then(|v| v.last_log_index);
     let members = membership
         .nodes()
         .map(|(id, node)| {
-            let matched = m.replication.as_ref().and_then(|r| r.get(id)).map(|l| l.as_ref().map_or(0, |l| l.index));
-            let matched = if Some(*id) == m.current_leader && *id == m.id { last_log } else { matched };
+            let matched = view.and_then(|v| v.matched.get(id).copied()).map(|l| l.unwrap_or(0));
             let role = if Some(*id) == m.current_leader {
                 "leader"
             } else if voters.contains(id) {
@@ -38,8 +39,8 @@ pub fn status(vault: &Vault) -> pb::ClusterStatusResponse {
                 api_addr: node.api_addr.clone(),
                 role: role.to_string(),
                 matched_index: matched,
-                lag: match (last_log, matched) {
-                    (Some(l), Some(mi)) if m.state == ServerState::Leader => Some(l.saturating_sub(mi)),
+                lag: match (leader_last, matched) {
+                    (Some(l), Some(mi)) => Some(l.saturating_sub(mi)),
                     _ => None,
                 },
             }

@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Context};
 use vault_core::keys::MasterKey;
 use vault_core::token::RawToken;
 
+use vault_raft::transport::TlsFiles;
+
 use crate::auth::allowlist::Allowlist;
 
 /// Every setting this node reads, by environment variable name.
@@ -22,6 +24,12 @@ pub const KEYS: &[&str] = &[
     "VAULT_API_ADVERTISE_ADDR",
     "VAULT_RAFT_ADVERTISE_ADDR",
     "VAULT_PEERS",
+    "VAULT_JOIN",
+    "VAULT_RAFT_TLS_CA",
+    "VAULT_RAFT_TLS_CERT",
+    "VAULT_RAFT_TLS_KEY",
+    "VAULT_RAFT_INSECURE",
+    "VAULT_CLUSTER_SECRET",
     "VAULT_BOOTSTRAP_TOKEN",
     "VAULT_ALLOWED_IPS",
     "VAULT_TRUST_PROXY",
@@ -124,6 +132,35 @@ impl RawConfig {
             bail!("VAULT_PEERS must list this node (id {node_id})");
         }
 
+        let raft_tls =
+            match (self.get("VAULT_RAFT_TLS_CA"), self.get("VAULT_RAFT_TLS_CERT"), self.get("VAULT_RAFT_TLS_KEY")) {
+                (Some(ca), Some(cert), Some(key)) => {
+                    Some(TlsFiles { ca: PathBuf::from(ca), cert: PathBuf::from(cert), key: PathBuf::from(key) })
+                }
+                (None, None, None) => None,
+                _ => bail!("VAULT_RAFT_TLS_CA, VAULT_RAFT_TLS_CERT and VAULT_RAFT_TLS_KEY go together"),
+            };
+        let raft_insecure = self.flag("VAULT_RAFT_INSECURE")?;
+        let cluster_secret = self.get("VAULT_CLUSTER_SECRET").map(str::to_string);
+        if raft_insecure && raft_tls.is_some() {
+            bail!("VAULT_RAFT_INSECURE=true and VAULT_RAFT_TLS_* contradict each other; pick one");
+        }
+        if raft_insecure && cluster_secret.as_ref().is_none_or(|s| s.len() < 16) {
+            bail!("VAULT_RAFT_INSECURE=true needs VAULT_CLUSTER_SECRET (at least 16 characters) so the Raft port is not open to anyone");
+        }
+        let raft_security = match (raft_tls, raft_insecure) {
+            (Some(files), _) => RaftSecurity::MutualTls { files, cluster_secret },
+            (None, true) => RaftSecurity::InsecureWithSecret { cluster_secret: cluster_secret.unwrap_or_default() },
+            (None, false) => RaftSecurity::Disabled,
+        };
+        let join = self.flag("VAULT_JOIN")?;
+        if peers.len() > 1 && matches!(raft_security, RaftSecurity::Disabled) {
+            bail!("VAULT_PEERS lists several nodes: configure VAULT_RAFT_TLS_CA/_CERT/_KEY (or, for development only, VAULT_RAFT_INSECURE=true with VAULT_CLUSTER_SECRET)");
+        }
+        if join && matches!(raft_security, RaftSecurity::Disabled) {
+            bail!("VAULT_JOIN=true needs the Raft transport: configure VAULT_RAFT_TLS_CA/_CERT/_KEY");
+        }
+
         let bootstrap_token = self
             .get("VAULT_BOOTSTRAP_TOKEN")
             .map(|t| RawToken::parse_strict(t).map_err(|e| anyhow!("VAULT_BOOTSTRAP_TOKEN: {e}")))
@@ -184,6 +221,8 @@ impl RawConfig {
             api_advertise: advertise(self.get("VAULT_API_ADVERTISE_ADDR"), api_addr),
             raft_advertise: advertise(self.get("VAULT_RAFT_ADVERTISE_ADDR"), raft_addr),
             peers,
+            join,
+            raft_security,
             bootstrap_token,
             allowed_ips,
             trust_proxy,
@@ -231,6 +270,16 @@ pub fn parse_peers(s: &str) -> anyhow::Result<Vec<(u64, String)>> {
     Ok(out)
 }
 
+/// How the Raft listener and peers authenticate each other.
+pub enum RaftSecurity {
+    /// No Raft listener: a single-node cluster that cannot grow.
+    Disabled,
+    /// Mutual TLS with the cluster CA (production), optionally also a shared secret.
+    MutualTls { files: TlsFiles, cluster_secret: Option<String> },
+    /// Plaintext with a shared secret: development only.
+    InsecureWithSecret { cluster_secret: String },
+}
+
 pub enum KmsConfig {
     /// `master: None` means an ephemeral random key (data unreadable after restart).
     Local {
@@ -256,6 +305,9 @@ pub struct Config {
     pub api_advertise: String,
     pub raft_advertise: String,
     pub peers: Vec<(u64, String)>,
+    /// Never initialize a cluster: wait to be added to an existing one.
+    pub join: bool,
+    pub raft_security: RaftSecurity,
     pub bootstrap_token: Option<RawToken>,
     pub allowed_ips: Allowlist,
     pub trust_proxy: bool,
@@ -322,6 +374,22 @@ mod tests {
         let mut r = base();
         r.set("VAULT_TRUST_PROXY", "true");
         assert!(r.validate().err().unwrap().to_string().contains("VAULT_TRUSTED_PROXIES"));
+    }
+
+    #[test]
+    fn raft_transport_must_be_secured_for_clusters() {
+        let mut r = base();
+        r.set("VAULT_PEERS", "1=a:1,2=b:2");
+        assert!(r.validate().err().unwrap().to_string().contains("VAULT_RAFT_TLS"));
+        r.set("VAULT_RAFT_INSECURE", "true");
+        assert!(r.validate().err().unwrap().to_string().contains("VAULT_CLUSTER_SECRET"));
+        r.set("VAULT_CLUSTER_SECRET", "short");
+        assert!(r.validate().is_err());
+        r.set("VAULT_CLUSTER_SECRET", "a-long-enough-dev-secret");
+        assert!(matches!(r.validate().unwrap().raft_security, RaftSecurity::InsecureWithSecret { .. }));
+        let mut r = base();
+        r.set("VAULT_RAFT_TLS_CA", "/ca.pem");
+        assert!(r.validate().err().unwrap().to_string().contains("go together"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use vault_core::CoreError;
+use vault_raft::transport::ForwardError;
 use vault_raft::{Rejection, StoreError};
 
 /// Metadata key carrying the leader's API address on `UNAVAILABLE` from a follower.
@@ -39,6 +40,18 @@ pub fn from_rejection(r: Rejection) -> Status {
             Status::aborted(format!("a concurrent write moved the secret to version {current}; retry"))
         }
         Rejection::FailedPrecondition(m) => Status::failed_precondition(m),
+    }
+}
+
+pub fn from_forward(e: ForwardError) -> Status {
+    match e {
+        ForwardError::NotLeader { leader } => unavailable_with_leader(
+            "no leader could take this request",
+            leader.as_ref().map(|(_, n)| n.api_addr.as_str()),
+        ),
+        ForwardError::Unavailable(m) | ForwardError::Unreachable(m) => Status::unavailable(m),
+        ForwardError::Rejected(m) => Status::failed_precondition(m),
+        ForwardError::NotFound(m) => Status::not_found(m),
     }
 }
 

@@ -3,12 +3,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod certs;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod kms;
 pub mod logging;
-pub mod network;
 pub mod pb_impl;
 pub mod server;
 pub mod vault;

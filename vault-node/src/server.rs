@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -13,14 +13,14 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use vault_core::dek_cache::DekCache;
 use vault_core::model::{Role, TokenRecord, ADMIN_ROLE, BOOTSTRAP_TOKEN_NAME};
 use vault_core::time::now_ms;
+use vault_raft::transport::{GrpcNetwork, PeerClients, RaftService, TransportSecurity};
 use vault_raft::typ::Raft;
-use vault_raft::{Command, NodeInfo, Storage};
+use vault_raft::{Cluster, Command, NodeInfo, Storage};
 
 use crate::api::admin::AdminService;
 use crate::api::secrets::SecretsService;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
-use crate::config::Config;
-use crate::network::Network;
+use crate::config::{Config, RaftSecurity};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::secrets_server::SecretsServer;
 use crate::vault::Vault;
@@ -38,7 +38,8 @@ fn raft_config(snapshot_every: u64) -> anyhow::Result<Arc<openraft::Config>> {
         election_timeout_max: 2000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: (snapshot_every / 10).min(1_000),
-        purge_batch_size: 1_024,
+        // Purge as soon as a snapshot covers a batch; keeps the log (and restarts) short.
+        purge_batch_size: (snapshot_every / 4).clamp(1, 1_024),
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };
@@ -56,10 +57,21 @@ fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
 
 /// Runs a node until `shutdown` resolves.
 pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    if config.peers.len() > 1 {
-        bail!("VAULT_PEERS lists {} nodes, but this build runs single-node clusters only", config.peers.len());
-    }
     prepare_data_dir(&config)?;
+    let security = match &config.raft_security {
+        RaftSecurity::Disabled => None,
+        RaftSecurity::MutualTls { files, cluster_secret } => {
+            Some(TransportSecurity::load(Some(files), cluster_secret.as_deref()).context("load Raft TLS material")?)
+        }
+        RaftSecurity::InsecureWithSecret { cluster_secret } => {
+            tracing::warn!(
+                "VAULT_RAFT_INSECURE=true: Raft traffic is PLAINTEXT, protected only by the shared cluster \
+                 secret. Anyone on the network path can read the (encrypted) secrets and the secret itself. \
+                 Development only: use VAULT_RAFT_TLS_* in production."
+            );
+            Some(TransportSecurity::load(None, Some(cluster_secret)).context("set up Raft transport")?)
+        }
+    };
     let kms = crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { master: None }))?;
     let storage = Storage::open(&config.data_dir, config.node_id)
         .await
@@ -68,25 +80,62 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     // Bind first, so that a port in use fails the start before anything else happens.
     let api_listener =
         TcpListener::bind(config.api_addr).await.with_context(|| format!("bind API listener {}", config.api_addr))?;
+    let raft_listener = match &security {
+        Some(_) => Some(
+            TcpListener::bind(config.raft_addr)
+                .await
+                .with_context(|| format!("bind Raft listener {}", config.raft_addr))?,
+        ),
+        None => None,
+    };
 
+    let peers = PeerClients::new(match &security {
+        Some(s) => s.clone(),
+        None => TransportSecurity::load(None, None).context("set up Raft clients")?,
+    });
     let raft = Raft::new(
         config.node_id,
         raft_config(config.snapshot_log_entries)?,
-        Network,
+        GrpcNetwork::new(peers.clone()),
         storage.log_store,
         storage.state_machine,
     )
     .await
     .context("start raft")?;
+    let cluster = Cluster::new(raft.clone(), config.node_id, peers);
     let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
+
+    let raft_server = match (raft_listener, &security) {
+        (Some(listener), Some(sec)) => {
+            let mut b = Server::builder();
+            if let Some(tls) = sec.server_tls() {
+                b = b.tls_config(tls).context("configure Raft mTLS")?;
+            }
+            tracing::info!(raft = %listener.local_addr()?, mtls = sec.is_tls(), "raft listener up");
+            let svc = RaftService::new(cluster.clone(), me.clone()).into_server(sec);
+            Some(tokio::spawn(b.add_service(svc).serve_with_incoming(TcpListenerStream::new(listener))))
+        }
+        _ => None,
+    };
+
     if !raft.is_initialized().await.context("read raft state")? {
-        tracing::info!(node = config.node_id, "initializing a new single-node cluster");
-        raft.initialize(BTreeMap::from([(config.node_id, me)])).await.context("initialize cluster")?;
+        if config.join {
+            tracing::info!(node = config.node_id, "VAULT_JOIN: waiting to be added with `vaultctl cluster add`");
+        } else if config.peers.len() <= 1 {
+            tracing::info!(node = config.node_id, "initializing a new single-node cluster");
+            raft.initialize(BTreeMap::from([(config.node_id, me.clone())])).await.context("initialize cluster")?;
+        } else {
+            let cluster = cluster.clone();
+            let peers = config.peers.clone();
+            let me = me.clone();
+            tokio::spawn(async move { cluster.bootstrap_from_peers(&peers, &me).await });
+        }
     }
 
     let vault = Arc::new(Vault {
         node_id: config.node_id,
-        raft: raft.clone(),
+        cluster,
+        transport_enabled: security.is_some(),
         reader: storage.reader,
         audit_log: storage.audit,
         kms,
@@ -152,6 +201,9 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     }
 
     tracing::info!("shutting down");
+    if let Some(h) = raft_server {
+        h.abort();
+    }
     raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
 }
@@ -168,7 +220,7 @@ async fn bootstrap(vault: &Vault, token: Option<vault_core::token::RawToken>) {
     });
     loop {
         let has_role = matches!(vault.reader.role(ADMIN_ROLE), Ok(Some(_)));
-        let leader = vault.raft.metrics().borrow().current_leader;
+        let leader = vault.cluster.raft.metrics().borrow().current_leader;
         if leader == Some(vault.node_id) {
             let cmd = Command::Bootstrap { admin_role: Role::builtin_admin(), token: record.clone() };
             match vault.write(cmd).await {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use tonic::Status;
 use vault_core::dek_cache::DekCache;
 use vault_core::envelope;
@@ -11,11 +10,11 @@ use vault_core::kms::KeyManager;
 use vault_core::model::{Action, AuditRecord, VersionRecord, VersionState};
 use vault_core::time::now_ms;
 use vault_core::{CoreError, SecretBytes, SecretName};
-use vault_raft::typ::{CheckIsLeaderError, Raft};
-use vault_raft::{AuditLog, Command, CommandResponse, StateReader};
+use vault_raft::transport::{ForwardRequest, ForwardResponse};
+use vault_raft::{AuditLog, Cluster, Command, CommandResponse, StateReader};
 
 use crate::auth::caller::Caller;
-use crate::error::{code_words, from_core, from_rejection, from_store, unavailable_with_leader};
+use crate::error::{code_words, from_core, from_forward, from_rejection, from_store};
 
 /// How long a write may wait for its Raft commit before the caller is told to retry.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +23,9 @@ const PUT_ATTEMPTS: usize = 8;
 
 pub struct Vault {
     pub node_id: u64,
-    pub raft: Raft,
+    pub cluster: Cluster,
+    /// Whether this node has a Raft listener and can reach peers.
+    pub transport_enabled: bool,
     pub reader: StateReader,
     pub audit_log: AuditLog,
     pub kms: Arc<dyn KeyManager>,
@@ -35,47 +36,21 @@ pub struct Vault {
 impl Vault {
     /// The leader's API address, as recorded in the membership.
     pub fn leader_api_addr(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
-        m.membership_config.membership().get_node(&leader).map(|n| n.api_addr.clone())
+        self.cluster.leader().map(|(_, n)| n.api_addr)
     }
 
     /// Returns once this node has applied everything committed before the call: reads after
-    /// it are linearizable.
+    /// it are linearizable, on the leader and on followers alike.
     pub async fn linearize(&self) -> Result<(), Status> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-                Err(unavailable_with_leader("this node is not the leader", self.leader_api_addr().as_deref()))
-            }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                Err(Status::unavailable("no quorum: cannot confirm leadership for a linearizable read"))
-            }
-            Ok(Err(RaftError::Fatal(f))) => {
-                tracing::error!(error = %f, "raft stopped");
-                Err(Status::unavailable("raft has stopped on this node"))
-            }
-            Err(_) => Err(Status::unavailable("timed out confirming leadership for a linearizable read")),
-        }
+        self.cluster.read_barrier(WRITE_TIMEOUT).await.map_err(from_forward)
     }
 
-    /// Proposes a command; returns once a quorum committed it and this node applied it.
+    /// Proposes a command (forwarded to the leader when this node is not it); returns once a
+    /// quorum committed it and the leader applied it.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, Status> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(unavailable_with_leader("this node is not the leader", self.leader_api_addr().as_deref()))
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(f))) => {
-                tracing::error!(error = %f, "raft stopped");
-                Err(Status::unavailable("raft has stopped on this node"))
-            }
-            Err(_) => {
-                Err(Status::unavailable("timed out waiting for the write to commit (no quorum?); it may still apply"))
-            }
+        match self.cluster.submit(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await.map_err(from_forward)? {
+            ForwardResponse::Written(r) => Ok(r),
+            other => Err(Status::internal(format!("unexpected reply to a write: {other:?}"))),
         }
     }
 

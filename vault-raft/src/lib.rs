@@ -7,6 +7,7 @@
 
 mod apply;
 pub mod audit_log;
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod db;
@@ -17,9 +18,11 @@ pub mod reader;
 pub mod snapshot_file;
 pub mod state_machine;
 mod tables;
+pub mod transport;
 pub mod typ;
 
 pub use audit_log::AuditLog;
+pub use cluster::Cluster;
 pub use command::{Command, CommandResponse, Rejection};
 pub use error::StoreError;
 pub use log_store::LogStore;

@@ -6,21 +6,35 @@ use tonic::{Request, Response, Status};
 use vault_core::model::{validate_label, Grant, Role, TokenRecord};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
-use vault_raft::Command;
+use vault_raft::transport::{ForwardRequest, ForwardResponse};
+use vault_raft::{Command, NodeInfo};
 
 use crate::auth::caller::{caller_of, Caller};
-use crate::error::{from_core, from_store};
+use crate::error::{from_core, from_forward, from_store};
 use crate::pb;
 use crate::pb::admin_server::Admin;
 use crate::vault::Vault;
 
 const MAX_AUDIT: usize = 10_000;
+/// Membership changes may wait for a new node to catch up.
+const MEMBERSHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub struct AdminService {
     vault: Arc<Vault>,
 }
 
 impl AdminService {
+    /// Runs a membership change on the leader.
+    async fn membership(&self, req: ForwardRequest) -> Result<pb::MemberChangeResponse, Status> {
+        if !self.vault.transport_enabled {
+            return Err(Status::failed_precondition(
+                "this node has no Raft transport: configure VAULT_RAFT_TLS_CA/_CERT/_KEY to grow the cluster",
+            ));
+        }
+        self.vault.cluster.submit(req, MEMBERSHIP_TIMEOUT).await.map_err(from_forward)?;
+        Ok(pb::MemberChangeResponse {})
+    }
+
     pub fn new(vault: Arc<Vault>) -> Self {
         AdminService { vault }
     }
@@ -186,6 +200,69 @@ impl Admin for AdminService {
         req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let caller = caller_of(&req)?;
-        self.admin(&caller, "cluster.status", None, async { Ok(crate::cluster::status(&self.vault)) }).await
+        self.admin(&caller, "cluster.status", None, async {
+            // Replication progress is the leader's to know; ask it, wherever we are.
+            let view = match self.vault.cluster.submit(ForwardRequest::LeaderView, MEMBERSHIP_TIMEOUT).await {
+                Ok(ForwardResponse::LeaderView(v)) => Some(v),
+                _ => None,
+            };
+            Ok(crate::cluster::status(&self.vault, view.as_ref()))
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::MemberChangeResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("node:{}", r.id);
+        self.admin(&caller, "cluster.add", Some(&subject), async {
+            if r.id == 0 || !r.raft_addr.contains(':') || !r.api_addr.contains(':') {
+                return Err(Status::invalid_argument("need ID >= 1, RAFT_ADDR host:port and API_ADDR host:port"));
+            }
+            let node = NodeInfo { raft_addr: r.raft_addr.clone(), api_addr: r.api_addr.clone() };
+            self.membership(ForwardRequest::AddLearner { id: r.id, node }).await
+        })
+        .await
+    }
+
+    async fn promote_member(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MemberChangeResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let id = req.into_inner().id;
+        let subject = format!("node:{id}");
+        self.admin(&caller, "cluster.promote", Some(&subject), self.membership(ForwardRequest::PromoteVoter { id }))
+            .await
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MemberChangeResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let id = req.into_inner().id;
+        let subject = format!("node:{id}");
+        self.admin(&caller, "cluster.remove", Some(&subject), self.membership(ForwardRequest::RemoveMember { id }))
+            .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::MemberRequest>,
+    ) -> Result<Response<pb::MemberChangeResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let id = req.into_inner().id;
+        let subject = format!("node:{id}");
+        self.admin(
+            &caller,
+            "cluster.transfer_leader",
+            Some(&subject),
+            self.membership(ForwardRequest::TransferLeader { to: id }),
+        )
+        .await
     }
 }

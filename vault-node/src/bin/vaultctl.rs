@@ -15,6 +15,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
+use vault_node::clock::fmt_ms;
 use vault_node::error::code_words;
 use vault_node::pb;
 use vault_node::pb::admin_client::AdminClient;
@@ -167,6 +168,39 @@ enum AuditCmd {
 enum ClusterCmd {
     /// Members, roles, leader, term, last log and applied index, lag.
     Status,
+    /// Add a node as a learner; returns once it has caught up.
+    Add { id: u64, raft_addr: String, api_addr: String },
+    /// Make a learner a voter.
+    Promote { id: u64 },
+    /// Remove a voter or learner.
+    Remove { id: u64 },
+    /// Hand leadership to a caught-up voter.
+    TransferLeader { id: u64 },
+    /// Mint the cluster CA (once) and node certificates for Raft mTLS. Needs no server.
+    Certs {
+        /// Directory for ca.pem, ca.key, node-<id>.pem and node-<id>.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Node ids, e.g. 1,2,3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
+        /// Extra IP address or DNS name for the node certificates (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity of node certificates in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+/// `println!` that ends the process quietly when stdout is closed (`vaultctl ... | head`),
+/// as a SIGPIPE would, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
 }
 
 type Authed = InterceptedService<Channel, Bearer>;
@@ -249,31 +283,6 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     Ok(secs)
 }
 
-fn fmt_ms(ms: u64) -> String {
-    if ms == 0 {
-        return "-".into();
-    }
-    let secs = ms / 1000;
-    let days = secs / 86_400;
-    let (y, mo, d) = civil_from_days(days as i64);
-    let rem = secs % 86_400;
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -283,7 +292,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
     let line = |cells: Vec<String>| {
         let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -292,10 +301,16 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 }
 
 fn print_json(v: serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Cmd::Cluster(ClusterCmd::Certs { out, nodes, sans, days }) = &cli.cmd {
+        for path in vault_node::certs::mint(out, nodes, sans, *days)? {
+            outln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let ch = channel(&cli).await?;
     let auth = bearer(&cli)?;
     let mut secrets: SecretsClient<Authed> = SecretsClient::with_interceptor(ch.clone(), auth.clone());
@@ -340,6 +355,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Cmd::Cluster(ClusterCmd::Add { id, raft_addr, api_addr }) => {
+            admin.add_member(pb::AddMemberRequest { id, raft_addr, api_addr }).await?;
+            outln!("node {id} added as learner and caught up");
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::Promote { id }) => {
+            admin.promote_member(pb::MemberRequest { id }).await?;
+            outln!("node {id} is a voter");
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::Remove { id }) => {
+            admin.remove_member(pb::MemberRequest { id }).await?;
+            outln!("node {id} removed");
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::TransferLeader { id }) => {
+            admin.transfer_leader(pb::MemberRequest { id }).await?;
+            outln!("node {id} is the leader");
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::Certs { .. }) => Ok(()),
         Cmd::Cluster(ClusterCmd::Status) => {
             let s = admin.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -354,7 +390,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     })).collect::<Vec<_>>(),
                 }));
             } else {
-                println!(
+                outln!(
                     "node {} ({}), term {}, leader {} {}, last log {}, applied {}",
                     s.node_id,
                     s.state,
@@ -402,7 +438,7 @@ async fn secret_cmd(c: &mut SecretsClient<Authed>, cmd: SecretCmd, json: bool) -
             if json {
                 print_json(json!({"name": name, "version": r.version}));
             } else {
-                println!("{}", r.version);
+                outln!("{}", r.version);
             }
         }
         SecretCmd::Get { name, version } => {
@@ -511,7 +547,7 @@ fn print_changed(changed: &[u64], json: bool) {
         print_json(json!({"changed": changed}));
     } else {
         let list: Vec<String> = changed.iter().map(|v| v.to_string()).collect();
-        println!("changed: {}", if list.is_empty() { "none".to_string() } else { list.join(",") });
+        outln!("changed: {}", if list.is_empty() { "none".to_string() } else { list.join(",") });
     }
 }
 
@@ -523,7 +559,7 @@ async fn token_cmd(c: &mut AdminClient<Authed>, cmd: TokenCmd, json: bool) -> Re
             if json {
                 print_json(json!({"name": r.name, "token": r.token, "expires_at_ms": r.expires_at_ms}));
             } else {
-                println!("{}", r.token);
+                outln!("{}", r.token);
             }
         }
         TokenCmd::List => {
@@ -620,12 +656,5 @@ mod tests {
         assert!(parse_ttl("0").is_err());
         assert!(parse_ttl("5y").is_err());
         assert!(parse_ttl("h").is_err());
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(fmt_ms(0), "-");
-        assert_eq!(fmt_ms(86_400_000), "1970-01-02T00:00:00Z");
-        assert_eq!(fmt_ms(1_700_000_000_000), "2023-11-14T22:13:20Z");
     }
 }

@@ -1,0 +1,126 @@
+//! Minting the cluster CA and node certificates for Raft mutual TLS (`vaultctl cluster certs`).
+//!
+//! Every node certificate names `vault-raft` (what peers verify) and `vault-node-<id>`, plus
+//! any extra addresses, and is good for both server and client authentication. Keys are
+//! ECDSA P-256, written 0600. An existing CA in the directory is reused, so nodes can be
+//! added later; existing node files are never overwritten.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use vault_raft::transport::CLUSTER_SERVER_NAME;
+
+use crate::clock::date_in_days;
+
+const CA_NAME: &str = "vault cluster CA";
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    let (y, m, d) = date_in_days(-1);
+    params.not_before = rcgen::date_time_ymd(y as i32, m as u8, d as u8);
+    let (y, m, d) = date_in_days(days);
+    params.not_after = rcgen::date_time_ymd(y as i32, m as u8, d as u8);
+}
+
+fn ca_params(days: i64) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    validity(&mut p, days);
+    p
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(contents.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes `ca.pem`/`ca.key` (unless present) and `node-<id>.pem`/`.key` for each id into
+/// `out`. `sans` are extra IP addresses or DNS names for every node certificate. Returns the
+/// files written.
+pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64) -> anyhow::Result<Vec<PathBuf>> {
+    if nodes.is_empty() || nodes.contains(&0) {
+        bail!("name node ids of at least 1");
+    }
+    fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    fs::set_permissions(out, fs::Permissions::from_mode(0o700))?;
+    let mut written = Vec::new();
+    let (ca_pem, ca_key) = (out.join("ca.pem"), out.join("ca.key"));
+    let ca_key_pair = if ca_key.exists() {
+        KeyPair::from_pem(&fs::read_to_string(&ca_key)?).context("read ca.key")?
+    } else {
+        if ca_pem.exists() {
+            bail!("{} exists without ca.key; refusing to mint a second CA over it", ca_pem.display());
+        }
+        let key = KeyPair::generate().context("generate CA key")?;
+        let cert = ca_params(3650).self_signed(&key).context("self-sign CA")?;
+        write_file(&ca_key, &key.serialize_pem(), 0o600)?;
+        write_file(&ca_pem, &cert.pem(), 0o644)?;
+        written.extend([ca_pem.clone(), ca_key.clone()]);
+        key
+    };
+    let issuer = Issuer::new(ca_params(3650), ca_key_pair);
+
+    for id in nodes {
+        let (pem, key_path) = (out.join(format!("node-{id}.pem")), out.join(format!("node-{id}.key")));
+        if pem.exists() || key_path.exists() {
+            continue;
+        }
+        let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string(), format!("vault-node-{id}")])
+            .context("certificate names")?;
+        for san in sans {
+            match san.parse::<IpAddr>() {
+                Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
+                Err(_) => params.subject_alt_names.push(SanType::DnsName(
+                    san.clone().try_into().map_err(|_| anyhow::anyhow!("--san {san:?} is not an IP or DNS name"))?,
+                )),
+            }
+        }
+        params.distinguished_name.push(DnType::CommonName, format!("vault-node-{id}"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, days);
+        let key = KeyPair::generate().context("generate node key")?;
+        let cert = params.signed_by(&key, &issuer).context("sign node certificate")?;
+        write_file(&key_path, &key.serialize_pem(), 0o600)?;
+        write_file(&pem, &cert.pem(), 0o644)?;
+        written.extend([pem, key_path]);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mints_ca_once_and_adds_nodes_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("certs");
+        let first = mint(&out, &[1, 2], &["127.0.0.1".into()], 30).unwrap();
+        assert_eq!(first.len(), 6);
+        let ca_before = fs::read(out.join("ca.pem")).unwrap();
+        let again = mint(&out, &[1, 2, 3], &[], 30).unwrap();
+        assert_eq!(again, vec![out.join("node-3.pem"), out.join("node-3.key")], "only the new node");
+        assert_eq!(fs::read(out.join("ca.pem")).unwrap(), ca_before, "CA reused");
+        let mode = fs::metadata(out.join("node-3.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(fs::read_to_string(out.join("node-1.pem")).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(mint(&out, &[0], &[], 30).is_err());
+    }
+}

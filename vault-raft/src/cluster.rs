@@ -1,0 +1,385 @@
+//! Cluster operations over the local Raft node and its peers: forwarding to the leader,
+//! linearizable reads on any node, membership changes, leader transfer and bootstrap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+
+use crate::node::NodeInfo;
+use crate::transport::{ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
+use crate::typ::{CheckIsLeaderError, NodeId, Raft};
+
+/// Pause between attempts to reach a leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Longest wait for a new leader to show up before trying again.
+const ELECTION_WAIT: Duration = Duration::from_secs(3);
+/// How long a transfer target may campaign, and other voters hold their elections.
+const TRANSFER_WINDOW: Duration = Duration::from_secs(6);
+
+#[derive(Clone)]
+pub struct Cluster {
+    pub raft: Raft,
+    pub node_id: NodeId,
+    pub peers: PeerClients,
+    pause_generation: Arc<AtomicU64>,
+}
+
+fn not_leader<E>(leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> Result<E, ForwardError> {
+    Err(ForwardError::NotLeader { leader: leader_id.zip(leader_node) })
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ForwardError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ForwardError::Rejected(c.to_string()),
+        RaftError::Fatal(f) => ForwardError::Unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+impl Cluster {
+    pub fn new(raft: Raft, node_id: NodeId, peers: PeerClients) -> Self {
+        Cluster { raft, node_id, peers, pause_generation: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The current leader and its addresses, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Runs `req` here if this node can, else on the leader (one hop). When the leader is
+    /// unknown, or could not be connected to (so nothing was sent), waits for an election and
+    /// tries again, within `timeout`.
+    pub async fn submit(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = match self.handle_local(req.clone(), left).await {
+                Err(ForwardError::NotLeader { leader: Some((id, node)) }) if id != self.node_id => {
+                    self.peers.forward(&node.raft_addr, &req, left).await
+                }
+                other => other,
+            };
+            match result {
+                Err(ForwardError::Unreachable(_)) | Err(ForwardError::NotLeader { leader: None })
+                    if Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    self.await_leader_change(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits (until `deadline`, at most an election's worth) for this node to see a leader
+    /// other than the current one.
+    async fn await_leader_change(&self, deadline: Instant) {
+        let before = self.raft.metrics().borrow().current_leader;
+        let wait = deadline.saturating_duration_since(Instant::now()).min(ELECTION_WAIT);
+        let _ = self
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some() && m.current_leader != before, "leader change")
+            .await;
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+
+    /// Returns once this node has applied everything committed before the call, so a local
+    /// read after it is linearizable. On a follower the leader confirms a read index with a
+    /// quorum; this node then waits to apply up to it.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ForwardError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.read_barrier_once(deadline.saturating_duration_since(Instant::now())).await {
+                // A read index is idempotent: any failure to reach a leader may be retried.
+                Err(ForwardError::Unreachable(_)) | Err(ForwardError::NotLeader { leader: None })
+                    if Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    self.await_leader_change(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_barrier_once(&self, timeout: Duration) -> Result<(), ForwardError> {
+        let local = tokio::time::timeout(timeout, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| ForwardError::Unavailable("timed out confirming leadership for a read".into()))?;
+        let read_index = match local {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_id.zip(f.leader_node) {
+                Some((id, node)) if id != self.node_id => {
+                    match self.peers.forward(&node.raft_addr, &ForwardRequest::ReadIndex, timeout).await? {
+                        ForwardResponse::ReadIndex(idx) => idx,
+                        other => {
+                            return Err(ForwardError::Unavailable(format!("unexpected read index reply {other:?}")))
+                        }
+                    }
+                }
+                _ => return Err(ForwardError::NotLeader { leader: None }),
+            },
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                let got: Vec<String> = q.got.iter().map(|id| id.to_string()).collect();
+                return Err(ForwardError::Unavailable(format!(
+                    "no quorum for a linearizable read: only node(s) {} answered",
+                    got.join(", ")
+                )));
+            }
+            Err(RaftError::Fatal(f)) => return Err(ForwardError::Unavailable(format!("raft stopped: {f}"))),
+        };
+        if let Some(idx) = read_index {
+            self.raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(idx.index), "linearizable read")
+                .await
+                .map_err(|e| ForwardError::Unavailable(format!("this node did not catch up for the read: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `req` on this node; `NotLeader` when it needs the leader and this is not it.
+    pub async fn handle_local(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
+        let within = |what: &'static str| move |_| ForwardError::Unavailable(format!("timed out: {what}"));
+        match req {
+            ForwardRequest::Write(cmd) => {
+                let r = tokio::time::timeout(timeout, self.raft.client_write(cmd))
+                    .await
+                    .map_err(within("waiting for the write to commit (no quorum?); it may still apply"))?;
+                r.map(|resp| ForwardResponse::Written(resp.data)).map_err(write_error)
+            }
+            ForwardRequest::ReadIndex => {
+                let r = tokio::time::timeout(timeout, self.raft.get_read_log_id())
+                    .await
+                    .map_err(within("confirming leadership"))?;
+                match r {
+                    Ok((read_index, _)) => Ok(ForwardResponse::ReadIndex(read_index)),
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                        not_leader(f.leader_id, f.leader_node)
+                    }
+                    Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+                }
+            }
+            ForwardRequest::AddLearner { id, node } => {
+                let r = tokio::time::timeout(timeout, self.raft.add_learner(id, node, true))
+                    .await
+                    .map_err(within("node added as learner but still catching up"))?;
+                r.map(|_| ForwardResponse::Done).map_err(write_error)
+            }
+            ForwardRequest::PromoteVoter { id } => {
+                self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), timeout).await
+            }
+            ForwardRequest::RemoveMember { id } => {
+                let m = self.raft.metrics().borrow().membership_config.clone();
+                let membership = m.membership();
+                if membership.get_node(&id).is_none() {
+                    return Err(ForwardError::NotFound(format!("node {id} is not a member")));
+                }
+                if membership.voter_ids().any(|v| v == id) {
+                    self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])), timeout).await
+                } else {
+                    self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])), timeout).await
+                }
+            }
+            ForwardRequest::TransferLeader { to } => self.transfer_leader(to).await,
+            ForwardRequest::LeaderView => {
+                let m = self.raft.metrics().borrow().clone();
+                if m.state != ServerState::Leader {
+                    let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                    return not_leader(m.current_leader, node);
+                }
+                let matched = m
+                    .replication
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(id, log)| (id, log.map(|l| l.index)))
+                    .collect::<BTreeMap<_, _>>();
+                Ok(ForwardResponse::LeaderView(LeaderView { last_log_index: m.last_log_index, matched }))
+            }
+            ForwardRequest::PauseElections { for_ms } => {
+                self.pause_elections(Duration::from_millis(for_ms));
+                Ok(ForwardResponse::Done)
+            }
+            ForwardRequest::Campaign { for_ms } => self.campaign(Duration::from_millis(for_ms)).await,
+        }
+    }
+
+    async fn change(
+        &self,
+        change: ChangeMembers<NodeId, NodeInfo>,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let r = tokio::time::timeout(timeout, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| ForwardError::Unavailable("timed out changing membership".into()))?;
+        r.map(|_| ForwardResponse::Done).map_err(write_error)
+    }
+
+    /// Holds this node's elections for `d` (0 resumes them). Re-enabled by itself afterwards,
+    /// so a transfer that dies half-way cannot leave the cluster without failover.
+    fn pause_elections(&self, d: Duration) {
+        let generation = self.pause_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        if d.is_zero() {
+            self.raft.runtime_config().elect(true);
+            return;
+        }
+        self.raft.runtime_config().elect(false);
+        let raft = self.raft.clone();
+        let counter = self.pause_generation.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            if counter.load(Ordering::SeqCst) == generation {
+                raft.runtime_config().elect(true);
+            }
+        });
+    }
+
+    async fn campaign(&self, window: Duration) -> Result<ForwardResponse, ForwardError> {
+        let deadline = Instant::now() + window;
+        while Instant::now() < deadline {
+            let m = self.raft.metrics().borrow().clone();
+            if m.state == ServerState::Leader {
+                return Ok(ForwardResponse::Done);
+            }
+            let _ = self.raft.trigger().elect().await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        Err(ForwardError::Unavailable(format!("node {} did not win an election in {window:?}", self.node_id)))
+    }
+
+    /// Leader transfer: wait for the target to catch up, hold the other voters' elections and
+    /// this node's heartbeats, and let the target campaign until it wins.
+    async fn transfer_leader(&self, to: NodeId) -> Result<ForwardResponse, ForwardError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            return not_leader(m.current_leader, node);
+        }
+        if to == self.node_id {
+            return Ok(ForwardResponse::Done);
+        }
+        let membership = m.membership_config.membership().clone();
+        if !membership.voter_ids().any(|v| v == to) {
+            return Err(ForwardError::Rejected(format!("node {to} is not a voter")));
+        }
+        let target = membership.get_node(&to).cloned().ok_or_else(|| ForwardError::NotFound(format!("node {to}")))?;
+        let caught_up_by = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.raft.metrics().borrow().clone();
+            let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index);
+            if matched >= m.last_log_index {
+                break;
+            }
+            if Instant::now() > caught_up_by {
+                return Err(ForwardError::Unavailable(format!("node {to} is not caught up; retry")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let window_ms = TRANSFER_WINDOW.as_millis() as u64;
+        let others: Vec<NodeInfo> = membership
+            .voter_ids()
+            .filter(|v| *v != to && *v != self.node_id)
+            .filter_map(|v| membership.get_node(&v).cloned())
+            .collect();
+        for o in &others {
+            let _ = self
+                .peers
+                .forward(&o.raft_addr, &ForwardRequest::PauseElections { for_ms: window_ms }, Duration::from_secs(2))
+                .await;
+        }
+        self.raft.runtime_config().heartbeat(false);
+        self.pause_elections(TRANSFER_WINDOW);
+        let result = self
+            .peers
+            .forward(
+                &target.raft_addr,
+                &ForwardRequest::Campaign { for_ms: window_ms },
+                TRANSFER_WINDOW + Duration::from_secs(2),
+            )
+            .await;
+        self.raft.runtime_config().heartbeat(true);
+        self.pause_elections(Duration::ZERO);
+        for o in &others {
+            let _ = self
+                .peers
+                .forward(&o.raft_addr, &ForwardRequest::PauseElections { for_ms: 0 }, Duration::from_secs(2))
+                .await;
+        }
+        result?;
+        let _ = self
+            .raft
+            .wait(Some(Duration::from_secs(3)))
+            .metrics(|m| m.current_leader == Some(to), "new leader seen")
+            .await;
+        Ok(ForwardResponse::Done)
+    }
+
+    /// First start of a cluster from `VAULT_PEERS`. Only the lowest id initializes, and only
+    /// once every listed peer answers with the expected id and is uninitialized: exactly one
+    /// initialization, never on restart, never beside an existing cluster.
+    pub async fn bootstrap_from_peers(&self, peers: &[(NodeId, String)], me: &NodeInfo) {
+        let lowest = peers.iter().map(|(id, _)| *id).min();
+        if lowest != Some(self.node_id) {
+            tracing::info!(node = self.node_id, "waiting for node {lowest:?} to initialize the cluster");
+            return;
+        }
+        let mut attempt = 0u64;
+        loop {
+            match self.raft.is_initialized().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "raft stopped during bootstrap");
+                    return;
+                }
+            }
+            let mut nodes = BTreeMap::new();
+            let mut waiting = Vec::new();
+            for (id, addr) in peers {
+                if *id == self.node_id {
+                    nodes.insert(*id, NodeInfo { raft_addr: addr.clone(), api_addr: me.api_addr.clone() });
+                    continue;
+                }
+                match self.peers.node_state(addr, Duration::from_secs(2)).await {
+                    Ok(r) if r.node_id != *id => {
+                        tracing::error!(peer = addr, "peer says it is node {}, VAULT_PEERS says {id}", r.node_id);
+                        waiting.push(*id);
+                    }
+                    Ok(r) if r.initialized => {
+                        tracing::warn!(
+                            peer = *id,
+                            "peer already belongs to a cluster: not initializing; this node waits to be added"
+                        );
+                        return;
+                    }
+                    Ok(r) => {
+                        nodes.insert(*id, NodeInfo { raft_addr: addr.clone(), api_addr: r.api_addr });
+                    }
+                    Err(e) => {
+                        if attempt.is_multiple_of(10) {
+                            tracing::info!(peer = *id, error = %e.message(), "peer not reachable yet");
+                        }
+                        waiting.push(*id);
+                    }
+                }
+            }
+            if waiting.is_empty() {
+                tracing::info!(members = ?nodes.keys().collect::<Vec<_>>(), "all peers reachable and new: initializing the cluster");
+                match self.raft.initialize(nodes).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %e, "initialize failed; retrying"),
+                }
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}

@@ -1,0 +1,112 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::forward::{ForwardError, ForwardRequest, ForwardResponse};
+use super::pb;
+use super::pb::raft_client::RaftClient;
+use super::security::{ClientStamp, TransportSecurity};
+use crate::codec::{decode, encode};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest message accepted from a peer (a snapshot chunk plus framing, or a batch of entries).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+/// Whether the call failed while connecting, i.e. before the request left this node.
+fn is_connect_failure(s: &Status) -> bool {
+    if s.code() != Code::Unavailable {
+        return false;
+    }
+    let mut text = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    let text = text.to_ascii_lowercase();
+    text.contains("tcp connect error") || text.contains("connection refused") || text.contains("no route to host")
+}
+
+/// Clients for peers' Raft listeners: one cached, lazily connected channel per address.
+#[derive(Clone)]
+pub struct PeerClients {
+    security: TransportSecurity,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+pub(crate) type Client = RaftClient<InterceptedService<Channel, ClientStamp>>;
+
+impl PeerClients {
+    pub fn new(security: TransportSecurity) -> Self {
+        PeerClients { security, channels: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let scheme = if self.security.is_tls() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|_| Status::invalid_argument(format!("peer address {addr:?} is not host:port")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = self.security.client_tls() {
+            ep = ep.tls_config(tls).map_err(|e| Status::internal(format!("raft client TLS: {e}")))?;
+        }
+        let ch = ep.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    pub(crate) fn client(&self, addr: &str) -> Result<Client, Status> {
+        Ok(RaftClient::with_interceptor(self.channel(addr)?, self.security.client_stamp())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    pub async fn node_state(&self, addr: &str, timeout: Duration) -> Result<pb::NodeStateReply, Status> {
+        let mut c = self.client(addr)?;
+        let mut req = tonic::Request::new(pb::NodeStateRequest {});
+        req.set_timeout(timeout);
+        // The header tells the peer; this bounds the wait here too (a stopped peer never answers).
+        match tokio::time::timeout(timeout, c.node_state(req)).await {
+            Ok(r) => Ok(r?.into_inner()),
+            Err(_) => Err(Status::deadline_exceeded(format!("peer {addr} did not answer in {timeout:?}"))),
+        }
+    }
+
+    /// Sends `req` to the node whose Raft listener is `addr`.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        req: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let data = encode(req).map_err(|e| ForwardError::Unavailable(format!("encode forward: {e}")))?;
+        let mut c = self.client(addr).map_err(|s| ForwardError::Unavailable(s.message().to_string()))?;
+        let mut r = tonic::Request::new(pb::Blob { data });
+        r.set_timeout(timeout);
+        let reply = tokio::time::timeout(timeout, c.forward(r))
+            .await
+            .map_err(|_| ForwardError::Unavailable(format!("peer {addr} did not answer in {timeout:?}")))?
+            .map_err(|s| match s.code() {
+                Code::Unauthenticated => {
+                    ForwardError::Unavailable(format!("peer {addr} refused this node: {}", s.message()))
+                }
+                _ if is_connect_failure(&s) => {
+                    ForwardError::Unreachable(format!("peer {addr} unreachable: {}", s.message()))
+                }
+                _ => ForwardError::Unavailable(format!("peer {addr}: {}", s.message())),
+            })?;
+        let out: Result<ForwardResponse, ForwardError> = decode(&reply.into_inner().data)
+            .map_err(|e| ForwardError::Unavailable(format!("decode forward reply: {e}")))?;
+        out
+    }
+}

@@ -1,0 +1,74 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandResponse};
+use crate::node::NodeInfo;
+use crate::typ::{LogId, NodeId};
+
+/// Work sent over the Raft port to the node that must do it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    /// A sealed command for the leader to commit.
+    Write(Command),
+    /// The leader confirms its leadership with a quorum and returns the log id a linearizable
+    /// read must wait for.
+    ReadIndex,
+    AddLearner {
+        id: NodeId,
+        node: NodeInfo,
+    },
+    PromoteVoter {
+        id: NodeId,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+    TransferLeader {
+        to: NodeId,
+    },
+    /// The leader's view of replication.
+    LeaderView,
+    /// To a voter during a leader transfer: do not start elections for `for_ms`.
+    PauseElections {
+        for_ms: u64,
+    },
+    /// To the transfer target: campaign until leader or `for_ms` passed.
+    Campaign {
+        for_ms: u64,
+    },
+}
+
+/// Replication as the leader sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaderView {
+    pub last_log_index: Option<u64>,
+    /// Highest index known replicated to each member.
+    pub matched: BTreeMap<NodeId, Option<u64>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardResponse {
+    Written(CommandResponse),
+    ReadIndex(Option<LogId>),
+    LeaderView(LeaderView),
+    Done,
+}
+
+#[derive(Clone, Debug, thiserror::Error, Serialize, Deserialize)]
+pub enum ForwardError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<(NodeId, NodeInfo)> },
+    /// Retryable: no quorum, timeout, shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The peer could not be connected to: the request was never sent, so it is safe to send
+    /// again, to the same node or a new leader.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The cluster refused (bad membership change and the like).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    NotFound(String),
+}

@@ -1,0 +1,124 @@
+//! openraft's network over [`PeerClients`].
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use tonic::{Code, Status};
+
+use super::client::PeerClients;
+use super::pb;
+use crate::codec::{decode, encode};
+use crate::node::NodeInfo;
+use crate::typ::{NodeId, TypeConfig};
+
+/// Creates a client per target; channels are shared through [`PeerClients`].
+#[derive(Clone)]
+pub struct GrpcNetwork {
+    peers: PeerClients,
+}
+
+impl GrpcNetwork {
+    pub fn new(peers: PeerClients) -> Self {
+        GrpcNetwork { peers }
+    }
+}
+
+pub struct PeerNetwork {
+    target: NodeId,
+    addr: String,
+    peers: PeerClients,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerNetwork {
+        PeerNetwork { target, addr: node.raft_addr.clone(), peers: self.peers.clone() }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+fn transport_error<E: std::error::Error>(s: Status) -> RPCError<NodeId, NodeInfo, E> {
+    match s.code() {
+        // Connection refused, reset, DNS: back off before trying again.
+        Code::Unavailable | Code::Unknown => RPCError::Unreachable(Unreachable::new(&s)),
+        _ => RPCError::Network(NetworkError::new(&s)),
+    }
+}
+
+impl PeerNetwork {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, E>>
+    where
+        Req: serde::Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self.peers.client(&self.addr).map_err(transport_error)?;
+        let mut request = tonic::Request::new(pb::Blob { data });
+        request.set_timeout(timeout);
+        let fut = async {
+            match rpc {
+                Rpc::Append => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::Snapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| RPCError::Network(NetworkError::new(&Status::deadline_exceeded("raft rpc timed out"))))?
+            .map_err(transport_error)?;
+        let result: Result<Resp, E> =
+            decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    /// Unreachable peers are retried with growing pauses, up to 4 s.
+    fn backoff(&self) -> Backoff {
+        Backoff::new((0..).map(|i: u32| Duration::from_millis(250u64.saturating_mul(1 << i.min(4)))))
+    }
+}
