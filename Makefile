@@ -6,9 +6,12 @@ SHELL := /bin/bash
 # dependencies. A machine that never built it just starts cold.
 CARGO_TARGET_DIR ?= $(HOME)/.cache/vault/target
 export CARGO_TARGET_DIR
+# moto's KMS emulator for the AWS-mode tests, in a venv outside the clone.
+VENV ?= $(HOME)/.cache/vault/venv
+export VAULT_MOTO_SERVER := $(VENV)/bin/moto_server
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps build run test lint fmt clean-dev cluster-up cluster-down
+.PHONY: help deps venv build run test lint fmt clean-dev cluster-up cluster-down
 
 help:
 	@echo "make run    build and start a single-node dev vault (local KMS, data in .dev/)"
@@ -19,6 +22,9 @@ help:
 
 deps:
 	@scripts/install-deps.sh
+
+venv:
+	@scripts/install-moto.sh $(VENV)
 
 build: deps
 	cargo build --workspace --all-targets
@@ -34,7 +40,7 @@ lint: deps
 fmt:
 	cargo fmt --all
 
-test: lint build
+test: lint build venv
 ifeq ($(NEXTEST),yes)
 	cargo nextest run --workspace --no-fail-fast
 else

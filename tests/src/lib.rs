@@ -2,6 +2,8 @@
 //! data directories, drives them with the real `vaultctl` or a gRPC client, and cleans up.
 //! It only ever signals the PIDs it started.
 
+pub mod moto;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{SocketAddr, TcpListener};

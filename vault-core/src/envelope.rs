@@ -22,6 +22,12 @@ pub struct SealedValue {
     pub ciphertext: Vec<u8>,
 }
 
+/// First 16 bytes of SHA-256 of `bytes`, hex: a public fingerprint of ciphertext.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Seals `value` as version `version` of `name` under a fresh data key from `kms`.
 /// The plaintext data key is dropped (and zeroized) before this returns.
 pub async fn seal(

@@ -64,4 +64,26 @@ pub trait KeyManager: Send + Sync + 'static {
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, CoreError>;
+
+    /// Whether the master key rotates and wrapped keys can be moved onto new key material.
+    fn supports_rotation(&self) -> bool {
+        false
+    }
+
+    /// Re-wraps a data key onto the master key's current material, inside the key manager:
+    /// the plaintext data key never leaves it. Same context on both sides.
+    async fn rewrap_data_key(
+        &self,
+        _key_id: &str,
+        _wrapped: &[u8],
+        _ctx: &EncryptionContext,
+    ) -> Result<RewrappedDataKey, CoreError> {
+        Err(CoreError::KmsRejected(format!("the {} key manager does not rotate keys", self.kind())))
+    }
+
+    /// The newest rotation of the master key, as milliseconds since the epoch; `None` if it
+    /// was never rotated.
+    async fn latest_rotation_ms(&self) -> Result<Option<u64>, CoreError> {
+        Err(CoreError::KmsRejected(format!("the {} key manager does not rotate keys", self.kind())))
+    }
 }

@@ -293,7 +293,14 @@ pub enum KmsConfig {
 pub struct RewrapConfig {
     pub enabled: bool,
     pub poll: Duration,
+    /// ReEncrypt calls per second; 0 = unpaced.
     pub max_per_sec: u32,
+}
+
+impl RewrapConfig {
+    pub fn disabled() -> Self {
+        RewrapConfig { enabled: false, poll: Duration::from_secs(86_400), max_per_sec: 10 }
+    }
 }
 
 /// Validated node configuration.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod kms;
 pub mod logging;
 pub mod pb_impl;
+pub mod rewrap;
 pub mod server;
 pub mod vault;
 

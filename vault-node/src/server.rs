@@ -20,9 +20,10 @@ use vault_raft::{Cluster, Command, NodeInfo, Storage};
 use crate::api::admin::AdminService;
 use crate::api::secrets::SecretsService;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
-use crate::config::{Config, RaftSecurity};
+use crate::config::{Config, RaftSecurity, RewrapConfig};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::secrets_server::SecretsServer;
+use crate::rewrap::Rewrapper;
 use crate::vault::Vault;
 
 /// How long in-flight API calls may run on after a shutdown signal.
@@ -72,7 +73,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             Some(TransportSecurity::load(None, Some(cluster_secret)).context("set up Raft transport")?)
         }
     };
-    let kms = crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { master: None }))?;
+    let kms =
+        crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { master: None })).await?;
     let storage = Storage::open(&config.data_dir, config.node_id)
         .await
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
@@ -143,6 +145,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         max_value_bytes: config.max_value_bytes,
     });
 
+    let rewrapper = Rewrapper::new(vault.clone(), std::mem::replace(&mut config.rewrap, RewrapConfig::disabled()));
+    let (worker_stop_tx, worker_stop) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(rewrapper.clone().run(worker_stop));
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<SecretsServer<SecretsService>>().await;
     let bootstrap_token = config.bootstrap_token.take();
@@ -190,7 +196,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         .layer(auth)
         .add_service(health_service)
         .add_service(SecretsServer::new(SecretsService::new(vault.clone())))
-        .add_service(AdminServer::new(AdminService::new(vault.clone())))
+        .add_service(AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx.clone()));
     tokio::select! {
         r = serve => r.context("serve API")?,
@@ -201,6 +207,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     }
 
     tracing::info!("shutting down");
+    let _ = worker_stop_tx.send(true);
+    let _ = worker.await;
     if let Some(h) = raft_server {
         h.abort();
     }

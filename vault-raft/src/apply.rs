@@ -5,7 +5,7 @@ use vault_core::model::{SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEF
 
 use crate::command::{Command, CommandResponse, Rejection};
 use crate::db::{CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS};
-use crate::tables::{version_key, KvRead, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED};
+use crate::tables::{version_key, KvRead, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_REWRAP};
 use crate::StoreError;
 
 fn reject(r: Rejection) -> Result<CommandResponse, StoreError> {
@@ -52,12 +52,14 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             }
             meta.current_version = *version;
             meta.updated_at_ms = *now_ms;
+            // A new DEK comes from the key's current material, which is at least as new as
+            // the cluster watermark.
             let record = VersionRecord {
                 version: *version,
                 sealed: Some(sealed.clone()),
                 created_at_ms: *now_ms,
                 state: VersionState::Live,
-                rewrap_watermark_ms: 0,
+                rewrap_watermark_ms: txn.rewrap_state()?.watermark_ms.unwrap_or(0),
             };
             txn.put(CF_VERSIONS, &version_key(name, *version), &record)?;
             // Keep at most `max_versions` versions; older ones are purged for good.
@@ -115,6 +117,40 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             txn.delete(CF_TOKENS, name.as_bytes());
             txn.delete(CF_TOKEN_HASHES, &record.hash.0);
             Ok(CommandResponse::Ok)
+        }
+        Command::AdoptRewrapWatermark { watermark_ms } => {
+            let mut state = txn.rewrap_state()?;
+            if state.watermark_ms.is_some() {
+                return Ok(CommandResponse::Applied { changed: false });
+            }
+            state.watermark_ms = Some(*watermark_ms);
+            txn.put(CF_SM_META, KEY_REWRAP, &state)?;
+            Ok(CommandResponse::Applied { changed: true })
+        }
+        Command::AdvanceRewrapWatermark { watermark_ms } => {
+            let mut state = txn.rewrap_state()?;
+            if state.watermark_ms.is_some_and(|w| w >= *watermark_ms) {
+                return Ok(CommandResponse::Applied { changed: false });
+            }
+            state.watermark_ms = Some(*watermark_ms);
+            txn.put(CF_SM_META, KEY_REWRAP, &state)?;
+            Ok(CommandResponse::Applied { changed: true })
+        }
+        Command::RewrapVersion { name, version, from_wrapped, key_id, wrapped_dek, watermark_ms } => {
+            let Some(mut record) = txn.version(name, *version)? else {
+                return Ok(CommandResponse::Applied { changed: false });
+            };
+            if record.rewrap_watermark_ms >= *watermark_ms {
+                return Ok(CommandResponse::Applied { changed: false });
+            }
+            let Some(sealed) = record.sealed.as_mut().filter(|s| &s.wrapped_dek == from_wrapped) else {
+                return Ok(CommandResponse::Applied { changed: false });
+            };
+            sealed.key_id = key_id.clone();
+            sealed.wrapped_dek = wrapped_dek.clone();
+            record.rewrap_watermark_ms = *watermark_ms;
+            txn.put(CF_VERSIONS, &version_key(name, *version), &record)?;
+            Ok(CommandResponse::Applied { changed: true })
         }
         Command::PutRole { role, replace } => {
             if role.name == ADMIN_ROLE {

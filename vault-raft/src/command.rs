@@ -50,6 +50,26 @@ pub enum Command {
     RevokeToken {
         name: String,
     },
+    /// First run of the re-wrap worker: take `watermark_ms` as the cluster watermark, unless
+    /// one is already set.
+    AdoptRewrapWatermark {
+        watermark_ms: u64,
+    },
+    /// A re-wrap pass to `watermark_ms` finished without failures.
+    AdvanceRewrapWatermark {
+        watermark_ms: u64,
+    },
+    /// Replaces one version's wrapped DEK with its re-wrapped form. A no-op when the version
+    /// is gone or destroyed, already at or past `watermark_ms`, or no longer holds
+    /// `from_wrapped` (someone else re-wrapped it). Never touches ciphertext or nonce.
+    RewrapVersion {
+        name: String,
+        version: u64,
+        from_wrapped: Vec<u8>,
+        key_id: String,
+        wrapped_dek: Vec<u8>,
+        watermark_ms: u64,
+    },
     /// Creates a role; with `replace`, also overwrites an existing one.
     PutRole {
         role: Role,
@@ -73,6 +93,9 @@ impl Command {
             Command::RevokeToken { .. } => "revoke_token",
             Command::PutRole { .. } => "put_role",
             Command::DeleteRole { .. } => "delete_role",
+            Command::AdoptRewrapWatermark { .. } => "adopt_rewrap_watermark",
+            Command::AdvanceRewrapWatermark { .. } => "advance_rewrap_watermark",
+            Command::RewrapVersion { .. } => "rewrap_version",
         }
     }
 }
@@ -91,6 +114,12 @@ impl fmt::Debug for Command {
             Command::PutRole { role, .. } => write!(f, "PutRole({})", role.name),
             Command::DeleteRole { name } => write!(f, "DeleteRole({name})"),
             Command::Bootstrap { token, .. } => write!(f, "Bootstrap(token: {})", token.is_some()),
+            Command::AdoptRewrapWatermark { watermark_ms } | Command::AdvanceRewrapWatermark { watermark_ms } => {
+                write!(f, "{}({watermark_ms})", self.kind())
+            }
+            Command::RewrapVersion { name, version, watermark_ms, .. } => {
+                write!(f, "RewrapVersion({name}:{version} -> {watermark_ms})")
+            }
         }
     }
 }
@@ -101,6 +130,10 @@ pub enum CommandResponse {
     Ok,
     Written {
         version: u64,
+    },
+    /// Whether a re-wrap or watermark command changed anything (false: it was a no-op).
+    Applied {
+        changed: bool,
     },
     /// Versions whose state changed.
     Changed {

@@ -4,14 +4,23 @@
 use std::sync::Arc;
 
 use rocksdb::{Direction, IteratorMode, DB};
-use vault_core::model::{Role, SecretMeta, TokenRecord, VersionRecord, VersionState};
+use vault_core::model::{RewrapState, Role, SecretMeta, TokenRecord, VersionRecord, VersionState};
 use vault_core::token::TokenHash;
 
 use crate::codec::decode;
 use crate::db::{cf, CF_ROLES, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
-use crate::tables::{KvRead, KEY_LAST_APPLIED};
+use crate::tables::{parse_version_key, version_key, KvRead, KEY_LAST_APPLIED};
 use crate::typ::LogId;
 use crate::StoreError;
+
+/// A version whose DEK awaits re-wrapping.
+#[derive(Clone, Debug)]
+pub struct PendingRewrap {
+    pub name: String,
+    pub version: u64,
+    pub key_id: String,
+    pub wrapped: Vec<u8>,
+}
 
 #[derive(Clone)]
 pub struct StateReader {
@@ -111,13 +120,60 @@ impl StateReader {
         self.scan(CF_ROLES)
     }
 
-    pub fn count_versions(&self) -> Result<u64, StoreError> {
-        let mut n = 0;
+    pub fn rewrap_state(&self) -> Result<RewrapState, StoreError> {
+        self.db.rewrap_state()
+    }
+
+    /// Versions that still hold a wrapped DEK: (all of them, those below `target_ms`).
+    pub fn rewrap_counts(&self, target_ms: Option<u64>) -> Result<(u64, u64), StoreError> {
+        let (mut total, mut pending) = (0, 0);
         for item in self.db.iterator_cf(cf(&self.db, CF_VERSIONS)?, IteratorMode::Start) {
-            item?;
-            n += 1;
+            let (_, v) = item?;
+            let r: VersionRecord = decode(&v)?;
+            if r.sealed.is_some() {
+                total += 1;
+                if target_ms.is_some_and(|t| r.rewrap_watermark_ms < t) {
+                    pending += 1;
+                }
+            }
         }
-        Ok(n)
+        Ok((total, pending))
+    }
+
+    /// Up to `limit` versions holding a wrapped DEK below `target_ms`, in key order after
+    /// `after` (a cursor from the previous call).
+    pub fn pending_rewrap(
+        &self,
+        after: Option<&(String, u64)>,
+        target_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<PendingRewrap>, StoreError> {
+        let start = after.map(|(n, v)| version_key(n, *v)).unwrap_or_default();
+        let it = self.db.iterator_cf(cf(&self.db, CF_VERSIONS)?, IteratorMode::From(&start, Direction::Forward));
+        let mut out = Vec::new();
+        for item in it {
+            let (k, v) = item?;
+            if after.is_some() && k.as_ref() == start.as_slice() {
+                continue;
+            }
+            let (name, version) =
+                parse_version_key(&k).ok_or_else(|| StoreError::Corrupt("malformed version key".into()))?;
+            let r: VersionRecord = decode(&v)?;
+            if let Some(sealed) = r.sealed {
+                if r.rewrap_watermark_ms < target_ms {
+                    out.push(PendingRewrap {
+                        name: name.to_string(),
+                        version,
+                        key_id: sealed.key_id,
+                        wrapped: sealed.wrapped_dek,
+                    });
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn scan<T: serde::de::DeserializeOwned>(&self, family: &'static str) -> Result<Vec<T>, StoreError> {

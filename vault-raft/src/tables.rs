@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
-use vault_core::model::{Role, SecretMeta, TokenRecord, VersionRecord};
+use vault_core::model::{RewrapState, Role, SecretMeta, TokenRecord, VersionRecord};
 use vault_core::token::TokenHash;
 
 use crate::codec::{decode, encode};
@@ -15,6 +15,18 @@ use crate::StoreError;
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_BOOTSTRAP_TOKEN_ISSUED: &[u8] = b"bootstrap_token_issued";
+pub(crate) const KEY_REWRAP: &[u8] = b"rewrap";
+
+/// Splits a versions-family key back into name and version.
+pub(crate) fn parse_version_key(key: &[u8]) -> Option<(&str, u64)> {
+    let split = key.len().checked_sub(9)?;
+    if key[split] != 0 {
+        return None;
+    }
+    let name = std::str::from_utf8(&key[..split]).ok()?;
+    let version = u64::from_be_bytes(key[split + 1..].try_into().ok()?);
+    Some((name, version))
+}
 
 pub(crate) fn version_key(name: &str, version: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + 9);
@@ -50,6 +62,10 @@ pub(crate) trait KvRead {
 
     fn role(&self, name: &str) -> Result<Option<Role>, StoreError> {
         self.get_typed(CF_ROLES, name.as_bytes())
+    }
+
+    fn rewrap_state(&self) -> Result<RewrapState, StoreError> {
+        Ok(self.get_typed(CF_SM_META, KEY_REWRAP)?.unwrap_or_default())
     }
 
     fn flag(&self, key: &[u8]) -> Result<bool, StoreError> {

@@ -13,6 +13,7 @@ use crate::auth::caller::{caller_of, Caller};
 use crate::error::{from_core, from_forward, from_store};
 use crate::pb;
 use crate::pb::admin_server::Admin;
+use crate::rewrap::{KickOutcome, Rewrapper};
 use crate::vault::Vault;
 
 const MAX_AUDIT: usize = 10_000;
@@ -21,6 +22,7 @@ const MEMBERSHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 
 pub struct AdminService {
     vault: Arc<Vault>,
+    rewrapper: Arc<Rewrapper>,
 }
 
 impl AdminService {
@@ -35,8 +37,8 @@ impl AdminService {
         Ok(pb::MemberChangeResponse {})
     }
 
-    pub fn new(vault: Arc<Vault>) -> Self {
-        AdminService { vault }
+    pub fn new(vault: Arc<Vault>, rewrapper: Arc<Rewrapper>) -> Self {
+        AdminService { vault, rewrapper }
     }
 
     /// Runs an admin-only operation and audits it.
@@ -263,6 +265,90 @@ impl Admin for AdminService {
             Some(&subject),
             self.membership(ForwardRequest::TransferLeader { to: id }),
         )
+        .await
+    }
+
+    async fn kms_status(&self, req: Request<pb::KmsStatusRequest>) -> Result<Response<pb::KmsStatusResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, "kms.status", None, async {
+            self.vault.linearize().await?;
+            let progress = self.rewrapper.progress();
+            let kms = &self.vault.kms;
+            let (latest, rotation_error) = if kms.supports_rotation() {
+                match kms.latest_rotation_ms().await {
+                    Ok(l) => (l, String::new()),
+                    Err(e) => (progress.latest_rotation_ms, e.to_string()),
+                }
+            } else {
+                (None, format!("the {} key manager does not rotate keys", kms.kind()))
+            };
+            let state = self.vault.reader.rewrap_state().map_err(from_store)?;
+            let target = match (latest, state.watermark_ms) {
+                (Some(l), Some(w)) if l > w => Some(l),
+                _ => None,
+            };
+            let reader = self.vault.reader.clone();
+            let (total, pending) = tokio::task::spawn_blocking(move || reader.rewrap_counts(target))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(from_store)?;
+            let is_leader = self.vault.cluster.raft.metrics().borrow().state == openraft::ServerState::Leader;
+            Ok(pb::KmsStatusResponse {
+                kind: kms.kind().to_string(),
+                key_id: kms.key_id().to_string(),
+                enabled: self.rewrapper.enabled(),
+                is_leader,
+                leader_api_addr: self.vault.leader_api_addr().unwrap_or_default(),
+                running: progress.running,
+                watermark_ms: state.watermark_ms,
+                latest_rotation_ms: latest,
+                rotation_error,
+                total_versions: total,
+                pending_versions: pending,
+                pass_target_ms: progress.target_ms,
+                pass_total: progress.total,
+                pass_done: progress.done,
+                pass_failed: progress.failed,
+                last_error: progress.last_error.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn kms_rewrap(&self, req: Request<pb::KmsRewrapRequest>) -> Result<Response<pb::KmsRewrapResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, "kms.rewrap", None, async {
+            if !self.vault.kms.supports_rotation() {
+                return Err(Status::failed_precondition(format!(
+                    "the {} key manager does not rotate keys; nothing to re-wrap",
+                    self.vault.kms.kind()
+                )));
+            }
+            if !self.rewrapper.enabled() {
+                return Err(Status::failed_precondition(
+                    "the re-wrap worker is disabled on this node: set VAULT_KMS_REWRAP_ENABLED=true on every node first",
+                ));
+            }
+            if self.vault.cluster.raft.metrics().borrow().state != openraft::ServerState::Leader {
+                return Err(crate::error::unavailable_with_leader(
+                    "re-wrap runs on the leader",
+                    self.vault.leader_api_addr().as_deref(),
+                ));
+            }
+            let (outcome, running) = match self.rewrapper.kick().await {
+                KickOutcome::Adopted { watermark_ms } => {
+                    (format!("first run: adopted the newest rotation ({watermark_ms}) as the baseline, no sweep"), false)
+                }
+                KickOutcome::UpToDate { watermark_ms } => {
+                    (format!("up to date: no rotation newer than the watermark ({watermark_ms})"), false)
+                }
+                KickOutcome::Started { target_ms, pending } => {
+                    (format!("pass to rotation {target_ms} started: {pending} version(s) to re-wrap"), true)
+                }
+                KickOutcome::Failed(why) => return Err(Status::unavailable(why)),
+            };
+            Ok(pb::KmsRewrapResponse { outcome, running })
+        })
         .await
     }
 }

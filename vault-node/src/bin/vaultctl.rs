@@ -16,7 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 use vault_node::clock::fmt_ms;
-use vault_node::error::code_words;
+use vault_node::error::{code_words, LEADER_HEADER};
 use vault_node::pb;
 use vault_node::pb::admin_client::AdminClient;
 use vault_node::pb::secrets_client::SecretsClient;
@@ -62,6 +62,21 @@ enum Cmd {
     /// Cluster membership and state.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The KMS re-wrap worker.
+    #[command(subcommand)]
+    Kms(KmsCmd),
+}
+
+#[derive(Subcommand)]
+enum KmsCmd {
+    /// Enabled, running, watermark, latest rotation, total and pending versions.
+    Status,
+    /// Force a re-wrap pass on the leader and follow its progress.
+    Rewrap {
+        /// Return once the pass has started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,11 +251,15 @@ impl From<anyhow::Error> for Failure {
 }
 
 async fn channel(cli: &Cli) -> anyhow::Result<Channel> {
-    let mut ep = Endpoint::from_shared(cli.addr.clone())
-        .map_err(|_| anyhow!("--addr {:?} is not a valid URL (e.g. http://127.0.0.1:8200)", cli.addr))?
+    channel_to(cli, &cli.addr).await
+}
+
+async fn channel_to(cli: &Cli, addr: &str) -> anyhow::Result<Channel> {
+    let mut ep = Endpoint::from_shared(addr.to_string())
+        .map_err(|_| anyhow!("--addr {addr:?} is not a valid URL (e.g. http://127.0.0.1:8200)"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60));
-    if cli.addr.starts_with("https://") {
+    if addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
         if let Some(ca) = &cli.ca_cert {
             let pem = std::fs::read(ca).with_context(|| format!("read --ca-cert {}", ca.display()))?;
@@ -248,7 +267,126 @@ async fn channel(cli: &Cli) -> anyhow::Result<Channel> {
         }
         ep = ep.tls_config(tls).context("configure TLS")?;
     }
-    ep.connect().await.with_context(|| format!("connect to {}", cli.addr))
+    ep.connect().await.with_context(|| format!("connect to {addr}"))
+}
+
+/// The same scheme as `--addr`, pointed at `host:port`.
+fn url_like(cli: &Cli, host_port: &str) -> String {
+    let scheme = if cli.addr.starts_with("https://") { "https" } else { "http" };
+    format!("{scheme}://{host_port}")
+}
+
+fn opt_ms(v: Option<u64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(0) => "0 (no rotation yet)".into(),
+        Some(ms) => format!("{} ({ms})", fmt_ms(ms)),
+    }
+}
+
+async fn kms_cmd(cli: &Cli, admin: &mut AdminClient<Authed>, cmd: &KmsCmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        KmsCmd::Status => {
+            let mut s = admin.kms_status(pb::KmsStatusRequest {}).await?.into_inner();
+            // Pass progress lives on the leader; ask it when this node is not.
+            if !s.is_leader && !s.leader_api_addr.is_empty() {
+                let ch = channel_to(cli, &url_like(cli, &s.leader_api_addr)).await?;
+                let mut leader = AdminClient::with_interceptor(ch, bearer(cli)?);
+                s = leader.kms_status(pb::KmsStatusRequest {}).await?.into_inner();
+            }
+            if json {
+                print_json(json!({
+                    "kind": s.kind, "key_id": s.key_id, "enabled": s.enabled, "running": s.running,
+                    "watermark_ms": s.watermark_ms, "latest_rotation_ms": s.latest_rotation_ms,
+                    "rotation_error": s.rotation_error, "total_versions": s.total_versions,
+                    "pending_versions": s.pending_versions, "pass_target_ms": s.pass_target_ms,
+                    "pass_total": s.pass_total, "pass_done": s.pass_done, "pass_failed": s.pass_failed,
+                    "last_error": s.last_error, "leader_api_addr": s.leader_api_addr,
+                }));
+            } else {
+                outln!("kms:              {} {}", s.kind, s.key_id);
+                outln!(
+                    "worker:           {}{}",
+                    if s.enabled { "enabled" } else { "disabled" },
+                    if s.running { ", running" } else { "" }
+                );
+                outln!("watermark:        {}", opt_ms(s.watermark_ms));
+                outln!(
+                    "latest rotation:  {}{}",
+                    opt_ms(s.latest_rotation_ms),
+                    if s.rotation_error.is_empty() { String::new() } else { format!(" ({})", s.rotation_error) }
+                );
+                outln!("versions:         {} total, {} pending", s.total_versions, s.pending_versions);
+                if s.pass_target_ms.is_some() {
+                    outln!(
+                        "last pass:        {}/{} re-wrapped, {} failed, to {}",
+                        s.pass_done,
+                        s.pass_total,
+                        s.pass_failed,
+                        opt_ms(s.pass_target_ms)
+                    );
+                }
+                if !s.last_error.is_empty() {
+                    outln!("last error:       {}", s.last_error);
+                }
+            }
+            Ok(())
+        }
+        KmsCmd::Rewrap { no_wait } => {
+            let first = admin.kms_rewrap(pb::KmsRewrapRequest {}).await;
+            // Runs on the leader: follow the hint once.
+            let (r, mut leader_admin) = match first {
+                Err(s) if s.code() == tonic::Code::Unavailable && s.metadata().get(LEADER_HEADER).is_some() => {
+                    let addr =
+                        s.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    let ch = channel_to(cli, &url_like(cli, &addr)).await?;
+                    let mut leader = AdminClient::with_interceptor(ch, bearer(cli)?);
+                    let r = leader.kms_rewrap(pb::KmsRewrapRequest {}).await?.into_inner();
+                    (r, leader)
+                }
+                other => (other?.into_inner(), admin.clone()),
+            };
+            if !json {
+                outln!("{}", r.outcome);
+            }
+            let mut last = None;
+            if r.running && !no_wait {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let s = leader_admin.kms_status(pb::KmsStatusRequest {}).await?.into_inner();
+                    if !json && last != Some((s.pass_done, s.pass_failed)) {
+                        outln!("re-wrapped {}/{} ({} failed)", s.pass_done, s.pass_total, s.pass_failed);
+                        last = Some((s.pass_done, s.pass_failed));
+                    }
+                    if !s.running {
+                        if json {
+                            print_json(
+                                json!({"outcome": r.outcome, "done": s.pass_done, "failed": s.pass_failed, "pending": s.pending_versions}),
+                            );
+                        } else {
+                            outln!(
+                                "pass finished: {} pending, watermark {}",
+                                s.pending_versions,
+                                opt_ms(s.watermark_ms)
+                            );
+                        }
+                        if s.pass_failed > 0 {
+                            return Err(Failure::Local(anyhow!(
+                                "{} version(s) failed to re-wrap: {}",
+                                s.pass_failed,
+                                s.last_error
+                            )));
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            if json {
+                print_json(json!({"outcome": r.outcome, "running": r.running}));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn bearer(cli: &Cli) -> anyhow::Result<Bearer> {
@@ -316,7 +454,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let mut secrets: SecretsClient<Authed> = SecretsClient::with_interceptor(ch.clone(), auth.clone());
     let mut admin: AdminClient<Authed> = AdminClient::with_interceptor(ch, auth);
     let json = cli.output == Output::Json;
+    if let Cmd::Kms(k) = &cli.cmd {
+        return kms_cmd(&cli, &mut admin, k, json).await;
+    }
     match cli.cmd {
+        Cmd::Kms(_) => Ok(()),
         Cmd::Secret(cmd) => secret_cmd(&mut secrets, cmd, json).await,
         Cmd::Token(cmd) => token_cmd(&mut admin, cmd, json).await,
         Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
@@ -507,14 +649,23 @@ async fn secret_cmd(c: &mut SecretsClient<Authed>, cmd: SecretCmd, json: bool) -
                     "versions": r.versions.iter().map(|v| json!({
                         "version": v.version, "state": v.state, "created_at_ms": v.created_at_ms,
                         "key_id": v.key_id, "rewrap_watermark_ms": v.rewrap_watermark_ms,
+                        "ciphertext_sha256": v.ciphertext_sha256, "wrapped_dek_sha256": v.wrapped_dek_sha256,
                     })).collect::<Vec<_>>(),
                 }));
             } else {
                 table(
-                    &["VERSION", "STATE", "CREATED", "KEY"],
+                    &["VERSION", "STATE", "CREATED", "KEY", "REWRAPPED"],
                     r.versions
                         .into_iter()
-                        .map(|v| vec![v.version.to_string(), v.state, fmt_ms(v.created_at_ms), v.key_id])
+                        .map(|v| {
+                            vec![
+                                v.version.to_string(),
+                                v.state,
+                                fmt_ms(v.created_at_ms),
+                                v.key_id,
+                                fmt_ms(v.rewrap_watermark_ms),
+                            ]
+                        })
                         .collect(),
                 );
             }

@@ -1,3 +1,4 @@
+use vault_core::envelope::fingerprint;
 use vault_core::model::{SecretMeta, VersionRecord};
 
 use crate::pb;
@@ -10,6 +11,8 @@ impl From<&VersionRecord> for pb::VersionInfo {
             created_at_ms: r.created_at_ms,
             key_id: r.sealed.as_ref().map(|s| s.key_id.clone()).unwrap_or_default(),
             rewrap_watermark_ms: r.rewrap_watermark_ms,
+            ciphertext_sha256: r.sealed.as_ref().map(|s| fingerprint(&s.ciphertext)).unwrap_or_default(),
+            wrapped_dek_sha256: r.sealed.as_ref().map(|s| fingerprint(&s.wrapped_dek)).unwrap_or_default(),
         }
     }
 }

@@ -1,15 +1,18 @@
 //! Maps the KMS configuration to a key manager backend.
 
+mod aws;
+
 use std::sync::Arc;
 
-use anyhow::bail;
 use vault_core::keys::MasterKey;
 use vault_core::kms::KeyManager;
 use vault_core::local_kms::LocalKms;
 
+pub use aws::AwsKms;
+
 use crate::config::KmsConfig;
 
-pub fn build(cfg: KmsConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
+pub async fn build(cfg: KmsConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
     match cfg {
         KmsConfig::Local { master: Some(key) } => Ok(Arc::new(LocalKms::new(key))),
         KmsConfig::Local { master: None } => {
@@ -20,6 +23,6 @@ pub fn build(cfg: KmsConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
             );
             Ok(Arc::new(LocalKms::new(MasterKey::generate())))
         }
-        KmsConfig::Aws { .. } => bail!("VAULT_KMS_MODE=aws: the AWS KMS backend is not part of this build yet"),
+        KmsConfig::Aws { key_id } => Ok(Arc::new(AwsKms::connect(&key_id).await?)),
     }
 }

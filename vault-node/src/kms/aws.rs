@@ -1,0 +1,228 @@
+//! AWS KMS key manager (`VAULT_KMS_MODE=aws`).
+//!
+//! - New data keys: GenerateDataKey (AES_256) under the configured key, with encryption context
+//!   `{"secret": name, "version": "<n>"}`; the stored key id is the key's resolved ARN, even when
+//!   `VAULT_KMS_KEY_ID` is an alias.
+//! - Unwrap: Decrypt naming the key id stored with the version.
+//! - Re-wrap: ReEncrypt onto the current key material; the plaintext never leaves KMS.
+//! - Rotation dates: ListKeyRotations, all pages.
+//!
+//! Every call has connect, attempt and operation timeouts; the SDK's standard retry mode
+//! retries only retryable errors, with backoff. Credentials come from `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`; region from `AWS_REGION`; endpoint override
+//! from `AWS_ENDPOINT_URL_KMS` (or `AWS_ENDPOINT_URL`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use async_trait::async_trait;
+use aws_credential_types::Credentials;
+use aws_sdk_kms::config::retry::RetryConfig;
+use aws_sdk_kms::config::timeout::TimeoutConfig;
+use aws_sdk_kms::config::{BehaviorVersion, Region};
+use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::DataKeySpec;
+use aws_sdk_kms::Client;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use vault_core::keys::DataKey;
+use vault_core::kms::{EncryptionContext, GeneratedDataKey, KeyManager, RewrappedDataKey};
+use vault_core::CoreError;
+use zeroize::Zeroizing;
+
+/// Service error codes worth retrying later (the SDK has retried them already).
+const TRANSIENT: &[&str] = &[
+    "ThrottlingException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "KeyUnavailableException",
+    "LimitExceededException",
+];
+
+pub struct AwsKms {
+    client: Client,
+    arn: String,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn classify<E, R>(op: &str, e: SdkError<E, R>) -> CoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown").to_string();
+            let msg = se.err().message().unwrap_or("").to_string();
+            if TRANSIENT.contains(&code.as_str()) {
+                CoreError::KmsUnavailable(format!("{op}: {code}: {msg}"))
+            } else {
+                CoreError::KmsRejected(format!("{op}: {code}: {msg}"))
+            }
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            CoreError::KmsUnavailable(format!("{op}: {}", DisplayErrorContext(&e)))
+        }
+        _ => CoreError::KmsRejected(format!("{op}: {}", DisplayErrorContext(&e))),
+    }
+}
+
+fn context_map(ctx: &EncryptionContext) -> HashMap<String, String> {
+    ctx.as_map().into_iter().collect()
+}
+
+impl AwsKms {
+    /// Builds the client from the environment and resolves `key_id` (id, ARN or alias) to the
+    /// key's ARN with DescribeKey.
+    pub async fn connect(key_id: &str) -> anyhow::Result<Self> {
+        let region = env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws needs AWS_REGION"))?;
+        let access = env("AWS_ACCESS_KEY_ID").ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws needs AWS_ACCESS_KEY_ID"))?;
+        let secret =
+            env("AWS_SECRET_ACCESS_KEY").ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws needs AWS_SECRET_ACCESS_KEY"))?;
+        let creds = Credentials::new(access, secret, env("AWS_SESSION_TOKEN"), None, "environment");
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        let mut conf = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(creds)
+            .http_client(http)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_attempt_timeout(Duration::from_secs(3))
+                    .operation_timeout(Duration::from_secs(8))
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if let Some(endpoint) = env("AWS_ENDPOINT_URL_KMS").or_else(|| env("AWS_ENDPOINT_URL")) {
+            conf = conf.endpoint_url(endpoint);
+        }
+        let client = Client::from_conf(conf.build());
+        let described = client
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeKey", e))
+            .with_context(|| format!("resolve VAULT_KMS_KEY_ID {key_id}"))?;
+        let arn = described
+            .key_metadata()
+            .map(|m| m.arn().unwrap_or_default().to_string())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| anyhow!("DescribeKey for {key_id} returned no ARN"))?;
+        tracing::info!(key = %arn, "AWS KMS key resolved");
+        Ok(AwsKms { client, arn })
+    }
+}
+
+#[async_trait]
+impl KeyManager for AwsKms {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    fn key_id(&self) -> &str {
+        &self.arn
+    }
+
+    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError> {
+        let mut out = self
+            .client
+            .generate_data_key()
+            .key_id(&self.arn)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(context_map(ctx)))
+            .send()
+            .await
+            .map_err(|e| classify("GenerateDataKey", e))?;
+        let plain = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
+        let wrapped = out.ciphertext_blob.take().map(Blob::into_inner).unwrap_or_default();
+        if wrapped.is_empty() {
+            return Err(CoreError::KmsRejected("GenerateDataKey returned no ciphertext".into()));
+        }
+        Ok(GeneratedDataKey {
+            plaintext: DataKey::from_slice(&plain)?,
+            wrapped,
+            key_id: out.key_id.take().unwrap_or_else(|| self.arn.clone()),
+        })
+    }
+
+    async fn decrypt_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, CoreError> {
+        let mut out = self
+            .client
+            .decrypt()
+            .key_id(key_id)
+            .ciphertext_blob(Blob::new(wrapped))
+            .set_encryption_context(Some(context_map(ctx)))
+            .send()
+            .await
+            .map_err(|e| classify("Decrypt", e))?;
+        let plain = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
+        DataKey::from_slice(&plain)
+    }
+
+    fn supports_rotation(&self) -> bool {
+        true
+    }
+
+    async fn rewrap_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<RewrappedDataKey, CoreError> {
+        let out = self
+            .client
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(wrapped))
+            .source_key_id(key_id)
+            .set_source_encryption_context(Some(context_map(ctx)))
+            .destination_key_id(&self.arn)
+            .set_destination_encryption_context(Some(context_map(ctx)))
+            .send()
+            .await
+            .map_err(|e| classify("ReEncrypt", e))?;
+        let wrapped = out.ciphertext_blob().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+        if wrapped.is_empty() {
+            return Err(CoreError::KmsRejected("ReEncrypt returned no ciphertext".into()));
+        }
+        Ok(RewrappedDataKey { wrapped, key_id: out.key_id().unwrap_or(&self.arn).to_string() })
+    }
+
+    async fn latest_rotation_ms(&self) -> Result<Option<u64>, CoreError> {
+        let mut latest: Option<u64> = None;
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_key_rotations()
+                .key_id(&self.arn)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| classify("ListKeyRotations", e))?;
+            for r in out.rotations() {
+                if let Some(ms) = r.rotation_date().and_then(|d| d.to_millis().ok()) {
+                    let ms = u64::try_from(ms).unwrap_or(0);
+                    latest = Some(latest.map_or(ms, |l| l.max(ms)));
+                }
+            }
+            match (out.truncated(), out.next_marker()) {
+                (true, Some(m)) => marker = Some(m.to_string()),
+                _ => return Ok(latest),
+            }
+        }
+    }
+}

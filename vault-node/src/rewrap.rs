@@ -1,0 +1,297 @@
+//! The leader-gated DEK re-wrap worker.
+//!
+//! Runs on every node, acts only while the node is leader. It polls ListKeyRotations; on its
+//! first run it adopts the newest rotation as the cluster watermark without sweeping. When a
+//! newer rotation appears, a pass walks every version still holding a wrapped DEK below it,
+//! ReEncrypts the DEK inside KMS (same encryption context), and commits each result through
+//! Raft with an idempotent command, paced to `VAULT_KMS_REWRAP_MAX_PER_SEC`. The cluster
+//! watermark advances only after a pass with no failures. Progress lives in the replicated
+//! per-version watermarks, so a pass interrupted by a leader change or crash is resumed by the
+//! next leader, skipping what is done.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio::sync::{mpsc, oneshot, watch};
+use vault_core::kms::EncryptionContext;
+use vault_core::SecretName;
+use vault_raft::transport::{ForwardError, ForwardRequest};
+use vault_raft::Command;
+
+use crate::config::RewrapConfig;
+use crate::vault::Vault;
+
+const BATCH: usize = 128;
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a pass with failures, try again this soon (or at the poll interval, if shorter).
+const RETRY_AFTER_FAILURES: Duration = Duration::from_secs(30);
+
+/// What a forced pass (`vaultctl kms rewrap`) did.
+#[derive(Clone, Debug)]
+pub enum KickOutcome {
+    Adopted { watermark_ms: u64 },
+    UpToDate { watermark_ms: u64 },
+    Started { target_ms: u64, pending: u64 },
+    Failed(String),
+}
+
+/// Progress of the current or last pass on this node.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub running: bool,
+    pub target_ms: Option<u64>,
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+    pub latest_rotation_ms: Option<u64>,
+}
+
+pub struct Rewrapper {
+    vault: Arc<Vault>,
+    config: RewrapConfig,
+    kick_tx: mpsc::Sender<oneshot::Sender<KickOutcome>>,
+    kick_rx: Mutex<Option<mpsc::Receiver<oneshot::Sender<KickOutcome>>>>,
+    progress: Mutex<Progress>,
+}
+
+impl Rewrapper {
+    pub fn new(vault: Arc<Vault>, config: RewrapConfig) -> Arc<Self> {
+        let (kick_tx, kick_rx) = mpsc::channel(4);
+        Arc::new(Rewrapper {
+            vault,
+            config,
+            kick_tx,
+            kick_rx: Mutex::new(Some(kick_rx)),
+            progress: Mutex::new(Progress::default()),
+        })
+    }
+
+    /// Whether this node's worker may run (configured on, and the key manager rotates).
+    pub fn enabled(&self) -> bool {
+        self.config.enabled && self.vault.kms.supports_rotation()
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.progress.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn is_leader(&self) -> bool {
+        self.vault.cluster.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Asks the worker for a pass now; answers once it has started one or decided there is
+    /// nothing to do.
+    pub async fn kick(&self) -> KickOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self.kick_tx.send(tx).await.is_err() {
+            return KickOutcome::Failed("the re-wrap worker is not running".into());
+        }
+        rx.await.unwrap_or_else(|_| KickOutcome::Failed("the re-wrap worker stopped".into()))
+    }
+
+    /// Runs until `stop` flips. Owned by the server; a no-op loop when disabled.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(mut kicks) = self.kick_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        if !self.enabled() {
+            // Still answer kicks, so callers get a clear refusal instead of a hang.
+            loop {
+                tokio::select! {
+                    k = kicks.recv() => match k {
+                        Some(reply) => { let _ = reply.send(KickOutcome::Failed("the re-wrap worker is disabled".into())); }
+                        None => return,
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+        let mut metrics = self.vault.cluster.raft.metrics();
+        let mut reply: Option<oneshot::Sender<KickOutcome>> = None;
+        loop {
+            let leader = self.is_leader();
+            let mut wait = self.config.poll;
+            if leader {
+                let outcome = self.tick(&mut reply).await;
+                if let KickOutcome::Failed(e) = &outcome {
+                    tracing::warn!(error = %e, "re-wrap check failed");
+                    self.update(|p| p.last_error = Some(e.clone()));
+                }
+                if self.progress().failed > 0 || matches!(outcome, KickOutcome::Failed(_)) {
+                    wait = wait.min(RETRY_AFTER_FAILURES);
+                }
+                if let Some(r) = reply.take() {
+                    let _ = r.send(outcome);
+                }
+            } else if let Some(r) = reply.take() {
+                let _ = r.send(KickOutcome::Failed("this node is no longer the leader".into()));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                k = kicks.recv() => match k {
+                    Some(r) => reply = Some(r),
+                    None => return,
+                },
+                _ = became_leader(&mut metrics, leader) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn commit(&self, cmd: Command) -> Result<(), ForwardError> {
+        // Local only: a node that lost leadership stops instead of forwarding.
+        self.vault.cluster.handle_local(ForwardRequest::Write(cmd), COMMIT_TIMEOUT).await.map(|_| ())
+    }
+
+    async fn tick(&self, reply: &mut Option<oneshot::Sender<KickOutcome>>) -> KickOutcome {
+        let latest = match self.vault.kms.latest_rotation_ms().await {
+            Ok(l) => l,
+            Err(e) => return KickOutcome::Failed(format!("ListKeyRotations: {e}")),
+        };
+        self.update(|p| p.latest_rotation_ms = latest);
+        let state = match self.vault.reader.rewrap_state() {
+            Ok(s) => s,
+            Err(e) => return KickOutcome::Failed(format!("read re-wrap state: {e}")),
+        };
+        let Some(watermark) = state.watermark_ms else {
+            let adopt = latest.unwrap_or(0);
+            return match self.commit(Command::AdoptRewrapWatermark { watermark_ms: adopt }).await {
+                Ok(()) => {
+                    tracing::info!(watermark_ms = adopt, "re-wrap worker adopted the newest rotation as its baseline");
+                    KickOutcome::Adopted { watermark_ms: adopt }
+                }
+                Err(e) => KickOutcome::Failed(format!("adopt watermark: {e}")),
+            };
+        };
+        match latest.filter(|t| *t > watermark) {
+            None => KickOutcome::UpToDate { watermark_ms: watermark },
+            Some(target) => self.pass(target, reply).await,
+        }
+    }
+
+    async fn pass(&self, target: u64, reply: &mut Option<oneshot::Sender<KickOutcome>>) -> KickOutcome {
+        let reader = self.vault.reader.clone();
+        let pending = match tokio::task::spawn_blocking(move || reader.rewrap_counts(Some(target))).await {
+            Ok(Ok((_, pending))) => pending,
+            Ok(Err(e)) => return KickOutcome::Failed(format!("count versions: {e}")),
+            Err(e) => return KickOutcome::Failed(format!("count versions: {e}")),
+        };
+        tracing::info!(target_ms = target, pending, "re-wrap pass starting");
+        self.update(|p| {
+            *p = Progress {
+                running: true,
+                target_ms: Some(target),
+                total: pending,
+                latest_rotation_ms: p.latest_rotation_ms,
+                ..Default::default()
+            }
+        });
+        if let Some(r) = reply.take() {
+            let _ = r.send(KickOutcome::Started { target_ms: target, pending });
+        }
+        let outcome = self.sweep(target).await;
+        let (done, failed) = {
+            let p = self.progress();
+            (p.done, p.failed)
+        };
+        let result = match outcome {
+            Err(why) => KickOutcome::Failed(why),
+            Ok(()) if failed > 0 => {
+                KickOutcome::Failed(format!("{failed} version(s) failed; the pass will be retried"))
+            }
+            Ok(()) => match self.commit(Command::AdvanceRewrapWatermark { watermark_ms: target }).await {
+                Ok(()) => {
+                    tracing::info!(target_ms = target, done, "re-wrap pass complete; watermark advanced");
+                    KickOutcome::Started { target_ms: target, pending }
+                }
+                Err(e) => KickOutcome::Failed(format!("advance watermark: {e}")),
+            },
+        };
+        self.update(|p| p.running = false);
+        result
+    }
+
+    /// Walks the pending versions once. `Err` when the pass had to stop (leadership lost).
+    async fn sweep(&self, target: u64) -> Result<(), String> {
+        let interval = match self.config.max_per_sec {
+            0 => None,
+            n => Some(Duration::from_secs_f64(1.0 / f64::from(n))),
+        };
+        let mut next_slot = Instant::now();
+        let mut cursor: Option<(String, u64)> = None;
+        loop {
+            let reader = self.vault.reader.clone();
+            let after = cursor.clone();
+            let batch = tokio::task::spawn_blocking(move || reader.pending_rewrap(after.as_ref(), target, BATCH))
+                .await
+                .map_err(|e| format!("scan versions: {e}"))?
+                .map_err(|e| format!("scan versions: {e}"))?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for item in batch {
+                cursor = Some((item.name.clone(), item.version));
+                if !self.is_leader() {
+                    return Err("lost leadership; the new leader resumes the pass".into());
+                }
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next_slot.into()).await;
+                    next_slot = next_slot.max(Instant::now()) + iv;
+                }
+                let result = match SecretName::parse(&item.name) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(name) => {
+                        let ctx = EncryptionContext::new(&name, item.version);
+                        match self.vault.kms.rewrap_data_key(&item.key_id, &item.wrapped, &ctx).await {
+                            Err(e) => Err(e.to_string()),
+                            Ok(new) => {
+                                let cmd = Command::RewrapVersion {
+                                    name: item.name.clone(),
+                                    version: item.version,
+                                    from_wrapped: item.wrapped.clone(),
+                                    key_id: new.key_id,
+                                    wrapped_dek: new.wrapped,
+                                    watermark_ms: target,
+                                };
+                                match self.commit(cmd).await {
+                                    Err(ForwardError::NotLeader { .. }) => {
+                                        return Err("lost leadership; the new leader resumes the pass".into())
+                                    }
+                                    other => other.map_err(|e| e.to_string()),
+                                }
+                            }
+                        }
+                    }
+                };
+                match result {
+                    Ok(()) => self.update(|p| p.done += 1),
+                    Err(e) => {
+                        tracing::warn!(secret = %item.name, version = item.version, error = %e, "re-wrap failed");
+                        self.update(|p| {
+                            p.failed += 1;
+                            p.last_error = Some(format!("{}:{}: {e}", item.name, item.version));
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when this node goes from not leading to leading.
+async fn became_leader(metrics: &mut watch::Receiver<vault_raft::typ::RaftMetrics>, mut was_leader: bool) {
+    loop {
+        if metrics.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let now = metrics.borrow().state == ServerState::Leader;
+        if now && !was_leader {
+            return;
+        }
+        was_leader = now;
+    }
+}
