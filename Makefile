@@ -11,13 +11,14 @@ VENV ?= $(HOME)/.cache/vault/venv
 export VAULT_MOTO_SERVER := $(VENV)/bin/moto_server
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps venv build run test lint fmt clean-dev cluster-up cluster-down
+.PHONY: help deps venv build run test test-wireguard lint fmt clean-dev cluster-up cluster-down
 
 help:
 	@echo "make run    build and start a single-node dev vault (local KMS, data in .dev/)"
 	@echo "make test   install what tests need, then fmt, clippy and every test"
 	@echo "make build  build every binary and test"
 	@echo "make cluster-up / cluster-down   three local nodes on loopback (Raft over mTLS)"
+	@echo "make test-wireguard   three nodes on a WireGuard overlay in network namespaces (root)"
 	@echo "make fmt    format the code"
 
 deps:
@@ -40,7 +41,11 @@ lint: deps
 fmt:
 	cargo fmt --all
 
-test: lint build venv
+# Real WireGuard in network namespaces; needs root and says SKIP without it.
+test-wireguard: build
+	@wireguard/netns-test.sh
+
+test: lint build venv test-wireguard
 ifeq ($(NEXTEST),yes)
 	cargo nextest run --workspace --no-fail-fast
 else
