@@ -2,6 +2,7 @@
 //! data directories, drives them with the real `vaultctl` or a gRPC client, and cleans up.
 //! It only ever signals the PIDs it started.
 
+pub mod etcd;
 pub mod moto;
 
 use std::collections::BTreeMap;
@@ -21,8 +22,12 @@ use vault_node::pb::secrets_client::SecretsClient;
 
 /// Path of a binary built by this workspace (next to the test executable's `deps/`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let exe = std::env::current_exe().expect("current executable");
+    let mut dir = exe.parent().expect("executable dir").to_path_buf();
+    // Test binaries live in `<profile>/deps`; other binaries in `<profile>`.
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
     let path = dir.join(name);
     assert!(path.exists(), "{} not found: run `cargo build --workspace --all-targets` first", path.display());
     path

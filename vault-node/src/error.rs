@@ -40,6 +40,8 @@ pub fn from_rejection(r: Rejection) -> Status {
             Status::aborted(format!("a concurrent write moved the secret to version {current}; retry"))
         }
         Rejection::FailedPrecondition(m) => Status::failed_precondition(m),
+        Rejection::Unauthenticated(m) => Status::unauthenticated(m),
+        Rejection::PermissionDenied(m) => Status::permission_denied(m),
     }
 }
 

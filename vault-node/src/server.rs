@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use vault_core::dek_cache::DekCache;
 use vault_core::model::{Role, TokenRecord, ADMIN_ROLE, BOOTSTRAP_TOKEN_NAME};
@@ -45,6 +45,12 @@ fn raft_config(snapshot_every: u64) -> anyhow::Result<Arc<openraft::Config>> {
         ..Default::default()
     };
     Ok(Arc::new(c.validate().context("validate raft config")?))
+}
+
+/// Accepted connections with Nagle off (small gRPC frames must not wait for delayed ACKs)
+/// and TCP keepalive on.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)))
 }
 
 fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
@@ -115,7 +121,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             }
             tracing::info!(raft = %listener.local_addr()?, mtls = sec.is_tls(), "raft listener up");
             let svc = RaftService::new(cluster.clone(), me.clone()).into_server(sec);
-            Some(tokio::spawn(b.add_service(svc).serve_with_incoming(TcpListenerStream::new(listener))))
+            Some(tokio::spawn(b.add_service(svc).serve_with_incoming(incoming(listener))))
         }
         _ => None,
     };
@@ -197,7 +203,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         .add_service(health_service)
         .add_service(SecretsServer::new(SecretsService::new(vault.clone())))
         .add_service(AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone()));
     tokio::select! {
         r = serve => r.context("serve API")?,
         // In-flight calls get a grace period; idle client connections do not hold the exit.

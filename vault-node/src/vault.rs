@@ -122,16 +122,17 @@ impl Vault {
                 )));
             }
         }
-        for _ in 0..PUT_ATTEMPTS {
-            self.linearize().await?;
+        // The first attempt trusts this node's state for the version to seal; the apply step
+        // checks version, check-and-set and authorization against the replicated state. Only
+        // after a conflict does a retry pay for a linearizable read first.
+        let auth = caller.principal.as_ref().map(|p| p.token.hash);
+        for attempt in 0..PUT_ATTEMPTS {
+            if attempt > 0 {
+                self.linearize().await?;
+            }
             let meta = self.reader.secret_meta(name.as_str()).map_err(from_store)?;
             let current = meta.as_ref().map_or(0, |m| m.current_version);
             caller.require(if meta.is_none() { Action::Create } else { Action::Update }, name.as_str())?;
-            if let Some(expected) = expected_version {
-                if expected != current {
-                    return Err(from_rejection(vault_raft::Rejection::CasMismatch { expected, actual: current }));
-                }
-            }
             let version = current + 1;
             let sealed = envelope::seal(self.kms.as_ref(), name, version, value).await.map_err(from_core)?;
             let cmd = Command::PutSecret {
@@ -141,6 +142,7 @@ impl Vault {
                 expected_version,
                 max_versions,
                 now_ms: now_ms(),
+                auth,
             };
             match self.write(cmd).await? {
                 CommandResponse::Written { version } => return Ok(version),

@@ -1,7 +1,9 @@
 //! What each command does to the state machine. Deterministic: the same command on the same
 //! state gives the same result on every replica.
 
-use vault_core::model::{SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS};
+use vault_core::model::{Action, SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS};
+
+use vault_core::token::TokenHash;
 
 use crate::command::{Command, CommandResponse, Rejection};
 use crate::db::{CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS};
@@ -29,9 +31,15 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             }
             Ok(CommandResponse::Ok)
         }
-        Command::PutSecret { name, version, sealed, expected_version, max_versions, now_ms } => {
+        Command::PutSecret { name, version, sealed, expected_version, max_versions, now_ms, auth } => {
             let meta = txn.secret_meta(name)?;
             let current = meta.as_ref().map_or(0, |m| m.current_version);
+            if let Some(hash) = auth {
+                let action = if current == 0 { Action::Create } else { Action::Update };
+                if let Some(refusal) = authorize(txn, hash, action, name, *now_ms)? {
+                    return reject(refusal);
+                }
+            }
             if let Some(expected) = expected_version {
                 if *expected != current {
                     return reject(Rejection::CasMismatch { expected: *expected, actual: current });
@@ -181,6 +189,37 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             txn.delete(CF_ROLES, name.as_bytes());
             Ok(CommandResponse::Ok)
         }
+    }
+}
+
+/// Whether the token with `hash` may do `action` on `name` now, by the replicated state.
+fn authorize(
+    txn: &Txn<'_>,
+    hash: &TokenHash,
+    action: Action,
+    name: &str,
+    now_ms: u64,
+) -> Result<Option<Rejection>, StoreError> {
+    let token = match txn.token_name_by_hash(hash)? {
+        Some(token_name) => txn.token(&token_name)?.filter(|t| t.hash.ct_eq(hash)),
+        None => None,
+    };
+    let Some(token) = token else {
+        return Ok(Some(Rejection::Unauthenticated("unknown or revoked token".into())));
+    };
+    if token.is_expired(now_ms) {
+        return Ok(Some(Rejection::Unauthenticated(format!("token {} has expired", token.name))));
+    }
+    match txn.role(&token.role)? {
+        Some(role) if role.allows(action, name) => Ok(None),
+        Some(role) => Ok(Some(Rejection::PermissionDenied(format!(
+            "token {} (role {}) may not {action} {name}",
+            token.name, role.name
+        )))),
+        None => Ok(Some(Rejection::PermissionDenied(format!(
+            "role {} of token {} no longer exists",
+            token.role, token.name
+        )))),
     }
 }
 

@@ -3,15 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
+use tokio::sync::oneshot;
 
 use crate::node::NodeInfo;
 use crate::transport::{ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
-use crate::typ::{CheckIsLeaderError, NodeId, Raft};
+use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
 
 /// Pause between attempts to reach a leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -26,6 +27,18 @@ pub struct Cluster {
     pub node_id: NodeId,
     pub peers: PeerClients,
     pause_generation: Arc<AtomicU64>,
+    reads: Arc<Mutex<ReadRounds>>,
+}
+
+type ReadIndexResult = Result<Option<LogId>, ForwardError>;
+
+/// Callers waiting for a read index, and whether a round of leadership confirmation is under
+/// way. Every caller is answered by a round that started after it arrived, so concurrent
+/// linearizable reads share one quorum round without losing linearizability.
+#[derive(Default)]
+struct ReadRounds {
+    waiting: Vec<oneshot::Sender<ReadIndexResult>>,
+    running: bool,
 }
 
 fn not_leader<E>(leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> Result<E, ForwardError> {
@@ -44,7 +57,13 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Forw
 
 impl Cluster {
     pub fn new(raft: Raft, node_id: NodeId, peers: PeerClients) -> Self {
-        Cluster { raft, node_id, peers, pause_generation: Arc::new(AtomicU64::new(0)) }
+        Cluster {
+            raft,
+            node_id,
+            peers,
+            pause_generation: Arc::new(AtomicU64::new(0)),
+            reads: Arc::new(Mutex::new(ReadRounds::default())),
+        }
     }
 
     /// The current leader and its addresses, as this node knows them.
@@ -111,32 +130,7 @@ impl Cluster {
     }
 
     async fn read_barrier_once(&self, timeout: Duration) -> Result<(), ForwardError> {
-        let local = tokio::time::timeout(timeout, self.raft.ensure_linearizable())
-            .await
-            .map_err(|_| ForwardError::Unavailable("timed out confirming leadership for a read".into()))?;
-        let read_index = match local {
-            Ok(_) => return Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_id.zip(f.leader_node) {
-                Some((id, node)) if id != self.node_id => {
-                    match self.peers.forward(&node.raft_addr, &ForwardRequest::ReadIndex, timeout).await? {
-                        ForwardResponse::ReadIndex(idx) => idx,
-                        other => {
-                            return Err(ForwardError::Unavailable(format!("unexpected read index reply {other:?}")))
-                        }
-                    }
-                }
-                _ => return Err(ForwardError::NotLeader { leader: None }),
-            },
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-                let got: Vec<String> = q.got.iter().map(|id| id.to_string()).collect();
-                return Err(ForwardError::Unavailable(format!(
-                    "no quorum for a linearizable read: only node(s) {} answered",
-                    got.join(", ")
-                )));
-            }
-            Err(RaftError::Fatal(f)) => return Err(ForwardError::Unavailable(format!("raft stopped: {f}"))),
-        };
-        if let Some(idx) = read_index {
+        if let Some(idx) = self.read_index(timeout).await? {
             self.raft
                 .wait(Some(timeout))
                 .applied_index_at_least(Some(idx.index), "linearizable read")
@@ -144,6 +138,65 @@ impl Cluster {
                 .map_err(|e| ForwardError::Unavailable(format!("this node did not catch up for the read: {e}")))?;
         }
         Ok(())
+    }
+
+    /// A log id that every write committed before this call is at or below, confirmed by the
+    /// leader with a quorum. Concurrent callers share rounds.
+    async fn read_index(&self, timeout: Duration) -> ReadIndexResult {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            r.waiting.push(tx);
+            !std::mem::replace(&mut r.running, true)
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.read_rounds(timeout).await });
+        }
+        rx.await.unwrap_or_else(|_| Err(ForwardError::Unavailable("read index round was dropped".into())))
+    }
+
+    async fn read_rounds(&self, timeout: Duration) {
+        loop {
+            let batch = {
+                let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+                if r.waiting.is_empty() {
+                    r.running = false;
+                    return;
+                }
+                std::mem::take(&mut r.waiting)
+            };
+            let result = self.read_index_round(timeout).await;
+            for w in batch {
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+
+    async fn read_index_round(&self, timeout: Duration) -> ReadIndexResult {
+        let local = tokio::time::timeout(timeout, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| ForwardError::Unavailable("timed out confirming leadership for a read".into()))?;
+        match local {
+            Ok((read_index, _)) => Ok(read_index),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_id.zip(f.leader_node) {
+                Some((id, node)) if id != self.node_id => {
+                    match self.peers.forward(&node.raft_addr, &ForwardRequest::ReadIndex, timeout).await? {
+                        ForwardResponse::ReadIndex(idx) => Ok(idx),
+                        other => Err(ForwardError::Unavailable(format!("unexpected read index reply {other:?}"))),
+                    }
+                }
+                _ => Err(ForwardError::NotLeader { leader: None }),
+            },
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                let got: Vec<String> = q.got.iter().map(|id| id.to_string()).collect();
+                Err(ForwardError::Unavailable(format!(
+                    "no quorum for a linearizable read: only node(s) {} answered",
+                    got.join(", ")
+                )))
+            }
+            Err(RaftError::Fatal(f)) => Err(ForwardError::Unavailable(format!("raft stopped: {f}"))),
+        }
     }
 
     /// Runs `req` on this node; `NotLeader` when it needs the leader and this is not it.
@@ -157,16 +210,13 @@ impl Cluster {
                 r.map(|resp| ForwardResponse::Written(resp.data)).map_err(write_error)
             }
             ForwardRequest::ReadIndex => {
-                let r = tokio::time::timeout(timeout, self.raft.get_read_log_id())
-                    .await
-                    .map_err(within("confirming leadership"))?;
-                match r {
-                    Ok((read_index, _)) => Ok(ForwardResponse::ReadIndex(read_index)),
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                        not_leader(f.leader_id, f.leader_node)
-                    }
-                    Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+                // Followers' requests join this leader's rounds. A node that is no longer
+                // leader says so rather than forwarding again.
+                if self.raft.metrics().borrow().state != ServerState::Leader {
+                    let (id, node) = self.leader().unzip();
+                    return not_leader(id, node);
                 }
+                self.read_index(timeout).await.map(ForwardResponse::ReadIndex)
             }
             ForwardRequest::AddLearner { id, node } => {
                 let r = tokio::time::timeout(timeout, self.raft.add_learner(id, node, true))

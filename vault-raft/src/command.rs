@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use vault_core::envelope::SealedValue;
 use vault_core::model::{Role, TokenRecord};
+use vault_core::token::TokenHash;
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -26,6 +27,10 @@ pub enum Command {
         expected_version: Option<u64>,
         max_versions: Option<u32>,
         now_ms: u64,
+        /// The caller's token, authorized again when applied: the write lands only if the token
+        /// still exists, has not expired at `now_ms`, and its role grants create (first
+        /// version) or update on `name`. So no read barrier is needed before proposing.
+        auth: Option<TokenHash>,
     },
     DeleteSecret {
         name: String,
@@ -157,4 +162,6 @@ pub enum Rejection {
         current: u64,
     },
     FailedPrecondition(String),
+    Unauthenticated(String),
+    PermissionDenied(String),
 }

@@ -1,7 +1,7 @@
 //! The replicated state machine on RocksDB.
 //!
 //! Applying a batch of entries writes the data, `last_applied` and the membership in one
-//! synced `WriteBatch`. Snapshots are files under `<data>/snapshots`, built from a RocksDB
+//! atomic `WriteBatch`, made durable by the shared WAL's next sync (see `apply`). Snapshots are files under `<data>/snapshots`, built from a RocksDB
 //! snapshot (a consistent view) while applying continues.
 
 use std::fs::{self, OpenOptions};
@@ -220,7 +220,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             txn.put(CF_SM_META, KEY_LAST_APPLIED, &last)?;
             txn.put(CF_SM_META, KEY_MEMBERSHIP, &membership)?;
-            db.write_opt(txn.into_batch()?, &synced())?;
+            // One atomic batch, not synced on its own: it shares the WAL with the Raft log, so
+            // the log's next group-commit sync makes it durable. A crash before that loses only
+            // applies of entries that are in the durable log and are applied again on restart.
+            // A synced write here would stall every other writer of the DB for an fsync.
+            db.write(txn.into_batch()?)?;
             Ok::<_, StoreError>((responses, last, membership))
         })
         .await

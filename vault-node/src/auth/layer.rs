@@ -3,7 +3,9 @@
 //! - Reads (`GetSecret`, `BatchGetSecrets`): the client address must be in the allowlist.
 //! - Health checks: open.
 //! - Everything else under `vault.v1`: `authorization: Bearer <token>`, checked after a
-//!   linearizable barrier so a revoked token is refused on every node at once.
+//!   linearizable barrier so a revoked token is refused on every node at once. `PutSecret`
+//!   skips the barrier: its command carries the token and is authorized again when applied,
+//!   which is what decides.
 //!
 //! On success the [`Caller`] goes into the request extensions; on failure the request never
 //! reaches a handler, and the refusal is audited.
@@ -62,12 +64,15 @@ pub struct AuthService<S> {
 enum Kind {
     Read,
     Management,
+    /// Authorized again when its command is applied, so this node's state suffices here.
+    ManagementWrite,
     Open,
 }
 
 fn classify(path: &str) -> Kind {
     match path {
         "/vault.v1.Secrets/GetSecret" | "/vault.v1.Secrets/BatchGetSecrets" => Kind::Read,
+        "/vault.v1.Secrets/PutSecret" => Kind::ManagementWrite,
         p if p.starts_with("/vault.v1.") => Kind::Management,
         _ => Kind::Open,
     }
@@ -130,7 +135,7 @@ impl AuthPolicy {
                     Err(status)
                 }
             }
-            _ => match self.token_principal(req).await {
+            _ => match self.token_principal(req, matches!(kind, Kind::Management)).await {
                 Ok(principal) => Ok(Some(Caller { ip, principal: Some(principal) })),
                 Err(status) => {
                     if status.code() != tonic::Code::Unavailable {
@@ -142,7 +147,9 @@ impl AuthPolicy {
         }
     }
 
-    async fn token_principal(&self, req: &AuthInput) -> Result<Principal, Status> {
+    /// The token's record and role. With `barrier`, read after a linearizable barrier, so a
+    /// token revoked anywhere before this call is refused here.
+    async fn token_principal(&self, req: &AuthInput, barrier: bool) -> Result<Principal, Status> {
         let header = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -153,7 +160,9 @@ impl AuthPolicy {
             _ => return Err(Status::unauthenticated("authorization header must be: Bearer <token>")),
         };
         let hash = RawToken::presented(raw).hash();
-        self.vault.linearize().await?;
+        if barrier {
+            self.vault.linearize().await?;
+        }
         let token = self
             .vault
             .reader

@@ -46,6 +46,7 @@ impl Sm {
             expected_version: cas,
             max_versions: max,
             now_ms: 5,
+            auth: None,
         })
         .await
     }
@@ -175,10 +176,57 @@ async fn a_batch_sees_its_own_writes() {
             expected_version: None,
             max_versions: None,
             now_ms: 1,
+            auth: None,
         }),
     };
     let out = sm.s.state_machine.apply(vec![mk(10, 1), mk(11, 2), mk(12, 2)]).await.unwrap();
     assert_eq!(out[0], CommandResponse::Written { version: 1 });
     assert_eq!(out[1], CommandResponse::Written { version: 2 });
     assert_eq!(out[2], CommandResponse::Rejected(Rejection::VersionConflict { current: 2 }));
+}
+
+#[tokio::test]
+async fn puts_are_authorized_again_when_applied() {
+    let mut sm = Sm::new().await;
+    let role = Role::new("w", Grant::parse_many("create:new/*").unwrap()).unwrap();
+    sm.run(Command::PutRole { role, replace: false }).await;
+    let raw = RawToken::generate();
+    let rec = TokenRecord {
+        name: "t".into(),
+        hash: raw.hash(),
+        role: "w".into(),
+        created_at_ms: 1,
+        expires_at_ms: Some(100),
+    };
+    sm.run(Command::CreateToken { record: rec }).await;
+    let put = |name: &str, version: u64, now_ms: u64, auth: Option<vault_core::token::TokenHash>| Command::PutSecret {
+        name: name.into(),
+        version,
+        sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![1] },
+        expected_version: None,
+        max_versions: None,
+        now_ms,
+        auth,
+    };
+    assert_eq!(sm.run(put("new/a", 1, 50, Some(raw.hash()))).await, CommandResponse::Written { version: 1 });
+    // The role grants create, not update: a second version is refused at apply.
+    let r = sm.run(put("new/a", 2, 50, Some(raw.hash()))).await;
+    assert!(
+        matches!(r, CommandResponse::Rejected(Rejection::PermissionDenied(ref m)) if m.contains("may not update")),
+        "{r:?}"
+    );
+    let r = sm.run(put("other/a", 1, 50, Some(raw.hash()))).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::PermissionDenied(_))), "{r:?}");
+    // Expired by the proposer's clock.
+    let r = sm.run(put("new/b", 1, 100, Some(raw.hash()))).await;
+    assert!(
+        matches!(r, CommandResponse::Rejected(Rejection::Unauthenticated(ref m)) if m.contains("expired")),
+        "{r:?}"
+    );
+    // Revoked between proposal and apply: refused, nothing written.
+    sm.run(Command::RevokeToken { name: "t".into() }).await;
+    let r = sm.run(put("new/c", 1, 50, Some(raw.hash()))).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::Unauthenticated(_))), "{r:?}");
+    assert!(sm.s.reader.secret_meta("new/c").unwrap().is_none());
+    assert!(sm.s.reader.secret_meta("new/b").unwrap().is_none());
 }

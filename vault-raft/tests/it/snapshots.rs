@@ -23,6 +23,7 @@ fn put(index: u64, name: &str, version: u64, ciphertext: &[u8]) -> Entry<TypeCon
             expected_version: None,
             max_versions: None,
             now_ms: 1000 + index,
+            auth: None,
         }),
     }
 }

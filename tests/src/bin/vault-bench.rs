@@ -1,0 +1,530 @@
+//! `vault-bench`: throughput, latency and scale of a 3-node vault cluster on loopback, beside a
+//! 3-member etcd cluster driven by the same generator (value size, concurrency, durability).
+//!
+//! Every load phase is bounded in time (or in count, for preloading) and stops by itself.
+//! Prints a markdown table and writes JSON. Run by `make bench`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+use vault_node::pb;
+use vault_node::pb::secrets_client::SecretsClient;
+use vault_tests::etcd::{pb as etcdpb, EtcdCluster};
+use vault_tests::moto::Moto;
+use vault_tests::{authed, test_dir, NodeSpec, TestCluster};
+
+#[derive(Parser)]
+#[command(name = "vault-bench")]
+struct Args {
+    /// Secrets stored before the scale runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale: u64,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 4)]
+    duration: u64,
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    clients: Vec<usize>,
+    /// Versions re-wrapped in the re-wrap run.
+    #[arg(long, default_value_t = 2000)]
+    rewrap_versions: u64,
+    #[arg(long)]
+    skip_etcd: bool,
+    #[arg(long)]
+    skip_scale: bool,
+    #[arg(long)]
+    skip_rewrap: bool,
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+}
+
+const VALUE_LEN: usize = 256;
+const SCALE_CLIENTS: usize = 64;
+
+#[derive(Clone, Debug, Default)]
+struct Stats {
+    ops: u64,
+    errors: u64,
+    secs: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+impl Stats {
+    fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs.max(1e-9)
+    }
+
+    fn json(&self) -> Value {
+        json!({"ops": self.ops, "errors": self.errors, "secs": self.secs, "ops_per_sec": self.per_sec().round(),
+               "p50_ms": ms(self.p50_us), "p99_ms": ms(self.p99_us), "max_ms": ms(self.max_us)})
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64 / 10.0).round() / 100.0
+}
+
+/// One system under test, with a pool of channels (16 clients share one HTTP/2 connection).
+#[derive(Clone)]
+enum Target {
+    Vault { pool: Vec<SecretsClient<Channel>>, token: String },
+    Etcd { pool: Vec<etcdpb::kv_client::KvClient<Channel>> },
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Write,
+    Read,
+}
+
+impl Target {
+    async fn vault(url: &str, token: &str, clients: usize) -> Target {
+        let mut pool = Vec::new();
+        for _ in 0..clients.div_ceil(16) {
+            let ch = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect vault");
+            pool.push(SecretsClient::new(ch));
+        }
+        Target::Vault { pool, token: token.to_string() }
+    }
+
+    async fn etcd(url: &str, clients: usize) -> Target {
+        let mut pool = Vec::new();
+        for _ in 0..clients.div_ceil(16) {
+            let ch = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect etcd");
+            pool.push(etcdpb::kv_client::KvClient::new(ch));
+        }
+        Target::Etcd { pool }
+    }
+
+    async fn call(&self, client: usize, op: Op, key: String, value: &[u8]) -> bool {
+        match self {
+            Target::Vault { pool, token } => {
+                let mut c = pool[client % pool.len()].clone();
+                match op {
+                    Op::Write => c
+                        .put_secret(authed(
+                            pb::PutSecretRequest { name: key, value: value.to_vec(), ..Default::default() },
+                            token,
+                        ))
+                        .await
+                        .is_ok(),
+                    Op::Read => c.get_secret(pb::GetSecretRequest { name: key, version: 0 }).await.is_ok(),
+                }
+            }
+            Target::Etcd { pool } => {
+                let mut c = pool[client % pool.len()].clone();
+                match op {
+                    Op::Write => c
+                        .put(etcdpb::PutRequest { key: key.into_bytes(), value: value.to_vec(), lease: 0 })
+                        .await
+                        .is_ok(),
+                    Op::Read => c
+                        .range(etcdpb::RangeRequest {
+                            key: key.into_bytes(),
+                            serializable: false,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|r| !r.into_inner().kvs.is_empty())
+                        .unwrap_or(false),
+                }
+            }
+        }
+    }
+}
+
+/// Keys `prefix/<client>/<i>`; reads pick pseudo-random ones among `existing` per client.
+fn key(prefix: &str, client: usize, i: u64) -> String {
+    format!("{prefix}/{client}/{i}")
+}
+
+/// Runs `clients` concurrent loops for `duration` (or until each did `count` ops).
+async fn load(
+    target: &Target,
+    op: Op,
+    prefix: &str,
+    clients: usize,
+    duration: Duration,
+    count: Option<u64>,
+    read_space: Option<(usize, u64)>,
+) -> Stats {
+    let value: Arc<Vec<u8>> = Arc::new((0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect());
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let t = target.clone();
+        let value = value.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            let mut rng = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            loop {
+                if count.is_some_and(|n| i >= n) || (count.is_none() && Instant::now() >= deadline) {
+                    break;
+                }
+                let k = match (op, read_space) {
+                    (Op::Read, Some((space_clients, per_client))) => {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        key(&prefix, (rng % space_clients as u64) as usize, (rng >> 20) % per_client)
+                    }
+                    _ => key(&prefix, c, i),
+                };
+                let t0 = Instant::now();
+                if t.call(c, op, k, &value).await {
+                    lat.push(t0.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((lat, e)) = t.await {
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct =
+        |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    Stats {
+        ops: all.len() as u64,
+        errors,
+        secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        max_us: all.last().copied().unwrap_or(0),
+    }
+}
+
+fn fdatasync_ms(dir: &Path) -> f64 {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    let buf = [7u8; 4096];
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        f.write_all(&buf).expect("write probe");
+        let t0 = Instant::now();
+        f.sync_data().expect("fdatasync");
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_file(&path);
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    times[times.len() / 2]
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (kb / 1024.0 * 10.0).round() / 10.0
+}
+
+fn dir_mib(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    (walk(dir) as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
+}
+
+struct Row {
+    scenario: String,
+    clients: usize,
+    vault: Stats,
+    etcd: Option<Stats>,
+}
+
+fn cell(s: Option<&Stats>) -> String {
+    match s {
+        Some(s) => format!("{:.0} | {:.2} | {:.2} | {:.2}", s.per_sec(), ms(s.p50_us), ms(s.p99_us), ms(s.max_us)),
+        None => "- | - | - | -".into(),
+    }
+}
+
+async fn leader_and_follower(c: &TestCluster) -> (usize, usize) {
+    let leader = c.leader_seen_by(0, |_| true).await;
+    (leader, (leader + 1) % 3)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let d = Duration::from_secs(args.duration);
+    let dir = test_dir();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let fsync = fdatasync_ms(dir.path());
+    eprintln!("vault-bench: {cores} cores, fdatasync p50 {fsync:.2} ms; data under {}", dir.path().display());
+    let mut rows: Vec<Row> = Vec::new();
+    let mut extra = serde_json::Map::new();
+
+    // ---- vault ----
+    let mut cluster = TestCluster::start(3, |s| {
+        s.set("VAULT_LOG", "warn");
+    })
+    .await;
+    let (leader, follower) = leader_and_follower(&cluster).await;
+    let token = cluster.token.clone();
+    let mut vault_runs: Vec<(String, usize, Stats)> = Vec::new();
+    for &n in &args.clients {
+        let t = Target::vault(&cluster.url(leader), &token, n).await;
+        let w = load(&t, Op::Write, "w", n, d, None, None).await;
+        eprintln!("vault write x{n}: {:.0}/s p99 {:.2} ms ({} errors)", w.per_sec(), ms(w.p99_us), w.errors);
+        vault_runs.push(("write".into(), n, w.clone()));
+        // Reads of keys written above.
+        let per_client = (w.ops / n as u64).max(1);
+        for (label, idx) in [("read (leader)", leader), ("read (follower)", follower)] {
+            let t = Target::vault(&cluster.url(idx), &token, n).await;
+            let r = load(&t, Op::Read, "w", n, d, None, Some((n, per_client))).await;
+            eprintln!("vault {label} x{n}: {:.0}/s p99 {:.2} ms ({} errors)", r.per_sec(), ms(r.p99_us), r.errors);
+            vault_runs.push((label.into(), n, r));
+        }
+    }
+
+    let mut scale_runs: Vec<(String, usize, Stats)> = Vec::new();
+    if !args.skip_scale {
+        let per_client = args.scale.div_ceil(SCALE_CLIENTS as u64 * 4);
+        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS * 4).await;
+        let pre =
+            load(&t, Op::Write, "scale", SCALE_CLIENTS * 4, Duration::from_secs(3600), Some(per_client), None).await;
+        eprintln!("vault preload {} secrets: {:.0}/s ({} errors)", pre.ops, pre.per_sec(), pre.errors);
+        extra.insert("vault_preload".into(), pre.json());
+        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS).await;
+        let w = load(&t, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await;
+        scale_runs.push(("write @1M".into(), SCALE_CLIENTS, w));
+        for (label, idx) in [("read @1M (leader)", leader), ("read @1M (follower)", follower)] {
+            let t = Target::vault(&cluster.url(idx), &token, SCALE_CLIENTS).await;
+            let r = load(&t, Op::Read, "scale", SCALE_CLIENTS, d, None, Some((SCALE_CLIENTS * 4, per_client))).await;
+            scale_runs.push((label.into(), SCALE_CLIENTS, r));
+        }
+        for (l, n, s) in &scale_runs {
+            eprintln!("vault {l} x{n}: {:.0}/s p99 {:.2} ms", s.per_sec(), ms(s.p99_us));
+        }
+        let mut nodes = Vec::new();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            nodes.push(json!({"node": i + 1, "rss_mib": node.pid().map(rss_mib).unwrap_or(0.0),
+                              "disk_mib": dir_mib(&cluster.specs[i].data_dir())}));
+        }
+        eprintln!("vault nodes at scale: {nodes:?}");
+        extra.insert("vault_nodes_at_scale".into(), json!(nodes));
+
+        // An empty fourth node catches up by snapshot.
+        let mut spec = cluster.node_spec(4);
+        spec.set("VAULT_JOIN", "true");
+        spec.set("VAULT_LOG", "warn");
+        let mut n4 = spec.start();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = Instant::now();
+        let out = vault_tests::vaultctl(
+            &cluster.url(leader),
+            Some(&token),
+            &["cluster", "add", "4", &spec.raft_addr.to_string(), &spec.api_addr.to_string()],
+        );
+        let catch_up = t0.elapsed().as_secs_f64();
+        let ok = out.status.success();
+        eprintln!("4th node catch-up: {catch_up:.1} s (ok: {ok}) {}", String::from_utf8_lossy(&out.stderr).trim());
+        extra.insert(
+            "snapshot_catch_up".into(),
+            json!({"secs": (catch_up * 10.0).round() / 10.0, "ok": ok, "rss_mib": n4.pid().map(rss_mib).unwrap_or(0.0)}),
+        );
+        let _ = vault_tests::vaultctl(&cluster.url(leader), Some(&token), &["cluster", "remove", "4"]);
+        n4.stop();
+    }
+    for n in cluster.nodes.iter_mut() {
+        n.stop();
+    }
+    drop(cluster);
+
+    // ---- etcd ----
+    let mut etcd_runs: Vec<(String, usize, Stats)> = Vec::new();
+    let mut etcd_scale: Vec<(String, usize, Stats)> = Vec::new();
+    if !args.skip_etcd {
+        let edir = test_dir();
+        match EtcdCluster::start(edir.path(), 3) {
+            Err(e) => eprintln!("etcd baseline skipped: cannot start etcd ({e}); apt install etcd-server"),
+            Ok(etcd) => {
+                if let Err(e) = etcd.wait_ready().await {
+                    eprintln!("etcd baseline skipped: {e}");
+                } else {
+                    // Find etcd's leader by timing is not needed: client 0 is a member; etcd
+                    // forwards to its leader internally. Use member 0 for "leader" rows and
+                    // member 1 for "follower" rows (one of them is the leader).
+                    let (a, b) = (etcd.client_urls[0].clone(), etcd.client_urls[1].clone());
+                    for &n in &args.clients {
+                        let t = Target::etcd(&a, n).await;
+                        let w = load(&t, Op::Write, "w", n, d, None, None).await;
+                        eprintln!("etcd write x{n}: {:.0}/s p99 {:.2} ms", w.per_sec(), ms(w.p99_us));
+                        etcd_runs.push(("write".into(), n, w.clone()));
+                        let per_client = (w.ops / n as u64).max(1);
+                        for (label, url) in [("read (leader)", &a), ("read (follower)", &b)] {
+                            let t = Target::etcd(url, n).await;
+                            let r = load(&t, Op::Read, "w", n, d, None, Some((n, per_client))).await;
+                            eprintln!("etcd {label} x{n}: {:.0}/s p99 {:.2} ms", r.per_sec(), ms(r.p99_us));
+                            etcd_runs.push((label.into(), n, r));
+                        }
+                    }
+                    if !args.skip_scale {
+                        let per_client = args.scale.div_ceil(SCALE_CLIENTS as u64 * 4);
+                        let t = Target::etcd(&a, SCALE_CLIENTS * 4).await;
+                        let pre = load(
+                            &t,
+                            Op::Write,
+                            "scale",
+                            SCALE_CLIENTS * 4,
+                            Duration::from_secs(3600),
+                            Some(per_client),
+                            None,
+                        )
+                        .await;
+                        eprintln!("etcd preload {} keys: {:.0}/s", pre.ops, pre.per_sec());
+                        extra.insert("etcd_preload".into(), pre.json());
+                        let t = Target::etcd(&a, SCALE_CLIENTS).await;
+                        etcd_scale.push((
+                            "write @1M".into(),
+                            SCALE_CLIENTS,
+                            load(&t, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await,
+                        ));
+                        for (label, url) in [("read @1M (leader)", &a), ("read @1M (follower)", &b)] {
+                            let t = Target::etcd(url, SCALE_CLIENTS).await;
+                            let r = load(
+                                &t,
+                                Op::Read,
+                                "scale",
+                                SCALE_CLIENTS,
+                                d,
+                                None,
+                                Some((SCALE_CLIENTS * 4, per_client)),
+                            )
+                            .await;
+                            etcd_scale.push((label.into(), SCALE_CLIENTS, r));
+                        }
+                        let nodes: Vec<Value> = etcd
+                            .pids()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, pid)| json!({"node": i + 1, "rss_mib": rss_mib(*pid), "disk_mib": dir_mib(&edir.path().join(format!("etcd{i}")))}))
+                            .collect();
+                        extra.insert("etcd_nodes_at_scale".into(), json!(nodes));
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- re-wrap against moto ----
+    if !args.skip_rewrap {
+        match rewrap_rate(args.rewrap_versions).await {
+            Ok(v) => {
+                eprintln!("re-wrap: {v}");
+                extra.insert("rewrap".into(), v);
+            }
+            Err(e) => eprintln!("re-wrap run failed: {e}"),
+        }
+    }
+
+    for (scenario, clients, vault) in vault_runs.into_iter().chain(scale_runs) {
+        let etcd = etcd_runs
+            .iter()
+            .chain(etcd_scale.iter())
+            .find(|(s, n, _)| *s == scenario && *n == clients)
+            .map(|(_, _, s)| s.clone());
+        rows.push(Row { scenario, clients, vault, etcd });
+    }
+
+    println!(
+        "\n## vault-bench: 3 nodes on loopback, {VALUE_LEN}-byte values, {cores} cores, fdatasync p50 {fsync:.2} ms\n"
+    );
+    println!("| scenario | clients | vault ops/s | p50 ms | p99 ms | max ms | etcd ops/s | p50 ms | p99 ms | max ms | vault/etcd |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let ratio =
+            r.etcd.as_ref().map(|e| format!("{:.2}x", r.vault.per_sec() / e.per_sec().max(1e-9))).unwrap_or("-".into());
+        println!("| {} | {} | {} | {} | {ratio} |", r.scenario, r.clients, cell(Some(&r.vault)), cell(r.etcd.as_ref()));
+    }
+    println!("\n| measure | vault | etcd |\n|---|---|---|");
+    let show = |k: &str| extra.get(k).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    println!("| preload of {} secrets | {} | {} |", args.scale, show("vault_preload"), show("etcd_preload"));
+    println!("| nodes at scale (RSS, disk) | {} | {} |", show("vault_nodes_at_scale"), show("etcd_nodes_at_scale"));
+    println!("| empty 4th node catch-up by snapshot | {} | - |", show("snapshot_catch_up"));
+    println!("| re-wrap against moto (pacing off) | {} | - |", show("rewrap"));
+
+    let out = json!({
+        "cores": cores,
+        "fdatasync_p50_ms": (fsync * 100.0).round() / 100.0,
+        "value_bytes": VALUE_LEN,
+        "duration_secs": args.duration,
+        "scale": args.scale,
+        "rows": rows.iter().map(|r| json!({"scenario": r.scenario, "clients": r.clients, "vault": r.vault.json(),
+                                           "etcd": r.etcd.as_ref().map(|e| e.json())})).collect::<Vec<_>>(),
+        "extra": extra,
+    });
+    if let Err(e) = std::fs::write(&args.out, serde_json::to_string_pretty(&out).unwrap_or_default()) {
+        eprintln!("cannot write {}: {e}", args.out.display());
+    } else {
+        eprintln!("wrote {}", args.out.display());
+    }
+}
+
+/// Versions re-wrapped per second by the worker against moto, pacing off.
+async fn rewrap_rate(versions: u64) -> Result<Value, String> {
+    let moto = Moto::start();
+    let (key_id, _) = moto.create_key("alias/vault-bench").await;
+    let dir = test_dir();
+    let token = vault_tests::random_token();
+    let mut spec = NodeSpec::single(dir.path(), &token, &vault_tests::random_master_key());
+    moto.configure(&mut spec, "alias/vault-bench");
+    spec.set("VAULT_KMS_REWRAP_ENABLED", "true");
+    spec.set("VAULT_KMS_REWRAP_MAX_PER_SEC", "0");
+    spec.set("VAULT_KMS_REWRAP_POLL_SECS", "3600");
+    spec.set("VAULT_LOG", "warn");
+    let mut node = spec.start();
+    node.wait_ready().await;
+    let t = Target::vault(&node.url(), &token, 64).await;
+    let per_client = versions.div_ceil(64);
+    let w = load(&t, Op::Write, "rw", 64, Duration::from_secs(600), Some(per_client), None).await;
+    moto.rotate(&key_id).await;
+    let ch = Channel::from_shared(node.url()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
+    let mut admin = pb::admin_client::AdminClient::new(ch);
+    let t0 = Instant::now();
+    admin.kms_rewrap(authed(pb::KmsRewrapRequest {}, &token)).await.map_err(|e| e.to_string())?;
+    loop {
+        let s =
+            admin.kms_status(authed(pb::KmsStatusRequest {}, &token)).await.map_err(|e| e.to_string())?.into_inner();
+        if !s.running && s.pending_versions == 0 {
+            let secs = t0.elapsed().as_secs_f64();
+            node.stop();
+            return Ok(json!({"versions": s.pass_done, "secs": (secs * 10.0).round() / 10.0,
+                             "per_sec": (s.pass_done as f64 / secs).round(), "written": w.ops, "failed": s.pass_failed}));
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            return Err(format!("re-wrap did not finish: {s:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

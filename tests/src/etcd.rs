@@ -1,0 +1,84 @@
+//! A three-member etcd cluster on loopback (Debian's etcd-server), the benchmark's baseline.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+/// Generated client for the KV subset in `proto/bench/etcd_kv.proto`.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("etcdserverpb");
+}
+
+pub struct EtcdCluster {
+    children: Vec<Child>,
+    pub client_urls: Vec<String>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members with data under `dir` (fsync on, etcd's defaults).
+    pub fn start(dir: &Path, n: usize) -> std::io::Result<EtcdCluster> {
+        let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let clients: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let initial: Vec<String> = (0..n).map(|i| format!("e{i}=http://127.0.0.1:{}", peers[i])).collect();
+        let mut children = Vec::new();
+        for i in 0..n {
+            let log = std::fs::File::create(dir.join(format!("etcd{i}.log")))?;
+            let child = Command::new("etcd")
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(dir.join(format!("etcd{i}")))
+                .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
+                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
+                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new", "--initial-cluster-token", "vault-bench"])
+                .args(["--quota-backend-bytes", "8589934592", "--log-level", "warn"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            children.push(child);
+        }
+        Ok(EtcdCluster { children, client_urls: clients.iter().map(|p| format!("http://127.0.0.1:{p}")).collect() })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|c| c.id()).collect()
+    }
+
+    /// Waits until a linearizable read succeeds on every member.
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for url in &self.client_urls {
+            loop {
+                let ok = async {
+                    let ch = tonic::transport::Channel::from_shared(url.clone()).ok()?.connect().await.ok()?;
+                    let mut kv = pb::kv_client::KvClient::new(ch);
+                    kv.range(pb::RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.ok()
+                }
+                .await;
+                if ok.is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("etcd at {url} not ready in 30s"));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
