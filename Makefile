@@ -11,7 +11,7 @@ VENV ?= $(HOME)/.cache/vault/venv
 export VAULT_MOTO_SERVER := $(VENV)/bin/moto_server
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps venv build run test test-wireguard lint fmt clean-dev cluster-up cluster-down
+.PHONY: help deps venv build run test test-wireguard bench lint fmt clean-dev cluster-up cluster-down
 
 help:
 	@echo "make run    build and start a single-node dev vault (local KMS, data in .dev/)"
@@ -19,6 +19,7 @@ help:
 	@echo "make build  build every binary and test"
 	@echo "make cluster-up / cluster-down   three local nodes on loopback (Raft over mTLS)"
 	@echo "make test-wireguard   three nodes on a WireGuard overlay in network namespaces (root)"
+	@echo "make bench  3-node cluster vs 3-member etcd on loopback; writes BENCHMARKS table and bench-results.json"
 	@echo "make fmt    format the code"
 
 deps:
@@ -58,6 +59,13 @@ cluster-up: deps
 
 cluster-down:
 	@cluster/cluster.sh down
+
+# Release build, then the benchmark (etcd from Debian's etcd-server, moto for re-wrap).
+BENCH_ARGS ?=
+bench: deps venv
+	@command -v etcd >/dev/null || { sudo=""; [ "$$(id -u)" -ne 0 ] && sudo=sudo; $$sudo apt-get install -y -qq --no-install-recommends etcd-server; }
+	cargo build --release -p vault-node -p vault-tests --bins
+	$(CARGO_TARGET_DIR)/release/vault-bench --out bench-results.json $(BENCH_ARGS)
 
 clean-dev:
 	rm -rf .dev

@@ -37,6 +37,19 @@ impl AdminService {
         Ok(pb::MemberChangeResponse {})
     }
 
+    /// An audited, admin-only membership change on node `req.id`.
+    async fn member_change(
+        &self,
+        req: Request<pb::MemberRequest>,
+        action: &str,
+        make: impl FnOnce(u64) -> ForwardRequest,
+    ) -> Result<Response<pb::MemberChangeResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let id = req.into_inner().id;
+        let subject = format!("node:{id}");
+        self.admin(&caller, action, Some(&subject), self.membership(make(id))).await
+    }
+
     pub fn new(vault: Arc<Vault>, rewrapper: Arc<Rewrapper>) -> Self {
         AdminService { vault, rewrapper }
     }
@@ -234,38 +247,21 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        let caller = caller_of(&req)?;
-        let id = req.into_inner().id;
-        let subject = format!("node:{id}");
-        self.admin(&caller, "cluster.promote", Some(&subject), self.membership(ForwardRequest::PromoteVoter { id }))
-            .await
+        self.member_change(req, "cluster.promote", |id| ForwardRequest::PromoteVoter { id }).await
     }
 
     async fn remove_member(
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        let caller = caller_of(&req)?;
-        let id = req.into_inner().id;
-        let subject = format!("node:{id}");
-        self.admin(&caller, "cluster.remove", Some(&subject), self.membership(ForwardRequest::RemoveMember { id }))
-            .await
+        self.member_change(req, "cluster.remove", |id| ForwardRequest::RemoveMember { id }).await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        let caller = caller_of(&req)?;
-        let id = req.into_inner().id;
-        let subject = format!("node:{id}");
-        self.admin(
-            &caller,
-            "cluster.transfer_leader",
-            Some(&subject),
-            self.membership(ForwardRequest::TransferLeader { to: id }),
-        )
-        .await
+        self.member_change(req, "cluster.transfer_leader", |to| ForwardRequest::TransferLeader { to }).await
     }
 
     async fn kms_status(&self, req: Request<pb::KmsStatusRequest>) -> Result<Response<pb::KmsStatusResponse>, Status> {
