@@ -85,10 +85,11 @@ impl Vault {
         secret: Option<&str>,
         outcome: String,
     ) -> Result<(), Status> {
+        // `seq` and `node_id` are assigned by the audit log.
         let record = AuditRecord {
             seq: 0,
             time_ms: now_ms(),
-            node_id: self.node_id,
+            node_id: 0,
             actor,
             client_ip,
             action: action.to_string(),

@@ -37,10 +37,6 @@ impl AuditLog {
         Ok(AuditLog { db, node_id, next_seq: Arc::new(AtomicU64::new(last + 1)), retain: DEFAULT_RETAIN })
     }
 
-    pub fn node_id(&self) -> u64 {
-        self.node_id
-    }
-
     /// Appends a record (its `seq` and `node_id` are assigned here).
     pub fn append(&self, mut record: AuditRecord) -> Result<(), StoreError> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);

@@ -83,13 +83,12 @@ impl LogStore {
         v.map(|b| decode(&b)).transpose()
     }
 
-    async fn meta_put<T: serde::Serialize>(&self, key: &'static [u8], value: &T, sync: bool) -> Result<(), StoreError> {
+    /// Writes one metadata value and returns once it is on disk.
+    async fn meta_put_synced<T: serde::Serialize>(&self, key: &'static [u8], value: &T) -> Result<(), StoreError> {
         let db = self.db.clone();
         let bytes = encode(value)?;
         tokio::task::spawn_blocking(move || {
-            let mut o = WriteOptions::default();
-            o.set_sync(sync);
-            db.put_cf_opt(cf(&db, CF_RAFT_META)?, key, bytes, &o)?;
+            db.put_cf_opt(cf(&db, CF_RAFT_META)?, key, bytes, &synced())?;
             Ok::<_, StoreError>(())
         })
         .await?
@@ -184,7 +183,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.meta_put(KEY_VOTE, vote, true).await.map_err(|e| sto(IoKind::WriteVote, e))
+        self.meta_put_synced(KEY_VOTE, vote).await.map_err(|e| sto(IoKind::WriteVote, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
