@@ -17,8 +17,11 @@ pub const NONCE_LEN: usize = 24;
 pub struct SealedValue {
     /// Id (for AWS the resolved ARN) of the key that wrapped `wrapped_dek`.
     pub key_id: String,
+    #[serde(with = "crate::byte_buf")]
     pub wrapped_dek: Vec<u8>,
+    #[serde(with = "crate::byte_buf")]
     pub nonce: Vec<u8>,
+    #[serde(with = "crate::byte_buf")]
     pub ciphertext: Vec<u8>,
 }
 

@@ -189,6 +189,18 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             txn.delete(CF_ROLES, name.as_bytes());
             Ok(CommandResponse::Ok)
         }
+        Command::Batch(cmds) => {
+            let mut responses = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                responses.push(match c {
+                    Command::Batch(_) => CommandResponse::Rejected(Rejection::FailedPrecondition(
+                        "batches do not nest".into(),
+                    )),
+                    c => apply_command(txn, c)?,
+                });
+            }
+            Ok(CommandResponse::Batch(responses))
+        }
     }
 }
 

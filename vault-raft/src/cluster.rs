@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::oneshot;
 
 use crate::node::NodeInfo;
+use crate::proposals::{write_error, Proposals};
 use crate::transport::{ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
 use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
 
@@ -28,6 +29,7 @@ pub struct Cluster {
     pub peers: PeerClients,
     pause_generation: Arc<AtomicU64>,
     reads: Arc<Mutex<ReadRounds>>,
+    proposals: Proposals,
 }
 
 type ReadIndexResult = Result<Option<LogId>, ForwardError>;
@@ -45,19 +47,10 @@ fn not_leader<E>(leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> Re
     Err(ForwardError::NotLeader { leader: leader_id.zip(leader_node) })
 }
 
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            ForwardError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ForwardError::Rejected(c.to_string()),
-        RaftError::Fatal(f) => ForwardError::Unavailable(format!("raft stopped: {f}")),
-    }
-}
-
 impl Cluster {
     pub fn new(raft: Raft, node_id: NodeId, peers: PeerClients) -> Self {
         Cluster {
+            proposals: Proposals::new(raft.clone()),
             raft,
             node_id,
             peers,
@@ -203,12 +196,8 @@ impl Cluster {
     pub async fn handle_local(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
         let within = |what: &'static str| move |_| ForwardError::Unavailable(format!("timed out: {what}"));
         match req {
-            ForwardRequest::Write(cmd) => {
-                let r = tokio::time::timeout(timeout, self.raft.client_write(cmd))
-                    .await
-                    .map_err(within("waiting for the write to commit (no quorum?); it may still apply"))?;
-                r.map(|resp| ForwardResponse::Written(resp.data)).map_err(write_error)
-            }
+            // Concurrent writes share entries (see `proposals`).
+            ForwardRequest::Write(cmd) => self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written),
             ForwardRequest::ReadIndex => {
                 // Followers' requests join this leader's rounds. A node that is no longer
                 // leader says so rather than forwarding again.

@@ -43,4 +43,35 @@ mod tests {
         assert!(decode::<(u64, String, Vec<u8>)>(&future).unwrap_err().to_string().contains("format 2"));
         assert!(decode::<u64>(&[]).is_err());
     }
+
+    /// `SealedValue`'s byte fields are written in one piece (`vault_core::byte_buf`); the bytes
+    /// must stay what the element-wise encoding wrote, so existing logs and tables still decode.
+    #[test]
+    fn sealed_value_encoding_is_unchanged_by_byte_buf() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Elementwise {
+            key_id: String,
+            wrapped_dek: Vec<u8>,
+            nonce: Vec<u8>,
+            ciphertext: Vec<u8>,
+        }
+        let sealed = vault_core::envelope::SealedValue {
+            key_id: "local:abc".into(),
+            wrapped_dek: (0..72).collect(),
+            nonce: vec![9; 24],
+            ciphertext: (0..300u32).map(|i| (i % 251) as u8).collect(),
+        };
+        let old = Elementwise {
+            key_id: sealed.key_id.clone(),
+            wrapped_dek: sealed.wrapped_dek.clone(),
+            nonce: sealed.nonce.clone(),
+            ciphertext: sealed.ciphertext.clone(),
+        };
+        let new_bytes = encode(&sealed).unwrap();
+        assert_eq!(new_bytes, encode(&old).unwrap());
+        assert_eq!(decode::<vault_core::envelope::SealedValue>(&new_bytes).unwrap(), sealed);
+        // JSON (no bytes type) still round-trips through the sequence form.
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert_eq!(serde_json::from_str::<vault_core::envelope::SealedValue>(&json).unwrap(), sealed);
+    }
 }

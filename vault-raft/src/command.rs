@@ -70,8 +70,10 @@ pub enum Command {
     RewrapVersion {
         name: String,
         version: u64,
+        #[serde(with = "vault_core::byte_buf")]
         from_wrapped: Vec<u8>,
         key_id: String,
+        #[serde(with = "vault_core::byte_buf")]
         wrapped_dek: Vec<u8>,
         watermark_ms: u64,
     },
@@ -83,6 +85,9 @@ pub enum Command {
     DeleteRole {
         name: String,
     },
+    /// Several commands proposed together in one log entry (see `proposals`), applied in
+    /// order, each with its own response, as if they were consecutive entries. Never nested.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -101,6 +106,25 @@ impl Command {
             Command::AdoptRewrapWatermark { .. } => "adopt_rewrap_watermark",
             Command::AdvanceRewrapWatermark { .. } => "advance_rewrap_watermark",
             Command::RewrapVersion { .. } => "rewrap_version",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Roughly how many bytes the command takes in the log: enough to bound a batch.
+    pub fn approx_size(&self) -> usize {
+        const FIXED: usize = 64;
+        match self {
+            Command::PutSecret { name, sealed, .. } => {
+                FIXED + name.len() + sealed.ciphertext.len() + sealed.wrapped_dek.len() + sealed.key_id.len()
+            }
+            Command::RewrapVersion { name, from_wrapped, key_id, wrapped_dek, .. } => {
+                FIXED + name.len() + from_wrapped.len() + key_id.len() + wrapped_dek.len()
+            }
+            Command::Batch(cmds) => cmds.iter().map(Command::approx_size).sum(),
+            Command::DeleteVersions { versions, .. }
+            | Command::UndeleteVersions { versions, .. }
+            | Command::DestroyVersions { versions, .. } => FIXED + 8 * versions.len(),
+            _ => FIXED * 4,
         }
     }
 }
@@ -125,6 +149,7 @@ impl fmt::Debug for Command {
             Command::RewrapVersion { name, version, watermark_ms, .. } => {
                 write!(f, "RewrapVersion({name}:{version} -> {watermark_ms})")
             }
+            Command::Batch(cmds) => write!(f, "Batch({})", cmds.len()),
         }
     }
 }
@@ -145,6 +170,8 @@ pub enum CommandResponse {
         versions: Vec<u64>,
     },
     Rejected(Rejection),
+    /// One response per command of a `Command::Batch`, in order.
+    Batch(Vec<CommandResponse>),
 }
 
 /// A deterministic refusal decided while applying; every replica decides the same.

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 
 use crate::StoreError;
 
@@ -32,6 +32,14 @@ pub const SM_CFS: [&str; 6] = [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, C
 const ALL_CFS: [&str; 9] =
     [CF_LOG, CF_RAFT_META, CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_AUDIT];
 
+/// Block cache shared by every column family (data, index and filter blocks).
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+/// Families read by key, often for keys that are absent (a put's first version, a token hash
+/// that matches nothing): bloom filters on SST files and in the memtable answer "absent"
+/// without searching. The log and audit families are only read in order.
+const POINT_LOOKUP_CFS: [&str; 6] = [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES];
+
 pub fn open(path: &Path) -> Result<DB, StoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -39,9 +47,20 @@ pub fn open(path: &Path) -> Result<DB, StoreError> {
     opts.set_compression_type(DBCompressionType::Lz4);
     opts.set_keep_log_file_num(5);
     opts.set_max_total_wal_size(256 << 20);
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES)?;
     let cfs = ALL_CFS.iter().map(|name| {
         let mut o = Options::default();
         o.set_compression_type(DBCompressionType::Lz4);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        if POINT_LOOKUP_CFS.contains(name) {
+            table.set_bloom_filter(10.0, false);
+            o.set_memtable_prefix_bloom_ratio(0.05);
+            o.set_memtable_whole_key_filtering(true);
+        }
+        o.set_block_based_table_factory(&table);
         ColumnFamilyDescriptor::new(*name, o)
     });
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)

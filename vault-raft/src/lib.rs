@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod log_store;
 pub mod node;
+mod proposals;
 pub mod reader;
 pub mod snapshot_file;
 pub mod state_machine;

@@ -4,7 +4,11 @@
 //! is inline, it costs microseconds) and hands the flush callback to a dedicated syncer thread. That thread drains every callback
 //! queued so far, syncs the WAL once, and then reports all of them durable. Under load many
 //! appends share one fdatasync; a single writer still waits for exactly one.
+//!
+//! The newest entries are also kept in memory (bounded), so replication to followers, which
+//! reads back what was just appended, does not go through RocksDB and the decoder again.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
@@ -24,10 +28,80 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+/// Bounds on the in-memory tail of the log.
+const RECENT_MAX_ENTRIES: usize = 4096;
+const RECENT_MAX_BYTES: usize = 32 << 20;
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     syncer: Arc<Syncer>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The newest appended entries, contiguous by index, ending at the last entry of the log.
+/// Changed only where the log itself changes (append, truncate, purge), in the same order.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry, size: usize) {
+        let next = self.entries.back().map(|(e, _)| e.log_id.index + 1);
+        if next.is_some_and(|n| n != entry.log_id.index) {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some((_, s)) => self.bytes -= s,
+                None => break,
+            }
+        }
+    }
+
+    /// Drops entries at or after `index`.
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= index) {
+            if let Some((_, s)) = self.entries.pop_back() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    /// Drops entries at or before `index`.
+    fn purge(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= index) {
+            if let Some((_, s)) = self.entries.pop_front() {
+                self.bytes -= s;
+            }
+        }
+    }
+
+    /// Entries `start..=end` (to the end of the log when `end` is `None`), if all are here.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        if start < first {
+            return None;
+        }
+        let last = self.entries.back().map(|(e, _)| e.log_id.index)?;
+        let end = end.map_or(last, |e| e.min(last));
+        if end < start {
+            // Past the end of the log: nothing there, as RocksDB would say.
+            return Some(Vec::new());
+        }
+        let from = (start - first) as usize;
+        let to = (end - first) as usize;
+        Some(self.entries.range(from..=to).map(|(e, _)| e.clone()).collect())
+    }
 }
 
 /// The syncer thread and its queue. The thread holds the database only weakly and is joined
@@ -75,7 +149,7 @@ impl LogStore {
             .spawn(move || sync_loop(sync_db, rx))
             .expect("spawn the raft log syncer thread");
         let syncer = Syncer { tx: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) };
-        LogStore { db, syncer: Arc::new(syncer) }
+        LogStore { db, syncer: Arc::new(syncer), recent: Arc::new(Mutex::new(Recent::default())) }
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -160,6 +234,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => Some(e - 1),
             Bound::Unbounded => None,
         };
+        if let Some(hit) = self.recent.lock().unwrap_or_else(|p| p.into_inner()).get(start, end) {
+            return Ok(hit);
+        }
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.read_range(start, end))
             .await
@@ -208,20 +285,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let log_cf = cf(&self.db, CF_LOG).map_err(|e| sto(IoKind::WriteLogs, e))?;
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| sto(IoKind::WriteLogs, e))?;
-            batch.put_cf(log_cf, index_key(entry.log_id.index), bytes);
+            batch.put_cf(log_cf, index_key(entry.log_id.index), &bytes);
+            appended.push((entry, bytes.len()));
         }
         // An unsynced write only fills the memtable and the WAL's page cache: microseconds, so
         // it runs inline. A blocking-pool hop per append would serialize openraft's core task
         // behind thread wake-ups. The fsync happens on the syncer thread, for many appends.
         self.db.write(batch).map_err(|e| sto(IoKind::WriteLogs, e.into()))?;
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for (entry, size) in appended {
+                recent.push(entry, size);
+            }
+        }
         // Durable once the syncer has synced the WAL; it calls back then.
         self.syncer.send(callback).map_err(|e| sto(IoKind::WriteLogs, e))?;
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).truncate(log_id.index);
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut batch = WriteBatch::default();
@@ -235,6 +321,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).purge(log_id.index);
         let db = self.db.clone();
         let purged = encode(&log_id).map_err(|e| sto(IoKind::WriteLogs, e))?;
         tokio::task::spawn_blocking(move || {
@@ -250,5 +337,47 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
         .map_err(|e| sto(IoKind::WriteLogs, e.into()))?
         .map_err(|e| sto(IoKind::WriteLogs, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
+    }
+
+    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        v.map(|es| es.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_tail_stays_contiguous_and_bounded() {
+        let mut r = Recent::default();
+        for i in 5..10 {
+            r.push(entry(i), 10);
+        }
+        assert_eq!(indexes(r.get(6, Some(8))), Some(vec![6, 7, 8]));
+        assert_eq!(indexes(r.get(8, None)), Some(vec![8, 9]));
+        assert_eq!(indexes(r.get(4, Some(6))), None, "below the cached tail goes to RocksDB");
+        assert_eq!(indexes(r.get(12, None)), Some(vec![]));
+        r.truncate(8);
+        assert_eq!(indexes(r.get(5, None)), Some(vec![5, 6, 7]));
+        r.purge(5);
+        assert_eq!(r.first_index(), Some(6));
+        // A gap (never made by Raft, but possible after a snapshot) restarts the tail.
+        r.push(entry(20), 10);
+        assert_eq!(r.first_index(), Some(20));
+        assert_eq!(r.bytes, 10);
+        for i in 21..(21 + RECENT_MAX_ENTRIES as u64) {
+            r.push(entry(i), 1);
+        }
+        assert_eq!(r.entries.len(), RECENT_MAX_ENTRIES);
+        assert_eq!(r.first_index(), Some(21));
+        r.push(entry(21 + RECENT_MAX_ENTRIES as u64), RECENT_MAX_BYTES);
+        assert_eq!(r.entries.len(), 1, "the byte bound drops the oldest entries first");
     }
 }

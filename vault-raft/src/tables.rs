@@ -1,7 +1,8 @@
 //! Typed access to the state machine tables, shared by the apply path (through a write
 //! overlay) and the read path (straight from RocksDB).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
@@ -79,16 +80,21 @@ impl KvRead for DB {
     }
 }
 
+type CfKey = (&'static str, Vec<u8>);
+
 /// A write set over the database: reads see earlier writes of the same set, and the whole set
-/// becomes one atomic `WriteBatch`.
+/// becomes one atomic `WriteBatch`. Reads that reach the database are remembered for the life
+/// of the set (nothing else writes the state machine tables meanwhile), so the token, role and
+/// re-wrap lookups that every put in a batch makes hit RocksDB once.
 pub(crate) struct Txn<'a> {
     db: &'a DB,
-    overlay: BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+    overlay: BTreeMap<CfKey, Option<Vec<u8>>>,
+    read_cache: RefCell<HashMap<CfKey, Option<Vec<u8>>>>,
 }
 
 impl<'a> Txn<'a> {
     pub fn new(db: &'a DB) -> Self {
-        Txn { db, overlay: BTreeMap::new() }
+        Txn { db, overlay: BTreeMap::new(), read_cache: RefCell::new(HashMap::new()) }
     }
 
     pub fn put<T: serde::Serialize>(&mut self, cf: &'static str, key: &[u8], value: &T) -> Result<(), StoreError> {
@@ -136,9 +142,15 @@ impl<'a> Txn<'a> {
 
 impl KvRead for Txn<'_> {
     fn get_raw(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.overlay.get(&(cf_name, key.to_vec())) {
-            Some(v) => Ok(v.clone()),
-            None => self.db.get_raw(cf_name, key),
+        let k = (cf_name, key.to_vec());
+        if let Some(v) = self.overlay.get(&k) {
+            return Ok(v.clone());
         }
+        if let Some(v) = self.read_cache.borrow().get(&k) {
+            return Ok(v.clone());
+        }
+        let v = self.db.get_raw(cf_name, key)?;
+        self.read_cache.borrow_mut().insert(k, v.clone());
+        Ok(v)
     }
 }

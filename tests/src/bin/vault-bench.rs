@@ -52,6 +52,13 @@ struct Stats {
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
+    /// Fewest operations any one client issued: after a write run, every client's keys
+    /// `0..min_per_client` exist.
+    min_per_client: u64,
+    /// CPU time per completed operation, in microseconds: all server processes together, and
+    /// this load generator.
+    server_cpu_us: f64,
+    client_cpu_us: f64,
 }
 
 impl Stats {
@@ -61,7 +68,8 @@ impl Stats {
 
     fn json(&self) -> Value {
         json!({"ops": self.ops, "errors": self.errors, "secs": self.secs, "ops_per_sec": self.per_sec().round(),
-               "p50_ms": ms(self.p50_us), "p99_ms": ms(self.p99_us), "max_ms": ms(self.max_us)})
+               "p50_ms": ms(self.p50_us), "p99_ms": ms(self.p99_us), "max_ms": ms(self.max_us),
+               "cpu_us_per_op": {"servers": self.server_cpu_us.round(), "client": self.client_cpu_us.round()}})
     }
 }
 
@@ -69,9 +77,16 @@ fn ms(us: u64) -> f64 {
     (us as f64 / 10.0).round() / 100.0
 }
 
-/// One system under test, with a pool of channels (16 clients share one HTTP/2 connection).
+/// One system under test, with a pool of channels (16 clients share one HTTP/2 connection)
+/// and the server processes whose CPU time a run is charged with.
 #[derive(Clone)]
-enum Target {
+struct Target {
+    kind: Kind,
+    servers: Vec<u32>,
+}
+
+#[derive(Clone)]
+enum Kind {
     Vault { pool: Vec<SecretsClient<Channel>>, token: String },
     Etcd { pool: Vec<etcdpb::kv_client::KvClient<Channel>> },
 }
@@ -83,27 +98,27 @@ enum Op {
 }
 
 impl Target {
-    async fn vault(url: &str, token: &str, clients: usize) -> Target {
+    async fn vault(url: &str, token: &str, clients: usize, servers: &[u32]) -> Target {
         let mut pool = Vec::new();
         for _ in 0..clients.div_ceil(16) {
             let ch = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect vault");
             pool.push(SecretsClient::new(ch));
         }
-        Target::Vault { pool, token: token.to_string() }
+        Target { kind: Kind::Vault { pool, token: token.to_string() }, servers: servers.to_vec() }
     }
 
-    async fn etcd(url: &str, clients: usize) -> Target {
+    async fn etcd(url: &str, clients: usize, servers: &[u32]) -> Target {
         let mut pool = Vec::new();
         for _ in 0..clients.div_ceil(16) {
             let ch = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect etcd");
             pool.push(etcdpb::kv_client::KvClient::new(ch));
         }
-        Target::Etcd { pool }
+        Target { kind: Kind::Etcd { pool }, servers: servers.to_vec() }
     }
 
     async fn call(&self, client: usize, op: Op, key: String, value: &[u8]) -> bool {
-        match self {
-            Target::Vault { pool, token } => {
+        match &self.kind {
+            Kind::Vault { pool, token } => {
                 let mut c = pool[client % pool.len()].clone();
                 match op {
                     Op::Write => c
@@ -116,7 +131,7 @@ impl Target {
                     Op::Read => c.get_secret(pb::GetSecretRequest { name: key, version: 0 }).await.is_ok(),
                 }
             }
-            Target::Etcd { pool } => {
+            Kind::Etcd { pool } => {
                 let mut c = pool[client % pool.len()].clone();
                 match op {
                     Op::Write => c
@@ -154,6 +169,7 @@ async fn load(
     read_space: Option<(usize, u64)>,
 ) -> Stats {
     let value: Arc<Vec<u8>> = Arc::new((0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect());
+    let cpu_before = (cpu_us("self"), target.servers.iter().map(|p| cpu_us(&p.to_string())).sum::<f64>());
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -187,18 +203,23 @@ async fn load(
                 }
                 i += 1;
             }
-            (lat, errors)
+            (lat, errors, i)
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut min_per_client = u64::MAX;
     for t in tasks {
-        if let Ok((lat, e)) = t.await {
+        if let Ok((lat, e, issued)) = t.await {
             all.extend(lat);
             errors += e;
+            min_per_client = min_per_client.min(issued);
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_after = (cpu_us("self"), target.servers.iter().map(|p| cpu_us(&p.to_string())).sum::<f64>());
+    let done = all.len().max(1) as f64;
+    let per_op = |used: f64| used / done;
     all.sort_unstable();
     let pct =
         |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
@@ -209,6 +230,9 @@ async fn load(
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         max_us: all.last().copied().unwrap_or(0),
+        min_per_client: if min_per_client == u64::MAX { 0 } else { min_per_client },
+        server_cpu_us: per_op(cpu_after.1 - cpu_before.1),
+        client_cpu_us: per_op(cpu_after.0 - cpu_before.0),
     }
 }
 
@@ -227,6 +251,26 @@ fn fdatasync_ms(dir: &Path) -> f64 {
     let _ = std::fs::remove_file(&path);
     times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     times[times.len() / 2]
+}
+
+/// User plus system CPU time of a process (`self` or a pid) so far, in microseconds.
+fn cpu_us(pid: &str) -> f64 {
+    static TICKS_PER_SEC: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = *TICKS_PER_SEC.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the first, utime and
+    // stime the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / hz * 1e6
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -291,16 +335,17 @@ async fn main() {
     .await;
     let (leader, follower) = leader_and_follower(&cluster).await;
     let token = cluster.token.clone();
+    let vault_pids: Vec<u32> = cluster.nodes.iter().filter_map(|n| n.pid()).collect();
     let mut vault_runs: Vec<(String, usize, Stats)> = Vec::new();
     for &n in &args.clients {
-        let t = Target::vault(&cluster.url(leader), &token, n).await;
+        let t = Target::vault(&cluster.url(leader), &token, n, &vault_pids).await;
         let w = load(&t, Op::Write, "w", n, d, None, None).await;
         eprintln!("vault write x{n}: {:.0}/s p99 {:.2} ms ({} errors)", w.per_sec(), ms(w.p99_us), w.errors);
         vault_runs.push(("write".into(), n, w.clone()));
         // Reads of keys written above.
-        let per_client = (w.ops / n as u64).max(1);
+        let per_client = w.min_per_client.max(1);
         for (label, idx) in [("read (leader)", leader), ("read (follower)", follower)] {
-            let t = Target::vault(&cluster.url(idx), &token, n).await;
+            let t = Target::vault(&cluster.url(idx), &token, n, &vault_pids).await;
             let r = load(&t, Op::Read, "w", n, d, None, Some((n, per_client))).await;
             eprintln!("vault {label} x{n}: {:.0}/s p99 {:.2} ms ({} errors)", r.per_sec(), ms(r.p99_us), r.errors);
             vault_runs.push((label.into(), n, r));
@@ -310,16 +355,16 @@ async fn main() {
     let mut scale_runs: Vec<(String, usize, Stats)> = Vec::new();
     if !args.skip_scale {
         let per_client = args.scale.div_ceil(SCALE_CLIENTS as u64 * 4);
-        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS * 4).await;
+        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS * 4, &vault_pids).await;
         let pre =
             load(&t, Op::Write, "scale", SCALE_CLIENTS * 4, Duration::from_secs(3600), Some(per_client), None).await;
         eprintln!("vault preload {} secrets: {:.0}/s ({} errors)", pre.ops, pre.per_sec(), pre.errors);
         extra.insert("vault_preload".into(), pre.json());
-        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS).await;
+        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS, &vault_pids).await;
         let w = load(&t, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await;
         scale_runs.push(("write @1M".into(), SCALE_CLIENTS, w));
         for (label, idx) in [("read @1M (leader)", leader), ("read @1M (follower)", follower)] {
-            let t = Target::vault(&cluster.url(idx), &token, SCALE_CLIENTS).await;
+            let t = Target::vault(&cluster.url(idx), &token, SCALE_CLIENTS, &vault_pids).await;
             let r = load(&t, Op::Read, "scale", SCALE_CLIENTS, d, None, Some((SCALE_CLIENTS * 4, per_client))).await;
             scale_runs.push((label.into(), SCALE_CLIENTS, r));
         }
@@ -376,14 +421,15 @@ async fn main() {
                     // forwards to its leader internally. Use member 0 for "leader" rows and
                     // member 1 for "follower" rows (one of them is the leader).
                     let (a, b) = (etcd.client_urls[0].clone(), etcd.client_urls[1].clone());
+                    let etcd_pids = etcd.pids();
                     for &n in &args.clients {
-                        let t = Target::etcd(&a, n).await;
+                        let t = Target::etcd(&a, n, &etcd_pids).await;
                         let w = load(&t, Op::Write, "w", n, d, None, None).await;
                         eprintln!("etcd write x{n}: {:.0}/s p99 {:.2} ms", w.per_sec(), ms(w.p99_us));
                         etcd_runs.push(("write".into(), n, w.clone()));
-                        let per_client = (w.ops / n as u64).max(1);
+                        let per_client = w.min_per_client.max(1);
                         for (label, url) in [("read (leader)", &a), ("read (follower)", &b)] {
-                            let t = Target::etcd(url, n).await;
+                            let t = Target::etcd(url, n, &etcd_pids).await;
                             let r = load(&t, Op::Read, "w", n, d, None, Some((n, per_client))).await;
                             eprintln!("etcd {label} x{n}: {:.0}/s p99 {:.2} ms", r.per_sec(), ms(r.p99_us));
                             etcd_runs.push((label.into(), n, r));
@@ -391,7 +437,7 @@ async fn main() {
                     }
                     if !args.skip_scale {
                         let per_client = args.scale.div_ceil(SCALE_CLIENTS as u64 * 4);
-                        let t = Target::etcd(&a, SCALE_CLIENTS * 4).await;
+                        let t = Target::etcd(&a, SCALE_CLIENTS * 4, &etcd_pids).await;
                         let pre = load(
                             &t,
                             Op::Write,
@@ -404,14 +450,14 @@ async fn main() {
                         .await;
                         eprintln!("etcd preload {} keys: {:.0}/s", pre.ops, pre.per_sec());
                         extra.insert("etcd_preload".into(), pre.json());
-                        let t = Target::etcd(&a, SCALE_CLIENTS).await;
+                        let t = Target::etcd(&a, SCALE_CLIENTS, &etcd_pids).await;
                         etcd_scale.push((
                             "write @1M".into(),
                             SCALE_CLIENTS,
                             load(&t, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await,
                         ));
                         for (label, url) in [("read @1M (leader)", &a), ("read @1M (follower)", &b)] {
-                            let t = Target::etcd(url, SCALE_CLIENTS).await;
+                            let t = Target::etcd(url, SCALE_CLIENTS, &etcd_pids).await;
                             let r = load(
                                 &t,
                                 Op::Read,
@@ -467,6 +513,20 @@ async fn main() {
             r.etcd.as_ref().map(|e| format!("{:.2}x", r.vault.per_sec() / e.per_sec().max(1e-9))).unwrap_or("-".into());
         println!("| {} | {} | {} | {} | {ratio} |", r.scenario, r.clients, cell(Some(&r.vault)), cell(r.etcd.as_ref()));
     }
+    println!("\nCPU time per operation (µs): the 3 server processes together, and the load generator.\n");
+    println!("| scenario | clients | vault servers | vault client | etcd servers | etcd client |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let (es, ec) = r
+            .etcd
+            .as_ref()
+            .map(|e| (format!("{:.0}", e.server_cpu_us), format!("{:.0}", e.client_cpu_us)))
+            .unwrap_or(("-".into(), "-".into()));
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {es} | {ec} |",
+            r.scenario, r.clients, r.vault.server_cpu_us, r.vault.client_cpu_us
+        );
+    }
     println!("\n| measure | vault | etcd |\n|---|---|---|");
     let show = |k: &str| extra.get(k).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     println!("| preload of {} secrets | {} | {} |", args.scale, show("vault_preload"), show("etcd_preload"));
@@ -505,7 +565,7 @@ async fn rewrap_rate(versions: u64) -> Result<Value, String> {
     spec.set("VAULT_LOG", "warn");
     let mut node = spec.start();
     node.wait_ready().await;
-    let t = Target::vault(&node.url(), &token, 64).await;
+    let t = Target::vault(&node.url(), &token, 64, &node.pid().into_iter().collect::<Vec<_>>()).await;
     let per_client = versions.div_ceil(64);
     let w = load(&t, Op::Write, "rw", 64, Duration::from_secs(600), Some(per_client), None).await;
     moto.rotate(&key_id).await;

@@ -230,3 +230,52 @@ async fn puts_are_authorized_again_when_applied() {
     assert!(sm.s.reader.secret_meta("new/c").unwrap().is_none());
     assert!(sm.s.reader.secret_meta("new/b").unwrap().is_none());
 }
+
+/// A batch entry answers each command on its own, in order; a refusal leaves the others (and
+/// the state) as if it had been a separate entry. A token revoked earlier in the same batch is
+/// refused later in it, even though its lookups were made (and remembered) before.
+#[tokio::test]
+async fn batch_commands_apply_in_order_each_with_its_own_response() {
+    let mut sm = Sm::new().await;
+    let role = Role::new("w", Grant::parse_many("create,update:b/*").unwrap()).unwrap();
+    sm.run(Command::PutRole { role, replace: false }).await;
+    let raw = RawToken::generate();
+    let rec = TokenRecord { name: "t".into(), hash: raw.hash(), role: "w".into(), created_at_ms: 1, expires_at_ms: None };
+    sm.run(Command::CreateToken { record: rec }).await;
+    let put = |name: &str, version: u64, cas: Option<u64>| Command::PutSecret {
+        name: name.into(),
+        version,
+        sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![version as u8] },
+        expected_version: cas,
+        max_versions: None,
+        now_ms: 5,
+        auth: Some(raw.hash()),
+    };
+    let out = sm
+        .run(Command::Batch(vec![
+            put("b/x", 1, None),
+            put("b/y", 1, None),
+            put("b/x", 1, None), // version 1 was taken just before: conflict
+            put("b/x", 2, Some(7)), // wrong check-and-set
+            put("b/x", 2, Some(1)),
+            Command::Batch(vec![put("b/z", 1, None)]),
+            Command::RevokeToken { name: "t".into() },
+            put("b/y", 2, None),
+        ]))
+        .await;
+    let CommandResponse::Batch(r) = out else { panic!("expected a batch response, got {out:?}") };
+    assert_eq!(r.len(), 8);
+    assert_eq!(r[0], CommandResponse::Written { version: 1 });
+    assert_eq!(r[1], CommandResponse::Written { version: 1 });
+    assert_eq!(r[2], CommandResponse::Rejected(Rejection::VersionConflict { current: 1 }));
+    assert_eq!(r[3], CommandResponse::Rejected(Rejection::CasMismatch { expected: 7, actual: 1 }));
+    assert_eq!(r[4], CommandResponse::Written { version: 2 });
+    assert!(matches!(r[5], CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "{:?}", r[5]);
+    assert_eq!(r[6], CommandResponse::Ok);
+    assert!(matches!(r[7], CommandResponse::Rejected(Rejection::Unauthenticated(_))), "{:?}", r[7]);
+    assert_eq!(sm.s.reader.secret_meta("b/x").unwrap().unwrap().current_version, 2);
+    assert_eq!(sm.s.reader.secret_meta("b/y").unwrap().unwrap().current_version, 1);
+    assert!(sm.s.reader.secret_meta("b/z").unwrap().is_none(), "a nested batch applies nothing");
+    let v2 = sm.s.reader.version("b/x", 2).unwrap().unwrap();
+    assert_eq!(v2.sealed.unwrap().ciphertext, vec![2]);
+}

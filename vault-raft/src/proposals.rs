@@ -1,0 +1,157 @@
+//! Proposal batching on the leader: concurrent writes share Raft entries.
+//!
+//! openraft handles each entry on its core task (append, replicate, commit, apply, respond),
+//! so that per-entry cost, not the disk, bounds writes per second. Here writes queue up and a
+//! few proposers, each with at most one entry in flight, take everything queued (up to a size
+//! bound) as one `Command::Batch`. Under no load a write is proposed at once, alone; under load
+//! the batch grows with the number of writers waiting, so commit cost is shared.
+//!
+//! Each command in a batch is applied in order and answered on its own, exactly as if it were
+//! its own entry; a rejection of one does not affect the others.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::oneshot;
+
+use crate::command::{Command, CommandResponse};
+use crate::node::NodeInfo;
+use crate::transport::ForwardError;
+use crate::typ::{NodeId, Raft};
+
+/// Entries a leader keeps in flight from client writes. Two lets one batch fill while the
+/// previous one commits.
+const MAX_IN_FLIGHT: usize = 2;
+/// Bounds on one batch, so an entry stays well under the transport's message limit.
+const MAX_BATCH_COMMANDS: usize = 512;
+const MAX_BATCH_BYTES: usize = 2 << 20;
+
+type Reply = oneshot::Sender<Result<CommandResponse, ForwardError>>;
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<(Command, Reply)>,
+    proposers: usize,
+}
+
+#[derive(Clone)]
+pub(crate) struct Proposals {
+    raft: Raft,
+    queue: Arc<Mutex<Queue>>,
+}
+
+pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            ForwardError::NotLeader { leader: f.leader_id.zip(f.leader_node) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ForwardError::Rejected(c.to_string()),
+        RaftError::Fatal(f) => ForwardError::Unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+impl Proposals {
+    pub(crate) fn new(raft: Raft) -> Self {
+        Proposals { raft, queue: Arc::new(Mutex::new(Queue::default())) }
+    }
+
+    /// Proposes `cmd` and waits for its own response. On timeout the command may still apply.
+    pub(crate) async fn write(&self, cmd: Command, timeout: Duration) -> Result<CommandResponse, ForwardError> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.waiting.push_back((cmd, tx));
+            let start = q.proposers < MAX_IN_FLIGHT;
+            if start {
+                q.proposers += 1;
+            }
+            start
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.propose_until_empty(timeout).await });
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ForwardError::Unavailable("the proposal was dropped".into())),
+            Err(_) => Err(ForwardError::Unavailable(
+                "timed out waiting for the write to commit (no quorum?); it may still apply".into(),
+            )),
+        }
+    }
+
+    /// One proposer: proposes what is queued, one entry at a time, until the queue is empty.
+    async fn propose_until_empty(&self, timeout: Duration) {
+        loop {
+            let batch = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let batch = take_batch(&mut q.waiting);
+                if batch.is_empty() {
+                    q.proposers -= 1;
+                    return;
+                }
+                batch
+            };
+            self.propose(batch, timeout).await;
+        }
+    }
+
+    async fn propose(&self, batch: Vec<(Command, Reply)>, timeout: Duration) {
+        let single = batch.len() == 1;
+        let (mut cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+        let cmd = if single { cmds.swap_remove(0) } else { Command::Batch(cmds) };
+        let result = match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+            Err(_) => Err(ForwardError::Unavailable(
+                "timed out waiting for the write to commit (no quorum?); it may still apply".into(),
+            )),
+            Ok(r) => r.map(|resp| resp.data).map_err(write_error),
+        };
+        match result {
+            Ok(resp) if single => {
+                for r in replies {
+                    let _ = r.send(Ok(resp.clone()));
+                }
+            }
+            Ok(CommandResponse::Batch(resps)) if resps.len() == replies.len() => {
+                for (r, resp) in replies.into_iter().zip(resps) {
+                    let _ = r.send(Ok(resp));
+                }
+            }
+            Ok(other) => {
+                let e = ForwardError::Unavailable(format!("unexpected response to a batch: {other:?}"));
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Takes queued commands from the front, within the batch bounds (at least one if any is
+/// queued). Commands whose caller has gone away (cancelled or timed out) are dropped unproposed.
+fn take_batch(waiting: &mut VecDeque<(Command, Reply)>) -> Vec<(Command, Reply)> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some((cmd, reply)) = waiting.front() {
+        if reply.is_closed() {
+            waiting.pop_front();
+            continue;
+        }
+        let size = cmd.approx_size();
+        if !batch.is_empty() && (batch.len() >= MAX_BATCH_COMMANDS || bytes + size > MAX_BATCH_BYTES) {
+            break;
+        }
+        bytes += size;
+        if let Some(item) = waiting.pop_front() {
+            batch.push(item);
+        }
+    }
+    batch
+}
