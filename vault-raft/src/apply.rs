@@ -193,9 +193,9 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             let mut responses = Vec::with_capacity(cmds.len());
             for c in cmds {
                 responses.push(match c {
-                    Command::Batch(_) => CommandResponse::Rejected(Rejection::FailedPrecondition(
-                        "batches do not nest".into(),
-                    )),
+                    Command::Batch(_) => {
+                        CommandResponse::Rejected(Rejection::FailedPrecondition("batches do not nest".into()))
+                    }
                     c => apply_command(txn, c)?,
                 });
             }

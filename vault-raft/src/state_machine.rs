@@ -16,7 +16,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::apply::apply_command;
 use crate::codec::{decode, encode};
-use crate::command::CommandResponse;
+use crate::command::{Command, CommandResponse};
 use crate::db::{cf, CF_RAFT_META, CF_SM_META, KEY_SPACE_END, SM_CFS};
 use crate::error::{sto, IoKind};
 use crate::snapshot_file::{read_snapshot, write_snapshot};
@@ -185,6 +185,38 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+/// Commands applied on the calling task rather than the blocking pool.
+const INLINE_APPLY_MAX_COMMANDS: usize = 32;
+
+type Applied = (Vec<CommandResponse>, Option<LogId>, Membership);
+
+/// Applies `entries` as one atomic batch: the responses, the last applied log id and the
+/// membership after them.
+fn apply_entries(db: &DB, entries: &[Entry], mut membership: Membership) -> Result<Applied, StoreError> {
+    let mut txn = Txn::new(db);
+    let mut responses = Vec::with_capacity(entries.len());
+    let mut last = None;
+    for entry in entries {
+        last = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => responses.push(CommandResponse::Ok),
+            EntryPayload::Normal(cmd) => responses.push(apply_command(&mut txn, cmd)?),
+            EntryPayload::Membership(m) => {
+                membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                responses.push(CommandResponse::Ok);
+            }
+        }
+    }
+    txn.put(CF_SM_META, KEY_LAST_APPLIED, &last)?;
+    txn.put(CF_SM_META, KEY_MEMBERSHIP, &membership)?;
+    // One atomic batch, not synced on its own: it shares the WAL with the Raft log, so the
+    // log's next group-commit sync makes it durable. A crash before that loses only applies of
+    // entries that are in the durable log and are applied again on restart. A synced write
+    // here would stall every other writer of the DB for an fsync.
+    db.write(txn.into_batch()?)?;
+    Ok((responses, last, membership))
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -202,34 +234,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         let db = self.db.clone();
-        let mut membership = self.membership.clone();
-        let (responses, last, membership) = tokio::task::spawn_blocking(move || {
-            let mut txn = Txn::new(&db);
-            let mut responses = Vec::with_capacity(entries.len());
-            let mut last = None;
-            for entry in &entries {
-                last = Some(entry.log_id);
-                match &entry.payload {
-                    EntryPayload::Blank => responses.push(CommandResponse::Ok),
-                    EntryPayload::Normal(cmd) => responses.push(apply_command(&mut txn, cmd)?),
-                    EntryPayload::Membership(m) => {
-                        membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        responses.push(CommandResponse::Ok);
-                    }
-                }
-            }
-            txn.put(CF_SM_META, KEY_LAST_APPLIED, &last)?;
-            txn.put(CF_SM_META, KEY_MEMBERSHIP, &membership)?;
-            // One atomic batch, not synced on its own: it shares the WAL with the Raft log, so
-            // the log's next group-commit sync makes it durable. A crash before that loses only
-            // applies of entries that are in the durable log and are applied again on restart.
-            // A synced write here would stall every other writer of the DB for an fsync.
-            db.write(txn.into_batch()?)?;
-            Ok::<_, StoreError>((responses, last, membership))
-        })
-        .await
-        .map_err(|e| sto(IoKind::WriteSm, e.into()))?
-        .map_err(|e| sto(IoKind::WriteSm, e))?;
+        let membership = self.membership.clone();
+        let commands: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(Command::Batch(cmds)) => cmds.len(),
+                _ => 1,
+            })
+            .sum();
+        // A few commands take microseconds (memtable reads and one unsynced write): run them
+        // here rather than pay two thread hand-offs. Larger applies (catching up) go to the
+        // blocking pool so they do not hold up other tasks.
+        let (responses, last, membership) = if commands <= INLINE_APPLY_MAX_COMMANDS {
+            apply_entries(&db, &entries, membership).map_err(|e| sto(IoKind::WriteSm, e))?
+        } else {
+            tokio::task::spawn_blocking(move || apply_entries(&db, &entries, membership))
+                .await
+                .map_err(|e| sto(IoKind::WriteSm, e.into()))?
+                .map_err(|e| sto(IoKind::WriteSm, e))?
+        };
         self.last_applied = last;
         self.membership = membership;
         Ok(responses)

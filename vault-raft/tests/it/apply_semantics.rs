@@ -240,12 +240,18 @@ async fn batch_commands_apply_in_order_each_with_its_own_response() {
     let role = Role::new("w", Grant::parse_many("create,update:b/*").unwrap()).unwrap();
     sm.run(Command::PutRole { role, replace: false }).await;
     let raw = RawToken::generate();
-    let rec = TokenRecord { name: "t".into(), hash: raw.hash(), role: "w".into(), created_at_ms: 1, expires_at_ms: None };
+    let rec =
+        TokenRecord { name: "t".into(), hash: raw.hash(), role: "w".into(), created_at_ms: 1, expires_at_ms: None };
     sm.run(Command::CreateToken { record: rec }).await;
     let put = |name: &str, version: u64, cas: Option<u64>| Command::PutSecret {
         name: name.into(),
         version,
-        sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![version as u8] },
+        sealed: SealedValue {
+            key_id: "k".into(),
+            wrapped_dek: vec![1],
+            nonce: vec![0; 24],
+            ciphertext: vec![version as u8],
+        },
         expected_version: cas,
         max_versions: None,
         now_ms: 5,
@@ -255,7 +261,7 @@ async fn batch_commands_apply_in_order_each_with_its_own_response() {
         .run(Command::Batch(vec![
             put("b/x", 1, None),
             put("b/y", 1, None),
-            put("b/x", 1, None), // version 1 was taken just before: conflict
+            put("b/x", 1, None),    // version 1 was taken just before: conflict
             put("b/x", 2, Some(7)), // wrong check-and-set
             put("b/x", 2, Some(1)),
             Command::Batch(vec![put("b/z", 1, None)]),
