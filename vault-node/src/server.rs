@@ -31,7 +31,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most unwrapped DEKs kept in memory.
 const DEK_CACHE_CAPACITY: usize = 100_000;
 
-fn raft_config(snapshot_every: u64) -> anyhow::Result<Arc<openraft::Config>> {
+fn raft_config(snapshot_every: u64, max_value_bytes: usize) -> anyhow::Result<Arc<openraft::Config>> {
     let c = openraft::Config {
         cluster_name: "vault".into(),
         heartbeat_interval: 250,
@@ -42,6 +42,8 @@ fn raft_config(snapshot_every: u64) -> anyhow::Result<Arc<openraft::Config>> {
         // Purge as soon as a snapshot covers a batch; keeps the log (and restarts) short.
         purge_batch_size: (snapshot_every / 4).clamp(1, 1_024),
         install_snapshot_timeout: 10_000,
+        // Entries hold batches of commands: bound how many go in one message.
+        max_payload_entries: vault_raft::max_payload_entries(max_value_bytes),
         ..Default::default()
     };
     Ok(Arc::new(c.validate().context("validate raft config")?))
@@ -103,7 +105,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     });
     let raft = Raft::new(
         config.node_id,
-        raft_config(config.snapshot_log_entries)?,
+        raft_config(config.snapshot_log_entries, config.max_value_bytes)?,
         GrpcNetwork::new(peers.clone()),
         storage.log_store,
         storage.state_machine,

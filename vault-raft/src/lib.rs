@@ -28,6 +28,7 @@ pub use command::{Command, CommandResponse, Rejection};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use node::NodeInfo;
+pub use proposals::max_payload_entries;
 pub use reader::StateReader;
 pub use state_machine::StateMachineStore;
 pub use typ::TypeConfig;

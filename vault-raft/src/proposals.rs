@@ -24,9 +24,20 @@ use crate::typ::{NodeId, Raft};
 /// Entries a leader keeps in flight from client writes. Two lets one batch fill while the
 /// previous one commits.
 const MAX_IN_FLIGHT: usize = 2;
-/// Bounds on one batch, so an entry stays well under the transport's message limit.
+/// Bounds on one batch. A single command larger than the byte bound still goes, alone.
 const MAX_BATCH_COMMANDS: usize = 512;
-const MAX_BATCH_BYTES: usize = 2 << 20;
+const MAX_BATCH_BYTES: usize = 512 << 10;
+/// Room for framing and the non-value fields of one command.
+const COMMAND_OVERHEAD: usize = 4 << 10;
+
+/// Entries per `AppendEntries` such that a full message of the largest possible entries (a
+/// full batch, or one command with a value of `max_value_bytes`) stays within half the
+/// transport's message limit. openraft's default (300) could otherwise build a message the
+/// transport refuses, and a lagging follower would never catch up.
+pub fn max_payload_entries(max_value_bytes: usize) -> u64 {
+    let largest_entry = MAX_BATCH_BYTES.max(max_value_bytes + COMMAND_OVERHEAD);
+    ((crate::transport::MAX_MESSAGE / 2) / largest_entry).clamp(1, 300) as u64
+}
 
 type Reply = oneshot::Sender<Result<CommandResponse, ForwardError>>;
 
@@ -154,4 +165,20 @@ fn take_batch(waiting: &mut VecDeque<(Command, Reply)>) -> Vec<(Command, Reply)>
         }
     }
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_entries_keep_a_message_within_the_transport_limit() {
+        for max_value in [1, 64 << 10, 1 << 20, 3 << 20] {
+            let n = max_payload_entries(max_value) as usize;
+            let largest = MAX_BATCH_BYTES.max(max_value + COMMAND_OVERHEAD);
+            assert!(n >= 1);
+            assert!(n * largest <= crate::transport::MAX_MESSAGE / 2, "{max_value}: {n} entries");
+        }
+        assert_eq!(max_payload_entries(64 << 10), 64);
+    }
 }

@@ -10,6 +10,7 @@ mod security;
 mod server;
 
 pub use client::PeerClients;
+pub(crate) use client::MAX_MESSAGE;
 pub use forward::{ForwardError, ForwardRequest, ForwardResponse, LeaderView};
 pub use network::GrpcNetwork;
 pub use security::{TlsFiles, TransportSecurity, CLUSTER_SERVER_NAME};
