@@ -9,6 +9,30 @@ use vault_core::model::{Grant, Role, TokenRecord, VersionState};
 use vault_core::token::RawToken;
 use vault_raft::{Command, CommandResponse, Rejection, Storage, TypeConfig};
 
+/// A put of `name:version` whose ciphertext is the version number (so tests can tell versions apart).
+fn put_cmd(
+    name: &str,
+    version: u64,
+    cas: Option<u64>,
+    now_ms: u64,
+    auth: Option<vault_core::token::TokenHash>,
+) -> Command {
+    Command::PutSecret {
+        name: name.into(),
+        version,
+        sealed: SealedValue {
+            key_id: "k".into(),
+            wrapped_dek: vec![1],
+            nonce: vec![0; 24],
+            ciphertext: vec![version as u8],
+        },
+        expected_version: cas,
+        max_versions: None,
+        now_ms,
+        auth,
+    }
+}
+
 struct Sm {
     _dir: TempDir,
     s: Storage,
@@ -34,21 +58,11 @@ impl Sm {
     }
 
     async fn put(&mut self, name: &str, version: u64, cas: Option<u64>, max: Option<u32>) -> CommandResponse {
-        self.run(Command::PutSecret {
-            name: name.into(),
-            version,
-            sealed: SealedValue {
-                key_id: "k".into(),
-                wrapped_dek: vec![1],
-                nonce: vec![0; 24],
-                ciphertext: vec![version as u8],
-            },
-            expected_version: cas,
-            max_versions: max,
-            now_ms: 5,
-            auth: None,
-        })
-        .await
+        let mut cmd = put_cmd(name, version, cas, 5, None);
+        if let Command::PutSecret { max_versions, .. } = &mut cmd {
+            *max_versions = max;
+        }
+        self.run(cmd).await
     }
 }
 
@@ -169,15 +183,7 @@ async fn a_batch_sees_its_own_writes() {
     let mut sm = Sm::new().await;
     let mk = |i: u64, v: u64| Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-        payload: EntryPayload::Normal(Command::PutSecret {
-            name: "b".into(),
-            version: v,
-            sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![1] },
-            expected_version: None,
-            max_versions: None,
-            now_ms: 1,
-            auth: None,
-        }),
+        payload: EntryPayload::Normal(put_cmd("b", v, None, 1, None)),
     };
     let out = sm.s.state_machine.apply(vec![mk(10, 1), mk(11, 2), mk(12, 2)]).await.unwrap();
     assert_eq!(out[0], CommandResponse::Written { version: 1 });
@@ -199,15 +205,7 @@ async fn puts_are_authorized_again_when_applied() {
         expires_at_ms: Some(100),
     };
     sm.run(Command::CreateToken { record: rec }).await;
-    let put = |name: &str, version: u64, now_ms: u64, auth: Option<vault_core::token::TokenHash>| Command::PutSecret {
-        name: name.into(),
-        version,
-        sealed: SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![1] },
-        expected_version: None,
-        max_versions: None,
-        now_ms,
-        auth,
-    };
+    let put = |name: &str, version: u64, now_ms: u64, auth| put_cmd(name, version, None, now_ms, auth);
     assert_eq!(sm.run(put("new/a", 1, 50, Some(raw.hash()))).await, CommandResponse::Written { version: 1 });
     // The role grants create, not update: a second version is refused at apply.
     let r = sm.run(put("new/a", 2, 50, Some(raw.hash()))).await;
@@ -243,20 +241,7 @@ async fn batch_commands_apply_in_order_each_with_its_own_response() {
     let rec =
         TokenRecord { name: "t".into(), hash: raw.hash(), role: "w".into(), created_at_ms: 1, expires_at_ms: None };
     sm.run(Command::CreateToken { record: rec }).await;
-    let put = |name: &str, version: u64, cas: Option<u64>| Command::PutSecret {
-        name: name.into(),
-        version,
-        sealed: SealedValue {
-            key_id: "k".into(),
-            wrapped_dek: vec![1],
-            nonce: vec![0; 24],
-            ciphertext: vec![version as u8],
-        },
-        expected_version: cas,
-        max_versions: None,
-        now_ms: 5,
-        auth: Some(raw.hash()),
-    };
+    let put = |name: &str, version: u64, cas: Option<u64>| put_cmd(name, version, cas, 5, Some(raw.hash()));
     let out = sm
         .run(Command::Batch(vec![
             put("b/x", 1, None),
