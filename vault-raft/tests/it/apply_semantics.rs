@@ -57,6 +57,17 @@ impl Sm {
         self.s.state_machine.apply(vec![e]).await.unwrap().remove(0)
     }
 
+    /// Role `w` with `grants` and token `t` holding it; returns the raw token.
+    async fn writer_token(&mut self, grants: &str, expires_at_ms: Option<u64>) -> RawToken {
+        let role = Role::new("w", Grant::parse_many(grants).unwrap()).unwrap();
+        self.run(Command::PutRole { role, replace: false }).await;
+        let raw = RawToken::generate();
+        let record =
+            TokenRecord { name: "t".into(), hash: raw.hash(), role: "w".into(), created_at_ms: 1, expires_at_ms };
+        self.run(Command::CreateToken { record }).await;
+        raw
+    }
+
     async fn put(&mut self, name: &str, version: u64, cas: Option<u64>, max: Option<u32>) -> CommandResponse {
         let mut cmd = put_cmd(name, version, cas, 5, None);
         if let Command::PutSecret { max_versions, .. } = &mut cmd {
@@ -194,17 +205,7 @@ async fn a_batch_sees_its_own_writes() {
 #[tokio::test]
 async fn puts_are_authorized_again_when_applied() {
     let mut sm = Sm::new().await;
-    let role = Role::new("w", Grant::parse_many("create:new/*").unwrap()).unwrap();
-    sm.run(Command::PutRole { role, replace: false }).await;
-    let raw = RawToken::generate();
-    let rec = TokenRecord {
-        name: "t".into(),
-        hash: raw.hash(),
-        role: "w".into(),
-        created_at_ms: 1,
-        expires_at_ms: Some(100),
-    };
-    sm.run(Command::CreateToken { record: rec }).await;
+    let raw = sm.writer_token("create:new/*", Some(100)).await;
     let put = |name: &str, version: u64, now_ms: u64, auth| put_cmd(name, version, None, now_ms, auth);
     assert_eq!(sm.run(put("new/a", 1, 50, Some(raw.hash()))).await, CommandResponse::Written { version: 1 });
     // The role grants create, not update: a second version is refused at apply.
@@ -235,12 +236,7 @@ async fn puts_are_authorized_again_when_applied() {
 #[tokio::test]
 async fn batch_commands_apply_in_order_each_with_its_own_response() {
     let mut sm = Sm::new().await;
-    let role = Role::new("w", Grant::parse_many("create,update:b/*").unwrap()).unwrap();
-    sm.run(Command::PutRole { role, replace: false }).await;
-    let raw = RawToken::generate();
-    let rec =
-        TokenRecord { name: "t".into(), hash: raw.hash(), role: "w".into(), created_at_ms: 1, expires_at_ms: None };
-    sm.run(Command::CreateToken { record: rec }).await;
+    let raw = sm.writer_token("create,update:b/*", None).await;
     let put = |name: &str, version: u64, cas: Option<u64>| put_cmd(name, version, cas, 5, Some(raw.hash()));
     let out = sm
         .run(Command::Batch(vec![
