@@ -317,6 +317,78 @@ async fn leader_and_follower(c: &TestCluster) -> (usize, usize) {
     (leader, (leader + 1) % 3)
 }
 
+/// One system under test: where "leader" and "follower" clients connect, and the server
+/// processes whose CPU time its runs are charged with.
+struct System {
+    name: &'static str,
+    /// The admin token, for vault; etcd takes none.
+    token: Option<String>,
+    leader: String,
+    follower: String,
+    pids: Vec<u32>,
+}
+
+impl System {
+    async fn target(&self, leader_side: bool, clients: usize) -> Target {
+        let url = if leader_side { &self.leader } else { &self.follower };
+        match &self.token {
+            Some(token) => Target::vault(url, token, clients, &self.pids).await,
+            None => Target::etcd(url, clients, &self.pids).await,
+        }
+    }
+}
+
+/// The systems in the order the next scenario runs them: the order flips at every scenario,
+/// so neither system always runs first (this machine's speed drifts over minutes).
+fn in_turn<'a>(systems: &'a [System], turn: &mut usize) -> Vec<&'a System> {
+    let mut order: Vec<&System> = systems.iter().collect();
+    let k = *turn % systems.len().max(1);
+    order.rotate_left(k);
+    *turn += 1;
+    order
+}
+
+/// Waits until every system's servers are idle (together under 10% of a core over half a
+/// second), at most 30 s, so background work a run leaves behind (memtable flushes,
+/// compactions, snapshots) is not charged to the next run, which may be the other system's.
+async fn settle(systems: &[System]) {
+    let pids: Vec<String> = systems.iter().flat_map(|s| s.pids.iter().map(u32::to_string)).collect();
+    let used = || pids.iter().map(|p| cpu_us(p)).sum::<f64>();
+    let t0 = Instant::now();
+    loop {
+        let before = used();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if used() - before < 50_000.0 {
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            eprintln!("servers still busy after 30 s; measuring anyway");
+            return;
+        }
+    }
+}
+
+/// Measured runs, per system.
+#[derive(Default)]
+struct Runs(Vec<(&'static str, String, usize, Stats)>);
+
+impl Runs {
+    fn add(&mut self, system: &'static str, scenario: &str, clients: usize, stats: Stats) {
+        eprintln!(
+            "{system} {scenario} x{clients}: {:.0}/s p99 {:.2} ms, {:.0} µs server CPU/op ({} errors)",
+            stats.per_sec(),
+            ms(stats.p99_us),
+            stats.server_cpu_us,
+            stats.errors
+        );
+        self.0.push((system, scenario.to_string(), clients, stats));
+    }
+
+    fn get(&self, system: &str, scenario: &str, clients: usize) -> Option<&Stats> {
+        self.0.iter().find(|(s, sc, n, _)| *s == system && sc == scenario && *n == clients).map(|(_, _, _, st)| st)
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -325,67 +397,131 @@ async fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let fsync = fdatasync_ms(dir.path());
     eprintln!("vault-bench: {cores} cores, fdatasync p50 {fsync:.2} ms; data under {}", dir.path().display());
-    let mut rows: Vec<Row> = Vec::new();
     let mut extra = serde_json::Map::new();
 
-    // ---- vault ----
+    // Both clusters stay up for the whole bench, and every scenario runs on each in turn.
     let mut cluster = TestCluster::start(3, |s| {
         s.set("VAULT_LOG", "warn");
     })
     .await;
     let (leader, follower) = leader_and_follower(&cluster).await;
-    let token = cluster.token.clone();
-    let vault_pids: Vec<u32> = cluster.nodes.iter().filter_map(|n| n.pid()).collect();
-    let mut vault_runs: Vec<(String, usize, Stats)> = Vec::new();
+    let mut systems = vec![System {
+        name: "vault",
+        token: Some(cluster.token.clone()),
+        leader: cluster.url(leader),
+        follower: cluster.url(follower),
+        pids: cluster.nodes.iter().filter_map(|n| n.pid()).collect(),
+    }];
+    let edir = test_dir();
+    let etcd = if args.skip_etcd {
+        None
+    } else {
+        match EtcdCluster::start(edir.path(), 3) {
+            Err(e) => {
+                eprintln!("etcd baseline skipped: cannot start etcd ({e}); apt install etcd-server");
+                None
+            }
+            Ok(etcd) => match etcd.wait_ready().await {
+                Err(e) => {
+                    eprintln!("etcd baseline skipped: {e}");
+                    None
+                }
+                Ok(()) => Some(etcd),
+            },
+        }
+    };
+    if let Some(etcd) = &etcd {
+        // etcd forwards writes and read-index requests to its leader: member 0 takes the
+        // "leader" rows and member 1 the "follower" rows (one of them is the leader).
+        systems.push(System {
+            name: "etcd",
+            token: None,
+            leader: etcd.client_urls[0].clone(),
+            follower: etcd.client_urls[1].clone(),
+            pids: etcd.pids(),
+        });
+    }
+
+    let mut runs = Runs::default();
+    let mut turn = 0;
+    let read_rows = [("read (leader)", true), ("read (follower)", false)];
     for &n in &args.clients {
-        let t = Target::vault(&cluster.url(leader), &token, n, &vault_pids).await;
-        let w = load(&t, Op::Write, "w", n, d, None, None).await;
-        eprintln!("vault write x{n}: {:.0}/s p99 {:.2} ms ({} errors)", w.per_sec(), ms(w.p99_us), w.errors);
-        vault_runs.push(("write".into(), n, w.clone()));
-        // Reads of keys written above.
-        let per_client = w.min_per_client.max(1);
-        for (label, idx) in [("read (leader)", leader), ("read (follower)", follower)] {
-            let t = Target::vault(&cluster.url(idx), &token, n, &vault_pids).await;
-            let r = load(&t, Op::Read, "w", n, d, None, Some((n, per_client))).await;
-            eprintln!("vault {label} x{n}: {:.0}/s p99 {:.2} ms ({} errors)", r.per_sec(), ms(r.p99_us), r.errors);
-            vault_runs.push((label.into(), n, r));
+        // Reads pick among keys every client of this system's write run wrote.
+        let mut written = std::collections::HashMap::new();
+        for sys in in_turn(&systems, &mut turn) {
+            settle(&systems).await;
+            let w = load(&sys.target(true, n).await, Op::Write, "w", n, d, None, None).await;
+            written.insert(sys.name, w.min_per_client.max(1));
+            runs.add(sys.name, "write", n, w);
+        }
+        for (label, leader_side) in read_rows {
+            for sys in in_turn(&systems, &mut turn) {
+                settle(&systems).await;
+                let space = Some((n, written.get(sys.name).copied().unwrap_or(1)));
+                let r = load(&sys.target(leader_side, n).await, Op::Read, "w", n, d, None, space).await;
+                runs.add(sys.name, label, n, r);
+            }
         }
     }
 
-    let mut scale_runs: Vec<(String, usize, Stats)> = Vec::new();
     if !args.skip_scale {
         let per_client = args.scale.div_ceil(SCALE_CLIENTS as u64 * 4);
-        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS * 4, &vault_pids).await;
-        let pre =
-            load(&t, Op::Write, "scale", SCALE_CLIENTS * 4, Duration::from_secs(3600), Some(per_client), None).await;
-        eprintln!("vault preload {} secrets: {:.0}/s ({} errors)", pre.ops, pre.per_sec(), pre.errors);
-        extra.insert("vault_preload".into(), pre.json());
-        let t = Target::vault(&cluster.url(leader), &token, SCALE_CLIENTS, &vault_pids).await;
-        let w = load(&t, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await;
-        scale_runs.push(("write @1M".into(), SCALE_CLIENTS, w));
-        for (label, idx) in [("read @1M (leader)", leader), ("read @1M (follower)", follower)] {
-            let t = Target::vault(&cluster.url(idx), &token, SCALE_CLIENTS, &vault_pids).await;
-            let r = load(&t, Op::Read, "scale", SCALE_CLIENTS, d, None, Some((SCALE_CLIENTS * 4, per_client))).await;
-            scale_runs.push((label.into(), SCALE_CLIENTS, r));
+        let forever = Duration::from_secs(3600);
+        for sys in in_turn(&systems, &mut turn) {
+            settle(&systems).await;
+            let t = sys.target(true, SCALE_CLIENTS * 4).await;
+            let pre = load(&t, Op::Write, "scale", SCALE_CLIENTS * 4, forever, Some(per_client), None).await;
+            eprintln!("{} preload {} secrets: {:.0}/s ({} errors)", sys.name, pre.ops, pre.per_sec(), pre.errors);
+            extra.insert(format!("{}_preload", sys.name), pre.json());
         }
-        for (l, n, s) in &scale_runs {
-            eprintln!("vault {l} x{n}: {:.0}/s p99 {:.2} ms", s.per_sec(), ms(s.p99_us));
+        for sys in in_turn(&systems, &mut turn) {
+            settle(&systems).await;
+            let w = load(&sys.target(true, SCALE_CLIENTS).await, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await;
+            runs.add(sys.name, "write @1M", SCALE_CLIENTS, w);
         }
-        let mut nodes = Vec::new();
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            nodes.push(json!({"node": i + 1, "rss_mib": node.pid().map(rss_mib).unwrap_or(0.0),
-                              "disk_mib": dir_mib(&cluster.specs[i].data_dir())}));
+        for (label, leader_side) in [("read @1M (leader)", true), ("read @1M (follower)", false)] {
+            for sys in in_turn(&systems, &mut turn) {
+                settle(&systems).await;
+                let t = sys.target(leader_side, SCALE_CLIENTS).await;
+                let space = Some((SCALE_CLIENTS * 4, per_client));
+                runs.add(
+                    sys.name,
+                    label,
+                    SCALE_CLIENTS,
+                    load(&t, Op::Read, "scale", SCALE_CLIENTS, d, None, space).await,
+                );
+            }
         }
+        let nodes: Vec<Value> = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                json!({"node": i + 1, "rss_mib": node.pid().map(rss_mib).unwrap_or(0.0),
+                       "disk_mib": dir_mib(&cluster.specs[i].data_dir())})
+            })
+            .collect();
         eprintln!("vault nodes at scale: {nodes:?}");
         extra.insert("vault_nodes_at_scale".into(), json!(nodes));
+        if let Some(etcd) = &etcd {
+            let nodes: Vec<Value> = etcd
+                .pids()
+                .iter()
+                .enumerate()
+                .map(|(i, pid)| json!({"node": i + 1, "rss_mib": rss_mib(*pid), "disk_mib": dir_mib(&edir.path().join(format!("etcd{i}")))}))
+                .collect();
+            extra.insert("etcd_nodes_at_scale".into(), json!(nodes));
+        }
 
         // An empty fourth node catches up by snapshot.
+        settle(&systems).await;
         let mut spec = cluster.node_spec(4);
         spec.set("VAULT_JOIN", "true");
         spec.set("VAULT_LOG", "warn");
         let mut n4 = spec.start();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let t0 = Instant::now();
+        let token = cluster.token.clone();
         let out = vault_tests::vaultctl(
             &cluster.url(leader),
             Some(&token),
@@ -405,83 +541,7 @@ async fn main() {
         n.stop();
     }
     drop(cluster);
-
-    // ---- etcd ----
-    let mut etcd_runs: Vec<(String, usize, Stats)> = Vec::new();
-    let mut etcd_scale: Vec<(String, usize, Stats)> = Vec::new();
-    if !args.skip_etcd {
-        let edir = test_dir();
-        match EtcdCluster::start(edir.path(), 3) {
-            Err(e) => eprintln!("etcd baseline skipped: cannot start etcd ({e}); apt install etcd-server"),
-            Ok(etcd) => {
-                if let Err(e) = etcd.wait_ready().await {
-                    eprintln!("etcd baseline skipped: {e}");
-                } else {
-                    // Find etcd's leader by timing is not needed: client 0 is a member; etcd
-                    // forwards to its leader internally. Use member 0 for "leader" rows and
-                    // member 1 for "follower" rows (one of them is the leader).
-                    let (a, b) = (etcd.client_urls[0].clone(), etcd.client_urls[1].clone());
-                    let etcd_pids = etcd.pids();
-                    for &n in &args.clients {
-                        let t = Target::etcd(&a, n, &etcd_pids).await;
-                        let w = load(&t, Op::Write, "w", n, d, None, None).await;
-                        eprintln!("etcd write x{n}: {:.0}/s p99 {:.2} ms", w.per_sec(), ms(w.p99_us));
-                        etcd_runs.push(("write".into(), n, w.clone()));
-                        let per_client = w.min_per_client.max(1);
-                        for (label, url) in [("read (leader)", &a), ("read (follower)", &b)] {
-                            let t = Target::etcd(url, n, &etcd_pids).await;
-                            let r = load(&t, Op::Read, "w", n, d, None, Some((n, per_client))).await;
-                            eprintln!("etcd {label} x{n}: {:.0}/s p99 {:.2} ms", r.per_sec(), ms(r.p99_us));
-                            etcd_runs.push((label.into(), n, r));
-                        }
-                    }
-                    if !args.skip_scale {
-                        let per_client = args.scale.div_ceil(SCALE_CLIENTS as u64 * 4);
-                        let t = Target::etcd(&a, SCALE_CLIENTS * 4, &etcd_pids).await;
-                        let pre = load(
-                            &t,
-                            Op::Write,
-                            "scale",
-                            SCALE_CLIENTS * 4,
-                            Duration::from_secs(3600),
-                            Some(per_client),
-                            None,
-                        )
-                        .await;
-                        eprintln!("etcd preload {} keys: {:.0}/s", pre.ops, pre.per_sec());
-                        extra.insert("etcd_preload".into(), pre.json());
-                        let t = Target::etcd(&a, SCALE_CLIENTS, &etcd_pids).await;
-                        etcd_scale.push((
-                            "write @1M".into(),
-                            SCALE_CLIENTS,
-                            load(&t, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await,
-                        ));
-                        for (label, url) in [("read @1M (leader)", &a), ("read @1M (follower)", &b)] {
-                            let t = Target::etcd(url, SCALE_CLIENTS, &etcd_pids).await;
-                            let r = load(
-                                &t,
-                                Op::Read,
-                                "scale",
-                                SCALE_CLIENTS,
-                                d,
-                                None,
-                                Some((SCALE_CLIENTS * 4, per_client)),
-                            )
-                            .await;
-                            etcd_scale.push((label.into(), SCALE_CLIENTS, r));
-                        }
-                        let nodes: Vec<Value> = etcd
-                            .pids()
-                            .iter()
-                            .enumerate()
-                            .map(|(i, pid)| json!({"node": i + 1, "rss_mib": rss_mib(*pid), "disk_mib": dir_mib(&edir.path().join(format!("etcd{i}")))}))
-                            .collect();
-                        extra.insert("etcd_nodes_at_scale".into(), json!(nodes));
-                    }
-                }
-            }
-        }
-    }
+    drop(etcd);
 
     // ---- re-wrap against moto ----
     if !args.skip_rewrap {
@@ -494,14 +554,17 @@ async fn main() {
         }
     }
 
-    for (scenario, clients, vault) in vault_runs.into_iter().chain(scale_runs) {
-        let etcd = etcd_runs
-            .iter()
-            .chain(etcd_scale.iter())
-            .find(|(s, n, _)| *s == scenario && *n == clients)
-            .map(|(_, _, s)| s.clone());
-        rows.push(Row { scenario, clients, vault, etcd });
-    }
+    let rows: Vec<Row> = runs
+        .0
+        .iter()
+        .filter(|(system, ..)| *system == "vault")
+        .map(|(_, scenario, clients, vault)| Row {
+            scenario: scenario.clone(),
+            clients: *clients,
+            vault: vault.clone(),
+            etcd: runs.get("etcd", scenario, *clients).cloned(),
+        })
+        .collect();
 
     println!(
         "\n## vault-bench: 3 nodes on loopback, {VALUE_LEN}-byte values, {cores} cores, fdatasync p50 {fsync:.2} ms\n"
