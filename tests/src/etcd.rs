@@ -72,6 +72,26 @@ impl EtcdCluster {
         }
         Ok(())
     }
+
+    /// Index (into `client_urls`) of the member that leads now, from each member's status.
+    pub async fn leader(&self) -> Result<usize, String> {
+        for (i, url) in self.client_urls.iter().enumerate() {
+            let ch = tonic::transport::Channel::from_shared(url.clone())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("etcd at {url}: {e}"))?;
+            let status = pb::maintenance_client::MaintenanceClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(|e| format!("etcd status at {url}: {e}"))?
+                .into_inner();
+            if status.header.is_some_and(|h| h.member_id == status.leader) {
+                return Ok(i);
+            }
+        }
+        Err("no etcd member reports itself as leader".into())
+    }
 }
 
 impl Drop for EtcdCluster {

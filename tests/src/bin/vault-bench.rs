@@ -431,13 +431,19 @@ async fn main() {
         }
     };
     if let Some(etcd) = &etcd {
-        // etcd forwards writes and read-index requests to its leader: member 0 takes the
-        // "leader" rows and member 1 the "follower" rows (one of them is the leader).
+        // As for vault: "leader" rows talk to the leader, "follower" rows to the next member.
+        let leader = match etcd.leader().await {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("etcd leader unknown ({e}); member 1 takes the leader rows");
+                0
+            }
+        };
         systems.push(System {
             name: "etcd",
             token: None,
-            leader: etcd.client_urls[0].clone(),
-            follower: etcd.client_urls[1].clone(),
+            leader: etcd.client_urls[leader].clone(),
+            follower: etcd.client_urls[(leader + 1) % etcd.client_urls.len()].clone(),
             pids: etcd.pids(),
         });
     }
