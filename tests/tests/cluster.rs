@@ -166,7 +166,16 @@ fn a_follower_that_missed_large_writes_catches_up() {
         c.nodes[lagging] = c.specs[lagging].start();
         c.nodes[lagging].wait_ready().await;
         // Linearizable: answered only once the restarted node has applied every write above.
-        let v = get(&c.url(lagging), "big/29").await.unwrap();
+        // A read waits up to 10 s for that; 75 MiB to replicate can take longer while other
+        // tests load the machine, so the node gets 90 s in all (a node stuck on an oversized
+        // message never gets there).
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let v = loop {
+            match get(&c.url(lagging), "big/29").await {
+                Err(e) if e.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline => continue,
+                other => break other.unwrap_or_else(|e| panic!("the lagging node never caught up: {e}")),
+            }
+        };
         assert!(v == big(29), "the lagging node serves the last large value");
         let v = get(&c.url(lagging), "big/0").await.unwrap();
         assert!(v == big(0), "and the first");
