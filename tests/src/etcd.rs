@@ -56,8 +56,7 @@ impl EtcdCluster {
         for url in &self.client_urls {
             loop {
                 let ok = async {
-                    let ch = tonic::transport::Channel::from_shared(url.clone()).ok()?.connect().await.ok()?;
-                    let mut kv = pb::kv_client::KvClient::new(ch);
+                    let mut kv = pb::kv_client::KvClient::new(channel(url).await.ok()?);
                     kv.range(pb::RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.ok()
                 }
                 .await;
@@ -76,12 +75,7 @@ impl EtcdCluster {
     /// Index (into `client_urls`) of the member that leads now, from each member's status.
     pub async fn leader(&self) -> Result<usize, String> {
         for (i, url) in self.client_urls.iter().enumerate() {
-            let ch = tonic::transport::Channel::from_shared(url.clone())
-                .map_err(|e| e.to_string())?
-                .connect()
-                .await
-                .map_err(|e| format!("etcd at {url}: {e}"))?;
-            let status = pb::maintenance_client::MaintenanceClient::new(ch)
+            let status = pb::maintenance_client::MaintenanceClient::new(channel(url).await?)
                 .status(pb::StatusRequest {})
                 .await
                 .map_err(|e| format!("etcd status at {url}: {e}"))?
@@ -92,6 +86,11 @@ impl EtcdCluster {
         }
         Err("no etcd member reports itself as leader".into())
     }
+}
+
+async fn channel(url: &str) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Channel::from_shared(url.to_string()).map_err(|e| e.to_string())?;
+    endpoint.connect().await.map_err(|e| format!("etcd at {url}: {e}"))
 }
 
 impl Drop for EtcdCluster {

@@ -25,6 +25,10 @@ async fn put(url: &str, token: &str, name: &str, value: &str) -> Result<u64, ton
 }
 
 async fn get(url: &str, name: &str) -> Result<Vec<u8>, tonic::Status> {
+    get_version(url, name, 0).await
+}
+
+async fn get_version(url: &str, name: &str, version: u64) -> Result<Vec<u8>, tonic::Status> {
     let ch = Endpoint::from_shared(url.to_string())
         .expect("url")
         .connect_timeout(Duration::from_secs(2))
@@ -32,7 +36,7 @@ async fn get(url: &str, name: &str) -> Result<Vec<u8>, tonic::Status> {
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut c = pb::secrets_client::SecretsClient::new(ch);
-    let mut req = tonic::Request::new(pb::GetSecretRequest { name: name.into(), version: 0 });
+    let mut req = tonic::Request::new(pb::GetSecretRequest { name: name.into(), version });
     req.set_timeout(Duration::from_secs(20));
     Ok(c.get_secret(req).await?.into_inner().value)
 }
@@ -76,11 +80,6 @@ fn writes_through_any_node_read_from_all_and_deletes_and_revocations_are_seen_at
         let fs = c.status(follower).await.unwrap();
         assert!(fs.members.iter().all(|m| m.lag.is_some()), "{fs:?}");
     });
-}
-
-async fn get_version(url: &str, name: &str, version: u64) -> Result<Vec<u8>, tonic::Status> {
-    let mut c = secrets_client(url).await;
-    Ok(c.get_secret(pb::GetSecretRequest { name: name.into(), version }).await?.into_inner().value)
 }
 
 /// Concurrent writes through every node share log entries on the leader (fewer entries than

@@ -69,6 +69,10 @@ pub(crate) struct Proposals {
     queue: Arc<Mutex<Queue>>,
 }
 
+fn commit_timeout() -> ForwardError {
+    ForwardError::Unavailable("timed out waiting for the write to commit (no quorum?); it may still apply".into())
+}
+
 pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ForwardError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
@@ -104,9 +108,7 @@ impl Proposals {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ForwardError::Unavailable("the proposal was dropped".into())),
-            Err(_) => Err(ForwardError::Unavailable(
-                "timed out waiting for the write to commit (no quorum?); it may still apply".into(),
-            )),
+            Err(_) => Err(commit_timeout()),
         }
     }
 
@@ -130,27 +132,19 @@ impl Proposals {
         let single = batch.len() == 1;
         let (mut cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
         let cmd = if single { cmds.swap_remove(0) } else { Command::Batch(cmds) };
-        let result = match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
-            Err(_) => Err(ForwardError::Unavailable(
-                "timed out waiting for the write to commit (no quorum?); it may still apply".into(),
-            )),
-            Ok(r) => r.map(|resp| resp.data).map_err(write_error),
+        let responses = match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+            Err(_) => Err(commit_timeout()),
+            Ok(Err(e)) => Err(write_error(e)),
+            Ok(Ok(resp)) => match resp.data {
+                resp if single => Ok(vec![resp]),
+                CommandResponse::Batch(resps) if resps.len() == replies.len() => Ok(resps),
+                other => Err(ForwardError::Unavailable(format!("unexpected response to a batch: {other:?}"))),
+            },
         };
-        match result {
-            Ok(resp) if single => {
-                for r in replies {
-                    let _ = r.send(Ok(resp.clone()));
-                }
-            }
-            Ok(CommandResponse::Batch(resps)) if resps.len() == replies.len() => {
+        match responses {
+            Ok(resps) => {
                 for (r, resp) in replies.into_iter().zip(resps) {
                     let _ = r.send(Ok(resp));
-                }
-            }
-            Ok(other) => {
-                let e = ForwardError::Unavailable(format!("unexpected response to a batch: {other:?}"));
-                for r in replies {
-                    let _ = r.send(Err(e.clone()));
                 }
             }
             Err(e) => {
@@ -169,17 +163,14 @@ fn take_batch(q: &mut Queue) -> Vec<(Command, Reply)> {
     let mut bytes = 0;
     while let Some((cmd, reply)) = q.waiting.front() {
         let size = cmd.approx_size();
-        if reply.is_closed() {
-            q.waiting.pop_front();
-            q.bytes = q.bytes.saturating_sub(size);
-            continue;
-        }
-        if !batch.is_empty() && (batch.len() >= MAX_BATCH_COMMANDS || bytes + size > MAX_BATCH_BYTES) {
+        let abandoned = reply.is_closed();
+        if !abandoned && !batch.is_empty() && (batch.len() >= MAX_BATCH_COMMANDS || bytes + size > MAX_BATCH_BYTES) {
             break;
         }
-        bytes += size;
+        let Some(item) = q.waiting.pop_front() else { break };
         q.bytes = q.bytes.saturating_sub(size);
-        if let Some(item) = q.waiting.pop_front() {
+        if !abandoned {
+            bytes += size;
             batch.push(item);
         }
     }

@@ -91,6 +91,15 @@ enum Kind {
     Etcd { pool: Vec<etcdpb::kv_client::KvClient<Channel>> },
 }
 
+/// One HTTP/2 connection per 16 clients.
+async fn channels(url: &str, clients: usize) -> Vec<Channel> {
+    let mut out = Vec::new();
+    for _ in 0..clients.div_ceil(16) {
+        out.push(Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect"));
+    }
+    out
+}
+
 #[derive(Clone, Copy)]
 enum Op {
     Write,
@@ -99,20 +108,12 @@ enum Op {
 
 impl Target {
     async fn vault(url: &str, token: &str, clients: usize, servers: &[u32]) -> Target {
-        let mut pool = Vec::new();
-        for _ in 0..clients.div_ceil(16) {
-            let ch = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect vault");
-            pool.push(SecretsClient::new(ch));
-        }
+        let pool = channels(url, clients).await.into_iter().map(SecretsClient::new).collect();
         Target { kind: Kind::Vault { pool, token: token.to_string() }, servers: servers.to_vec() }
     }
 
     async fn etcd(url: &str, clients: usize, servers: &[u32]) -> Target {
-        let mut pool = Vec::new();
-        for _ in 0..clients.div_ceil(16) {
-            let ch = Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect etcd");
-            pool.push(etcdpb::kv_client::KvClient::new(ch));
-        }
+        let pool = channels(url, clients).await.into_iter().map(etcdpb::kv_client::KvClient::new).collect();
         Target { kind: Kind::Etcd { pool }, servers: servers.to_vec() }
     }
 
@@ -169,7 +170,7 @@ async fn load(
     read_space: Option<(usize, u64)>,
 ) -> Stats {
     let value: Arc<Vec<u8>> = Arc::new((0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect());
-    let cpu_before = (cpu_us("self"), target.servers.iter().map(|p| cpu_us(&p.to_string())).sum::<f64>());
+    let cpu_before = (cpu_us("self"), cpu_us_of(&target.servers));
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -217,7 +218,7 @@ async fn load(
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let cpu_after = (cpu_us("self"), target.servers.iter().map(|p| cpu_us(&p.to_string())).sum::<f64>());
+    let cpu_after = (cpu_us("self"), cpu_us_of(&target.servers));
     let done = all.len().max(1) as f64;
     let per_op = |used: f64| used / done;
     all.sort_unstable();
@@ -273,6 +274,11 @@ fn cpu_us(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / hz * 1e6
 }
 
+/// CPU time of several processes together, in microseconds.
+fn cpu_us_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| cpu_us(&p.to_string())).sum()
+}
+
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status
@@ -282,6 +288,11 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     (kb / 1024.0 * 10.0).round() / 10.0
+}
+
+/// RSS and on-disk size of the `i`-th node of a cluster.
+fn node_json(i: usize, pid: Option<u32>, dir: &Path) -> Value {
+    json!({"node": i + 1, "rss_mib": pid.map(rss_mib).unwrap_or(0.0), "disk_mib": dir_mib(dir)})
 }
 
 fn dir_mib(dir: &Path) -> f64 {
@@ -352,8 +363,8 @@ fn in_turn<'a>(systems: &'a [System], turn: &mut usize) -> Vec<&'a System> {
 /// second), at most 30 s, so background work a run leaves behind (memtable flushes,
 /// compactions, snapshots) is not charged to the next run, which may be the other system's.
 async fn settle(systems: &[System]) {
-    let pids: Vec<String> = systems.iter().flat_map(|s| s.pids.iter().map(u32::to_string)).collect();
-    let used = || pids.iter().map(|p| cpu_us(p)).sum::<f64>();
+    let pids: Vec<u32> = systems.iter().flat_map(|s| s.pids.iter().copied()).collect();
+    let used = || cpu_us_of(&pids);
     let t0 = Instant::now();
     loop {
         let before = used();
@@ -502,10 +513,7 @@ async fn main() {
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, node)| {
-                json!({"node": i + 1, "rss_mib": node.pid().map(rss_mib).unwrap_or(0.0),
-                       "disk_mib": dir_mib(&cluster.specs[i].data_dir())})
-            })
+            .map(|(i, node)| node_json(i, node.pid(), &cluster.specs[i].data_dir()))
             .collect();
         eprintln!("vault nodes at scale: {nodes:?}");
         extra.insert("vault_nodes_at_scale".into(), json!(nodes));
@@ -514,7 +522,7 @@ async fn main() {
                 .pids()
                 .iter()
                 .enumerate()
-                .map(|(i, pid)| json!({"node": i + 1, "rss_mib": rss_mib(*pid), "disk_mib": dir_mib(&edir.path().join(format!("etcd{i}")))}))
+                .map(|(i, pid)| node_json(i, Some(*pid), &edir.path().join(format!("etcd{i}"))))
                 .collect();
             extra.insert("etcd_nodes_at_scale".into(), json!(nodes));
         }
