@@ -82,6 +82,30 @@ fn writes_through_any_node_read_from_all_and_deletes_and_revocations_are_seen_at
     });
 }
 
+/// A token is usable on every node as soon as its creation is acknowledged, even on a node
+/// that has not applied the creation yet: a write with a token the node does not know waits
+/// for one linearizable barrier before it is refused.
+#[test]
+fn a_new_token_writes_at_once_through_every_node() {
+    mt().block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        let leader = c.leader_seen_by(0, |_| true).await;
+        c.ctl(leader, &["role", "create", "w", "--grant", "create,update:fresh/*"]);
+        for i in 0..20 {
+            // Created through the leader, used at once through a follower.
+            let t = c.ctl(leader, &["token", "create", &format!("fresh-{i}"), "--role", "w"]).trim().to_string();
+            let via = (leader + 1 + i % 2) % 3;
+            let v = put(&c.url(via), &t, &format!("fresh/{i}"), "v").await;
+            assert_eq!(v.map_err(|e| e.code()), Ok(1), "token fresh-{i} through node {via}");
+        }
+        // An unknown token is still refused everywhere, after the barrier.
+        for i in 0..3 {
+            let e = put(&c.url(i), &random_token(), "fresh/x", "v").await.unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "node {i}");
+        }
+    });
+}
+
 /// Concurrent writes through every node share log entries on the leader (fewer entries than
 /// writes), and each is still answered on its own: distinct names get version 1, writers
 /// racing on one name get distinct consecutive versions, and every node serves each

@@ -148,7 +148,8 @@ impl AuthPolicy {
     }
 
     /// The token's record and role. With `barrier`, read after a linearizable barrier, so a
-    /// token revoked anywhere before this call is refused here.
+    /// token revoked anywhere before this call is refused here. Without it, a token this node
+    /// does not know yet gets one barrier before it is refused.
     async fn token_principal(&self, req: &AuthInput, barrier: bool) -> Result<Principal, Status> {
         let header = req
             .headers
@@ -163,12 +164,15 @@ impl AuthPolicy {
         if barrier {
             self.vault.linearize().await?;
         }
-        let token = self
-            .vault
-            .reader
-            .token_by_hash(&hash)
-            .map_err(from_store)?
-            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
+        let mut token = self.vault.reader.token_by_hash(&hash).map_err(from_store)?;
+        if token.is_none() && !barrier {
+            // A token created through another node may not have reached this one yet: catch
+            // up, then look again. (A revoked token still present here is refused when the
+            // write applies, which checks the token again.)
+            self.vault.linearize().await?;
+            token = self.vault.reader.token_by_hash(&hash).map_err(from_store)?;
+        }
+        let token = token.ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
         if token.is_expired(now_ms()) {
             return Err(Status::unauthenticated(format!("token {} has expired", token.name)));
         }
