@@ -106,13 +106,14 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let raft = Raft::new(
         config.node_id,
         raft_config(config.snapshot_log_entries, config.max_value_bytes)?,
-        GrpcNetwork::new(peers.clone()),
+        GrpcNetwork::new(peers.clone(), storage.synced.clone()),
         storage.log_store,
         storage.state_machine,
     )
     .await
     .context("start raft")?;
-    let cluster = Cluster::new(raft.clone(), config.node_id, peers);
+    storage.synced.spawn_commit_refresher(raft.clone());
+    let cluster = Cluster::new(raft.clone(), config.node_id, peers, storage.synced.clone());
     let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
 
     let raft_server = match (raft_listener, &security) {

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::node::NodeInfo;
 use crate::proposals::{write_error, Proposals};
+use crate::synced_log::SyncedLog;
 use crate::transport::{ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
 use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
 
@@ -30,6 +31,8 @@ pub struct Cluster {
     pause_generation: Arc<AtomicU64>,
     reads: Arc<Mutex<ReadRounds>>,
     proposals: Proposals,
+    /// How far this node's log is on disk.
+    pub synced: SyncedLog,
 }
 
 type ReadIndexResult = Result<Option<LogId>, ForwardError>;
@@ -48,8 +51,9 @@ fn not_leader<E>(leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> Re
 }
 
 impl Cluster {
-    pub fn new(raft: Raft, node_id: NodeId, peers: PeerClients) -> Self {
+    pub fn new(raft: Raft, node_id: NodeId, peers: PeerClients, synced: SyncedLog) -> Self {
         Cluster {
+            synced,
             proposals: Proposals::new(raft.clone()),
             raft,
             node_id,

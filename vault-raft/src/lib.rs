@@ -18,6 +18,7 @@ mod proposals;
 pub mod reader;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod synced_log;
 mod tables;
 pub mod transport;
 pub mod typ;
@@ -31,6 +32,7 @@ pub use node::NodeInfo;
 pub use proposals::max_payload_entries;
 pub use reader::StateReader;
 pub use state_machine::StateMachineStore;
+pub use synced_log::SyncedLog;
 pub use typ::TypeConfig;
 
 use std::path::Path;
@@ -42,15 +44,17 @@ pub struct Storage {
     pub state_machine: StateMachineStore,
     pub reader: StateReader,
     pub audit: AuditLog,
+    pub synced: SyncedLog,
 }
 
 impl Storage {
     pub async fn open(dir: &Path, node_id: u64) -> Result<Storage, StoreError> {
         let db = Arc::new(db::open(&dir.join("db"))?);
-        let log_store = LogStore::new(db.clone());
-        let state_machine = StateMachineStore::open(db.clone(), dir.join("snapshots")).await?;
+        let log_store = LogStore::open(db.clone())?;
+        let synced = log_store.synced();
+        let state_machine = StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone()).await?;
         let reader = StateReader::new(db.clone());
         let audit = AuditLog::open(db, node_id)?;
-        Ok(Storage { log_store, state_machine, reader, audit })
+        Ok(Storage { log_store, state_machine, reader, audit, synced })
     }
 }

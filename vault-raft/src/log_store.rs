@@ -1,9 +1,10 @@
 //! The Raft log on RocksDB, with group commit.
 //!
 //! `append` writes entries to RocksDB without syncing (so they are readable at once; the write
-//! is inline, it costs microseconds) and hands the flush callback to a dedicated syncer thread. That thread drains every callback
-//! queued so far, syncs the WAL once, and then reports all of them durable. Under load many
-//! appends share one fdatasync; a single writer still waits for exactly one.
+//! is inline, it costs microseconds), reports them written to openraft at once, and wakes the
+//! syncer thread, which syncs the WAL behind them: under load many appends share one
+//! fdatasync. Where durability matters (acknowledging, applying, advertising a commit), the
+//! code waits for the sync; see [`crate::synced_log`].
 //!
 //! The newest entries are also kept in memory (bounded), so replication to followers, which
 //! reads back what was just appended, does not go through RocksDB and the decoder again.
@@ -11,9 +12,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
@@ -21,6 +20,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use crate::codec::{decode, encode};
 use crate::db::{cf, CF_LOG, CF_RAFT_META};
 use crate::error::{sto, IoKind};
+use crate::synced_log::{SyncedLog, Syncer};
 use crate::typ::{Entry, LogFlushed, LogId, LogState, StorageError, TypeConfig, Vote};
 use crate::StoreError;
 
@@ -104,29 +104,19 @@ impl Recent {
     }
 }
 
-/// The syncer thread and its queue. The thread holds the database only weakly and is joined
-/// when the last `LogStore` clone goes, so RocksDB always closes on an owning thread.
-struct Syncer {
-    tx: Mutex<Option<mpsc::Sender<LogFlushed>>>,
-    handle: Mutex<Option<JoinHandle<()>>>,
+fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, StoreError> {
+    let v = db.get_cf(cf(db, CF_RAFT_META)?, key)?;
+    v.map(|b| decode(&b)).transpose()
 }
 
-impl Syncer {
-    fn send(&self, cb: LogFlushed) -> Result<(), StoreError> {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        match tx.as_ref() {
-            Some(tx) => tx.send(cb).map_err(|_| StoreError::Corrupt("raft log syncer thread has stopped".into())),
-            None => Err(StoreError::Corrupt("raft log syncer is shut down".into())),
+fn last_log_id(db: &DB) -> Result<Option<LogId>, StoreError> {
+    match db.iterator_cf(cf(db, CF_LOG)?, IteratorMode::End).next() {
+        Some(item) => {
+            let (_, v) = item?;
+            let entry: Entry = decode(&v)?;
+            Ok(Some(entry.log_id))
         }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = h.join();
-        }
+        None => Ok(None),
     }
 }
 
@@ -141,20 +131,23 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> Self {
-        let (tx, rx) = mpsc::channel::<LogFlushed>();
-        let sync_db = Arc::downgrade(&db);
-        let handle = std::thread::Builder::new()
-            .name("raft-log-sync".into())
-            .spawn(move || sync_loop(sync_db, rx))
-            .expect("spawn the raft log syncer thread");
-        let syncer = Syncer { tx: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) };
-        LogStore { db, syncer: Arc::new(syncer), recent: Arc::new(Mutex::new(Recent::default())) }
+    pub fn open(db: Arc<DB>) -> Result<Self, StoreError> {
+        // Whatever an earlier run wrote is made durable now, so the syncer starts from the
+        // end of the log (or of the purged prefix, if the log is empty).
+        db.flush_wal(true)?;
+        let purged: Option<LogId> = meta_get(&db, KEY_LAST_PURGED)?;
+        let end = last_log_id(&db)?.or(purged).map_or(0, |id| id.index + 1);
+        let syncer = Syncer::start(&db, end)?;
+        Ok(LogStore { db, syncer: Arc::new(syncer), recent: Arc::new(Mutex::new(Recent::default())) })
+    }
+
+    /// How far this log is on disk.
+    pub fn synced(&self) -> SyncedLog {
+        self.syncer.handle()
     }
 
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        let v = self.db.get_cf(cf(&self.db, CF_RAFT_META)?, key)?;
-        v.map(|b| decode(&b)).transpose()
+        meta_get(&self.db, key)
     }
 
     /// Writes one metadata value and returns once it is on disk.
@@ -166,18 +159,6 @@ impl LogStore {
             Ok::<_, StoreError>(())
         })
         .await?
-    }
-
-    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
-        let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG)?, IteratorMode::End);
-        match it.next() {
-            Some(item) => {
-                let (_, v) = item?;
-                let entry: Entry = decode(&v)?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
-        }
     }
 
     fn read_range(&self, start: u64, end_inclusive: Option<u64>) -> Result<Vec<Entry>, StoreError> {
@@ -195,26 +176,6 @@ impl LogStore {
             out.push(decode(&v)?);
         }
         Ok(out)
-    }
-}
-
-fn sync_loop(db: Weak<DB>, rx: mpsc::Receiver<LogFlushed>) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
-        }
-        let result = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
-            None => Err("database is closed".to_string()),
-        };
-        for cb in waiting {
-            let r = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(format!("sync raft log: {e}"))),
-            };
-            cb.log_io_completed(r);
-        }
     }
 }
 
@@ -251,7 +212,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
         let last_purged: Option<LogId> = self.meta_get(KEY_LAST_PURGED).map_err(|e| sto(IoKind::ReadLogs, e))?;
-        let last = self.last_log_id().map_err(|e| sto(IoKind::ReadLogs, e))?.or(last_purged);
+        let last = last_log_id(&self.db).map_err(|e| sto(IoKind::ReadLogs, e))?.or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
@@ -286,7 +247,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let log_cf = cf(&self.db, CF_LOG).map_err(|e| sto(IoKind::WriteLogs, e))?;
         let mut appended = Vec::new();
+        let mut last = None;
         for entry in entries {
+            last = Some(entry.log_id.index);
             let bytes = encode(&entry).map_err(|e| sto(IoKind::WriteLogs, e))?;
             batch.put_cf(log_cf, index_key(entry.log_id.index), &bytes);
             appended.push((entry, bytes.len()));
@@ -301,8 +264,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 recent.push(entry, size);
             }
         }
-        // Durable once the syncer has synced the WAL; it calls back then.
-        self.syncer.send(callback).map_err(|e| sto(IoKind::WriteLogs, e))?;
+        // Reported at once: openraft's core would otherwise wait out the fsync before it
+        // replicates. The syncer syncs behind; acknowledging, applying and advertising a
+        // commit wait for it (see `synced_log`).
+        if let Some(last) = last {
+            self.syncer.written(last);
+        }
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
@@ -317,7 +285,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(|e| sto(IoKind::WriteLogs, e.into()))?
-        .map_err(|e| sto(IoKind::WriteLogs, e))
+        .map_err(|e| sto(IoKind::WriteLogs, e))?;
+        self.syncer.truncated(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -336,7 +306,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(|e| sto(IoKind::WriteLogs, e.into()))?
-        .map_err(|e| sto(IoKind::WriteLogs, e))
+        .map_err(|e| sto(IoKind::WriteLogs, e))?;
+        self.syncer.purged(log_id.index);
+        Ok(())
     }
 }
 

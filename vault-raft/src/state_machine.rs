@@ -20,6 +20,7 @@ use crate::command::{Command, CommandResponse};
 use crate::db::{cf, CF_RAFT_META, CF_SM_META, KEY_SPACE_END, SM_CFS};
 use crate::error::{sto, IoKind};
 use crate::snapshot_file::{read_snapshot, write_snapshot};
+use crate::synced_log::{SyncWait, SyncedLog};
 use crate::tables::{KvRead, Txn, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::typ::StoredMembership as Membership;
 use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig};
@@ -41,6 +42,8 @@ pub struct StateMachineStore {
     membership: Membership,
     /// Serializes updates of the current-snapshot pointer between builder and installer.
     pointer_lock: Arc<Mutex<()>>,
+    /// Entries are applied only once this node's log has them on disk.
+    synced: SyncedLog,
 }
 
 pub struct SnapshotBuilder {
@@ -91,7 +94,7 @@ fn publish(db: &DB, dir: &Path, lock: &Mutex<()>, meta: &SnapshotMeta, file: &st
 }
 
 impl StateMachineStore {
-    pub async fn open(db: Arc<DB>, dir: PathBuf) -> Result<Self, StoreError> {
+    pub async fn open(db: Arc<DB>, dir: PathBuf, synced: SyncedLog) -> Result<Self, StoreError> {
         fs::create_dir_all(&dir)?;
         // Leftovers of interrupted builds or transfers.
         for entry in fs::read_dir(&dir)? {
@@ -102,7 +105,7 @@ impl StateMachineStore {
         }
         let last_applied: Option<LogId> = db.get_typed::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?.flatten();
         let membership: Membership = db.get_typed(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
-        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock: Arc::new(Mutex::new(())) })
+        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock: Arc::new(Mutex::new(())), synced })
     }
 
     fn install_blocking(
@@ -230,8 +233,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        if entries.is_empty() {
+        let Some(last) = entries.last().map(|e| e.log_id.index) else {
             return Ok(Vec::new());
+        };
+        // A committed entry is on disk on a majority, but maybe not yet here: on a leader,
+        // the followers' acknowledgements can beat its own sync (see `synced_log`). Applying
+        // answers the client, so it waits. A truncation only removes uncommitted entries and
+        // syncs what remains, so after one the wait is simply taken again.
+        loop {
+            match self.synced.wait_synced(last).await {
+                Ok(()) => break,
+                Err(SyncWait::Truncated) => continue,
+                Err(SyncWait::Closed) => {
+                    return Err(sto(IoKind::WriteSm, StoreError::Corrupt("raft log syncer has stopped".into())))
+                }
+            }
         }
         let db = self.db.clone();
         let membership = self.membership.clone();

@@ -15,17 +15,20 @@ use super::client::PeerClients;
 use super::pb;
 use crate::codec::{decode, encode};
 use crate::node::NodeInfo;
+use crate::synced_log::SyncedLog;
 use crate::typ::{NodeId, TypeConfig};
 
 /// Creates a client per target; channels are shared through [`PeerClients`].
 #[derive(Clone)]
 pub struct GrpcNetwork {
     peers: PeerClients,
+    synced: SyncedLog,
 }
 
 impl GrpcNetwork {
-    pub fn new(peers: PeerClients) -> Self {
-        GrpcNetwork { peers }
+    /// `synced` is this node's log: the commit index it sends never passes it.
+    pub fn new(peers: PeerClients, synced: SyncedLog) -> Self {
+        GrpcNetwork { peers, synced }
     }
 }
 
@@ -33,13 +36,14 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: String,
     peers: PeerClients,
+    synced: SyncedLog,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerNetwork {
-        PeerNetwork { target, addr: node.raft_addr.clone(), peers: self.peers.clone() }
+        PeerNetwork { target, addr: node.raft_addr.clone(), peers: self.peers.clone(), synced: self.synced.clone() }
     }
 }
 
@@ -94,9 +98,10 @@ impl PeerNetwork {
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.synced.clamp_commit(&mut rpc);
         self.call(Rpc::Append, &rpc, option.hard_ttl()).await
     }
 

@@ -1,5 +1,6 @@
 //! The Raft gRPC service.
 
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::service::interceptor::InterceptedService;
@@ -13,6 +14,8 @@ use super::security::{ServerGuard, TransportSecurity};
 use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::node::NodeInfo;
+use crate::synced_log::SyncWait;
+use crate::typ::TypeConfig;
 
 /// How long forwarded work may take on this node.
 const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -49,7 +52,23 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<pb::Blob>, Status> {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        let r = self.cluster.raft.append_entries(parse(req)?).await;
+        let req: AppendEntriesRequest<TypeConfig> = parse(req)?;
+        let claimed = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
+        let r = self.cluster.raft.append_entries(req).await;
+        // openraft was told the entries were written before they were synced (`synced_log`):
+        // acknowledge only once they are on disk here, since the leader counts this reply
+        // toward a commit.
+        let matched = match &r {
+            Ok(AppendEntriesResponse::Success) => claimed,
+            Ok(AppendEntriesResponse::PartialSuccess(m)) => *m,
+            _ => None,
+        };
+        if let Some(m) = matched {
+            self.cluster.synced.wait_synced(m.index).await.map_err(|e| match e {
+                SyncWait::Truncated => Status::aborted("the raft log was truncated before these entries were synced"),
+                SyncWait::Closed => Status::unavailable("this node is shutting down"),
+            })?;
+        }
         reply(&r)
     }
 
