@@ -330,3 +330,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Some(Snapshot { meta: ptr.meta, snapshot: Box::new(file) }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::synced_log::Syncer;
+
+    #[tokio::test]
+    async fn an_entry_is_applied_only_once_this_log_has_it_on_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(crate::db::open(&dir.path().join("db")).expect("open db"));
+        // A syncer over a database that is then closed never syncs: entry 0 stays written but
+        // unsynced until the test says otherwise.
+        let other = Arc::new(crate::db::open(&dir.path().join("other")).expect("open db"));
+        let syncer = Syncer::start(&other, 0).expect("start");
+        drop(other);
+        syncer.written(0);
+        let mut sm = StateMachineStore::open(db, dir.path().join("snapshots"), syncer.handle()).await.expect("open");
+        let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 0), payload: EntryPayload::Blank };
+        let apply = tokio::spawn(async move { sm.apply(vec![entry]).await.map(|r| r.len()) });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!apply.is_finished(), "applied before the entry was synced");
+        // The log's sync reaches entry 0 (here through a purge, which is synced).
+        syncer.purged(0);
+        let applied = tokio::time::timeout(Duration::from_secs(10), apply).await.expect("applied in time");
+        assert_eq!(applied.expect("join").expect("apply"), 1);
+    }
+}
