@@ -20,7 +20,7 @@ use crate::command::{Command, CommandResponse};
 use crate::db::{cf, CF_RAFT_META, CF_SM_META, KEY_SPACE_END, SM_CFS};
 use crate::error::{sto, IoKind};
 use crate::snapshot_file::{read_snapshot, write_snapshot};
-use crate::synced_log::{SyncWait, SyncedLog};
+use crate::synced_log::SyncedLog;
 use crate::tables::{KvRead, Txn, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::typ::StoredMembership as Membership;
 use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig};
@@ -238,16 +238,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         // A committed entry is on disk on a majority, but maybe not yet here: on a leader,
         // the followers' acknowledgements can beat its own sync (see `synced_log`). Applying
-        // answers the client, so it waits. A truncation only removes uncommitted entries and
-        // syncs what remains, so after one the wait is simply taken again.
-        loop {
-            match self.synced.wait_synced(last).await {
-                Ok(()) => break,
-                Err(SyncWait::Truncated) => continue,
-                Err(SyncWait::Closed) => {
-                    return Err(sto(IoKind::WriteSm, StoreError::Corrupt("raft log syncer has stopped".into())))
-                }
-            }
+        // answers the client, so it waits.
+        if self.synced.wait_committed_synced(last).await.is_err() {
+            return Err(sto(IoKind::WriteSm, StoreError::Corrupt("raft log syncer has stopped".into())));
         }
         let db = self.db.clone();
         let membership = self.membership.clone();
@@ -344,11 +337,8 @@ mod tests {
     async fn an_entry_is_applied_only_once_this_log_has_it_on_disk() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Arc::new(crate::db::open(&dir.path().join("db")).expect("open db"));
-        // A syncer over a database that is then closed never syncs: entry 0 stays written but
-        // unsynced until the test says otherwise.
-        let other = Arc::new(crate::db::open(&dir.path().join("other")).expect("open db"));
-        let syncer = Syncer::start(&other, 0).expect("start");
-        drop(other);
+        // Entry 0 stays written but unsynced until the test says otherwise.
+        let syncer = Syncer::never_syncing(&dir.path().join("other"));
         syncer.written(0);
         let mut sm = StateMachineStore::open(db, dir.path().join("snapshots"), syncer.handle()).await.expect("open");
         let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 0), payload: EntryPayload::Blank };

@@ -111,6 +111,18 @@ impl SyncedLog {
         }
     }
 
+    /// [`Self::wait_synced`] for committed entries, which no truncation removes: a truncation
+    /// syncs what remains, so after one the wait is simply taken again. Fails only when the
+    /// log store has shut down.
+    pub async fn wait_committed_synced(&self, index: u64) -> Result<(), SyncWait> {
+        loop {
+            match self.wait_synced(index).await {
+                Err(SyncWait::Truncated) => continue,
+                done => return done,
+            }
+        }
+    }
+
     /// Holds a leader's commit index to what this node has synced. If the message names the
     /// highest synced entry (as its `prev_log_id` or one of its entries), that is sent
     /// instead; otherwise no commit index (followers keep theirs). Either way a heartbeat
@@ -202,6 +214,16 @@ impl Syncer {
     }
 }
 
+#[cfg(test)]
+impl Syncer {
+    /// A syncer whose database is closed at once, so its thread stops at its first wake-up:
+    /// whatever is reported written from then on is never synced by it.
+    pub(crate) fn never_syncing(dir: &std::path::Path) -> Syncer {
+        let db = Arc::new(crate::db::open(dir).expect("open db"));
+        Syncer::start(&db, 0).expect("start syncer")
+    }
+}
+
 impl Drop for Syncer {
     fn drop(&mut self) {
         {
@@ -277,11 +299,7 @@ mod tests {
     #[tokio::test]
     async fn a_wait_holds_until_synced_and_a_truncation_ends_it() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = open(dir.path());
-        let syncer = Syncer::start(&db, 0).expect("start");
-        // With the database gone the syncer thread stops at its next wake-up, so nothing
-        // written from here on is ever synced.
-        drop(db);
+        let syncer = Syncer::never_syncing(dir.path());
         let log = syncer.handle();
         syncer.written(19);
         let waiter = tokio::spawn({
