@@ -39,6 +39,45 @@ struct Args {
     skip_rewrap: bool,
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
+    /// Record every measured run of the server processes with `perf record` into this
+    /// directory, one file per run (for profiling, not for the figures: perf costs CPU too).
+    #[arg(long)]
+    perf: Option<PathBuf>,
+}
+
+/// Where `--perf` puts its recordings.
+static PERF_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// `perf record` of some processes for as long as it lives; stopped with SIGINT, as perf
+/// expects, and waited for so the file is complete.
+struct PerfRecord(std::process::Child);
+
+impl PerfRecord {
+    fn start(name: &str, pids: &[u32]) -> Option<PerfRecord> {
+        let dir = PERF_DIR.get()?;
+        let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let child = std::process::Command::new("perf")
+            .args(["record", "-q", "-F", "999", "--call-graph", "dwarf,16384", "-p", &pids.join(",")])
+            .arg("-o")
+            .arg(dir.join(format!("{file}.data")))
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(c) => Some(PerfRecord(c)),
+            Err(e) => {
+                eprintln!("perf record not started ({e})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for PerfRecord {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
 }
 
 const VALUE_LEN: usize = 256;
@@ -160,7 +199,9 @@ fn key(prefix: &str, client: usize, i: u64) -> String {
 }
 
 /// Runs `clients` concurrent loops for `duration` (or until each did `count` ops).
+#[allow(clippy::too_many_arguments)]
 async fn load(
+    label: &str,
     target: &Target,
     op: Op,
     prefix: &str,
@@ -170,6 +211,15 @@ async fn load(
     read_space: Option<(usize, u64)>,
 ) -> Stats {
     let value: Arc<Vec<u8>> = Arc::new((0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect());
+    let system = match target.kind {
+        Kind::Vault { .. } => "vault",
+        Kind::Etcd { .. } => "etcd",
+    };
+    // Only timed runs are recorded: a preload would make gigabytes of samples.
+    let perf = match count {
+        None => PerfRecord::start(&format!("{system}-{label}-x{clients}"), &target.servers),
+        Some(_) => None,
+    };
     let cpu_before = (cpu_us("self"), cpu_us_of(&target.servers));
     let started = Instant::now();
     let deadline = started + duration;
@@ -219,6 +269,7 @@ async fn load(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu_after = (cpu_us("self"), cpu_us_of(&target.servers));
+    drop(perf);
     let done = all.len().max(1) as f64;
     let per_op = |used: f64| used / done;
     all.sort_unstable();
@@ -403,6 +454,13 @@ impl Runs {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(dir) = &args.perf {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("--perf {}: {e}", dir.display());
+            std::process::exit(2);
+        }
+        let _ = PERF_DIR.set(dir.clone());
+    }
     let d = Duration::from_secs(args.duration);
     let dir = test_dir();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -467,7 +525,7 @@ async fn main() {
         let mut written = std::collections::HashMap::new();
         for sys in in_turn(&systems, &mut turn) {
             settle(&systems).await;
-            let w = load(&sys.target(true, n).await, Op::Write, "w", n, d, None, None).await;
+            let w = load("write", &sys.target(true, n).await, Op::Write, "w", n, d, None, None).await;
             written.insert(sys.name, w.min_per_client.max(1));
             runs.add(sys.name, "write", n, w);
         }
@@ -475,7 +533,7 @@ async fn main() {
             for sys in in_turn(&systems, &mut turn) {
                 settle(&systems).await;
                 let space = Some((n, written.get(sys.name).copied().unwrap_or(1)));
-                let r = load(&sys.target(leader_side, n).await, Op::Read, "w", n, d, None, space).await;
+                let r = load(label, &sys.target(leader_side, n).await, Op::Read, "w", n, d, None, space).await;
                 runs.add(sys.name, label, n, r);
             }
         }
@@ -487,13 +545,23 @@ async fn main() {
         for sys in in_turn(&systems, &mut turn) {
             settle(&systems).await;
             let t = sys.target(true, SCALE_CLIENTS * 4).await;
-            let pre = load(&t, Op::Write, "scale", SCALE_CLIENTS * 4, forever, Some(per_client), None).await;
+            let pre = load("preload", &t, Op::Write, "scale", SCALE_CLIENTS * 4, forever, Some(per_client), None).await;
             eprintln!("{} preload {} secrets: {:.0}/s ({} errors)", sys.name, pre.ops, pre.per_sec(), pre.errors);
             extra.insert(format!("{}_preload", sys.name), pre.json());
         }
         for sys in in_turn(&systems, &mut turn) {
             settle(&systems).await;
-            let w = load(&sys.target(true, SCALE_CLIENTS).await, Op::Write, "w1m", SCALE_CLIENTS, d, None, None).await;
+            let w = load(
+                "write @1M",
+                &sys.target(true, SCALE_CLIENTS).await,
+                Op::Write,
+                "w1m",
+                SCALE_CLIENTS,
+                d,
+                None,
+                None,
+            )
+            .await;
             runs.add(sys.name, "write @1M", SCALE_CLIENTS, w);
         }
         for (label, leader_side) in [("read @1M (leader)", true), ("read @1M (follower)", false)] {
@@ -505,7 +573,7 @@ async fn main() {
                     sys.name,
                     label,
                     SCALE_CLIENTS,
-                    load(&t, Op::Read, "scale", SCALE_CLIENTS, d, None, space).await,
+                    load(label, &t, Op::Read, "scale", SCALE_CLIENTS, d, None, space).await,
                 );
             }
         }
@@ -644,7 +712,7 @@ async fn rewrap_rate(versions: u64) -> Result<Value, String> {
     node.wait_ready().await;
     let t = Target::vault(&node.url(), &token, 64, &node.pid().into_iter().collect::<Vec<_>>()).await;
     let per_client = versions.div_ceil(64);
-    let w = load(&t, Op::Write, "rw", 64, Duration::from_secs(600), Some(per_client), None).await;
+    let w = load("rewrap setup", &t, Op::Write, "rw", 64, Duration::from_secs(600), Some(per_client), None).await;
     moto.rotate(&key_id).await;
     let ch = Channel::from_shared(node.url()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
     let mut admin = pb::admin_client::AdminClient::new(ch);
