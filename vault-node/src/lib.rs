@@ -2,6 +2,7 @@
 //! Raft storage, the key manager and the listeners together.
 
 pub mod api;
+pub mod api_conn;
 pub mod auth;
 pub mod certs;
 pub mod clock;

@@ -19,6 +19,7 @@ use vault_raft::{Cluster, Command, NodeInfo, Storage};
 
 use crate::api::admin::AdminService;
 use crate::api::secrets::SecretsService;
+use crate::api_conn::ApiConn;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
 use crate::config::{Config, RaftSecurity, RewrapConfig};
 use crate::pb::admin_server::AdminServer;
@@ -206,7 +207,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         .add_service(health_service)
         .add_service(SecretsServer::new(SecretsService::new(vault.clone())))
         .add_service(AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())))
-        .serve_with_incoming_shutdown(incoming(api_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            futures::StreamExt::map(incoming(api_listener), |conn| conn.map(ApiConn)),
+            stopped(stop_rx.clone()),
+        );
     tokio::select! {
         r = serve => r.context("serve API")?,
         // In-flight calls get a grace period; idle client connections do not hold the exit.
