@@ -396,3 +396,50 @@ async fn max_versions_keeps_only_the_newest() {
     let err = d.ctl_err(&["secret", "get", "mv/x", "--version", "3"]);
     assert!(err.contains("not found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_over_tls_serves_reads_and_sees_the_client_address() {
+    let dir = test_dir();
+    let certs = dir.path().join("certs");
+    mint_certs(&certs, &[1]);
+    let token = random_token();
+    let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+    spec.set("VAULT_TLS_CERT", &certs.join("node-1.pem").display().to_string());
+    spec.set("VAULT_TLS_KEY", &certs.join("node-1.key").display().to_string());
+    let node = spec.start();
+    let addr = format!("https://{}", spec.api_addr);
+    let ca = certs.join("ca.pem").display().to_string();
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["--ca-cert", ca.as_str()];
+        all.extend_from_slice(args);
+        vaultctl(&addr, Some(&token), &all)
+    };
+
+    // The node is ready once a write goes through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ctl(&["secret", "put", "app/tls", "--value", "over-tls"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write over TLS in 30 s: {}; log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = ctl(&["secret", "get", "app/tls"]);
+    assert!(out.status.success(), "get over TLS: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls");
+
+    // The allowlist decided on the real client address, seen through TLS.
+    let out = ctl(&["audit", "list", "--limit", "5", "--output", "json"]);
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(audit.contains("\"action\": \"secret.get\"") && audit.contains("\"client_ip\": \"127.0.0.1\""), "{audit}");
+
+    // Plaintext gets nothing from a TLS listener.
+    let out = vaultctl(&format!("http://{}", spec.api_addr), Some(&token), &["secret", "get", "app/tls"]);
+    assert!(!out.status.success(), "plaintext read of a TLS listener succeeded");
+}
