@@ -39,44 +39,72 @@ struct Args {
     skip_rewrap: bool,
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
-    /// Record every measured run of the server processes with `perf record` into this
-    /// directory, one file per run (for profiling, not for the figures: perf costs CPU too).
+    /// Record every timed run of the server processes and of this generator with `perf` into
+    /// this directory, one file per run and process (for profiling, not for the figures:
+    /// perf costs CPU too).
     #[arg(long)]
     perf: Option<PathBuf>,
+    /// With `--perf`: `record` samples call graphs; `stat` counts system calls, context
+    /// switches and CPU time exactly.
+    #[arg(long, value_enum, default_value_t = PerfMode::Record)]
+    perf_mode: PerfMode,
 }
 
-/// Where `--perf` puts its recordings.
-static PERF_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PerfMode {
+    Record,
+    Stat,
+}
 
-/// `perf record` of some processes for as long as it lives; stopped with SIGINT, as perf
-/// expects, and waited for so the file is complete.
-struct PerfRecord(std::process::Child);
+/// What `--perf-mode stat` counts: all system calls, the ones a gRPC server or client makes
+/// per request, context switches and CPU time.
+const PERF_STAT_EVENTS: &str = "raw_syscalls:sys_enter,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_wait,\
+syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,\
+syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fdatasync,\
+context-switches,task-clock";
 
-impl PerfRecord {
-    fn start(name: &str, pids: &[u32]) -> Option<PerfRecord> {
-        let dir = PERF_DIR.get()?;
-        let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
-        let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-        let child = std::process::Command::new("perf")
-            .args(["record", "-q", "-F", "999", "--call-graph", "dwarf,16384", "-p", &pids.join(",")])
-            .arg("-o")
-            .arg(dir.join(format!("{file}.data")))
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        match child {
-            Ok(c) => Some(PerfRecord(c)),
-            Err(e) => {
-                eprintln!("perf record not started ({e})");
-                None
+/// Where `--perf` puts its files, and how it makes them.
+static PERF: std::sync::OnceLock<(PathBuf, PerfMode)> = std::sync::OnceLock::new();
+
+/// `perf` attached to some processes for as long as it lives; stopped with SIGINT, as perf
+/// expects, and waited for so the files are complete.
+struct Perf(Vec<std::process::Child>);
+
+impl Perf {
+    /// One perf per process: `<dir>/<name>.<k>.data` (or `.txt` for `stat`), `k` the
+    /// process's place in `pids`.
+    fn start(name: &str, pids: &[u32]) -> Option<Perf> {
+        let (dir, mode) = PERF.get()?;
+        let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let mut children = Vec::new();
+        for (k, pid) in pids.iter().enumerate() {
+            let mut cmd = std::process::Command::new("perf");
+            match mode {
+                PerfMode::Record => {
+                    cmd.args(["record", "-q", "-F", "999", "--call-graph", "dwarf,16384", "-o"])
+                        .arg(dir.join(format!("{name}.{k}.data")));
+                }
+                PerfMode::Stat => {
+                    cmd.args(["stat", "-x,", "-e", PERF_STAT_EVENTS, "-o"]).arg(dir.join(format!("{name}.{k}.txt")));
+                }
+            }
+            match cmd.args(["-p", &pid.to_string()]).stdout(std::process::Stdio::null()).spawn() {
+                Ok(c) => children.push(c),
+                Err(e) => eprintln!("perf not started ({e})"),
             }
         }
+        Some(Perf(children))
     }
 }
 
-impl Drop for PerfRecord {
+impl Drop for Perf {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
+        for c in &self.0 {
+            let _ = std::process::Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
     }
 }
 
@@ -217,7 +245,10 @@ async fn load(
     };
     // Only timed runs are recorded: a preload would make gigabytes of samples.
     let perf = match count {
-        None => PerfRecord::start(&format!("{system}-{label}-x{clients}"), &target.servers),
+        None => {
+            let pids: Vec<u32> = target.servers.iter().copied().chain([std::process::id()]).collect();
+            Perf::start(&format!("{system}-{label}-x{clients}"), &pids)
+        }
         Some(_) => None,
     };
     let cpu_before = (cpu_us("self"), cpu_us_of(&target.servers));
@@ -459,7 +490,7 @@ async fn main() {
             eprintln!("--perf {}: {e}", dir.display());
             std::process::exit(2);
         }
-        let _ = PERF_DIR.set(dir.clone());
+        let _ = PERF.set((dir.clone(), args.perf_mode));
     }
     let d = Duration::from_secs(args.duration);
     let dir = test_dir();
