@@ -704,7 +704,7 @@ async fn main() {
         );
     }
     println!("\n| measure | vault | etcd |\n|---|---|---|");
-    let show = |k: &str| extra.get(k).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    let show = |k: &str| measure_cell(extra.get(k));
     println!("| preload of {} secrets | {} | {} |", args.scale, show("vault_preload"), show("etcd_preload"));
     println!("| nodes at scale (RSS, disk) | {} | {} |", show("vault_nodes_at_scale"), show("etcd_nodes_at_scale"));
     println!("| empty 4th node catch-up by snapshot | {} | - |", show("snapshot_catch_up"));
@@ -725,6 +725,38 @@ async fn main() {
     } else {
         eprintln!("wrote {}", args.out.display());
     }
+}
+
+/// One cell of the "measure" table in words; raw JSON for a shape it does not know (an error).
+fn measure_cell(v: Option<&Value>) -> String {
+    let Some(v) = v else { return "-".into() };
+    let num = |k: &str| v.get(k).and_then(Value::as_f64);
+    if let (Some(rate), Some(p99)) = (num("ops_per_sec"), num("p99_ms")) {
+        let cpu = |k: &str| v.get("cpu_us_per_op").and_then(|c| c.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
+        let errors = num("errors").unwrap_or(0.0);
+        return format!(
+            "{rate:.0}/s, p99 {p99:.1} ms, {errors:.0} errors; CPU/op servers {:.0} µs, client {:.0} µs",
+            cpu("servers"),
+            cpu("client")
+        );
+    }
+    if let Some(nodes) = v.as_array() {
+        let list = |k: &str| {
+            let each: Vec<String> =
+                nodes.iter().map(|n| format!("{:.0}", n.get(k).and_then(Value::as_f64).unwrap_or(0.0))).collect();
+            each.join(", ")
+        };
+        return format!("RSS {} MiB; disk {} MiB", list("rss_mib"), list("disk_mib"));
+    }
+    if let (Some(secs), Some(ok)) = (num("secs"), v.get("ok").and_then(Value::as_bool)) {
+        let rss = num("rss_mib").unwrap_or(0.0);
+        return format!("{secs:.1} s{} (its RSS after: {rss:.0} MiB)", if ok { "" } else { ", FAILED" });
+    }
+    if let (Some(per_sec), Some(versions), Some(secs)) = (num("per_sec"), num("versions"), num("secs")) {
+        let failed = num("failed").unwrap_or(0.0);
+        return format!("{versions:.0} versions in {secs:.1} s: {per_sec:.0}/s, {failed:.0} failed");
+    }
+    v.to_string()
 }
 
 /// Versions re-wrapped per second by the worker against moto, pacing off.
