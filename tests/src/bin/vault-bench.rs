@@ -61,6 +61,9 @@ enum PerfMode {
 const PERF_STAT_EVENTS: &str = "raw_syscalls:sys_enter,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_wait,\
 syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,\
 syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fdatasync,\
+syscalls:sys_enter_getrandom,syscalls:sys_enter_sched_yield,syscalls:sys_enter_madvise,syscalls:sys_enter_mmap,\
+syscalls:sys_enter_munmap,syscalls:sys_enter_mprotect,syscalls:sys_enter_lseek,syscalls:sys_enter_fsync,\
+syscalls:sys_enter_statx,syscalls:sys_enter_newfstatat,syscalls:sys_enter_openat,syscalls:sys_enter_close,\
 context-switches,task-clock";
 
 /// Where `--perf` puts its files, and how it makes them.
