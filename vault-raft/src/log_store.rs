@@ -109,15 +109,18 @@ fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Optio
     v.map(|b| decode(&b)).transpose()
 }
 
-fn last_log_id(db: &DB) -> Result<Option<LogId>, StoreError> {
-    match db.iterator_cf(cf(db, CF_LOG)?, IteratorMode::End).next() {
+/// The last purged and the last log id (the last purged one when the log is empty).
+fn log_state(db: &DB) -> Result<LogState, StoreError> {
+    let last_purged: Option<LogId> = meta_get(db, KEY_LAST_PURGED)?;
+    let last = match db.iterator_cf(cf(db, CF_LOG)?, IteratorMode::End).next() {
         Some(item) => {
             let (_, v) = item?;
             let entry: Entry = decode(&v)?;
-            Ok(Some(entry.log_id))
+            Some(entry.log_id)
         }
-        None => Ok(None),
-    }
+        None => last_purged,
+    };
+    Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -135,8 +138,7 @@ impl LogStore {
         // Whatever an earlier run wrote is made durable now, so the syncer starts from the
         // end of the log (or of the purged prefix, if the log is empty).
         db.flush_wal(true)?;
-        let purged: Option<LogId> = meta_get(&db, KEY_LAST_PURGED)?;
-        let end = last_log_id(&db)?.or(purged).map_or(0, |id| id.index + 1);
+        let end = log_state(&db)?.last_log_id.map_or(0, |id| id.index + 1);
         let syncer = Syncer::start(&db, end)?;
         Ok(LogStore { db, syncer: Arc::new(syncer), recent: Arc::new(Mutex::new(Recent::default())) })
     }
@@ -144,10 +146,6 @@ impl LogStore {
     /// How far this log is on disk.
     pub fn synced(&self) -> SyncedLog {
         self.syncer.handle()
-    }
-
-    fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        meta_get(&self.db, key)
     }
 
     /// Writes one metadata value and returns once it is on disk.
@@ -211,9 +209,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
-        let last_purged: Option<LogId> = self.meta_get(KEY_LAST_PURGED).map_err(|e| sto(IoKind::ReadLogs, e))?;
-        let last = last_log_id(&self.db).map_err(|e| sto(IoKind::ReadLogs, e))?.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        log_state(&self.db).map_err(|e| sto(IoKind::ReadLogs, e))
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -225,7 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.meta_get(KEY_VOTE).map_err(|e| sto(IoKind::ReadVote, e))
+        meta_get(&self.db, KEY_VOTE).map_err(|e| sto(IoKind::ReadVote, e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -236,7 +232,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.meta_get::<Option<LogId>>(KEY_COMMITTED).map_err(|e| sto(IoKind::ReadLogs, e))?.flatten())
+        Ok(meta_get::<Option<LogId>>(&self.db, KEY_COMMITTED).map_err(|e| sto(IoKind::ReadLogs, e))?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed) -> Result<(), StorageError>

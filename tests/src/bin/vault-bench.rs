@@ -229,16 +229,23 @@ fn key(prefix: &str, client: usize, i: u64) -> String {
     format!("{prefix}/{client}/{i}")
 }
 
-/// Runs `clients` concurrent loops for `duration` (or until each did `count` ops).
-#[allow(clippy::too_many_arguments)]
+/// How long a load runs.
+#[derive(Clone, Copy)]
+enum Until {
+    /// A measured run of this length.
+    Elapsed(Duration),
+    /// Until every client has done this many operations (preloading).
+    EachDid(u64),
+}
+
+/// Runs `clients` concurrent loops until `until`.
 async fn load(
     label: &str,
     target: &Target,
     op: Op,
     prefix: &str,
     clients: usize,
-    duration: Duration,
-    count: Option<u64>,
+    until: Until,
     read_space: Option<(usize, u64)>,
 ) -> Stats {
     let value: Arc<Vec<u8>> = Arc::new((0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect());
@@ -247,16 +254,15 @@ async fn load(
         Kind::Etcd { .. } => "etcd",
     };
     // Only timed runs are recorded: a preload would make gigabytes of samples.
-    let perf = match count {
-        None => {
+    let perf = match until {
+        Until::Elapsed(_) => {
             let pids: Vec<u32> = target.servers.iter().copied().chain([std::process::id()]).collect();
             Perf::start(&format!("{system}-{label}-x{clients}"), &pids)
         }
-        Some(_) => None,
+        Until::EachDid(_) => None,
     };
     let cpu_before = (cpu_us("self"), cpu_us_of(&target.servers));
     let started = Instant::now();
-    let deadline = started + duration;
     let mut tasks = Vec::new();
     for c in 0..clients {
         let t = target.clone();
@@ -268,7 +274,11 @@ async fn load(
             let mut i = 0u64;
             let mut rng = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             loop {
-                if count.is_some_and(|n| i >= n) || (count.is_none() && Instant::now() >= deadline) {
+                let done = match until {
+                    Until::Elapsed(d) => started.elapsed() >= d,
+                    Until::EachDid(n) => i >= n,
+                };
+                if done {
                     break;
                 }
                 let k = match (op, read_space) {
@@ -559,7 +569,7 @@ async fn main() {
         let mut written = std::collections::HashMap::new();
         for sys in in_turn(&systems, &mut turn) {
             settle(&systems).await;
-            let w = load("write", &sys.target(true, n).await, Op::Write, "w", n, d, None, None).await;
+            let w = load("write", &sys.target(true, n).await, Op::Write, "w", n, Until::Elapsed(d), None).await;
             written.insert(sys.name, w.min_per_client.max(1));
             runs.add(sys.name, "write", n, w);
         }
@@ -567,7 +577,8 @@ async fn main() {
             for sys in in_turn(&systems, &mut turn) {
                 settle(&systems).await;
                 let space = Some((n, written.get(sys.name).copied().unwrap_or(1)));
-                let r = load(label, &sys.target(leader_side, n).await, Op::Read, "w", n, d, None, space).await;
+                let r =
+                    load(label, &sys.target(leader_side, n).await, Op::Read, "w", n, Until::Elapsed(d), space).await;
                 runs.add(sys.name, label, n, r);
             }
         }
@@ -575,11 +586,11 @@ async fn main() {
 
     if !args.skip_scale {
         let per_client = args.scale.div_ceil(SCALE_CLIENTS as u64 * 4);
-        let forever = Duration::from_secs(3600);
         for sys in in_turn(&systems, &mut turn) {
             settle(&systems).await;
             let t = sys.target(true, SCALE_CLIENTS * 4).await;
-            let pre = load("preload", &t, Op::Write, "scale", SCALE_CLIENTS * 4, forever, Some(per_client), None).await;
+            let pre =
+                load("preload", &t, Op::Write, "scale", SCALE_CLIENTS * 4, Until::EachDid(per_client), None).await;
             eprintln!("{} preload {} secrets: {:.0}/s ({} errors)", sys.name, pre.ops, pre.per_sec(), pre.errors);
             extra.insert(format!("{}_preload", sys.name), pre.json());
         }
@@ -591,8 +602,7 @@ async fn main() {
                 Op::Write,
                 "w1m",
                 SCALE_CLIENTS,
-                d,
-                None,
+                Until::Elapsed(d),
                 None,
             )
             .await;
@@ -607,7 +617,7 @@ async fn main() {
                     sys.name,
                     label,
                     SCALE_CLIENTS,
-                    load(label, &t, Op::Read, "scale", SCALE_CLIENTS, d, None, space).await,
+                    load(label, &t, Op::Read, "scale", SCALE_CLIENTS, Until::Elapsed(d), space).await,
                 );
             }
         }
@@ -778,7 +788,7 @@ async fn rewrap_rate(versions: u64) -> Result<Value, String> {
     node.wait_ready().await;
     let t = Target::vault(&node.url(), &token, 64, &node.pid().into_iter().collect::<Vec<_>>()).await;
     let per_client = versions.div_ceil(64);
-    let w = load("rewrap setup", &t, Op::Write, "rw", 64, Duration::from_secs(600), Some(per_client), None).await;
+    let w = load("rewrap setup", &t, Op::Write, "rw", 64, Until::EachDid(per_client), None).await;
     moto.rotate(&key_id).await;
     let ch = Channel::from_shared(node.url()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
     let mut admin = pb::admin_client::AdminClient::new(ch);
