@@ -68,6 +68,8 @@ pub struct NodeSpec {
     pub api_addr: SocketAddr,
     pub raft_addr: SocketAddr,
     pub env: BTreeMap<String, String>,
+    /// CA that signed the API's certificate, when the API serves TLS (`serve_api_tls`).
+    pub api_ca: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -85,7 +87,18 @@ impl NodeSpec {
             api_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             raft_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             env,
+            api_ca: None,
         }
+    }
+
+    /// Serves the API over TLS with this node's cluster certificate (its SANs include
+    /// 127.0.0.1), which the cluster CA verifies. Needs the `VAULT_RAFT_TLS_*` settings.
+    pub fn serve_api_tls(&mut self) -> &mut Self {
+        let get = |k: &str| self.env.get(k).cloned().unwrap_or_else(|| panic!("serve_api_tls needs {k}"));
+        let (cert, key, ca) = (get("VAULT_RAFT_TLS_CERT"), get("VAULT_RAFT_TLS_KEY"), get("VAULT_RAFT_TLS_CA"));
+        self.set("VAULT_TLS_CERT", &cert).set("VAULT_TLS_KEY", &key);
+        self.api_ca = Some(PathBuf::from(ca));
+        self
     }
 
     pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
@@ -116,7 +129,12 @@ impl NodeSpec {
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
         let child = cmd.spawn().expect("spawn vault-node");
-        NodeProcess { child: Some(child), api_addr: self.api_addr, log_path: self.log_path() }
+        NodeProcess {
+            child: Some(child),
+            api_addr: self.api_addr,
+            log_path: self.log_path(),
+            api_ca: self.api_ca.clone(),
+        }
     }
 }
 
@@ -125,11 +143,26 @@ pub struct NodeProcess {
     child: Option<Child>,
     pub api_addr: SocketAddr,
     pub log_path: PathBuf,
+    pub api_ca: Option<PathBuf>,
 }
 
 impl NodeProcess {
     pub fn url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.api_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api_addr)
+    }
+
+    /// A connected channel to this node's API (verifying its certificate when it serves TLS).
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        api_channel(&self.url(), self.api_ca.as_deref()).await
+    }
+
+    /// The real `vaultctl` against this node.
+    pub fn vaultctl(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let ca = self.api_ca.as_ref().map(|c| c.to_str().expect("utf-8 path"));
+        let all: Vec<&str> =
+            ca.map(|c| vec!["--ca-cert", c]).unwrap_or_default().into_iter().chain(args.iter().copied()).collect();
+        vaultctl(&self.url(), token, &all)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -149,7 +182,7 @@ impl NodeProcess {
                     panic!("vault-node exited early with {status}; log:\n{}", self.log());
                 }
             }
-            if let Ok(ch) = Channel::from_shared(self.url()).expect("url").connect().await {
+            if let Ok(ch) = self.channel().await {
                 // Serving once a leader is known and the bootstrap is applied.
                 let mut health = HealthClient::new(ch);
                 let req = HealthCheckRequest { service: "vault.v1.Secrets".into() };
@@ -245,6 +278,18 @@ pub fn must_fail_vaultctl(addr: &str, token: Option<&str>, args: &[&str]) -> Str
     assert!(err.starts_with("error: "), "stderr should be one `error:` line, got {err:?}");
     assert_eq!(err.lines().count(), 1, "stderr should be one line: {err:?}");
     err
+}
+
+/// A connected channel to a node's API at `url`; with `ca`, over TLS verified by that CA.
+pub async fn api_channel(url: &str, ca: Option<&Path>) -> Result<Channel, tonic::transport::Error> {
+    let mut ep = Channel::from_shared(url.to_string()).expect("url");
+    if let Some(ca) = ca {
+        let pem = fs::read(ca).expect("read the API's CA certificate");
+        ep = ep.tls_config(
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
+    ep.connect().await
 }
 
 pub async fn secrets_client(url: &str) -> SecretsClient<Channel> {
@@ -361,15 +406,13 @@ impl TestCluster {
     }
 
     pub fn ctl(&self, i: usize, args: &[&str]) -> String {
-        must_vaultctl(&self.url(i), Some(&self.token), args)
+        let out = self.nodes[i].vaultctl(Some(&self.token), args);
+        assert!(out.status.success(), "vaultctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
     pub async fn status(&self, i: usize) -> Result<vault_node::pb::ClusterStatusResponse, tonic::Status> {
-        let ch = Channel::from_shared(self.url(i))
-            .expect("url")
-            .connect()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let ch = self.nodes[i].channel().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut admin = vault_node::pb::admin_client::AdminClient::new(ch);
         Ok(admin.cluster_status(authed(vault_node::pb::ClusterStatusRequest {}, &self.token)).await?.into_inner())
     }

@@ -430,9 +430,26 @@ async fn the_api_over_tls_serves_reads_and_sees_the_client_address() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Handshakes run apart from the accept loop: clients that connected and sent nothing, or
+    // sent something that is not TLS, hold up no one.
+    let silent: Vec<std::net::TcpStream> =
+        (0..3).map(|_| std::net::TcpStream::connect(spec.api_addr).expect("connect")).collect();
+    let mut garbage = std::net::TcpStream::connect(spec.api_addr).expect("connect");
+    std::io::Write::write_all(&mut garbage, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").expect("write");
     let out = ctl(&["secret", "get", "app/tls"]);
     assert!(out.status.success(), "get over TLS: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls");
+    // Served while the silent ones still wait for their handshake: had the server done them
+    // one by one, it would have reached this read only after timing each of them out.
+    for mut s in silent {
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 1];
+        let r = std::io::Read::read(&mut s, &mut buf);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a silent client was dropped: {r:?}"
+        );
+    }
 
     // The allowlist decided on the real client address, seen through TLS.
     let out = ctl(&["audit", "list", "--limit", "5", "--output", "json"]);

@@ -9,7 +9,7 @@ use anyhow::Context;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use vault_core::dek_cache::DekCache;
 use vault_core::model::{Role, TokenRecord, ADMIN_ROLE, BOOTSTRAP_TOKEN_NAME};
 use vault_core::time::now_ms;
@@ -19,7 +19,7 @@ use vault_raft::{Cluster, Command, NodeInfo, Storage};
 
 use crate::api::admin::AdminService;
 use crate::api::secrets::SecretsService;
-use crate::api_conn::ApiConn;
+use crate::api_conn;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
 use crate::config::{Config, RaftSecurity, RewrapConfig};
 use crate::pb::admin_server::AdminServer;
@@ -179,14 +179,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         trust_proxy: config.trust_proxy,
         trusted_proxies: config.trusted_proxies.clone(),
     });
-    let mut builder = Server::builder();
-    if let Some((cert, key)) = &config.tls {
-        let cert = std::fs::read(cert).with_context(|| format!("read VAULT_TLS_CERT {}", cert.display()))?;
-        let key = std::fs::read(key).with_context(|| format!("read VAULT_TLS_KEY {}", key.display()))?;
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .context("configure API TLS")?;
-    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(api_conn::tls_acceptor(cert, key).context("configure API TLS")?),
+        None => None,
+    };
     tracing::info!(
         node = config.node_id,
         api = %api_listener.local_addr()?,
@@ -202,15 +198,13 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let serve = builder
+    let (connections, _accept_task) = api_conn::connections(incoming(api_listener), tls);
+    let serve = Server::builder()
         .layer(auth)
         .add_service(health_service)
         .add_service(SecretsServer::new(SecretsService::new(vault.clone())))
         .add_service(AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())))
-        .serve_with_incoming_shutdown(
-            futures::StreamExt::map(incoming(api_listener), |conn| conn.map(ApiConn)),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(connections, stopped(stop_rx.clone()));
     tokio::select! {
         r = serve => r.context("serve API")?,
         // In-flight calls get a grace period; idle client connections do not hold the exit.

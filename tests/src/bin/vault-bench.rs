@@ -37,6 +37,10 @@ struct Args {
     skip_scale: bool,
     #[arg(long)]
     skip_rewrap: bool,
+    /// Serve the vault cluster's API over TLS (`VAULT_TLS_CERT`) and load it over TLS. The
+    /// etcd baseline stays plaintext, so leave it out (`--skip-etcd`) to compare like with like.
+    #[arg(long)]
+    api_tls: bool,
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
     /// Record every timed run of the server processes and of this generator with `perf` into
@@ -161,11 +165,11 @@ enum Kind {
     Etcd { pool: Vec<etcdpb::kv_client::KvClient<Channel>> },
 }
 
-/// One HTTP/2 connection per 16 clients.
-async fn channels(url: &str, clients: usize) -> Vec<Channel> {
+/// One HTTP/2 connection per 16 clients; over TLS verified by `ca` if given.
+async fn channels(url: &str, ca: Option<&Path>, clients: usize) -> Vec<Channel> {
     let mut out = Vec::new();
     for _ in 0..clients.div_ceil(16) {
-        out.push(Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect"));
+        out.push(vault_tests::api_channel(url, ca).await.expect("connect"));
     }
     out
 }
@@ -177,13 +181,13 @@ enum Op {
 }
 
 impl Target {
-    async fn vault(url: &str, token: &str, clients: usize, servers: &[u32]) -> Target {
-        let pool = channels(url, clients).await.into_iter().map(SecretsClient::new).collect();
+    async fn vault(url: &str, ca: Option<&Path>, token: &str, clients: usize, servers: &[u32]) -> Target {
+        let pool = channels(url, ca, clients).await.into_iter().map(SecretsClient::new).collect();
         Target { kind: Kind::Vault { pool, token: token.to_string() }, servers: servers.to_vec() }
     }
 
     async fn etcd(url: &str, clients: usize, servers: &[u32]) -> Target {
-        let pool = channels(url, clients).await.into_iter().map(etcdpb::kv_client::KvClient::new).collect();
+        let pool = channels(url, None, clients).await.into_iter().map(etcdpb::kv_client::KvClient::new).collect();
         Target { kind: Kind::Etcd { pool }, servers: servers.to_vec() }
     }
 
@@ -431,6 +435,8 @@ struct System {
     token: Option<String>,
     leader: String,
     follower: String,
+    /// The CA of the API's certificate, when it serves TLS.
+    ca: Option<PathBuf>,
     pids: Vec<u32>,
 }
 
@@ -438,7 +444,7 @@ impl System {
     async fn target(&self, leader_side: bool, clients: usize) -> Target {
         let url = if leader_side { &self.leader } else { &self.follower };
         match &self.token {
-            Some(token) => Target::vault(url, token, clients, &self.pids).await,
+            Some(token) => Target::vault(url, self.ca.as_deref(), token, clients, &self.pids).await,
             None => Target::etcd(url, clients, &self.pids).await,
         }
     }
@@ -515,6 +521,9 @@ async fn main() {
     // Both clusters stay up for the whole bench, and every scenario runs on each in turn.
     let mut cluster = TestCluster::start(3, |s| {
         s.set("VAULT_LOG", "warn");
+        if args.api_tls {
+            s.serve_api_tls();
+        }
     })
     .await;
     let (leader, follower) = leader_and_follower(&cluster).await;
@@ -523,6 +532,7 @@ async fn main() {
         token: Some(cluster.token.clone()),
         leader: cluster.url(leader),
         follower: cluster.url(follower),
+        ca: cluster.nodes[leader].api_ca.clone(),
         pids: cluster.nodes.iter().filter_map(|n| n.pid()).collect(),
     }];
     let edir = test_dir();
@@ -557,6 +567,7 @@ async fn main() {
             token: None,
             leader: etcd.client_urls[leader].clone(),
             follower: etcd.client_urls[(leader + 1) % etcd.client_urls.len()].clone(),
+            ca: None,
             pids: etcd.pids(),
         });
     }
@@ -648,11 +659,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let t0 = Instant::now();
         let token = cluster.token.clone();
-        let out = vault_tests::vaultctl(
-            &cluster.url(leader),
-            Some(&token),
-            &["cluster", "add", "4", &spec.raft_addr.to_string(), &spec.api_addr.to_string()],
-        );
+        let out = cluster.nodes[leader]
+            .vaultctl(Some(&token), &["cluster", "add", "4", &spec.raft_addr.to_string(), &spec.api_addr.to_string()]);
         let catch_up = t0.elapsed().as_secs_f64();
         let ok = out.status.success();
         eprintln!("4th node catch-up: {catch_up:.1} s (ok: {ok}) {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -660,7 +668,7 @@ async fn main() {
             "snapshot_catch_up".into(),
             json!({"secs": (catch_up * 10.0).round() / 10.0, "ok": ok, "rss_mib": n4.pid().map(rss_mib).unwrap_or(0.0)}),
         );
-        let _ = vault_tests::vaultctl(&cluster.url(leader), Some(&token), &["cluster", "remove", "4"]);
+        let _ = cluster.nodes[leader].vaultctl(Some(&token), &["cluster", "remove", "4"]);
         n4.stop();
     }
     for n in cluster.nodes.iter_mut() {
@@ -692,8 +700,9 @@ async fn main() {
         })
         .collect();
 
+    let api = if args.api_tls { ", vault API over TLS" } else { "" };
     println!(
-        "\n## vault-bench: 3 nodes on loopback, {VALUE_LEN}-byte values, {cores} cores, fdatasync p50 {fsync:.2} ms\n"
+        "\n## vault-bench: 3 nodes on loopback{api}, {VALUE_LEN}-byte values, {cores} cores, fdatasync p50 {fsync:.2} ms\n"
     );
     println!("| scenario | clients | vault ops/s | p50 ms | p99 ms | max ms | etcd ops/s | p50 ms | p99 ms | max ms | vault/etcd |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -728,6 +737,7 @@ async fn main() {
         "fdatasync_p50_ms": (fsync * 100.0).round() / 100.0,
         "value_bytes": VALUE_LEN,
         "duration_secs": args.duration,
+        "api_tls": args.api_tls,
         "scale": args.scale,
         "rows": rows.iter().map(|r| json!({"scenario": r.scenario, "clients": r.clients, "vault": r.vault.json(),
                                            "etcd": r.etcd.as_ref().map(|e| e.json())})).collect::<Vec<_>>(),
@@ -786,11 +796,11 @@ async fn rewrap_rate(versions: u64) -> Result<Value, String> {
     spec.set("VAULT_LOG", "warn");
     let mut node = spec.start();
     node.wait_ready().await;
-    let t = Target::vault(&node.url(), &token, 64, &node.pid().into_iter().collect::<Vec<_>>()).await;
+    let t = Target::vault(&node.url(), None, &token, 64, &node.pid().into_iter().collect::<Vec<_>>()).await;
     let per_client = versions.div_ceil(64);
     let w = load("rewrap setup", &t, Op::Write, "rw", 64, Until::EachDid(per_client), None).await;
     moto.rotate(&key_id).await;
-    let ch = Channel::from_shared(node.url()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
+    let ch = node.channel().await.map_err(|e| e.to_string())?;
     let mut admin = pb::admin_client::AdminClient::new(ch);
     let t0 = Instant::now();
     admin.kms_rewrap(authed(pb::KmsRewrapRequest {}, &token)).await.map_err(|e| e.to_string())?;
