@@ -327,7 +327,14 @@ fn fourth_node_catches_up_by_snapshot_then_is_promoted_and_removed() {
 
         let raft4 = spec.raft_addr.to_string();
         let api4 = spec.api_addr.to_string();
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let before = c.status(leader).await.unwrap().last_log_index;
         c.ctl(1, &["cluster", "add", "4", &raft4, &api4]);
+        // `cluster add` returns once the learner has everything the leader had (openraft's
+        // own wait ends within 5,000 entries of it, which here is at once).
+        let s = c.status(leader).await.unwrap();
+        let matched = s.members.iter().find(|m| m.id == 4).and_then(|m| m.matched_index);
+        assert!(matched >= before, "cluster add returned with node 4 at {matched:?}, the leader was at {before:?}");
         n4.wait_ready().await;
         assert!(n4.log().contains("installed snapshot"), "node 4 caught up by snapshot:\\n{}", n4.log());
         for (name, value) in &expected {

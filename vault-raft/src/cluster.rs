@@ -196,9 +196,49 @@ impl Cluster {
         }
     }
 
+    /// Adds `id` as a learner and returns once it has every entry this leader had when the
+    /// learner was added (by snapshot if the log before them was purged). openraft's own
+    /// blocking add returns as soon as the learner is within `replication_lag_threshold`
+    /// entries (5,000 by default) of the leader, which can be most of a large log.
+    async fn add_learner(
+        &self,
+        id: NodeId,
+        node: NodeInfo,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let deadline = Instant::now() + timeout;
+        let still_behind = || ForwardError::Unavailable(format!("node {id} added as a learner but still catching up"));
+        tokio::time::timeout(timeout, self.raft.add_learner(id, node, true))
+            .await
+            .map_err(|_| still_behind())?
+            .map_err(write_error)?;
+        let target = self.raft.metrics().borrow().last_log_index;
+        let caught_up = self
+            .raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .metrics(
+                |m| match &m.replication {
+                    // No longer leader, or the learner was removed meanwhile: stop waiting.
+                    None => true,
+                    Some(r) => !r.contains_key(&id) || r.get(&id).cloned().flatten().map(|l| l.index) >= target,
+                },
+                "learner caught up",
+            )
+            .await
+            .map_err(|_| still_behind())?;
+        match &caught_up.replication {
+            None => Err(ForwardError::Unavailable(format!(
+                "node {id} was added, but this node stopped being the leader before it caught up"
+            ))),
+            Some(r) if !r.contains_key(&id) => {
+                Err(ForwardError::Rejected(format!("node {id} was removed while catching up")))
+            }
+            Some(_) => Ok(ForwardResponse::Done),
+        }
+    }
+
     /// Runs `req` on this node; `NotLeader` when it needs the leader and this is not it.
     pub async fn handle_local(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
-        let within = |what: &'static str| move |_| ForwardError::Unavailable(format!("timed out: {what}"));
         match req {
             // Concurrent writes share entries (see `proposals`).
             ForwardRequest::Write(cmd) => self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written),
@@ -211,12 +251,7 @@ impl Cluster {
                 }
                 self.read_index(timeout).await.map(ForwardResponse::ReadIndex)
             }
-            ForwardRequest::AddLearner { id, node } => {
-                let r = tokio::time::timeout(timeout, self.raft.add_learner(id, node, true))
-                    .await
-                    .map_err(within("node added as learner but still catching up"))?;
-                r.map(|_| ForwardResponse::Done).map_err(write_error)
-            }
+            ForwardRequest::AddLearner { id, node } => self.add_learner(id, node, timeout).await,
             ForwardRequest::PromoteVoter { id } => {
                 self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), timeout).await
             }

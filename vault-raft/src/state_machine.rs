@@ -27,8 +27,13 @@ use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig}
 use crate::StoreError;
 
 const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
+/// Present while a received snapshot is being loaded into the state machine families: the
+/// snapshot and its file, so that an install cut short by a crash is finished at the next open.
+const KEY_INSTALLING: &[u8] = b"installing_snapshot";
+/// Bound on one write batch while loading a snapshot: memory stays flat whatever its size.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
-/// Pointer to the snapshot file that `get_current_snapshot` serves.
+/// Pointer to a snapshot file: the one `get_current_snapshot` serves, or the one being installed.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotPointer {
     meta: SnapshotMeta,
@@ -103,11 +108,20 @@ impl StateMachineStore {
                 let _ = fs::remove_file(dir.join(&name));
             }
         }
+        let pointer_lock = Arc::new(Mutex::new(()));
+        if let Some(b) = db.get_cf(cf(&db, CF_SM_META)?, KEY_INSTALLING)? {
+            let ptr: SnapshotPointer = decode(&b)?;
+            tracing::warn!(snapshot = %ptr.meta.snapshot_id, "finishing a snapshot install that was cut short");
+            load_snapshot(&db, &dir, &ptr, INSTALL_BATCH_BYTES)?;
+            publish(&db, &dir, &pointer_lock, &ptr.meta, &ptr.file)?;
+        }
         let last_applied: Option<LogId> = db.get_typed::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?.flatten();
         let membership: Membership = db.get_typed(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
-        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock: Arc::new(Mutex::new(())), synced })
+        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock, synced })
     }
 
+    /// Installs a received snapshot: verifies the whole file, keeps it as this node's own
+    /// snapshot file, then loads it into the state machine families (see [`load_snapshot`]).
     fn install_blocking(
         db: &DB,
         dir: &Path,
@@ -115,7 +129,7 @@ impl StateMachineStore {
         meta: &SnapshotMeta,
         mut file: fs::File,
     ) -> Result<(), StoreError> {
-        // Pass 1: verify the whole file before touching the state.
+        // Verify the whole file before touching anything.
         file.seek(SeekFrom::Start(0))?;
         let inner_meta = read_snapshot(&mut file, |_, _, _| Ok(()))?;
         if inner_meta.last_log_id != meta.last_log_id {
@@ -124,22 +138,7 @@ impl StateMachineStore {
                 inner_meta.last_log_id, meta.last_log_id
             )));
         }
-        // Pass 2: replace the state machine families in one synced batch.
-        let mut batch = WriteBatch::default();
-        for name in SM_CFS {
-            batch.delete_range_cf(cf(db, name)?, [].as_slice(), KEY_SPACE_END.as_slice());
-        }
-        file.seek(SeekFrom::Start(0))?;
-        read_snapshot(&mut file, |family, k, v| {
-            batch.put_cf(cf(db, family)?, k, v);
-            Ok(())
-        })?;
-        let sm_meta = cf(db, CF_SM_META)?;
-        batch.put_cf(sm_meta, KEY_LAST_APPLIED, encode(&meta.last_log_id)?);
-        batch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(&meta.last_membership)?);
-        db.write_opt(batch, &synced())?;
-
-        // Keep a copy as our own current snapshot, to serve to others.
+        // Keep a copy as our own snapshot file (to serve to others, and to finish from).
         let name = format!("snap-{}-{}.bin", meta.snapshot_id, unique_suffix());
         let tmp = dir.join(format!("{name}.tmp"));
         file.seek(SeekFrom::Start(0))?;
@@ -148,8 +147,43 @@ impl StateMachineStore {
         out.sync_all()?;
         fs::rename(&tmp, dir.join(&name))?;
         sync_dir(dir)?;
-        publish(db, dir, lock, meta, &name)
+        let ptr = SnapshotPointer { meta: meta.clone(), file: name };
+        db.put_cf_opt(cf(db, CF_SM_META)?, KEY_INSTALLING, encode(&ptr)?, &synced())?;
+        load_snapshot(db, dir, &ptr, INSTALL_BATCH_BYTES)?;
+        publish(db, dir, lock, meta, &ptr.file)
     }
+}
+
+/// Replaces the state machine families with the snapshot file `ptr` names (already verified,
+/// and recorded under [`KEY_INSTALLING`]), in write batches of about `batch_bytes`: the
+/// first clears the families, the last writes `last_applied` and the membership, removes the
+/// marker and is synced (which makes the earlier ones durable too: they share its WAL). Until
+/// then the families hold a part of the snapshot, and the marker says so: a crash in between
+/// is finished by the next open, from the same file.
+fn load_snapshot(db: &DB, dir: &Path, ptr: &SnapshotPointer, batch_bytes: usize) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    for name in SM_CFS {
+        batch.delete_range_cf(cf(db, name)?, [].as_slice(), KEY_SPACE_END.as_slice());
+    }
+    // The range delete above takes the marker too; it stays until the last batch.
+    let sm_meta = cf(db, CF_SM_META)?;
+    batch.put_cf(sm_meta, KEY_INSTALLING, encode(ptr)?);
+    let file = fs::File::open(dir.join(&ptr.file))?;
+    let inner = read_snapshot(file, |family, k, v| {
+        batch.put_cf(cf(db, family)?, k, v);
+        if batch.size_in_bytes() >= batch_bytes {
+            db.write(std::mem::take(&mut batch))?;
+        }
+        Ok(())
+    })?;
+    if inner.last_log_id != ptr.meta.last_log_id {
+        return Err(StoreError::Corrupt(format!("snapshot file {} changed while installing", ptr.file)));
+    }
+    batch.put_cf(sm_meta, KEY_LAST_APPLIED, encode(&ptr.meta.last_log_id)?);
+    batch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(&ptr.meta.last_membership)?);
+    batch.delete_cf(sm_meta, KEY_INSTALLING);
+    db.write_opt(batch, &synced())?;
+    Ok(())
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -349,5 +383,86 @@ mod tests {
         syncer.purged(0);
         let applied = tokio::time::timeout(Duration::from_secs(10), apply).await.expect("applied in time");
         assert_eq!(applied.expect("join").expect("apply"), 1);
+    }
+
+    const KEYS: usize = 6000;
+
+    /// A store whose `secrets` family holds `KEYS` values of 1 KiB (~6 MiB, more than one
+    /// install batch), and a snapshot file of it at log index 7.
+    fn source_snapshot(dir: &Path) -> (SnapshotMeta, PathBuf) {
+        let db = crate::db::open(&dir.join("db")).expect("open db");
+        let secrets = cf(&db, crate::db::CF_SECRETS).expect("cf");
+        for i in 0..KEYS {
+            db.put_cf(secrets, format!("k{i:05}"), vec![(i % 251) as u8; 1024]).expect("put");
+        }
+        let path = dir.join("snap.bin");
+        let last = Some(LogId::new(CommittedLeaderId::new(3, 1), 7));
+        let meta = write_snapshot(&db, &path, |_| {
+            Ok(SnapshotMeta { last_log_id: last, last_membership: Membership::default(), snapshot_id: "t".into() })
+        })
+        .expect("write snapshot");
+        (meta, path)
+    }
+
+    fn assert_holds_the_snapshot(db: &DB, meta: &SnapshotMeta) {
+        let secrets = cf(db, crate::db::CF_SECRETS).expect("cf");
+        let n = db.iterator_cf(secrets, rocksdb::IteratorMode::Start).count();
+        assert_eq!(n, KEYS, "exactly the snapshot's keys");
+        assert_eq!(db.get_cf(secrets, "k05999").expect("get"), Some(vec![(5999 % 251) as u8; 1024]));
+        assert!(db.get_cf(secrets, "old").expect("get").is_none(), "the state before the install is gone");
+        let applied: Option<LogId> =
+            db.get_typed::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED).expect("get").flatten();
+        assert_eq!(applied, meta.last_log_id);
+        assert!(db.get_cf(cf(db, CF_SM_META).expect("cf"), KEY_INSTALLING).expect("get").is_none(), "marker left");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_installed_in_bounded_batches() {
+        let src = tempfile::tempdir().expect("temp dir");
+        let (meta, path) = source_snapshot(src.path());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(crate::db::open(&dir.path().join("db")).expect("open db"));
+        db.put_cf(cf(&db, crate::db::CF_SECRETS).expect("cf"), "old", b"x").expect("put");
+        let syncer = Syncer::never_syncing(&dir.path().join("other"));
+        let mut sm =
+            StateMachineStore::open(db.clone(), dir.path().join("snapshots"), syncer.handle()).await.expect("open");
+        let file = fs::File::open(&path).expect("open snapshot");
+        sm.install_snapshot(&meta, Box::new(tokio::fs::File::from_std(file))).await.expect("install");
+        assert_holds_the_snapshot(&db, &meta);
+        // Loading with a small bound (many batches) gives the same state.
+        let ptr = read_pointer(&db).expect("pointer").expect("a current snapshot");
+        db.put_cf(cf(&db, crate::db::CF_SECRETS).expect("cf"), "old", b"x").expect("put");
+        load_snapshot(&db, &dir.path().join("snapshots"), &ptr, 64 << 10).expect("load");
+        assert_holds_the_snapshot(&db, &meta);
+    }
+
+    #[tokio::test]
+    async fn an_install_cut_short_is_finished_at_the_next_open() {
+        let src = tempfile::tempdir().expect("temp dir");
+        let (meta, path) = source_snapshot(src.path());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshots = dir.path().join("snapshots");
+        {
+            // What a crash after the first batches leaves: the file kept, the marker, the
+            // old state cleared and a part of the new one written.
+            let db = crate::db::open(&dir.path().join("db")).expect("open db");
+            fs::create_dir_all(&snapshots).expect("mkdir");
+            fs::copy(&path, snapshots.join("snap-t-1.bin")).expect("copy");
+            let ptr = SnapshotPointer { meta: meta.clone(), file: "snap-t-1.bin".into() };
+            let secrets = cf(&db, crate::db::CF_SECRETS).expect("cf");
+            db.put_cf(secrets, "old", b"x").expect("put");
+            db.put_cf(cf(&db, CF_SM_META).expect("cf"), KEY_INSTALLING, encode(&ptr).expect("encode")).expect("put");
+            for i in 0..10 {
+                db.put_cf(secrets, format!("k{i:05}"), vec![(i % 251) as u8; 1024]).expect("put");
+            }
+        }
+        let db = Arc::new(crate::db::open(&dir.path().join("db")).expect("reopen db"));
+        let syncer = Syncer::never_syncing(&dir.path().join("other"));
+        let mut sm = StateMachineStore::open(db.clone(), snapshots, syncer.handle()).await.expect("open");
+        assert_holds_the_snapshot(&db, &meta);
+        let (applied, _) = sm.applied_state().await.expect("applied state");
+        assert_eq!(applied, meta.last_log_id);
+        let current = sm.get_current_snapshot().await.expect("current").expect("the installed snapshot is served");
+        assert_eq!(current.meta.last_log_id, meta.last_log_id);
     }
 }
