@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     clients: Vec<usize>,
     /// Concurrent clients writing the secrets stored before the scale runs.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 256)]
     preload_clients: usize,
     /// Versions re-wrapped in the re-wrap run.
     #[arg(long, default_value_t = 2000)]
@@ -122,6 +122,9 @@ const VALUE_LEN: usize = 256;
 /// Snapshot (and purge the log) every this many entries. An entry carries a batch of writes
 /// (~100 in a preload at 256 clients), so the default of 20,000 entries would build no
 /// snapshot during a preload of 1M secrets, and the 4th node would catch up from the log.
+/// With 4,000 the preload (~10,000 entries) builds two and the timed runs after it (a few
+/// hundred entries) none; with larger preload batches (1,024 clients: ~3,300 entries) one
+/// was built in the middle of the write and read runs at 1M and slowed them down.
 const SNAPSHOT_LOG_ENTRIES: &str = "4000";
 const SCALE_CLIENTS: usize = 64;
 
