@@ -157,12 +157,15 @@ impl NodeProcess {
         api_channel(&self.url(), self.api_ca.as_deref()).await
     }
 
+    /// `args` for `vaultctl` against this node: `--ca-cert` first when it serves TLS.
+    fn ctl_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let ca = self.api_ca.as_ref().map(|c| c.to_str().expect("utf-8 path"));
+        ca.map(|c| vec!["--ca-cert", c]).unwrap_or_default().into_iter().chain(args.iter().copied()).collect()
+    }
+
     /// The real `vaultctl` against this node.
     pub fn vaultctl(&self, token: Option<&str>, args: &[&str]) -> Output {
-        let ca = self.api_ca.as_ref().map(|c| c.to_str().expect("utf-8 path"));
-        let all: Vec<&str> =
-            ca.map(|c| vec!["--ca-cert", c]).unwrap_or_default().into_iter().chain(args.iter().copied()).collect();
-        vaultctl(&self.url(), token, &all)
+        vaultctl(&self.url(), token, &self.ctl_args(args))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -293,7 +296,7 @@ pub async fn api_channel(url: &str, ca: Option<&Path>) -> Result<Channel, tonic:
 }
 
 pub async fn secrets_client(url: &str) -> SecretsClient<Channel> {
-    SecretsClient::new(Channel::from_shared(url.to_string()).expect("url").connect().await.expect("connect"))
+    SecretsClient::new(api_channel(url, None).await.expect("connect"))
 }
 
 /// A request carrying `authorization: Bearer <token>`.
@@ -406,9 +409,7 @@ impl TestCluster {
     }
 
     pub fn ctl(&self, i: usize, args: &[&str]) -> String {
-        let out = self.nodes[i].vaultctl(Some(&self.token), args);
-        assert!(out.status.success(), "vaultctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
+        must_vaultctl(&self.url(i), Some(&self.token), &self.nodes[i].ctl_args(args))
     }
 
     pub async fn status(&self, i: usize) -> Result<vault_node::pb::ClusterStatusResponse, tonic::Status> {

@@ -179,10 +179,12 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         trust_proxy: config.trust_proxy,
         trusted_proxies: config.trusted_proxies.clone(),
     });
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(api_conn::tls_acceptor(cert, key).context("configure API TLS")?),
-        None => None,
-    };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|(cert, key)| api_conn::tls_acceptor(cert, key))
+        .transpose()
+        .context("configure API TLS")?;
     tracing::info!(
         node = config.node_id,
         api = %api_listener.local_addr()?,

@@ -220,7 +220,7 @@ impl Cluster {
                 |m| match &m.replication {
                     // No longer leader, or the learner was removed meanwhile: stop waiting.
                     None => true,
-                    Some(r) => !r.contains_key(&id) || r.get(&id).cloned().flatten().map(|l| l.index) >= target,
+                    Some(r) => r.get(&id).is_none_or(|matched| matched.map(|l| l.index) >= target),
                 },
                 "learner caught up",
             )

@@ -239,6 +239,11 @@ impl Target {
 }
 
 /// Keys `prefix/<client>/<i>`; reads pick pseudo-random ones among `existing` per client.
+/// The value every write stores.
+fn value() -> Vec<u8> {
+    (0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
 fn key(prefix: &str, client: usize, i: u64) -> String {
     format!("{prefix}/{client}/{i}")
 }
@@ -262,7 +267,7 @@ async fn load(
     until: Until,
     read_space: Option<(usize, u64)>,
 ) -> Stats {
-    let value: Arc<Vec<u8>> = Arc::new((0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect());
+    let value: Arc<Vec<u8>> = Arc::new(value());
     let system = match target.kind {
         Kind::Vault { .. } => "vault",
         Kind::Etcd { .. } => "etcd",
@@ -354,7 +359,7 @@ const ETCD_TXN_PUTS: u64 = 128;
 /// one put per request, and the state the scale runs need is the same. vault has no batch
 /// write, so its preload goes through `load`; the two rates are not comparable.
 async fn etcd_txn_preload(url: &str, clients: usize, per_client: u64) -> Value {
-    let value: Vec<u8> = (0..VALUE_LEN).map(|i| b'a' + (i % 26) as u8).collect();
+    let value = value();
     const WORKERS: usize = 64;
     let pool: Vec<_> = channels(url, None, WORKERS).await.into_iter().map(etcdpb::kv_client::KvClient::new).collect();
     let started = Instant::now();
