@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 use vault_node::pb;
+use vault_raft::transport::node_server_name;
 use vault_raft::transport::pb as raftpb;
-use vault_raft::transport::CLUSTER_SERVER_NAME;
 use vault_tests::*;
 
 fn mt() -> tokio::runtime::Runtime {
@@ -402,7 +402,7 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
         let ca = std::fs::read(c.certs().join("ca.pem")).unwrap();
 
         // TLS that trusts the cluster CA, but no client certificate.
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name(CLUSTER_SERVER_NAME);
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name(node_server_name(1));
         let ch = Channel::from_shared(raft.clone()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
         let mut client = raftpb::raft_client::RaftClient::new(ch);
         let e = client.node_state(raftpb::NodeStateRequest {}).await.unwrap_err();
@@ -419,7 +419,7 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
                 std::fs::read(other.join("node-1.pem")).unwrap(),
                 std::fs::read(other.join("node-1.key")).unwrap(),
             ))
-            .domain_name(CLUSTER_SERVER_NAME);
+            .domain_name(node_server_name(1));
         let attempt = async {
             let ch = Channel::from_shared(raft.clone()).unwrap().tls_config(tls).unwrap().connect().await?;
             let mut client = raftpb::raft_client::RaftClient::new(ch);
@@ -446,7 +446,7 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
                 std::fs::read(c.certs().join("node-1.pem")).unwrap(),
                 std::fs::read(c.certs().join("node-1.key")).unwrap(),
             ))
-            .domain_name(CLUSTER_SERVER_NAME);
+            .domain_name(node_server_name(1));
         let ch = Channel::from_shared(raft).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
         let r = raftpb::raft_client::RaftClient::new(ch).node_state(raftpb::NodeStateRequest {}).await.unwrap();
         assert_eq!(r.into_inner().node_id, 1);

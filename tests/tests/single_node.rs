@@ -205,10 +205,14 @@ async fn wrong_master_key_cannot_read_and_says_so() {
     d.node.stop();
     d.spec.set("VAULT_LOCAL_MASTER_KEY", &random_master_key());
     d.node = d.spec.start();
-    d.node.wait_ready().await;
+    // It never becomes ready (see tests/trust.rs for writes), but answers reads clearly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !d.node.log().contains("is not the cluster's master key") {
+        assert!(std::time::Instant::now() < deadline, "no key mismatch logged:\n{}", d.node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let err = d.ctl_err(&["secret", "get", "k/v"]);
-    assert!(err.contains("failed precondition") && err.contains("wrapped by key local:"), "{err}");
-    assert!(!d.master.is_empty());
+    assert!(err.contains("failed precondition") && err.contains("is not in this node's keyring"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

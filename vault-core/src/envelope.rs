@@ -31,16 +31,18 @@ pub fn fingerprint(bytes: &[u8]) -> String {
     Sha256::digest(bytes)[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Seals `value` as version `version` of `name` under a fresh data key from `kms`.
-/// The plaintext data key is dropped (and zeroized) before this returns.
+/// Seals `value` as version `version` of `name` under a fresh data key from `kms`, wrapped
+/// by master key `key_id`. The plaintext data key is dropped (and zeroized) before this
+/// returns.
 pub async fn seal(
     kms: &dyn KeyManager,
+    key_id: &str,
     name: &SecretName,
     version: u64,
     value: &SecretBytes,
 ) -> Result<SealedValue, CoreError> {
     let ctx = EncryptionContext::new(name, version);
-    let generated = kms.generate_data_key(&ctx).await?;
+    let generated = kms.generate_data_key(key_id, &ctx).await?;
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
     let ciphertext = seal_with(&generated.plaintext, &nonce, &name.aad(version), value.expose())?;
@@ -104,7 +106,7 @@ mod tests {
     async fn round_trip() {
         let kms = LocalKms::new(MasterKey::generate());
         let n = name("db/password");
-        let s = seal(&kms, &n, 3, &value("hunter2")).await.unwrap();
+        let s = seal(&kms, kms.key_id(), &n, 3, &value("hunter2")).await.unwrap();
         assert_eq!(s.key_id, kms.key_id());
         assert_eq!(s.nonce.len(), 24);
         assert!(!s.ciphertext.windows(7).any(|w| w == b"hunter2"));
@@ -115,7 +117,7 @@ mod tests {
     #[tokio::test]
     async fn moved_to_another_name_or_version_fails() {
         let kms = LocalKms::new(MasterKey::generate());
-        let s = seal(&kms, &name("a/b"), 1, &value("v")).await.unwrap();
+        let s = seal(&kms, kms.key_id(), &name("a/b"), 1, &value("v")).await.unwrap();
         assert!(open(&kms, None, &name("a/c"), 1, &s).await.is_err(), "other name");
         assert!(open(&kms, None, &name("a/b"), 2, &s).await.is_err(), "other version");
 
@@ -132,7 +134,7 @@ mod tests {
     async fn any_flipped_bit_fails() {
         let kms = LocalKms::new(MasterKey::generate());
         let n = name("x");
-        let s = seal(&kms, &n, 1, &value("some secret value")).await.unwrap();
+        let s = seal(&kms, kms.key_id(), &n, 1, &value("some secret value")).await.unwrap();
         for field in 0..3 {
             let len = match field {
                 0 => s.ciphertext.len(),
@@ -161,7 +163,7 @@ mod tests {
     async fn wrong_master_key_fails() {
         let a = LocalKms::new(MasterKey::generate());
         let b = LocalKms::new(MasterKey::generate());
-        let s = seal(&a, &name("x"), 1, &value("v")).await.unwrap();
+        let s = seal(&a, a.key_id(), &name("x"), 1, &value("v")).await.unwrap();
         assert!(open(&b, None, &name("x"), 1, &s).await.is_err());
         let mut forged = s.clone();
         forged.key_id = b.key_id().to_string();
@@ -177,7 +179,7 @@ mod tests {
         let mut deks = HashSet::new();
         let ctx = EncryptionContext::new(&n, 1);
         for _ in 0..2000 {
-            let s = seal(&kms, &n, 1, &value("same value")).await.unwrap();
+            let s = seal(&kms, kms.key_id(), &n, 1, &value("same value")).await.unwrap();
             assert!(nonces.insert(s.nonce.clone()), "nonce repeated");
             assert!(wrapped.insert(s.wrapped_dek.clone()), "wrapped DEK repeated");
             let dek = kms.decrypt_data_key(&s.key_id, &s.wrapped_dek, &ctx).await.unwrap();

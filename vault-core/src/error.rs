@@ -22,8 +22,8 @@ pub enum CoreError {
     #[error("key management service refused: {0}")]
     KmsRejected(String),
 
-    /// The data key is wrapped by a key this node is not configured with.
-    #[error("data key was wrapped by key {stored} but this node is configured with {configured}")]
+    /// The data key is (or is to be) wrapped by a master key this node does not hold.
+    #[error("master key {stored} is not in this node's keyring (it holds {configured})")]
     KeyMismatch { stored: String, configured: String },
 
     /// Authenticated decryption failed: wrong key, tampered data or a record moved to

@@ -51,11 +51,30 @@ pub trait KeyManager: Send + Sync + 'static {
     /// Short backend name for logs and status ("local", "aws").
     fn kind(&self) -> &'static str;
 
-    /// The id of the key new data keys are wrapped with (an ARN for AWS).
+    /// The id of this node's configured key (an ARN for AWS; the first keyring entry for the
+    /// local backend): the key a new cluster records as its master key.
     fn key_id(&self) -> &str;
 
-    /// A fresh 256-bit data key, plaintext and wrapped, bound to `ctx`.
-    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError>;
+    /// Ids of every master key this node holds (the keyring).
+    fn key_ids(&self) -> Vec<String> {
+        vec![self.key_id().to_string()]
+    }
+
+    /// Whether this node can wrap and unwrap under `key_id`.
+    fn holds_key(&self, key_id: &str) -> bool {
+        self.key_ids().iter().any(|k| k == key_id)
+    }
+
+    /// A key-check value for `key_id`: derived from the key material, safe to store and show,
+    /// so two keys with the same id cannot pass for each other. `None` where the provider
+    /// guards that itself (AWS ARNs).
+    fn key_check(&self, _key_id: &str) -> Option<String> {
+        None
+    }
+
+    /// A fresh 256-bit data key, plaintext and wrapped under master key `key_id` (the
+    /// cluster's current one), bound to `ctx`. `KeyMismatch` when this node lacks that key.
+    async fn generate_data_key(&self, key_id: &str, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError>;
 
     /// Unwraps a data key wrapped by `key_id` under `ctx`.
     async fn decrypt_data_key(
@@ -70,13 +89,21 @@ pub trait KeyManager: Send + Sync + 'static {
         false
     }
 
-    /// Re-wraps a data key onto the master key's current material, inside the key manager:
-    /// the plaintext data key never leaves it. Same context on both sides.
+    /// Whether rotations are the cluster's own (`vaultctl kms rotate`, recorded in replicated
+    /// state) rather than the provider's (ListKeyRotations).
+    fn rotates_through_cluster(&self) -> bool {
+        false
+    }
+
+    /// Re-wraps a data key wrapped by `key_id` onto master key `to_key_id` (its current
+    /// material), inside the key manager: the plaintext data key never leaves it. Same
+    /// context on both sides.
     async fn rewrap_data_key(
         &self,
         _key_id: &str,
         _wrapped: &[u8],
         _ctx: &EncryptionContext,
+        _to_key_id: &str,
     ) -> Result<RewrappedDataKey, CoreError> {
         Err(CoreError::KmsRejected(format!("the {} key manager does not rotate keys", self.kind())))
     }

@@ -1,5 +1,6 @@
 //! The local key manager: data keys are random and wrapped with XChaCha20-Poly1305 under a
-//! master key held in memory.
+//! master key held in memory. A keyring holds the current key and previous ones during a
+//! rotation (`vaultctl kms rotate`); each key is known by an id derived from it.
 
 use async_trait::async_trait;
 use chacha20poly1305::aead::{rand_core::RngCore, Aead, KeyInit, OsRng, Payload};
@@ -8,22 +9,41 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::keys::{DataKey, MasterKey};
-use crate::kms::{EncryptionContext, GeneratedDataKey, KeyManager};
+use crate::kms::{EncryptionContext, GeneratedDataKey, KeyManager, RewrappedDataKey};
 use crate::CoreError;
 
 /// Format byte in front of every wrapped key, so the layout can change later.
 const WRAP_FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 24;
 
+/// The local key manager over a keyring: every master key this node holds, by id. Data keys
+/// are wrapped under whichever key the caller names (the cluster's current one); unwrapping
+/// uses the key id stored with the version.
 pub struct LocalKms {
-    master: MasterKey,
-    key_id: String,
+    /// `(id, key)` in configured order; the first is this node's configured key.
+    keys: Vec<(String, MasterKey)>,
 }
 
 impl LocalKms {
+    /// A keyring of one key.
     pub fn new(master: MasterKey) -> Self {
-        let key_id = local_key_id(&master);
-        LocalKms { master, key_id }
+        Self::keyring(vec![master]).expect("one key is a valid keyring")
+    }
+
+    /// A keyring; the first key is the configured one (what a new cluster records). Duplicate
+    /// keys are dropped; an empty keyring is refused.
+    pub fn keyring(keys: Vec<MasterKey>) -> Result<Self, CoreError> {
+        let mut ring: Vec<(String, MasterKey)> = Vec::with_capacity(keys.len());
+        for k in keys {
+            let id = local_key_id(&k);
+            if !ring.iter().any(|(i, _)| *i == id) {
+                ring.push((id, k));
+            }
+        }
+        if ring.is_empty() {
+            return Err(CoreError::InvalidArgument("the local keyring holds no key".into()));
+        }
+        Ok(LocalKms { keys: ring })
     }
 
     fn aad(ctx: &EncryptionContext) -> Vec<u8> {
@@ -31,23 +51,61 @@ impl LocalKms {
         format!("vault-local-kms/v1|secret={}|version={}", ctx.secret, ctx.version).into_bytes()
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.master.expose().into())
+    fn key(&self, key_id: &str) -> Result<&MasterKey, CoreError> {
+        self.keys.iter().find(|(id, _)| id == key_id).map(|(_, k)| k).ok_or_else(|| CoreError::KeyMismatch {
+            stored: key_id.to_string(),
+            configured: self.keys.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
+        })
     }
+
+    fn wrap(&self, key_id: &str, dek: &DataKey, ctx: &EncryptionContext) -> Result<Vec<u8>, CoreError> {
+        let master = self.key(key_id)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let aad = Self::aad(ctx);
+        let sealed = XChaCha20Poly1305::new(master.expose().into())
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: dek.expose(), aad: &aad })
+            .map_err(|_| CoreError::KmsRejected("local key wrap failed".into()))?;
+        let mut wrapped = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+        wrapped.push(WRAP_FORMAT_V1);
+        wrapped.extend_from_slice(&nonce);
+        wrapped.extend_from_slice(&sealed);
+        Ok(wrapped)
+    }
+
+    fn unwrap(&self, key_id: &str, wrapped: &[u8], ctx: &EncryptionContext) -> Result<DataKey, CoreError> {
+        let master = self.key(key_id)?;
+        if wrapped.len() < 1 + NONCE_LEN || wrapped[0] != WRAP_FORMAT_V1 {
+            return Err(CoreError::Malformed("wrapped data key has an unknown layout".into()));
+        }
+        let (nonce, body) = wrapped[1..].split_at(NONCE_LEN);
+        let aad = Self::aad(ctx);
+        let plain = Zeroizing::new(
+            XChaCha20Poly1305::new(master.expose().into())
+                .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: &aad })
+                .map_err(|_| CoreError::Authentication(format!("data key of {}:{}", ctx.secret, ctx.version)))?,
+        );
+        DataKey::from_slice(&plain)
+    }
+}
+
+fn digest_hex(domain: &[u8], master: &MasterKey) -> String {
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update(master.expose());
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `local:` followed by 128 bits of a domain-separated SHA-256 of the master key: a new
 /// master key shows up as a new id without revealing anything about the key.
 pub fn local_key_id(master: &MasterKey) -> String {
-    let mut h = Sha256::new();
-    h.update(b"vault local master key id v1\0");
-    h.update(master.expose());
-    let digest = h.finalize();
-    let mut id = String::from("local:");
-    for b in &digest[..16] {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    format!("local:{}", digest_hex(b"vault local master key id v1\0", master))
+}
+
+/// The key-check value recorded beside a local key's id: another domain-separated digest.
+pub fn local_key_check(master: &MasterKey) -> String {
+    digest_hex(b"vault local master key check v1\0", master)
 }
 
 #[async_trait]
@@ -57,23 +115,33 @@ impl KeyManager for LocalKms {
     }
 
     fn key_id(&self) -> &str {
-        &self.key_id
+        &self.keys[0].0
     }
 
-    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError> {
+    fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn holds_key(&self, key_id: &str) -> bool {
+        self.keys.iter().any(|(id, _)| id == key_id)
+    }
+
+    fn key_check(&self, key_id: &str) -> Option<String> {
+        self.key(key_id).ok().map(local_key_check)
+    }
+
+    fn supports_rotation(&self) -> bool {
+        true
+    }
+
+    fn rotates_through_cluster(&self) -> bool {
+        true
+    }
+
+    async fn generate_data_key(&self, key_id: &str, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError> {
         let plaintext = DataKey::generate();
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
-        let aad = Self::aad(ctx);
-        let sealed = self
-            .cipher()
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext.expose(), aad: &aad })
-            .map_err(|_| CoreError::KmsRejected("local key wrap failed".into()))?;
-        let mut wrapped = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        wrapped.push(WRAP_FORMAT_V1);
-        wrapped.extend_from_slice(&nonce);
-        wrapped.extend_from_slice(&sealed);
-        Ok(GeneratedDataKey { plaintext, wrapped, key_id: self.key_id.clone() })
+        let wrapped = self.wrap(key_id, &plaintext, ctx)?;
+        Ok(GeneratedDataKey { plaintext, wrapped, key_id: key_id.to_string() })
     }
 
     async fn decrypt_data_key(
@@ -82,20 +150,20 @@ impl KeyManager for LocalKms {
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, CoreError> {
-        if key_id != self.key_id {
-            return Err(CoreError::KeyMismatch { stored: key_id.to_string(), configured: self.key_id.clone() });
-        }
-        if wrapped.len() < 1 + NONCE_LEN || wrapped[0] != WRAP_FORMAT_V1 {
-            return Err(CoreError::Malformed("wrapped data key has an unknown layout".into()));
-        }
-        let (nonce, body) = wrapped[1..].split_at(NONCE_LEN);
-        let aad = Self::aad(ctx);
-        let plain = Zeroizing::new(
-            self.cipher()
-                .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: &aad })
-                .map_err(|_| CoreError::Authentication(format!("data key of {}:{}", ctx.secret, ctx.version)))?,
-        );
-        DataKey::from_slice(&plain)
+        self.unwrap(key_id, wrapped, ctx)
+    }
+
+    /// Unwraps under the old key and wraps under the new one in this process; the data key
+    /// is zeroized when dropped.
+    async fn rewrap_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+        to_key_id: &str,
+    ) -> Result<RewrappedDataKey, CoreError> {
+        let dek = self.unwrap(key_id, wrapped, ctx)?;
+        Ok(RewrappedDataKey { wrapped: self.wrap(to_key_id, &dek, ctx)?, key_id: to_key_id.to_string() })
     }
 }
 
@@ -111,7 +179,7 @@ mod tests {
     #[tokio::test]
     async fn wrap_unwrap_round_trip_and_context_binding() {
         let kms = LocalKms::new(MasterKey::generate());
-        let g = kms.generate_data_key(&ctx("a/b", 1)).await.unwrap();
+        let g = kms.generate_data_key(kms.key_id(), &ctx("a/b", 1)).await.unwrap();
         let back = kms.decrypt_data_key(&g.key_id, &g.wrapped, &ctx("a/b", 1)).await.unwrap();
         assert_eq!(back.expose(), g.plaintext.expose());
         assert!(kms.decrypt_data_key(&g.key_id, &g.wrapped, &ctx("a/b", 2)).await.is_err());
@@ -124,12 +192,33 @@ mod tests {
         let b = LocalKms::new(MasterKey::generate());
         assert_ne!(a.key_id(), b.key_id());
         assert!(a.key_id().starts_with("local:") && a.key_id().len() == 6 + 32);
-        let g = a.generate_data_key(&ctx("x", 1)).await.unwrap();
+        let g = a.generate_data_key(a.key_id(), &ctx("x", 1)).await.unwrap();
         let e = b.decrypt_data_key(&g.key_id, &g.wrapped, &ctx("x", 1)).await.unwrap_err();
         assert!(matches!(e, CoreError::KeyMismatch { .. }), "{e}");
         // Even when the id is forged to match, authentication fails.
         let e = b.decrypt_data_key(b.key_id(), &g.wrapped, &ctx("x", 1)).await.unwrap_err();
         assert!(matches!(e, CoreError::Authentication(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn keyring_wraps_under_the_named_key_and_rewraps_between_keys() {
+        let (k1, k2) = (MasterKey::generate(), MasterKey::generate());
+        let (id1, id2) = (local_key_id(&k1), local_key_id(&k2));
+        let only_k1 = LocalKms::new(MasterKey::from_slice(k1.expose()).unwrap());
+        let ring = LocalKms::keyring(vec![k2, k1]).unwrap();
+        assert_eq!(ring.key_id(), id2, "the first entry is the configured key");
+        assert_eq!(ring.key_ids(), vec![id2.clone(), id1.clone()]);
+        assert_ne!(ring.key_check(&id1), ring.key_check(&id2));
+        let g = only_k1.generate_data_key(&id1, &ctx("a", 1)).await.unwrap();
+        assert_eq!(g.key_id, id1);
+        let moved = ring.rewrap_data_key(&id1, &g.wrapped, &ctx("a", 1), &id2).await.unwrap();
+        assert_eq!(moved.key_id, id2);
+        let back = ring.decrypt_data_key(&id2, &moved.wrapped, &ctx("a", 1)).await.unwrap();
+        assert_eq!(back.expose(), g.plaintext.expose());
+        let e = only_k1.decrypt_data_key(&id2, &moved.wrapped, &ctx("a", 1)).await.unwrap_err();
+        assert!(matches!(&e, CoreError::KeyMismatch { stored, .. } if *stored == id2), "{e}");
+        assert!(only_k1.generate_data_key(&id2, &ctx("a", 2)).await.is_err(), "never seals under a key it lacks");
+        assert!(LocalKms::keyring(vec![]).is_err());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Minting the cluster CA and node certificates for Raft mutual TLS (`vaultctl cluster certs`).
 //!
-//! Every node certificate names `vault-raft` (what peers verify) and `vault-node-<id>`, plus
-//! any extra addresses, and is good for both server and client authentication. Keys are
-//! ECDSA P-256, written 0600. An existing CA in the directory is reused, so nodes can be
-//! added later; existing node files are never overwritten.
+//! Every node certificate names its node id as the DNS name `vault-node-<id>` (what peers
+//! verify when dialing it, and what the Raft port reads to admit it), plus any extra
+//! addresses, and is good for both server and client authentication. Keys are ECDSA P-256,
+//! written 0600. An existing CA in the directory is reused, so nodes can be added later.
+//! Existing node files are kept unless `renew` is asked for, which replaces them atomically
+//! (a running node picks the new files up on SIGHUP).
 
 use std::fs;
 use std::io::Write;
@@ -16,7 +18,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use vault_raft::transport::CLUSTER_SERVER_NAME;
+use vault_raft::transport::node_server_name;
 
 use crate::clock::date_in_days;
 
@@ -49,10 +51,19 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `path` through a temporary file renamed over it, so a reader sees the old file or
+/// the new one, never half of one.
+fn replace_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    write_file(&tmp, contents, mode)?;
+    fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))
+}
+
 /// Writes `ca.pem`/`ca.key` (unless present) and `node-<id>.pem`/`.key` for each id into
 /// `out`. `sans` are extra IP addresses or DNS names for every node certificate. Returns the
 /// files written.
-pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64) -> anyhow::Result<Vec<PathBuf>> {
+pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64, renew: bool) -> anyhow::Result<Vec<PathBuf>> {
     if nodes.is_empty() || nodes.contains(&0) {
         bail!("name node ids of at least 1");
     }
@@ -77,11 +88,10 @@ pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64) -> anyhow::Re
 
     for id in nodes {
         let (pem, key_path) = (out.join(format!("node-{id}.pem")), out.join(format!("node-{id}.key")));
-        if pem.exists() || key_path.exists() {
+        if !renew && (pem.exists() || key_path.exists()) {
             continue;
         }
-        let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string(), format!("vault-node-{id}")])
-            .context("certificate names")?;
+        let mut params = CertificateParams::new(vec![node_server_name(*id)]).context("certificate names")?;
         for san in sans {
             match san.parse::<IpAddr>() {
                 Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
@@ -90,15 +100,15 @@ pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64) -> anyhow::Re
                 )),
             }
         }
-        params.distinguished_name.push(DnType::CommonName, format!("vault-node-{id}"));
+        params.distinguished_name.push(DnType::CommonName, node_server_name(*id));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, days);
         let key = KeyPair::generate().context("generate node key")?;
         let cert = params.signed_by(&key, &issuer).context("sign node certificate")?;
-        write_file(&key_path, &key.serialize_pem(), 0o600)?;
-        write_file(&pem, &cert.pem(), 0o644)?;
+        replace_file(&key_path, &key.serialize_pem(), 0o600)?;
+        replace_file(&pem, &cert.pem(), 0o644)?;
         written.extend([pem, key_path]);
     }
     Ok(written)
@@ -108,19 +118,31 @@ pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64) -> anyhow::Re
 mod tests {
     use super::*;
 
+    fn rustls_pki_der(pem: &str) -> Vec<u8> {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    }
+
     #[test]
     fn mints_ca_once_and_adds_nodes_later() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("certs");
-        let first = mint(&out, &[1, 2], &["127.0.0.1".into()], 30).unwrap();
+        let first = mint(&out, &[1, 2], &["127.0.0.1".into()], 30, false).unwrap();
         assert_eq!(first.len(), 6);
         let ca_before = fs::read(out.join("ca.pem")).unwrap();
-        let again = mint(&out, &[1, 2, 3], &[], 30).unwrap();
+        let again = mint(&out, &[1, 2, 3], &[], 30, false).unwrap();
         assert_eq!(again, vec![out.join("node-3.pem"), out.join("node-3.key")], "only the new node");
         assert_eq!(fs::read(out.join("ca.pem")).unwrap(), ca_before, "CA reused");
         let mode = fs::metadata(out.join("node-3.key")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(fs::read_to_string(out.join("node-1.pem")).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(mint(&out, &[0], &[], 30).is_err());
+        assert!(mint(&out, &[0], &[], 30, false).is_err());
+        let node1 = fs::read(out.join("node-1.pem")).unwrap();
+        let renewed = mint(&out, &[1], &[], 30, true).unwrap();
+        assert_eq!(renewed, vec![out.join("node-1.pem"), out.join("node-1.key")]);
+        assert_ne!(fs::read(out.join("node-1.pem")).unwrap(), node1, "renewed in place");
+        assert_eq!(fs::read(out.join("ca.pem")).unwrap(), ca_before, "from the same CA");
+        let der = rustls_pki_der(&fs::read_to_string(out.join("node-1.pem")).unwrap());
+        assert_eq!(vault_raft::transport::cert_node_id(&der), Some(1));
     }
 }

@@ -37,6 +37,8 @@ pub const KEYS: &[&str] = &[
     "VAULT_KMS_MODE",
     "VAULT_LOCAL_MASTER_KEY",
     "VAULT_LOCAL_MASTER_KEY_FILE",
+    "VAULT_LOCAL_MASTER_KEYS",
+    "VAULT_LOCAL_MASTER_KEYS_FILE",
     "VAULT_KMS_KEY_ID",
     "VAULT_DEK_CACHE_TTL_SECS",
     "VAULT_KMS_REWRAP_ENABLED",
@@ -178,21 +180,31 @@ impl RawConfig {
         let kms = match self.get("VAULT_KMS_MODE") {
             None => bail!("VAULT_KMS_MODE is required: local or aws"),
             Some("local") => {
-                let key = match (self.get("VAULT_LOCAL_MASTER_KEY"), self.get("VAULT_LOCAL_MASTER_KEY_FILE")) {
+                let mut keys = Vec::new();
+                match (self.get("VAULT_LOCAL_MASTER_KEY"), self.get("VAULT_LOCAL_MASTER_KEY_FILE")) {
                     (Some(_), Some(_)) => bail!("set VAULT_LOCAL_MASTER_KEY or VAULT_LOCAL_MASTER_KEY_FILE, not both"),
                     (Some(b64), None) => {
-                        Some(MasterKey::from_base64(b64).map_err(|e| anyhow!("VAULT_LOCAL_MASTER_KEY: {e}"))?)
+                        keys.push(MasterKey::from_base64(b64).map_err(|e| anyhow!("VAULT_LOCAL_MASTER_KEY: {e}"))?)
                     }
-                    (None, Some(path)) => {
-                        let text = zeroize::Zeroizing::new(
-                            std::fs::read_to_string(path)
-                                .with_context(|| format!("read VAULT_LOCAL_MASTER_KEY_FILE {path}"))?,
-                        );
-                        Some(MasterKey::from_base64(&text).map_err(|e| anyhow!("VAULT_LOCAL_MASTER_KEY_FILE: {e}"))?)
+                    (None, Some(path)) => keys.push(
+                        MasterKey::from_base64(&read_secret_file(path, "VAULT_LOCAL_MASTER_KEY_FILE")?)
+                            .map_err(|e| anyhow!("VAULT_LOCAL_MASTER_KEY_FILE: {e}"))?,
+                    ),
+                    (None, None) => {}
+                }
+                match (self.get("VAULT_LOCAL_MASTER_KEYS"), self.get("VAULT_LOCAL_MASTER_KEYS_FILE")) {
+                    (Some(_), Some(_)) => {
+                        bail!("set VAULT_LOCAL_MASTER_KEYS or VAULT_LOCAL_MASTER_KEYS_FILE, not both")
                     }
-                    (None, None) => None,
-                };
-                KmsConfig::Local { master: key }
+                    (Some(list), None) => keys.extend(parse_keyring(list, ',', "VAULT_LOCAL_MASTER_KEYS")?),
+                    (None, Some(path)) => keys.extend(parse_keyring(
+                        &read_secret_file(path, "VAULT_LOCAL_MASTER_KEYS_FILE")?,
+                        '\n',
+                        "VAULT_LOCAL_MASTER_KEYS_FILE",
+                    )?),
+                    (None, None) => {}
+                }
+                KmsConfig::Local { keys }
             }
             Some("aws") => {
                 let key_id =
@@ -270,6 +282,24 @@ pub fn parse_peers(s: &str) -> anyhow::Result<Vec<(u64, String)>> {
     Ok(out)
 }
 
+fn read_secret_file(path: &str, what: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    Ok(zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("read {what} {path}"))?))
+}
+
+/// Base64 master keys separated by `sep`; blank entries and lines starting with `#` are
+/// skipped. Errors name the entry's position, never its text.
+fn parse_keyring(text: &str, sep: char, what: &str) -> anyhow::Result<Vec<MasterKey>> {
+    let entries = text.split(sep).map(str::trim).filter(|e| !e.is_empty() && !e.starts_with('#'));
+    let keys = entries
+        .enumerate()
+        .map(|(i, e)| MasterKey::from_base64(e).map_err(|err| anyhow!("{what}: entry {}: {err}", i + 1)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if keys.is_empty() {
+        bail!("{what} holds no key");
+    }
+    Ok(keys)
+}
+
 /// How the Raft listener and peers authenticate each other.
 pub enum RaftSecurity {
     /// No Raft listener: a single-node cluster that cannot grow.
@@ -281,9 +311,10 @@ pub enum RaftSecurity {
 }
 
 pub enum KmsConfig {
-    /// `master: None` means an ephemeral random key (data unreadable after restart).
+    /// The keyring, configured key first. Empty means an ephemeral random key (data unreadable
+    /// after restart).
     Local {
-        master: Option<MasterKey>,
+        keys: Vec<MasterKey>,
     },
     Aws {
         key_id: String,
@@ -348,7 +379,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./vault-data"));
         assert_eq!(c.dek_cache_ttl, Duration::from_secs(300));
         assert!(c.allowed_ips.is_empty());
-        assert!(matches!(c.kms, KmsConfig::Local { master: None }));
+        assert!(matches!(&c.kms, KmsConfig::Local { keys } if keys.is_empty()));
     }
 
     #[test]

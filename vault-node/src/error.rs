@@ -42,6 +42,9 @@ pub fn from_rejection(r: Rejection) -> Status {
         Rejection::FailedPrecondition(m) => Status::failed_precondition(m),
         Rejection::Unauthenticated(m) => Status::unauthenticated(m),
         Rejection::PermissionDenied(m) => Status::permission_denied(m),
+        Rejection::WrongMasterKey { sealed_with, cluster } => Status::failed_precondition(format!(
+            "sealed under master key {sealed_with}, but the cluster's master key is {cluster}"
+        )),
     }
 }
 
@@ -54,6 +57,7 @@ pub fn from_forward(e: ForwardError) -> Status {
         ForwardError::Unavailable(m) | ForwardError::Unreachable(m) => Status::unavailable(m),
         ForwardError::Rejected(m) => Status::failed_precondition(m),
         ForwardError::NotFound(m) => Status::not_found(m),
+        ForwardError::Refused(m) => Status::permission_denied(m),
     }
 }
 

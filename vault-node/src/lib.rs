@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod kms;
 pub mod logging;
+pub mod master_key;
 pub mod pb_impl;
 pub mod rewrap;
 pub mod server;

@@ -1,8 +1,10 @@
 //! The leader-gated DEK re-wrap worker.
 //!
-//! Runs on every node, acts only while the node is leader. It polls ListKeyRotations; on its
-//! first run it adopts the newest rotation as the cluster watermark without sweeping. When a
-//! newer rotation appears, a pass walks every version still holding a wrapped DEK below it,
+//! Runs on every node, acts only while the node is leader. With AWS KMS it polls
+//! ListKeyRotations; on its first run it adopts the newest rotation as the cluster watermark
+//! without sweeping. With the local keyring a rotation is `vaultctl kms rotate`, recorded in
+//! replicated state, and the first run's baseline is 0 (every older DEK moves, so the old key
+//! can leave the keyring). When a newer rotation appears, a pass walks every version still holding a wrapped DEK below it,
 //! ReEncrypts the DEK inside KMS (same encryption context), and commits each result through
 //! Raft with an idempotent command, paced to `VAULT_KMS_REWRAP_MAX_PER_SEC`. The cluster
 //! watermark advances only after a pass with no failures. Progress lives in the replicated
@@ -24,6 +26,8 @@ use crate::vault::Vault;
 
 const BATCH: usize = 128;
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a local-keyring worker looks for a rotation in the replicated state.
+const LOCAL_ROTATION_CHECK: Duration = Duration::from_secs(2);
 /// After a pass with failures, try again this soon (or at the poll interval, if shorter).
 const RETRY_AFTER_FAILURES: Duration = Duration::from_secs(30);
 
@@ -68,9 +72,31 @@ impl Rewrapper {
         })
     }
 
-    /// Whether this node's worker may run (configured on, and the key manager rotates).
+    /// Whether this node's worker may run: the key manager rotates, and either rotations are
+    /// the cluster's own (local keyring: `vaultctl kms rotate` is the operator's go-ahead) or
+    /// the worker is configured on.
     pub fn enabled(&self) -> bool {
-        self.config.enabled && self.vault.kms.supports_rotation()
+        let kms = &self.vault.kms;
+        kms.supports_rotation() && (self.config.enabled || kms.rotates_through_cluster())
+    }
+
+    /// The newest rotation of the master key (ms): for the local keyring, when `kms rotate`
+    /// made the current key current (replicated state); for AWS, ListKeyRotations.
+    pub async fn latest_rotation(&self) -> Result<Option<u64>, String> {
+        if self.vault.kms.rotates_through_cluster() {
+            let mk = self.vault.reader.master_key().map_err(|e| format!("read the master key: {e}"))?;
+            return Ok(mk.and_then(|mk| mk.rotated_at_ms()));
+        }
+        self.vault.kms.latest_rotation_ms().await.map_err(|e| format!("ListKeyRotations: {e}"))
+    }
+
+    /// The key DEKs are re-wrapped onto: the cluster's current master key.
+    fn target_key(&self) -> Result<String, String> {
+        match self.vault.reader.master_key() {
+            Ok(Some(mk)) => Ok(mk.key_id),
+            Ok(None) => Ok(self.vault.kms.key_id().to_string()),
+            Err(e) => Err(format!("read the master key: {e}")),
+        }
     }
 
     pub fn progress(&self) -> Progress {
@@ -115,6 +141,10 @@ impl Rewrapper {
         loop {
             let leader = self.is_leader();
             let mut wait = self.config.poll;
+            if self.vault.kms.rotates_through_cluster() {
+                // A rotation is a committed command; checking for one reads local state only.
+                wait = wait.min(LOCAL_ROTATION_CHECK);
+            }
             if leader {
                 let outcome = self.tick(&mut reply).await;
                 if let KickOutcome::Failed(e) = &outcome {
@@ -148,9 +178,9 @@ impl Rewrapper {
     }
 
     async fn tick(&self, reply: &mut Option<oneshot::Sender<KickOutcome>>) -> KickOutcome {
-        let latest = match self.vault.kms.latest_rotation_ms().await {
+        let latest = match self.latest_rotation().await {
             Ok(l) => l,
-            Err(e) => return KickOutcome::Failed(format!("ListKeyRotations: {e}")),
+            Err(e) => return KickOutcome::Failed(e),
         };
         self.update(|p| p.latest_rotation_ms = latest);
         let state = match self.vault.reader.rewrap_state() {
@@ -158,7 +188,10 @@ impl Rewrapper {
             Err(e) => return KickOutcome::Failed(format!("read re-wrap state: {e}")),
         };
         let Some(watermark) = state.watermark_ms else {
-            let adopt = latest.unwrap_or(0);
+            // AWS keeps old key material, so the first run adopts the newest rotation without
+            // a sweep. A local key that was rotated away may leave the keyring: every version
+            // wrapped before the rotation must move, so the baseline is the beginning.
+            let adopt = if self.vault.kms.rotates_through_cluster() { 0 } else { latest.unwrap_or(0) };
             return match self.commit(Command::AdoptRewrapWatermark { watermark_ms: adopt }).await {
                 Ok(()) => {
                     tracing::info!(watermark_ms = adopt, "re-wrap worker adopted the newest rotation as its baseline");
@@ -223,6 +256,7 @@ impl Rewrapper {
         };
         let mut next_slot = Instant::now();
         let mut cursor: Option<(String, u64)> = None;
+        let to_key = self.target_key()?;
         loop {
             let reader = self.vault.reader.clone();
             let after = cursor.clone();
@@ -246,7 +280,7 @@ impl Rewrapper {
                     Err(e) => Err(e.to_string()),
                     Ok(name) => {
                         let ctx = EncryptionContext::new(&name, item.version);
-                        match self.vault.kms.rewrap_data_key(&item.key_id, &item.wrapped, &ctx).await {
+                        match self.vault.kms.rewrap_data_key(&item.key_id, &item.wrapped, &ctx, &to_key).await {
                             Err(e) => Err(e.to_string()),
                             Ok(new) => {
                                 let cmd = Command::RewrapVersion {

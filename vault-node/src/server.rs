@@ -15,7 +15,7 @@ use vault_core::model::{Role, TokenRecord, ADMIN_ROLE, BOOTSTRAP_TOKEN_NAME};
 use vault_core::time::now_ms;
 use vault_raft::transport::{GrpcNetwork, PeerClients, RaftService, TransportSecurity};
 use vault_raft::typ::Raft;
-use vault_raft::{Cluster, Command, NodeInfo, Storage};
+use vault_raft::{Cluster, ClusterParts, Command, NodeInfo, Storage};
 
 use crate::api::admin::AdminService;
 use crate::api::secrets::SecretsService;
@@ -83,7 +83,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         }
     };
     let kms =
-        crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { master: None })).await?;
+        crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { keys: Vec::new() }))
+            .await?;
     let storage = Storage::open(&config.data_dir, config.node_id)
         .await
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
@@ -100,10 +101,13 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         None => None,
     };
 
-    let peers = PeerClients::new(match &security {
-        Some(s) => s.clone(),
-        None => TransportSecurity::load(None, None).context("set up Raft clients")?,
-    });
+    let peers = PeerClients::new(
+        config.node_id,
+        match &security {
+            Some(s) => s.clone(),
+            None => TransportSecurity::load(None, None).context("set up Raft clients")?,
+        },
+    );
     let raft = Raft::new(
         config.node_id,
         raft_config(config.snapshot_log_entries, config.max_value_bytes)?,
@@ -114,21 +118,35 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     .await
     .context("start raft")?;
     storage.synced.spawn_commit_refresher(raft.clone());
-    let cluster = Cluster::new(raft.clone(), config.node_id, peers, storage.synced.clone());
+    let cluster = Cluster::new(
+        raft.clone(),
+        ClusterParts {
+            node_id: config.node_id,
+            peers: peers.clone(),
+            synced: storage.synced.clone(),
+            reader: storage.reader.clone(),
+            bootstrap_ids: config.peers.iter().map(|(id, _)| *id).collect(),
+            key_ids: kms.key_ids(),
+        },
+    );
     let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
 
     let raft_server = match (raft_listener, &security) {
         (Some(listener), Some(sec)) => {
-            let mut b = Server::builder();
-            if let Some(tls) = sec.server_tls() {
-                b = b.tls_config(tls).context("configure Raft mTLS")?;
-            }
             tracing::info!(raft = %listener.local_addr()?, mtls = sec.is_tls(), "raft listener up");
             let svc = RaftService::new(cluster.clone(), me.clone()).into_server(sec);
-            Some(tokio::spawn(b.add_service(svc).serve_with_incoming(incoming(listener))))
+            let (conns, accept_task) = vault_raft::transport::connections(listener, sec.clone());
+            let serve = Server::builder().add_service(svc).serve_with_incoming(conns);
+            Some(tokio::spawn(async move {
+                let _accept_task = accept_task;
+                serve.await
+            }))
         }
         _ => None,
     };
+    if security.as_ref().is_some_and(|s| s.is_tls()) {
+        tokio::spawn(reload_on_sighup(peers.clone()));
+    }
 
     if !raft.is_initialized().await.context("read raft state")? {
         if config.join {
@@ -167,6 +185,11 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         let health = health.clone();
         tokio::spawn(async move {
             bootstrap(&vault, bootstrap_token).await;
+            if let Err(why) = crate::master_key::settle(&vault).await {
+                // Stays NOT_SERVING; writes are refused with the same words.
+                tracing::error!("{why}");
+                return;
+            }
             health.set_serving::<SecretsServer<SecretsService>>().await;
             health.set_serving::<AdminServer<AdminService>>().await;
             tracing::info!("ready");
@@ -225,6 +248,21 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     Ok(())
 }
 
+/// Re-reads the Raft TLS files on every SIGHUP: renewed certificates take effect for new
+/// connections without a restart.
+async fn reload_on_sighup(peers: vault_raft::transport::PeerClients) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; renewed Raft certificates need a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match peers.reload() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded the Raft TLS CA, certificate and key"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: Raft TLS reload failed; keeping the certificates in use"),
+        }
+    }
+}
+
 /// Once this node leads, makes sure the built-in admin role exists and, the first time ever,
 /// creates the bootstrap token, all through Raft. Followers wait until they see the role.
 async fn bootstrap(vault: &Vault, token: Option<vault_core::token::RawToken>) {
@@ -240,7 +278,7 @@ async fn bootstrap(vault: &Vault, token: Option<vault_core::token::RawToken>) {
         let leader = vault.cluster.raft.metrics().borrow().current_leader;
         if leader == Some(vault.node_id) {
             let cmd = Command::Bootstrap { admin_role: Role::builtin_admin(), token: record.clone() };
-            match vault.write(cmd).await {
+            match vault.write_local(cmd).await {
                 Ok(_) => return,
                 Err(e) => tracing::warn!(error = %e.message(), "bootstrap write failed; retrying"),
             }

@@ -45,20 +45,34 @@ impl Vault {
         self.cluster.read_barrier(WRITE_TIMEOUT).await.map_err(from_forward)
     }
 
-    /// Proposes a command (forwarded to the leader when this node is not it); returns once a
-    /// quorum committed it and the leader applied it.
-    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, Status> {
+    /// Proposes a client write on behalf of `caller` (forwarded to the leader when this node
+    /// is not it); returns once a quorum committed it and the leader applied it. The command
+    /// travels with the caller's token, and applying it authorizes it again against the
+    /// replicated state. Refused while this node does not hold the cluster's master key.
+    pub async fn write_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, Status> {
+        crate::master_key::sealing_key(self)?;
+        let auth = caller.token_hash()?;
+        let cmd = Command::AsCaller { auth, now_ms: now_ms(), cmd: Box::new(cmd) };
         match self.cluster.submit(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await.map_err(from_forward)? {
             ForwardResponse::Written(r) => Ok(r),
             other => Err(Status::internal(format!("unexpected reply to a write: {other:?}"))),
         }
     }
 
-    /// Writes a command and turns a deterministic rejection into its status.
-    pub async fn write_ok(&self, cmd: Command) -> Result<CommandResponse, Status> {
-        match self.write(cmd).await? {
+    /// [`write_as`](Self::write_as), with a deterministic rejection turned into its status.
+    pub async fn write_ok(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, Status> {
+        match self.write_as(caller, cmd).await? {
             CommandResponse::Rejected(r) => Err(from_rejection(r)),
             other => Ok(other),
+        }
+    }
+
+    /// Proposes a command this node makes itself (bootstrap, master key), on this node only:
+    /// peers never accept such commands forwarded, so a follower gets `UNAVAILABLE`.
+    pub async fn write_local(&self, cmd: Command) -> Result<CommandResponse, Status> {
+        match self.cluster.handle_local(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await.map_err(from_forward)? {
+            ForwardResponse::Written(r) => Ok(r),
+            other => Err(Status::internal(format!("unexpected reply to a write: {other:?}"))),
         }
     }
 
@@ -126,7 +140,6 @@ impl Vault {
         // The first attempt trusts this node's state for the version to seal; the apply step
         // checks version, check-and-set and authorization against the replicated state. Only
         // after a conflict does a retry pay for a linearizable read first.
-        let auth = caller.principal.as_ref().map(|p| p.token.hash);
         for attempt in 0..PUT_ATTEMPTS {
             if attempt > 0 {
                 self.linearize().await?;
@@ -135,7 +148,8 @@ impl Vault {
             let current = meta.as_ref().map_or(0, |m| m.current_version);
             caller.require(if meta.is_none() { Action::Create } else { Action::Update }, name.as_str())?;
             let version = current + 1;
-            let sealed = envelope::seal(self.kms.as_ref(), name, version, value).await.map_err(from_core)?;
+            let key_id = crate::master_key::sealing_key(self)?;
+            let sealed = envelope::seal(self.kms.as_ref(), &key_id, name, version, value).await.map_err(from_core)?;
             let cmd = Command::PutSecret {
                 name: name.to_string(),
                 version,
@@ -143,11 +157,15 @@ impl Vault {
                 expected_version,
                 max_versions,
                 now_ms: now_ms(),
-                auth,
+                auth: None,
             };
-            match self.write(cmd).await? {
+            match self.write_as(caller, cmd).await? {
                 CommandResponse::Written { version } => return Ok(version),
-                CommandResponse::Rejected(vault_raft::Rejection::VersionConflict { .. }) => continue,
+                // Another write took the version, or a rotation changed the key meanwhile:
+                // re-seal for the state after a linearizable read.
+                CommandResponse::Rejected(
+                    vault_raft::Rejection::VersionConflict { .. } | vault_raft::Rejection::WrongMasterKey { .. },
+                ) => continue,
                 CommandResponse::Rejected(r) => return Err(from_rejection(r)),
                 other => return Err(Status::internal(format!("unexpected response to a put: {other:?}"))),
             }

@@ -1,13 +1,15 @@
 //! What each command does to the state machine. Deterministic: the same command on the same
 //! state gives the same result on every replica.
 
-use vault_core::model::{Action, SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS};
+use vault_core::model::{
+    Action, MasterKeyState, SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS,
+};
 
 use vault_core::token::TokenHash;
 
 use crate::command::{Command, CommandResponse, Rejection};
 use crate::db::{CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS};
-use crate::tables::{version_key, KvRead, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_REWRAP};
+use crate::tables::{version_key, KvRead, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_MASTER_KEY, KEY_REWRAP};
 use crate::StoreError;
 
 fn reject(r: Rejection) -> Result<CommandResponse, StoreError> {
@@ -36,9 +38,16 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             let current = meta.as_ref().map_or(0, |m| m.current_version);
             if let Some(hash) = auth {
                 let action = if current == 0 { Action::Create } else { Action::Update };
-                if let Some(refusal) = authorize(txn, hash, action, name, *now_ms)? {
+                if let Some(refusal) = authorize(txn, hash, Need::Secret(action, name), *now_ms)? {
                     return reject(refusal);
                 }
+            }
+            let master = txn.master_key()?;
+            if let Some(mk) = master.as_ref().filter(|mk| mk.key_id != sealed.key_id) {
+                return reject(Rejection::WrongMasterKey {
+                    sealed_with: sealed.key_id.clone(),
+                    cluster: mk.key_id.clone(),
+                });
             }
             if let Some(expected) = expected_version {
                 if *expected != current {
@@ -61,13 +70,14 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             meta.current_version = *version;
             meta.updated_at_ms = *now_ms;
             // A new DEK comes from the key's current material, which is at least as new as
-            // the cluster watermark.
+            // the cluster watermark, and is wrapped by the key current since `since_ms`.
+            let watermark = txn.rewrap_state()?.watermark_ms.unwrap_or(0);
             let record = VersionRecord {
                 version: *version,
                 sealed: Some(sealed.clone()),
                 created_at_ms: *now_ms,
                 state: VersionState::Live,
-                rewrap_watermark_ms: txn.rewrap_state()?.watermark_ms.unwrap_or(0),
+                rewrap_watermark_ms: watermark.max(master.map_or(0, |mk| mk.since_ms)),
             };
             txn.put(CF_VERSIONS, &version_key(name, *version), &record)?;
             // Keep at most `max_versions` versions; older ones are purged for good.
@@ -154,6 +164,10 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             let Some(sealed) = record.sealed.as_mut().filter(|s| &s.wrapped_dek == from_wrapped) else {
                 return Ok(CommandResponse::Applied { changed: false });
             };
+            // Only ever onto the cluster's current master key.
+            if txn.master_key()?.is_some_and(|mk| mk.key_id != *key_id) {
+                return Ok(CommandResponse::Applied { changed: false });
+            }
             sealed.key_id = key_id.clone();
             sealed.wrapped_dek = wrapped_dek.clone();
             record.rewrap_watermark_ms = *watermark_ms;
@@ -201,17 +215,59 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             }
             Ok(CommandResponse::Batch(responses))
         }
+        Command::AsCaller { auth, now_ms, cmd } => {
+            let need = match cmd.as_ref() {
+                Command::PutSecret { name, .. } => {
+                    let exists = txn.secret_meta(name)?.is_some_and(|m| m.current_version > 0);
+                    Need::Secret(if exists { Action::Update } else { Action::Create }, name)
+                }
+                Command::DeleteSecret { name } | Command::DeleteVersions { name, .. } => {
+                    Need::Secret(Action::Delete, name)
+                }
+                Command::UndeleteVersions { name, .. } => Need::Secret(Action::Update, name),
+                Command::DestroyVersions { name, .. } => Need::Secret(Action::Destroy, name),
+                Command::CreateToken { .. }
+                | Command::RevokeToken { .. }
+                | Command::PutRole { .. }
+                | Command::DeleteRole { .. } => Need::Admin,
+                other => {
+                    return reject(Rejection::PermissionDenied(format!(
+                        "{} is not a client command and cannot be made on a caller's behalf",
+                        other.kind()
+                    )))
+                }
+            };
+            if let Some(refusal) = authorize(txn, auth, need, *now_ms)? {
+                return reject(refusal);
+            }
+            apply_command(txn, cmd)
+        }
+        Command::SetMasterKey { key_id, check, now_ms, rotate } => {
+            let next = match txn.master_key()? {
+                None => MasterKeyState { key_id: key_id.clone(), check: check.clone(), since_ms: 0, previous: vec![] },
+                Some(mk) if !rotate || mk.key_id == *key_id => return Ok(CommandResponse::Applied { changed: false }),
+                Some(mut mk) => {
+                    mk.previous.push(std::mem::replace(&mut mk.key_id, key_id.clone()));
+                    mk.check = check.clone();
+                    mk.since_ms = *now_ms;
+                    mk
+                }
+            };
+            txn.put(CF_SM_META, KEY_MASTER_KEY, &next)?;
+            Ok(CommandResponse::Applied { changed: true })
+        }
     }
 }
 
+/// What a client command needs from its caller's role.
+enum Need<'a> {
+    Secret(Action, &'a str),
+    /// Token, role and cluster administration: the built-in admin role.
+    Admin,
+}
+
 /// Whether the token with `hash` may do `action` on `name` now, by the replicated state.
-fn authorize(
-    txn: &Txn<'_>,
-    hash: &TokenHash,
-    action: Action,
-    name: &str,
-    now_ms: u64,
-) -> Result<Option<Rejection>, StoreError> {
+fn authorize(txn: &Txn<'_>, hash: &TokenHash, need: Need<'_>, now_ms: u64) -> Result<Option<Rejection>, StoreError> {
     let token = match txn.token_name_by_hash(hash)? {
         Some(token_name) => txn.token(&token_name)?.filter(|t| t.hash.ct_eq(hash)),
         None => None,
@@ -222,13 +278,18 @@ fn authorize(
     if token.is_expired(now_ms) {
         return Ok(Some(Rejection::Unauthenticated(format!("token {} has expired", token.name))));
     }
-    match txn.role(&token.role)? {
-        Some(role) if role.allows(action, name) => Ok(None),
-        Some(role) => Ok(Some(Rejection::PermissionDenied(format!(
+    match (txn.role(&token.role)?, need) {
+        (Some(role), Need::Secret(action, name)) if role.allows(action, name) => Ok(None),
+        (Some(role), Need::Admin) if role.is_admin() => Ok(None),
+        (Some(role), Need::Secret(action, name)) => Ok(Some(Rejection::PermissionDenied(format!(
             "token {} (role {}) may not {action} {name}",
             token.name, role.name
         )))),
-        None => Ok(Some(Rejection::PermissionDenied(format!(
+        (Some(role), Need::Admin) => Ok(Some(Rejection::PermissionDenied(format!(
+            "token {} (role {}) may not do this: needs the admin role",
+            token.name, role.name
+        )))),
+        (None, _) => Ok(Some(Rejection::PermissionDenied(format!(
             "role {} of token {} no longer exists",
             token.role, token.name
         )))),

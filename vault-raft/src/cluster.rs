@@ -10,10 +10,12 @@ use openraft::error::RaftError;
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::oneshot;
 
+use crate::command::{Command, CommandResponse};
 use crate::node::NodeInfo;
 use crate::proposals::{write_error, Proposals};
+use crate::reader::StateReader;
 use crate::synced_log::SyncedLog;
-use crate::transport::{ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
+use crate::transport::{AdminOp, ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
 use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
 
 /// Pause between attempts to reach a leader.
@@ -33,6 +35,22 @@ pub struct Cluster {
     proposals: Proposals,
     /// How far this node's log is on disk.
     pub synced: SyncedLog,
+    /// This node's applied state: membership and tokens, for admitting peers.
+    pub reader: StateReader,
+    /// Ids in `VAULT_PEERS`: the peers admitted before this node has a membership.
+    pub bootstrap_ids: Arc<Vec<NodeId>>,
+    /// Ids of the master keys this node holds (never the keys).
+    pub key_ids: Arc<Vec<String>>,
+}
+
+/// What a node is besides its Raft handle: how it reaches and admits peers.
+pub struct ClusterParts {
+    pub node_id: NodeId,
+    pub peers: PeerClients,
+    pub synced: SyncedLog,
+    pub reader: StateReader,
+    pub bootstrap_ids: Vec<NodeId>,
+    pub key_ids: Vec<String>,
 }
 
 type ReadIndexResult = Result<Option<LogId>, ForwardError>;
@@ -51,15 +69,18 @@ fn not_leader<E>(leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> Re
 }
 
 impl Cluster {
-    pub fn new(raft: Raft, node_id: NodeId, peers: PeerClients, synced: SyncedLog) -> Self {
+    pub fn new(raft: Raft, parts: ClusterParts) -> Self {
         Cluster {
-            synced,
+            synced: parts.synced,
             proposals: Proposals::new(raft.clone()),
             raft,
-            node_id,
-            peers,
+            node_id: parts.node_id,
+            peers: parts.peers,
             pause_generation: Arc::new(AtomicU64::new(0)),
             reads: Arc::new(Mutex::new(ReadRounds::default())),
+            reader: parts.reader,
+            bootstrap_ids: Arc::new(parts.bootstrap_ids),
+            key_ids: Arc::new(parts.key_ids),
         }
     }
 
@@ -80,7 +101,7 @@ impl Cluster {
             let left = deadline.saturating_duration_since(Instant::now());
             let result = match self.handle_local(req.clone(), left).await {
                 Err(ForwardError::NotLeader { leader: Some((id, node)) }) if id != self.node_id => {
-                    self.peers.forward(&node.raft_addr, &req, left).await
+                    self.peers.forward(id, &node.raft_addr, &req, left).await
                 }
                 other => other,
             };
@@ -178,7 +199,7 @@ impl Cluster {
             Ok((read_index, _)) => Ok(read_index),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_id.zip(f.leader_node) {
                 Some((id, node)) if id != self.node_id => {
-                    match self.peers.forward(&node.raft_addr, &ForwardRequest::ReadIndex, timeout).await? {
+                    match self.peers.forward(id, &node.raft_addr, &ForwardRequest::ReadIndex, timeout).await? {
                         ForwardResponse::ReadIndex(idx) => Ok(idx),
                         other => Err(ForwardError::Unavailable(format!("unexpected read index reply {other:?}"))),
                     }
@@ -237,6 +258,31 @@ impl Cluster {
         }
     }
 
+    /// An operator's cluster change, on the leader (membership changes fail with `NotLeader`
+    /// elsewhere).
+    async fn admin(&self, op: AdminOp, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
+        match op {
+            AdminOp::AddLearner { id, node } => self.add_learner(id, node, timeout).await,
+            AdminOp::PromoteVoter { id } => {
+                self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), timeout).await
+            }
+            AdminOp::RemoveMember { id } => {
+                let m = self.raft.metrics().borrow().membership_config.clone();
+                let membership = m.membership();
+                if membership.get_node(&id).is_none() {
+                    return Err(ForwardError::NotFound(format!("node {id} is not a member")));
+                }
+                if membership.voter_ids().any(|v| v == id) {
+                    self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])), timeout).await
+                } else {
+                    self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])), timeout).await
+                }
+            }
+            AdminOp::TransferLeader { to } => self.transfer_leader(to).await,
+            AdminOp::RotateMasterKey { key_id, check } => self.rotate_master_key(key_id, check, timeout).await,
+        }
+    }
+
     /// Runs `req` on this node; `NotLeader` when it needs the leader and this is not it.
     pub async fn handle_local(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
         match req {
@@ -251,23 +297,7 @@ impl Cluster {
                 }
                 self.read_index(timeout).await.map(ForwardResponse::ReadIndex)
             }
-            ForwardRequest::AddLearner { id, node } => self.add_learner(id, node, timeout).await,
-            ForwardRequest::PromoteVoter { id } => {
-                self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])), timeout).await
-            }
-            ForwardRequest::RemoveMember { id } => {
-                let m = self.raft.metrics().borrow().membership_config.clone();
-                let membership = m.membership();
-                if membership.get_node(&id).is_none() {
-                    return Err(ForwardError::NotFound(format!("node {id} is not a member")));
-                }
-                if membership.voter_ids().any(|v| v == id) {
-                    self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])), timeout).await
-                } else {
-                    self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])), timeout).await
-                }
-            }
-            ForwardRequest::TransferLeader { to } => self.transfer_leader(to).await,
+            ForwardRequest::Admin { op, .. } => self.admin(op, timeout).await,
             ForwardRequest::LeaderView => {
                 let m = self.raft.metrics().borrow().clone();
                 if m.state != ServerState::Leader {
@@ -362,15 +392,20 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let window_ms = TRANSFER_WINDOW.as_millis() as u64;
-        let others: Vec<NodeInfo> = membership
+        let others: Vec<(NodeId, NodeInfo)> = membership
             .voter_ids()
             .filter(|v| *v != to && *v != self.node_id)
-            .filter_map(|v| membership.get_node(&v).cloned())
+            .filter_map(|v| membership.get_node(&v).cloned().map(|n| (v, n)))
             .collect();
-        for o in &others {
+        for (id, o) in &others {
             let _ = self
                 .peers
-                .forward(&o.raft_addr, &ForwardRequest::PauseElections { for_ms: window_ms }, Duration::from_secs(2))
+                .forward(
+                    *id,
+                    &o.raft_addr,
+                    &ForwardRequest::PauseElections { for_ms: window_ms },
+                    Duration::from_secs(2),
+                )
                 .await;
         }
         self.raft.runtime_config().heartbeat(false);
@@ -378,6 +413,7 @@ impl Cluster {
         let result = self
             .peers
             .forward(
+                to,
                 &target.raft_addr,
                 &ForwardRequest::Campaign { for_ms: window_ms },
                 TRANSFER_WINDOW + Duration::from_secs(2),
@@ -385,10 +421,10 @@ impl Cluster {
             .await;
         self.raft.runtime_config().heartbeat(true);
         self.pause_elections(Duration::ZERO);
-        for o in &others {
+        for (id, o) in &others {
             let _ = self
                 .peers
-                .forward(&o.raft_addr, &ForwardRequest::PauseElections { for_ms: 0 }, Duration::from_secs(2))
+                .forward(*id, &o.raft_addr, &ForwardRequest::PauseElections { for_ms: 0 }, Duration::from_secs(2))
                 .await;
         }
         result?;
@@ -398,6 +434,52 @@ impl Cluster {
             .metrics(|m| m.current_leader == Some(to), "new leader seen")
             .await;
         Ok(ForwardResponse::Done)
+    }
+
+    /// Makes `key_id` the cluster's master key, once every member (learners too: any of them
+    /// may seal a write) says it holds that key. On the leader only.
+    async fn rotate_master_key(
+        &self,
+        key_id: String,
+        check: Option<String>,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            return not_leader(m.current_leader, node);
+        }
+        let mut lacking = Vec::new();
+        for (id, node) in m.membership_config.membership().nodes() {
+            let holds = if *id == self.node_id {
+                self.key_ids.contains(&key_id)
+            } else {
+                match self.peers.node_state(*id, &node.raft_addr, Duration::from_secs(5)).await {
+                    Ok(state) => state.key_ids.contains(&key_id),
+                    Err(e) => {
+                        return Err(ForwardError::Unavailable(format!(
+                            "node {id} did not say which keys it holds ({}); every member must hold the new key",
+                            e.message()
+                        )))
+                    }
+                }
+            };
+            if !holds {
+                lacking.push(id.to_string());
+            }
+        }
+        if !lacking.is_empty() {
+            return Err(ForwardError::Rejected(format!(
+                "node(s) {} do not hold key {key_id}: add it to their keyring (VAULT_LOCAL_MASTER_KEYS) and \
+                 restart them first",
+                lacking.join(", ")
+            )));
+        }
+        let cmd = Command::SetMasterKey { key_id, check, now_ms: vault_core::time::now_ms(), rotate: true };
+        match self.proposals.write(cmd, timeout).await? {
+            CommandResponse::Rejected(r) => Err(ForwardError::Rejected(format!("{r:?}"))),
+            r => Ok(ForwardResponse::Written(r)),
+        }
     }
 
     /// First start of a cluster from `VAULT_PEERS`. Only the lowest id initializes, and only
@@ -426,7 +508,7 @@ impl Cluster {
                     nodes.insert(*id, NodeInfo { raft_addr: addr.clone(), api_addr: me.api_addr.clone() });
                     continue;
                 }
-                match self.peers.node_state(addr, Duration::from_secs(2)).await {
+                match self.peers.node_state(*id, addr, Duration::from_secs(2)).await {
                     Ok(r) if r.node_id != *id => {
                         tracing::error!(peer = addr, "peer says it is node {}, VAULT_PEERS says {id}", r.node_id);
                         waiting.push(*id);

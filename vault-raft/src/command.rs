@@ -88,6 +88,24 @@ pub enum Command {
     /// Several commands proposed together in one log entry (see `proposals`), applied in
     /// order, each with its own response, as if they were consecutive entries. Never nested.
     Batch(Vec<Command>),
+    // New variants go last: the encoding numbers variants in order, and old logs must decode.
+    /// A client write with the identity of the caller who asked for it. Applying it checks,
+    /// against the replicated state at `now_ms`, that the token exists, has not expired and
+    /// grants what `cmd` needs, then applies `cmd`. Every client write is proposed this way,
+    /// on the leader or forwarded by a follower, so the leader re-authorizes each one.
+    AsCaller {
+        auth: TokenHash,
+        now_ms: u64,
+        cmd: Box<Command>,
+    },
+    /// Records the cluster's master key (`rotate: false`: only when none is recorded yet) or
+    /// makes a new one current (`rotate: true`, `vaultctl kms rotate`). Leader only.
+    SetMasterKey {
+        key_id: String,
+        check: Option<String>,
+        now_ms: u64,
+        rotate: bool,
+    },
 }
 
 impl Command {
@@ -107,6 +125,39 @@ impl Command {
             Command::AdvanceRewrapWatermark { .. } => "advance_rewrap_watermark",
             Command::RewrapVersion { .. } => "rewrap_version",
             Command::Batch(_) => "batch",
+            Command::AsCaller { .. } => "as_caller",
+            Command::SetMasterKey { .. } => "set_master_key",
+        }
+    }
+
+    /// Whether this is a client write: what the API proposes on a caller's behalf.
+    fn is_client_write(&self) -> bool {
+        matches!(
+            self,
+            Command::PutSecret { .. }
+                | Command::DeleteSecret { .. }
+                | Command::DeleteVersions { .. }
+                | Command::UndeleteVersions { .. }
+                | Command::DestroyVersions { .. }
+                | Command::CreateToken { .. }
+                | Command::RevokeToken { .. }
+                | Command::PutRole { .. }
+                | Command::DeleteRole { .. }
+        )
+    }
+
+    /// Whether a peer may forward this command for the leader to propose: only a client write
+    /// carrying its caller (`AsCaller`), which the leader re-authorizes when applying it.
+    /// Bootstrap, master-key, re-wrap and watermark commands, batches, and client writes
+    /// without a caller are made by the leader itself and never accepted from a peer.
+    pub fn forwardable(&self) -> bool {
+        match self {
+            Command::AsCaller { cmd, .. } => match cmd.as_ref() {
+                // The caller rides in the wrapper; a put must not carry a second, other token.
+                Command::PutSecret { auth, .. } => auth.is_none(),
+                c => c.is_client_write(),
+            },
+            _ => false,
         }
     }
 
@@ -121,6 +172,7 @@ impl Command {
                 FIXED + name.len() + from_wrapped.len() + key_id.len() + wrapped_dek.len()
             }
             Command::Batch(cmds) => cmds.iter().map(Command::approx_size).sum(),
+            Command::AsCaller { cmd, .. } => FIXED + cmd.approx_size(),
             Command::DeleteVersions { versions, .. }
             | Command::UndeleteVersions { versions, .. }
             | Command::DestroyVersions { versions, .. } => FIXED + 8 * versions.len(),
@@ -150,6 +202,8 @@ impl fmt::Debug for Command {
                 write!(f, "RewrapVersion({name}:{version} -> {watermark_ms})")
             }
             Command::Batch(cmds) => write!(f, "Batch({})", cmds.len()),
+            Command::AsCaller { cmd, .. } => write!(f, "AsCaller({cmd:?})"),
+            Command::SetMasterKey { key_id, rotate, .. } => write!(f, "SetMasterKey({key_id}, rotate: {rotate})"),
         }
     }
 }
@@ -191,4 +245,9 @@ pub enum Rejection {
     FailedPrecondition(String),
     Unauthenticated(String),
     PermissionDenied(String),
+    /// The value was sealed under a master key that is not the cluster's current one.
+    WrongMasterKey {
+        sealed_with: String,
+        cluster: String,
+    },
 }

@@ -24,7 +24,7 @@ pub mod transport;
 pub mod typ;
 
 pub use audit_log::AuditLog;
-pub use cluster::Cluster;
+pub use cluster::{Cluster, ClusterParts};
 pub use command::{Command, CommandResponse, Rejection};
 pub use error::StoreError;
 pub use log_store::LogStore;

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use rocksdb::{Direction, IteratorMode, DB};
-use vault_core::model::{RewrapState, Role, SecretMeta, TokenRecord, VersionRecord, VersionState};
+use std::collections::BTreeMap;
+
+use vault_core::model::{MasterKeyState, RewrapState, Role, SecretMeta, TokenRecord, VersionRecord, VersionState};
 use vault_core::token::TokenHash;
 
 use crate::codec::decode;
 use crate::db::{cf, CF_ROLES, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
-use crate::tables::{parse_version_key, version_key, KvRead, KEY_LAST_APPLIED};
-use crate::typ::LogId;
+use crate::tables::{parse_version_key, version_key, KvRead, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
+use crate::typ::{LogId, StoredMembership};
 use crate::StoreError;
 
 /// A version whose DEK awaits re-wrapping.
@@ -122,6 +124,42 @@ impl StateReader {
 
     pub fn rewrap_state(&self) -> Result<RewrapState, StoreError> {
         self.db.rewrap_state()
+    }
+
+    /// The cluster's master key, once recorded.
+    pub fn master_key(&self) -> Result<Option<MasterKeyState>, StoreError> {
+        self.db.master_key()
+    }
+
+    /// The membership of the last applied membership entry (committed), if any.
+    pub fn applied_membership(&self) -> Result<Option<StoredMembership>, StoreError> {
+        self.db.get_typed(crate::db::CF_SM_META, KEY_MEMBERSHIP)
+    }
+
+    /// Whether the token with `hash` exists, is unexpired at `now_ms` and holds the admin role.
+    /// `Err` says why not, for the caller.
+    pub fn check_admin(&self, hash: &TokenHash, now_ms: u64) -> Result<Result<(), String>, StoreError> {
+        let Some(token) = self.token_by_hash(hash)? else { return Ok(Err("unknown or revoked token".into())) };
+        if token.is_expired(now_ms) {
+            return Ok(Err(format!("token {} has expired", token.name)));
+        }
+        Ok(match self.role(&token.role)? {
+            Some(r) if r.is_admin() => Ok(()),
+            _ => Err(format!("token {} (role {}) needs the admin role", token.name, token.role)),
+        })
+    }
+
+    /// How many versions hold a DEK wrapped by each master key id.
+    pub fn versions_by_key(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.db.iterator_cf(cf(&self.db, CF_VERSIONS)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            let r: VersionRecord = decode(&v)?;
+            if let Some(s) = r.sealed {
+                *out.entry(s.key_id).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// Versions that still hold a wrapped DEK: (all of them, those below `target_ms`).

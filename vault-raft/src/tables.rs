@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
-use vault_core::model::{RewrapState, Role, SecretMeta, TokenRecord, VersionRecord};
+use vault_core::model::{MasterKeyState, RewrapState, Role, SecretMeta, TokenRecord, VersionRecord};
 use vault_core::token::TokenHash;
 
 use crate::codec::{decode, encode};
@@ -17,6 +17,7 @@ pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_BOOTSTRAP_TOKEN_ISSUED: &[u8] = b"bootstrap_token_issued";
 pub(crate) const KEY_REWRAP: &[u8] = b"rewrap";
+pub(crate) const KEY_MASTER_KEY: &[u8] = b"master_key";
 
 /// Splits a versions-family key back into name and version.
 pub(crate) fn parse_version_key(key: &[u8]) -> Option<(&str, u64)> {
@@ -67,6 +68,10 @@ pub(crate) trait KvRead {
 
     fn rewrap_state(&self) -> Result<RewrapState, StoreError> {
         Ok(self.get_typed(CF_SM_META, KEY_REWRAP)?.unwrap_or_default())
+    }
+
+    fn master_key(&self) -> Result<Option<MasterKeyState>, StoreError> {
+        self.get_typed(CF_SM_META, KEY_MASTER_KEY)
     }
 
     fn flag(&self, key: &[u8]) -> Result<bool, StoreError> {

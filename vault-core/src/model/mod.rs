@@ -1,12 +1,14 @@
 //! Domain types stored by the state machine and shown by the API.
 
 mod audit;
+mod master_key;
 mod rewrap;
 mod role;
 mod secret;
 mod token;
 
 pub use audit::AuditRecord;
+pub use master_key::MasterKeyState;
 pub use rewrap::RewrapState;
 pub use role::{Action, Grant, Role, ADMIN_ROLE};
 pub use secret::{SecretMeta, VersionRecord, VersionState, DEFAULT_MAX_VERSIONS, MAX_MAX_VERSIONS};

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use vault_core::model::{validate_label, Grant, Role, TokenRecord};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
-use vault_raft::transport::{ForwardRequest, ForwardResponse};
+use vault_raft::transport::{AdminOp, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, NodeInfo};
 
 use crate::auth::caller::{caller_of, Caller};
@@ -26,14 +26,21 @@ pub struct AdminService {
 }
 
 impl AdminService {
+    /// Runs an operator's cluster change on the leader (forwarded with the caller's token,
+    /// which the leader checks again).
+    async fn cluster_change(&self, caller: &Caller, op: AdminOp) -> Result<ForwardResponse, Status> {
+        let req = ForwardRequest::Admin { auth: caller.token_hash()?, op };
+        self.vault.cluster.submit(req, MEMBERSHIP_TIMEOUT).await.map_err(from_forward)
+    }
+
     /// Runs a membership change on the leader.
-    async fn membership(&self, req: ForwardRequest) -> Result<pb::MemberChangeResponse, Status> {
+    async fn membership(&self, caller: &Caller, op: AdminOp) -> Result<pb::MemberChangeResponse, Status> {
         if !self.vault.transport_enabled {
             return Err(Status::failed_precondition(
                 "this node has no Raft transport: configure VAULT_RAFT_TLS_CA/_CERT/_KEY to grow the cluster",
             ));
         }
-        self.vault.cluster.submit(req, MEMBERSHIP_TIMEOUT).await.map_err(from_forward)?;
+        self.cluster_change(caller, op).await?;
         Ok(pb::MemberChangeResponse {})
     }
 
@@ -42,12 +49,12 @@ impl AdminService {
         &self,
         req: Request<pb::MemberRequest>,
         action: &str,
-        make: impl FnOnce(u64) -> ForwardRequest,
+        make: impl FnOnce(u64) -> AdminOp,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
         let caller = caller_of(&req)?;
         let id = req.into_inner().id;
         let subject = format!("node:{id}");
-        self.admin(&caller, action, Some(&subject), self.membership(make(id))).await
+        self.admin(&caller, action, Some(&subject), self.membership(&caller, make(id))).await
     }
 
     pub fn new(vault: Arc<Vault>, rewrapper: Arc<Rewrapper>) -> Self {
@@ -100,7 +107,7 @@ impl Admin for AdminService {
                 created_at_ms: now,
                 expires_at_ms,
             };
-            self.vault.write_ok(Command::CreateToken { record }).await?;
+            self.vault.write_ok(&caller, Command::CreateToken { record }).await?;
             Ok(pb::CreateTokenResponse { name: r.name.clone(), token: raw.expose().to_string(), expires_at_ms })
         })
         .await
@@ -128,7 +135,7 @@ impl Admin for AdminService {
         let subject = format!("token:{}", r.name);
         self.admin(&caller, "token.revoke", Some(&subject), async {
             validate_label("token", &r.name).map_err(from_core)?;
-            self.vault.write_ok(Command::RevokeToken { name: r.name.clone() }).await?;
+            self.vault.write_ok(&caller, Command::RevokeToken { name: r.name.clone() }).await?;
             Ok(pb::RevokeTokenResponse {})
         })
         .await
@@ -147,7 +154,7 @@ impl Admin for AdminService {
                 grants.extend(Grant::parse_many(spec).map_err(from_core)?);
             }
             let role = Role::new(&r.name, grants).map_err(from_core)?;
-            self.vault.write_ok(Command::PutRole { role, replace: r.replace }).await?;
+            self.vault.write_ok(&caller, Command::PutRole { role, replace: r.replace }).await?;
             Ok(pb::CreateRoleResponse {})
         })
         .await
@@ -188,7 +195,7 @@ impl Admin for AdminService {
         let r = req.into_inner();
         let subject = format!("role:{}", r.name);
         self.admin(&caller, "role.delete", Some(&subject), async {
-            self.vault.write_ok(Command::DeleteRole { name: r.name.clone() }).await?;
+            self.vault.write_ok(&caller, Command::DeleteRole { name: r.name.clone() }).await?;
             Ok(pb::DeleteRoleResponse {})
         })
         .await
@@ -238,7 +245,7 @@ impl Admin for AdminService {
                 return Err(Status::invalid_argument("need ID >= 1, RAFT_ADDR host:port and API_ADDR host:port"));
             }
             let node = NodeInfo { raft_addr: r.raft_addr.clone(), api_addr: r.api_addr.clone() };
-            self.membership(ForwardRequest::AddLearner { id: r.id, node }).await
+            self.membership(&caller, AdminOp::AddLearner { id: r.id, node }).await
         })
         .await
     }
@@ -247,21 +254,21 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        self.member_change(req, "cluster.promote", |id| ForwardRequest::PromoteVoter { id }).await
+        self.member_change(req, "cluster.promote", |id| AdminOp::PromoteVoter { id }).await
     }
 
     async fn remove_member(
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        self.member_change(req, "cluster.remove", |id| ForwardRequest::RemoveMember { id }).await
+        self.member_change(req, "cluster.remove", |id| AdminOp::RemoveMember { id }).await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        self.member_change(req, "cluster.transfer_leader", |to| ForwardRequest::TransferLeader { to }).await
+        self.member_change(req, "cluster.transfer_leader", |to| AdminOp::TransferLeader { to }).await
     }
 
     async fn kms_status(&self, req: Request<pb::KmsStatusRequest>) -> Result<Response<pb::KmsStatusResponse>, Status> {
@@ -271,9 +278,9 @@ impl Admin for AdminService {
             let progress = self.rewrapper.progress();
             let kms = &self.vault.kms;
             let (latest, rotation_error) = if kms.supports_rotation() {
-                match kms.latest_rotation_ms().await {
+                match self.rewrapper.latest_rotation().await {
                     Ok(l) => (l, String::new()),
-                    Err(e) => (progress.latest_rotation_ms, e.to_string()),
+                    Err(e) => (progress.latest_rotation_ms, e),
                 }
             } else {
                 (None, format!("the {} key manager does not rotate keys", kms.kind()))
@@ -284,10 +291,15 @@ impl Admin for AdminService {
                 _ => None,
             };
             let reader = self.vault.reader.clone();
-            let (total, pending) = tokio::task::spawn_blocking(move || reader.rewrap_counts(target))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(from_store)?;
+            let (total, pending, by_key) = tokio::task::spawn_blocking(move || {
+                let (total, pending) = reader.rewrap_counts(target)?;
+                Ok((total, pending, reader.versions_by_key()?))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(from_store)?;
+            let cluster_key = self.vault.reader.master_key().map_err(from_store)?.map(|mk| mk.key_id);
+            let missing = by_key.keys().chain(cluster_key.iter()).filter(|k| !kms.holds_key(k)).cloned().collect();
             let is_leader = self.vault.cluster.raft.metrics().borrow().state == openraft::ServerState::Leader;
             Ok(pb::KmsStatusResponse {
                 kind: kms.kind().to_string(),
@@ -306,7 +318,53 @@ impl Admin for AdminService {
                 pass_done: progress.done,
                 pass_failed: progress.failed,
                 last_error: progress.last_error.unwrap_or_default(),
+                cluster_key_id: cluster_key.unwrap_or_default(),
+                node_key_ids: kms.key_ids(),
+                versions_by_key: by_key.into_iter().collect(),
+                missing_key_ids: missing,
             })
+        })
+        .await
+    }
+
+    async fn kms_rotate(&self, req: Request<pb::KmsRotateRequest>) -> Result<Response<pb::KmsRotateResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = (!r.key_id.is_empty()).then(|| format!("key:{}", r.key_id));
+        self.admin(&caller, "kms.rotate", subject.as_deref(), async {
+            let kms = &self.vault.kms;
+            if !kms.rotates_through_cluster() {
+                return Err(Status::failed_precondition(format!(
+                    "the {} key manager rotates its key material itself; use `vaultctl kms rewrap` after a rotation",
+                    kms.kind()
+                )));
+            }
+            let key_id = if r.key_id.is_empty() { kms.key_id().to_string() } else { r.key_id.clone() };
+            if !kms.holds_key(&key_id) {
+                return Err(Status::failed_precondition(format!(
+                    "this node's keyring ({}) does not hold {key_id}",
+                    kms.key_ids().join(", ")
+                )));
+            }
+            self.vault.linearize().await?;
+            let previous = self.vault.reader.master_key().map_err(from_store)?.map(|mk| mk.key_id).unwrap_or_default();
+            if previous == key_id {
+                return Err(Status::failed_precondition(format!(
+                    "{key_id} is already the cluster's master key; put the new key first in VAULT_LOCAL_MASTER_KEYS, \
+                     or name it with --key-id"
+                )));
+            }
+            let check = kms.key_check(&key_id);
+            self.cluster_change(&caller, AdminOp::RotateMasterKey { key_id: key_id.clone(), check }).await?;
+            self.vault.linearize().await?;
+            let reader = self.vault.reader.clone();
+            let by_key = tokio::task::spawn_blocking(move || reader.versions_by_key())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(from_store)?;
+            let pending = by_key.iter().filter(|(k, _)| **k != key_id).map(|(_, n)| n).sum();
+            tracing::info!(from = %previous, to = %key_id, pending, "master key rotated; the leader's worker re-wraps older data keys");
+            Ok(pb::KmsRotateResponse { previous_key_id: previous, key_id, pending_versions: pending })
         })
         .await
     }

@@ -61,7 +61,7 @@ impl SecretsService {
             let name = parse_name(&r.name)?;
             check_versions(&r.versions)?;
             caller.require(action, name.as_str())?;
-            match self.vault.write_ok(make(name.to_string(), r.versions.clone())).await? {
+            match self.vault.write_ok(&caller, make(name.to_string(), r.versions.clone())).await? {
                 CommandResponse::Changed { versions } => Ok(versions),
                 _ => Ok(Vec::new()),
             }
@@ -206,7 +206,7 @@ impl Secrets for SecretsService {
         let result = async {
             let name = parse_name(&r.name)?;
             caller.require(Action::Delete, name.as_str())?;
-            self.vault.write_ok(Command::DeleteSecret { name: name.to_string() }).await
+            self.vault.write_ok(&caller, Command::DeleteSecret { name: name.to_string() }).await
         }
         .await;
         self.vault.audit(&caller, "secret.delete", Some(&r.name), &result)?;

@@ -30,6 +30,11 @@ impl Caller {
         self.principal.as_ref().ok_or_else(|| Status::unauthenticated("this call needs a bearer token"))
     }
 
+    /// The caller's token hash, which a write carries so the leader can authorize it again.
+    pub fn token_hash(&self) -> Result<vault_core::token::TokenHash, Status> {
+        Ok(self.principal()?.token.hash)
+    }
+
     /// The role must grant `action` on `name`.
     pub fn require(&self, action: Action, name: &str) -> Result<(), Status> {
         let p = self.principal()?;

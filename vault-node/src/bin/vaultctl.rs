@@ -77,6 +77,14 @@ enum KmsCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Local keyring: make a new master key the cluster's. Every node must hold it first;
+    /// the leader's worker then re-wraps every older data key onto it (see `kms status`).
+    Rotate {
+        /// The key to make current (an id from `kms status`); default: the first key of this
+        /// node's keyring.
+        #[arg(long)]
+        key_id: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +213,10 @@ enum ClusterCmd {
         /// Validity of node certificates in days.
         #[arg(long, default_value_t = 365)]
         days: i64,
+        /// Replace existing node certificates and keys (renewal); the CA stays. Send SIGHUP to
+        /// the running node to use them.
+        #[arg(long)]
+        renew: bool,
     },
 }
 
@@ -302,9 +314,24 @@ async fn kms_cmd(cli: &Cli, admin: &mut AdminClient<Authed>, cmd: &KmsCmd, json:
                     "pending_versions": s.pending_versions, "pass_target_ms": s.pass_target_ms,
                     "pass_total": s.pass_total, "pass_done": s.pass_done, "pass_failed": s.pass_failed,
                     "last_error": s.last_error, "leader_api_addr": s.leader_api_addr,
+                    "cluster_key_id": s.cluster_key_id, "node_key_ids": s.node_key_ids,
+                    "versions_by_key": s.versions_by_key, "missing_key_ids": s.missing_key_ids,
                 }));
             } else {
                 outln!("kms:              {} {}", s.kind, s.key_id);
+                if !s.cluster_key_id.is_empty() {
+                    outln!("cluster key:      {}", s.cluster_key_id);
+                }
+                outln!("node keyring:     {}", s.node_key_ids.join(", "));
+                for (key, n) in &s.versions_by_key {
+                    outln!("  wraps {n:>8} version(s): {key}");
+                }
+                if !s.missing_key_ids.is_empty() {
+                    outln!(
+                        "MISSING here:     {} (still needed; add to this node's keyring)",
+                        s.missing_key_ids.join(", ")
+                    );
+                }
                 outln!(
                     "worker:           {}{}",
                     if s.enabled { "enabled" } else { "disabled" },
@@ -329,6 +356,21 @@ async fn kms_cmd(cli: &Cli, admin: &mut AdminClient<Authed>, cmd: &KmsCmd, json:
                 if !s.last_error.is_empty() {
                     outln!("last error:       {}", s.last_error);
                 }
+            }
+            Ok(())
+        }
+        KmsCmd::Rotate { key_id } => {
+            let r = admin
+                .kms_rotate(pb::KmsRotateRequest { key_id: key_id.clone().unwrap_or_default() })
+                .await?
+                .into_inner();
+            if json {
+                print_json(json!({
+                    "previous_key_id": r.previous_key_id, "key_id": r.key_id, "pending_versions": r.pending_versions,
+                }));
+            } else {
+                outln!("master key is now {} (was {})", r.key_id, r.previous_key_id);
+                outln!("{} version(s) to re-wrap; follow with `vaultctl kms status`", r.pending_versions);
             }
             Ok(())
         }
@@ -443,8 +485,8 @@ fn print_json(v: serde_json::Value) {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Cmd::Cluster(ClusterCmd::Certs { out, nodes, sans, days }) = &cli.cmd {
-        for path in vault_node::certs::mint(out, nodes, sans, *days)? {
+    if let Cmd::Cluster(ClusterCmd::Certs { out, nodes, sans, days, renew }) = &cli.cmd {
+        for path in vault_node::certs::mint(out, nodes, sans, *days, *renew)? {
             outln!("wrote {}", path.display());
         }
         return Ok(());

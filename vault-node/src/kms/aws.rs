@@ -122,6 +122,17 @@ impl AwsKms {
     }
 }
 
+impl AwsKms {
+    /// New material is only ever made under the configured key (its resolved ARN).
+    fn require_configured(&self, key_id: &str) -> Result<(), CoreError> {
+        if key_id == self.arn {
+            Ok(())
+        } else {
+            Err(CoreError::KeyMismatch { stored: key_id.to_string(), configured: self.arn.clone() })
+        }
+    }
+}
+
 #[async_trait]
 impl KeyManager for AwsKms {
     fn kind(&self) -> &'static str {
@@ -132,7 +143,8 @@ impl KeyManager for AwsKms {
         &self.arn
     }
 
-    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError> {
+    async fn generate_data_key(&self, key_id: &str, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError> {
+        self.require_configured(key_id)?;
         let mut out = self
             .client
             .generate_data_key()
@@ -182,7 +194,9 @@ impl KeyManager for AwsKms {
         key_id: &str,
         wrapped: &[u8],
         ctx: &EncryptionContext,
+        to_key_id: &str,
     ) -> Result<RewrappedDataKey, CoreError> {
+        self.require_configured(to_key_id)?;
         let out = self
             .client
             .re_encrypt()

@@ -14,8 +14,8 @@ use crate::config::KmsConfig;
 
 pub async fn build(cfg: KmsConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
     match cfg {
-        KmsConfig::Local { master: Some(key) } => Ok(Arc::new(LocalKms::new(key))),
-        KmsConfig::Local { master: None } => {
+        KmsConfig::Local { keys } if !keys.is_empty() => Ok(Arc::new(LocalKms::keyring(keys)?)),
+        KmsConfig::Local { .. } => {
             tracing::warn!(
                 "VAULT_LOCAL_MASTER_KEY is not set: using a RANDOM EPHEMERAL master key. Every secret \
                  written by this process becomes UNREADABLE once it stops. Set VAULT_LOCAL_MASTER_KEY \

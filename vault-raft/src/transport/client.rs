@@ -11,6 +11,7 @@ use super::pb;
 use super::pb::raft_client::RaftClient;
 use super::security::{ClientStamp, TransportSecurity};
 use crate::codec::{decode, encode};
+use crate::typ::NodeId;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest message accepted from a peer (a snapshot chunk plus framing, or a batch of entries).
@@ -31,23 +32,35 @@ fn is_connect_failure(s: &Status) -> bool {
     text.contains("tcp connect error") || text.contains("connection refused") || text.contains("no route to host")
 }
 
-/// Clients for peers' Raft listeners: one cached, lazily connected channel per address.
+/// Clients for peers' Raft listeners: one cached, lazily connected channel per node and
+/// address. Each channel verifies that the peer's certificate names the node it dials.
 #[derive(Clone)]
 pub struct PeerClients {
+    /// This node: forwarded requests say who sends them.
+    me: NodeId,
     security: TransportSecurity,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
 }
 
 pub(crate) type Client = RaftClient<InterceptedService<Channel, ClientStamp>>;
 
 impl PeerClients {
-    pub fn new(security: TransportSecurity) -> Self {
-        PeerClients { security, channels: Arc::new(Mutex::new(HashMap::new())) }
+    pub fn new(me: NodeId, security: TransportSecurity) -> Self {
+        PeerClients { me, security, channels: Arc::new(Mutex::new(HashMap::new())) }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+    /// Re-reads the TLS material and forgets cached channels, so the next call to each peer
+    /// connects with the new certificate. Calls in flight finish on their old connections.
+    pub fn reload(&self) -> std::io::Result<()> {
+        self.security.reload()?;
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
+    }
+
+    fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, Status> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = map.get(addr) {
+        let key = (id, addr.to_string());
+        if let Some(ch) = map.get(&key) {
             return Ok(ch.clone());
         }
         let scheme = if self.security.is_tls() { "https" } else { "http" };
@@ -57,22 +70,23 @@ impl PeerClients {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        if let Some(tls) = self.security.client_tls() {
+        if let Some(tls) = self.security.client_tls(id) {
             ep = ep.tls_config(tls).map_err(|e| Status::internal(format!("raft client TLS: {e}")))?;
         }
         let ch = ep.connect_lazy();
-        map.insert(addr.to_string(), ch.clone());
+        map.insert(key, ch.clone());
         Ok(ch)
     }
 
-    pub(crate) fn client(&self, addr: &str) -> Result<Client, Status> {
-        Ok(RaftClient::with_interceptor(self.channel(addr)?, self.security.client_stamp())
+    /// A client for node `id` at `addr`.
+    pub(crate) fn client(&self, id: NodeId, addr: &str) -> Result<Client, Status> {
+        Ok(RaftClient::with_interceptor(self.channel(id, addr)?, self.security.client_stamp())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
     }
 
-    pub async fn node_state(&self, addr: &str, timeout: Duration) -> Result<pb::NodeStateReply, Status> {
-        let mut c = self.client(addr)?;
+    pub async fn node_state(&self, id: NodeId, addr: &str, timeout: Duration) -> Result<pb::NodeStateReply, Status> {
+        let mut c = self.client(id, addr)?;
         let mut req = tonic::Request::new(pb::NodeStateRequest {});
         req.set_timeout(timeout);
         // The header tells the peer; this bounds the wait here too (a stopped peer never answers).
@@ -82,22 +96,23 @@ impl PeerClients {
         }
     }
 
-    /// Sends `req` to the node whose Raft listener is `addr`.
+    /// Sends `req` to node `id`, whose Raft listener is `addr`, saying it comes from this node.
     pub async fn forward(
         &self,
+        id: NodeId,
         addr: &str,
         req: &ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
-        let data = encode(req).map_err(|e| ForwardError::Unavailable(format!("encode forward: {e}")))?;
-        let mut c = self.client(addr).map_err(|s| ForwardError::Unavailable(s.message().to_string()))?;
+        let data = encode(&(self.me, req)).map_err(|e| ForwardError::Unavailable(format!("encode forward: {e}")))?;
+        let mut c = self.client(id, addr).map_err(|s| ForwardError::Unavailable(s.message().to_string()))?;
         let mut r = tonic::Request::new(pb::Blob { data });
         r.set_timeout(timeout);
         let reply = tokio::time::timeout(timeout, c.forward(r))
             .await
             .map_err(|_| ForwardError::Unavailable(format!("peer {addr} did not answer in {timeout:?}")))?
             .map_err(|s| match s.code() {
-                Code::Unauthenticated => {
+                Code::Unauthenticated | Code::PermissionDenied => {
                     ForwardError::Unavailable(format!("peer {addr} refused this node: {}", s.message()))
                 }
                 _ if is_connect_failure(&s) => {

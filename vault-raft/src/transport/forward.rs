@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use vault_core::token::TokenHash;
+
 use crate::command::{Command, CommandResponse};
 use crate::node::NodeInfo;
 use crate::typ::{LogId, NodeId};
@@ -14,6 +16,20 @@ pub enum ForwardRequest {
     /// The leader confirms its leadership with a quorum and returns the log id a linearizable
     /// read must wait for.
     ReadIndex,
+    /// An operator's cluster change, with the operator's token: a leader that receives it
+    /// from a peer runs it only if the token holds the admin role in the replicated state.
+    Admin { auth: TokenHash, op: AdminOp },
+    /// The leader's view of replication.
+    LeaderView,
+    /// To a voter during a leader transfer: do not start elections for `for_ms`.
+    PauseElections { for_ms: u64 },
+    /// To the transfer target: campaign until leader or `for_ms` passed.
+    Campaign { for_ms: u64 },
+}
+
+/// Cluster changes an operator asks for; they run on the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AdminOp {
     AddLearner {
         id: NodeId,
         node: NodeInfo,
@@ -27,15 +43,11 @@ pub enum ForwardRequest {
     TransferLeader {
         to: NodeId,
     },
-    /// The leader's view of replication.
-    LeaderView,
-    /// To a voter during a leader transfer: do not start elections for `for_ms`.
-    PauseElections {
-        for_ms: u64,
-    },
-    /// To the transfer target: campaign until leader or `for_ms` passed.
-    Campaign {
-        for_ms: u64,
+    /// Make master key `key_id` (with key-check value `check`) the cluster's, once every
+    /// member reports holding it.
+    RotateMasterKey {
+        key_id: String,
+        check: Option<String>,
     },
 }
 
@@ -71,4 +83,8 @@ pub enum ForwardError {
     Rejected(String),
     #[error("{0}")]
     NotFound(String),
+    /// The peer may not ask for this (not a member, not the leader, or a command only the
+    /// leader makes).
+    #[error("{0}")]
+    Refused(String),
 }

@@ -1,19 +1,23 @@
 //! The Raft transport: a tonic gRPC service on the Raft listener and the matching clients.
 //!
 //! Messages are openraft's own types in the versioned binary encoding (`codec`). Peers prove
-//! membership with a client certificate from the cluster CA, or in dev mode a shared secret.
+//! who they are with a client certificate from the cluster CA naming their node id (or, in
+//! dev mode, a shared secret); what each may send is decided in `admission`.
 
+mod admission;
 mod client;
 mod forward;
+mod listener;
 mod network;
 mod security;
 mod server;
 
 pub use client::PeerClients;
 pub(crate) use client::MAX_MESSAGE;
-pub use forward::{ForwardError, ForwardRequest, ForwardResponse, LeaderView};
+pub use forward::{AdminOp, ForwardError, ForwardRequest, ForwardResponse, LeaderView};
+pub use listener::{connections, AcceptTask, PeerIdentity, RaftConn, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
 pub use network::GrpcNetwork;
-pub use security::{TlsFiles, TransportSecurity, CLUSTER_SERVER_NAME};
+pub use security::{cert_node_id, node_server_name, TlsFiles, TransportSecurity};
 pub use server::{RaftService, RaftServiceServer};
 
 /// Generated types of `proto/vault/raft/v1/raft.proto`.

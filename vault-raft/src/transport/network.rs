@@ -75,7 +75,7 @@ impl PeerNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = self.peers.client(&self.addr).map_err(transport_error)?;
+        let mut client = self.peers.client(self.target, &self.addr).map_err(transport_error)?;
         let mut request = tonic::Request::new(pb::Blob { data });
         request.set_timeout(timeout);
         let fut = async {

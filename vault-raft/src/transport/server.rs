@@ -1,13 +1,15 @@
 //! The Raft gRPC service.
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use super::admission::{admit_forward, admit_peer, same_node};
 use super::client::MAX_MESSAGE;
 use super::forward::{ForwardError, ForwardRequest, ForwardResponse};
+use super::listener::PeerIdentity;
 use super::pb;
 use super::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use super::security::{ServerGuard, TransportSecurity};
@@ -15,7 +17,7 @@ use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::node::NodeInfo;
 use crate::synced_log::SyncWait;
-use crate::typ::TypeConfig;
+use crate::typ::{NodeId, TypeConfig};
 
 /// How long forwarded work may take on this node.
 const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -44,6 +46,20 @@ fn parse<T: DeserializeOwned>(req: Request<pb::Blob>) -> Result<T, Status> {
     decode(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
 }
 
+/// The node id the caller's certificate names (`None` in dev mode, where peers carry none).
+fn peer_of<T>(req: &Request<T>) -> Option<NodeId> {
+    req.extensions().get::<PeerIdentity>().and_then(|p| p.node_id)
+}
+
+impl RaftService {
+    /// Admits a member (see `admission`) and parses its message.
+    fn admit<T: DeserializeOwned>(&self, req: Request<pb::Blob>) -> Result<(Option<NodeId>, T), Status> {
+        let peer = peer_of(&req);
+        admit_peer(&self.cluster, peer)?;
+        Ok((peer, parse(req)?))
+    }
+}
+
 fn reply<T: Serialize>(value: &T) -> Result<Response<pb::Blob>, Status> {
     let data = encode(value).map_err(|e| Status::internal(format!("encode raft reply: {e}")))?;
     Ok(Response::new(pb::Blob { data }))
@@ -52,7 +68,8 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<pb::Blob>, Status> {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        let req: AppendEntriesRequest<TypeConfig> = parse(req)?;
+        let (peer, req): (_, AppendEntriesRequest<TypeConfig>) = self.admit(req)?;
+        same_node(peer, req.vote.leader_id().voted_for(), "append's leader")?;
         let claimed = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
         let r = self.cluster.raft.append_entries(req).await;
         // openraft was told the entries were written before they were synced (`synced_log`):
@@ -73,28 +90,35 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        let r = self.cluster.raft.vote(parse(req)?).await;
+        let (peer, req): (_, VoteRequest<NodeId>) = self.admit(req)?;
+        same_node(peer, req.vote.leader_id().voted_for(), "vote's candidate")?;
+        let r = self.cluster.raft.vote(req).await;
         reply(&r)
     }
 
     async fn install_snapshot(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        let r = self.cluster.raft.install_snapshot(parse(req)?).await;
+        let (peer, req): (_, InstallSnapshotRequest<TypeConfig>) = self.admit(req)?;
+        same_node(peer, req.vote.leader_id().voted_for(), "snapshot's leader")?;
+        let r = self.cluster.raft.install_snapshot(req).await;
         reply(&r)
     }
 
     async fn forward(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        let request: ForwardRequest = parse(req)?;
+        let (peer, (from, request)): (_, (NodeId, ForwardRequest)) = self.admit(req)?;
+        admit_forward(&self.cluster, peer, from, &request)?;
         let r: Result<ForwardResponse, ForwardError> = self.cluster.handle_local(request, FORWARD_TIMEOUT).await;
         reply(&r)
     }
 
-    async fn node_state(&self, _req: Request<pb::NodeStateRequest>) -> Result<Response<pb::NodeStateReply>, Status> {
+    async fn node_state(&self, req: Request<pb::NodeStateRequest>) -> Result<Response<pb::NodeStateReply>, Status> {
+        admit_peer(&self.cluster, peer_of(&req))?;
         let initialized = self.cluster.raft.is_initialized().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::NodeStateReply {
             node_id: self.cluster.node_id,
             initialized,
             raft_addr: self.me.raft_addr.clone(),
             api_addr: self.me.api_addr.clone(),
+            key_ids: self.cluster.key_ids.to_vec(),
         }))
     }
 }

@@ -1,0 +1,527 @@
+//! The trust boundaries inside the cluster, with real processes: peer certificates bound to
+//! node ids and membership on the Raft port, what a peer may forward, a wrong master key
+//! refused without losing anything, and a local master-key rotation.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::Code;
+use vault_core::envelope::SealedValue;
+use vault_core::keys::MasterKey;
+use vault_core::local_kms::local_key_id;
+use vault_core::model::TokenRecord;
+use vault_core::token::{RawToken, TokenHash};
+use vault_raft::codec::{decode, encode};
+use vault_raft::transport::pb as raftpb;
+use vault_raft::transport::{node_server_name, ForwardError, ForwardRequest, ForwardResponse};
+use vault_raft::typ::{TypeConfig, Vote};
+use vault_raft::{Command, CommandResponse, Rejection};
+use vault_tests::*;
+
+fn mt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+type RaftClient = raftpb::raft_client::RaftClient<Channel>;
+
+/// A Raft client presenting `certs/node-<as_id>` to node `target` at `addr`.
+async fn raft_as(certs: &Path, as_id: u64, target: u64, addr: std::net::SocketAddr) -> RaftClient {
+    let read = |f: String| std::fs::read(certs.join(f)).expect("read cert file");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(read(format!("node-{as_id}.pem")), read(format!("node-{as_id}.key"))))
+        .domain_name(node_server_name(target));
+    let ch = Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    RaftClient::new(ch)
+}
+
+fn blob<T: serde::Serialize>(v: &T) -> raftpb::Blob {
+    raftpb::Blob { data: encode(v).unwrap() }
+}
+
+async fn vote_as(c: &mut RaftClient, candidate: u64, term: u64) -> Result<(), tonic::Status> {
+    let req = VoteRequest::<u64> { vote: Vote::new(term, candidate), last_log_id: None };
+    c.vote(blob(&req)).await.map(|_| ())
+}
+
+async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), tonic::Status> {
+    let req = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, leader),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    c.append_entries(blob(&req)).await.map(|_| ())
+}
+
+async fn forward_as(
+    c: &mut RaftClient,
+    from: u64,
+    req: ForwardRequest,
+) -> Result<Result<ForwardResponse, ForwardError>, tonic::Status> {
+    let r = c.forward(blob(&(from, req))).await?;
+    Ok(decode(&r.into_inner().data).unwrap())
+}
+
+fn token_record(name: &str) -> TokenRecord {
+    TokenRecord {
+        name: name.into(),
+        hash: RawToken::generate().hash(),
+        role: "admin".into(),
+        created_at_ms: 1,
+        expires_at_ms: None,
+    }
+}
+
+fn hash_of(token: &str) -> TokenHash {
+    RawToken::parse_strict(token).expect("a valid token").hash()
+}
+
+fn key_id_of(b64: &str) -> String {
+    local_key_id(&MasterKey::from_base64(b64).unwrap())
+}
+
+fn denied(r: Result<impl std::fmt::Debug, tonic::Status>, what: &str) -> String {
+    match r {
+        Err(s) if s.code() == Code::PermissionDenied => s.message().to_string(),
+        other => panic!("{what}: expected PERMISSION_DENIED, got {other:?}"),
+    }
+}
+
+#[test]
+fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
+    mt().block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let leader_id = c.specs[leader].node_id;
+        let target = c.specs[leader].raft_addr;
+        let certs = c.certs();
+
+        tracing::info!("node 4 joins as a learner, then is removed");
+        let mut spec4 = c.node_spec(4);
+        spec4.set("VAULT_JOIN", "true");
+        let mut node4 = spec4.start();
+        c.ctl(0, &["cluster", "add", "4", &spec4.raft_addr.to_string(), &spec4.api_addr.to_string()]);
+        let mut as4 = raft_as(&certs, 4, leader_id, target).await;
+        // While a member, node 4's certificate is admitted: the refusals below are about removal.
+        let ok = forward_as(&mut as4, 4, ForwardRequest::LeaderView).await.expect("member admitted");
+        assert!(ok.is_ok(), "{ok:?}");
+        c.ctl(0, &["cluster", "remove", "4"]);
+        node4.kill();
+        let term_before = c.status(leader).await.unwrap().term;
+
+        let why = denied(vote_as(&mut as4, 4, term_before + 100).await, "removed node's vote");
+        assert!(why.contains("not a member"), "{why}");
+        denied(append_as(&mut as4, 4, term_before + 100).await, "removed node's append");
+        let create = ForwardRequest::Write(Command::AsCaller {
+            auth: hash_of(&c.token),
+            now_ms: 1,
+            cmd: Box::new(Command::CreateToken { record: token_record("from-removed") }),
+        });
+        denied(forward_as(&mut as4, 4, create).await, "removed node's forward");
+        // No restart happened, and the removed node's high-term vote deposed no one.
+        for i in 0..3 {
+            let s = c.status(i).await.unwrap();
+            assert_eq!(s.term, term_before, "node index {i}");
+            assert_eq!(s.leader_id, Some(leader_id));
+        }
+
+        tracing::info!("node 2's certificate claiming to be node 3");
+        let mut as2 = raft_as(&certs, 2, leader_id, target).await;
+        let why = denied(vote_as(&mut as2, 3, term_before + 100).await, "impostor vote");
+        assert!(why.contains("node 2") && why.contains("node 3"), "{why}");
+        denied(append_as(&mut as2, 3, term_before + 100).await, "impostor append");
+        denied(forward_as(&mut as2, 3, ForwardRequest::LeaderView).await, "impostor forward");
+
+        tracing::info!("a member may forward only client writes carrying their caller");
+        let raw = ForwardRequest::Write(Command::CreateToken { record: token_record("raw-create") });
+        let member = if leader_id == 2 { 1 } else { 2 };
+        let mut as_member = raft_as(&certs, member, leader_id, target).await;
+        let why = denied(forward_as(&mut as_member, member, raw).await, "raw command");
+        assert!(why.contains("create_token"), "{why}");
+        let watermark = ForwardRequest::Write(Command::AdvanceRewrapWatermark { watermark_ms: u64::MAX });
+        denied(forward_as(&mut as_member, member, watermark).await, "leader-only command");
+        let bootstrap = ForwardRequest::Write(Command::SetMasterKey {
+            key_id: "local:00".into(),
+            check: None,
+            now_ms: 1,
+            rotate: true,
+        });
+        denied(forward_as(&mut as_member, member, bootstrap).await, "master key from a peer");
+        // A client write with a token nobody holds is refused by the leader when it applies it.
+        let forged = ForwardRequest::Write(Command::AsCaller {
+            auth: RawToken::generate().hash(),
+            now_ms: vault_core::time::now_ms(),
+            cmd: Box::new(Command::CreateToken { record: token_record("forged-caller") }),
+        });
+        match forward_as(&mut as_member, member, forged).await.unwrap() {
+            Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::Unauthenticated(_)))) => {}
+            other => panic!("a forged caller must be refused at apply: {other:?}"),
+        }
+        // A put sealed under a key that is not the cluster's is refused at apply, even with a
+        // valid admin caller.
+        let sealed = SealedValue {
+            key_id: "local:00000000000000000000000000000000".into(),
+            wrapped_dek: vec![1; 73],
+            nonce: vec![0; 24],
+            ciphertext: vec![0; 32],
+        };
+        let put = ForwardRequest::Write(Command::AsCaller {
+            auth: hash_of(&c.token),
+            now_ms: vault_core::time::now_ms(),
+            cmd: Box::new(Command::PutSecret {
+                name: "wrong/key".into(),
+                version: 1,
+                sealed,
+                expected_version: None,
+                max_versions: None,
+                now_ms: vault_core::time::now_ms(),
+                auth: None,
+            }),
+        });
+        match forward_as(&mut as_member, member, put).await.unwrap() {
+            Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::WrongMasterKey { .. }))) => {}
+            other => panic!("a put under another key must be refused at apply: {other:?}"),
+        }
+        // Election control comes only from the leader.
+        denied(forward_as(&mut as_member, member, ForwardRequest::Campaign { for_ms: 1 }).await, "campaign");
+
+        tracing::info!("a CA-signed certificate of a node that never was a member");
+        mint_certs(&certs, &[9]);
+        let mut as9 = raft_as(&certs, 9, leader_id, target).await;
+        let create = ForwardRequest::Write(Command::AsCaller {
+            auth: hash_of(&c.token),
+            now_ms: vault_core::time::now_ms(),
+            cmd: Box::new(Command::CreateToken { record: token_record("from-outsider") }),
+        });
+        denied(forward_as(&mut as9, 9, create).await, "outsider's token creation");
+        denied(vote_as(&mut as9, 9, term_before + 100).await, "outsider's vote");
+
+        let tokens = c.ctl(0, &["token", "list"]);
+        for name in ["from-removed", "raw-create", "forged-caller", "from-outsider"] {
+            assert!(!tokens.contains(name), "{name} must not exist:\n{tokens}");
+        }
+        assert!(must_fail_vaultctl(&c.url(0), None, &["secret", "get", "wrong/key"]).contains("not found"));
+    });
+}
+
+#[test]
+fn a_node_checks_the_certificate_of_the_peer_it_dials() {
+    mt().block_on(async {
+        let c = TestCluster::start(1, |_| {}).await;
+        let certs = c.certs();
+        let addr = c.specs[0].raft_addr;
+        // Node 1's listener, dialed as if it were node 2: its certificate names node 1.
+        let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+            .identity(Identity::from_pem(read("node-1.pem"), read("node-1.key")))
+            .domain_name(node_server_name(2));
+        let attempt = async {
+            let ch = Channel::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await?;
+            RaftClient::new(ch).node_state(raftpb::NodeStateRequest {}).await?;
+            Ok::<_, Box<dyn std::error::Error>>(())
+        };
+        assert!(attempt.await.is_err(), "a server certificate for another node id must fail verification");
+        let mut right = raft_as(&certs, 1, 1, addr).await;
+        assert_eq!(right.node_state(raftpb::NodeStateRequest {}).await.unwrap().into_inner().node_id, 1);
+    });
+}
+
+#[test]
+fn a_renewed_certificate_is_used_after_sighup_without_a_restart() {
+    mt().block_on(async {
+        let c = TestCluster::start(1, |_| {}).await;
+        let certs = c.certs();
+        let addr = c.specs[0].raft_addr;
+        let served = || async {
+            let ch = Channel::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(std::fs::read(certs.join("ca.pem")).unwrap()))
+                        .domain_name(node_server_name(1)),
+                )
+                .unwrap();
+            // A fresh TCP connection each time, to see what a new peer would get.
+            let ch = ch.connect().await.unwrap();
+            let mut c = RaftClient::new(ch);
+            c.node_state(raftpb::NodeStateRequest {}).await.unwrap_err().code()
+        };
+        assert_eq!(served().await, Code::Unauthenticated, "listener up, no client cert");
+        let pid = c.nodes[0].pid().unwrap();
+        let before = std::fs::read(certs.join("node-1.pem")).unwrap();
+        let out = std::process::Command::new(bin("vaultctl"))
+            .args(["cluster", "certs", "--renew", "--out"])
+            .arg(&certs)
+            .args(["--nodes", "1", "--san", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_ne!(std::fs::read(certs.join("node-1.pem")).unwrap(), before);
+        c.nodes[0].signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !c.nodes[0].log().contains("reloaded the Raft TLS") {
+            assert!(Instant::now() < deadline, "no reload logged:\n{}", c.nodes[0].log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(c.nodes[0].pid(), Some(pid), "same process");
+        // The listener now presents the renewed certificate.
+        let tls_cert = tls_server_cert(addr).await;
+        let renewed = tokio_pem_der(&std::fs::read(certs.join("node-1.pem")).unwrap());
+        assert_eq!(tls_cert, renewed, "new connections get the renewed certificate");
+        // And the node still works: its own writes go through Raft as before.
+        c.ctl(0, &["secret", "put", "after/renew", "--value", "v"]);
+    });
+}
+
+/// The leaf certificate (DER) a TLS server at `addr` presents.
+async fn tls_server_cert(addr: std::net::SocketAddr) -> Vec<u8> {
+    use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+    #[derive(Debug)]
+    struct AcceptAny;
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            tokio_rustls::rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny))
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("vault-node-1").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn tokio_pem_der(pem: &[u8]) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    CertificateDer::from_pem_slice(pem).unwrap().to_vec()
+}
+
+/// Waits for `needle` in node `i`'s log.
+async fn wait_log(node: &NodeProcess, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.log().contains(needle) {
+        assert!(Instant::now() < deadline, "{needle:?} not logged:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The version numbers `secret versions` lists for `name`.
+fn versions_of(node: &NodeProcess, token: &str, name: &str) -> Vec<u64> {
+    let out = node.vaultctl(Some(token), &["secret", "versions", name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect()
+}
+
+#[test]
+fn a_single_node_with_a_wrong_master_key_acknowledges_no_write_and_loses_nothing() {
+    mt().block_on(async {
+        let dir = test_dir();
+        let token = random_token();
+        let (k1, k2) = (random_master_key(), random_master_key());
+        let mut spec = NodeSpec::single(dir.path(), &token, &k1);
+        let mut node = spec.start();
+        node.wait_ready().await;
+        for v in ["one", "two"] {
+            must_vaultctl(&node.url(), Some(&token), &["secret", "put", "app/db", "--value", v]);
+        }
+        node.stop();
+
+        spec.set("VAULT_LOCAL_MASTER_KEY", &k2);
+        let mut wrong = spec.start();
+        wait_log(&wrong, "is not the cluster's master key").await;
+        let log = wrong.log();
+        assert!(log.contains(&key_id_of(&k1)) && log.contains(&key_id_of(&k2)), "both ids logged:\n{log}");
+        let e = must_fail_vaultctl(&wrong.url(), Some(&token), &["secret", "put", "app/db", "--value", "lost?"]);
+        assert!(e.contains("failed precondition"), "{e}");
+        assert!(e.contains(&key_id_of(&k1)) && e.contains(&key_id_of(&k2)), "{e}");
+        let e = must_fail_vaultctl(&wrong.url(), Some(&token), &["secret", "put", "new/one", "--value", "x"]);
+        assert!(e.contains("failed precondition"), "{e}");
+        wrong.stop();
+
+        spec.set("VAULT_LOCAL_MASTER_KEY", &k1);
+        let mut right = spec.start();
+        right.wait_ready().await;
+        for (v, want) in [("1", "one"), ("2", "two")] {
+            let got = must_vaultctl(&right.url(), Some(&token), &["secret", "get", "app/db", "--version", v]);
+            assert_eq!(got, want);
+        }
+        assert_eq!(versions_of(&right, &token, "app/db"), vec![1, 2], "no version acknowledged under the wrong key");
+        assert!(must_fail_vaultctl(&right.url(), Some(&token), &["secret", "get", "new/one"]).contains("not found"));
+        assert_eq!(
+            must_vaultctl(&right.url(), Some(&token), &["secret", "put", "app/db", "--value", "three"]).trim(),
+            "3"
+        );
+    });
+}
+
+#[test]
+fn a_cluster_member_with_a_wrong_master_key_seals_nothing_and_loses_nothing() {
+    mt().block_on(async {
+        let mut c = TestCluster::start(3, |_| {}).await;
+        c.ctl(0, &["secret", "put", "app/x", "--value", "v1"]);
+        let wrong_key = random_master_key();
+        c.nodes[2].stop();
+        c.specs[2].set("VAULT_LOCAL_MASTER_KEY", &wrong_key);
+        c.nodes[2] = c.specs[2].start();
+        wait_log(&c.nodes[2], "is not the cluster's master key").await;
+        let log = c.nodes[2].log();
+        assert!(log.contains(&key_id_of(&c.master)) && log.contains(&key_id_of(&wrong_key)), "{log}");
+        let e = must_fail_vaultctl(&c.url(2), Some(&c.token), &["secret", "put", "app/x", "--value", "v2"]);
+        assert!(e.contains("failed precondition") && e.contains(&key_id_of(&wrong_key)), "{e}");
+        // The healthy members keep writing.
+        c.ctl(0, &["secret", "put", "app/x", "--value", "v2"]);
+        c.nodes[2].stop();
+        let master = c.master.clone();
+        c.specs[2].set("VAULT_LOCAL_MASTER_KEY", &master);
+        c.nodes[2] = c.specs[2].start();
+        c.nodes[2].wait_ready().await;
+        for i in 0..3 {
+            for (v, want) in [("1", "v1"), ("2", "v2")] {
+                assert_eq!(c.ctl(i, &["secret", "get", "app/x", "--version", v]), want, "node index {i}");
+            }
+        }
+        assert_eq!(versions_of(&c.nodes[0], &c.token, "app/x"), vec![1, 2]);
+    });
+}
+
+fn kms_status(c: &TestCluster, i: usize) -> serde_json::Value {
+    serde_json::from_str(&c.ctl(i, &["--output", "json", "kms", "status"])).expect("kms status json")
+}
+
+#[test]
+fn local_master_key_rotation_rewraps_every_version_and_the_old_key_can_go() {
+    mt().block_on(async {
+        let mut c = TestCluster::start(3, |s| {
+            s.set("VAULT_KMS_REWRAP_MAX_PER_SEC", "0");
+        })
+        .await;
+        let (k1, k2) = (c.master.clone(), random_master_key());
+        let (id1, id2) = (key_id_of(&k1), key_id_of(&k2));
+        for n in 0..4 {
+            for v in 1..=2 {
+                c.ctl(0, &["secret", "put", &format!("rot/{n}"), "--value", &format!("{n}-{v}")]);
+            }
+        }
+        c.ctl(1, &["secret", "delete", "rot/0", "--versions", "1"]);
+        assert_eq!(kms_status(&c, 0)["cluster_key_id"], id1);
+
+        tracing::info!("every node gets K2 first in its keyring, one at a time");
+        let ring = format!("{k2},{k1}");
+        for i in 0..3 {
+            c.nodes[i].stop();
+            c.specs[i].env.remove("VAULT_LOCAL_MASTER_KEY");
+            c.specs[i].set("VAULT_LOCAL_MASTER_KEYS", &ring);
+            c.nodes[i] = c.specs[i].start();
+            c.nodes[i].wait_ready().await;
+            if i == 1 {
+                // Node 3 does not hold K2 yet: the rotation is refused, naming it.
+                let e = must_fail_vaultctl(&c.url(0), Some(&c.token), &["kms", "rotate"]);
+                assert!(e.contains("failed precondition") && e.contains("node(s) 3"), "{e}");
+            }
+        }
+        let out = c.ctl(1, &["kms", "rotate"]);
+        assert!(out.contains(&id2) && out.contains(&id1), "{out}");
+        // New versions are sealed under K2 at once.
+        c.ctl(2, &["secret", "put", "rot/new", "--value", "fresh"]);
+
+        tracing::info!("the leader's worker re-wraps every older version onto K2");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = kms_status(&c, 0);
+            let by_key = s["versions_by_key"].as_object().cloned().unwrap_or_default();
+            if by_key.len() == 1 && by_key.contains_key(&id2) && s["pending_versions"] == 0 {
+                assert_eq!(by_key[&id2], 9, "8 old versions and the new one");
+                assert_eq!(s["cluster_key_id"], id2);
+                break;
+            }
+            assert!(Instant::now() < deadline, "re-wrap did not finish: {s}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+
+        tracing::info!("K1 leaves every keyring; all nodes restart");
+        for n in c.nodes.iter_mut() {
+            n.stop();
+        }
+        for i in 0..3 {
+            c.specs[i].set("VAULT_LOCAL_MASTER_KEYS", &k2);
+            c.nodes[i] = c.specs[i].start();
+        }
+        for n in c.nodes.iter_mut() {
+            n.wait_ready().await;
+        }
+        assert!(kms_status(&c, 2)["missing_key_ids"].as_array().unwrap().is_empty());
+        c.ctl(0, &["secret", "undelete", "rot/0", "--versions", "1"]);
+        for i in 0..3 {
+            for n in 0..4 {
+                for v in 1..=2 {
+                    let got = c.ctl(i, &["secret", "get", &format!("rot/{n}"), "--version", &v.to_string()]);
+                    assert_eq!(got, format!("{n}-{v}"), "node index {i}");
+                }
+            }
+            assert_eq!(c.ctl(i, &["secret", "get", "rot/new"]), "fresh");
+        }
+    });
+}
+
+#[test]
+fn silent_connections_do_not_hold_up_the_raft_port() {
+    mt().block_on(async {
+        let c = TestCluster::start(1, |_| {}).await;
+        let addr = c.specs[0].raft_addr;
+        // Connections that never start their TLS handshake.
+        let mut silent = Vec::new();
+        for _ in 0..32 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let started = Instant::now();
+        let mut peer = raft_as(&c.certs(), 1, 1, addr).await;
+        assert_eq!(peer.node_state(raftpb::NodeStateRequest {}).await.unwrap().into_inner().node_id, 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a member waited {:?} behind silent connections",
+            started.elapsed()
+        );
+        drop(silent);
+    });
+}

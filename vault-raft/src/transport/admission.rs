@@ -1,0 +1,102 @@
+//! What a peer may ask of this node over the Raft port, in one place.
+//!
+//! - **Who**: the node id its certificate names must be a member: in the current (effective)
+//!   membership or the last applied one, voter or learner. Before this node has any
+//!   membership, an id listed in `VAULT_PEERS` (any certificate from the cluster CA when that
+//!   list is empty, as for a node started with `VAULT_JOIN`). A removed node is refused as soon
+//!   as this node has the membership without it.
+//! - **As whom**: every id a call carries (the candidate of a vote, the leader of an append or
+//!   snapshot, the sender of a forward) must be the certificate's id.
+//! - **What**: forwarded writes are only client writes carrying their caller
+//!   ([`Command::forwardable`](crate::Command::forwardable)), which the leader re-authorizes
+//!   when applying them; operator changes ([`ForwardRequest::Admin`]) only with a token that
+//!   holds the admin role here; election control (used by leader transfer) only from the
+//!   leader this node follows. Read index and the leader's replication view: any member.
+//!
+//! In dev mode (shared secret, no certificates) peers carry no id, and only the secret and the
+//! command rules apply.
+
+use openraft::ServerState;
+use tonic::Status;
+use vault_core::time::now_ms;
+
+use super::forward::ForwardRequest;
+use crate::cluster::Cluster;
+use crate::typ::NodeId;
+
+/// The peer must be a member (see the module doc). `peer` is `None` in dev mode.
+pub(crate) fn admit_peer(cluster: &Cluster, peer: Option<NodeId>) -> Result<(), Status> {
+    let Some(id) = peer else { return Ok(()) };
+    if is_member(cluster, id) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!("node {id} is not a member of this cluster")))
+    }
+}
+
+fn is_member(cluster: &Cluster, id: NodeId) -> bool {
+    let effective = cluster.raft.metrics().borrow().membership_config.clone();
+    if effective.membership().get_node(&id).is_some() {
+        return true;
+    }
+    // A leader being removed still sends the commit of its removal; members accept it until
+    // they have applied it.
+    match cluster.reader.applied_membership() {
+        Ok(Some(m)) if m.membership().get_node(&id).is_some() => return true,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "read the applied membership");
+            return false;
+        }
+    }
+    let uninitialized = effective.membership().nodes().next().is_none();
+    uninitialized && (cluster.bootstrap_ids.is_empty() || cluster.bootstrap_ids.contains(&id))
+}
+
+/// An id carried in the call must be the peer's own.
+pub(crate) fn same_node(peer: Option<NodeId>, carried: Option<NodeId>, what: &str) -> Result<(), Status> {
+    match peer {
+        Some(p) if carried != Some(p) => Err(Status::permission_denied(format!(
+            "the certificate is node {p}'s but the {what} names node {}",
+            carried.map_or_else(|| "none".to_string(), |c| c.to_string())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `peer`, which says it is `from`, may have this node run `req`.
+pub(crate) fn admit_forward(
+    cluster: &Cluster,
+    peer: Option<NodeId>,
+    from: NodeId,
+    req: &ForwardRequest,
+) -> Result<(), Status> {
+    same_node(peer, Some(from), "forwarded request")?;
+    match req {
+        ForwardRequest::Write(cmd) if cmd.forwardable() => Ok(()),
+        ForwardRequest::Write(cmd) => Err(Status::permission_denied(format!(
+            "a peer may forward only client writes that carry their caller, not {}",
+            cmd.kind()
+        ))),
+        ForwardRequest::ReadIndex | ForwardRequest::LeaderView => Ok(()),
+        ForwardRequest::Admin { auth, .. } => match cluster.reader.check_admin(auth, now_ms()) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(Status::permission_denied(format!("cluster change refused: {why}"))),
+            Err(e) => {
+                tracing::error!(error = %e, "read tokens to authorize a forwarded cluster change");
+                Err(Status::unavailable("could not read the token table"))
+            }
+        },
+        ForwardRequest::PauseElections { .. } | ForwardRequest::Campaign { .. } => {
+            let m = cluster.raft.metrics().borrow().clone();
+            let from_leader = m.current_leader == Some(from) && m.state != ServerState::Leader;
+            if from_leader {
+                Ok(())
+            } else {
+                Err(Status::permission_denied(format!(
+                    "only the leader this node follows may hold or start its elections, not node {from}"
+                )))
+            }
+        }
+    }
+}
