@@ -262,3 +262,34 @@ fn kms_outage_reads_from_cache_within_ttl_then_unavailable_and_writes_fail_clean
         node.stop();
     });
 }
+
+#[test]
+fn a_node_configured_with_another_aws_key_seals_nothing_and_loses_nothing() {
+    mt().block_on(async {
+        let moto = Moto::start();
+        let (_, arn) = moto.create_key("alias/vault-cluster").await;
+        let (_, other_arn) = moto.create_key("alias/vault-other").await;
+        let mut c = TestCluster::start(1, |s| moto.configure(s, "alias/vault-cluster")).await;
+        put(&c.url(0), &c.token, "aws/x", "v1").await.unwrap();
+        c.nodes[0].stop();
+        moto.configure(&mut c.specs[0], "alias/vault-other");
+        c.nodes[0] = c.specs[0].start();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.nodes[0].log().contains("is not the cluster's master key") {
+            assert!(Instant::now() < deadline, "no key mismatch logged:\n{}", c.nodes[0].log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = c.nodes[0].log();
+        assert!(log.contains(&arn) && log.contains(&other_arn), "both ARNs logged:\n{log}");
+        let e = put(&c.url(0), &c.token, "aws/x", "v2").await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains(&arn) && e.message().contains(&other_arn), "{e}");
+        c.nodes[0].stop();
+        moto.configure(&mut c.specs[0], "alias/vault-cluster");
+        c.nodes[0] = c.specs[0].start();
+        c.nodes[0].wait_ready().await;
+        assert_eq!(get(&c.url(0), "aws/x").await.unwrap(), b"v1");
+        let v = versions(&c.url(0), &c.token, "aws/x").await;
+        assert_eq!(v.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1], "nothing acknowledged meanwhile");
+    });
+}
