@@ -33,9 +33,42 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at once).
+/// A free TCP port on 127.0.0.1 for a node to bind, now or after a restart.
+///
+/// A port from the kernel (`bind(:0)`) is an ephemeral one: once released, any outgoing
+/// connection on the machine may take it as its source port before the node binds it (seen as
+/// "Address already in use" when tests run in parallel). So ports come from below the
+/// ephemeral range, which outgoing connections never use, at random, and each is claimed for
+/// the life of this test process with an abstract Unix socket named after it, so concurrent
+/// test processes never pick the same one. The claim needs no file and ends with the process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    static CLAIMS: std::sync::Mutex<Vec<UnixDatagram>> = std::sync::Mutex::new(Vec::new());
+    let (lo, hi) = port_pool();
+    for _ in 0..10_000 {
+        let port = lo + (u32::from_le_bytes([rand_byte(), rand_byte(), rand_byte(), 0]) % u32::from(hi - lo)) as u16;
+        let Ok(name) = UnixAddr::from_abstract_name(format!("vault-test-port-{port}")) else { continue };
+        let Ok(claim) = UnixDatagram::bind_addr(&name) else { continue };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            CLAIMS.lock().unwrap_or_else(|p| p.into_inner()).push(claim);
+            return port;
+        }
+    }
+    panic!("no free port in {lo}..{hi}");
+}
+
+/// Ports below the kernel's ephemeral range (`ip_local_port_range`), above the well-known ones.
+fn port_pool() -> (u16, u16) {
+    let ephemeral_lo = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        ephemeral_lo > 12_000,
+        "the ephemeral port range starts at {ephemeral_lo}: no room below it for test ports"
+    );
+    (10_000, ephemeral_lo)
 }
 
 pub fn random_token() -> String {
