@@ -71,10 +71,17 @@ async fn put_get_versions_and_cas() {
 
     let listing = d.ctl(&["secret", "list", "--prefix", "app/"]);
     assert!(listing.contains("app/db"), "{listing}");
+    // Deleting the secret soft-deletes every version: it can come back.
     d.ctl(&["secret", "delete", "app/db"]);
     let err = d.ctl_err(&["secret", "get", "app/db"]);
     assert!(err.starts_with("error: not found"), "{err}");
-    assert!(!d.ctl(&["secret", "list"]).contains("app/db"));
+    d.ctl(&["secret", "undelete", "app/db", "--versions", "2"]);
+    assert_eq!(d.ctl(&["secret", "get", "app/db"]), "second");
+    // Destroying it purges every version for good, and its version numbers are never reused.
+    d.ctl(&["secret", "destroy", "app/db", "--all"]);
+    let err = d.ctl_err(&["secret", "get", "app/db", "--version", "2"]);
+    assert!(err.contains("destroyed"), "{err}");
+    assert_eq!(d.ctl(&["secret", "put", "app/db", "--value", "again"]).trim(), "3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +242,7 @@ async fn reads_outside_the_allowlist_are_denied() {
     assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
 
     let audit = d.ctl(&["audit", "list", "--limit", "5"]);
-    assert!(audit.contains("GetSecret") && audit.contains("permission denied"), "{audit}");
+    assert!(audit.contains("secret.get") && audit.contains("app/db") && audit.contains("permission denied"), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

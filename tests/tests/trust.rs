@@ -11,7 +11,7 @@ use tonic::Code;
 use vault_core::envelope::SealedValue;
 use vault_core::keys::MasterKey;
 use vault_core::local_kms::local_key_id;
-use vault_core::model::TokenRecord;
+use vault_core::model::{AuditContext, TokenRecord};
 use vault_core::token::{RawToken, TokenHash};
 use vault_raft::codec::{decode, encode};
 use vault_raft::transport::pb as raftpb;
@@ -75,6 +75,10 @@ fn token_record(name: &str) -> TokenRecord {
     }
 }
 
+fn audit_ctx(node_id: u64) -> AuditContext {
+    AuditContext { node_id, actor: "test".into(), client_ip: "127.0.0.1".into(), action: "token.create".into() }
+}
+
 fn hash_of(token: &str) -> TokenHash {
     RawToken::parse_strict(token).expect("a valid token").hash()
 }
@@ -119,6 +123,7 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
             auth: hash_of(&c.token),
             now_ms: 1,
             cmd: Box::new(Command::CreateToken { record: token_record("from-removed") }),
+            audit: audit_ctx(4),
         });
         denied(forward_as(&mut as4, 4, create).await, "removed node's forward");
         // No restart happened, and the removed node's high-term vote deposed no one.
@@ -155,6 +160,7 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
             auth: RawToken::generate().hash(),
             now_ms: vault_core::time::now_ms(),
             cmd: Box::new(Command::CreateToken { record: token_record("forged-caller") }),
+            audit: audit_ctx(member),
         });
         match forward_as(&mut as_member, member, forged).await.unwrap() {
             Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::Unauthenticated(_)))) => {}
@@ -180,6 +186,7 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
                 now_ms: vault_core::time::now_ms(),
                 auth: None,
             }),
+            audit: audit_ctx(member),
         });
         match forward_as(&mut as_member, member, put).await.unwrap() {
             Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::WrongMasterKey { .. }))) => {}
@@ -195,6 +202,7 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
             auth: hash_of(&c.token),
             now_ms: vault_core::time::now_ms(),
             cmd: Box::new(Command::CreateToken { record: token_record("from-outsider") }),
+            audit: audit_ctx(9),
         });
         denied(forward_as(&mut as9, 9, create).await, "outsider's token creation");
         denied(vote_as(&mut as9, 9, term_before + 100).await, "outsider's vote");

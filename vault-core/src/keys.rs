@@ -61,6 +61,24 @@ key_newtype!(
     MasterKey
 );
 
+key_newtype!(
+    /// The key of a node's audit hash chain (HMAC-SHA256).
+    AuditMacKey
+);
+
+impl AuditMacKey {
+    /// `audit:` and 64 bits of a domain-separated SHA-256 of the key: names the key in
+    /// records without revealing it.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"vault audit key id v1\0");
+        h.update(self.0);
+        let d = h.finalize();
+        format!("audit:{}", d[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+}
+
 impl MasterKey {
     /// Parses the `VAULT_LOCAL_MASTER_KEY` format: standard base64 of exactly 32 bytes.
     pub fn from_base64(encoded: &str) -> Result<Self, CoreError> {

@@ -72,6 +72,13 @@ pub trait KeyManager: Send + Sync + 'static {
         None
     }
 
+    /// A 256-bit key for `purpose` derived from master key `key_id`, for keys the node needs
+    /// beside data keys (the audit chain's). `None` where the master key never leaves the
+    /// provider (AWS).
+    fn derive_subkey(&self, _key_id: &str, _purpose: &str) -> Option<DataKey> {
+        None
+    }
+
     /// A fresh 256-bit data key, plaintext and wrapped under master key `key_id` (the
     /// cluster's current one), bound to `ctx`. `KeyMismatch` when this node lacks that key.
     async fn generate_data_key(&self, key_id: &str, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError>;

@@ -134,6 +134,16 @@ impl KeyManager for LocalKms {
         true
     }
 
+    fn derive_subkey(&self, key_id: &str, purpose: &str) -> Option<DataKey> {
+        let master = self.key(key_id).ok()?;
+        let mut h = Sha256::new();
+        h.update(b"vault local subkey v1\0");
+        h.update(purpose.as_bytes());
+        h.update([0]);
+        h.update(master.expose());
+        DataKey::from_slice(&h.finalize()).ok()
+    }
+
     fn rotates_through_cluster(&self) -> bool {
         true
     }

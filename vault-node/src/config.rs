@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use vault_core::keys::MasterKey;
+use vault_core::keys::{AuditMacKey, MasterKey};
 use vault_core::token::RawToken;
 
 use vault_raft::transport::TlsFiles;
+use vault_raft::Retention;
 
 use crate::auth::allowlist::Allowlist;
 
@@ -49,6 +50,14 @@ pub const KEYS: &[&str] = &[
     "VAULT_MAX_VALUE_BYTES",
     "VAULT_SNAPSHOT_LOG_ENTRIES",
     "VAULT_LOG",
+    "VAULT_AUDIT_KEY",
+    "VAULT_AUDIT_KEY_FILE",
+    "VAULT_AUDIT_FILE",
+    "VAULT_AUDIT_RETAIN_DAYS",
+    "VAULT_AUDIT_MAX_MB",
+    "VAULT_AUDIT_MIN_RETAIN_DAYS",
+    "VAULT_REFUSALS_PER_SEC",
+    "VAULT_REFUSALS_BURST",
 ];
 
 /// Unvalidated settings, keyed by environment variable name.
@@ -224,6 +233,37 @@ impl RawConfig {
             bail!("VAULT_MAX_VALUE_BYTES must be between 1 and 3145728");
         }
         let max_per_sec: u32 = self.parse("VAULT_KMS_REWRAP_MAX_PER_SEC", 10)?;
+        let audit_key = match (self.get("VAULT_AUDIT_KEY"), self.get("VAULT_AUDIT_KEY_FILE")) {
+            (Some(_), Some(_)) => bail!("set VAULT_AUDIT_KEY or VAULT_AUDIT_KEY_FILE, not both"),
+            (Some(b64), None) => Some(b64.to_string()),
+            (None, Some(path)) => Some(read_secret_file(path, "VAULT_AUDIT_KEY_FILE")?.trim().to_string()),
+            (None, None) => None,
+        }
+        .map(|b64| {
+            MasterKey::from_base64(&b64)
+                .and_then(|k| AuditMacKey::from_slice(k.expose()))
+                .map_err(|e| anyhow!("VAULT_AUDIT_KEY: {e}"))
+        })
+        .transpose()?;
+        let days =
+            |key: &str, default: u64| -> anyhow::Result<u64> { Ok(self.parse::<u64>(key, default)? * 86_400_000) };
+        let audit = AuditConfig {
+            key: audit_key,
+            file: self.get("VAULT_AUDIT_FILE").map(PathBuf::from),
+            retention: Retention {
+                max_age_ms: days("VAULT_AUDIT_RETAIN_DAYS", 365)?,
+                max_bytes: self.parse::<u64>("VAULT_AUDIT_MAX_MB", 1024)?.saturating_mul(1 << 20),
+                min_age_ms: days("VAULT_AUDIT_MIN_RETAIN_DAYS", 30)?,
+            },
+            refusals_per_sec: self.parse("VAULT_REFUSALS_PER_SEC", 10.0)?,
+            refusals_burst: self.parse("VAULT_REFUSALS_BURST", 50.0)?,
+        };
+        if audit.retention.min_age_ms > audit.retention.max_age_ms {
+            bail!("VAULT_AUDIT_MIN_RETAIN_DAYS cannot exceed VAULT_AUDIT_RETAIN_DAYS");
+        }
+        if !(audit.refusals_per_sec > 0.0 && audit.refusals_burst >= 1.0) {
+            bail!("VAULT_REFUSALS_PER_SEC must be above 0 and VAULT_REFUSALS_BURST at least 1");
+        }
 
         Ok(Config {
             node_id,
@@ -249,6 +289,7 @@ impl RawConfig {
             tls,
             max_value_bytes,
             snapshot_log_entries: self.parse::<u64>("VAULT_SNAPSHOT_LOG_ENTRIES", 20_000)?.max(1),
+            audit,
             log_filter: self.get("VAULT_LOG").unwrap_or("info,openraft=warn").to_string(),
         })
     }
@@ -357,7 +398,22 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Build a snapshot (and purge the log before it) every this many applied entries.
     pub snapshot_log_entries: u64,
+    pub audit: AuditConfig,
     pub log_filter: String,
+}
+
+/// The audit log's key, copy, retention and refusal limits.
+pub struct AuditConfig {
+    /// `VAULT_AUDIT_KEY`: a dedicated key for the hash chain. Without it, the key is derived from
+    /// the local master key(s), or (AWS mode) kept in the data directory.
+    pub key: Option<AuditMacKey>,
+    /// `VAULT_AUDIT_FILE`: JSON-lines copy of every record.
+    pub file: Option<PathBuf>,
+    pub retention: Retention,
+    /// Refused requests recorded one by one per client address (token bucket); beyond it they
+    /// get RESOURCE_EXHAUSTED and are summarised.
+    pub refusals_per_sec: f64,
+    pub refusals_burst: f64,
 }
 
 #[cfg(test)]

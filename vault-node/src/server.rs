@@ -11,16 +11,19 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use vault_core::dek_cache::DekCache;
+use vault_core::keys::AuditMacKey;
+use vault_core::kms::KeyManager;
 use vault_core::model::{Role, TokenRecord, ADMIN_ROLE, BOOTSTRAP_TOKEN_NAME};
 use vault_core::time::now_ms;
 use vault_raft::transport::{GrpcNetwork, PeerClients, RaftService, TransportSecurity};
 use vault_raft::typ::Raft;
-use vault_raft::{Cluster, ClusterParts, Command, NodeInfo, Storage};
+use vault_raft::{AuditKeys, AuditSetup, Cluster, ClusterParts, Command, NodeInfo, Storage};
 
 use crate::api::admin::AdminService;
 use crate::api::secrets::SecretsService;
 use crate::api_conn;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
+use crate::auth::refusals::RefusalLimiter;
 use crate::config::{Config, RaftSecurity, RewrapConfig};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::secrets_server::SecretsServer;
@@ -85,7 +88,21 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let kms =
         crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { keys: Vec::new() }))
             .await?;
-    let storage = Storage::open(&config.data_dir, config.node_id)
+    let audit_setup = AuditSetup {
+        keys: audit_keys(&config, kms.as_ref())?,
+        retention: config.audit.retention,
+        sink: match &config.audit.file {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("open VAULT_AUDIT_FILE {}", path.display()))?,
+            ),
+            None => None,
+        },
+    };
+    let storage = Storage::open(&config.data_dir, config.node_id, audit_setup)
         .await
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
 
@@ -171,7 +188,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         kms,
         dek_cache: DekCache::new(config.dek_cache_ttl, DEK_CACHE_CAPACITY),
         max_value_bytes: config.max_value_bytes,
+        refusals: RefusalLimiter::new(config.audit.refusals_per_sec, config.audit.refusals_burst),
     });
+    let (audit_stop_tx, audit_stop) = tokio::sync::watch::channel(false);
+    let audit_upkeep = tokio::spawn(audit_upkeep(vault.clone(), audit_stop));
 
     let rewrapper = Rewrapper::new(vault.clone(), std::mem::replace(&mut config.rewrap, RewrapConfig::disabled()));
     let (worker_stop_tx, worker_stop) = tokio::sync::watch::channel(false);
@@ -241,11 +261,83 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     tracing::info!("shutting down");
     let _ = worker_stop_tx.send(true);
     let _ = worker.await;
+    let _ = audit_stop_tx.send(true);
+    let _ = audit_upkeep.await;
     if let Some(h) = raft_server {
         h.abort();
     }
     raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
+}
+
+/// Keys of the node's audit hash chain: `VAULT_AUDIT_KEY` if set; else derived from the local
+/// keyring's keys (the first makes new records; the others still verify older ones); else (AWS
+/// mode) a random key kept in the data directory, which guards against edits by anyone who
+/// cannot read that directory, and a warning to set `VAULT_AUDIT_KEY`.
+fn audit_keys(config: &Config, kms: &dyn KeyManager) -> anyhow::Result<AuditKeys> {
+    if let Some(k) = &config.audit.key {
+        let k = AuditMacKey::from_slice(k.expose())?;
+        return Ok(AuditKeys::new(vec![(k.id(), k)])?);
+    }
+    let derived: Vec<(String, AuditMacKey)> = kms
+        .key_ids()
+        .iter()
+        .filter_map(|id| kms.derive_subkey(id, "audit-chain").map(|k| (format!("derived-from:{id}"), k)))
+        .filter_map(|(id, k)| AuditMacKey::from_slice(k.expose()).ok().map(|k| (id, k)))
+        .collect();
+    if !derived.is_empty() {
+        return Ok(AuditKeys::new(derived)?);
+    }
+    let path = config.data_dir.join("audit.key");
+    let key = match std::fs::read(&path) {
+        Ok(bytes) => AuditMacKey::from_slice(&bytes).with_context(|| format!("read {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let k = AuditMacKey::generate();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("create {}", path.display()))?;
+            f.write_all(k.expose()).and_then(|()| f.sync_all()).with_context(|| format!("write {}", path.display()))?;
+            k
+        }
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    tracing::warn!(
+        "VAULT_AUDIT_KEY is not set: the audit hash chain is keyed with {}, which anyone who can read the data \
+         directory can use to rewrite the chain. Set VAULT_AUDIT_KEY (base64 of 32 bytes) for tamper evidence \
+         against them.",
+        path.display()
+    );
+    Ok(AuditKeys::new(vec![(key.id(), key)])?)
+}
+
+/// Writes refusal summaries as their windows end, and applies the audit retention every
+/// minute, until `stop` flips; then writes the summaries still open.
+async fn audit_upkeep(vault: Arc<Vault>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        vault.flush_refusal_summaries(false);
+        n += 1;
+        if n.is_multiple_of(12) {
+            let log = vault.audit_log.clone();
+            match tokio::task::spawn_blocking(move || log.prune(now_ms())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "audit retention removed old records"),
+                Ok(Err(e)) => tracing::error!(error = %e, "audit retention failed"),
+                Err(e) => tracing::error!(error = %e, "audit retention task failed"),
+            }
+        }
+    }
+    vault.flush_refusal_summaries(true);
 }
 
 /// Re-reads the Raft TLS files on every SIGHUP: renewed certificates take effect for new

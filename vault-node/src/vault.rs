@@ -3,17 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::IpAddr;
 use tonic::Status;
 use vault_core::dek_cache::DekCache;
 use vault_core::envelope;
 use vault_core::kms::KeyManager;
-use vault_core::model::{Action, AuditRecord, VersionRecord, VersionState};
+
+use vault_core::model::{Action, AuditContext, AuditRecord, VersionRecord, VersionState};
 use vault_core::time::now_ms;
 use vault_core::{CoreError, SecretBytes, SecretName};
 use vault_raft::transport::{ForwardRequest, ForwardResponse};
 use vault_raft::{AuditLog, Cluster, Command, CommandResponse, StateReader};
 
 use crate::auth::caller::Caller;
+use crate::auth::refusals::RefusalLimiter;
 use crate::error::{code_words, from_core, from_forward, from_rejection, from_store};
 
 /// How long a write may wait for its Raft commit before the caller is told to retry.
@@ -31,6 +34,13 @@ pub struct Vault {
     pub kms: Arc<dyn KeyManager>,
     pub dek_cache: DekCache,
     pub max_value_bytes: usize,
+    /// Per-address limit on recording refusals.
+    pub refusals: RefusalLimiter,
+}
+
+/// Whether a status is a refusal (rate-limited in the audit log).
+fn is_refusal(s: &Status) -> bool {
+    matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated)
 }
 
 impl Vault {
@@ -52,7 +62,15 @@ impl Vault {
     pub async fn write_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, Status> {
         crate::master_key::sealing_key(self)?;
         let auth = caller.token_hash()?;
-        let cmd = Command::AsCaller { auth, now_ms: now_ms(), cmd: Box::new(cmd) };
+        let audit = AuditContext {
+            node_id: self.node_id,
+            actor: caller.actor(),
+            client_ip: caller.ip.to_string(),
+            action: caller.action.to_string(),
+        };
+        let cmd = Command::AsCaller { auth, now_ms: now_ms(), cmd: Box::new(cmd), audit };
+        // From here the change may commit: its record travels with it.
+        caller.mark_proposed();
         match self.cluster.submit(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await.map_err(from_forward)? {
             ForwardResponse::Written(r) => Ok(r),
             other => Err(Status::internal(format!("unexpected reply to a write: {other:?}"))),
@@ -76,19 +94,68 @@ impl Vault {
         }
     }
 
-    /// Records an action in this node's audit log. A failure to record fails the request.
-    pub fn audit<T>(
+    /// Records a call this node served, unless its change was proposed (the apply step records
+    /// changes, with their outcome, on every node). A refusal (PERMISSION_DENIED,
+    /// UNAUTHENTICATED) goes through the per-address refusal limit: past it the call answers
+    /// RESOURCE_EXHAUSTED and is counted for a summary instead. A failure to record fails the
+    /// request.
+    pub fn audit<T>(&self, caller: &Caller, secret: Option<&str>, result: &Result<T, Status>) -> Result<(), Status> {
+        if caller.was_proposed() {
+            return Ok(());
+        }
+        match result {
+            Err(s) if is_refusal(s) => {
+                match self.audit_refusal(caller.actor(), caller.ip, caller.action, secret, s.clone()) {
+                    e if e.code() == s.code() => Ok(()),
+                    other => Err(other),
+                }
+            }
+            _ => {
+                let outcome = match result {
+                    Ok(_) => "ok".to_string(),
+                    Err(s) => format!("{}: {}", code_words(s.code()), s.message()),
+                };
+                self.audit_raw(caller.actor(), caller.ip.to_string(), caller.action, secret, outcome)
+            }
+        }
+    }
+
+    /// Records a refusal and returns the status to answer with: `refusal` itself, or
+    /// RESOURCE_EXHAUSTED once `ip` is past its refusal rate (then it is only counted, and a
+    /// summary record names the count), or UNAVAILABLE if the record cannot be written.
+    pub fn audit_refusal(
         &self,
-        caller: &Caller,
-        action: &str,
+        actor: String,
+        ip: IpAddr,
+        action: &'static str,
         secret: Option<&str>,
-        result: &Result<T, Status>,
-    ) -> Result<(), Status> {
-        let outcome = match result {
-            Ok(_) => "ok".to_string(),
-            Err(s) => format!("{}: {}", code_words(s.code()), s.message()),
-        };
-        self.audit_raw(caller.actor(), caller.ip.to_string(), action, secret, outcome)
+        refusal: Status,
+    ) -> Status {
+        if !self.refusals.admit(ip, action, now_ms()) {
+            return Status::resource_exhausted(format!(
+                "too many refused requests from {ip}; retry in {} s",
+                self.refusals.retry_after_secs()
+            ));
+        }
+        let outcome = format!("{}: {}", code_words(refusal.code()), refusal.message());
+        match self.audit_raw(actor, ip.to_string(), action, secret, outcome) {
+            Ok(()) => refusal,
+            Err(e) => e,
+        }
+    }
+
+    /// Writes the summaries of refusals that were only counted (windows that ended, or all).
+    pub fn flush_refusal_summaries(&self, all: bool) {
+        for s in self.refusals.take_summaries(now_ms(), all) {
+            let outcome = format!(
+                "{} more refusal(s) from {} in the {} s from {} (over the refusal rate: counted, not recorded one by one)",
+                s.count,
+                s.ip,
+                crate::auth::refusals::WINDOW_MS / 1000,
+                s.window_start_ms
+            );
+            let _ = self.audit_raw(s.ip.to_string(), s.ip.to_string(), s.action, None, outcome);
+        }
     }
 
     pub fn audit_raw(
@@ -99,7 +166,7 @@ impl Vault {
         secret: Option<&str>,
         outcome: String,
     ) -> Result<(), Status> {
-        // `seq` and `node_id` are assigned by the audit log.
+        // `seq` and `node_id` are assigned by the audit log, which also caps every field.
         let record = AuditRecord {
             seq: 0,
             time_ms: now_ms(),

@@ -2,7 +2,7 @@
 //! state gives the same result on every replica.
 
 use vault_core::model::{
-    Action, MasterKeyState, SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS,
+    Action, AuditRecord, MasterKeyState, SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS,
 };
 
 use vault_core::token::TokenHash;
@@ -215,32 +215,39 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             }
             Ok(CommandResponse::Batch(responses))
         }
-        Command::AsCaller { auth, now_ms, cmd } => {
-            let need = match cmd.as_ref() {
-                Command::PutSecret { name, .. } => {
-                    let exists = txn.secret_meta(name)?.is_some_and(|m| m.current_version > 0);
-                    Need::Secret(if exists { Action::Update } else { Action::Create }, name)
-                }
-                Command::DeleteSecret { name } | Command::DeleteVersions { name, .. } => {
-                    Need::Secret(Action::Delete, name)
-                }
-                Command::UndeleteVersions { name, .. } => Need::Secret(Action::Update, name),
-                Command::DestroyVersions { name, .. } => Need::Secret(Action::Destroy, name),
-                Command::CreateToken { .. }
-                | Command::RevokeToken { .. }
-                | Command::PutRole { .. }
-                | Command::DeleteRole { .. } => Need::Admin,
-                other => {
-                    return reject(Rejection::PermissionDenied(format!(
-                        "{} is not a client command and cannot be made on a caller's behalf",
-                        other.kind()
-                    )))
-                }
+        Command::AsCaller { auth, now_ms, cmd, audit } => {
+            let resp = apply_as_caller(txn, auth, *now_ms, cmd)?;
+            txn.audit(AuditRecord {
+                seq: 0,
+                time_ms: *now_ms,
+                node_id: audit.node_id,
+                actor: audit.actor.clone(),
+                client_ip: audit.client_ip.clone(),
+                action: audit.action.clone(),
+                secret: cmd.audit_subject(),
+                outcome: outcome_words(&resp),
+            });
+            Ok(resp)
+        }
+        Command::SoftDeleteSecret { name, now_ms } => {
+            let Some(meta) = txn.secret_meta(name)? else {
+                return reject(Rejection::NotFound(format!("secret {name} does not exist")));
             };
-            if let Some(refusal) = authorize(txn, auth, need, *now_ms)? {
-                return reject(refusal);
-            }
-            apply_command(txn, cmd)
+            let all: Vec<u64> = (meta.oldest_version..=meta.current_version).collect();
+            change_existing_versions(txn, name, &all, |state| match state {
+                VersionState::Live => Some(VersionState::Deleted { at_ms: *now_ms }),
+                _ => None,
+            })
+        }
+        Command::DestroySecret { name, now_ms } => {
+            let Some(meta) = txn.secret_meta(name)? else {
+                return reject(Rejection::NotFound(format!("secret {name} does not exist")));
+            };
+            let all: Vec<u64> = (meta.oldest_version..=meta.current_version).collect();
+            change_existing_versions(txn, name, &all, |state| match state {
+                VersionState::Destroyed { .. } => None,
+                _ => Some(VersionState::Destroyed { at_ms: *now_ms }),
+            })
         }
         Command::SetMasterKey { key_id, check, now_ms, rotate } => {
             let next = match txn.master_key()? {
@@ -256,6 +263,77 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             txn.put(CF_SM_META, KEY_MASTER_KEY, &next)?;
             Ok(CommandResponse::Applied { changed: true })
         }
+    }
+}
+
+/// Authorizes a client command against the replicated state, then applies it.
+fn apply_as_caller(
+    txn: &mut Txn<'_>,
+    auth: &TokenHash,
+    now_ms: u64,
+    cmd: &Command,
+) -> Result<CommandResponse, StoreError> {
+    let mut needs = Vec::with_capacity(2);
+    match cmd {
+        Command::PutSecret { name, max_versions, .. } => {
+            let meta = txn.secret_meta(name)?;
+            let exists = meta.as_ref().is_some_and(|m| m.current_version > 0);
+            needs.push(Need::Secret(if exists { Action::Update } else { Action::Create }, name));
+            // Lowering max_versions below what is kept purges versions for good: `destroy`.
+            if let (Some(m), Some(meta)) = (max_versions, &meta) {
+                let kept_after = meta.current_version + 1 - meta.oldest_version + 1;
+                if u64::from(*m) < kept_after && *m < meta.max_versions {
+                    needs.push(Need::Secret(Action::Destroy, name));
+                }
+            }
+        }
+        Command::DeleteSecret { name } | Command::DestroySecret { name, .. } => {
+            needs.push(Need::Secret(Action::Destroy, name))
+        }
+        Command::DeleteVersions { name, .. } | Command::SoftDeleteSecret { name, .. } => {
+            needs.push(Need::Secret(Action::Delete, name))
+        }
+        Command::UndeleteVersions { name, .. } => needs.push(Need::Secret(Action::Update, name)),
+        Command::DestroyVersions { name, .. } => needs.push(Need::Secret(Action::Destroy, name)),
+        Command::CreateToken { .. }
+        | Command::RevokeToken { .. }
+        | Command::PutRole { .. }
+        | Command::DeleteRole { .. } => needs.push(Need::Admin),
+        other => {
+            return reject(Rejection::PermissionDenied(format!(
+                "{} is not a client command and cannot be made on a caller's behalf",
+                other.kind()
+            )))
+        }
+    }
+    for need in needs {
+        if let Some(refusal) = authorize(txn, auth, need, now_ms)? {
+            return reject(refusal);
+        }
+    }
+    apply_command(txn, cmd)
+}
+
+/// The outcome of a command in the words of the audit log.
+fn outcome_words(resp: &CommandResponse) -> String {
+    match resp {
+        CommandResponse::Rejected(r) => match r {
+            Rejection::NotFound(m) => format!("not found: {m}"),
+            Rejection::AlreadyExists(m) => format!("already exists: {m}"),
+            Rejection::CasMismatch { expected, actual } => {
+                format!("failed precondition: check-and-set expected version {expected}, current is {actual}")
+            }
+            Rejection::VersionConflict { current } => {
+                format!("aborted: a concurrent write moved the secret to version {current}; retried")
+            }
+            Rejection::FailedPrecondition(m) => format!("failed precondition: {m}"),
+            Rejection::Unauthenticated(m) => format!("unauthenticated: {m}"),
+            Rejection::PermissionDenied(m) => format!("permission denied: {m}"),
+            Rejection::WrongMasterKey { sealed_with, cluster } => {
+                format!("failed precondition: sealed under {sealed_with}, the cluster's key is {cluster}")
+            }
+        },
+        _ => "ok".into(),
     }
 }
 
@@ -294,6 +372,22 @@ fn authorize(txn: &Txn<'_>, hash: &TokenHash, need: Need<'_>, now_ms: u64) -> Re
             token.role, token.name
         )))),
     }
+}
+
+/// Applies `next` to each of `versions` that still exists (older ones may have been pruned).
+fn change_existing_versions(
+    txn: &mut Txn<'_>,
+    name: &str,
+    versions: &[u64],
+    next: impl Fn(&VersionState) -> Option<VersionState>,
+) -> Result<CommandResponse, StoreError> {
+    let mut existing = Vec::with_capacity(versions.len());
+    for v in versions {
+        if txn.version(name, *v)?.is_some() {
+            existing.push(*v);
+        }
+    }
+    change_versions(txn, name, &existing, next)
 }
 
 /// Applies `next` to each listed version; all versions must exist or nothing changes.

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use vault_core::envelope::SealedValue;
-use vault_core::model::{Role, TokenRecord};
+use vault_core::model::{AuditContext, Role, TokenRecord};
 use vault_core::token::TokenHash;
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +97,9 @@ pub enum Command {
         auth: TokenHash,
         now_ms: u64,
         cmd: Box<Command>,
+        /// Written to every node's audit log, with the outcome, in the batch that applies
+        /// `cmd` (or rejects it).
+        audit: AuditContext,
     },
     /// Records the cluster's master key (`rotate: false`: only when none is recorded yet) or
     /// makes a new one current (`rotate: true`, `vaultctl kms rotate`). Leader only.
@@ -105,6 +108,18 @@ pub enum Command {
         check: Option<String>,
         now_ms: u64,
         rotate: bool,
+    },
+    /// Soft-deletes every live version of a secret (`delete`); they can be undeleted. The
+    /// secret and its highest version number stay.
+    SoftDeleteSecret {
+        name: String,
+        now_ms: u64,
+    },
+    /// Destroys every version of a secret for good (`destroy`): ciphertext and wrapped DEKs
+    /// are purged. The secret's highest version number stays, so numbers never repeat.
+    DestroySecret {
+        name: String,
+        now_ms: u64,
     },
 }
 
@@ -127,6 +142,26 @@ impl Command {
             Command::Batch(_) => "batch",
             Command::AsCaller { .. } => "as_caller",
             Command::SetMasterKey { .. } => "set_master_key",
+            Command::SoftDeleteSecret { .. } => "soft_delete_secret",
+            Command::DestroySecret { .. } => "destroy_secret",
+        }
+    }
+
+    /// What a client write is about, as its audit record names it.
+    pub fn audit_subject(&self) -> Option<String> {
+        match self {
+            Command::PutSecret { name, .. }
+            | Command::DeleteSecret { name }
+            | Command::DeleteVersions { name, .. }
+            | Command::UndeleteVersions { name, .. }
+            | Command::DestroyVersions { name, .. }
+            | Command::SoftDeleteSecret { name, .. }
+            | Command::DestroySecret { name, .. } => Some(name.clone()),
+            Command::CreateToken { record } => Some(format!("token:{}", record.name)),
+            Command::RevokeToken { name } => Some(format!("token:{name}")),
+            Command::PutRole { role, .. } => Some(format!("role:{}", role.name)),
+            Command::DeleteRole { name } => Some(format!("role:{name}")),
+            _ => None,
         }
     }
 
@@ -143,6 +178,8 @@ impl Command {
                 | Command::RevokeToken { .. }
                 | Command::PutRole { .. }
                 | Command::DeleteRole { .. }
+                | Command::SoftDeleteSecret { .. }
+                | Command::DestroySecret { .. }
         )
     }
 
@@ -204,6 +241,9 @@ impl fmt::Debug for Command {
             Command::Batch(cmds) => write!(f, "Batch({})", cmds.len()),
             Command::AsCaller { cmd, .. } => write!(f, "AsCaller({cmd:?})"),
             Command::SetMasterKey { key_id, rotate, .. } => write!(f, "SetMasterKey({key_id}, rotate: {rotate})"),
+            Command::SoftDeleteSecret { name, .. } | Command::DestroySecret { name, .. } => {
+                write!(f, "{}({name})", self.kind())
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ mod tables;
 pub mod transport;
 pub mod typ;
 
-pub use audit_log::AuditLog;
+pub use audit_log::{AuditKeys, AuditLog, Retention, VerifyReport};
 pub use cluster::{Cluster, ClusterParts};
 pub use command::{Command, CommandResponse, Rejection};
 pub use error::StoreError;
@@ -38,6 +38,21 @@ pub use typ::TypeConfig;
 use std::path::Path;
 use std::sync::Arc;
 
+/// How a node's audit log is set up.
+pub struct AuditSetup {
+    pub keys: AuditKeys,
+    pub retention: Retention,
+    /// A file every record is also appended to, as JSON lines.
+    pub sink: Option<std::fs::File>,
+}
+
+impl AuditSetup {
+    /// Default retention, no file copy.
+    pub fn new(keys: AuditKeys) -> Self {
+        AuditSetup { keys, retention: Retention::default(), sink: None }
+    }
+}
+
 /// Everything one node keeps on disk, opened from a data directory.
 pub struct Storage {
     pub log_store: LogStore,
@@ -48,13 +63,19 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub async fn open(dir: &Path, node_id: u64) -> Result<Storage, StoreError> {
+    /// `audit` sets up the node's audit log (its chain keys, retention and file copy).
+    pub async fn open(dir: &Path, node_id: u64, audit: AuditSetup) -> Result<Storage, StoreError> {
         let db = Arc::new(db::open(&dir.join("db"))?);
         let log_store = LogStore::open(db.clone())?;
         let synced = log_store.synced();
-        let state_machine = StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone()).await?;
+        let mut log = AuditLog::open(db.clone(), node_id, audit.keys)?.with_retention(audit.retention);
+        if let Some(file) = audit.sink {
+            log = log.with_sink(file);
+        }
+        let audit = log;
+        let state_machine =
+            StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone(), audit.clone()).await?;
         let reader = StateReader::new(db.clone());
-        let audit = AuditLog::open(db, node_id)?;
         Ok(Storage { log_store, state_machine, reader, audit, synced })
     }
 }

@@ -15,6 +15,7 @@ use openraft::{EntryPayload, StoredMembership};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::apply::apply_command;
+use crate::audit_log::AuditLog;
 use crate::codec::{decode, encode};
 use crate::command::{Command, CommandResponse};
 use crate::db::{cf, CF_RAFT_META, CF_SM_META, KEY_SPACE_END, SM_CFS};
@@ -49,6 +50,8 @@ pub struct StateMachineStore {
     pointer_lock: Arc<Mutex<()>>,
     /// Entries are applied only once this node's log has them on disk.
     synced: SyncedLog,
+    /// Where applied changes are recorded, in the same batch as the changes.
+    audit: AuditLog,
 }
 
 pub struct SnapshotBuilder {
@@ -99,7 +102,7 @@ fn publish(db: &DB, dir: &Path, lock: &Mutex<()>, meta: &SnapshotMeta, file: &st
 }
 
 impl StateMachineStore {
-    pub async fn open(db: Arc<DB>, dir: PathBuf, synced: SyncedLog) -> Result<Self, StoreError> {
+    pub async fn open(db: Arc<DB>, dir: PathBuf, synced: SyncedLog, audit: AuditLog) -> Result<Self, StoreError> {
         fs::create_dir_all(&dir)?;
         // Leftovers of interrupted builds or transfers.
         for entry in fs::read_dir(&dir)? {
@@ -117,7 +120,7 @@ impl StateMachineStore {
         }
         let last_applied: Option<LogId> = db.get_typed::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?.flatten();
         let membership: Membership = db.get_typed(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
-        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock, synced })
+        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock, synced, audit })
     }
 
     /// Installs a received snapshot: verifies the whole file, keeps it as this node's own
@@ -229,7 +232,12 @@ type Applied = (Vec<CommandResponse>, Option<LogId>, Membership);
 
 /// Applies `entries` as one atomic batch: the responses, the last applied log id and the
 /// membership after them.
-fn apply_entries(db: &DB, entries: &[Entry], mut membership: Membership) -> Result<Applied, StoreError> {
+fn apply_entries(
+    db: &DB,
+    audit: &AuditLog,
+    entries: &[Entry],
+    mut membership: Membership,
+) -> Result<Applied, StoreError> {
     let mut txn = Txn::new(db);
     let mut responses = Vec::with_capacity(entries.len());
     let mut last = None;
@@ -250,7 +258,9 @@ fn apply_entries(db: &DB, entries: &[Entry], mut membership: Membership) -> Resu
     // log's next group-commit sync makes it durable. A crash before that loses only applies of
     // entries that are in the durable log and are applied again on restart. A synced write
     // here would stall every other writer of the DB for an fsync.
-    db.write(txn.into_batch()?)?;
+    // The changes' audit records go in the same batch: no change without its record.
+    let (batch, records) = txn.into_batch()?;
+    audit.commit(batch, records)?;
     Ok((responses, last, membership))
 }
 
@@ -289,9 +299,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // here rather than pay two thread hand-offs. Larger applies (catching up) go to the
         // blocking pool so they do not hold up other tasks.
         let (responses, last, membership) = if commands <= INLINE_APPLY_MAX_COMMANDS {
-            apply_entries(&db, &entries, membership).map_err(|e| sto(IoKind::WriteSm, e))?
+            apply_entries(&db, &self.audit, &entries, membership).map_err(|e| sto(IoKind::WriteSm, e))?
         } else {
-            tokio::task::spawn_blocking(move || apply_entries(&db, &entries, membership))
+            let audit = self.audit.clone();
+            tokio::task::spawn_blocking(move || apply_entries(&db, &audit, &entries, membership))
                 .await
                 .map_err(|e| sto(IoKind::WriteSm, e.into()))?
                 .map_err(|e| sto(IoKind::WriteSm, e))?
@@ -367,6 +378,11 @@ mod tests {
     use super::*;
     use crate::synced_log::Syncer;
 
+    fn test_audit(db: &Arc<DB>) -> AuditLog {
+        let key = vault_core::keys::AuditMacKey::generate();
+        AuditLog::open(db.clone(), 1, crate::audit_log::AuditKeys::new(vec![("test".into(), key)]).unwrap()).unwrap()
+    }
+
     #[tokio::test]
     async fn an_entry_is_applied_only_once_this_log_has_it_on_disk() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -374,7 +390,10 @@ mod tests {
         // Entry 0 stays written but unsynced until the test says otherwise.
         let syncer = Syncer::never_syncing(&dir.path().join("other"));
         syncer.written(0);
-        let mut sm = StateMachineStore::open(db, dir.path().join("snapshots"), syncer.handle()).await.expect("open");
+        let mut sm =
+            StateMachineStore::open(db.clone(), dir.path().join("snapshots"), syncer.handle(), test_audit(&db))
+                .await
+                .expect("open");
         let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 0), payload: EntryPayload::Blank };
         let apply = tokio::spawn(async move { sm.apply(vec![entry]).await.map(|r| r.len()) });
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -425,7 +444,9 @@ mod tests {
         db.put_cf(cf(&db, crate::db::CF_SECRETS).expect("cf"), "old", b"x").expect("put");
         let syncer = Syncer::never_syncing(&dir.path().join("other"));
         let mut sm =
-            StateMachineStore::open(db.clone(), dir.path().join("snapshots"), syncer.handle()).await.expect("open");
+            StateMachineStore::open(db.clone(), dir.path().join("snapshots"), syncer.handle(), test_audit(&db))
+                .await
+                .expect("open");
         let file = fs::File::open(&path).expect("open snapshot");
         sm.install_snapshot(&meta, Box::new(tokio::fs::File::from_std(file))).await.expect("install");
         assert_holds_the_snapshot(&db, &meta);
@@ -458,7 +479,8 @@ mod tests {
         }
         let db = Arc::new(crate::db::open(&dir.path().join("db")).expect("reopen db"));
         let syncer = Syncer::never_syncing(&dir.path().join("other"));
-        let mut sm = StateMachineStore::open(db.clone(), snapshots, syncer.handle()).await.expect("open");
+        let mut sm =
+            StateMachineStore::open(db.clone(), snapshots, syncer.handle(), test_audit(&db)).await.expect("open");
         assert_holds_the_snapshot(&db, &meta);
         let (applied, _) = sm.applied_state().await.expect("applied state");
         assert_eq!(applied, meta.last_log_id);

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
-use vault_core::model::{MasterKeyState, RewrapState, Role, SecretMeta, TokenRecord, VersionRecord};
+use vault_core::model::{AuditRecord, MasterKeyState, RewrapState, Role, SecretMeta, TokenRecord, VersionRecord};
 use vault_core::token::TokenHash;
 
 use crate::codec::{decode, encode};
@@ -95,11 +95,18 @@ pub(crate) struct Txn<'a> {
     db: &'a DB,
     overlay: BTreeMap<CfKey, Option<Vec<u8>>>,
     read_cache: RefCell<HashMap<CfKey, Option<Vec<u8>>>>,
+    /// Audit records of the applied client writes, written with the batch.
+    audits: Vec<AuditRecord>,
 }
 
 impl<'a> Txn<'a> {
     pub fn new(db: &'a DB) -> Self {
-        Txn { db, overlay: BTreeMap::new(), read_cache: RefCell::new(HashMap::new()) }
+        Txn { db, overlay: BTreeMap::new(), read_cache: RefCell::new(HashMap::new()), audits: Vec::new() }
+    }
+
+    /// Records a change; the record is written in the same batch as the change.
+    pub fn audit(&mut self, record: AuditRecord) {
+        self.audits.push(record);
     }
 
     pub fn put<T: serde::Serialize>(&mut self, cf: &'static str, key: &[u8], value: &T) -> Result<(), StoreError> {
@@ -132,7 +139,8 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
-    pub fn into_batch(self) -> Result<WriteBatch, StoreError> {
+    /// The write set as one batch, and the audit records to write with it.
+    pub fn into_batch(self) -> Result<(WriteBatch, Vec<AuditRecord>), StoreError> {
         let mut batch = WriteBatch::default();
         for ((cf_name, key), value) in self.overlay {
             let handle = cf(self.db, cf_name)?;
@@ -141,7 +149,7 @@ impl<'a> Txn<'a> {
                 None => batch.delete_cf(handle, key),
             }
         }
-        Ok(batch)
+        Ok((batch, self.audits))
     }
 }
 

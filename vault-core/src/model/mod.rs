@@ -7,7 +7,7 @@ mod role;
 mod secret;
 mod token;
 
-pub use audit::AuditRecord;
+pub use audit::{audit_field, AuditContext, AuditRecord, MAX_AUDIT_FIELD, MAX_AUDIT_OUTCOME};
 pub use master_key::MasterKeyState;
 pub use rewrap::RewrapState;
 pub use role::{Action, Grant, Role, ADMIN_ROLE};

@@ -48,13 +48,12 @@ impl AdminService {
     async fn member_change(
         &self,
         req: Request<pb::MemberRequest>,
-        action: &str,
         make: impl FnOnce(u64) -> AdminOp,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
         let caller = caller_of(&req)?;
         let id = req.into_inner().id;
         let subject = format!("node:{id}");
-        self.admin(&caller, action, Some(&subject), self.membership(&caller, make(id))).await
+        self.admin(&caller, Some(&subject), self.membership(&caller, make(id))).await
     }
 
     pub fn new(vault: Arc<Vault>, rewrapper: Arc<Rewrapper>) -> Self {
@@ -62,21 +61,15 @@ impl AdminService {
     }
 
     /// Runs an admin-only operation and audits it.
-    async fn admin<T, F>(
-        &self,
-        caller: &Caller,
-        action: &str,
-        subject: Option<&str>,
-        op: F,
-    ) -> Result<Response<T>, Status>
+    async fn admin<T, F>(&self, caller: &Caller, subject: Option<&str>, op: F) -> Result<Response<T>, Status>
     where
         F: std::future::Future<Output = Result<T, Status>>,
     {
-        let result = match caller.require_admin(action) {
+        let result = match caller.require_admin(caller.action) {
             Ok(()) => op.await,
             Err(e) => Err(e),
         };
-        self.vault.audit(caller, action, subject, &result)?;
+        self.vault.audit(caller, subject, &result)?;
         result.map(Response::new)
     }
 }
@@ -91,7 +84,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let subject = format!("token:{}", r.name);
-        self.admin(&caller, "token.create", Some(&subject), async {
+        self.admin(&caller, Some(&subject), async {
             validate_label("token", &r.name).map_err(from_core)?;
             validate_label("role", &r.role).map_err(from_core)?;
             let raw = RawToken::generate();
@@ -118,7 +111,7 @@ impl Admin for AdminService {
         req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let caller = caller_of(&req)?;
-        self.admin(&caller, "token.list", None, async {
+        self.admin(&caller, None, async {
             self.vault.linearize().await?;
             let tokens = self.vault.reader.tokens().map_err(from_store)?;
             Ok(pb::ListTokensResponse { tokens: tokens.iter().map(pb::TokenInfo::from).collect() })
@@ -133,7 +126,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let subject = format!("token:{}", r.name);
-        self.admin(&caller, "token.revoke", Some(&subject), async {
+        self.admin(&caller, Some(&subject), async {
             validate_label("token", &r.name).map_err(from_core)?;
             self.vault.write_ok(&caller, Command::RevokeToken { name: r.name.clone() }).await?;
             Ok(pb::RevokeTokenResponse {})
@@ -148,7 +141,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let subject = format!("role:{}", r.name);
-        self.admin(&caller, "role.create", Some(&subject), async {
+        self.admin(&caller, Some(&subject), async {
             let mut grants = Vec::new();
             for spec in &r.grants {
                 grants.extend(Grant::parse_many(spec).map_err(from_core)?);
@@ -164,7 +157,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let subject = format!("role:{}", r.name);
-        self.admin(&caller, "role.get", Some(&subject), async {
+        self.admin(&caller, Some(&subject), async {
             self.vault.linearize().await?;
             let role = self
                 .vault
@@ -179,7 +172,7 @@ impl Admin for AdminService {
 
     async fn list_roles(&self, req: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
         let caller = caller_of(&req)?;
-        self.admin(&caller, "role.list", None, async {
+        self.admin(&caller, None, async {
             self.vault.linearize().await?;
             let roles = self.vault.reader.roles().map_err(from_store)?;
             Ok(pb::ListRolesResponse { roles: roles.iter().map(pb::RoleInfo::from).collect() })
@@ -194,7 +187,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let subject = format!("role:{}", r.name);
-        self.admin(&caller, "role.delete", Some(&subject), async {
+        self.admin(&caller, Some(&subject), async {
             self.vault.write_ok(&caller, Command::DeleteRole { name: r.name.clone() }).await?;
             Ok(pb::DeleteRoleResponse {})
         })
@@ -210,9 +203,39 @@ impl Admin for AdminService {
             n => n.min(MAX_AUDIT),
         };
         let filter = (!r.secret.is_empty()).then_some(r.secret.as_str());
-        self.admin(&caller, "audit.list", None, async {
-            let records = self.vault.audit_log.list(limit, filter).map_err(from_store)?;
+        let since = (r.since_ms > 0).then_some(r.since_ms);
+        self.admin(&caller, None, async {
+            let log = self.vault.audit_log.clone();
+            let filter = filter.map(str::to_string);
+            let records = tokio::task::spawn_blocking(move || log.list(limit, filter.as_deref(), since))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(from_store)?;
             Ok(pb::ListAuditResponse { records: records.into_iter().map(pb::AuditEntry::from).collect() })
+        })
+        .await
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, None, async {
+            let log = self.vault.audit_log.clone();
+            let r = tokio::task::spawn_blocking(move || log.verify())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(from_store)?;
+            Ok(pb::VerifyAuditResponse {
+                ok: r.problem.is_none(),
+                problem: r.problem.unwrap_or_default(),
+                checked: r.checked,
+                legacy: r.legacy,
+                unverifiable: r.unverifiable,
+                first_seq: r.first_seq,
+                last_seq: r.last_seq,
+            })
         })
         .await
     }
@@ -222,7 +245,7 @@ impl Admin for AdminService {
         req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let caller = caller_of(&req)?;
-        self.admin(&caller, "cluster.status", None, async {
+        self.admin(&caller, None, async {
             // Replication progress is the leader's to know; ask it, wherever we are.
             let view = match self.vault.cluster.submit(ForwardRequest::LeaderView, MEMBERSHIP_TIMEOUT).await {
                 Ok(ForwardResponse::LeaderView(v)) => Some(v),
@@ -240,7 +263,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let subject = format!("node:{}", r.id);
-        self.admin(&caller, "cluster.add", Some(&subject), async {
+        self.admin(&caller, Some(&subject), async {
             if r.id == 0 || !r.raft_addr.contains(':') || !r.api_addr.contains(':') {
                 return Err(Status::invalid_argument("need ID >= 1, RAFT_ADDR host:port and API_ADDR host:port"));
             }
@@ -254,26 +277,26 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        self.member_change(req, "cluster.promote", |id| AdminOp::PromoteVoter { id }).await
+        self.member_change(req, |id| AdminOp::PromoteVoter { id }).await
     }
 
     async fn remove_member(
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        self.member_change(req, "cluster.remove", |id| AdminOp::RemoveMember { id }).await
+        self.member_change(req, |id| AdminOp::RemoveMember { id }).await
     }
 
     async fn transfer_leader(
         &self,
         req: Request<pb::MemberRequest>,
     ) -> Result<Response<pb::MemberChangeResponse>, Status> {
-        self.member_change(req, "cluster.transfer_leader", |to| AdminOp::TransferLeader { to }).await
+        self.member_change(req, |to| AdminOp::TransferLeader { to }).await
     }
 
     async fn kms_status(&self, req: Request<pb::KmsStatusRequest>) -> Result<Response<pb::KmsStatusResponse>, Status> {
         let caller = caller_of(&req)?;
-        self.admin(&caller, "kms.status", None, async {
+        self.admin(&caller, None, async {
             self.vault.linearize().await?;
             let progress = self.rewrapper.progress();
             let kms = &self.vault.kms;
@@ -331,7 +354,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let subject = (!r.key_id.is_empty()).then(|| format!("key:{}", r.key_id));
-        self.admin(&caller, "kms.rotate", subject.as_deref(), async {
+        self.admin(&caller, subject.as_deref(), async {
             let kms = &self.vault.kms;
             if !kms.rotates_through_cluster() {
                 return Err(Status::failed_precondition(format!(
@@ -371,7 +394,7 @@ impl Admin for AdminService {
 
     async fn kms_rewrap(&self, req: Request<pb::KmsRewrapRequest>) -> Result<Response<pb::KmsRewrapResponse>, Status> {
         let caller = caller_of(&req)?;
-        self.admin(&caller, "kms.rewrap", None, async {
+        self.admin(&caller, None, async {
             if !self.vault.kms.supports_rotation() {
                 return Err(Status::failed_precondition(format!(
                     "the {} key manager does not rotate keys; nothing to re-wrap",

@@ -23,6 +23,15 @@ pub struct SecretsService {
     vault: Arc<Vault>,
 }
 
+/// Refuses a read from an address that may not read (decided by the auth layer; refused here,
+/// so the refusal is recorded with the secret's name, like an allowed read).
+fn read_gate(caller: &crate::auth::caller::Caller) -> Result<(), Status> {
+    match &caller.read_denied {
+        Some(why) => Err(Status::permission_denied(why.clone())),
+        None => Ok(()),
+    }
+}
+
 impl SecretsService {
     pub fn new(vault: Arc<Vault>) -> Self {
         SecretsService { vault }
@@ -52,7 +61,6 @@ impl SecretsService {
         &self,
         req: Request<pb::VersionsRequest>,
         action: Action,
-        audit_action: &str,
         make: impl FnOnce(String, Vec<u64>) -> Command,
     ) -> Result<Response<pb::VersionsResponse>, Status> {
         let caller = caller_of(&req)?;
@@ -67,7 +75,7 @@ impl SecretsService {
             }
         }
         .await;
-        self.vault.audit(&caller, audit_action, Some(&r.name), &result)?;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
         Ok(Response::new(pb::VersionsResponse { changed: result? }))
     }
 }
@@ -84,7 +92,7 @@ impl Secrets for SecretsService {
             self.vault.put_secret(&caller, &name, &value, r.expected_version, r.max_versions).await
         }
         .await;
-        self.vault.audit(&caller, "secret.put", Some(&r.name), &result)?;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
         Ok(Response::new(pb::PutSecretResponse { version: result? }))
     }
 
@@ -93,11 +101,12 @@ impl Secrets for SecretsService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let result = async {
+            read_gate(&caller)?;
             let name = parse_name(&r.name)?;
             self.vault.get_secret(&name, r.version).await
         }
         .await;
-        self.vault.audit(&caller, "secret.get", Some(&r.name), &result)?;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
         let (record, value) = result?;
         Ok(Response::new(pb::GetSecretResponse {
             name: r.name,
@@ -115,16 +124,27 @@ impl Secrets for SecretsService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         if r.requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} names per batch")));
+            let refused: Result<(), Status> =
+                Err(Status::invalid_argument(format!("at most {MAX_BATCH} names per batch, not {}", r.requests.len())));
+            self.vault.audit(&caller, None, &refused)?;
+            refused?;
+        }
+        if let Err(refusal) = read_gate(&caller) {
+            // The address may not read: the whole call is refused, each name on record.
+            for item in &r.requests {
+                self.vault.audit(&caller, Some(&item.name), &Err::<(), _>(refusal.clone()))?;
+            }
+            return Err(refusal);
         }
         let mut results = Vec::with_capacity(r.requests.len());
         for item in r.requests {
             let result = async {
+                read_gate(&caller)?;
                 let name = parse_name(&item.name)?;
                 self.vault.get_secret(&name, item.version).await
             }
             .await;
-            self.vault.audit(&caller, "secret.get", Some(&item.name), &result)?;
+            self.vault.audit(&caller, Some(&item.name), &result)?;
             let outcome = match result {
                 Ok((record, value)) => pb::batch_get_result::Result::Secret(pb::GetSecretResponse {
                     name: item.name.clone(),
@@ -164,7 +184,7 @@ impl Secrets for SecretsService {
             Ok(pb::ListSecretsResponse { secrets, next_page_token: next })
         }
         .await;
-        self.vault.audit(&caller, "secret.list", None, &result)?;
+        self.vault.audit(&caller, None, &result)?;
         Ok(Response::new(result?))
     }
 
@@ -193,7 +213,7 @@ impl Secrets for SecretsService {
             })
         }
         .await;
-        self.vault.audit(&caller, "secret.versions", Some(&r.name), &result)?;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
         Ok(Response::new(result?))
     }
 
@@ -205,11 +225,18 @@ impl Secrets for SecretsService {
         let r = req.into_inner();
         let result = async {
             let name = parse_name(&r.name)?;
-            caller.require(Action::Delete, name.as_str())?;
-            self.vault.write_ok(&caller, Command::DeleteSecret { name: name.to_string() }).await
+            let now_ms = vault_core::time::now_ms();
+            let cmd = if r.destroy {
+                caller.require(Action::Destroy, name.as_str())?;
+                Command::DestroySecret { name: name.to_string(), now_ms }
+            } else {
+                caller.require(Action::Delete, name.as_str())?;
+                Command::SoftDeleteSecret { name: name.to_string(), now_ms }
+            };
+            self.vault.write_ok(&caller, cmd).await
         }
         .await;
-        self.vault.audit(&caller, "secret.delete", Some(&r.name), &result)?;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
         result?;
         Ok(Response::new(pb::DeleteSecretResponse {}))
     }
@@ -219,23 +246,15 @@ impl Secrets for SecretsService {
         req: Request<pb::VersionsRequest>,
     ) -> Result<Response<pb::VersionsResponse>, Status> {
         let now = vault_core::time::now_ms();
-        self.lifecycle(req, Action::Delete, "secret.delete_versions", |name, versions| Command::DeleteVersions {
-            name,
-            versions,
-            now_ms: now,
-        })
-        .await
+        self.lifecycle(req, Action::Delete, |name, versions| Command::DeleteVersions { name, versions, now_ms: now })
+            .await
     }
 
     async fn undelete_versions(
         &self,
         req: Request<pb::VersionsRequest>,
     ) -> Result<Response<pb::VersionsResponse>, Status> {
-        self.lifecycle(req, Action::Update, "secret.undelete_versions", |name, versions| Command::UndeleteVersions {
-            name,
-            versions,
-        })
-        .await
+        self.lifecycle(req, Action::Update, |name, versions| Command::UndeleteVersions { name, versions }).await
     }
 
     async fn destroy_versions(
@@ -243,11 +262,7 @@ impl Secrets for SecretsService {
         req: Request<pb::VersionsRequest>,
     ) -> Result<Response<pb::VersionsResponse>, Status> {
         let now = vault_core::time::now_ms();
-        self.lifecycle(req, Action::Destroy, "secret.destroy_versions", |name, versions| Command::DestroyVersions {
-            name,
-            versions,
-            now_ms: now,
-        })
-        .await
+        self.lifecycle(req, Action::Destroy, |name, versions| Command::DestroyVersions { name, versions, now_ms: now })
+            .await
     }
 }

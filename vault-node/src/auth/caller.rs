@@ -1,4 +1,6 @@
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tonic::Status;
 use vault_core::model::{Action, Role, TokenRecord};
@@ -9,6 +11,15 @@ pub struct Caller {
     pub ip: IpAddr,
     /// Present for management calls (token authenticated).
     pub principal: Option<Principal>,
+    /// The call's audit action, from the RPC table (`auth::rpcs`).
+    pub action: &'static str,
+    /// For reads from an address that may not read: why. The handler refuses once it knows
+    /// the secret's name, so the refusal is recorded under the same action and name as an
+    /// allowed read.
+    pub read_denied: Option<String>,
+    /// Set when the call's change is proposed to Raft: from then on the apply step records it
+    /// (on every node), and the handler does not.
+    proposed: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Debug)]
@@ -18,6 +29,19 @@ pub struct Principal {
 }
 
 impl Caller {
+    pub fn new(ip: IpAddr, principal: Option<Principal>, action: &'static str) -> Self {
+        Caller { ip, principal, action, read_denied: None, proposed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Marks the call's change as proposed (see `proposed`).
+    pub fn mark_proposed(&self) {
+        self.proposed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn was_proposed(&self) -> bool {
+        self.proposed.load(Ordering::SeqCst)
+    }
+
     /// Token name for management calls; the client IP for reads.
     pub fn actor(&self) -> String {
         match &self.principal {

@@ -1,6 +1,8 @@
 //! The tower layer in front of every API service.
 //!
-//! - Reads (`GetSecret`, `BatchGetSecrets`): the client address must be in the allowlist.
+//! What each RPC needs comes from one table (`rpcs`):
+//! - Reads: the client address is resolved here; whether it may read is decided here too, but
+//!   the refusal is made (and recorded) by the handler once it knows the secret's name.
 //! - Health checks: open.
 //! - Everything else under `vault.v1`: `authorization: Bearer <token>`, checked after a
 //!   linearizable barrier so a revoked token is refused on every node at once. `PutSecret`
@@ -8,7 +10,7 @@
 //!   which is what decides.
 //!
 //! On success the [`Caller`] goes into the request extensions; on failure the request never
-//! reaches a handler, and the refusal is audited.
+//! reaches a handler, and the refusal is audited (rate-limited per address).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -26,7 +28,8 @@ use vault_core::token::RawToken;
 use super::allowlist::Allowlist;
 use super::caller::{Caller, Principal};
 use super::client_ip;
-use crate::error::{code_words, from_store};
+use super::rpcs::{self, Access};
+use crate::error::from_store;
 use crate::vault::Vault;
 
 pub struct AuthPolicy {
@@ -61,28 +64,6 @@ pub struct AuthService<S> {
     policy: Arc<AuthPolicy>,
 }
 
-enum Kind {
-    Read,
-    Management,
-    /// Authorized again when its command is applied, so this node's state suffices here.
-    ManagementWrite,
-    Open,
-}
-
-fn classify(path: &str) -> Kind {
-    match path {
-        "/vault.v1.Secrets/GetSecret" | "/vault.v1.Secrets/BatchGetSecrets" => Kind::Read,
-        "/vault.v1.Secrets/PutSecret" => Kind::ManagementWrite,
-        p if p.starts_with("/vault.v1.") => Kind::Management,
-        _ => Kind::Open,
-    }
-}
-
-/// `Secrets/PutSecret` -> `PutSecret`, for audit records of refused calls.
-fn method_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
 /// What authentication looks at, taken from the request before any await.
 struct AuthInput {
     path: String,
@@ -106,11 +87,11 @@ fn peer_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {
 
 impl AuthPolicy {
     async fn authenticate(&self, req: &AuthInput) -> Result<Option<Caller>, Status> {
-        let kind = classify(&req.path);
-        if matches!(kind, Kind::Open) {
+        let rpc = rpcs::lookup(&req.path);
+        let action = rpc.action;
+        if rpc.access == Access::Open {
             return Ok(None);
         }
-        let action = method_name(&req.path);
         let Some(peer) = req.peer else {
             return Err(Status::permission_denied("client address unknown; refused"));
         };
@@ -120,30 +101,25 @@ impl AuthPolicy {
             Ok(ip) => ip,
             Err(why) => {
                 let status = Status::permission_denied(why);
-                self.audit_refusal(peer.to_string(), peer, action, &status)?;
-                return Err(status);
+                return Err(self.vault.audit_refusal(peer.to_string(), peer, action, None, status));
             }
         };
-        match kind {
-            Kind::Read => {
-                if self.allowed_ips.contains(ip) {
-                    Ok(Some(Caller { ip, principal: None }))
-                } else {
-                    let status =
-                        Status::permission_denied(format!("client address {ip} is not allowed to read secrets"));
-                    self.audit_refusal(ip.to_string(), ip, action, &status)?;
-                    Err(status)
+        match rpc.access {
+            Access::Open => Ok(None),
+            Access::Read => {
+                let mut caller = Caller::new(ip, None, action);
+                if !self.allowed_ips.contains(ip) {
+                    caller.read_denied = Some(format!("client address {ip} is not allowed to read secrets"));
+                }
+                Ok(Some(caller))
+            }
+            Access::Manage | Access::ManageWrite | Access::Admin => {
+                match self.token_principal(req, rpc.access != Access::ManageWrite).await {
+                    Ok(principal) => Ok(Some(Caller::new(ip, Some(principal), action))),
+                    Err(status) if status.code() == tonic::Code::Unavailable => Err(status),
+                    Err(status) => Err(self.vault.audit_refusal("-".into(), ip, action, None, status)),
                 }
             }
-            _ => match self.token_principal(req, matches!(kind, Kind::Management)).await {
-                Ok(principal) => Ok(Some(Caller { ip, principal: Some(principal) })),
-                Err(status) => {
-                    if status.code() != tonic::Code::Unavailable {
-                        self.audit_refusal("-".into(), ip, action, &status)?;
-                    }
-                    Err(status)
-                }
-            },
         }
     }
 
@@ -180,11 +156,6 @@ impl AuthPolicy {
             Status::permission_denied(format!("role {} of token {} no longer exists", token.role, token.name))
         })?;
         Ok(Principal { token, role })
-    }
-
-    fn audit_refusal(&self, actor: String, ip: IpAddr, action: &str, status: &Status) -> Result<(), Status> {
-        let outcome = format!("{}: {}", code_words(status.code()), status.message());
-        self.vault.audit_raw(actor, ip.to_string(), action, None, outcome)
     }
 }
 

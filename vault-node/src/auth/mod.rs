@@ -6,3 +6,5 @@ pub mod allowlist;
 pub mod caller;
 pub mod client_ip;
 pub mod layer;
+pub mod refusals;
+pub mod rpcs;

@@ -15,6 +15,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
+use vault_core::model::audit_field;
 use vault_node::clock::fmt_ms;
 use vault_node::error::{code_words, LEADER_HEADER};
 use vault_node::pb;
@@ -116,12 +117,12 @@ enum SecretCmd {
     },
     /// Versions of a secret and their states.
     Versions { name: String },
-    /// Delete a secret with all its versions, or soft-delete some versions.
+    /// Soft-delete every version of a secret (or only --versions); `undelete` restores them.
     Delete(VersionsArg),
     /// Restore soft-deleted versions.
     Undelete(RequiredVersions),
-    /// Purge versions' ciphertext and wrapped data key for good.
-    Destroy(RequiredVersions),
+    /// Purge versions' ciphertext and wrapped data key for good (--versions, or --all).
+    Destroy(DestroyArgs),
 }
 
 #[derive(Args)]
@@ -137,6 +138,17 @@ struct RequiredVersions {
     name: String,
     #[arg(long, value_delimiter = ',', required = true)]
     versions: Vec<u64>,
+}
+
+#[derive(Args)]
+struct DestroyArgs {
+    name: String,
+    /// Versions to destroy for good (needs `destroy`).
+    #[arg(long, value_delimiter = ',', required_unless_present = "all", conflicts_with = "all")]
+    versions: Vec<u64>,
+    /// Destroy every version of the secret for good; its highest version number is kept.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Subcommand)]
@@ -184,7 +196,14 @@ enum AuditCmd {
         limit: u32,
         #[arg(long)]
         secret: Option<String>,
+        /// Only records at or after this: milliseconds since the epoch, or an age such as 30m,
+        /// 12h or 7d.
+        #[arg(long)]
+        since: Option<String>,
     },
+    /// Check this node's audit hash chain; names the first missing or altered record and exits
+    /// non-zero if there is one.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -442,6 +461,19 @@ fn bearer(cli: &Cli) -> anyhow::Result<Bearer> {
     }
 }
 
+/// `--since`: milliseconds since the epoch, or an age (`30m`, `12h`, `7d`) before now.
+fn parse_since(s: &str) -> anyhow::Result<u64> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let age_ms = parse_ttl(s)
+        .map_err(|_| anyhow!("--since {s:?}: expected milliseconds since the epoch, or an age such as 30m, 12h or 7d"))?
+        .saturating_mul(1000);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Ok(now.saturating_sub(age_ms))
+}
+
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -504,9 +536,38 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Secret(cmd) => secret_cmd(&mut secrets, cmd, json).await,
         Cmd::Token(cmd) => token_cmd(&mut admin, cmd, json).await,
         Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
-        Cmd::Audit(AuditCmd::List { limit, secret }) => {
+        Cmd::Audit(AuditCmd::Verify) => {
+            let r = admin.verify_audit(pb::VerifyAuditRequest {}).await?.into_inner();
+            if json {
+                print_json(json!({
+                    "ok": r.ok, "problem": r.problem, "checked": r.checked, "legacy": r.legacy,
+                    "unverifiable": r.unverifiable, "first_seq": r.first_seq, "last_seq": r.last_seq,
+                }));
+            } else {
+                let span = match (r.first_seq, r.last_seq) {
+                    (Some(a), Some(b)) => format!("records {a} to {b}"),
+                    _ => "no records".into(),
+                };
+                outln!(
+                    "{span}: {} checked, {} from before chaining, {} under keys this node lacks",
+                    r.checked,
+                    r.legacy,
+                    r.unverifiable
+                );
+                if r.ok {
+                    outln!("audit chain intact");
+                }
+            }
+            if r.ok {
+                Ok(())
+            } else {
+                Err(Failure::Local(anyhow!("audit chain broken: {}", r.problem)))
+            }
+        }
+        Cmd::Audit(AuditCmd::List { limit, secret, since }) => {
+            let since_ms = since.as_deref().map(parse_since).transpose()?.unwrap_or(0);
             let r = admin
-                .list_audit(pb::ListAuditRequest { limit, secret: secret.unwrap_or_default() })
+                .list_audit(pb::ListAuditRequest { limit, secret: secret.unwrap_or_default(), since_ms })
                 .await?
                 .into_inner();
             if json {
@@ -524,14 +585,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     r.records
                         .into_iter()
                         .map(|a| {
+                            // Client-supplied text: escaped, so nothing reaches the terminal raw.
+                            let safe = |s: &str| audit_field(s, usize::MAX);
                             vec![
                                 fmt_ms(a.time_ms),
                                 a.node_id.to_string(),
-                                a.actor,
-                                a.client_ip,
-                                a.action,
-                                a.secret,
-                                a.outcome,
+                                safe(&a.actor),
+                                safe(&a.client_ip),
+                                safe(&a.action),
+                                safe(&a.secret),
+                                safe(&a.outcome),
                             ]
                         })
                         .collect(),
@@ -714,7 +777,7 @@ async fn secret_cmd(c: &mut SecretsClient<Authed>, cmd: SecretCmd, json: bool) -
         }
         SecretCmd::Delete(VersionsArg { name, versions }) => {
             if versions.is_empty() {
-                c.delete_secret(pb::DeleteSecretRequest { name: name.clone() }).await?;
+                c.delete_secret(pb::DeleteSecretRequest { name: name.clone(), destroy: false }).await?;
                 if json {
                     print_json(json!({"name": name, "deleted": true}));
                 }
@@ -727,7 +790,13 @@ async fn secret_cmd(c: &mut SecretsClient<Authed>, cmd: SecretCmd, json: bool) -
             let r = c.undelete_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
             print_changed(&r.changed, json);
         }
-        SecretCmd::Destroy(RequiredVersions { name, versions }) => {
+        SecretCmd::Destroy(DestroyArgs { name, all: true, .. }) => {
+            c.delete_secret(pb::DeleteSecretRequest { name: name.clone(), destroy: true }).await?;
+            if json {
+                print_json(json!({"name": name, "destroyed": true}));
+            }
+        }
+        SecretCmd::Destroy(DestroyArgs { name, versions, .. }) => {
             let r = c.destroy_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
             print_changed(&r.changed, json);
         }

@@ -1,6 +1,7 @@
 //! Command semantics as applied by the state machine: versions, check-and-set, retention,
 //! lifecycle, tokens and roles.
 
+use crate::test_keys;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use tempfile::TempDir;
@@ -42,7 +43,7 @@ struct Sm {
 impl Sm {
     async fn new() -> Sm {
         let dir = TempDir::new().unwrap();
-        let s = Storage::open(dir.path(), 1).await.unwrap();
+        let s = Storage::open(dir.path(), 1, test_keys()).await.unwrap();
         let mut sm = Sm { _dir: dir, s, index: 0 };
         sm.run(Command::Bootstrap { admin_role: Role::builtin_admin(), token: None }).await;
         sm

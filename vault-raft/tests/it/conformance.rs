@@ -1,6 +1,7 @@
 //! openraft's storage conformance suite, run against the real RocksDB log store and state
 //! machine.
 
+use crate::test_keys;
 use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 use vault_raft::typ::StorageError;
@@ -11,7 +12,7 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = TempDir::new().expect("create temp dir");
-        let storage = Storage::open(dir.path(), 1).await.expect("open storage");
+        let storage = Storage::open(dir.path(), 1, test_keys()).await.expect("open storage");
         Ok((dir, storage.log_store, storage.state_machine))
     }
 }

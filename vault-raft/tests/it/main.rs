@@ -3,3 +3,9 @@
 mod apply_semantics;
 mod conformance;
 mod snapshots;
+
+/// An audit key for storage opened by these tests.
+pub fn test_keys() -> vault_raft::AuditSetup {
+    let keys = vault_raft::AuditKeys::new(vec![("test".into(), vault_core::keys::AuditMacKey::generate())]);
+    vault_raft::AuditSetup::new(keys.expect("one key"))
+}

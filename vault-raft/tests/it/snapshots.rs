@@ -1,5 +1,6 @@
 //! Snapshots build from one store and install into another, through real files.
 
+use crate::test_keys;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, StoredMembership};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +41,7 @@ fn membership(index: u64) -> Entry<TypeConfig> {
 async fn snapshot_moves_state_between_stores_and_survives_reopen() {
     let dir_a = TempDir::new().unwrap();
     let dir_b = TempDir::new().unwrap();
-    let mut a = Storage::open(dir_a.path(), 1).await.unwrap();
+    let mut a = Storage::open(dir_a.path(), 1, test_keys()).await.unwrap();
     let resp = a
         .state_machine
         .apply(vec![
@@ -64,7 +65,7 @@ async fn snapshot_moves_state_between_stores_and_survives_reopen() {
     assert!(bytes.starts_with(b"VLTSNAP\0"));
 
     {
-        let mut b = Storage::open(dir_b.path(), 2).await.unwrap();
+        let mut b = Storage::open(dir_b.path(), 2, test_keys()).await.unwrap();
         let incoming = a.state_machine.get_current_snapshot().await.unwrap().unwrap();
         b.state_machine.install_snapshot(&incoming.meta, incoming.snapshot).await.unwrap();
         let (applied, m) = b.state_machine.applied_state().await.unwrap();
@@ -78,7 +79,7 @@ async fn snapshot_moves_state_between_stores_and_survives_reopen() {
         drop(b);
     }
     // Reopen b from disk: the installed state and applied id persist.
-    let mut b = Storage::open(dir_b.path(), 2).await.unwrap();
+    let mut b = Storage::open(dir_b.path(), 2, test_keys()).await.unwrap();
     assert_eq!(b.state_machine.applied_state().await.unwrap().0.unwrap().index, 4);
     assert_eq!(b.reader.latest_live("x").unwrap().unwrap().sealed.unwrap().ciphertext, b"ct-x");
     let _ = b.log_store.get_log_state().await.unwrap();
@@ -88,11 +89,11 @@ async fn snapshot_moves_state_between_stores_and_survives_reopen() {
 async fn corrupted_snapshot_is_refused_and_state_is_untouched() {
     let dir_a = TempDir::new().unwrap();
     let dir_b = TempDir::new().unwrap();
-    let mut a = Storage::open(dir_a.path(), 1).await.unwrap();
+    let mut a = Storage::open(dir_a.path(), 1, test_keys()).await.unwrap();
     a.state_machine.apply(vec![membership(1), put(2, "k", 1, b"aaaa")]).await.unwrap();
     let snap = a.state_machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
 
-    let mut b = Storage::open(dir_b.path(), 2).await.unwrap();
+    let mut b = Storage::open(dir_b.path(), 2, test_keys()).await.unwrap();
     b.state_machine.apply(vec![membership(1), put(2, "mine", 1, b"keep")]).await.unwrap();
 
     let mut bytes = Vec::new();

@@ -1,0 +1,284 @@
+//! The audit log as operators rely on it, with real processes: no change without its record
+//! (even when clients cancel), refusals that cannot flood it, a hash chain that shows edits and
+//! deletions, refused and allowed reads under one name, and `destroy` needed to purge.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use vault_node::pb;
+use vault_tests::*;
+
+struct Node {
+    _dir: tempfile::TempDir,
+    spec: NodeSpec,
+    node: NodeProcess,
+    token: String,
+}
+
+async fn start_with(tune: impl FnOnce(&mut NodeSpec)) -> Node {
+    let dir = test_dir();
+    let token = random_token();
+    let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+    tune(&mut spec);
+    let mut node = spec.start();
+    node.wait_ready().await;
+    Node { _dir: dir, spec, node, token }
+}
+
+impl Node {
+    fn ctl(&self, args: &[&str]) -> String {
+        must_vaultctl(&self.node.url(), Some(&self.token), args)
+    }
+
+    fn records(&self) -> Vec<serde_json::Value> {
+        let json = self.ctl(&["--output", "json", "audit", "list", "--limit", "10000"]);
+        serde_json::from_str(&json).expect("audit list json")
+    }
+
+    async fn restart(&mut self) {
+        self.node.stop();
+        self.node = self.spec.start();
+        self.node.wait_ready().await;
+    }
+}
+
+fn field<'a>(r: &'a serde_json::Value, k: &str) -> &'a str {
+    r[k].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_storm_leaves_no_change_unaudited() {
+    let n = start_with(|_| {}).await;
+    let ch = n.node.channel().await.unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("storm/{i}")).collect();
+    let (mut cancelled, mut completed) = (0, 0);
+    // Waves of a few concurrent calls, so some finish within their deadline and some do not.
+    for wave in 0..60u64 {
+        let mut tasks = Vec::new();
+        for k in 0..8u64 {
+            let i = ((wave * 8 + k) % names.len() as u64) as usize;
+            let (ch, token, name) = (ch.clone(), n.token.clone(), names[i].clone());
+            // 1-5 ms deadlines, as header (the server cancels the handler) and here.
+            let deadline = Duration::from_millis(1 + (wave + k) % 5);
+            let delete = (wave + k).is_multiple_of(5);
+            tasks.push(tokio::spawn(async move {
+                let mut c = pb::secrets_client::SecretsClient::new(ch);
+                let done = if delete {
+                    let mut r = authed(pb::DeleteSecretRequest { name, destroy: false }, &token);
+                    r.set_timeout(deadline);
+                    tokio::time::timeout(deadline, c.delete_secret(r)).await.map(|r| r.map(|_| ()))
+                } else {
+                    let mut r =
+                        authed(pb::PutSecretRequest { name, value: b"v".to_vec(), ..Default::default() }, &token);
+                    r.set_timeout(deadline);
+                    tokio::time::timeout(deadline, c.put_secret(r)).await.map(|r| r.map(|_| ()))
+                };
+                matches!(done, Ok(Ok(())))
+            }));
+        }
+        for t in tasks {
+            if t.await.unwrap() {
+                completed += 1;
+            } else {
+                cancelled += 1;
+            }
+        }
+    }
+    assert!(cancelled > 0, "the storm must cut some calls short");
+    // Let proposed commands that outlived their callers commit.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let records = n.records();
+    let ok = |action: &str, name: &str| {
+        records
+            .iter()
+            .filter(|r| field(r, "action") == action && field(r, "secret") == name && field(r, "outcome") == "ok")
+            .count()
+    };
+    let mut versions_seen = 0;
+    for name in &names {
+        let out = n.node.vaultctl(Some(&n.token), &["--output", "json", "secret", "versions", name]);
+        if !out.status.success() {
+            continue; // never written
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let versions = v["versions"].as_array().cloned().unwrap_or_default();
+        let highest = v["current_version"].as_u64().unwrap_or(0) as usize;
+        versions_seen += highest;
+        // Every committed put made exactly one version, and has its record.
+        assert_eq!(ok("secret.put", name), highest, "{name}: puts on record vs versions");
+        if versions.iter().any(|x| x["state"] == "deleted") {
+            assert!(ok("secret.delete", name) > 0, "{name} has soft-deleted versions but no delete on record");
+        }
+    }
+    assert!(versions_seen > 0, "some puts committed");
+    eprintln!("{cancelled} calls cut short, {completed} completed; {versions_seen} versions, each on record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_reads_is_limited_summarised_and_pushes_nothing_out() {
+    let mut n = start_with(|s| {
+        // Loopback may manage but not read.
+        s.set("VAULT_ALLOWED_IPS", "10.20.0.0/16");
+        s.set("VAULT_REFUSALS_PER_SEC", "5");
+        s.set("VAULT_REFUSALS_BURST", "20");
+    })
+    .await;
+    for i in 0..5 {
+        n.ctl(&["secret", "put", &format!("genuine/{i}"), "--value", "v"]);
+    }
+    let before = n.records().len();
+    let ch = n.node.channel().await.unwrap();
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    let started = Instant::now();
+    for chunk in 0..20 {
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let ch = ch.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = pb::secrets_client::SecretsClient::new(ch);
+                let name = format!("genuine/{}", (chunk * 100 + i) % 5);
+                c.get_secret(pb::GetSecretRequest { name, version: 0 }).await.unwrap_err().code()
+            }));
+        }
+        for t in tasks {
+            *codes.entry(format!("{:?}", t.await.unwrap())).or_default() += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(codes.get("ResourceExhausted").copied().unwrap_or(0) > 0, "{codes:?}");
+    assert_eq!(codes.values().sum::<usize>(), 2000);
+    assert!(codes.keys().all(|c| c == "ResourceExhausted" || c == "PermissionDenied"), "{codes:?}");
+    let records = n.records();
+    let refusals = records.iter().filter(|r| field(r, "outcome").starts_with("permission denied")).count();
+    let allowed = 20.0 + 5.0 * elapsed + 5.0;
+    assert!(
+        (refusals as f64) <= allowed,
+        "{refusals} refusals on record in {elapsed:.1}s; at most {allowed:.0} expected"
+    );
+    assert_eq!(refusals, codes["PermissionDenied"], "every refusal answered as such is on record");
+    for i in 0..5 {
+        let name = format!("genuine/{i}");
+        assert!(records.iter().any(|r| field(r, "action") == "secret.put" && field(r, "secret") == name), "{name}");
+    }
+    assert!(records.len() < before + refusals + 50, "bounded: {} records", records.len());
+
+    // The rest are summarised: at the end of their window, or (here) at shutdown.
+    n.restart().await;
+    let summaries: Vec<_> =
+        n.records().into_iter().filter(|r| field(r, "outcome").contains("more refusal(s) from 127.0.0.1")).collect();
+    let summarised: u64 = summaries
+        .iter()
+        .map(|r| field(r, "outcome").split_whitespace().next().unwrap_or("0").parse::<u64>().unwrap_or(0))
+        .sum();
+    assert_eq!(summarised as usize, codes["ResourceExhausted"], "{summaries:?}");
+    assert!(summaries.iter().all(|r| field(r, "action") == "secret.get"));
+}
+
+/// Opens the stopped node's RocksDB and changes record `seq` of its audit family.
+fn edit_audit(data_dir: &std::path::Path, seq: u64, edit: impl FnOnce(Vec<u8>) -> Option<Vec<u8>>) {
+    let db = vault_raft::db::open(&data_dir.join("db")).expect("open the node's rocksdb");
+    let family = vault_raft::db::cf(&db, vault_raft::db::CF_AUDIT).unwrap();
+    let old = db.get_cf(family, seq.to_be_bytes()).unwrap().expect("the record exists");
+    match edit(old) {
+        Some(new) => db.put_cf(family, seq.to_be_bytes(), new).unwrap(),
+        None => db.delete_cf(family, seq.to_be_bytes()).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_an_edited_or_deleted_record_and_passes_an_untouched_log() {
+    for tamper in ["edit", "delete"] {
+        let mut n = start_with(|_| {}).await;
+        for i in 0..6 {
+            n.ctl(&["secret", "put", &format!("t/{i}"), "--value", "v"]);
+        }
+        let ok = n.ctl(&["audit", "verify"]);
+        assert!(ok.contains("audit chain intact"), "{ok}");
+        n.node.stop();
+        edit_audit(&n.spec.data_dir(), 4, |v| match tamper {
+            "edit" => {
+                // The same length, another secret name: only the MAC can tell.
+                let pos = v.windows(2).position(|w| w == b"t/").expect("the record names a secret");
+                let mut edited = v.clone();
+                edited[pos] = b'x';
+                Some(edited)
+            }
+            _ => None,
+        });
+        n.node = n.spec.start();
+        n.node.wait_ready().await;
+        let out = n.node.vaultctl(Some(&n.token), &["audit", "verify"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{tamper}: verify must fail");
+        let want = if tamper == "edit" { "record 4 was altered" } else { "record 4 is missing" };
+        assert!(err.contains(want), "{tamper}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_allowed_reads_of_a_secret_are_listed_under_one_action() {
+    let n = start_with(|s| {
+        s.set("VAULT_TRUST_PROXY", "true");
+        s.set("VAULT_TRUSTED_PROXIES", "127.0.0.1");
+        s.set("VAULT_ALLOWED_IPS", "10.0.0.1");
+    })
+    .await;
+    n.ctl(&["secret", "put", "app/read-me", "--value", "v"]);
+    let read_from = |addr: &'static str| {
+        let url = n.node.url();
+        async move {
+            let mut c = secrets_client(&url).await;
+            let mut req = tonic::Request::new(pb::GetSecretRequest { name: "app/read-me".into(), version: 0 });
+            req.metadata_mut().insert("x-forwarded-for", addr.parse().unwrap());
+            c.get_secret(req).await.map(|_| ())
+        }
+    };
+    read_from("10.0.0.1").await.expect("allowlisted");
+    assert_eq!(read_from("10.0.0.2").await.unwrap_err().code(), Code::PermissionDenied);
+    let json = n.ctl(&["--output", "json", "audit", "list", "--secret", "app/read-me"]);
+    let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let reads: Vec<_> = records.iter().filter(|r| field(r, "client_ip").starts_with("10.0.0.")).collect();
+    assert_eq!(reads.len(), 2, "{json}");
+    assert!(reads.iter().all(|r| field(r, "action") == "secret.get"), "{json}");
+    assert!(reads
+        .iter()
+        .any(|r| field(r, "client_ip") == "10.0.0.2" && field(r, "outcome").starts_with("permission denied")));
+    assert!(reads.iter().any(|r| field(r, "client_ip") == "10.0.0.1" && field(r, "outcome") == "ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_alone_cannot_purge_versions_destroy_can() {
+    let n = start_with(|_| {}).await;
+    n.ctl(&["role", "create", "deleter", "--grant", "create,update,delete,list:app/*"]);
+    n.ctl(&["role", "create", "destroyer", "--grant", "destroy:app/*"]);
+    let token_of = |name: &str, role: &str| {
+        let json = n.ctl(&["--output", "json", "token", "create", name, "--role", role]);
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let (deleter, destroyer) = (token_of("d1", "deleter"), token_of("d2", "destroyer"));
+    let url = n.node.url();
+    for v in 1..=3 {
+        must_vaultctl(&url, Some(&deleter), &["secret", "put", "app/x", "--value", &format!("v{v}")]);
+    }
+    // `delete` soft-deletes: nothing is lost.
+    must_vaultctl(&url, Some(&deleter), &["secret", "delete", "app/x"]);
+    must_vaultctl(&url, Some(&deleter), &["secret", "undelete", "app/x", "--versions", "1,2,3"]);
+    for (args, what) in [
+        (vec!["secret", "destroy", "app/x", "--all"], "destroy all"),
+        (vec!["secret", "destroy", "app/x", "--versions", "1"], "destroy a version"),
+        (vec!["secret", "put", "app/x", "--value", "v4", "--max-versions", "1"], "max-versions purging older versions"),
+    ] {
+        let e = must_fail_vaultctl(&url, Some(&deleter), &args);
+        assert!(e.contains("permission denied"), "{what}: {e}");
+    }
+    for v in ["1", "2", "3"] {
+        assert_eq!(n.ctl(&["secret", "get", "app/x", "--version", v]), format!("v{v}"), "nothing purged");
+    }
+    must_vaultctl(&url, Some(&destroyer), &["secret", "destroy", "app/x", "--all"]);
+    let e = n.node.vaultctl(Some(&n.token), &["secret", "get", "app/x", "--version", "3"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("destroyed"));
+    // Version numbers never repeat after a purge.
+    assert_eq!(must_vaultctl(&url, Some(&deleter), &["secret", "put", "app/x", "--value", "again"]).trim(), "4");
+}

@@ -1,0 +1,114 @@
+//! Refused requests cannot flood the audit log: each client address may have its refusals
+//! recorded one by one at a steady rate (a token bucket); beyond it the request gets
+//! RESOURCE_EXHAUSTED and is only counted, and the counts are written as one summary record per
+//! address, action and window.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// Length of a summary window.
+pub const WINDOW_MS: u64 = 60_000;
+/// Addresses tracked at once; past this, full buckets are forgotten first.
+const MAX_TRACKED: usize = 100_000;
+
+struct Bucket {
+    tokens: f64,
+    at_ms: u64,
+}
+
+/// Refusals counted but not recorded one by one, for one address and action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub ip: IpAddr,
+    pub action: &'static str,
+    pub window_start_ms: u64,
+    pub count: u64,
+}
+
+/// (window start in ms, refusals counted in it).
+type Counted = (u64, u64);
+
+pub struct RefusalLimiter {
+    per_sec: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Per address and action: (window start, refusals counted).
+    suppressed: Mutex<HashMap<(IpAddr, &'static str), Counted>>,
+}
+
+impl RefusalLimiter {
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        RefusalLimiter { per_sec, burst, buckets: Mutex::new(HashMap::new()), suppressed: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether a refusal from `ip` may be recorded now; if not, it is counted for a summary.
+    pub fn admit(&self, ip: IpAddr, action: &'static str, now_ms: u64) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            buckets.retain(|_, b| refill(b, per_sec, burst, now_ms) < burst);
+        }
+        let b = buckets.entry(ip).or_insert(Bucket { tokens: self.burst, at_ms: now_ms });
+        if refill(b, self.per_sec, self.burst, now_ms) >= 1.0 {
+            b.tokens -= 1.0;
+            return true;
+        }
+        drop(buckets);
+        let mut s = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = s.entry((ip, action)).or_insert((now_ms - now_ms % WINDOW_MS, 0));
+        entry.1 += 1;
+        false
+    }
+
+    /// How long until `ip` may have a refusal recorded again, in whole seconds (for retry
+    /// advice).
+    pub fn retry_after_secs(&self) -> u64 {
+        (1.0 / self.per_sec).ceil().max(1.0) as u64
+    }
+
+    /// Summaries of windows that ended before `now_ms` (all of them with `flush_all`).
+    pub fn take_summaries(&self, now_ms: u64, flush_all: bool) -> Vec<Summary> {
+        let mut s = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        s.retain(|(ip, action), (start, count)| {
+            let done = flush_all || *start + WINDOW_MS <= now_ms;
+            if done {
+                out.push(Summary { ip: *ip, action, window_start_ms: *start, count: *count });
+            }
+            !done
+        });
+        out.sort_by_key(|x| (x.window_start_ms, x.ip, x.action));
+        out
+    }
+}
+
+/// Tops the bucket up for the time passed; returns its tokens.
+fn refill(b: &mut Bucket, per_sec: f64, burst: f64, now_ms: u64) -> f64 {
+    let elapsed = now_ms.saturating_sub(b.at_ms) as f64 / 1000.0;
+    b.tokens = (b.tokens + elapsed * per_sec).min(burst);
+    b.at_ms = now_ms;
+    b.tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_a_steady_rate_and_the_rest_summarised_per_window() {
+        let l = RefusalLimiter::new(2.0, 5.0);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let other: IpAddr = "10.9.9.9".parse().unwrap();
+        let t0 = 10 * WINDOW_MS;
+        let admitted = (0..100).filter(|_| l.admit(ip, "secret.get", t0)).count();
+        assert_eq!(admitted, 5, "the burst");
+        assert!(l.admit(other, "secret.get", t0), "another address has its own bucket");
+        assert!(l.admit(ip, "secret.get", t0 + 500), "one more after half a second at 2/s");
+        assert!(!l.admit(ip, "secret.get", t0 + 500));
+        assert!(l.take_summaries(t0 + 1_000, false).is_empty(), "the window is still open");
+        let s = l.take_summaries(t0 + WINDOW_MS, false);
+        assert_eq!(s, vec![Summary { ip, action: "secret.get", window_start_ms: t0, count: 96 }]);
+        assert!(l.take_summaries(t0 + 2 * WINDOW_MS, true).is_empty(), "taken once");
+    }
+}

@@ -1,0 +1,101 @@
+//! Every RPC of the public API in one table: what access it needs and the action name its
+//! audit records carry, whether the call is allowed or refused.
+
+/// What a call must present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Health checks.
+    Open,
+    /// Secret reads: the client address must be allowlisted (and, with reader rules, granted).
+    Read,
+    /// A bearer token, read after a linearizable barrier (revocation is immediate).
+    Manage,
+    /// A bearer token, looked up without a barrier: the write's command carries it and the
+    /// leader authorizes it again when applying it, which is what decides.
+    ManageWrite,
+    /// A bearer token of the built-in admin role.
+    Admin,
+}
+
+/// One RPC: its full gRPC path, access and audit action.
+#[derive(Clone, Copy, Debug)]
+pub struct Rpc {
+    pub path: &'static str,
+    pub access: Access,
+    pub action: &'static str,
+}
+
+const fn rpc(path: &'static str, access: Access, action: &'static str) -> Rpc {
+    Rpc { path, access, action }
+}
+
+/// The table. A path under `vault.v1.` that is not here is a management call named
+/// [`UNKNOWN`] (never the client's path, which it chooses).
+pub const RPCS: &[Rpc] = &[
+    rpc("/vault.v1.Secrets/PutSecret", Access::ManageWrite, "secret.put"),
+    rpc("/vault.v1.Secrets/GetSecret", Access::Read, "secret.get"),
+    rpc("/vault.v1.Secrets/BatchGetSecrets", Access::Read, "secret.get"),
+    rpc("/vault.v1.Secrets/ListSecrets", Access::Manage, "secret.list"),
+    rpc("/vault.v1.Secrets/ListVersions", Access::Manage, "secret.versions"),
+    rpc("/vault.v1.Secrets/DeleteSecret", Access::Manage, "secret.delete"),
+    rpc("/vault.v1.Secrets/DeleteVersions", Access::Manage, "secret.delete_versions"),
+    rpc("/vault.v1.Secrets/UndeleteVersions", Access::Manage, "secret.undelete_versions"),
+    rpc("/vault.v1.Secrets/DestroyVersions", Access::Manage, "secret.destroy_versions"),
+    rpc("/vault.v1.Admin/CreateToken", Access::Admin, "token.create"),
+    rpc("/vault.v1.Admin/ListTokens", Access::Admin, "token.list"),
+    rpc("/vault.v1.Admin/RevokeToken", Access::Admin, "token.revoke"),
+    rpc("/vault.v1.Admin/CreateRole", Access::Admin, "role.create"),
+    rpc("/vault.v1.Admin/GetRole", Access::Admin, "role.get"),
+    rpc("/vault.v1.Admin/ListRoles", Access::Admin, "role.list"),
+    rpc("/vault.v1.Admin/DeleteRole", Access::Admin, "role.delete"),
+    rpc("/vault.v1.Admin/ListAudit", Access::Admin, "audit.list"),
+    rpc("/vault.v1.Admin/VerifyAudit", Access::Admin, "audit.verify"),
+    rpc("/vault.v1.Admin/ClusterStatus", Access::Admin, "cluster.status"),
+    rpc("/vault.v1.Admin/AddMember", Access::Admin, "cluster.add"),
+    rpc("/vault.v1.Admin/PromoteMember", Access::Admin, "cluster.promote"),
+    rpc("/vault.v1.Admin/RemoveMember", Access::Admin, "cluster.remove"),
+    rpc("/vault.v1.Admin/TransferLeader", Access::Admin, "cluster.transfer_leader"),
+    rpc("/vault.v1.Admin/KmsStatus", Access::Admin, "kms.status"),
+    rpc("/vault.v1.Admin/KmsRewrap", Access::Admin, "kms.rewrap"),
+    rpc("/vault.v1.Admin/KmsRotate", Access::Admin, "kms.rotate"),
+];
+
+/// The action name of a call to an unlisted `vault.v1` path.
+pub const UNKNOWN: &str = "unknown";
+
+/// The table's entry for `path`; unlisted paths under `vault.v1.` are management calls named
+/// [`UNKNOWN`], anything else (health, reflection) is open.
+pub fn lookup(path: &str) -> Rpc {
+    match RPCS.iter().find(|r| r.path == path) {
+        Some(r) => *r,
+        None if path.starts_with("/vault.v1.") => rpc("", Access::Manage, UNKNOWN),
+        None => rpc("", Access::Open, "open"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rpc_of_the_api_is_in_the_table_once() {
+        let proto = include_str!("../../../proto/vault/v1/vault.proto");
+        let mut service = "";
+        let mut declared = Vec::new();
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().unwrap_or("");
+            }
+            if let Some(rest) = line.strip_prefix("rpc ") {
+                let name = rest.split('(').next().unwrap_or("").trim();
+                declared.push(format!("/vault.v1.{service}/{name}"));
+            }
+        }
+        for path in &declared {
+            assert_eq!(RPCS.iter().filter(|r| r.path == path).count(), 1, "{path} must be in the table once");
+        }
+        assert_eq!(declared.len(), RPCS.len(), "the table lists an RPC the API does not have");
+        assert_eq!(lookup("/vault.v1.Secrets/Nope").action, UNKNOWN);
+        assert_eq!(lookup("/grpc.health.v1.Health/Check").access, Access::Open);
+    }
+}
