@@ -282,3 +282,42 @@ async fn delete_alone_cannot_purge_versions_destroy_can() {
     // Version numbers never repeat after a purge.
     assert_eq!(must_vaultctl(&url, Some(&deleter), &["secret", "put", "app/x", "--value", "again"]).trim(), "4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_exported_as_json_lines_and_listed_with_escapes_and_since() {
+    let mut sink = std::path::PathBuf::new();
+    let n = start_with(|s| {
+        sink = s.dir.join("audit.jsonl");
+        s.set("VAULT_AUDIT_FILE", sink.to_str().unwrap());
+    })
+    .await;
+    n.ctl(&["secret", "put", "app/exported", "--value", "v"]);
+    // A name with a terminal escape sequence: refused as invalid, and recorded escaped.
+    let hostile = "app/\u{1b}[31mred";
+    let mut c = secrets_client(&n.node.url()).await;
+    let e = c.get_secret(pb::GetSecretRequest { name: hostile.into(), version: 0 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let table = n.ctl(&["audit", "list"]);
+    assert!(!table.contains('\u{1b}'), "no raw escape reaches the terminal: {table:?}");
+    assert!(table.contains("app/\\u{1b}[31mred"), "{table}");
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&sink)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(lines.iter().any(|r| field(r, "action") == "secret.put" && field(r, "secret") == "app/exported"), "{lines:?}");
+    assert!(lines.iter().any(|r| field(r, "secret") == "app/\\u{1b}[31mred"));
+    // The file holds what the node's log holds (the listings above are recorded too).
+    let listed = n.records();
+    let newest_in_file = lines.iter().filter_map(|r| r["seq"].as_u64()).max().unwrap();
+    assert!(listed.iter().any(|r| r["seq"].as_u64() == Some(newest_in_file)));
+
+    let far_future = (vault_core::time::now_ms() + 3_600_000).to_string();
+    let none: Vec<serde_json::Value> =
+        serde_json::from_str(&n.ctl(&["--output", "json", "audit", "list", "--since", &far_future])).unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let recent: Vec<serde_json::Value> =
+        serde_json::from_str(&n.ctl(&["--output", "json", "audit", "list", "--since", "10m"])).unwrap();
+    assert!(recent.iter().any(|r| field(r, "secret") == "app/exported"));
+}
