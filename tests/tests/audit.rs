@@ -306,7 +306,10 @@ async fn records_are_exported_as_json_lines_and_listed_with_escapes_and_since() 
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    assert!(lines.iter().any(|r| field(r, "action") == "secret.put" && field(r, "secret") == "app/exported"), "{lines:?}");
+    assert!(
+        lines.iter().any(|r| field(r, "action") == "secret.put" && field(r, "secret") == "app/exported"),
+        "{lines:?}"
+    );
     assert!(lines.iter().any(|r| field(r, "secret") == "app/\\u{1b}[31mred"));
     // The file holds what the node's log holds (the listings above are recorded too).
     let listed = n.records();

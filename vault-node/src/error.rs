@@ -1,5 +1,7 @@
-//! Domain errors to gRPC status, in one place. Messages are for the caller and never carry
-//! secret material; storage details are logged here, where they are handled.
+//! Domain errors to gRPC status, in one place. Request paths return [`ApiError`]; it becomes a
+//! `Status` once, at the edge of the handler (`From<ApiError> for Status`). Messages are for the
+//! caller and never carry secret material; storage details are logged here, where they are
+//! handled.
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -7,10 +9,51 @@ use vault_core::CoreError;
 use vault_raft::transport::ForwardError;
 use vault_raft::{Rejection, StoreError};
 
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// A deterministic refusal decided when a command was applied.
+    #[error("{0:?}")]
+    Rejected(Rejection),
+    /// A refusal or validation failure decided here, already in gRPC terms.
+    #[error("{}", .0.message())]
+    Status(#[from] Status),
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::Rejected(r)
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::Core(e) => from_core(e),
+            ApiError::Store(e) => from_store(e),
+            ApiError::Forward(e) => from_forward(e),
+            ApiError::Rejected(r) => from_rejection(r),
+            ApiError::Status(s) => s,
+        }
+    }
+}
+
+/// Runs a request's work and turns its error into the caller's status: the one place where
+/// an [`ApiError`] becomes a `Status`.
+pub async fn answer<T>(work: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<T, Status> {
+    work.await.map_err(Status::from)
+}
+
 /// Metadata key carrying the leader's API address on `UNAVAILABLE` from a follower.
 pub const LEADER_HEADER: &str = "x-vault-leader";
 
-pub fn from_core(e: CoreError) -> Status {
+fn from_core(e: CoreError) -> Status {
     match e {
         CoreError::InvalidName(_) | CoreError::InvalidArgument(_) | CoreError::ValueTooLarge { .. } => {
             Status::invalid_argument(e.to_string())
@@ -24,12 +67,12 @@ pub fn from_core(e: CoreError) -> Status {
     }
 }
 
-pub fn from_store(e: StoreError) -> Status {
+fn from_store(e: StoreError) -> Status {
     tracing::error!(error = %e, "storage failure");
     Status::internal("storage failure on this node; see its log")
 }
 
-pub fn from_rejection(r: Rejection) -> Status {
+fn from_rejection(r: Rejection) -> Status {
     match r {
         Rejection::NotFound(m) => Status::not_found(m),
         Rejection::AlreadyExists(m) => Status::already_exists(m),
@@ -48,7 +91,7 @@ pub fn from_rejection(r: Rejection) -> Status {
     }
 }
 
-pub fn from_forward(e: ForwardError) -> Status {
+fn from_forward(e: ForwardError) -> Status {
     match e {
         ForwardError::NotLeader { leader } => unavailable_with_leader(
             "no leader could take this request",

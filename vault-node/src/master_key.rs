@@ -11,7 +11,7 @@ use vault_core::model::MasterKeyState;
 use vault_core::time::now_ms;
 use vault_raft::Command;
 
-use crate::error::from_store;
+use crate::error::ApiError;
 use crate::vault::Vault;
 
 /// Why this node may not seal under the cluster's key `mk`, if it may not.
@@ -36,10 +36,10 @@ pub fn mismatch(vault: &Vault, mk: &MasterKeyState) -> Option<String> {
 /// The key new versions are sealed under: the cluster's, which this node must hold.
 /// FAILED_PRECONDITION naming both ids otherwise. Before the cluster has recorded one (the
 /// first moments of a new cluster), this node's configured key, which the record will name.
-pub fn sealing_key(vault: &Vault) -> Result<String, Status> {
-    match vault.reader.master_key().map_err(from_store)? {
+pub fn sealing_key(vault: &Vault) -> Result<String, ApiError> {
+    match vault.reader.master_key()? {
         Some(mk) => match mismatch(vault, &mk) {
-            Some(why) => Err(Status::failed_precondition(why)),
+            Some(why) => Err(Status::failed_precondition(why).into()),
             None => Ok(mk.key_id),
         },
         None => Ok(vault.kms.key_id().to_string()),
@@ -85,7 +85,7 @@ async fn record(vault: &Vault) -> Result<(), String> {
     let key_id = vault.kms.key_id().to_string();
     let cmd = Command::SetMasterKey { check: vault.kms.key_check(&key_id), key_id, now_ms: now_ms(), rotate: false };
     if let Err(e) = vault.write_local(cmd).await {
-        tracing::warn!(error = %e.message(), "recording the cluster's master key failed; retrying");
+        tracing::warn!(error = %e, "recording the cluster's master key failed; retrying");
     }
     Ok(())
 }

@@ -372,7 +372,7 @@ async fn bootstrap(vault: &Vault, token: Option<vault_core::token::RawToken>) {
             let cmd = Command::Bootstrap { admin_role: Role::builtin_admin(), token: record.clone() };
             match vault.write_local(cmd).await {
                 Ok(_) => return,
-                Err(e) => tracing::warn!(error = %e.message(), "bootstrap write failed; retrying"),
+                Err(e) => tracing::warn!(error = %e, "bootstrap write failed; retrying"),
             }
         } else if has_role && leader.is_some() {
             return;

@@ -17,7 +17,7 @@ use vault_raft::{AuditLog, Cluster, Command, CommandResponse, StateReader};
 
 use crate::auth::caller::Caller;
 use crate::auth::refusals::RefusalLimiter;
-use crate::error::{code_words, from_core, from_forward, from_rejection, from_store};
+use crate::error::{code_words, ApiError};
 
 /// How long a write may wait for its Raft commit before the caller is told to retry.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,15 +51,15 @@ impl Vault {
 
     /// Returns once this node has applied everything committed before the call: reads after
     /// it are linearizable, on the leader and on followers alike.
-    pub async fn linearize(&self) -> Result<(), Status> {
-        self.cluster.read_barrier(WRITE_TIMEOUT).await.map_err(from_forward)
+    pub async fn linearize(&self) -> Result<(), ApiError> {
+        Ok(self.cluster.read_barrier(WRITE_TIMEOUT).await?)
     }
 
     /// Proposes a client write on behalf of `caller` (forwarded to the leader when this node
     /// is not it); returns once a quorum committed it and the leader applied it. The command
     /// travels with the caller's token, and applying it authorizes it again against the
     /// replicated state. Refused while this node does not hold the cluster's master key.
-    pub async fn write_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, Status> {
+    pub async fn write_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
         crate::master_key::sealing_key(self)?;
         let auth = caller.token_hash()?;
         let audit = AuditContext {
@@ -71,26 +71,26 @@ impl Vault {
         let cmd = Command::AsCaller { auth, now_ms: now_ms(), cmd: Box::new(cmd), audit };
         // From here the change may commit: its record travels with it.
         caller.mark_proposed();
-        match self.cluster.submit(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await.map_err(from_forward)? {
+        match self.cluster.submit(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await? {
             ForwardResponse::Written(r) => Ok(r),
-            other => Err(Status::internal(format!("unexpected reply to a write: {other:?}"))),
+            other => Err(Status::internal(format!("unexpected reply to a write: {other:?}")).into()),
         }
     }
 
     /// [`write_as`](Self::write_as), with a deterministic rejection turned into its status.
-    pub async fn write_ok(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, Status> {
+    pub async fn write_ok(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
         match self.write_as(caller, cmd).await? {
-            CommandResponse::Rejected(r) => Err(from_rejection(r)),
+            CommandResponse::Rejected(r) => Err(r.into()),
             other => Ok(other),
         }
     }
 
     /// Proposes a command this node makes itself (bootstrap, master key), on this node only:
     /// peers never accept such commands forwarded, so a follower gets `UNAVAILABLE`.
-    pub async fn write_local(&self, cmd: Command) -> Result<CommandResponse, Status> {
-        match self.cluster.handle_local(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await.map_err(from_forward)? {
+    pub async fn write_local(&self, cmd: Command) -> Result<CommandResponse, ApiError> {
+        match self.cluster.handle_local(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await? {
             ForwardResponse::Written(r) => Ok(r),
-            other => Err(Status::internal(format!("unexpected reply to a write: {other:?}"))),
+            other => Err(Status::internal(format!("unexpected reply to a write: {other:?}")).into()),
         }
     }
 
@@ -192,16 +192,17 @@ impl Vault {
         value: &SecretBytes,
         expected_version: Option<u64>,
         max_versions: Option<u32>,
-    ) -> Result<u64, Status> {
+    ) -> Result<u64, ApiError> {
         if value.len() > self.max_value_bytes {
-            return Err(from_core(CoreError::ValueTooLarge { len: value.len(), max: self.max_value_bytes }));
+            return Err(CoreError::ValueTooLarge { len: value.len(), max: self.max_value_bytes }.into());
         }
         if let Some(m) = max_versions {
             if m == 0 || m > vault_core::model::MAX_MAX_VERSIONS {
                 return Err(Status::invalid_argument(format!(
                     "max_versions must be between 1 and {}",
                     vault_core::model::MAX_MAX_VERSIONS
-                )));
+                ))
+                .into());
             }
         }
         // The first attempt trusts this node's state for the version to seal; the apply step
@@ -211,12 +212,12 @@ impl Vault {
             if attempt > 0 {
                 self.linearize().await?;
             }
-            let meta = self.reader.secret_meta(name.as_str()).map_err(from_store)?;
+            let meta = self.reader.secret_meta(name.as_str())?;
             let current = meta.as_ref().map_or(0, |m| m.current_version);
             caller.require(if meta.is_none() { Action::Create } else { Action::Update }, name.as_str())?;
             let version = current + 1;
             let key_id = crate::master_key::sealing_key(self)?;
-            let sealed = envelope::seal(self.kms.as_ref(), &key_id, name, version, value).await.map_err(from_core)?;
+            let sealed = envelope::seal(self.kms.as_ref(), &key_id, name, version, value).await?;
             let cmd = Command::PutSecret {
                 name: name.to_string(),
                 version,
@@ -233,34 +234,32 @@ impl Vault {
                 CommandResponse::Rejected(
                     vault_raft::Rejection::VersionConflict { .. } | vault_raft::Rejection::WrongMasterKey { .. },
                 ) => continue,
-                CommandResponse::Rejected(r) => return Err(from_rejection(r)),
-                other => return Err(Status::internal(format!("unexpected response to a put: {other:?}"))),
+                CommandResponse::Rejected(r) => return Err(r.into()),
+                other => return Err(Status::internal(format!("unexpected response to a put: {other:?}")).into()),
             }
         }
-        Err(Status::aborted("too many concurrent writes to this secret; retry"))
+        Err(Status::aborted("too many concurrent writes to this secret; retry").into())
     }
 
     /// The newest live version (`version == 0`) or the given one, opened.
-    pub async fn get_secret(&self, name: &SecretName, version: u64) -> Result<(VersionRecord, SecretBytes), Status> {
+    pub async fn get_secret(&self, name: &SecretName, version: u64) -> Result<(VersionRecord, SecretBytes), ApiError> {
         self.linearize().await?;
         let record = if version == 0 {
             self.reader
-                .latest_live(name.as_str())
-                .map_err(from_store)?
+                .latest_live(name.as_str())?
                 .ok_or_else(|| Status::not_found(format!("secret {name} does not exist or has no live version")))?
         } else {
             let r = self
                 .reader
-                .version(name.as_str(), version)
-                .map_err(from_store)?
+                .version(name.as_str(), version)?
                 .ok_or_else(|| Status::not_found(format!("version {version} of {name} does not exist")))?;
             match r.state {
                 VersionState::Live => r,
                 VersionState::Deleted { .. } => {
-                    return Err(Status::not_found(format!("version {version} of {name} is deleted")))
+                    return Err(Status::not_found(format!("version {version} of {name} is deleted")).into())
                 }
                 VersionState::Destroyed { .. } => {
-                    return Err(Status::not_found(format!("version {version} of {name} is destroyed")))
+                    return Err(Status::not_found(format!("version {version} of {name} is destroyed")).into())
                 }
             }
         };
@@ -268,9 +267,7 @@ impl Vault {
             .sealed
             .as_ref()
             .ok_or_else(|| Status::internal(format!("live version {} of {name} has no ciphertext", record.version)))?;
-        let value = envelope::open(self.kms.as_ref(), Some(&self.dek_cache), name, record.version, sealed)
-            .await
-            .map_err(from_core)?;
+        let value = envelope::open(self.kms.as_ref(), Some(&self.dek_cache), name, record.version, sealed).await?;
         Ok((record, value))
     }
 }

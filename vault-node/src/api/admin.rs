@@ -10,7 +10,7 @@ use vault_raft::transport::{AdminOp, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, NodeInfo};
 
 use crate::auth::caller::{caller_of, Caller};
-use crate::error::{from_core, from_forward, from_store};
+use crate::error::{answer, ApiError};
 use crate::pb;
 use crate::pb::admin_server::Admin;
 use crate::rewrap::{KickOutcome, Rewrapper};
@@ -28,17 +28,18 @@ pub struct AdminService {
 impl AdminService {
     /// Runs an operator's cluster change on the leader (forwarded with the caller's token,
     /// which the leader checks again).
-    async fn cluster_change(&self, caller: &Caller, op: AdminOp) -> Result<ForwardResponse, Status> {
+    async fn cluster_change(&self, caller: &Caller, op: AdminOp) -> Result<ForwardResponse, ApiError> {
         let req = ForwardRequest::Admin { auth: caller.token_hash()?, op };
-        self.vault.cluster.submit(req, MEMBERSHIP_TIMEOUT).await.map_err(from_forward)
+        Ok(self.vault.cluster.submit(req, MEMBERSHIP_TIMEOUT).await?)
     }
 
     /// Runs a membership change on the leader.
-    async fn membership(&self, caller: &Caller, op: AdminOp) -> Result<pb::MemberChangeResponse, Status> {
+    async fn membership(&self, caller: &Caller, op: AdminOp) -> Result<pb::MemberChangeResponse, ApiError> {
         if !self.vault.transport_enabled {
             return Err(Status::failed_precondition(
                 "this node has no Raft transport: configure VAULT_RAFT_TLS_CA/_CERT/_KEY to grow the cluster",
-            ));
+            )
+            .into());
         }
         self.cluster_change(caller, op).await?;
         Ok(pb::MemberChangeResponse {})
@@ -63,10 +64,10 @@ impl AdminService {
     /// Runs an admin-only operation and audits it.
     async fn admin<T, F>(&self, caller: &Caller, subject: Option<&str>, op: F) -> Result<Response<T>, Status>
     where
-        F: std::future::Future<Output = Result<T, Status>>,
+        F: std::future::Future<Output = Result<T, ApiError>>,
     {
         let result = match caller.require_admin(caller.action) {
-            Ok(()) => op.await,
+            Ok(()) => answer(op).await,
             Err(e) => Err(e),
         };
         self.vault.audit(caller, subject, &result)?;
@@ -85,8 +86,8 @@ impl Admin for AdminService {
         let r = req.into_inner();
         let subject = format!("token:{}", r.name);
         self.admin(&caller, Some(&subject), async {
-            validate_label("token", &r.name).map_err(from_core)?;
-            validate_label("role", &r.role).map_err(from_core)?;
+            validate_label("token", &r.name)?;
+            validate_label("role", &r.role)?;
             let raw = RawToken::generate();
             let now = now_ms();
             let expires_at_ms = match r.ttl_secs {
@@ -113,7 +114,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         self.admin(&caller, None, async {
             self.vault.linearize().await?;
-            let tokens = self.vault.reader.tokens().map_err(from_store)?;
+            let tokens = self.vault.reader.tokens()?;
             Ok(pb::ListTokensResponse { tokens: tokens.iter().map(pb::TokenInfo::from).collect() })
         })
         .await
@@ -127,7 +128,7 @@ impl Admin for AdminService {
         let r = req.into_inner();
         let subject = format!("token:{}", r.name);
         self.admin(&caller, Some(&subject), async {
-            validate_label("token", &r.name).map_err(from_core)?;
+            validate_label("token", &r.name)?;
             self.vault.write_ok(&caller, Command::RevokeToken { name: r.name.clone() }).await?;
             Ok(pb::RevokeTokenResponse {})
         })
@@ -144,9 +145,9 @@ impl Admin for AdminService {
         self.admin(&caller, Some(&subject), async {
             let mut grants = Vec::new();
             for spec in &r.grants {
-                grants.extend(Grant::parse_many(spec).map_err(from_core)?);
+                grants.extend(Grant::parse_many(spec)?);
             }
-            let role = Role::new(&r.name, grants).map_err(from_core)?;
+            let role = Role::new(&r.name, grants)?;
             self.vault.write_ok(&caller, Command::PutRole { role, replace: r.replace }).await?;
             Ok(pb::CreateRoleResponse {})
         })
@@ -162,8 +163,7 @@ impl Admin for AdminService {
             let role = self
                 .vault
                 .reader
-                .role(&r.name)
-                .map_err(from_store)?
+                .role(&r.name)?
                 .ok_or_else(|| Status::not_found(format!("role {} does not exist", r.name)))?;
             Ok(pb::RoleInfo::from(&role))
         })
@@ -174,7 +174,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         self.admin(&caller, None, async {
             self.vault.linearize().await?;
-            let roles = self.vault.reader.roles().map_err(from_store)?;
+            let roles = self.vault.reader.roles()?;
             Ok(pb::ListRolesResponse { roles: roles.iter().map(pb::RoleInfo::from).collect() })
         })
         .await
@@ -209,8 +209,7 @@ impl Admin for AdminService {
             let filter = filter.map(str::to_string);
             let records = tokio::task::spawn_blocking(move || log.list(limit, filter.as_deref(), since))
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(from_store)?;
+                .map_err(|e| Status::internal(e.to_string()))??;
             Ok(pb::ListAuditResponse { records: records.into_iter().map(pb::AuditEntry::from).collect() })
         })
         .await
@@ -225,8 +224,7 @@ impl Admin for AdminService {
             let log = self.vault.audit_log.clone();
             let r = tokio::task::spawn_blocking(move || log.verify())
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(from_store)?;
+                .map_err(|e| Status::internal(e.to_string()))??;
             Ok(pb::VerifyAuditResponse {
                 ok: r.problem.is_none(),
                 problem: r.problem.unwrap_or_default(),
@@ -265,7 +263,7 @@ impl Admin for AdminService {
         let subject = format!("node:{}", r.id);
         self.admin(&caller, Some(&subject), async {
             if r.id == 0 || !r.raft_addr.contains(':') || !r.api_addr.contains(':') {
-                return Err(Status::invalid_argument("need ID >= 1, RAFT_ADDR host:port and API_ADDR host:port"));
+                return Err(Status::invalid_argument("need ID >= 1, RAFT_ADDR host:port and API_ADDR host:port").into());
             }
             let node = NodeInfo { raft_addr: r.raft_addr.clone(), api_addr: r.api_addr.clone() };
             self.membership(&caller, AdminOp::AddLearner { id: r.id, node }).await
@@ -308,7 +306,7 @@ impl Admin for AdminService {
             } else {
                 (None, format!("the {} key manager does not rotate keys", kms.kind()))
             };
-            let state = self.vault.reader.rewrap_state().map_err(from_store)?;
+            let state = self.vault.reader.rewrap_state()?;
             let target = match (latest, state.watermark_ms) {
                 (Some(l), Some(w)) if l > w => Some(l),
                 _ => None,
@@ -316,12 +314,11 @@ impl Admin for AdminService {
             let reader = self.vault.reader.clone();
             let (total, pending, by_key) = tokio::task::spawn_blocking(move || {
                 let (total, pending) = reader.rewrap_counts(target)?;
-                Ok((total, pending, reader.versions_by_key()?))
+                Ok::<_, vault_raft::StoreError>((total, pending, reader.versions_by_key()?))
             })
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(from_store)?;
-            let cluster_key = self.vault.reader.master_key().map_err(from_store)?.map(|mk| mk.key_id);
+            .map_err(|e| Status::internal(e.to_string()))??;
+            let cluster_key = self.vault.reader.master_key()?.map(|mk| mk.key_id);
             let missing = by_key.keys().chain(cluster_key.iter()).filter(|k| !kms.holds_key(k)).cloned().collect();
             let is_leader = self.vault.cluster.raft.metrics().borrow().state == openraft::ServerState::Leader;
             Ok(pb::KmsStatusResponse {
@@ -360,22 +357,22 @@ impl Admin for AdminService {
                 return Err(Status::failed_precondition(format!(
                     "the {} key manager rotates its key material itself; use `vaultctl kms rewrap` after a rotation",
                     kms.kind()
-                )));
+                )).into());
             }
             let key_id = if r.key_id.is_empty() { kms.key_id().to_string() } else { r.key_id.clone() };
             if !kms.holds_key(&key_id) {
                 return Err(Status::failed_precondition(format!(
                     "this node's keyring ({}) does not hold {key_id}",
                     kms.key_ids().join(", ")
-                )));
+                )).into());
             }
             self.vault.linearize().await?;
-            let previous = self.vault.reader.master_key().map_err(from_store)?.map(|mk| mk.key_id).unwrap_or_default();
+            let previous = self.vault.reader.master_key()?.map(|mk| mk.key_id).unwrap_or_default();
             if previous == key_id {
                 return Err(Status::failed_precondition(format!(
                     "{key_id} is already the cluster's master key; put the new key first in VAULT_LOCAL_MASTER_KEYS, \
                      or name it with --key-id"
-                )));
+                )).into());
             }
             let check = kms.key_check(&key_id);
             self.cluster_change(&caller, AdminOp::RotateMasterKey { key_id: key_id.clone(), check }).await?;
@@ -384,7 +381,7 @@ impl Admin for AdminService {
             let by_key = tokio::task::spawn_blocking(move || reader.versions_by_key())
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(from_store)?;
+                ?;
             let pending = by_key.iter().filter(|(k, _)| **k != key_id).map(|(_, n)| n).sum();
             tracing::info!(from = %previous, to = %key_id, pending, "master key rotated; the leader's worker re-wraps older data keys");
             Ok(pb::KmsRotateResponse { previous_key_id: previous, key_id, pending_versions: pending })
@@ -399,18 +396,19 @@ impl Admin for AdminService {
                 return Err(Status::failed_precondition(format!(
                     "the {} key manager does not rotate keys; nothing to re-wrap",
                     self.vault.kms.kind()
-                )));
+                )).into());
             }
             if !self.rewrapper.enabled() {
                 return Err(Status::failed_precondition(
                     "the re-wrap worker is disabled on this node: set VAULT_KMS_REWRAP_ENABLED=true on every node first",
-                ));
+                ).into());
             }
             if self.vault.cluster.raft.metrics().borrow().state != openraft::ServerState::Leader {
                 return Err(crate::error::unavailable_with_leader(
                     "re-wrap runs on the leader",
                     self.vault.leader_api_addr().as_deref(),
-                ));
+                )
+                .into());
             }
             let (outcome, running) = match self.rewrapper.kick().await {
                 KickOutcome::Adopted { watermark_ms } => {
@@ -422,7 +420,7 @@ impl Admin for AdminService {
                 KickOutcome::Started { target_ms, pending } => {
                     (format!("pass to rotation {target_ms} started: {pending} version(s) to re-wrap"), true)
                 }
-                KickOutcome::Failed(why) => return Err(Status::unavailable(why)),
+                KickOutcome::Failed(why) => return Err(Status::unavailable(why).into()),
             };
             Ok(pb::KmsRewrapResponse { outcome, running })
         })

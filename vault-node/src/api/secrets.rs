@@ -8,7 +8,7 @@ use vault_core::{SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse};
 
 use crate::auth::caller::caller_of;
-use crate::error::{from_core, from_store};
+use crate::error::{answer, ApiError};
 use crate::pb;
 use crate::pb::secrets_server::Secrets;
 use crate::vault::Vault;
@@ -38,8 +38,8 @@ impl SecretsService {
     }
 }
 
-fn parse_name(raw: &str) -> Result<SecretName, Status> {
-    SecretName::parse(raw).map_err(from_core)
+fn parse_name(raw: &str) -> Result<SecretName, ApiError> {
+    Ok(SecretName::parse(raw)?)
 }
 
 fn check_versions(versions: &[u64]) -> Result<(), Status> {
@@ -65,7 +65,7 @@ impl SecretsService {
     ) -> Result<Response<pb::VersionsResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
-        let result = async {
+        let result = answer(async {
             let name = parse_name(&r.name)?;
             check_versions(&r.versions)?;
             caller.require(action, name.as_str())?;
@@ -73,7 +73,7 @@ impl SecretsService {
                 CommandResponse::Changed { versions } => Ok(versions),
                 _ => Ok(Vec::new()),
             }
-        }
+        })
         .await;
         self.vault.audit(&caller, Some(&r.name), &result)?;
         Ok(Response::new(pb::VersionsResponse { changed: result? }))
@@ -87,10 +87,10 @@ impl Secrets for SecretsService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let value = SecretBytes::new(r.value);
-        let result = async {
+        let result = answer(async {
             let name = parse_name(&r.name)?;
             self.vault.put_secret(&caller, &name, &value, r.expected_version, r.max_versions).await
-        }
+        })
         .await;
         self.vault.audit(&caller, Some(&r.name), &result)?;
         Ok(Response::new(pb::PutSecretResponse { version: result? }))
@@ -100,11 +100,11 @@ impl Secrets for SecretsService {
     async fn get_secret(&self, req: Request<pb::GetSecretRequest>) -> Result<Response<pb::GetSecretResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
-        let result = async {
+        let result = answer(async {
             read_gate(&caller)?;
             let name = parse_name(&r.name)?;
             self.vault.get_secret(&name, r.version).await
-        }
+        })
         .await;
         self.vault.audit(&caller, Some(&r.name), &result)?;
         let (record, value) = result?;
@@ -138,11 +138,11 @@ impl Secrets for SecretsService {
         }
         let mut results = Vec::with_capacity(r.requests.len());
         for item in r.requests {
-            let result = async {
+            let result = answer(async {
                 read_gate(&caller)?;
                 let name = parse_name(&item.name)?;
                 self.vault.get_secret(&name, item.version).await
-            }
+            })
             .await;
             self.vault.audit(&caller, Some(&item.name), &result)?;
             let outcome = match result {
@@ -168,21 +168,18 @@ impl Secrets for SecretsService {
     ) -> Result<Response<pb::ListSecretsResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
-        let result = async {
+        let result = answer(async {
             let limit = match r.page_size as usize {
                 0 => MAX_PAGE,
                 n => n.min(MAX_PAGE),
             };
             self.vault.linearize().await?;
-            let (items, more) = self
-                .vault
-                .reader
-                .list_secrets(&r.prefix, &r.page_token, limit, |n| caller.allows(Action::List, n))
-                .map_err(from_store)?;
+            let (items, more) =
+                self.vault.reader.list_secrets(&r.prefix, &r.page_token, limit, |n| caller.allows(Action::List, n))?;
             let next = if more { items.last().map(|(n, _)| n.clone()).unwrap_or_default() } else { String::new() };
             let secrets = items.iter().map(|(n, m)| pb::SecretSummary::from_meta(n.clone(), m)).collect();
             Ok(pb::ListSecretsResponse { secrets, next_page_token: next })
-        }
+        })
         .await;
         self.vault.audit(&caller, None, &result)?;
         Ok(Response::new(result?))
@@ -194,24 +191,23 @@ impl Secrets for SecretsService {
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
-        let result = async {
+        let result = answer(async {
             let name = parse_name(&r.name)?;
             caller.require(Action::List, name.as_str())?;
             self.vault.linearize().await?;
             let meta = self
                 .vault
                 .reader
-                .secret_meta(name.as_str())
-                .map_err(from_store)?
+                .secret_meta(name.as_str())?
                 .ok_or_else(|| Status::not_found(format!("secret {name} does not exist")))?;
-            let versions = self.vault.reader.versions(name.as_str()).map_err(from_store)?;
+            let versions = self.vault.reader.versions(name.as_str())?;
             Ok(pb::ListVersionsResponse {
                 name: name.to_string(),
                 current_version: meta.current_version,
                 max_versions: meta.max_versions,
                 versions: versions.iter().map(pb::VersionInfo::from).collect(),
             })
-        }
+        })
         .await;
         self.vault.audit(&caller, Some(&r.name), &result)?;
         Ok(Response::new(result?))
@@ -223,7 +219,7 @@ impl Secrets for SecretsService {
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
-        let result = async {
+        let result = answer(async {
             let name = parse_name(&r.name)?;
             let now_ms = vault_core::time::now_ms();
             let cmd = if r.destroy {
@@ -234,7 +230,7 @@ impl Secrets for SecretsService {
                 Command::SoftDeleteSecret { name: name.to_string(), now_ms }
             };
             self.vault.write_ok(&caller, cmd).await
-        }
+        })
         .await;
         self.vault.audit(&caller, Some(&r.name), &result)?;
         result?;

@@ -29,7 +29,7 @@ use super::allowlist::Allowlist;
 use super::caller::{Caller, Principal};
 use super::client_ip;
 use super::rpcs::{self, Access};
-use crate::error::from_store;
+use crate::error::ApiError;
 use crate::vault::Vault;
 
 pub struct AuthPolicy {
@@ -114,7 +114,7 @@ impl AuthPolicy {
                 Ok(Some(caller))
             }
             Access::Manage | Access::ManageWrite | Access::Admin => {
-                match self.token_principal(req, rpc.access != Access::ManageWrite).await {
+                match self.token_principal(req, rpc.access != Access::ManageWrite).await.map_err(Status::from) {
                     Ok(principal) => Ok(Some(Caller::new(ip, Some(principal), action))),
                     Err(status) if status.code() == tonic::Code::Unavailable => Err(status),
                     Err(status) => Err(self.vault.audit_refusal("-".into(), ip, action, None, status)),
@@ -126,7 +126,7 @@ impl AuthPolicy {
     /// The token's record and role. With `barrier`, read after a linearizable barrier, so a
     /// token revoked anywhere before this call is refused here. Without it, a token this node
     /// does not know yet gets one barrier before it is refused.
-    async fn token_principal(&self, req: &AuthInput, barrier: bool) -> Result<Principal, Status> {
+    async fn token_principal(&self, req: &AuthInput, barrier: bool) -> Result<Principal, ApiError> {
         let header = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -134,25 +134,25 @@ impl AuthPolicy {
         let value = header.to_str().map_err(|_| Status::unauthenticated("malformed authorization header"))?;
         let raw = match value.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() => rest.trim(),
-            _ => return Err(Status::unauthenticated("authorization header must be: Bearer <token>")),
+            _ => return Err(Status::unauthenticated("authorization header must be: Bearer <token>").into()),
         };
         let hash = RawToken::presented(raw).hash();
         if barrier {
             self.vault.linearize().await?;
         }
-        let mut token = self.vault.reader.token_by_hash(&hash).map_err(from_store)?;
+        let mut token = self.vault.reader.token_by_hash(&hash)?;
         if token.is_none() && !barrier {
             // A token created through another node may not have reached this one yet: catch
             // up, then look again. (A revoked token still present here is refused when the
             // write applies, which checks the token again.)
             self.vault.linearize().await?;
-            token = self.vault.reader.token_by_hash(&hash).map_err(from_store)?;
+            token = self.vault.reader.token_by_hash(&hash)?;
         }
         let token = token.ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
         if token.is_expired(now_ms()) {
-            return Err(Status::unauthenticated(format!("token {} has expired", token.name)));
+            return Err(Status::unauthenticated(format!("token {} has expired", token.name)).into());
         }
-        let role = self.vault.reader.role(&token.role).map_err(from_store)?.ok_or_else(|| {
+        let role = self.vault.reader.role(&token.role)?.ok_or_else(|| {
             Status::permission_denied(format!("role {} of token {} no longer exists", token.role, token.name))
         })?;
         Ok(Principal { token, role })
