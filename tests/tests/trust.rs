@@ -470,6 +470,12 @@ fn local_master_key_rotation_rewraps_every_version_and_the_old_key_can_go() {
         }
         let out = c.ctl(1, &["kms", "rotate"]);
         assert!(out.contains(&id2) && out.contains(&id1), "{out}");
+        // On record before it was made, and with its outcome after.
+        let records: Vec<serde_json::Value> =
+            serde_json::from_str(&c.ctl(1, &["--output", "json", "audit", "list", "--limit", "20"])).unwrap();
+        let rotate: Vec<&str> =
+            records.iter().filter(|r| r["action"] == "kms.rotate").filter_map(|r| r["outcome"].as_str()).collect();
+        assert_eq!(rotate, vec!["ok", "requested"], "newest first: {records:?}");
         // New versions are sealed under K2 at once.
         c.ctl(2, &["secret", "put", "rot/new", "--value", "fresh"]);
 

@@ -29,6 +29,22 @@ impl AdminService {
     /// Runs an operator's cluster change on the leader (forwarded with the caller's token,
     /// which the leader checks again).
     async fn cluster_change(&self, caller: &Caller, op: AdminOp) -> Result<ForwardResponse, ApiError> {
+        // Write-ahead: these changes are not commands with their own record, so the request is
+        // on record before it is made; the outcome follows when the call ends.
+        let subject = match &op {
+            AdminOp::AddLearner { id, .. }
+            | AdminOp::PromoteVoter { id }
+            | AdminOp::RemoveMember { id }
+            | AdminOp::TransferLeader { to: id } => format!("node:{id}"),
+            AdminOp::RotateMasterKey { key_id, .. } => format!("key:{key_id}"),
+        };
+        self.vault.audit_raw(
+            caller.actor(),
+            caller.ip.to_string(),
+            caller.action,
+            Some(&subject),
+            "requested".into(),
+        )?;
         let req = ForwardRequest::Admin { auth: caller.token_hash()?, op };
         Ok(self.vault.cluster.submit(req, MEMBERSHIP_TIMEOUT).await?)
     }
