@@ -12,6 +12,7 @@ pub mod error;
 pub mod kms;
 pub mod logging;
 pub mod master_key;
+pub mod name_queue;
 pub mod pb_impl;
 pub mod rewrap;
 pub mod server;

@@ -189,6 +189,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         dek_cache: DekCache::new(config.dek_cache_ttl, DEK_CACHE_CAPACITY),
         max_value_bytes: config.max_value_bytes,
         refusals: RefusalLimiter::new(config.audit.refusals_per_sec, config.audit.refusals_burst),
+        name_queue: Default::default(),
     });
     let (audit_stop_tx, audit_stop) = tokio::sync::watch::channel(false);
     let audit_upkeep = tokio::spawn(audit_upkeep(vault.clone(), audit_stop));

@@ -21,8 +21,6 @@ use crate::error::{code_words, ApiError};
 
 /// How long a write may wait for its Raft commit before the caller is told to retry.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a put re-seals and retries when a concurrent write took its version.
-const PUT_ATTEMPTS: usize = 8;
 
 pub struct Vault {
     pub node_id: u64,
@@ -36,6 +34,8 @@ pub struct Vault {
     pub max_value_bytes: usize,
     /// Per-address limit on recording refusals.
     pub refusals: RefusalLimiter,
+    /// Writes to one name take turns on this node.
+    pub name_queue: crate::name_queue::NameQueue,
 }
 
 /// Whether a status is a refusal (rate-limited in the audit log).
@@ -205,11 +205,18 @@ impl Vault {
                 .into());
             }
         }
-        // The first attempt trusts this node's state for the version to seal; the apply step
-        // checks version, check-and-set and authorization against the replicated state. Only
-        // after a conflict does a retry pay for a linearizable read first.
-        for attempt in 0..PUT_ATTEMPTS {
+        // Writers to one name take turns on this node. The first attempt trusts this node's
+        // state for the version to seal; the apply step checks version, check-and-set and
+        // authorization against the replicated state. A write through another node can still
+        // take the version: then this one pays for a linearizable read and re-seals, until it
+        // lands or the write's time is up. Only check-and-set writes can conflict for good.
+        let _turn = self.name_queue.turn(name.as_str()).await?;
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        for attempt in 0.. {
             if attempt > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
                 self.linearize().await?;
             }
             let meta = self.reader.secret_meta(name.as_str())?;
@@ -238,7 +245,10 @@ impl Vault {
                 other => return Err(Status::internal(format!("unexpected response to a put: {other:?}")).into()),
             }
         }
-        Err(Status::aborted("too many concurrent writes to this secret; retry").into())
+        Err(Status::unavailable(format!(
+            "writes to {name} through other nodes kept taking the next version for {WRITE_TIMEOUT:?}; retry"
+        ))
+        .into())
     }
 
     /// The newest live version (`version == 0`) or the given one, opened.
