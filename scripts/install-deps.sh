@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, only when missing. Called by `make deps`.
 # Debian packages: protoc for the gRPC code, librocksdb-dev (linked instead of building RocksDB
-# from source), libclang for bindgen.
+# from source), libclang for bindgen, curl (with HTTP/2) for the tests that send non-gRPC requests.
 set -euo pipefail
 
 apt_packages=(protobuf-compiler librocksdb-dev libclang-dev libsnappy-dev liblz4-dev libzstd-dev
-  libbz2-dev zlib1g-dev pkg-config)
+  libbz2-dev zlib1g-dev pkg-config curl)
 
 missing=()
 for p in "${apt_packages[@]}"; do

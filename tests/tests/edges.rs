@@ -61,3 +61,96 @@ fn concurrent_unconditional_puts_to_one_name_through_every_node_all_succeed() {
         concurrent_puts_all_land(&urls, &c.token).await;
     });
 }
+
+/// Sends raw bytes as a gRPC message and reads the status.
+mod raw {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::Status;
+
+    #[derive(Default)]
+    pub struct RawCodec;
+    pub struct RawEncoder;
+    pub struct RawDecoder;
+
+    impl Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            use bytes::BufMut;
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawDecoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            use bytes::Buf;
+            let mut out = vec![0; src.remaining()];
+            src.copy_to_slice(&mut out);
+            Ok(Some(out))
+        }
+    }
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+
+    pub async fn call(ch: tonic::transport::Channel, path: &'static str, body: Vec<u8>, token: &str) -> Status {
+        let mut grpc = tonic::client::Grpc::new(ch);
+        grpc.ready().await.expect("channel ready");
+        let req = crate::authed(body, token);
+        match grpc.unary(req, http::uri::PathAndQuery::from_static(path), RawCodec).await {
+            Ok(_) => Status::ok(""),
+            Err(s) => s,
+        }
+    }
+}
+
+use vault_node::auth::rpcs::RPCS;
+
+#[test]
+fn garbage_invalid_utf8_and_json_on_every_rpc_are_invalid_argument_and_the_node_keeps_serving() {
+    mt().block_on(async {
+        let dir = test_dir();
+        let token = random_token();
+        let spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+        let mut node = spec.start();
+        node.wait_ready().await;
+        must_vaultctl(&node.url(), Some(&token), &["secret", "put", "still/here", "--value", "v"]);
+        let ch = node.channel().await.unwrap();
+        // Field 1 as a length-delimited string holding bytes that are not UTF-8.
+        let bad_utf8 = vec![0x0a, 0x02, 0xff, 0xfe];
+        for rpc in RPCS {
+            let s = raw::call(ch.clone(), rpc.path, vec![0xff; 16], &token).await;
+            assert_eq!(s.code(), Code::InvalidArgument, "{}: garbage: {s:?}", rpc.path);
+            let s = raw::call(ch.clone(), rpc.path, bad_utf8.clone(), &token).await;
+            assert_ne!(s.code(), Code::Internal, "{}: invalid UTF-8: {s:?}", rpc.path);
+
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-D", "-", "--http2-prior-knowledge", "-H", "content-type: application/json"])
+                .args(["-H", &format!("authorization: Bearer {token}"), "--data", "{\"name\": \"still/here\"}"])
+                .arg(format!("{}{}", node.url(), rpc.path))
+                .output()
+                .expect("run curl");
+            let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+            assert!(headers.contains("grpc-status: 3"), "{}: JSON: {headers}", rpc.path);
+        }
+        // Strings in the messages the API takes: each one refused as INVALID_ARGUMENT.
+        for path in ["/vault.v1.Secrets/GetSecret", "/vault.v1.Secrets/PutSecret", "/vault.v1.Admin/CreateToken"] {
+            let s = raw::call(ch.clone(), path, bad_utf8.clone(), &token).await;
+            assert_eq!(s.code(), Code::InvalidArgument, "{path}: {s:?}");
+        }
+        assert_eq!(must_vaultctl(&node.url(), Some(&token), &["secret", "get", "still/here"]), "v");
+    });
+}

@@ -159,6 +159,27 @@ impl AuthPolicy {
     }
 }
 
+/// A request that is not gRPC (say, JSON) is refused before anything reads its body.
+fn not_grpc(headers: &http::HeaderMap) -> Option<Status> {
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let grpc = ct == "application/grpc" || ct.starts_with("application/grpc+") || ct.starts_with("application/grpc;");
+    (!grpc).then(|| Status::invalid_argument("content-type must be application/grpc (this is a gRPC API)"))
+}
+
+/// tonic answers a request body it cannot decode (bad framing, bad protobuf, invalid UTF-8 in
+/// a string field) with INTERNAL; those are the client's errors: INVALID_ARGUMENT, here, for
+/// every service. Any other INTERNAL (a bug) is left as it is.
+fn malformed_as_invalid_argument(response: http::Response<Body>) -> http::Response<Body> {
+    let Some(status) = Status::from_header_map(response.headers()) else { return response };
+    const DECODE_FAILURES: [&str; 4] =
+        ["failed to decode", "protocol error", "Unexpected EOF decoding", "Error decompressing"];
+    if status.code() == tonic::Code::Internal && DECODE_FAILURES.iter().any(|p| status.message().starts_with(p)) {
+        let short: String = status.message().chars().take(200).collect();
+        return Status::invalid_argument(format!("malformed request: {short}")).into_http();
+    }
+    response
+}
+
 impl<S, ReqBody> Service<http::Request<ReqBody>> for AuthService<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<Body>> + Clone + Send + 'static,
@@ -180,14 +201,18 @@ where
         let policy = self.policy.clone();
         let input = AuthInput::of(&req);
         Box::pin(async move {
-            match policy.authenticate(&input).await {
+            if let Some(refusal) = not_grpc(&input.headers) {
+                return Ok(refusal.into_http());
+            }
+            let response = match policy.authenticate(&input).await {
                 Ok(Some(caller)) => {
                     req.extensions_mut().insert(caller);
-                    inner.call(req).await
+                    inner.call(req).await?
                 }
-                Ok(None) => inner.call(req).await,
-                Err(status) => Ok(status.into_http()),
-            }
+                Ok(None) => inner.call(req).await?,
+                Err(status) => return Ok(status.into_http()),
+            };
+            Ok(malformed_as_invalid_argument(response))
         })
     }
 }
