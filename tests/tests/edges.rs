@@ -17,7 +17,11 @@ async fn concurrent_puts_all_land(urls: &[String], token: &str) {
         tasks.push(tokio::spawn(async move {
             let mut c = secrets_client(&url).await;
             let req = authed(
-                pb::PutSecretRequest { name: "hot/one".into(), value: format!("v{i}").into_bytes(), ..Default::default() },
+                pb::PutSecretRequest {
+                    name: "hot/one".into(),
+                    value: format!("v{i}").into_bytes(),
+                    ..Default::default()
+                },
                 &token,
             );
             c.put_secret(req).await.map(|r| r.into_inner().version)
@@ -35,7 +39,12 @@ async fn concurrent_puts_all_land(urls: &[String], token: &str) {
     // Check-and-set still conflicts, clearly.
     let mut c = secrets_client(&urls[0]).await;
     let req = authed(
-        pb::PutSecretRequest { name: "hot/one".into(), value: b"x".to_vec(), expected_version: Some(3), ..Default::default() },
+        pb::PutSecretRequest {
+            name: "hot/one".into(),
+            value: b"x".to_vec(),
+            expected_version: Some(3),
+            ..Default::default()
+        },
         token,
     );
     assert_eq!(c.put_secret(req).await.unwrap_err().code(), Code::FailedPrecondition);
@@ -138,7 +147,16 @@ fn garbage_invalid_utf8_and_json_on_every_rpc_are_invalid_argument_and_the_node_
             assert_ne!(s.code(), Code::Internal, "{}: invalid UTF-8: {s:?}", rpc.path);
 
             let out = std::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-D", "-", "--http2-prior-knowledge", "-H", "content-type: application/json"])
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-D",
+                    "-",
+                    "--http2-prior-knowledge",
+                    "-H",
+                    "content-type: application/json",
+                ])
                 .args(["-H", &format!("authorization: Bearer {token}"), "--data", "{\"name\": \"still/here\"}"])
                 .arg(format!("{}{}", node.url(), rpc.path))
                 .output()
@@ -152,5 +170,46 @@ fn garbage_invalid_utf8_and_json_on_every_rpc_are_invalid_argument_and_the_node_
             assert_eq!(s.code(), Code::InvalidArgument, "{path}: {s:?}");
         }
         assert_eq!(must_vaultctl(&node.url(), Some(&token), &["secret", "get", "still/here"]), "v");
+    });
+}
+
+async fn health_of(node: &NodeProcess) -> Option<i32> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let ch = node.channel().await.ok()?;
+    let r = HealthClient::new(ch).check(HealthCheckRequest { service: "vault.v1.Secrets".into() }).await.ok()?;
+    Some(r.into_inner().status)
+}
+
+/// Waits up to `within` for node's health to be `want` (SERVING = 1, NOT_SERVING = 2).
+async fn await_health(node: &NodeProcess, want: i32, within: std::time::Duration) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if health_of(node).await == Some(want) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "health not {want} within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_node_whose_peers_are_stopped_reports_not_serving_and_serving_once_they_return() {
+    mt().block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        let (serving, not_serving) = (1, 2);
+        for (watched, others) in [(0usize, [1usize, 2]), (2, [0, 1])] {
+            assert_eq!(health_of(&c.nodes[watched]).await, Some(serving));
+            for o in others {
+                c.nodes[o].signal("STOP");
+            }
+            let took = await_health(&c.nodes[watched], not_serving, std::time::Duration::from_secs(10)).await;
+            eprintln!("node index {watched}: NOT_SERVING {took:?} after its peers stopped");
+            for o in others {
+                c.nodes[o].signal("CONT");
+            }
+            let took = await_health(&c.nodes[watched], serving, std::time::Duration::from_secs(20)).await;
+            eprintln!("node index {watched}: SERVING again {took:?} after they resumed");
+        }
     });
 }

@@ -199,9 +199,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let worker = tokio::spawn(rewrapper.clone().run(worker_stop));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_not_serving::<SecretsServer<SecretsService>>().await;
+    let (health_stop_tx, health_stop) = tokio::sync::watch::channel(false);
+    set_health(&health, false).await;
     let bootstrap_token = config.bootstrap_token.take();
-    {
+    let health_task = {
         let vault = vault.clone();
         let health = health.clone();
         tokio::spawn(async move {
@@ -211,11 +212,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 tracing::error!("{why}");
                 return;
             }
-            health.set_serving::<SecretsServer<SecretsService>>().await;
-            health.set_serving::<AdminServer<AdminService>>().await;
             tracing::info!("ready");
-        });
-    }
+            watch_health(&vault, &health, health_stop).await;
+        })
+    };
 
     let auth = AuthLayer::new(AuthPolicy {
         vault: vault.clone(),
@@ -260,6 +260,9 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     }
 
     tracing::info!("shutting down");
+    let _ = health_stop_tx.send(true);
+    health_task.abort();
+    set_health(&health, false).await;
     let _ = worker_stop_tx.send(true);
     let _ = worker.await;
     let _ = audit_stop_tx.send(true);
@@ -269,6 +272,45 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     }
     raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
+}
+
+/// How often health is re-checked, and how long a check may take.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    if serving {
+        health.set_serving::<SecretsServer<SecretsService>>().await;
+        health.set_serving::<AdminServer<AdminService>>().await;
+    } else {
+        health.set_not_serving::<SecretsServer<SecretsService>>().await;
+        health.set_not_serving::<AdminServer<AdminService>>().await;
+    }
+}
+
+/// SERVING only while a linearizable read would succeed here: the leader confirms its
+/// leadership with a quorum and this node has applied up to the leader's commit, checked every
+/// second. A node cut off from its quorum, or lagging, says NOT_SERVING within a few seconds.
+async fn watch_health(
+    vault: &Vault,
+    health: &tonic_health::server::HealthReporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut serving = None;
+    loop {
+        let ok = vault.cluster.read_barrier(HEALTH_TIMEOUT).await.is_ok();
+        if serving != Some(ok) {
+            if serving.is_some() {
+                tracing::warn!(serving = ok, "health changed");
+            }
+            set_health(health, ok).await;
+            serving = Some(ok);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Keys of the node's audit hash chain: `VAULT_AUDIT_KEY` if set; else derived from the local
