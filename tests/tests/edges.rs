@@ -213,3 +213,59 @@ fn a_node_whose_peers_are_stopped_reports_not_serving_and_serving_once_they_retu
         }
     });
 }
+
+#[test]
+fn grants_refusals_listings_and_proxied_addresses_leak_and_accept_nothing_they_should_not() {
+    mt().block_on(async {
+        let dir = test_dir();
+        let token = random_token();
+        let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+        spec.set("VAULT_TRUST_PROXY", "true")
+            .set("VAULT_TRUSTED_PROXIES", "127.0.0.1")
+            .set("VAULT_ALLOWED_IPS", "127.0.0.1");
+        let mut node = spec.start();
+        node.wait_ready().await;
+        let url = node.url();
+        let admin = |args: &[&str]| must_vaultctl(&url, Some(&token), args);
+
+        // Grants that can never match are refused when the role is created.
+        for bad in ["create:/app/*", "create:app/../*", "create:app//x"] {
+            let e = must_fail_vaultctl(&url, Some(&token), &["role", "create", "bad", "--grant", bad]);
+            assert!(e.contains("invalid argument") && e.contains("never match"), "{bad}: {e}");
+        }
+
+        // A refused put does not tell whether the name exists.
+        admin(&["role", "create", "creator", "--grant", "create:app/*"]);
+        admin(&["secret", "put", "app/exists", "--value", "v"]);
+        let json = admin(&["--output", "json", "token", "create", "c1", "--role", "creator"]);
+        let creator = serde_json::from_str::<serde_json::Value>(&json).unwrap()["token"].as_str().unwrap().to_string();
+        admin(&["role", "create", "nobody", "--grant", "list:other/*"]);
+        let json = admin(&["--output", "json", "token", "create", "n1", "--role", "nobody"]);
+        let nobody = serde_json::from_str::<serde_json::Value>(&json).unwrap()["token"].as_str().unwrap().to_string();
+        let on_existing = must_fail_vaultctl(&url, Some(&nobody), &["secret", "put", "app/exists", "--value", "x"]);
+        let on_missing = must_fail_vaultctl(&url, Some(&nobody), &["secret", "put", "app/missing", "--value", "x"]);
+        assert_eq!(on_existing.replace("app/exists", "NAME"), on_missing.replace("app/missing", "NAME"));
+        assert!(!on_existing.contains("create") && !on_existing.contains("update"), "{on_existing}");
+        // (The creator may create, and its refusal to update reads the same way.)
+        must_vaultctl(&url, Some(&creator), &["secret", "put", "app/new", "--value", "v"]);
+        let again = must_fail_vaultctl(&url, Some(&creator), &["secret", "put", "app/new", "--value", "v2"]);
+        assert!(again.contains("may not write app/new"), "{again}");
+
+        // Listing needs `list`, and returns only names the grants cover.
+        let e = must_fail_vaultctl(&url, Some(&creator), &["secret", "list"]);
+        assert!(e.contains("permission denied"), "{e}");
+        admin(&["secret", "put", "other/seen", "--value", "v"]);
+        let listed = must_vaultctl(&url, Some(&nobody), &["secret", "list"]);
+        assert!(listed.contains("other/seen") && !listed.contains("app/"), "{listed}");
+
+        // A forwarded-for header from the trusted proxy that is not ASCII is refused, never
+        // ignored (the proxy, 127.0.0.1, is itself allowed to read).
+        let mut c = secrets_client(&url).await;
+        let mut req = tonic::Request::new(pb::GetSecretRequest { name: "app/exists".into(), version: 0 });
+        let value = tonic::metadata::MetadataValue::try_from(&b"10.0.0.\xe9"[..]).expect("obs-text header value");
+        req.metadata_mut().insert("x-forwarded-for", value);
+        let e = c.get_secret(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("not valid ASCII"), "{e:?}");
+    });
+}

@@ -221,7 +221,11 @@ impl Vault {
             }
             let meta = self.reader.secret_meta(name.as_str())?;
             let current = meta.as_ref().map_or(0, |m| m.current_version);
-            caller.require(if meta.is_none() { Action::Create } else { Action::Update }, name.as_str())?;
+            // The refusal does not say which of create and update was missing: that would tell
+            // a token without `list` whether the name exists.
+            caller
+                .require(if meta.is_none() { Action::Create } else { Action::Update }, name.as_str())
+                .map_err(|_| Status::permission_denied(format!("{} may not write {name}", caller.actor())))?;
             let version = current + 1;
             let key_id = crate::master_key::sealing_key(self)?;
             let sealed = envelope::seal(self.kms.as_ref(), &key_id, name, version, value).await?;

@@ -307,8 +307,19 @@ fn apply_as_caller(
         }
     }
     for need in needs {
+        // A put's refusal does not say whether create or update was missing (that would tell
+        // whether the name exists).
+        let write = match &need {
+            Need::Secret(Action::Create | Action::Update, name) => Some(name.to_string()),
+            _ => None,
+        };
         if let Some(refusal) = authorize(txn, auth, need, now_ms)? {
-            return reject(refusal);
+            return reject(match (refusal, write) {
+                (Rejection::PermissionDenied(_), Some(name)) => {
+                    Rejection::PermissionDenied(format!("this token may not write {name}"))
+                }
+                (r, _) => r,
+            });
         }
     }
     apply_command(txn, cmd)

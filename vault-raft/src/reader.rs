@@ -24,6 +24,9 @@ pub struct PendingRewrap {
     pub wrapped: Vec<u8>,
 }
 
+/// Names with their metadata, and where the next page starts (if there may be one).
+pub type SecretPage = (Vec<(String, SecretMeta)>, Option<String>);
+
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
@@ -72,33 +75,42 @@ impl StateReader {
     }
 
     /// Secrets whose name starts with `prefix`, in name order, after `start_after`, at most
-    /// `limit` that pass `keep`.
+    /// `limit` that pass `keep`, looking at no more than `max_examined` names (so a call costs
+    /// little whatever the table holds). The second value is where the next page starts, when
+    /// there may be more.
     pub fn list_secrets(
         &self,
         prefix: &str,
         start_after: &str,
         limit: usize,
+        max_examined: usize,
         keep: impl Fn(&str) -> bool,
-    ) -> Result<(Vec<(String, SecretMeta)>, bool), StoreError> {
+    ) -> Result<SecretPage, StoreError> {
         let from = if start_after.is_empty() || start_after < prefix { prefix } else { start_after };
         let it =
             self.db.iterator_cf(cf(&self.db, CF_SECRETS)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
         let mut out = Vec::new();
+        let mut examined = 0usize;
+        let mut last = None;
         for item in it {
             let (k, v) = item?;
             let name = std::str::from_utf8(&k).map_err(|_| StoreError::Corrupt("secret name is not UTF-8".into()))?;
             if !name.starts_with(prefix) {
-                break;
+                return Ok((out, None));
             }
-            if name == start_after || !keep(name) {
+            if name == start_after {
                 continue;
             }
-            if out.len() == limit {
-                return Ok((out, true));
+            if out.len() == limit || examined == max_examined {
+                return Ok((out, last));
             }
-            out.push((name.to_string(), decode(&v)?));
+            examined += 1;
+            last = Some(name.to_string());
+            if keep(name) {
+                out.push((name.to_string(), decode(&v)?));
+            }
         }
-        Ok((out, false))
+        Ok((out, None))
     }
 
     pub fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {

@@ -118,6 +118,32 @@ fn validate_pattern(p: &str) -> Result<(), CoreError> {
     if let Some(c) = body.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))) {
         return Err(CoreError::InvalidArgument(format!("pattern {p:?} contains {c:?}")));
     }
+    // A pattern that no valid name can match is refused: an exact pattern must be a valid
+    // name; a prefix must be the start of one (its last segment may be partial or empty).
+    let never =
+        |why: &str| Err(CoreError::InvalidArgument(format!("pattern {p:?} can never match a secret name: {why}")));
+    if p == "*" {
+        return Ok(());
+    }
+    if body.starts_with('/') {
+        return never("names do not start with '/'");
+    }
+    let prefix = p.ends_with('*');
+    let segments: Vec<&str> = body.split('/').collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i == segments.len() - 1;
+        if last && prefix {
+            break;
+        }
+        match *seg {
+            "" => return never("names have no empty segment ('//')"),
+            "." | ".." => return never("names have no '.' or '..' segment"),
+            _ => {}
+        }
+    }
+    if !prefix {
+        crate::SecretName::parse(p).map_err(|e| CoreError::InvalidArgument(format!("pattern {p:?}: {e}")))?;
+    }
     Ok(())
 }
 
@@ -147,11 +173,31 @@ impl Role {
     pub fn allows(&self, action: Action, name: &str) -> bool {
         self.is_admin() || self.grants.iter().any(|g| g.matches(action, name))
     }
+
+    /// Whether the role grants `action` on any name at all.
+    pub fn grants_action(&self, action: Action) -> bool {
+        self.is_admin() || self.grants.iter().any(|g| g.action == action || g.action == Action::All)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_that_can_never_match_are_refused() {
+        for bad in ["/app/*", "app/../*", "app//x", "app/./x", "/x", "app//*", "..", "a/../b"] {
+            let e = Grant::new(Action::Create, bad).unwrap_err().to_string();
+            assert!(e.contains("never match") || e.contains("pattern"), "{bad}: {e}");
+        }
+        for good in ["*", "app/*", "app/", "app/db", "app/.hidden", "app/pre*", "app/.*", "a-b_c.d/e"] {
+            if good == "app/" {
+                assert!(Grant::new(Action::Create, good).is_err(), "an exact pattern must be a valid name");
+                continue;
+            }
+            assert!(Grant::new(Action::Create, good).is_ok(), "{good}");
+        }
+    }
 
     #[test]
     fn grants_match_exact_prefix_and_star() {

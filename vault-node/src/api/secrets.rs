@@ -32,6 +32,10 @@ fn read_gate(caller: &crate::auth::caller::Caller) -> Result<(), Status> {
     }
 }
 
+/// Names one `ListSecrets` call looks at, whatever it returns: a page may come back short (or
+/// empty) with a `next_page_token` when the token's grants cover few of them.
+const MAX_EXAMINED: usize = 10_000;
+
 impl SecretsService {
     pub fn new(vault: Arc<Vault>) -> Self {
         SecretsService { vault }
@@ -173,10 +177,20 @@ impl Secrets for SecretsService {
                 0 => MAX_PAGE,
                 n => n.min(MAX_PAGE),
             };
+            // A token that may list nothing is refused before anything is read.
+            if !caller.principal.as_ref().is_some_and(|p| p.role.grants_action(Action::List)) {
+                return Err(Status::permission_denied("this token's role grants `list` on no name").into());
+            }
             self.vault.linearize().await?;
-            let (items, more) =
-                self.vault.reader.list_secrets(&r.prefix, &r.page_token, limit, |n| caller.allows(Action::List, n))?;
-            let next = if more { items.last().map(|(n, _)| n.clone()).unwrap_or_default() } else { String::new() };
+            // Off the async workers, and bounded: at most MAX_EXAMINED names looked at per call.
+            let (reader, list_caller, prefix, token) =
+                (self.vault.reader.clone(), caller.clone(), r.prefix.clone(), r.page_token.clone());
+            let (items, next) = tokio::task::spawn_blocking(move || {
+                reader.list_secrets(&prefix, &token, limit, MAX_EXAMINED, |n| list_caller.allows(Action::List, n))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+            let next = next.unwrap_or_default();
             let secrets = items.iter().map(|(n, m)| pb::SecretSummary::from_meta(n.clone(), m)).collect();
             Ok(pb::ListSecretsResponse { secrets, next_page_token: next })
         })

@@ -95,8 +95,13 @@ impl AuthPolicy {
         let Some(peer) = req.peer else {
             return Err(Status::permission_denied("client address unknown; refused"));
         };
-        let forwarded: Vec<&str> =
-            req.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let values = req.headers.get_all("x-forwarded-for");
+        if self.trust_proxy && self.trusted_proxies.contains(peer) && values.iter().any(|v| v.to_str().is_err()) {
+            // Never ignored: the proxy would be taken for the client.
+            let status = Status::permission_denied("x-forwarded-for from the proxy is not valid ASCII; refused");
+            return Err(self.vault.audit_refusal(peer.to_string(), peer, action, None, status));
+        }
+        let forwarded: Vec<&str> = values.iter().filter_map(|v| v.to_str().ok()).collect();
         let ip = match client_ip::resolve(peer, &forwarded, self.trust_proxy, &self.trusted_proxies) {
             Ok(ip) => ip,
             Err(why) => {
