@@ -269,3 +269,129 @@ fn grants_refusals_listings_and_proxied_addresses_leak_and_accept_nothing_they_s
         assert!(e.message().contains("not valid ASCII"), "{e:?}");
     });
 }
+
+/// A connected channel to `url` from local address `from` (any 127.x address is loopback).
+async fn channel_from(url: &str, from: [u8; 4]) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .local_address(Some(std::net::IpAddr::from(from)))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[test]
+fn greedy_clients_with_thousands_of_connections_streams_or_idle_sockets_do_not_hold_up_a_reader() {
+    mt().block_on(async {
+        let dir = test_dir();
+        let token = random_token();
+        let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+        // 2,000 silent connections would fill the 1,000 slots, but one address gets 100.
+        spec.set("VAULT_ALLOWED_IPS", "127.0.0.0/8")
+            .set("VAULT_API_MAX_CONNECTIONS", "1000")
+            .set("VAULT_API_MAX_CONNECTIONS_PER_ADDR", "100")
+            .set("VAULT_API_MAX_STREAMS", "50")
+            .set("VAULT_API_IDLE_SECS", "3");
+        let mut node = spec.start();
+        node.wait_ready().await;
+        let url = node.url();
+        must_vaultctl(&url, Some(&token), &["secret", "put", "app/read", "--value", "v"]);
+
+        // 2,000 silent connections from 127.0.0.2: at most 100 are kept, the rest closed.
+        let mut silent = Vec::new();
+        for _ in 0..2000 {
+            let Ok(s) = tokio::net::TcpSocket::new_v4() else { continue };
+            if s.bind("127.0.0.2:0".parse().unwrap()).is_err() {
+                continue;
+            }
+            if let Ok(Ok(c)) = tokio::time::timeout(std::time::Duration::from_secs(2), s.connect(node.api_addr)).await {
+                silent.push(c);
+            }
+        }
+        assert!(silent.len() >= 100, "the silent client connected {} times", silent.len());
+        // 2,000 calls at once on one connection from 127.0.0.3 (50 streams at a time).
+        let greedy = channel_from(&url, [127, 0, 0, 3]).await;
+        let mut flood = Vec::new();
+        for _ in 0..2000 {
+            let ch = greedy.clone();
+            flood.push(tokio::spawn(async move {
+                let mut c = pb::secrets_client::SecretsClient::new(ch);
+                c.get_secret(pb::GetSecretRequest { name: "app/read".into(), version: 0 }).await.is_ok()
+            }));
+        }
+
+        // Meanwhile a reader from 127.0.0.1 is served promptly. Stated bound: 1 s a read.
+        let reader = channel_from(&url, [127, 0, 0, 1]).await;
+        let mut worst = std::time::Duration::ZERO;
+        for _ in 0..20 {
+            let started = std::time::Instant::now();
+            let mut c = pb::secrets_client::SecretsClient::new(reader.clone());
+            c.get_secret(pb::GetSecretRequest { name: "app/read".into(), version: 0 }).await.expect("read");
+            worst = worst.max(started.elapsed());
+        }
+        eprintln!("worst read beside the greedy clients: {worst:?}");
+        assert!(worst < std::time::Duration::from_secs(1), "{worst:?}");
+        let served = futures_join(flood).await;
+        assert_eq!(served, 2000, "the greedy client is served too, 50 calls at a time");
+
+        // Idle connections are closed after VAULT_API_IDLE_SECS.
+        use tokio::io::AsyncReadExt;
+        let mut idle = silent.pop().expect("some silent connections were accepted");
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+            loop {
+                match idle.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle connection must be closed after the idle timeout");
+        node.stop();
+    });
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[test]
+fn request_rates_per_token_and_per_address_answer_resource_exhausted_with_retry_advice() {
+    mt().block_on(async {
+        let dir = test_dir();
+        let token = random_token();
+        let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+        spec.set("VAULT_ALLOWED_IPS", "127.0.0.0/8").set("VAULT_RATE_PER_TOKEN", "5").set("VAULT_RATE_PER_ADDR", "20");
+        let mut node = spec.start();
+        node.wait_ready().await;
+        let url = node.url();
+        let ch = channel_from(&url, [127, 0, 0, 1]).await;
+        let mut admin = pb::admin_client::AdminClient::new(ch);
+        let mut limited = None;
+        for _ in 0..30 {
+            if let Err(s) = admin.list_roles(authed(pb::ListRolesRequest {}, &token)).await {
+                limited = Some(s);
+                break;
+            }
+        }
+        let s = limited.expect("the token's rate (5/s, bursts of 10) must be reached");
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("retry in"), "{s:?}");
+        // Reads from another address have their own budget; past 40 at once they are limited too.
+        let mut c = pb::secrets_client::SecretsClient::new(channel_from(&url, [127, 0, 0, 9]).await);
+        let mut codes = Vec::new();
+        for _ in 0..60 {
+            let r = c.get_secret(pb::GetSecretRequest { name: "app/none".into(), version: 0 }).await;
+            codes.push(r.unwrap_err().code());
+        }
+        assert_eq!(codes[0], Code::NotFound, "the address's first reads are served");
+        assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    });
+}

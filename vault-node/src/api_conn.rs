@@ -23,24 +23,57 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::stream::{BoxStream, StreamExt};
+use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{crypto, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handed over to the server but not yet taken by it.
 const ACCEPTED_BACKLOG: usize = 64;
 
-/// An API connection that reports no vectored writes, so h2 coalesces small frames.
-pub enum ApiConn {
+enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// An API connection that reports no vectored writes, so h2 coalesces small frames. It holds
+/// one of the listener's connection slots, and is closed when the client sends nothing for the
+/// idle timeout (HTTP/2 keepalive pings count as something).
+pub struct ApiConn {
+    stream: Stream,
+    idle: Duration,
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    _slot: Slot,
+}
+
+/// A connection's place under the listener's limits: one of the global slots and one of its
+/// address's; both are given back when the connection closes.
+struct Slot {
+    _global: OwnedSemaphorePermit,
+    addr: Option<std::net::IpAddr>,
+    per_addr: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(addr) = self.addr else { return };
+        let mut counts = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&addr);
+            }
+        }
+    }
 }
 
 impl Connected for ApiConn {
@@ -48,9 +81,9 @@ impl Connected for ApiConn {
 
     /// The TCP peer in both cases: the auth layer takes the client address from it.
     fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            ApiConn::Plain(s) => s.connect_info(),
-            ApiConn::Tls(s) => s.get_ref().0.connect_info(),
+        match &self.stream {
+            Stream::Plain(s) => s.connect_info(),
+            Stream::Tls(s) => s.get_ref().0.connect_info(),
         }
     }
 }
@@ -60,17 +93,34 @@ trait Io: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
 impl ApiConn {
+    fn new(stream: Stream, idle: Duration, slot: Slot) -> Self {
+        ApiConn { stream, idle, idle_timer: Box::pin(tokio::time::sleep(idle)), _slot: slot }
+    }
+
     fn io(self: Pin<&mut Self>) -> Pin<&mut dyn Io> {
-        match self.get_mut() {
-            ApiConn::Plain(s) => Pin::new(s),
-            ApiConn::Tls(s) => Pin::new(s.as_mut()),
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s),
+            Stream::Tls(s) => Pin::new(s.as_mut()),
         }
     }
 }
 
 impl AsyncRead for ApiConn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.io().poll_read(cx, buf)
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match self.as_mut().io().poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    let idle = self.idle;
+                    self.idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.idle_timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle API connection"))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -126,33 +176,69 @@ impl Drop for AcceptTask {
     }
 }
 
+/// Bounds on the API listener's connections.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// Connections open (or handshaking) at once; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// The same, from one client address, so one client cannot take every slot.
+    pub max_per_addr: usize,
+    /// A connection on which the client sends nothing for this long is closed.
+    pub idle: Duration,
+}
+
+/// Pause after a failed accept (for example out of file descriptors), so the loop backs off
+/// instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// The server's stream of connections: plaintext as accepted, or TLS once the handshake is
 /// done. Handshakes run on their own tasks, so a slow or silent client holds up no one else;
 /// one that fails or takes longer than [`HANDSHAKE_TIMEOUT`] is dropped (logged at debug).
+/// Beyond `limits.max_connections`, new connections are closed at once.
 pub fn connections(
-    incoming: TcpIncoming,
+    listener: TcpListener,
     tls: Option<TlsAcceptor>,
-) -> (BoxStream<'static, io::Result<ApiConn>>, Option<AcceptTask>) {
-    let Some(acceptor) = tls else {
-        return (incoming.map(|c| c.map(ApiConn::Plain)).boxed(), None);
-    };
+    limits: ConnLimits,
+) -> (BoxStream<'static, io::Result<ApiConn>>, AcceptTask) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_addr: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Default::default();
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
     let task = tokio::spawn(async move {
-        let mut incoming = incoming;
-        while let Some(accepted) = incoming.next().await {
-            let tcp = match accepted {
-                Ok(tcp) => tcp,
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
                 Err(e) => {
-                    tracing::debug!(error = %e, "API accept failed");
+                    tracing::warn!(error = %e, "API accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let Ok(global) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(peer = ?tcp.peer_addr().ok(), "API connection limit reached; closing");
+                continue;
+            };
+            let addr = tcp.peer_addr().ok().map(|a| a.ip());
+            if let Some(ip) = addr {
+                let mut counts = per_addr.lock().unwrap_or_else(|p| p.into_inner());
+                let n = counts.entry(ip).or_insert(0);
+                if *n >= limits.max_per_addr {
+                    tracing::debug!(peer = %ip, "API connection limit for one address reached; closing");
+                    continue;
+                }
+                *n += 1;
+            }
+            let slot = Slot { _global: global, addr, per_addr: per_addr.clone() };
+            let _ = tcp.set_nodelay(true);
+            let Some(acceptor) = tls.clone() else {
+                let _ = tx.send(Ok(ApiConn::new(Stream::Plain(tcp), limits.idle, slot))).await;
+                continue;
+            };
+            let tx = tx.clone();
             tokio::spawn(async move {
                 let peer = tcp.peer_addr().ok();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(ApiConn::Tls(Box::new(tls)))).await;
+                        let _ = tx.send(Ok(ApiConn::new(Stream::Tls(Box::new(tls)), limits.idle, slot))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(?peer, error = %e, "API TLS handshake failed"),
                     Err(_) => tracing::debug!(?peer, "API TLS handshake timed out"),
@@ -161,5 +247,5 @@ pub fn connections(
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed();
-    (stream, Some(AcceptTask(task)))
+    (stream, AcceptTask(task))
 }

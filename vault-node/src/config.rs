@@ -58,6 +58,14 @@ pub const KEYS: &[&str] = &[
     "VAULT_AUDIT_MIN_RETAIN_DAYS",
     "VAULT_REFUSALS_PER_SEC",
     "VAULT_REFUSALS_BURST",
+    "VAULT_API_MAX_CONNECTIONS",
+    "VAULT_API_MAX_CONNECTIONS_PER_ADDR",
+    "VAULT_API_MAX_STREAMS",
+    "VAULT_API_MAX_HEADER_BYTES",
+    "VAULT_API_IDLE_SECS",
+    "VAULT_API_REQUEST_TIMEOUT_SECS",
+    "VAULT_RATE_PER_ADDR",
+    "VAULT_RATE_PER_TOKEN",
 ];
 
 /// Unvalidated settings, keyed by environment variable name.
@@ -265,7 +273,21 @@ impl RawConfig {
             bail!("VAULT_REFUSALS_PER_SEC must be above 0 and VAULT_REFUSALS_BURST at least 1");
         }
 
+        let api_limits = ApiLimits {
+            max_connections: self.parse::<usize>("VAULT_API_MAX_CONNECTIONS", 4096)?.max(1),
+            max_per_addr: self.parse::<usize>("VAULT_API_MAX_CONNECTIONS_PER_ADDR", 512)?.max(1),
+            max_streams: self.parse::<u32>("VAULT_API_MAX_STREAMS", 100)?.max(1),
+            max_header_bytes: self.parse::<u32>("VAULT_API_MAX_HEADER_BYTES", 16 * 1024)?.max(1024),
+            idle: Duration::from_secs(self.parse::<u64>("VAULT_API_IDLE_SECS", 300)?.max(1)),
+            request_timeout: Duration::from_secs(self.parse::<u64>("VAULT_API_REQUEST_TIMEOUT_SECS", 30)?.max(1)),
+            rate_per_addr: self.parse("VAULT_RATE_PER_ADDR", 0.0)?,
+            rate_per_token: self.parse("VAULT_RATE_PER_TOKEN", 0.0)?,
+        };
+        if api_limits.rate_per_addr < 0.0 || api_limits.rate_per_token < 0.0 {
+            bail!("VAULT_RATE_PER_ADDR and VAULT_RATE_PER_TOKEN are requests per second, 0 for no limit");
+        }
         Ok(Config {
+            api_limits,
             node_id,
             data_dir: PathBuf::from(self.get("VAULT_DATA_DIR").unwrap_or("./vault-data")),
             api_addr,
@@ -399,7 +421,24 @@ pub struct Config {
     /// Build a snapshot (and purge the log before it) every this many applied entries.
     pub snapshot_log_entries: u64,
     pub audit: AuditConfig,
+    pub api_limits: ApiLimits,
     pub log_filter: String,
+}
+
+/// Bounds on what one client may take of the API listener.
+pub struct ApiLimits {
+    pub max_connections: usize,
+    pub max_per_addr: usize,
+    /// Concurrent streams (calls) per HTTP/2 connection.
+    pub max_streams: u32,
+    pub max_header_bytes: u32,
+    /// A connection with nothing sent for this long is closed.
+    pub idle: Duration,
+    /// A call still running after this is answered DEADLINE_EXCEEDED (cancelled).
+    pub request_timeout: Duration,
+    /// Requests per second per client address and per token (bursts of twice that); 0: none.
+    pub rate_per_addr: f64,
+    pub rate_per_token: f64,
 }
 
 /// The audit log's key, copy, retention and refusal limits.

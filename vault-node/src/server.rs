@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use vault_core::dek_cache::DekCache;
 use vault_core::keys::AuditMacKey;
@@ -23,7 +22,7 @@ use crate::api::admin::AdminService;
 use crate::api::secrets::SecretsService;
 use crate::api_conn;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
-use crate::auth::refusals::RefusalLimiter;
+use crate::auth::refusals::{RateLimiter, RefusalLimiter};
 use crate::config::{Config, RaftSecurity, RewrapConfig};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::secrets_server::SecretsServer;
@@ -51,12 +50,6 @@ fn raft_config(snapshot_every: u64, max_value_bytes: usize) -> anyhow::Result<Ar
         ..Default::default()
     };
     Ok(Arc::new(c.validate().context("validate raft config")?))
-}
-
-/// Accepted connections with Nagle off (small gRPC frames must not wait for delayed ACKs)
-/// and TCP keepalive on.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)))
 }
 
 fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
@@ -222,6 +215,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         allowed_ips: config.allowed_ips.clone(),
         trust_proxy: config.trust_proxy,
         trusted_proxies: config.trusted_proxies.clone(),
+        rate_per_addr: (config.api_limits.rate_per_addr > 0.0)
+            .then(|| RateLimiter::new(config.api_limits.rate_per_addr, 2.0 * config.api_limits.rate_per_addr)),
+        rate_per_token: (config.api_limits.rate_per_token > 0.0)
+            .then(|| RateLimiter::new(config.api_limits.rate_per_token, 2.0 * config.api_limits.rate_per_token)),
     });
     let tls = config
         .tls
@@ -244,8 +241,23 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (connections, _accept_task) = api_conn::connections(incoming(api_listener), tls);
+    let limits = &config.api_limits;
+    let (connections, _accept_task) = api_conn::connections(
+        api_listener,
+        tls,
+        api_conn::ConnLimits {
+            max_connections: limits.max_connections,
+            max_per_addr: limits.max_per_addr,
+            idle: limits.idle,
+        },
+    );
     let serve = Server::builder()
+        .max_concurrent_streams(limits.max_streams)
+        .http2_max_header_list_size(limits.max_header_bytes)
+        .timeout(limits.request_timeout)
+        // Clients that reset many streams (timeouts) are not cut off after a stall; streams per
+        // connection stay bounded by max_concurrent_streams.
+        .http2_max_pending_accept_reset_streams(Some(limits.max_streams as usize * 4))
         .layer(auth)
         .add_service(health_service)
         .add_service(SecretsServer::new(SecretsService::new(vault.clone())))

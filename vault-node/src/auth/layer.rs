@@ -28,6 +28,7 @@ use vault_core::token::RawToken;
 use super::allowlist::Allowlist;
 use super::caller::{Caller, Principal};
 use super::client_ip;
+use super::refusals::RateLimiter;
 use super::rpcs::{self, Access};
 use crate::error::ApiError;
 use crate::vault::Vault;
@@ -37,6 +38,9 @@ pub struct AuthPolicy {
     pub allowed_ips: Allowlist,
     pub trust_proxy: bool,
     pub trusted_proxies: Allowlist,
+    /// Requests per second per client address, and per token; `None`: no limit.
+    pub rate_per_addr: Option<RateLimiter<IpAddr>>,
+    pub rate_per_token: Option<RateLimiter<[u8; 32]>>,
 }
 
 #[derive(Clone)]
@@ -109,6 +113,14 @@ impl AuthPolicy {
                 return Err(self.vault.audit_refusal(peer.to_string(), peer, action, None, status));
             }
         };
+        if let Some(rate) = &self.rate_per_addr {
+            if !rate.take(&ip, now_ms()) {
+                return Err(Status::resource_exhausted(format!(
+                    "request rate limit for {ip} reached; retry in {} s",
+                    rate.retry_after_secs()
+                )));
+            }
+        }
         match rpc.access {
             Access::Open => Ok(None),
             Access::Read => {
@@ -120,7 +132,18 @@ impl AuthPolicy {
             }
             Access::Manage | Access::ManageWrite | Access::Admin => {
                 match self.token_principal(req, rpc.access != Access::ManageWrite).await.map_err(Status::from) {
-                    Ok(principal) => Ok(Some(Caller::new(ip, Some(principal), action))),
+                    Ok(principal) => {
+                        if let Some(rate) = &self.rate_per_token {
+                            if !rate.take(&principal.token.hash.0, now_ms()) {
+                                return Err(Status::resource_exhausted(format!(
+                                    "request rate limit for token {} reached; retry in {} s",
+                                    principal.token.name,
+                                    rate.retry_after_secs()
+                                )));
+                            }
+                        }
+                        Ok(Some(Caller::new(ip, Some(principal), action)))
+                    }
                     Err(status) if status.code() == tonic::Code::Unavailable => Err(status),
                     Err(status) => Err(self.vault.audit_refusal("-".into(), ip, action, None, status)),
                 }

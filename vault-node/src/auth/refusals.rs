@@ -29,32 +29,56 @@ pub struct Summary {
 /// (window start in ms, refusals counted in it).
 type Counted = (u64, u64);
 
-pub struct RefusalLimiter {
+/// Token buckets by key (a client address, a token): `per_sec` refill, `burst` capacity.
+pub struct RateLimiter<K> {
     per_sec: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        RateLimiter { per_sec, burst, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one token from `key`'s bucket if it has one.
+    pub fn take(&self, key: &K, now_ms: u64) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            buckets.retain(|_, b| refill(b, per_sec, burst, now_ms) < burst);
+        }
+        let b = buckets.entry(key.clone()).or_insert(Bucket { tokens: self.burst, at_ms: now_ms });
+        if refill(b, self.per_sec, self.burst, now_ms) >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whole seconds until a drained bucket has a token again (retry advice).
+    pub fn retry_after_secs(&self) -> u64 {
+        (1.0 / self.per_sec).ceil().max(1.0) as u64
+    }
+}
+
+pub struct RefusalLimiter {
+    buckets: RateLimiter<IpAddr>,
     /// Per address and action: (window start, refusals counted).
     suppressed: Mutex<HashMap<(IpAddr, &'static str), Counted>>,
 }
 
 impl RefusalLimiter {
     pub fn new(per_sec: f64, burst: f64) -> Self {
-        RefusalLimiter { per_sec, burst, buckets: Mutex::new(HashMap::new()), suppressed: Mutex::new(HashMap::new()) }
+        RefusalLimiter { buckets: RateLimiter::new(per_sec, burst), suppressed: Mutex::new(HashMap::new()) }
     }
 
     /// Whether a refusal from `ip` may be recorded now; if not, it is counted for a summary.
     pub fn admit(&self, ip: IpAddr, action: &'static str, now_ms: u64) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
-            let (per_sec, burst) = (self.per_sec, self.burst);
-            buckets.retain(|_, b| refill(b, per_sec, burst, now_ms) < burst);
-        }
-        let b = buckets.entry(ip).or_insert(Bucket { tokens: self.burst, at_ms: now_ms });
-        if refill(b, self.per_sec, self.burst, now_ms) >= 1.0 {
-            b.tokens -= 1.0;
+        if self.buckets.take(&ip, now_ms) {
             return true;
         }
-        drop(buckets);
         let mut s = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
         let entry = s.entry((ip, action)).or_insert((now_ms - now_ms % WINDOW_MS, 0));
         entry.1 += 1;
@@ -64,7 +88,7 @@ impl RefusalLimiter {
     /// How long until `ip` may have a refusal recorded again, in whole seconds (for retry
     /// advice).
     pub fn retry_after_secs(&self) -> u64 {
-        (1.0 / self.per_sec).ceil().max(1.0) as u64
+        self.buckets.retry_after_secs()
     }
 
     /// Summaries of windows that ended before `now_ms` (all of them with `flush_all`).
