@@ -395,3 +395,32 @@ fn request_rates_per_token_and_per_address_answer_resource_exhausted_with_retry_
         assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
     });
 }
+
+#[test]
+fn vaultctl_names_a_code_on_every_error_line_and_exits_by_kind() {
+    mt().block_on(async {
+        let dir = test_dir();
+        let token = random_token();
+        let spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+        let mut node = spec.start();
+        node.wait_ready().await;
+        let url = node.url();
+        let run = |addr: &str, tok: Option<&str>, args: &[&str]| {
+            let out = vaultctl(addr, tok, args);
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+        };
+        let (code, err) = run(&url, Some(&token), &["secret", "get", "no/such"]);
+        assert_eq!((code, err.starts_with("error: not found: ")), (Some(3), true), "{err}");
+        let (code, err) = run(&url, Some("not-a-token"), &["token", "list"]);
+        assert_eq!((code, err.starts_with("error: unauthenticated: ")), (Some(4), true), "{err}");
+        let (code, err) = run(&url, Some(&token), &["secret", "frobnicate"]);
+        assert_eq!(code, Some(2), "usage: {err}");
+        let (code, err) = run(&url, Some(&token), &["secret", "put", "bad//name", "--value", "x"]);
+        assert_eq!((code, err.starts_with("error: invalid argument: ")), (Some(2), true), "{err}");
+        let (code, err) = run(&url, Some(&token), &["token", "create", "t", "--role", "admin", "--ttl", "soon"]);
+        assert_eq!((code, err.starts_with("error: invalid argument: ")), (Some(2), true), "{err}");
+        node.stop();
+        let (code, err) = run(&url, Some(&token), &["secret", "get", "no/such"]);
+        assert_eq!((code, err.starts_with("error: unavailable: connect to ")), (Some(5), true), "{err}");
+    });
+}

@@ -96,3 +96,43 @@ mod tests {
         assert_eq!(n.aad(3), b"db/password:3".to_vec());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{Action, Grant};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        /// Any string: parsing never panics, and what it accepts obeys every rule.
+        #[test]
+        fn names_parse_without_panics_and_accepted_names_obey_the_rules(raw in any::<String>()) {
+            if let Ok(n) = SecretName::parse(&raw) {
+                let s = n.as_str();
+                prop_assert!(!s.is_empty() && s.len() <= MAX_NAME_LEN);
+                prop_assert!(!s.starts_with('/'));
+                prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')));
+                prop_assert!(s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+            }
+        }
+
+        /// Strings made of name characters, to reach the segment rules often.
+        #[test]
+        fn grants_parse_without_panics_and_accepted_ones_can_match(raw in "[a-z./*-]{0,12}") {
+            if let Ok(g) = Grant::new(Action::Create, &raw) {
+                // An accepted pattern matches some valid name.
+                let candidate = match raw.strip_suffix('*') {
+                    Some("") => "x".to_string(),
+                    Some(prefix) if prefix.ends_with('/') => format!("{prefix}x"),
+                    Some(prefix) => format!("{prefix}x"),
+                    None => raw.clone(),
+                };
+                prop_assert!(SecretName::parse(&candidate).is_ok(), "{raw} accepted, but {candidate} is no name");
+                prop_assert!(g.matches(Action::Create, &candidate));
+            }
+        }
+    }
+}

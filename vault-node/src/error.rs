@@ -138,3 +138,29 @@ pub fn code_words(code: Code) -> &'static str {
         Code::Unauthenticated => "unauthenticated",
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use crate::pb;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        /// The request messages of the API decode any bytes without panicking.
+        #[test]
+        fn request_messages_decode_any_bytes_without_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = pb::PutSecretRequest::decode(bytes.as_slice());
+            let _ = pb::GetSecretRequest::decode(bytes.as_slice());
+            let _ = pb::BatchGetSecretsRequest::decode(bytes.as_slice());
+            let _ = pb::ListSecretsRequest::decode(bytes.as_slice());
+            let _ = pb::VersionsRequest::decode(bytes.as_slice());
+            let _ = pb::CreateTokenRequest::decode(bytes.as_slice());
+            let _ = pb::CreateRoleRequest::decode(bytes.as_slice());
+            let _ = pb::AddMemberRequest::decode(bytes.as_slice());
+            let _ = pb::ListAuditRequest::decode(bytes.as_slice());
+        }
+    }
+}

@@ -67,3 +67,32 @@ mod tests {
         assert!(resolve(ip("10.0.0.1"), &["1.2.3.4, nonsense"], true, &proxies).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        /// Any header values: resolving never panics, and the address used is the peer or
+        /// one the header names.
+        #[test]
+        fn forwarded_for_never_panics_and_yields_the_peer_or_a_listed_hop(
+            values in proptest::collection::vec("[0-9a-f.:, ]{0,40}", 0..4),
+            trust in any::<bool>(),
+        ) {
+            let peer: IpAddr = "127.0.0.1".parse().unwrap();
+            let proxies = Allowlist::parse("127.0.0.1").unwrap();
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            if let Ok(ip) = resolve(peer, &refs, trust, &proxies) {
+                let listed = values.iter().flat_map(|v| v.split(',')).any(|h| h.trim().parse::<IpAddr>().ok() == Some(ip));
+                prop_assert!(ip == peer || listed, "{ip} from {values:?}");
+            }
+        }
+    }
+}

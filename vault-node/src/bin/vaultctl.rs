@@ -298,8 +298,29 @@ async fn channel_to(cli: &Cli, addr: &str) -> anyhow::Result<Channel> {
         }
         ep = ep.tls_config(tls).context("configure TLS")?;
     }
-    ep.connect().await.with_context(|| format!("connect to {addr}"))
+    ep.connect().await.map_err(|e| {
+        // The cause chain says why (refused, no route, TLS): a connection failure is UNAVAILABLE.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why = format!("{why}: {s}");
+            source = s.source();
+        }
+        anyhow::Error::new(Unreachable(format!("connect to {addr}: {why}")))
+    })
 }
+
+/// A server that could not be reached (reported as `unavailable`).
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
 
 /// The same scheme as `--addr`, pointed at `host:port`.
 fn url_like(cli: &Cli, host_port: &str) -> String {
@@ -561,7 +582,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if r.ok {
                 Ok(())
             } else {
-                Err(Failure::Local(anyhow!("audit chain broken: {}", r.problem)))
+                Err(Failure::Grpc(Status::data_loss(format!("audit chain broken: {}", r.problem))))
             }
         }
         Cmd::Audit(AuditCmd::List { limit, secret, since }) => {
@@ -890,20 +911,35 @@ async fn role_cmd(c: &mut AdminClient<Authed>, cmd: RoleCmd, json: bool) -> Resu
     Ok(())
 }
 
+/// Exit codes: 0 success, 1 any other failure, 2 usage (bad flags or arguments), 3 not found,
+/// 4 refused (unauthenticated or permission denied), 5 unavailable (no connection, no leader or
+/// quorum, rate limited, timed out: retry later).
+fn exit_code(code: tonic::Code) -> u8 {
+    use tonic::Code::*;
+    match code {
+        InvalidArgument => 2,
+        NotFound => 3,
+        Unauthenticated | PermissionDenied => 4,
+        Unavailable | DeadlineExceeded | ResourceExhausted => 5,
+        _ => 1,
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Grpc(s)) => {
-            eprintln!("error: {}: {}", code_words(s.code()), s.message());
-            ExitCode::FAILURE
-        }
-        Err(Failure::Local(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let status = match run(cli).await {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(Failure::Grpc(s)) => s,
+        Err(Failure::Local(e)) => match e.downcast_ref::<Unreachable>() {
+            Some(u) => Status::unavailable(u.0.clone()),
+            // Everything vaultctl refuses by itself is about its arguments or local files.
+            None => Status::invalid_argument(format!("{e:#}")),
+        },
+    };
+    // Every error line names the code, in words.
+    eprintln!("error: {}: {}", code_words(status.code()), status.message());
+    ExitCode::from(exit_code(status.code()))
 }
 
 #[cfg(test)]
