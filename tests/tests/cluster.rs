@@ -476,3 +476,41 @@ fn insecure_dev_mode_still_needs_the_cluster_secret() {
         assert_eq!(client.node_state(req).await.unwrap().into_inner().node_id, 1);
     });
 }
+
+#[test]
+fn reads_on_followers_resume_once_a_hung_leader_is_replaced() {
+    mt().block_on(async {
+        let mut c = TestCluster::start(3, |_| {}).await;
+        put(&c.url(0), &c.token, "hang/x", "v").await.unwrap();
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let follower = (leader + 1) % 3;
+        // Reads in flight on the follower when the leader hangs.
+        c.nodes[leader].signal("STOP");
+        let hung = Instant::now();
+        let url = c.url(follower);
+        let mut readers = Vec::new();
+        for _ in 0..8 {
+            let url = url.clone();
+            readers.push(tokio::spawn(async move {
+                loop {
+                    if get(&url, "hang/x").await.is_ok() {
+                        return Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }));
+        }
+        let mut first = None;
+        for r in readers {
+            let at = tokio::time::timeout(Duration::from_secs(30), r).await.expect("reads resume").unwrap();
+            first = Some(first.map_or(at, |f: Instant| f.min(at)));
+        }
+        let gap = first.unwrap() - hung;
+        eprintln!("reads on a follower resumed {gap:?} after the leader hung");
+        c.nodes[leader].signal("CONT");
+        // A read-index round stuck on the hung leader used to hold every read for its full 10 s
+        // timeout, past the election; now a leader change ends it.
+        assert!(gap < Duration::from_secs(8), "{gap:?}");
+        c.nodes[leader].stop();
+    });
+}

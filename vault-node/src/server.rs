@@ -146,7 +146,14 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             tracing::info!(raft = %listener.local_addr()?, mtls = sec.is_tls(), "raft listener up");
             let svc = RaftService::new(cluster.clone(), me.clone()).into_server(sec);
             let (conns, accept_task) = vault_raft::transport::connections(listener, sec.clone());
-            let serve = Server::builder().add_service(svc).serve_with_incoming(conns);
+            // After a stall (a pause, a partition), peers time out and reset many calls at once;
+            // with h2's default limit (20 pending-accept resets) the server would answer with
+            // GOAWAY ENHANCE_YOUR_CALM and cut replication off just as the cluster recovers.
+            // Members are authenticated, so a higher bound costs little.
+            let serve = Server::builder()
+                .http2_max_pending_accept_reset_streams(Some(4096))
+                .add_service(svc)
+                .serve_with_incoming(conns);
             Some(tokio::spawn(async move {
                 let _accept_task = accept_task;
                 serve.await

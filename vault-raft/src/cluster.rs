@@ -99,20 +99,36 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            let leader_before = self.raft.metrics().borrow().current_leader;
             let result = match self.handle_local(req.clone(), left).await {
-                Err(ForwardError::NotLeader { leader: Some((id, node)) }) if id != self.node_id => {
-                    self.peers.forward(id, &node.raft_addr, &req, left).await
-                }
+                // Idempotent requests stop waiting on a leader that was replaced; a write must
+                // not (it may still commit there), so it waits out its time.
+                Err(ForwardError::NotLeader { leader: Some((id, node)) }) if id != self.node_id => match &req {
+                    ForwardRequest::ReadIndex | ForwardRequest::LeaderView => {
+                        self.ask_leader(id, &node, &req, left).await
+                    }
+                    _ => self.peers.forward(id, &node.raft_addr, &req, left).await,
+                },
                 other => other,
             };
             match result {
                 Err(ForwardError::Unreachable(_)) | Err(ForwardError::NotLeader { leader: None })
                     if Instant::now() + RETRY_PAUSE < deadline =>
                 {
-                    self.await_leader_change(deadline).await;
+                    self.retry_pause(leader_before, deadline).await;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Before trying again: a short pause if the leader already changed since the attempt
+    /// began, else a wait for it to change (at most an election's worth).
+    async fn retry_pause(&self, leader_before: Option<NodeId>, deadline: Instant) {
+        if self.raft.metrics().borrow().current_leader == leader_before {
+            self.await_leader_change(deadline).await;
+        } else {
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
 
@@ -135,15 +151,44 @@ impl Cluster {
     pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ForwardError> {
         let deadline = Instant::now() + timeout;
         loop {
+            let leader_before = self.raft.metrics().borrow().current_leader;
             match self.read_barrier_once(deadline.saturating_duration_since(Instant::now())).await {
-                // A read index is idempotent: any failure to reach a leader may be retried.
+                // A read index is idempotent: any failure to reach a leader may be retried. If the
+                // leader already changed meanwhile, ask the new one at once.
                 Err(ForwardError::Unreachable(_)) | Err(ForwardError::NotLeader { leader: None })
                     if Instant::now() + RETRY_PAUSE < deadline =>
                 {
-                    self.await_leader_change(deadline).await;
+                    self.retry_pause(leader_before, deadline).await;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Sends an idempotent request (read index, replication view) to leader `id`, giving up
+    /// as soon as this node sees another leader: a round stuck on a leader that hung or was cut
+    /// off must not hold reads past a leader change. `Unreachable` then, so callers retry.
+    async fn ask_leader(
+        &self,
+        id: NodeId,
+        node: &NodeInfo,
+        req: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let mut metrics = self.raft.metrics();
+        let replaced = async {
+            loop {
+                if metrics.borrow().current_leader.is_some_and(|l| l != id) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            r = self.peers.forward(id, &node.raft_addr, req, timeout) => r,
+            _ = replaced => Err(ForwardError::Unreachable(format!("leader {id} was replaced before it answered"))),
         }
     }
 
@@ -199,7 +244,7 @@ impl Cluster {
             Ok((read_index, _)) => Ok(read_index),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_id.zip(f.leader_node) {
                 Some((id, node)) if id != self.node_id => {
-                    match self.peers.forward(id, &node.raft_addr, &ForwardRequest::ReadIndex, timeout).await? {
+                    match self.ask_leader(id, &node, &ForwardRequest::ReadIndex, timeout).await? {
                         ForwardResponse::ReadIndex(idx) => Ok(idx),
                         other => Err(ForwardError::Unavailable(format!("unexpected read index reply {other:?}"))),
                     }
