@@ -479,3 +479,40 @@ impl Drop for TestCluster {
         }
     }
 }
+
+/// One node with its own directory, admin token and master key, started and ready.
+pub struct SingleNode {
+    pub dir: TempDir,
+    pub spec: NodeSpec,
+    pub node: NodeProcess,
+    pub token: String,
+}
+
+impl SingleNode {
+    /// Starts a node after `tune` adjusts its settings, and waits until it serves.
+    pub async fn start(tune: impl FnOnce(&mut NodeSpec)) -> SingleNode {
+        let dir = test_dir();
+        let token = random_token();
+        let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
+        tune(&mut spec);
+        let mut node = spec.start();
+        node.wait_ready().await;
+        SingleNode { dir, spec, node, token }
+    }
+
+    pub fn url(&self) -> String {
+        self.node.url()
+    }
+
+    /// The real `vaultctl` with the admin token; must succeed.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        must_vaultctl(&self.node.url(), Some(&self.token), args)
+    }
+
+    /// Stops the node (SIGTERM) and starts it again with the same settings.
+    pub async fn restart(&mut self) {
+        self.node.stop();
+        self.node = self.spec.start();
+        self.node.wait_ready().await;
+    }
+}

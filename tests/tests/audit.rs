@@ -9,37 +9,19 @@ use tonic::Code;
 use vault_node::pb;
 use vault_tests::*;
 
-struct Node {
-    _dir: tempfile::TempDir,
-    spec: NodeSpec,
-    node: NodeProcess,
-    token: String,
+async fn start_with(tune: impl FnOnce(&mut NodeSpec)) -> SingleNode {
+    SingleNode::start(tune).await
 }
 
-async fn start_with(tune: impl FnOnce(&mut NodeSpec)) -> Node {
-    let dir = test_dir();
-    let token = random_token();
-    let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
-    tune(&mut spec);
-    let mut node = spec.start();
-    node.wait_ready().await;
-    Node { _dir: dir, spec, node, token }
+/// Every record the node lists (up to 10,000), newest first.
+trait Records {
+    fn records(&self) -> Vec<serde_json::Value>;
 }
 
-impl Node {
-    fn ctl(&self, args: &[&str]) -> String {
-        must_vaultctl(&self.node.url(), Some(&self.token), args)
-    }
-
+impl Records for SingleNode {
     fn records(&self) -> Vec<serde_json::Value> {
         let json = self.ctl(&["--output", "json", "audit", "list", "--limit", "10000"]);
         serde_json::from_str(&json).expect("audit list json")
-    }
-
-    async fn restart(&mut self) {
-        self.node.stop();
-        self.node = self.spec.start();
-        self.node.wait_ready().await;
     }
 }
 

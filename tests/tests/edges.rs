@@ -53,12 +53,8 @@ async fn concurrent_puts_all_land(urls: &[String], token: &str) {
 #[test]
 fn concurrent_unconditional_puts_to_one_name_all_succeed_on_one_node() {
     mt().block_on(async {
-        let dir = test_dir();
-        let token = random_token();
-        let spec = NodeSpec::single(dir.path(), &token, &random_master_key());
-        let mut node = spec.start();
-        node.wait_ready().await;
-        concurrent_puts_all_land(&[node.url()], &token).await;
+        let n = SingleNode::start(|_| {}).await;
+        concurrent_puts_all_land(&[n.url()], &n.token).await;
     });
 }
 
@@ -131,11 +127,7 @@ use vault_node::auth::rpcs::RPCS;
 #[test]
 fn garbage_invalid_utf8_and_json_on_every_rpc_are_invalid_argument_and_the_node_keeps_serving() {
     mt().block_on(async {
-        let dir = test_dir();
-        let token = random_token();
-        let spec = NodeSpec::single(dir.path(), &token, &random_master_key());
-        let mut node = spec.start();
-        node.wait_ready().await;
+        let SingleNode { node, token, dir: _dir, .. } = SingleNode::start(|_| {}).await;
         must_vaultctl(&node.url(), Some(&token), &["secret", "put", "still/here", "--value", "v"]);
         let ch = node.channel().await.unwrap();
         // Field 1 as a length-delimited string holding bytes that are not UTF-8.
@@ -217,14 +209,12 @@ fn a_node_whose_peers_are_stopped_reports_not_serving_and_serving_once_they_retu
 #[test]
 fn grants_refusals_listings_and_proxied_addresses_leak_and_accept_nothing_they_should_not() {
     mt().block_on(async {
-        let dir = test_dir();
-        let token = random_token();
-        let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
-        spec.set("VAULT_TRUST_PROXY", "true")
-            .set("VAULT_TRUSTED_PROXIES", "127.0.0.1")
-            .set("VAULT_ALLOWED_IPS", "127.0.0.1");
-        let mut node = spec.start();
-        node.wait_ready().await;
+        let SingleNode { node, token, dir: _dir, .. } = SingleNode::start(|s| {
+            s.set("VAULT_TRUST_PROXY", "true")
+                .set("VAULT_TRUSTED_PROXIES", "127.0.0.1")
+                .set("VAULT_ALLOWED_IPS", "127.0.0.1");
+        })
+        .await;
         let url = node.url();
         let admin = |args: &[&str]| must_vaultctl(&url, Some(&token), args);
 
@@ -283,17 +273,15 @@ async fn channel_from(url: &str, from: [u8; 4]) -> tonic::transport::Channel {
 #[test]
 fn greedy_clients_with_thousands_of_connections_streams_or_idle_sockets_do_not_hold_up_a_reader() {
     mt().block_on(async {
-        let dir = test_dir();
-        let token = random_token();
-        let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
         // 2,000 silent connections would fill the 1,000 slots, but one address gets 100.
-        spec.set("VAULT_ALLOWED_IPS", "127.0.0.0/8")
-            .set("VAULT_API_MAX_CONNECTIONS", "1000")
-            .set("VAULT_API_MAX_CONNECTIONS_PER_ADDR", "100")
-            .set("VAULT_API_MAX_STREAMS", "50")
-            .set("VAULT_API_IDLE_SECS", "3");
-        let mut node = spec.start();
-        node.wait_ready().await;
+        let SingleNode { mut node, token, dir: _dir, .. } = SingleNode::start(|s| {
+            s.set("VAULT_ALLOWED_IPS", "127.0.0.0/8")
+                .set("VAULT_API_MAX_CONNECTIONS", "1000")
+                .set("VAULT_API_MAX_CONNECTIONS_PER_ADDR", "100")
+                .set("VAULT_API_MAX_STREAMS", "50")
+                .set("VAULT_API_IDLE_SECS", "3");
+        })
+        .await;
         let url = node.url();
         must_vaultctl(&url, Some(&token), &["secret", "put", "app/read", "--value", "v"]);
 
@@ -365,12 +353,10 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
 #[test]
 fn request_rates_per_token_and_per_address_answer_resource_exhausted_with_retry_advice() {
     mt().block_on(async {
-        let dir = test_dir();
-        let token = random_token();
-        let mut spec = NodeSpec::single(dir.path(), &token, &random_master_key());
-        spec.set("VAULT_ALLOWED_IPS", "127.0.0.0/8").set("VAULT_RATE_PER_TOKEN", "5").set("VAULT_RATE_PER_ADDR", "20");
-        let mut node = spec.start();
-        node.wait_ready().await;
+        let SingleNode { node, token, dir: _dir, .. } = SingleNode::start(|s| {
+            s.set("VAULT_ALLOWED_IPS", "127.0.0.0/8").set("VAULT_RATE_PER_TOKEN", "5").set("VAULT_RATE_PER_ADDR", "20");
+        })
+        .await;
         let url = node.url();
         let ch = channel_from(&url, [127, 0, 0, 1]).await;
         let mut admin = pb::admin_client::AdminClient::new(ch);
@@ -399,11 +385,7 @@ fn request_rates_per_token_and_per_address_answer_resource_exhausted_with_retry_
 #[test]
 fn vaultctl_names_a_code_on_every_error_line_and_exits_by_kind() {
     mt().block_on(async {
-        let dir = test_dir();
-        let token = random_token();
-        let spec = NodeSpec::single(dir.path(), &token, &random_master_key());
-        let mut node = spec.start();
-        node.wait_ready().await;
+        let SingleNode { mut node, token, dir: _dir, .. } = SingleNode::start(|_| {}).await;
         let url = node.url();
         let run = |addr: &str, tok: Option<&str>, args: &[&str]| {
             let out = vaultctl(addr, tok, args);
