@@ -61,6 +61,12 @@ impl Vault {
     /// replicated state. Refused while this node does not hold the cluster's master key.
     pub async fn write_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
         crate::master_key::sealing_key(self)?;
+        self.propose_as(caller, cmd).await
+    }
+
+    /// [`write_as`](Self::write_as) for a caller that has already checked the master key (a
+    /// put, which sealed under it).
+    async fn propose_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
         let auth = caller.token_hash()?;
         let audit = AuditContext {
             node_id: self.node_id,
@@ -238,7 +244,7 @@ impl Vault {
                 now_ms: now_ms(),
                 auth: None,
             };
-            match self.write_as(caller, cmd).await? {
+            match self.propose_as(caller, cmd).await? {
                 CommandResponse::Written { version } => return Ok(version),
                 // Another write took the version, or a rotation changed the key meanwhile:
                 // re-seal for the state after a linearizable read.
