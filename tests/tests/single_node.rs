@@ -472,3 +472,23 @@ async fn the_api_over_tls_serves_reads_and_sees_the_client_address() {
     let out = vaultctl(&format!("http://{}", spec.api_addr), Some(&token), &["secret", "get", "app/tls"]);
     assert!(!out.status.success(), "plaintext read of a TLS listener succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_hold_no_secret() {
+    let d = start_with(|s| {
+        s.set("VAULT_LOG_FORMAT", "json");
+    })
+    .await;
+    let value = canary("JSON-LOG-VALUE");
+    d.ctl(&["secret", "put", "log/x", "--value", &value]);
+    d.ctl(&["secret", "get", "log/x"]);
+    let log = d.node.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{log}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains("\"ready\"")), "{log}");
+    assert!(!log.contains(&value) && !log.contains(&d.token), "no secret or token in a log line");
+}

@@ -15,6 +15,7 @@ use vault_raft::transport::TlsFiles;
 use vault_raft::Retention;
 
 use crate::auth::allowlist::Allowlist;
+use crate::logging::LogFormat;
 
 /// Every setting this node reads, by environment variable name.
 pub const KEYS: &[&str] = &[
@@ -50,6 +51,7 @@ pub const KEYS: &[&str] = &[
     "VAULT_MAX_VALUE_BYTES",
     "VAULT_SNAPSHOT_LOG_ENTRIES",
     "VAULT_LOG",
+    "VAULT_LOG_FORMAT",
     "VAULT_AUDIT_KEY",
     "VAULT_AUDIT_KEY_FILE",
     "VAULT_AUDIT_FILE",
@@ -313,6 +315,11 @@ impl RawConfig {
             snapshot_log_entries: self.parse::<u64>("VAULT_SNAPSHOT_LOG_ENTRIES", 20_000)?.max(1),
             audit,
             log_filter: self.get("VAULT_LOG").unwrap_or("info,openraft=warn").to_string(),
+            log_format: match self.get("VAULT_LOG_FORMAT").unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => bail!("VAULT_LOG_FORMAT={other:?}: text or json"),
+            },
         })
     }
 }
@@ -423,6 +430,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub api_limits: ApiLimits,
     pub log_filter: String,
+    pub log_format: LogFormat,
 }
 
 /// Bounds on what one client may take of the API listener.

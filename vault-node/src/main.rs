@@ -89,7 +89,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    vault_node::logging::init(&config.log_filter);
+    vault_node::logging::init(&config.log_filter, config.log_format);
     match vault_node::server::run(config, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
