@@ -492,3 +492,29 @@ async fn json_logs_are_one_object_per_line_and_hold_no_secret() {
     assert!(lines.iter().any(|l| l.contains("\"ready\"")), "{log}");
     assert!(!log.contains(&value) && !log.contains(&d.token), "no secret or token in a log line");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_reflection_lists_the_api_and_describes_it() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let d = start().await;
+    let mut c = ServerReflectionClient::new(d.node.channel().await.unwrap());
+    let ask = |m: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(m) };
+    let requests = futures::stream::iter(vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("vault.v1.Secrets".into())),
+    ]);
+    let mut answers = c.server_reflection_info(requests).await.unwrap().into_inner();
+    let first = answers.message().await.unwrap().unwrap().message_response;
+    let Some(MessageResponse::ListServicesResponse(list)) = first else { panic!("{first:?}") };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in ["vault.v1.Secrets", "vault.v1.Admin", "grpc.health.v1.Health"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let second = answers.message().await.unwrap().unwrap().message_response;
+    let Some(MessageResponse::FileDescriptorResponse(files)) = second else { panic!("{second:?}") };
+    assert!(!files.file_descriptor_proto.is_empty(), "the descriptor of vault.v1 comes back");
+}

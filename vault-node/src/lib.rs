@@ -22,4 +22,7 @@ pub mod vault;
 pub mod pb {
     #![allow(clippy::all)]
     tonic::include_proto!("vault.v1");
+
+    /// The API's file descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vault_descriptor");
 }

@@ -248,6 +248,13 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // grpcurl and the like list and call the API without the proto files (open, like health:
+    // it describes the API, and every call still goes through the auth layer).
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("build gRPC reflection")?;
     let limits = &config.api_limits;
     let (connections, _accept_task) = api_conn::connections(
         api_listener,
@@ -267,6 +274,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         .http2_max_pending_accept_reset_streams(Some(limits.max_streams as usize * 4))
         .layer(auth)
         .add_service(health_service)
+        .add_service(reflection)
         .add_service(SecretsServer::new(SecretsService::new(vault.clone())))
         .add_service(AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())))
         .serve_with_incoming_shutdown(connections, stopped(stop_rx.clone()));
