@@ -405,3 +405,25 @@ fn vaultctl_names_a_code_on_every_error_line_and_exits_by_kind() {
         assert_eq!((code, err.starts_with("error: unavailable: connect to ")), (Some(5), true), "{err}");
     });
 }
+
+#[test]
+fn an_oversized_header_list_is_refused_and_the_node_keeps_serving() {
+    mt().block_on(async {
+        let n = SingleNode::start(|s| {
+            s.set("VAULT_API_MAX_HEADER_BYTES", "4096");
+        })
+        .await;
+        n.ctl(&["secret", "put", "app/h", "--value", "v"]);
+        let mut c = secrets_client(&n.url()).await;
+        let mut req = tonic::Request::new(pb::GetSecretRequest { name: "app/h".into(), version: 0 });
+        req.metadata_mut().insert("x-padding", "p".repeat(8 * 1024).parse().unwrap());
+        let e = c
+            .get_secret(req)
+            .await
+            .expect_err("an 8 KiB header over a 4 KiB limit is refused (16 KiB would pass by default)");
+        assert_ne!(e.code(), Code::Ok);
+        let mut c = secrets_client(&n.url()).await;
+        let ok = c.get_secret(pb::GetSecretRequest { name: "app/h".into(), version: 0 }).await.unwrap();
+        assert_eq!(ok.into_inner().value, b"v");
+    });
+}
