@@ -539,3 +539,41 @@ fn silent_connections_do_not_hold_up_the_raft_port() {
         drop(silent);
     });
 }
+
+/// Whether the peer closes `s` within `within`.
+async fn closed_soon(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    matches!(tokio::time::timeout(within, s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[test]
+fn the_raft_port_caps_connections_and_closes_silent_handshakes() {
+    mt().block_on(async {
+        let c = TestCluster::start(1, |_| {}).await;
+        let addr = c.specs[0].raft_addr;
+        let cap = vault_raft::transport::MAX_CONNECTIONS;
+        // Silent connections (no TLS handshake) fill the cap; the ones past it are closed at once.
+        let mut silent = Vec::new();
+        for _ in 0..cap + 20 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut over = silent.split_off(cap);
+        let mut closed_at_once = 0;
+        for s in over.iter_mut() {
+            if closed_soon(s, Duration::from_secs(2)).await {
+                closed_at_once += 1;
+            }
+        }
+        assert_eq!(closed_at_once, 20, "connections past the cap of {cap} are closed at once");
+        // The ones within the cap are closed when their handshake times out (10 s).
+        let started = Instant::now();
+        assert!(closed_soon(&mut silent[0], vault_raft::transport::HANDSHAKE_TIMEOUT + Duration::from_secs(5)).await);
+        let waited = started.elapsed();
+        assert!(waited > Duration::from_secs(5), "closed by the handshake timeout, not at once: {waited:?}");
+        drop(silent);
+        // And the listener serves members again.
+        let mut member = raft_as(&c.certs(), 1, 1, addr).await;
+        assert_eq!(member.node_state(raftpb::NodeStateRequest {}).await.unwrap().into_inner().node_id, 1);
+    });
+}

@@ -50,6 +50,19 @@ pub async fn answer<T>(work: impl std::future::Future<Output = Result<T, ApiErro
     work.await.map_err(Status::from)
 }
 
+/// Runs storage work that may scan (listings, counts, verification) on the blocking pool,
+/// off the async workers.
+pub async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(Status::internal(format!("blocking task failed: {e}")).into()),
+    }
+}
+
 /// Metadata key carrying the leader's API address on `UNAVAILABLE` from a follower.
 pub const LEADER_HEADER: &str = "x-vault-leader";
 

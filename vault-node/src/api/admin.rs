@@ -10,7 +10,7 @@ use vault_raft::transport::{AdminOp, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, NodeInfo};
 
 use crate::auth::caller::{caller_of, Caller};
-use crate::error::{answer, ApiError};
+use crate::error::{answer, blocking, ApiError};
 use crate::pb;
 use crate::pb::admin_server::Admin;
 use crate::rewrap::{KickOutcome, Rewrapper};
@@ -223,9 +223,7 @@ impl Admin for AdminService {
         self.admin(&caller, None, async {
             let log = self.vault.audit_log.clone();
             let filter = filter.map(str::to_string);
-            let records = tokio::task::spawn_blocking(move || log.list(limit, filter.as_deref(), since))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+            let records = blocking(move || log.list(limit, filter.as_deref(), since)).await?;
             Ok(pb::ListAuditResponse { records: records.into_iter().map(pb::AuditEntry::from).collect() })
         })
         .await
@@ -238,9 +236,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         self.admin(&caller, None, async {
             let log = self.vault.audit_log.clone();
-            let r = tokio::task::spawn_blocking(move || log.verify())
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+            let r = blocking(move || log.verify()).await?;
             Ok(pb::VerifyAuditResponse {
                 ok: r.problem.is_none(),
                 problem: r.problem.unwrap_or_default(),
@@ -328,12 +324,11 @@ impl Admin for AdminService {
                 _ => None,
             };
             let reader = self.vault.reader.clone();
-            let (total, pending, by_key) = tokio::task::spawn_blocking(move || {
+            let (total, pending, by_key) = blocking(move || {
                 let (total, pending) = reader.rewrap_counts(target)?;
                 Ok::<_, vault_raft::StoreError>((total, pending, reader.versions_by_key()?))
             })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+            .await?;
             let cluster_key = self.vault.reader.master_key()?.map(|mk| mk.key_id);
             let missing = by_key.keys().chain(cluster_key.iter()).filter(|k| !kms.holds_key(k)).cloned().collect();
             let is_leader = self.vault.cluster.raft.metrics().borrow().state == openraft::ServerState::Leader;
@@ -394,10 +389,7 @@ impl Admin for AdminService {
             self.cluster_change(&caller, AdminOp::RotateMasterKey { key_id: key_id.clone(), check }).await?;
             self.vault.linearize().await?;
             let reader = self.vault.reader.clone();
-            let by_key = tokio::task::spawn_blocking(move || reader.versions_by_key())
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                ?;
+            let by_key = blocking(move || reader.versions_by_key()).await?;
             let pending = by_key.iter().filter(|(k, _)| **k != key_id).map(|(_, n)| n).sum();
             tracing::info!(from = %previous, to = %key_id, pending, "master key rotated; the leader's worker re-wraps older data keys");
             Ok(pb::KmsRotateResponse { previous_key_id: previous, key_id, pending_versions: pending })

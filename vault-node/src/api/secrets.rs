@@ -8,7 +8,7 @@ use vault_core::{SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse};
 
 use crate::auth::caller::caller_of;
-use crate::error::{answer, ApiError};
+use crate::error::{answer, blocking, ApiError};
 use crate::pb;
 use crate::pb::secrets_server::Secrets;
 use crate::vault::Vault;
@@ -185,11 +185,10 @@ impl Secrets for SecretsService {
             // Off the async workers, and bounded: at most MAX_EXAMINED names looked at per call.
             let (reader, list_caller, prefix, token) =
                 (self.vault.reader.clone(), caller.clone(), r.prefix.clone(), r.page_token.clone());
-            let (items, next) = tokio::task::spawn_blocking(move || {
+            let (items, next) = blocking(move || {
                 reader.list_secrets(&prefix, &token, limit, MAX_EXAMINED, |n| list_caller.allows(Action::List, n))
             })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+            .await?;
             let next = next.unwrap_or_default();
             let secrets = items.iter().map(|(n, m)| pb::SecretSummary::from_meta(n.clone(), m)).collect();
             Ok(pb::ListSecretsResponse { secrets, next_page_token: next })
