@@ -50,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "VAULT_TLS_KEY",
     "VAULT_MAX_VALUE_BYTES",
     "VAULT_SNAPSHOT_LOG_ENTRIES",
+    "VAULT_RAFT_ELECTION_TIMEOUT_MS",
     "VAULT_LOG",
     "VAULT_LOG_FORMAT",
     "VAULT_AUDIT_KEY",
@@ -313,6 +314,11 @@ impl RawConfig {
             tls,
             max_value_bytes,
             snapshot_log_entries: self.parse::<u64>("VAULT_SNAPSHOT_LOG_ENTRIES", 20_000)?.max(1),
+            election: vault_raft::ElectionTiming {
+                timeout: Duration::from_millis(
+                    self.parse::<u64>("VAULT_RAFT_ELECTION_TIMEOUT_MS", 500)?.clamp(100, 60_000),
+                ),
+            },
             audit,
             log_filter: self.get("VAULT_LOG").unwrap_or("info,openraft=warn").to_string(),
             log_format: match self.get("VAULT_LOG_FORMAT").unwrap_or("text") {
@@ -427,6 +433,8 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// Build a snapshot (and purge the log before it) every this many applied entries.
     pub snapshot_log_entries: u64,
+    /// How long without a leader before a voter campaigns (pre-vote first).
+    pub election: vault_raft::ElectionTiming,
     pub audit: AuditConfig,
     pub api_limits: ApiLimits,
     pub log_filter: String,

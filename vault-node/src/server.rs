@@ -34,12 +34,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most unwrapped DEKs kept in memory.
 const DEK_CACHE_CAPACITY: usize = 100_000;
 
-fn raft_config(snapshot_every: u64, max_value_bytes: usize) -> anyhow::Result<Arc<openraft::Config>> {
+fn raft_config(
+    snapshot_every: u64,
+    max_value_bytes: usize,
+    election: vault_raft::ElectionTiming,
+) -> anyhow::Result<Arc<openraft::Config>> {
+    let (election_timeout_min, election_timeout_max) = election.openraft_timeouts_ms();
     let c = openraft::Config {
         cluster_name: "vault".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        heartbeat_interval: election.heartbeat_ms(),
+        election_timeout_min,
+        election_timeout_max,
+        // Elections are started by `vault_raft::elections` (pre-vote), not openraft's timer.
+        enable_elect: false,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: (snapshot_every / 10).min(1_000),
         // Purge as soon as a snapshot covers a batch; keeps the log (and restarts) short.
@@ -120,7 +127,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     );
     let raft = Raft::new(
         config.node_id,
-        raft_config(config.snapshot_log_entries, config.max_value_bytes)?,
+        raft_config(config.snapshot_log_entries, config.max_value_bytes, config.election)?,
         GrpcNetwork::new(peers.clone(), storage.synced.clone()),
         storage.log_store,
         storage.state_machine,
@@ -137,8 +144,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             reader: storage.reader.clone(),
             bootstrap_ids: config.peers.iter().map(|(id, _)| *id).collect(),
             key_ids: kms.key_ids(),
+            timing: config.election,
         },
     );
+    let _elections = cluster.spawn_elections();
     let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
 
     let raft_server = match (raft_listener, &security) {

@@ -2,15 +2,15 @@
 //! linearizable reads on any node, membership changes, leader transfer and bootstrap.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::RaftError;
 use openraft::{ChangeMembers, ServerState};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::command::{Command, CommandResponse};
+use crate::elections::{self, ElectionTiming, Hold};
 use crate::node::NodeInfo;
 use crate::proposals::{write_error, Proposals};
 use crate::reader::StateReader;
@@ -23,14 +23,20 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Longest wait for a new leader to show up before trying again.
 const ELECTION_WAIT: Duration = Duration::from_secs(3);
 /// How long a transfer target may campaign, and other voters hold their elections.
-const TRANSFER_WINDOW: Duration = Duration::from_secs(6);
+const TRANSFER_WINDOW: Duration = Duration::from_secs(3);
+/// How long a transfer waits for the target to hold every entry, writes held meanwhile.
+const TRANSFER_CATCH_UP: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct Cluster {
     pub raft: Raft,
     pub node_id: NodeId,
     pub peers: PeerClients,
-    pause_generation: Arc<AtomicU64>,
+    /// Election timing (see `elections`).
+    pub timing: ElectionTiming,
+    pub(crate) election_hold: Arc<Hold>,
+    /// True while this leader hands leadership over: new writes wait (see `transfer_leader`).
+    writes_held: Arc<watch::Sender<bool>>,
     reads: Arc<Mutex<ReadRounds>>,
     proposals: Proposals,
     /// How far this node's log is on disk.
@@ -51,6 +57,7 @@ pub struct ClusterParts {
     pub reader: StateReader,
     pub bootstrap_ids: Vec<NodeId>,
     pub key_ids: Vec<String>,
+    pub timing: ElectionTiming,
 }
 
 type ReadIndexResult = Result<Option<LogId>, ForwardError>;
@@ -76,12 +83,19 @@ impl Cluster {
             raft,
             node_id: parts.node_id,
             peers: parts.peers,
-            pause_generation: Arc::new(AtomicU64::new(0)),
+            timing: parts.timing,
+            election_hold: Arc::new(Hold::default()),
+            writes_held: Arc::new(watch::channel(false).0),
             reads: Arc::new(Mutex::new(ReadRounds::default())),
             reader: parts.reader,
             bootstrap_ids: Arc::new(parts.bootstrap_ids),
             key_ids: Arc::new(parts.key_ids),
         }
+    }
+
+    /// Starts the election driver (see `elections`); openraft's own election timer must be off.
+    pub fn spawn_elections(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(elections::drive(self.clone()))
     }
 
     /// The current leader and its addresses, as this node knows them.
@@ -237,6 +251,7 @@ impl Cluster {
     }
 
     async fn read_index_round(&self, timeout: Duration) -> ReadIndexResult {
+        elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
         let local = tokio::time::timeout(timeout, self.raft.get_read_log_id())
             .await
             .map_err(|_| ForwardError::Unavailable("timed out confirming leadership for a read".into()))?;
@@ -332,7 +347,11 @@ impl Cluster {
     pub async fn handle_local(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
         match req {
             // Concurrent writes share entries (see `proposals`).
-            ForwardRequest::Write(cmd) => self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written),
+            ForwardRequest::Write(cmd) => {
+                self.writes_resumed(timeout).await?;
+                elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
+                self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written)
+            }
             ForwardRequest::ReadIndex => {
                 // Followers' requests join this leader's rounds. A node that is no longer
                 // leader says so rather than forwarding again.
@@ -358,10 +377,13 @@ impl Cluster {
                 Ok(ForwardResponse::LeaderView(LeaderView { last_log_index: m.last_log_index, matched }))
             }
             ForwardRequest::PauseElections { for_ms } => {
-                self.pause_elections(Duration::from_millis(for_ms));
+                self.election_hold.hold_for(Duration::from_millis(for_ms));
                 Ok(ForwardResponse::Done)
             }
             ForwardRequest::Campaign { for_ms } => self.campaign(Duration::from_millis(for_ms)).await,
+            ForwardRequest::PreVote { candidate, last_log_id } => {
+                Ok(ForwardResponse::PreVote { granted: elections::answer_pre_vote(self, candidate, last_log_id).await })
+            }
         }
     }
 
@@ -376,40 +398,40 @@ impl Cluster {
         r.map(|_| ForwardResponse::Done).map_err(write_error)
     }
 
-    /// Holds this node's elections for `d` (0 resumes them). Re-enabled by itself afterwards,
-    /// so a transfer that dies half-way cannot leave the cluster without failover.
-    fn pause_elections(&self, d: Duration) {
-        let generation = self.pause_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        if d.is_zero() {
-            self.raft.runtime_config().elect(true);
-            return;
-        }
-        self.raft.runtime_config().elect(false);
-        let raft = self.raft.clone();
-        let counter = self.pause_generation.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            if counter.load(Ordering::SeqCst) == generation {
-                raft.runtime_config().elect(true);
-            }
-        });
+    /// Waits while a leader transfer holds writes (bounded by `timeout`).
+    async fn writes_resumed(&self, timeout: Duration) -> Result<(), ForwardError> {
+        let mut held = self.writes_held.subscribe();
+        tokio::time::timeout(timeout, held.wait_for(|h| !*h))
+            .await
+            .map(|_| ())
+            .map_err(|_| ForwardError::Unavailable("a leader transfer held this write too long; retry".into()))
     }
 
+    /// On the transfer target: campaign until leader, or `window` passed. Votes are refused
+    /// for openraft's leader lease after the last message from the old leader, so the first
+    /// attempt waits that out, and later ones retry promptly.
     async fn campaign(&self, window: Duration) -> Result<ForwardResponse, ForwardError> {
         let deadline = Instant::now() + window;
+        let (_, lease_ms) = self.timing.openraft_timeouts_ms();
+        tokio::time::sleep(Duration::from_millis(lease_ms + 10)).await;
         while Instant::now() < deadline {
-            let m = self.raft.metrics().borrow().clone();
-            if m.state == ServerState::Leader {
+            if self.raft.metrics().borrow().state == ServerState::Leader {
                 return Ok(ForwardResponse::Done);
             }
             let _ = self.raft.trigger().elect().await;
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            let _ = self
+                .raft
+                .wait(Some(Duration::from_millis(lease_ms)))
+                .metrics(|m| m.state == ServerState::Leader, "won the election")
+                .await;
         }
         Err(ForwardError::Unavailable(format!("node {} did not win an election in {window:?}", self.node_id)))
     }
 
-    /// Leader transfer: wait for the target to catch up, hold the other voters' elections and
-    /// this node's heartbeats, and let the target campaign until it wins.
+    /// Leader transfer. New writes wait (they go to the new leader once it is known); the
+    /// target receives every entry; the other voters hold their elections and this node its
+    /// heartbeats; then the target campaigns. Its log is then at least as new as every voter's,
+    /// so its votes are granted, and it takes over with writes stalled only for the lease.
     async fn transfer_leader(&self, to: NodeId) -> Result<ForwardResponse, ForwardError> {
         let m = self.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
@@ -424,52 +446,20 @@ impl Cluster {
             return Err(ForwardError::Rejected(format!("node {to} is not a voter")));
         }
         let target = membership.get_node(&to).cloned().ok_or_else(|| ForwardError::NotFound(format!("node {to}")))?;
-        let caught_up_by = Instant::now() + Duration::from_secs(5);
-        loop {
-            let m = self.raft.metrics().borrow().clone();
-            let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index);
-            if matched >= m.last_log_index {
-                break;
-            }
-            if Instant::now() > caught_up_by {
-                return Err(ForwardError::Unavailable(format!("node {to} is not caught up; retry")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let window_ms = TRANSFER_WINDOW.as_millis() as u64;
         let others: Vec<(NodeId, NodeInfo)> = membership
             .voter_ids()
             .filter(|v| *v != to && *v != self.node_id)
             .filter_map(|v| membership.get_node(&v).cloned().map(|n| (v, n)))
             .collect();
-        for (id, o) in &others {
-            let _ = self
-                .peers
-                .forward(
-                    *id,
-                    &o.raft_addr,
-                    &ForwardRequest::PauseElections { for_ms: window_ms },
-                    Duration::from_secs(2),
-                )
-                .await;
-        }
-        self.raft.runtime_config().heartbeat(false);
-        self.pause_elections(TRANSFER_WINDOW);
-        let result = self
-            .peers
-            .forward(
-                to,
-                &target.raft_addr,
-                &ForwardRequest::Campaign { for_ms: window_ms },
-                TRANSFER_WINDOW + Duration::from_secs(2),
-            )
-            .await;
+        self.writes_held.send_replace(true);
+        let result = self.hand_over(to, &target, &others).await;
+        self.writes_held.send_replace(false);
         self.raft.runtime_config().heartbeat(true);
-        self.pause_elections(Duration::ZERO);
+        self.election_hold.hold_for(Duration::ZERO);
         for (id, o) in &others {
             let _ = self
                 .peers
-                .forward(*id, &o.raft_addr, &ForwardRequest::PauseElections { for_ms: 0 }, Duration::from_secs(2))
+                .forward(*id, &o.raft_addr, &ForwardRequest::PauseElections { for_ms: 0 }, Duration::from_secs(1))
                 .await;
         }
         result?;
@@ -479,6 +469,55 @@ impl Cluster {
             .metrics(|m| m.current_leader == Some(to), "new leader seen")
             .await;
         Ok(ForwardResponse::Done)
+    }
+
+    /// The part of a transfer that runs with writes held.
+    async fn hand_over(
+        &self,
+        to: NodeId,
+        target: &NodeInfo,
+        others: &[(NodeId, NodeInfo)],
+    ) -> Result<ForwardResponse, ForwardError> {
+        // Writes proposed before the hold still commit; wait until the target holds all.
+        let caught_up = self
+            .raft
+            .wait(Some(TRANSFER_CATCH_UP))
+            .metrics(
+                |m| {
+                    let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index);
+                    m.state != ServerState::Leader || matched >= m.last_log_index
+                },
+                "transfer target caught up",
+            )
+            .await
+            .map_err(|_| {
+                ForwardError::Unavailable(format!("node {to} did not catch up in {TRANSFER_CATCH_UP:?}; retry"))
+            })?;
+        if caught_up.state != ServerState::Leader {
+            return Err(ForwardError::Unavailable("this node stopped being the leader during the transfer".into()));
+        }
+        let window_ms = TRANSFER_WINDOW.as_millis() as u64;
+        for (id, o) in others {
+            let _ = self
+                .peers
+                .forward(
+                    *id,
+                    &o.raft_addr,
+                    &ForwardRequest::PauseElections { for_ms: window_ms },
+                    Duration::from_secs(1),
+                )
+                .await;
+        }
+        self.election_hold.hold_for(TRANSFER_WINDOW);
+        self.raft.runtime_config().heartbeat(false);
+        self.peers
+            .forward(
+                to,
+                &target.raft_addr,
+                &ForwardRequest::Campaign { for_ms: window_ms },
+                TRANSFER_WINDOW + Duration::from_secs(1),
+            )
+            .await
     }
 
     /// Makes `key_id` the cluster's master key, once every member (learners too: any of them

@@ -109,6 +109,11 @@ fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Optio
     v.map(|b| decode(&b)).transpose()
 }
 
+/// The last log id written to this node's log (synced or not).
+pub(crate) fn last_log_id(db: &DB) -> Result<Option<LogId>, StoreError> {
+    Ok(log_state(db)?.last_log_id)
+}
+
 /// The last purged and the last log id (the last purged one when the log is empty).
 fn log_state(db: &DB) -> Result<LogState, StoreError> {
     let last_purged: Option<LogId> = meta_get(db, KEY_LAST_PURGED)?;

@@ -37,6 +37,11 @@ impl StateReader {
         StateReader { db }
     }
 
+    /// The last entry id in this node's Raft log (same database), for pre-votes.
+    pub fn last_log_id(&self) -> Result<Option<crate::typ::LogId>, StoreError> {
+        crate::log_store::last_log_id(&self.db)
+    }
+
     pub fn last_applied(&self) -> Result<Option<LogId>, StoreError> {
         Ok(self.db.get_typed::<Option<LogId>>(crate::db::CF_SM_META, KEY_LAST_APPLIED)?.flatten())
     }

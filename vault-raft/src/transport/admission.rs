@@ -79,6 +79,8 @@ pub(crate) fn admit_forward(
             cmd.kind()
         ))),
         ForwardRequest::ReadIndex | ForwardRequest::LeaderView => Ok(()),
+        // Whether the candidate is a voter is part of the answer (`elections`).
+        ForwardRequest::PreVote { candidate, .. } => same_node(peer, Some(*candidate), "pre-vote's candidate"),
         ForwardRequest::Admin { auth, .. } => match cluster.reader.check_admin(auth, now_ms()) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(Status::permission_denied(format!("cluster change refused: {why}"))),

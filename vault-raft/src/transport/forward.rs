@@ -25,6 +25,9 @@ pub enum ForwardRequest {
     PauseElections { for_ms: u64 },
     /// To the transfer target: campaign until leader or `for_ms` passed.
     Campaign { for_ms: u64 },
+    /// Would this voter vote for `candidate` (whose log ends at `last_log_id`) now? Asked
+    /// before an election, changes nothing (see `elections`).
+    PreVote { candidate: NodeId, last_log_id: Option<LogId> },
 }
 
 /// Cluster changes an operator asks for; they run on the leader.
@@ -64,6 +67,7 @@ pub enum ForwardResponse {
     Written(CommandResponse),
     ReadIndex(Option<LogId>),
     LeaderView(LeaderView),
+    PreVote { granted: bool },
     Done,
 }
 

@@ -1,0 +1,228 @@
+//! When this node starts an election: pre-vote, and a leader that has lost its quorum steps
+//! aside for clients.
+//!
+//! openraft 0.9 has neither pre-vote nor check-quorum, and its own election timer fires only
+//! after a full leader lease plus the election timeout. So openraft's timer is off
+//! (`enable_elect = false`) and this driver decides:
+//!
+//! - A voter that has not heard from a leader for `timeout` plus a random part of it first
+//!   asks the other voters whether they would vote for it (`PreVote`), without changing its
+//!   term. A voter says yes only if it has not heard from a leader for `timeout` itself (a
+//!   leader: not from a quorum) and the candidate's log is at least as new as its own. Only
+//!   with a majority of yeses does the node call openraft's election. A node cut off by a
+//!   partition or paused therefore never raises its term, and cannot depose a healthy leader
+//!   when it returns.
+//! - openraft's leader lease (its `election_timeout_max`) is kept below `timeout`, so a real
+//!   vote that follows a successful pre-vote is not refused by the lease.
+//! - A leader whose last quorum acknowledgement is older than `timeout` refuses new writes
+//!   and reads at once (`Unavailable`) instead of holding them until they time out: it has
+//!   most likely been replaced.
+//!
+//! None of this touches read safety: a linearizable read is still confirmed by a quorum round
+//! from the leader at the time of the read (openraft's read index), never by a clock lease.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::transport::{ForwardRequest, ForwardResponse};
+use crate::typ::{LogId, NodeId};
+
+/// The election timing of a cluster, from one setting: how long without a leader before a
+/// voter campaigns (`VAULT_RAFT_ELECTION_TIMEOUT_MS`).
+#[derive(Clone, Copy, Debug)]
+pub struct ElectionTiming {
+    pub timeout: Duration,
+}
+
+impl Default for ElectionTiming {
+    fn default() -> Self {
+        ElectionTiming { timeout: Duration::from_millis(500) }
+    }
+}
+
+impl ElectionTiming {
+    /// Leader heartbeats: a fifth of the timeout, so a follower misses several before it
+    /// gives up on the leader. openraft also uses it as the time a follower has to confirm a
+    /// leader's read index, so it must not be much shorter than a loaded round trip.
+    pub fn heartbeat_ms(&self) -> u64 {
+        (self.timeout.as_millis() as u64 / 5).max(20)
+    }
+
+    /// openraft's `election_timeout_min` / `_max`; the max is also its leader lease (a voter
+    /// refuses real votes for that long after hearing from a leader). It must stay below the
+    /// pre-vote timeout, else an election that won its pre-vote could still be refused.
+    pub fn openraft_timeouts_ms(&self) -> (u64, u64) {
+        let hb = self.heartbeat_ms();
+        (hb * 2, hb * 3)
+    }
+
+    /// How long a node waits without a leader before its next pre-vote: the timeout plus a
+    /// random half of it, so that voters rarely campaign at once.
+    fn candidate_wait(&self, jitter: &Jitter) -> Duration {
+        self.timeout + self.timeout.mul_f64(jitter.next_unit() / 2.0)
+    }
+
+    /// How long a leader may go without a quorum's acknowledgement before it stops serving.
+    pub fn quorum_silence(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Cheap randomness for timer jitter (not for anything secret).
+struct Jitter {
+    state: RandomState,
+    n: AtomicU64,
+}
+
+impl Jitter {
+    fn new() -> Self {
+        Jitter { state: RandomState::new(), n: AtomicU64::new(0) }
+    }
+
+    /// Uniform in [0, 1).
+    fn next_unit(&self) -> f64 {
+        let x = self.state.hash_one(self.n.fetch_add(1, Ordering::Relaxed));
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Elections held off on this node until a deadline (during a leader transfer).
+#[derive(Default)]
+pub(crate) struct Hold {
+    /// Milliseconds since `EPOCH` until which elections are held; 0: not held.
+    until_ms: AtomicU64,
+}
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn millis_now() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Hold {
+    /// Holds elections for `d`; zero releases them.
+    pub(crate) fn hold_for(&self, d: Duration) {
+        let until = if d.is_zero() { 0 } else { millis_now() + d.as_millis() as u64 };
+        self.until_ms.store(until, Ordering::SeqCst);
+    }
+
+    fn held(&self) -> bool {
+        millis_now() < self.until_ms.load(Ordering::SeqCst)
+    }
+}
+
+/// This node's role, and when it last heard from a leader (or changed its vote), from
+/// openraft's own state.
+async fn role(cluster: &Cluster) -> Option<(ServerState, Option<Instant>)> {
+    cluster.raft.with_raft_state(|st| (st.server_state, st.vote_last_modified())).await.ok()
+}
+
+/// The last entry id in this node's log; `Err` if it could not be read.
+async fn last_log_id(cluster: &Cluster) -> Result<Option<LogId>, ()> {
+    let reader = cluster.reader.clone();
+    match tokio::task::spawn_blocking(move || reader.last_log_id()).await {
+        Ok(Ok(id)) => Ok(id),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "read the last log id for a pre-vote");
+            Err(())
+        }
+        Err(_) => Err(()),
+    }
+}
+
+fn voters(cluster: &Cluster) -> Vec<NodeId> {
+    cluster.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+}
+
+/// This node's answer to `candidate`'s pre-vote.
+pub(crate) async fn answer_pre_vote(cluster: &Cluster, candidate: NodeId, candidate_log: Option<LogId>) -> bool {
+    let timing = cluster.timing;
+    if !voters(cluster).contains(&candidate) {
+        return false;
+    }
+    let Some((state, heard)) = role(cluster).await else { return false };
+    let quiet = if state == ServerState::Leader {
+        // A leader in touch with a quorum is healthy: no election.
+        let acked = cluster.raft.metrics().borrow().millis_since_quorum_ack;
+        acked.is_none_or(|ms| Duration::from_millis(ms) > timing.timeout)
+    } else {
+        heard.is_none_or(|t| t.elapsed() > timing.timeout)
+    };
+    quiet && last_log_id(cluster).await.is_ok_and(|mine| candidate_log >= mine)
+}
+
+/// Whether this node, as leader, has heard from a quorum recently enough to serve.
+pub(crate) fn leader_in_touch(cluster: &Cluster) -> Result<(), String> {
+    let m = cluster.raft.metrics().borrow().clone();
+    if m.state != ServerState::Leader {
+        return Ok(());
+    }
+    match m.millis_since_quorum_ack {
+        Some(ms) if Duration::from_millis(ms) > cluster.timing.quorum_silence() => {
+            Err(format!("this leader has not heard from a quorum for {ms} ms and is probably being replaced; retry"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs until the Raft node stops: campaigns when the leader is gone and a majority agrees.
+pub(crate) async fn drive(cluster: Cluster) {
+    let timing = cluster.timing;
+    let jitter = Arc::new(Jitter::new());
+    let tick = Duration::from_millis(timing.heartbeat_ms().min(50));
+    let mut wait = timing.candidate_wait(&jitter);
+    // After a pre-vote, the next one waits a little (a lost one changed nothing to wait on).
+    let mut next_try = Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        if cluster.raft.metrics().borrow().running_state.is_err() {
+            return;
+        }
+        if cluster.election_hold.held() {
+            continue;
+        }
+        let voter_ids = voters(&cluster);
+        if !voter_ids.contains(&cluster.node_id) {
+            continue;
+        }
+        let Some((state, heard)) = role(&cluster).await else { continue };
+        if state == ServerState::Leader || heard.is_some_and(|t| t.elapsed() < wait) || Instant::now() < next_try {
+            continue;
+        }
+        wait = timing.candidate_wait(&jitter);
+        next_try = Instant::now() + timing.timeout.mul_f64(0.25 + jitter.next_unit() / 4.0);
+        let Ok(mine) = last_log_id(&cluster).await else { continue };
+        let granted = pre_vote(&cluster, &voter_ids, mine).await;
+        if granted * 2 > voter_ids.len() {
+            tracing::info!(granted, voters = voter_ids.len(), "pre-vote won: starting an election");
+            let _ = cluster.raft.trigger().elect().await;
+        } else {
+            tracing::debug!(granted, voters = voter_ids.len(), "pre-vote lost");
+        }
+    }
+}
+
+/// Asks every other voter; counts yeses including this node's own.
+async fn pre_vote(cluster: &Cluster, voter_ids: &[NodeId], last_log_id: Option<LogId>) -> usize {
+    let membership = cluster.raft.metrics().borrow().membership_config.clone();
+    let asks = voter_ids.iter().filter(|id| **id != cluster.node_id).filter_map(|id| {
+        let node = membership.membership().get_node(id)?.clone();
+        let req = ForwardRequest::PreVote { candidate: cluster.node_id, last_log_id };
+        let peers = cluster.peers.clone();
+        let id = *id;
+        Some(async move {
+            matches!(
+                peers.forward(id, &node.raft_addr, &req, cluster.timing.timeout / 2).await,
+                Ok(ForwardResponse::PreVote { granted: true })
+            )
+        })
+    });
+    1 + futures::future::join_all(asks).await.into_iter().filter(|g| *g).count()
+}
