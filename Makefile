@@ -11,7 +11,7 @@ VENV ?= $(HOME)/.cache/vault/venv
 export VAULT_MOTO_SERVER := $(VENV)/bin/moto_server
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps venv build run test test-wireguard bench lint fmt clean-dev cluster-up cluster-down
+.PHONY: help deps venv build run test test-wireguard test-faults bench lint fmt clean-dev cluster-up cluster-down
 
 help:
 	@echo "make run    build and start a single-node dev vault (local KMS, data in .dev/)"
@@ -19,6 +19,7 @@ help:
 	@echo "make build  build every binary and test"
 	@echo "make cluster-up / cluster-down   three local nodes on loopback (Raft over mTLS)"
 	@echo "make test-wireguard   three nodes on a WireGuard overlay in network namespaces (root)"
+	@echo "make test-faults   partitions, crashes, pauses, transfers on 3 and 5 nodes; histories checked (root; FAULTS_MINUTES=30 soaks)"
 	@echo "make bench  3-node cluster vs 3-member etcd on loopback; writes BENCHMARKS table and bench-results.json"
 	@echo "make fmt    format the code"
 
@@ -46,7 +47,12 @@ fmt:
 test-wireguard: build
 	@wireguard/netns-test.sh
 
-test: lint build venv test-wireguard
+# Fault injection in network namespaces, histories checked for linearizability; needs root
+# and says SKIP without it. FAULTS_MINUTES=N adds an N-minute soak of random nemeses.
+test-faults: build
+	@scripts/test-faults.sh
+
+test: lint build venv test-wireguard test-faults
 ifeq ($(NEXTEST),yes)
 	cargo nextest run --workspace --no-fail-fast
 else

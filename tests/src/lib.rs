@@ -3,6 +3,7 @@
 //! It only ever signals the PIDs it started.
 
 pub mod etcd;
+pub mod faults;
 pub mod moto;
 
 use std::collections::BTreeMap;
@@ -103,6 +104,9 @@ pub struct NodeSpec {
     pub env: BTreeMap<String, String>,
     /// CA that signed the API's certificate, when the API serves TLS (`serve_api_tls`).
     pub api_ca: Option<PathBuf>,
+    /// Network namespace to run the node in (`ip netns exec`, which execs the node: the PID
+    /// is still the node's own).
+    pub netns: Option<String>,
 }
 
 impl NodeSpec {
@@ -121,6 +125,7 @@ impl NodeSpec {
             raft_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             env,
             api_ca: None,
+            netns: None,
         }
     }
 
@@ -150,7 +155,14 @@ impl NodeSpec {
     pub fn start(&self) -> NodeProcess {
         fs::create_dir_all(&self.dir).expect("create node dir");
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open node log");
-        let mut cmd = Command::new(bin("vault-node"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("vault-node"));
+                c
+            }
+            None => Command::new(bin("vault-node")),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("VAULT_NODE_ID", self.node_id.to_string())

@@ -18,6 +18,8 @@ use crate::synced_log::SyncedLog;
 use crate::transport::{AdminOp, ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
 use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
 
+/// How `ask_leader` says it gave up on a leader that was replaced.
+const REPLACED: &str = "the leader was replaced before it answered";
 /// Pause between attempts to reach a leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Longest wait for a new leader to show up before trying again.
@@ -121,7 +123,14 @@ impl Cluster {
                     ForwardRequest::ReadIndex | ForwardRequest::LeaderView => {
                         self.ask_leader(id, &node, &req, left).await
                     }
-                    _ => self.peers.forward(id, &node.raft_addr, &req, left).await,
+                    // A write stops waiting too, but as `Unavailable`, never retried: it may
+                    // still have committed on the old leader.
+                    _ => match self.ask_leader(id, &node, &req, left).await {
+                        Err(ForwardError::Unreachable(why)) if why.starts_with(REPLACED) => {
+                            Err(ForwardError::Unavailable(format!("{why}; the write may or may not have been applied")))
+                        }
+                        other => other,
+                    },
                 },
                 other => other,
             };
@@ -179,9 +188,9 @@ impl Cluster {
         }
     }
 
-    /// Sends an idempotent request (read index, replication view) to leader `id`, giving up
-    /// as soon as this node sees another leader: a round stuck on a leader that hung or was cut
-    /// off must not hold reads past a leader change. `Unreachable` then, so callers retry.
+    /// Sends a request to leader `id`, giving up as soon as this node sees another leader: a
+    /// call stuck on a leader that hung or was cut off must not hold reads (or a name's write
+    /// queue) past a leader change. `Unreachable` then; idempotent requests retry.
     async fn ask_leader(
         &self,
         id: NodeId,
@@ -202,7 +211,7 @@ impl Cluster {
         };
         tokio::select! {
             r = self.peers.forward(id, &node.raft_addr, req, timeout) => r,
-            _ = replaced => Err(ForwardError::Unreachable(format!("leader {id} was replaced before it answered"))),
+            _ = replaced => Err(ForwardError::Unreachable(format!("{REPLACED} (node {id})"))),
         }
     }
 

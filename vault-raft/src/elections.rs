@@ -59,14 +59,28 @@ impl ElectionTiming {
     /// refuses real votes for that long after hearing from a leader). It must stay below the
     /// pre-vote timeout, else an election that won its pre-vote could still be refused.
     pub fn openraft_timeouts_ms(&self) -> (u64, u64) {
+        // Short: the pre-vote, not the lease, keeps nodes from disrupting a healthy leader,
+        // and a leader transfer waits out the lease before its target can win.
         let hb = self.heartbeat_ms();
-        (hb * 2, hb * 3)
+        (hb + hb / 4, hb + hb / 2)
     }
 
     /// How long a node waits without a leader before its next pre-vote: the timeout plus a
     /// random half of it, so that voters rarely campaign at once.
     fn candidate_wait(&self, jitter: &Jitter) -> Duration {
         self.timeout + self.timeout.mul_f64(jitter.next_unit() / 2.0)
+    }
+
+    /// While a node waits on nobody (its own election failed, or a fresh start), tries come
+    /// sooner: a random fifth to half of the timeout.
+    fn retry_wait(&self, jitter: &Jitter) -> Duration {
+        self.timeout.mul_f64(0.2 + 0.3 * jitter.next_unit())
+    }
+
+    /// How long a pre-vote granted binds the voter (see `Hold::promised`): long enough for
+    /// the candidate's election, short enough that a candidate that died is soon forgotten.
+    fn promise(&self) -> Duration {
+        self.timeout / 2
     }
 
     /// How long a leader may go without a quorum's acknowledgement before it stops serving.
@@ -93,11 +107,16 @@ impl Jitter {
     }
 }
 
-/// Elections held off on this node until a deadline (during a leader transfer).
+/// Elections held off on this node until a deadline (during a leader transfer), and the
+/// last pre-vote it granted.
 #[derive(Default)]
 pub(crate) struct Hold {
     /// Milliseconds since `EPOCH` until which elections are held; 0: not held.
     until_ms: AtomicU64,
+    /// The candidate this node last said yes to, and when. For a while after, it says no to
+    /// others and does not campaign itself, so that voters who lose their leader together
+    /// line up behind the first candidate instead of deposing one another in turn.
+    promised: std::sync::Mutex<Option<(NodeId, Instant)>>,
 }
 
 static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -116,12 +135,50 @@ impl Hold {
     fn held(&self) -> bool {
         millis_now() < self.until_ms.load(Ordering::SeqCst)
     }
+
+    /// The candidate promised to within `within`, if any.
+    fn promised_to(&self, within: Duration) -> Option<NodeId> {
+        let p = self.promised.lock().unwrap_or_else(|e| e.into_inner());
+        p.filter(|(_, at)| at.elapsed() < within).map(|(id, _)| id)
+    }
+
+    fn promise(&self, candidate: NodeId) {
+        *self.promised.lock().unwrap_or_else(|e| e.into_inner()) = Some((candidate, Instant::now()));
+    }
 }
 
-/// This node's role, and when it last heard from a leader (or changed its vote), from
-/// openraft's own state.
-async fn role(cluster: &Cluster) -> Option<(ServerState, Option<Instant>)> {
-    cluster.raft.with_raft_state(|st| (st.server_state, st.vote_last_modified())).await.ok()
+/// This node's role, from openraft's own state.
+struct Role {
+    state: ServerState,
+    /// When it last heard from a leader, or changed its vote.
+    heard: Option<Instant>,
+    /// Whether its vote is for an established leader (not for a candidate, nor its own
+    /// candidacy).
+    follows_leader: bool,
+    /// Whom its vote is for (itself while it campaigns).
+    voted_for: Option<NodeId>,
+}
+
+impl Role {
+    /// Whether this node waits on nobody: it follows no leader and has voted for nobody but
+    /// itself. A node that voted for another candidate gives that one a full timeout to win,
+    /// as Raft resets the election timer when it grants a vote.
+    fn waits_on_nobody(&self, me: NodeId) -> bool {
+        !self.follows_leader && self.voted_for.is_none_or(|v| v == me)
+    }
+}
+
+async fn role(cluster: &Cluster) -> Option<Role> {
+    cluster
+        .raft
+        .with_raft_state(|st| Role {
+            state: st.server_state,
+            heard: st.vote_last_modified(),
+            follows_leader: st.vote_ref().is_committed(),
+            voted_for: st.vote_ref().leader_id().voted_for(),
+        })
+        .await
+        .ok()
 }
 
 /// The last entry id in this node's log; `Err` if it could not be read.
@@ -147,15 +204,28 @@ pub(crate) async fn answer_pre_vote(cluster: &Cluster, candidate: NodeId, candid
     if !voters(cluster).contains(&candidate) {
         return false;
     }
-    let Some((state, heard)) = role(cluster).await else { return false };
-    let quiet = if state == ServerState::Leader {
-        // A leader in touch with a quorum is healthy: no election.
-        let acked = cluster.raft.metrics().borrow().millis_since_quorum_ack;
-        acked.is_none_or(|ms| Duration::from_millis(ms) > timing.timeout)
+    if cluster.election_hold.promised_to(timing.promise()).is_some_and(|c| c != candidate) {
+        return false;
+    }
+    let Some(me) = role(cluster).await else { return false };
+    let quiet = if me.state == ServerState::Leader {
+        // A leader in touch with a quorum is healthy: no election. A new one that has no
+        // acknowledgement yet counts from when it took office.
+        match cluster.raft.metrics().borrow().millis_since_quorum_ack {
+            Some(ms) => Duration::from_millis(ms) > timing.timeout,
+            None => me.heard.is_none_or(|t| t.elapsed() > timing.timeout),
+        }
     } else {
-        heard.is_none_or(|t| t.elapsed() > timing.timeout)
+        // Without a leader or a candidate to wait on there is nothing to protect.
+        me.waits_on_nobody(cluster.node_id)
+            || (!me.follows_leader && me.voted_for == Some(candidate))
+            || me.heard.is_none_or(|t| t.elapsed() > timing.timeout)
     };
-    quiet && last_log_id(cluster).await.is_ok_and(|mine| candidate_log >= mine)
+    let granted = quiet && last_log_id(cluster).await.is_ok_and(|mine| candidate_log >= mine);
+    if granted && candidate != cluster.node_id {
+        cluster.election_hold.promise(candidate);
+    }
+    granted
 }
 
 /// Whether this node, as leader, has heard from a quorum recently enough to serve.
@@ -176,27 +246,34 @@ pub(crate) fn leader_in_touch(cluster: &Cluster) -> Result<(), String> {
 pub(crate) async fn drive(cluster: Cluster) {
     let timing = cluster.timing;
     let jitter = Arc::new(Jitter::new());
-    let tick = Duration::from_millis(timing.heartbeat_ms().min(50));
+    let tick = Duration::from_millis((timing.heartbeat_ms() / 5).clamp(5, 20));
     let mut wait = timing.candidate_wait(&jitter);
     // After a pre-vote, the next one waits a little (a lost one changed nothing to wait on).
     let mut next_try = Instant::now();
+    // How soon to try again while no leader is established (a split vote, a fresh start).
+    let mut retry = timing.retry_wait(&jitter);
     loop {
         tokio::time::sleep(tick).await;
         if cluster.raft.metrics().borrow().running_state.is_err() {
             return;
         }
-        if cluster.election_hold.held() {
+        if cluster.election_hold.held() || cluster.election_hold.promised_to(timing.promise()).is_some() {
             continue;
         }
         let voter_ids = voters(&cluster);
         if !voter_ids.contains(&cluster.node_id) {
             continue;
         }
-        let Some((state, heard)) = role(&cluster).await else { continue };
-        if state == ServerState::Leader || heard.is_some_and(|t| t.elapsed() < wait) || Instant::now() < next_try {
+        let Some(me) = role(&cluster).await else { continue };
+        let quiet_for = if me.waits_on_nobody(cluster.node_id) { retry } else { wait };
+        if me.state == ServerState::Leader
+            || me.heard.is_some_and(|t| t.elapsed() < quiet_for)
+            || Instant::now() < next_try
+        {
             continue;
         }
         wait = timing.candidate_wait(&jitter);
+        retry = timing.retry_wait(&jitter);
         next_try = Instant::now() + timing.timeout.mul_f64(0.25 + jitter.next_unit() / 4.0);
         let Ok(mine) = last_log_id(&cluster).await else { continue };
         let granted = pre_vote(&cluster, &voter_ids, mine).await;
