@@ -42,11 +42,12 @@ fn raft_config(
     let (election_timeout_min, election_timeout_max) = election.openraft_timeouts_ms();
     let c = openraft::Config {
         cluster_name: "vault".into(),
-        heartbeat_interval: election.heartbeat_ms(),
+        heartbeat_interval: election.openraft_heartbeat_ms(),
         election_timeout_min,
         election_timeout_max,
-        // Elections are started by `vault_raft::elections` (pre-vote), not openraft's timer.
+        // Elections (with pre-vote) and heartbeats come from `vault_raft::elections`.
         enable_elect: false,
+        enable_heartbeat: false,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: (snapshot_every / 10).min(1_000),
         // Purge as soon as a snapshot covers a batch; keeps the log (and restarts) short.

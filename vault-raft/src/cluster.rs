@@ -37,8 +37,9 @@ pub struct Cluster {
     /// Election timing (see `elections`).
     pub timing: ElectionTiming,
     pub(crate) election_hold: Arc<Hold>,
-    /// True while this leader hands leadership over: new writes wait (see `transfer_leader`).
-    writes_held: Arc<watch::Sender<bool>>,
+    /// True while this leader hands leadership over: new writes and read-index rounds wait
+    /// (see `transfer_leader`).
+    handing_over: Arc<watch::Sender<bool>>,
     reads: Arc<Mutex<ReadRounds>>,
     proposals: Proposals,
     /// How far this node's log is on disk.
@@ -87,7 +88,7 @@ impl Cluster {
             peers: parts.peers,
             timing: parts.timing,
             election_hold: Arc::new(Hold::default()),
-            writes_held: Arc::new(watch::channel(false).0),
+            handing_over: Arc::new(watch::channel(false).0),
             reads: Arc::new(Mutex::new(ReadRounds::default())),
             reader: parts.reader,
             bootstrap_ids: Arc::new(parts.bootstrap_ids),
@@ -95,8 +96,10 @@ impl Cluster {
         }
     }
 
-    /// Starts the election driver (see `elections`); openraft's own election timer must be off.
+    /// Starts the election driver and the heartbeats (see `elections`); openraft's own
+    /// election timer and heartbeats must be off.
     pub fn spawn_elections(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(elections::heartbeats(self.clone()));
         tokio::spawn(elections::drive(self.clone()))
     }
 
@@ -260,6 +263,9 @@ impl Cluster {
     }
 
     async fn read_index_round(&self, timeout: Duration) -> ReadIndexResult {
+        // A leader's round reaches every voter, which renews openraft's leader lease on each:
+        // during a hand-over that would keep the target's votes refused.
+        self.hand_over_done(timeout).await?;
         elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
         let local = tokio::time::timeout(timeout, self.raft.get_read_log_id())
             .await
@@ -357,7 +363,7 @@ impl Cluster {
         match req {
             // Concurrent writes share entries (see `proposals`).
             ForwardRequest::Write(cmd) => {
-                self.writes_resumed(timeout).await?;
+                self.hand_over_done(timeout).await?;
                 elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
                 self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written)
             }
@@ -407,13 +413,13 @@ impl Cluster {
         r.map(|_| ForwardResponse::Done).map_err(write_error)
     }
 
-    /// Waits while a leader transfer holds writes (bounded by `timeout`).
-    async fn writes_resumed(&self, timeout: Duration) -> Result<(), ForwardError> {
-        let mut held = self.writes_held.subscribe();
+    /// Waits while a leader transfer holds writes and reads (bounded by `timeout`).
+    async fn hand_over_done(&self, timeout: Duration) -> Result<(), ForwardError> {
+        let mut held = self.handing_over.subscribe();
         tokio::time::timeout(timeout, held.wait_for(|h| !*h))
             .await
             .map(|_| ())
-            .map_err(|_| ForwardError::Unavailable("a leader transfer held this write too long; retry".into()))
+            .map_err(|_| ForwardError::Unavailable("a leader transfer held this request too long; retry".into()))
     }
 
     /// On the transfer target: campaign until leader, or `window` passed. Votes are refused
@@ -430,14 +436,14 @@ impl Cluster {
             let _ = self.raft.trigger().elect().await;
             let _ = self
                 .raft
-                .wait(Some(Duration::from_millis(lease_ms)))
+                .wait(Some(Duration::from_millis(100)))
                 .metrics(|m| m.state == ServerState::Leader, "won the election")
                 .await;
         }
         Err(ForwardError::Unavailable(format!("node {} did not win an election in {window:?}", self.node_id)))
     }
 
-    /// Leader transfer. New writes wait (they go to the new leader once it is known); the
+    /// Leader transfer. New writes and reads wait (they go to the new leader once it is known); the
     /// target receives every entry; the other voters hold their elections and this node its
     /// heartbeats; then the target campaigns. Its log is then at least as new as every voter's,
     /// so its votes are granted, and it takes over with writes stalled only for the lease.
@@ -460,10 +466,10 @@ impl Cluster {
             .filter(|v| *v != to && *v != self.node_id)
             .filter_map(|v| membership.get_node(&v).cloned().map(|n| (v, n)))
             .collect();
-        self.writes_held.send_replace(true);
+        self.handing_over.send_replace(true);
         let result = self.hand_over(to, &target, &others).await;
-        self.writes_held.send_replace(false);
-        self.raft.runtime_config().heartbeat(true);
+        self.handing_over.send_replace(false);
+        self.election_hold.heartbeats_paused.store(false, std::sync::atomic::Ordering::SeqCst);
         self.election_hold.hold_for(Duration::ZERO);
         for (id, o) in &others {
             let _ = self
@@ -487,7 +493,12 @@ impl Cluster {
         target: &NodeInfo,
         others: &[(NodeId, NodeInfo)],
     ) -> Result<ForwardResponse, ForwardError> {
-        // Writes proposed before the hold still commit; wait until the target holds all.
+        // Writes that passed before the hold are still proposed and commit; once they are
+        // all in the log, wait until the target holds every entry. (A write proposed after
+        // the check would leave the target one entry short, and its votes refused.)
+        if !self.proposals.drained(TRANSFER_CATCH_UP).await {
+            return Err(ForwardError::Unavailable("writes in flight did not finish for the transfer; retry".into()));
+        }
         let caught_up = self
             .raft
             .wait(Some(TRANSFER_CATCH_UP))
@@ -518,7 +529,7 @@ impl Cluster {
                 .await;
         }
         self.election_hold.hold_for(TRANSFER_WINDOW);
-        self.raft.runtime_config().heartbeat(false);
+        self.election_hold.heartbeats_paused.store(true, std::sync::atomic::Ordering::SeqCst);
         self.peers
             .forward(
                 to,

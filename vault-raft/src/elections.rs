@@ -48,21 +48,27 @@ impl Default for ElectionTiming {
 }
 
 impl ElectionTiming {
-    /// Leader heartbeats: a fifth of the timeout, so a follower misses several before it
-    /// gives up on the leader. openraft also uses it as the time a follower has to confirm a
-    /// leader's read index, so it must not be much shorter than a loaded round trip.
+    /// How often a leader sends heartbeats (this driver sends them, see [`heartbeats`]): a
+    /// fifth of the timeout, so a follower misses several before it gives up on the leader.
     pub fn heartbeat_ms(&self) -> u64 {
         (self.timeout.as_millis() as u64 / 5).max(20)
     }
 
-    /// openraft's `election_timeout_min` / `_max`; the max is also its leader lease (a voter
-    /// refuses real votes for that long after hearing from a leader). It must stay below the
-    /// pre-vote timeout, else an election that won its pre-vote could still be refused.
+    /// openraft's `heartbeat_interval`, which is not the heartbeat period here (openraft's own
+    /// heartbeats are off) but the time every AppendEntries call, and a follower's answer to a
+    /// read-index round, may take: three fifths of the timeout, so that a catching-up
+    /// follower's large messages fit.
+    pub fn openraft_heartbeat_ms(&self) -> u64 {
+        (self.timeout.as_millis() as u64 * 3 / 5).max(30)
+    }
+
+    /// openraft's `election_timeout_min` / `_max`. openraft's timer is off, but the max is its
+    /// leader lease: a voter refuses real votes for that long after hearing from a leader.
+    /// openraft wants it above `heartbeat_interval`; it must stay below the pre-vote timeout,
+    /// else an election that won its pre-vote could still be refused.
     pub fn openraft_timeouts_ms(&self) -> (u64, u64) {
-        // Short: the pre-vote, not the lease, keeps nodes from disrupting a healthy leader,
-        // and a leader transfer waits out the lease before its target can win.
-        let hb = self.heartbeat_ms();
-        (hb + hb / 4, hb + hb / 2)
+        let t = self.timeout.as_millis() as u64;
+        ((t * 7 / 10).max(35), (t * 4 / 5).max(40))
     }
 
     /// How long a node waits without a leader before its next pre-vote: the timeout plus a
@@ -113,6 +119,8 @@ impl Jitter {
 pub(crate) struct Hold {
     /// Milliseconds since `EPOCH` until which elections are held; 0: not held.
     until_ms: AtomicU64,
+    /// Set while a leader transfer holds this leader's heartbeats.
+    pub(crate) heartbeats_paused: std::sync::atomic::AtomicBool,
     /// The candidate this node last said yes to, and when. For a while after, it says no to
     /// others and does not campaign itself, so that voters who lose their leader together
     /// line up behind the first candidate instead of deposing one another in turn.
@@ -239,6 +247,23 @@ pub(crate) fn leader_in_touch(cluster: &Cluster) -> Result<(), String> {
             Err(format!("this leader has not heard from a quorum for {ms} ms and is probably being replaced; retry"))
         }
         _ => Ok(()),
+    }
+}
+
+/// Runs until the Raft node stops: while this node leads, sends a heartbeat to every follower
+/// each `heartbeat_ms` (unless a transfer holds them).
+pub(crate) async fn heartbeats(cluster: Cluster) {
+    let mut every = tokio::time::interval(Duration::from_millis(cluster.timing.heartbeat_ms()));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let m = cluster.raft.metrics().borrow().clone();
+        if m.running_state.is_err() {
+            return;
+        }
+        if m.state == ServerState::Leader && !cluster.election_hold.heartbeats_paused.load(Ordering::SeqCst) {
+            let _ = cluster.raft.trigger().heartbeat().await;
+        }
     }
 }
 

@@ -34,13 +34,21 @@ const MAX_BATCH_BYTES: usize = 512 << 10;
 const COMMAND_OVERHEAD: usize = 4 << 10;
 
 /// Entries per `AppendEntries` such that a full message of the largest possible entries (a
-/// full batch, or one command with a value of `max_value_bytes`) stays within half the
-/// transport's message limit. openraft's default (300) could otherwise build a message the
-/// transport refuses, and a lagging follower would never catch up.
+/// full batch, or one command with a value of `max_value_bytes`) stays within
+/// `MAX_APPEND_BYTES` (far below the transport's message limit). openraft's default (300)
+/// could otherwise build a message the transport refuses, or one too slow to send in time, and
+/// a lagging follower would never catch up.
 pub fn max_payload_entries(max_value_bytes: usize) -> u64 {
     let largest_entry = MAX_BATCH_BYTES.max(max_value_bytes + COMMAND_OVERHEAD);
-    ((crate::transport::MAX_MESSAGE / 2) / largest_entry).clamp(1, 300) as u64
+    (MAX_APPEND_BYTES / largest_entry).clamp(1, 300) as u64
 }
+
+/// Bytes of entries one AppendEntries message should carry at most (one entry larger than this
+/// still goes, alone): openraft gives each message only its `heartbeat_interval` (a few hundred
+/// milliseconds) before it gives up and sends it again, so a catching-up follower must be fed
+/// in pieces it can take, sync and acknowledge in that time.
+const MAX_APPEND_BYTES: usize = 8 << 20;
+const _: () = assert!(MAX_APPEND_BYTES <= crate::transport::MAX_MESSAGE / 2);
 
 type Reply = oneshot::Sender<Result<CommandResponse, ForwardError>>;
 
@@ -109,6 +117,24 @@ impl Proposals {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ForwardError::Unavailable("the proposal was dropped".into())),
             Err(_) => Err(commit_timeout()),
+        }
+    }
+
+    /// Waits (at most `timeout`) until nothing is queued or being proposed; false if it did
+    /// not get there. Used with new writes held, so the queue only drains.
+    pub(crate) async fn drained(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if q.proposers == 0 && q.waiting.is_empty() {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -187,9 +213,10 @@ mod tests {
             let n = max_payload_entries(max_value) as usize;
             let largest = MAX_BATCH_BYTES.max(max_value + COMMAND_OVERHEAD);
             assert!(n >= 1);
+            assert!(n * largest <= MAX_APPEND_BYTES.max(largest), "{max_value}: {n} entries");
             assert!(n * largest <= crate::transport::MAX_MESSAGE / 2, "{max_value}: {n} entries");
         }
-        assert_eq!(max_payload_entries(64 << 10), 64);
+        assert_eq!(max_payload_entries(64 << 10), 16);
     }
 
     fn queue_of(n: usize) -> (Queue, Vec<oneshot::Receiver<Result<CommandResponse, ForwardError>>>) {

@@ -194,7 +194,7 @@ impl Nodes {
                 .set("VAULT_RAFT_TLS_CERT", &path(format!("node-{id}.pem")))
                 .set("VAULT_RAFT_TLS_KEY", &path(format!("node-{id}.key")))
                 .set("VAULT_ALLOWED_IPS", &format!("{CLIENT_IP}/32"))
-                .set("VAULT_LOG", "info,openraft=warn");
+                .set("VAULT_LOG", &std::env::var("FAULTS_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()));
             if id <= n {
                 s.set("VAULT_PEERS", &peers.join(","));
             } else {
