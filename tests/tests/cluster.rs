@@ -514,3 +514,33 @@ fn reads_on_followers_resume_once_a_hung_leader_is_replaced() {
         c.nodes[leader].stop();
     });
 }
+
+/// Pre-vote: a follower that was paused for several election timeouts comes back without an
+/// election. It never raised its term while away (its pre-votes found no majority that had
+/// lost the leader), so the leader and the term stay as they were, and writes go on.
+#[test]
+fn a_returning_follower_does_not_depose_the_leader() {
+    mt().block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        put(&c.url(0), &c.token, "prevote/x", "before").await.unwrap();
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let before = c.status(leader).await.unwrap();
+        let follower = (leader + 1) % 3;
+        for _ in 0..2 {
+            c.nodes[follower].signal("STOP");
+            // Six default election timeouts: long enough that without pre-vote it campaigns.
+            // No writes meanwhile: its log stays as new as the others', so only pre-vote
+            // (not the log check) can keep it from winning an election.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            c.nodes[follower].signal("CONT");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        put(&c.url(leader), &c.token, "prevote/x", "while away").await.unwrap();
+        let after = c.status(leader).await.unwrap();
+        assert_eq!(after.state, "leader", "the leader stays leader");
+        assert_eq!(after.term, before.term, "no election happened");
+        let seen = c.status(follower).await.unwrap();
+        assert_eq!(seen.term, before.term, "the returning follower never raised its term");
+        assert_eq!(get(&c.url(follower), "prevote/x").await.unwrap(), b"while away");
+    });
+}

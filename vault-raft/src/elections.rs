@@ -328,3 +328,40 @@ async fn pre_vote(cluster: &Cluster, voter_ids: &[NodeId], last_log_id: Option<L
     });
     1 + futures::future::join_all(asks).await.into_iter().filter(|g| *g).count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_keeps_the_lease_below_the_pre_vote_timeout_and_heartbeats_well_inside_it() {
+        for ms in [100, 250, 500, 1_000, 5_000, 60_000] {
+            let t = ElectionTiming { timeout: Duration::from_millis(ms) };
+            let (min, max) = t.openraft_timeouts_ms();
+            let rpc = t.openraft_heartbeat_ms();
+            assert!(rpc < min && min < max, "{ms}: openraft wants heartbeat < min < max");
+            assert!(Duration::from_millis(max) < t.timeout, "{ms}: lease below the pre-vote timeout");
+            assert!(t.heartbeat_ms() * 4 <= ms, "{ms}: several heartbeats per timeout");
+            assert!(t.promise() < t.timeout);
+            let j = Jitter::new();
+            for _ in 0..100 {
+                let w = t.candidate_wait(&j);
+                assert!(w >= t.timeout && w <= t.timeout * 3 / 2);
+                let r = t.retry_wait(&j);
+                assert!(r >= t.timeout / 5 && r <= t.timeout / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_hold_and_a_promise_expire() {
+        let h = Hold::default();
+        h.hold_for(Duration::from_millis(30));
+        assert!(h.held());
+        h.hold_for(Duration::ZERO);
+        assert!(!h.held());
+        h.promise(3);
+        assert_eq!(h.promised_to(Duration::from_secs(1)), Some(3));
+        assert_eq!(h.promised_to(Duration::ZERO), None);
+    }
+}

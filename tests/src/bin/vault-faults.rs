@@ -201,6 +201,12 @@ fn print_run(r: &RunReport) {
         ms(r.longest_read_gap_ms),
         if r.transfers_tried > 0 { format!(", transfers {}/{}", r.transfers_ok, r.transfers_tried) } else { String::new() }
     );
+    if r.reset_floods > 0 {
+        println!("  FAIL: {} node log line(s) show HTTP/2 reset-flood protection cutting connections", r.reset_floods);
+    }
+    if r.inconclusive_keys > 0 {
+        println!("  FAIL: {} key(s) too costly to check (inconclusive)", r.inconclusive_keys);
+    }
     for m in &r.marks {
         let heal = m.after_heal.as_ref().map_or(String::new(), |g| {
             format!("; after heal: writes {} ms, reads {} ms", ms(g.write_ms), ms(g.read_ms))
@@ -245,7 +251,7 @@ fn summarize(reports: &[RunReport], strict: bool) -> bool {
             fmt(heal),
             if met { "met" } else { "MISSED" }
         );
-        ok &= r.anomalies.is_empty() && r.inconclusive_keys == 0 && (met || !strict);
+        ok &= r.anomalies.is_empty() && r.inconclusive_keys == 0 && r.reset_floods == 0 && (met || !strict);
         if r.transfers_tried > 0 && r.transfers_ok < r.transfers_tried && strict {
             ok = false;
         }

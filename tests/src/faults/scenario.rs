@@ -125,7 +125,32 @@ pub struct RunReport {
     pub marks: Vec<MarkFigures>,
     pub transfers_ok: usize,
     pub transfers_tried: usize,
+    /// Node log lines showing HTTP/2 reset-flood protection cutting a connection (GOAWAY
+    /// ENHANCE_YOUR_CALM after too many reset streams): none expected.
+    pub reset_floods: usize,
     pub seconds: f64,
+}
+
+/// Lines of the nodes' logs under `dir` that show HTTP/2's reset-flood protection firing.
+fn reset_flood_lines(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            if f.path().extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                n += text
+                    .lines()
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        l.contains("too_many_resets")
+                            || l.contains("enhance_your_calm")
+                            || l.contains("streams reached limit")
+                    })
+                    .count();
+            }
+        }
+    }
+    n
 }
 
 pub struct Settings {
@@ -301,6 +326,14 @@ impl Dice {
     }
 }
 
+/// What `Ctx::strike` does to its victim.
+#[derive(Clone, Copy)]
+enum Blow {
+    Kill,
+    Pause,
+    Isolate,
+}
+
 /// Everything a nemesis needs while the clients run.
 struct Ctx<'a> {
     lab: &'a Lab,
@@ -359,17 +392,7 @@ impl Ctx<'_> {
 
     async fn run(&mut self, nemesis: Nemesis) -> anyhow::Result<()> {
         match nemesis {
-            Nemesis::KillLeader => {
-                for _ in 0..2 {
-                    let l = self.leader().await?;
-                    let m = self.fault(format!("SIGKILL leader {l}"), Impact::LeaderLoss);
-                    self.nodes.kill(l);
-                    self.hold().await;
-                    self.nodes.restart(l);
-                    self.healed(m);
-                    self.settle().await;
-                }
-            }
+            Nemesis::KillLeader => self.strike(true, Blow::Kill).await?,
             Nemesis::KillAll => {
                 let m = self.fault("SIGKILL every node".into(), Impact::Other);
                 for id in self.nodes.members.clone() {
@@ -383,50 +406,10 @@ impl Ctx<'_> {
                 self.settle().await;
                 self.settle().await;
             }
-            Nemesis::PauseLeader => {
-                for _ in 0..2 {
-                    let l = self.leader().await?;
-                    let m = self.fault(format!("SIGSTOP leader {l}"), Impact::LeaderLoss);
-                    self.nodes.signal(l, "STOP");
-                    self.hold().await;
-                    self.nodes.signal(l, "CONT");
-                    self.healed(m);
-                    self.settle().await;
-                }
-            }
-            Nemesis::PauseFollower => {
-                for _ in 0..2 {
-                    let f = self.follower().await?;
-                    let m = self.fault(format!("SIGSTOP follower {f}"), Impact::FollowerLoss);
-                    self.nodes.signal(f, "STOP");
-                    self.hold().await;
-                    self.nodes.signal(f, "CONT");
-                    self.healed(m);
-                    self.settle().await;
-                }
-            }
-            Nemesis::PartitionLeader => {
-                for _ in 0..2 {
-                    let l = self.leader().await?;
-                    let m = self.fault(format!("isolate leader {l}"), Impact::LeaderLoss);
-                    self.isolate(l)?;
-                    self.hold().await;
-                    self.lab.heal()?;
-                    self.healed(m);
-                    self.settle().await;
-                }
-            }
-            Nemesis::PartitionFollower => {
-                for _ in 0..2 {
-                    let f = self.follower().await?;
-                    let m = self.fault(format!("isolate follower {f}"), Impact::FollowerLoss);
-                    self.isolate(f)?;
-                    self.hold().await;
-                    self.lab.heal()?;
-                    self.healed(m);
-                    self.settle().await;
-                }
-            }
+            Nemesis::PauseLeader => self.strike(true, Blow::Pause).await?,
+            Nemesis::PauseFollower => self.strike(false, Blow::Pause).await?,
+            Nemesis::PartitionLeader => self.strike(true, Blow::Isolate).await?,
+            Nemesis::PartitionFollower => self.strike(false, Blow::Isolate).await?,
             Nemesis::Bridge => {
                 let ms = self.nodes.members.clone();
                 let mid = ms.len() / 2;
@@ -480,6 +463,38 @@ impl Ctx<'_> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Twice: the leader (or a random follower) is killed, paused or cut off for
+    /// `fault_for`, then restarted, resumed or reconnected.
+    async fn strike(&mut self, leader: bool, blow: Blow) -> anyhow::Result<()> {
+        for _ in 0..2 {
+            let (victim, role, impact) = if leader {
+                (self.leader().await?, "leader", Impact::LeaderLoss)
+            } else {
+                (self.follower().await?, "follower", Impact::FollowerLoss)
+            };
+            let verb = match blow {
+                Blow::Kill => "SIGKILL",
+                Blow::Pause => "SIGSTOP",
+                Blow::Isolate => "isolate",
+            };
+            let m = self.fault(format!("{verb} {role} {victim}"), impact);
+            match blow {
+                Blow::Kill => self.nodes.kill(victim),
+                Blow::Pause => self.nodes.signal(victim, "STOP"),
+                Blow::Isolate => self.isolate(victim)?,
+            }
+            self.hold().await;
+            match blow {
+                Blow::Kill => self.nodes.restart(victim),
+                Blow::Pause => self.nodes.signal(victim, "CONT"),
+                Blow::Isolate => self.lab.heal()?,
+            }
+            self.healed(m);
+            self.settle().await;
         }
         Ok(())
     }
@@ -630,6 +645,7 @@ pub async fn run(
         marks,
         transfers_ok: ctx.transfers.0,
         transfers_tried: ctx.transfers.1,
+        reset_floods: reset_flood_lines(dir),
         seconds: began.elapsed().as_secs_f64(),
     })
 }
