@@ -230,15 +230,9 @@ impl NodeProcess {
                     panic!("vault-node exited early with {status}; log:\n{}", self.log());
                 }
             }
-            if let Ok(ch) = self.channel().await {
-                // Serving once a leader is known and the bootstrap is applied.
-                let mut health = HealthClient::new(ch);
-                let req = HealthCheckRequest { service: "vault.v1.Secrets".into() };
-                if let Ok(r) = health.check(req).await {
-                    if r.into_inner().status == ServingStatus::Serving as i32 {
-                        return;
-                    }
-                }
+            // Serving once a leader is known and the bootstrap is applied.
+            if serving(&self.url(), self.api_ca.as_deref()).await {
+                return;
             }
             assert!(Instant::now() < deadline, "node at {} not ready in 30s; log:\n{}", self.api_addr, self.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -326,6 +320,13 @@ pub fn must_fail_vaultctl(addr: &str, token: Option<&str>, args: &[&str]) -> Str
     assert!(err.starts_with("error: "), "stderr should be one `error:` line, got {err:?}");
     assert_eq!(err.lines().count(), 1, "stderr should be one line: {err:?}");
     err
+}
+
+/// Whether the node at `url` answers its health check as serving.
+pub async fn serving(url: &str, ca: Option<&Path>) -> bool {
+    let Ok(ch) = api_channel(url, ca).await else { return false };
+    let req = HealthCheckRequest { service: "vault.v1.Secrets".into() };
+    matches!(HealthClient::new(ch).check(req).await, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32)
 }
 
 /// A connected channel to a node's API at `url`; with `ca`, over TLS verified by that CA.

@@ -140,6 +140,23 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
         denied(append_as(&mut as2, 3, term_before + 100).await, "impostor append");
         denied(forward_as(&mut as2, 3, ForwardRequest::LeaderView).await, "impostor forward");
 
+        tracing::info!("pre-votes: only in the caller's own name, only from a member, and a healthy leader says no");
+        let newest = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(u64::MAX / 2, 2), u64::MAX / 2));
+        let why = denied(
+            forward_as(&mut as2, 2, ForwardRequest::PreVote { candidate: 3, last_log_id: newest }).await,
+            "pre-vote in another's name",
+        );
+        assert!(why.contains("pre-vote"), "{why}");
+        denied(
+            forward_as(&mut as4, 4, ForwardRequest::PreVote { candidate: 4, last_log_id: newest }).await,
+            "removed node's pre-vote",
+        );
+        match forward_as(&mut as2, 2, ForwardRequest::PreVote { candidate: 2, last_log_id: newest }).await.unwrap() {
+            Ok(ForwardResponse::PreVote { granted: false }) => {}
+            other => panic!("a leader in touch with its quorum refuses a pre-vote, even for a newer log: {other:?}"),
+        }
+        assert_eq!(c.status(leader).await.unwrap().term, term_before, "a pre-vote changes no term");
+
         tracing::info!("a member may forward only client writes carrying their caller");
         let raw = ForwardRequest::Write(Command::CreateToken { record: token_record("raw-create") });
         let member = if leader_id == 2 { 1 } else { 2 };

@@ -18,8 +18,6 @@ use crate::synced_log::SyncedLog;
 use crate::transport::{AdminOp, ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
 use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
 
-/// How `ask_leader` says it gave up on a leader that was replaced.
-const REPLACED: &str = "the leader was replaced before it answered";
 /// Pause between attempts to reach a leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Longest wait for a new leader to show up before trying again.
@@ -120,21 +118,9 @@ impl Cluster {
             let left = deadline.saturating_duration_since(Instant::now());
             let leader_before = self.raft.metrics().borrow().current_leader;
             let result = match self.handle_local(req.clone(), left).await {
-                // Idempotent requests stop waiting on a leader that was replaced; a write must
-                // not (it may still commit there), so it waits out its time.
-                Err(ForwardError::NotLeader { leader: Some((id, node)) }) if id != self.node_id => match &req {
-                    ForwardRequest::ReadIndex | ForwardRequest::LeaderView => {
-                        self.ask_leader(id, &node, &req, left).await
-                    }
-                    // A write stops waiting too, but as `Unavailable`, never retried: it may
-                    // still have committed on the old leader.
-                    _ => match self.ask_leader(id, &node, &req, left).await {
-                        Err(ForwardError::Unreachable(why)) if why.starts_with(REPLACED) => {
-                            Err(ForwardError::Unavailable(format!("{why}; the write may or may not have been applied")))
-                        }
-                        other => other,
-                    },
-                },
+                Err(ForwardError::NotLeader { leader: Some((id, node)) }) if id != self.node_id => {
+                    self.ask_leader(id, &node, &req, left).await
+                }
                 other => other,
             };
             match result {
@@ -193,7 +179,10 @@ impl Cluster {
 
     /// Sends a request to leader `id`, giving up as soon as this node sees another leader: a
     /// call stuck on a leader that hung or was cut off must not hold reads (or a name's write
-    /// queue) past a leader change. `Unreachable` then; idempotent requests retry.
+    /// queue) past a leader change. An idempotent request (read index, replication view) then
+    /// fails `Unreachable`, so callers retry it on the new leader; a write `Unavailable`, never
+    /// retried, since it may still have been applied on the old one. Cluster changes are not
+    /// cut short.
     async fn ask_leader(
         &self,
         id: NodeId,
@@ -201,6 +190,11 @@ impl Cluster {
         req: &ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
+        let idempotent = matches!(req, ForwardRequest::ReadIndex | ForwardRequest::LeaderView);
+        if !idempotent && !matches!(req, ForwardRequest::Write(_)) {
+            // Cluster changes wait out their time for a definite answer.
+            return self.peers.forward(id, &node.raft_addr, req, timeout).await;
+        }
         let mut metrics = self.raft.metrics();
         let replaced = async {
             loop {
@@ -214,7 +208,14 @@ impl Cluster {
         };
         tokio::select! {
             r = self.peers.forward(id, &node.raft_addr, req, timeout) => r,
-            _ = replaced => Err(ForwardError::Unreachable(format!("{REPLACED} (node {id})"))),
+            _ = replaced => {
+                let why = format!("leader {id} was replaced before it answered");
+                Err(if idempotent {
+                    ForwardError::Unreachable(why)
+                } else {
+                    ForwardError::Unavailable(format!("{why}; the write may or may not have been applied"))
+                })
+            }
         }
     }
 
@@ -415,6 +416,9 @@ impl Cluster {
 
     /// Waits while a leader transfer holds writes and reads (bounded by `timeout`).
     async fn hand_over_done(&self, timeout: Duration) -> Result<(), ForwardError> {
+        if !*self.handing_over.borrow() {
+            return Ok(());
+        }
         let mut held = self.handing_over.subscribe();
         tokio::time::timeout(timeout, held.wait_for(|h| !*h))
             .await

@@ -238,11 +238,15 @@ pub(crate) async fn answer_pre_vote(cluster: &Cluster, candidate: NodeId, candid
 
 /// Whether this node, as leader, has heard from a quorum recently enough to serve.
 pub(crate) fn leader_in_touch(cluster: &Cluster) -> Result<(), String> {
-    let m = cluster.raft.metrics().borrow().clone();
-    if m.state != ServerState::Leader {
+    let (state, acked) = {
+        let m = cluster.raft.metrics();
+        let m = m.borrow();
+        (m.state, m.millis_since_quorum_ack)
+    };
+    if state != ServerState::Leader {
         return Ok(());
     }
-    match m.millis_since_quorum_ack {
+    match acked {
         Some(ms) if Duration::from_millis(ms) > cluster.timing.quorum_silence() => {
             Err(format!("this leader has not heard from a quorum for {ms} ms and is probably being replaced; retry"))
         }
@@ -257,11 +261,15 @@ pub(crate) async fn heartbeats(cluster: Cluster) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let m = cluster.raft.metrics().borrow().clone();
-        if m.running_state.is_err() {
+        let (stopped, leading) = {
+            let m = cluster.raft.metrics();
+            let m = m.borrow();
+            (m.running_state.is_err(), m.state == ServerState::Leader)
+        };
+        if stopped {
             return;
         }
-        if m.state == ServerState::Leader && !cluster.election_hold.heartbeats_paused.load(Ordering::SeqCst) {
+        if leading && !cluster.election_hold.heartbeats_paused.load(Ordering::SeqCst) {
             let _ = cluster.raft.trigger().heartbeat().await;
         }
     }

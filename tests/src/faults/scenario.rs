@@ -314,7 +314,8 @@ async fn status(id: u64, token: &str) -> anyhow::Result<vault_node::pb::ClusterS
     Ok(AdminClient::new(ch).cluster_status(authed(ClusterStatusRequest {}, token)).await?.into_inner())
 }
 
-/// A small xorshift for choosing faults (reproducible from the printed seed).
+/// A small xorshift for choosing faults and operations (reproducible from the printed seed;
+/// not for secrets).
 pub struct Dice(pub u64);
 
 impl Dice {
@@ -504,16 +505,9 @@ impl Ctx<'_> {
         let to = self.follower().await?;
         let m = self.fault(format!("transfer leader {l} -> {to}"), Impact::Transfer);
         self.transfers.1 += 1;
-        let (via, token) = (l, self.nodes.token.clone());
-        let args = ["cluster".to_string(), "transfer-leader".into(), to.to_string()];
-        let out = tokio::task::spawn_blocking(move || {
-            vaultctl(&url(via), Some(&token), &args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await?;
-        if out.status.success() {
-            self.transfers.0 += 1;
-        } else {
-            self.say(&format!("transfer failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        match self.ctl_blocking(l, vec!["cluster".into(), "transfer-leader".into(), to.to_string()]).await {
+            Ok(_) => self.transfers.0 += 1,
+            Err(e) => self.say(&format!("transfer failed: {e:#}")),
         }
         self.healed(m);
         self.settle().await;
@@ -678,25 +672,14 @@ fn figures(marks: &[Mark], ok_writes: &[u64], ok_reads: &[u64], load_to: u64) ->
 
 /// Waits until node `id` answers a health check as serving.
 async fn wait_serving(id: u64, wait: Duration) -> anyhow::Result<()> {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
     let deadline = Instant::now() + wait;
-    loop {
-        if let Ok(ep) = tonic::transport::Endpoint::from_shared(url(id)) {
-            if let Ok(ch) = ep.connect_timeout(Duration::from_millis(300)).connect().await {
-                let req = HealthCheckRequest { service: "vault.v1.Secrets".into() };
-                if let Ok(r) = HealthClient::new(ch).check(req).await {
-                    if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-                        return Ok(());
-                    }
-                }
-            }
-        }
+    while !crate::serving(&url(id), None).await {
         if Instant::now() > deadline {
             bail!("node {id} not serving after {wait:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
 }
 
 /// The highest version any operation saw per key (for the final reads).

@@ -12,6 +12,7 @@ use vault_node::pb::secrets_client::SecretsClient;
 use vault_node::pb::{DeleteSecretRequest, GetSecretRequest, PutSecretRequest};
 
 use super::checker::{Event, Op, Outcome, Ret};
+use super::scenario::Dice;
 use crate::authed;
 
 /// Versions kept per key: high, so that lost writes stay visible to the final reads.
@@ -102,22 +103,10 @@ pub struct Client {
     pub rec: Arc<Recorder>,
 }
 
-/// Small, fast, not for secrets.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 impl Client {
     pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
         let Ok(mut api) = connect(&self.url) else { return };
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (u64::from(self.process) + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let mut rng = Dice(0x9E37_79B9_7F4A_7C15 ^ (u64::from(self.process) + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
         // Last version this client saw per key: check-and-set and version reads aim near it.
         let mut seen = vec![0u64; self.keys.len()];
         while !*stop.borrow() {
