@@ -208,11 +208,32 @@ fn malformed_as_invalid_argument(response: http::Response<Body>) -> http::Respon
     response
 }
 
+/// Reads (and drops) what is left of a refused request's body, at most `REFUSED_BODY_BYTES`
+/// within `REFUSED_BODY_WAIT`, before the refusal is sent. Answering while the client is still
+/// sending makes HTTP/2 reset the stream, and some clients (curl) then report a stream error
+/// instead of the status.
+async fn drain<B: http_body::Body>(body: B) {
+    use http_body_util::BodyExt;
+    const REFUSED_BODY_BYTES: usize = 64 << 10;
+    const REFUSED_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut body = std::pin::pin!(body);
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(REFUSED_BODY_WAIT, async {
+        while seen < REFUSED_BODY_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, bytes::Buf::remaining).max(1),
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
 impl<S, ReqBody> Service<http::Request<ReqBody>> for AuthService<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body + Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -230,6 +251,7 @@ where
         let input = AuthInput::of(&req);
         Box::pin(async move {
             if let Some(refusal) = not_grpc(&input.headers) {
+                drain(req.into_body()).await;
                 return Ok(refusal.into_http());
             }
             let response = match policy.authenticate(&input).await {
