@@ -255,11 +255,17 @@ impl NodeProcess {
         }
     }
 
-    /// Sends a signal (`STOP`, `CONT`, ...) to this node's own PID.
+    /// Sends a signal (`STOP`, `CONT`, ...) to this node's own PID. `STOP` returns only once
+    /// every thread of the node has stopped: kill(2) returns as soon as the signal is queued,
+    /// and on a loaded machine the node's other threads can go on answering peers for
+    /// milliseconds, until the thread that takes the signal is scheduled and stops them.
     pub fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
             let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().map(|s| s.success());
             assert!(matches!(ok, Ok(true)), "kill -{sig} {pid} failed");
+            if sig == "STOP" {
+                wait_all_threads_stopped(pid);
+            }
         }
     }
 
@@ -527,5 +533,29 @@ impl SingleNode {
         self.node.stop();
         self.node = self.spec.start();
         self.node.wait_ready().await;
+    }
+}
+
+/// Waits until every thread of `pid` is in the stopped state (`T` in /proc), at most 10 s.
+fn wait_all_threads_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|t| fs::read_to_string(t.path().join("stat")).ok())
+                    // The state follows the command name, which is in parentheses.
+                    .filter_map(|stat| {
+                        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+                    })
+                    .filter(|state| state != "T" && state != "t" && state != "Z" && state != "X")
+                    .collect()
+            })
+            .unwrap_or_default();
+        if running.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "threads of {pid} still not stopped after SIGSTOP: states {running:?}");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
