@@ -1,7 +1,7 @@
 //! Envelope sealing: a fresh data key per secret version, XChaCha20-Poly1305 with a random
 //! 24-byte nonce and AAD = `name:version`.
 
-use chacha20poly1305::aead::{rand_core::RngCore, Aead, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +43,7 @@ pub async fn seal(
 ) -> Result<SealedValue, CoreError> {
     let ctx = EncryptionContext::new(name, version);
     let generated = kms.generate_data_key(key_id, &ctx).await?;
-    let mut nonce = [0u8; NONCE_LEN];
-    OsRng.fill_bytes(&mut nonce);
+    let nonce: [u8; NONCE_LEN] = crate::random::bytes();
     let ciphertext = seal_with(&generated.plaintext, &nonce, &name.aad(version), value.expose())?;
     Ok(SealedValue { key_id: generated.key_id, wrapped_dek: generated.wrapped, nonce: nonce.to_vec(), ciphertext })
 }

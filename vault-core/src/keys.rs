@@ -56,6 +56,14 @@ key_newtype!(
     DataKey
 );
 
+impl DataKey {
+    /// A fresh data key from this thread's key generator ([`crate::random`]), which the
+    /// operating system seeds: one per secret version written, without a system call each.
+    pub fn fresh() -> Self {
+        DataKey(crate::random::bytes())
+    }
+}
+
 key_newtype!(
     /// The local KMS master key (dev and single-operator deployments).
     MasterKey

@@ -11,6 +11,7 @@ pub mod kms;
 pub mod local_kms;
 pub mod model;
 pub mod name;
+pub mod random;
 pub mod secret_bytes;
 pub mod time;
 pub mod token;

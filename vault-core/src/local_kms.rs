@@ -3,7 +3,7 @@
 //! rotation (`vaultctl kms rotate`); each key is known by an id derived from it.
 
 use async_trait::async_trait;
-use chacha20poly1305::aead::{rand_core::RngCore, Aead, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -60,8 +60,7 @@ impl LocalKms {
 
     fn wrap(&self, key_id: &str, dek: &DataKey, ctx: &EncryptionContext) -> Result<Vec<u8>, CoreError> {
         let master = self.key(key_id)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
+        let nonce: [u8; NONCE_LEN] = crate::random::bytes();
         let aad = Self::aad(ctx);
         let sealed = XChaCha20Poly1305::new(master.expose().into())
             .encrypt(XNonce::from_slice(&nonce), Payload { msg: dek.expose(), aad: &aad })
@@ -149,7 +148,7 @@ impl KeyManager for LocalKms {
     }
 
     async fn generate_data_key(&self, key_id: &str, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError> {
-        let plaintext = DataKey::generate();
+        let plaintext = DataKey::fresh();
         let wrapped = self.wrap(key_id, &plaintext, ctx)?;
         Ok(GeneratedDataKey { plaintext, wrapped, key_id: key_id.to_string() })
     }

@@ -51,6 +51,7 @@ pub const KEYS: &[&str] = &[
     "VAULT_MAX_VALUE_BYTES",
     "VAULT_SNAPSHOT_LOG_ENTRIES",
     "VAULT_RAFT_ELECTION_TIMEOUT_MS",
+    "VAULT_RAFT_MAX_IN_FLIGHT",
     "VAULT_LOG",
     "VAULT_LOG_FORMAT",
     "VAULT_AUDIT_KEY",
@@ -319,6 +320,10 @@ impl RawConfig {
                     self.parse::<u64>("VAULT_RAFT_ELECTION_TIMEOUT_MS", 500)?.clamp(100, 60_000),
                 ),
             },
+            max_in_flight: match self.get("VAULT_RAFT_MAX_IN_FLIGHT") {
+                None => vault_raft::default_max_in_flight(),
+                Some(_) => self.parse::<usize>("VAULT_RAFT_MAX_IN_FLIGHT", 1)?.clamp(1, 64),
+            },
             audit,
             log_filter: self.get("VAULT_LOG").unwrap_or("info,openraft=warn").to_string(),
             log_format: match self.get("VAULT_LOG_FORMAT").unwrap_or("text") {
@@ -435,6 +440,8 @@ pub struct Config {
     pub snapshot_log_entries: u64,
     /// How long without a leader before a voter campaigns (pre-vote first).
     pub election: vault_raft::ElectionTiming,
+    /// Entries kept in flight from client writes while leading (`VAULT_RAFT_MAX_IN_FLIGHT`).
+    pub max_in_flight: usize,
     pub audit: AuditConfig,
     pub api_limits: ApiLimits,
     pub log_filter: String,

@@ -146,6 +146,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             bootstrap_ids: config.peers.iter().map(|(id, _)| *id).collect(),
             key_ids: kms.key_ids(),
             timing: config.election,
+            max_in_flight: config.max_in_flight,
         },
     );
     let _elections = cluster.spawn_elections();

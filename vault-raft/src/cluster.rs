@@ -59,6 +59,8 @@ pub struct ClusterParts {
     pub bootstrap_ids: Vec<NodeId>,
     pub key_ids: Vec<String>,
     pub timing: ElectionTiming,
+    /// Entries this node keeps in flight from client writes while it leads.
+    pub max_in_flight: usize,
 }
 
 type ReadIndexResult = Result<Option<LogId>, ForwardError>;
@@ -80,7 +82,7 @@ impl Cluster {
     pub fn new(raft: Raft, parts: ClusterParts) -> Self {
         Cluster {
             synced: parts.synced,
-            proposals: Proposals::new(raft.clone()),
+            proposals: Proposals::new(raft.clone(), parts.max_in_flight),
             raft,
             node_id: parts.node_id,
             peers: parts.peers,

@@ -31,7 +31,7 @@ pub use elections::ElectionTiming;
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use node::NodeInfo;
-pub use proposals::max_payload_entries;
+pub use proposals::{default_max_in_flight, max_payload_entries};
 pub use reader::StateReader;
 pub use state_machine::StateMachineStore;
 pub use synced_log::SyncedLog;

@@ -1,13 +1,21 @@
-//! Proposal batching on the leader: concurrent writes share Raft entries.
+//! Proposal batching and pipelining on the leader: concurrent writes share Raft entries, and
+//! several entries are in flight at once when writes arrive faster than one entry commits.
 //!
 //! openraft handles each entry on its core task (append, replicate, commit, apply, respond),
-//! so that per-entry cost, not the disk, bounds writes per second. Here writes queue up and a
-//! few proposers, each with at most one entry in flight, take everything queued (up to a size
-//! bound) as one `Command::Batch`. Under no load a write is proposed at once, alone; under load
-//! the batch grows with the number of writers waiting, so commit cost is shared.
+//! so that per-entry cost, not the disk, bounds writes per second. Here writes queue up and
+//! proposers take everything queued (up to a size bound) as one `Command::Batch`. Under no
+//! load a write is proposed at once, alone; batching never waits for a batch to fill.
+//!
+//! One proposer has one entry in flight. Another starts when as many writes are waiting as
+//! the entry most recently proposed carries: writes then arrive faster than entries commit,
+//! and with a second entry in flight the next batch replicates while the first is applied and
+//! answered, instead of queueing behind it. So the number of entries in flight follows the
+//! load, up to a limit set by the cores (`max_in_flight`); on two cores, where CPU rather than
+//! latency bounds writes, fewer and larger entries cost less per write.
 //!
 //! Each command in a batch is applied in order and answered on its own, exactly as if it were
-//! its own entry; a rejection of one does not affect the others.
+//! its own entry; a rejection of one does not affect the others. Writes to one name take turns
+//! on a node (the API's name queue), so two entries in flight never race for one version.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -21,12 +29,16 @@ use crate::node::NodeInfo;
 use crate::transport::ForwardError;
 use crate::typ::{NodeId, Raft};
 
-/// Entries a leader keeps in flight from client writes. One proposer normally: while its entry
-/// commits the next batch fills, and fewer, larger entries cost less CPU per write (~8% less
-/// server CPU per write at 64 clients on 2 cores than with two proposers always allowed). A
-/// second one starts only when a full batch is already waiting, so a backlog of large values
-/// still pipelines.
-const MAX_IN_FLIGHT: usize = 2;
+/// Entries a leader may have in flight from client writes by default: a quarter of the cores,
+/// at least two and at most eight (`VAULT_RAFT_MAX_IN_FLIGHT` sets it; 1 turns pipelining off).
+pub fn default_max_in_flight() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 4).clamp(2, 8)
+}
+
+/// Fewest waiting writes that start another entry in flight: below this, the writes join the
+/// next batch of a proposer already running.
+const MIN_PIPELINED_BATCH: usize = 4;
 /// Bounds on one batch. A single command larger than the byte bound still goes, alone.
 const MAX_BATCH_COMMANDS: usize = 512;
 const MAX_BATCH_BYTES: usize = 512 << 10;
@@ -52,22 +64,40 @@ const _: () = assert!(MAX_APPEND_BYTES <= crate::transport::MAX_MESSAGE / 2);
 
 type Reply = oneshot::Sender<Result<CommandResponse, ForwardError>>;
 
-#[derive(Default)]
 struct Queue {
     waiting: VecDeque<(Command, Reply)>,
     /// `approx_size` of everything in `waiting`.
     bytes: usize,
     proposers: usize,
+    max_proposers: usize,
+    /// Commands in the batch most recently taken.
+    last_batch: usize,
+    /// The most proposers ever running at once.
+    most_proposers: usize,
 }
 
 impl Queue {
+    fn new(max_proposers: usize) -> Self {
+        Queue {
+            waiting: VecDeque::new(),
+            bytes: 0,
+            proposers: 0,
+            max_proposers: max_proposers.max(1),
+            last_batch: 0,
+            most_proposers: 0,
+        }
+    }
+
     /// Whether a new proposer should start for what is queued now.
     fn wants_proposer(&self) -> bool {
-        match self.proposers {
-            0 => true,
-            n if n < MAX_IN_FLIGHT => self.waiting.len() >= MAX_BATCH_COMMANDS || self.bytes >= MAX_BATCH_BYTES,
-            _ => false,
+        if self.proposers == 0 {
+            return true;
         }
+        if self.proposers >= self.max_proposers {
+            return false;
+        }
+        let full = self.waiting.len() >= MAX_BATCH_COMMANDS || self.bytes >= MAX_BATCH_BYTES;
+        full || self.waiting.len() >= self.last_batch.max(MIN_PIPELINED_BATCH)
     }
 }
 
@@ -92,8 +122,8 @@ pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo
 }
 
 impl Proposals {
-    pub(crate) fn new(raft: Raft) -> Self {
-        Proposals { raft, queue: Arc::new(Mutex::new(Queue::default())) }
+    pub(crate) fn new(raft: Raft, max_in_flight: usize) -> Self {
+        Proposals { raft, queue: Arc::new(Mutex::new(Queue::new(max_in_flight))) }
     }
 
     /// Proposes `cmd` and waits for its own response. On timeout the command may still apply.
@@ -106,6 +136,14 @@ impl Proposals {
             let start = q.wants_proposer();
             if start {
                 q.proposers += 1;
+                if q.proposers > q.most_proposers {
+                    q.most_proposers = q.proposers;
+                    if q.proposers > 1 {
+                        // At most `max_proposers` lines in a process's life: when the pipeline
+                        // first reaches a new depth.
+                        tracing::info!(in_flight = q.proposers, limit = q.max_proposers, "write entries in flight");
+                    }
+                }
             }
             start
         };
@@ -148,6 +186,7 @@ impl Proposals {
                     q.proposers -= 1;
                     return;
                 }
+                q.last_batch = batch.len();
                 batch
             };
             self.propose(batch, timeout).await;
@@ -220,7 +259,7 @@ mod tests {
     }
 
     fn queue_of(n: usize) -> (Queue, Vec<oneshot::Receiver<Result<CommandResponse, ForwardError>>>) {
-        let mut q = Queue::default();
+        let mut q = Queue::new(4);
         let mut receivers = Vec::new();
         for i in 0..n {
             let (tx, rx) = oneshot::channel();
@@ -233,20 +272,43 @@ mod tests {
     }
 
     #[test]
-    fn a_second_proposer_starts_only_for_a_full_batch_waiting() {
+    fn entries_in_flight_follow_the_load_up_to_the_limit() {
         let (mut q, _rx) = queue_of(3);
         assert!(q.wants_proposer(), "an idle leader proposes at once");
         q.proposers = 1;
         assert!(!q.wants_proposer(), "a few waiting writes join the next batch");
+        // Writes arrive faster than the entry in flight commits: as many wait as it carries.
+        let (mut busy, _rx) = queue_of(40);
+        busy.proposers = 1;
+        busy.last_batch = 40;
+        assert!(busy.wants_proposer(), "a second entry goes while the first commits");
+        busy.last_batch = 41;
+        assert!(!busy.wants_proposer(), "fewer waiting than the entry in flight carries");
+        busy.last_batch = 0;
+        assert!(busy.wants_proposer());
+        let (mut tiny, _rx) = queue_of(MIN_PIPELINED_BATCH - 1);
+        tiny.proposers = 1;
+        assert!(!tiny.wants_proposer(), "never an entry in flight for a handful of writes");
         let (mut full, _rx) = queue_of(MAX_BATCH_COMMANDS);
         full.proposers = 1;
-        assert!(full.wants_proposer());
-        full.proposers = MAX_IN_FLIGHT;
-        assert!(!full.wants_proposer());
+        full.last_batch = MAX_BATCH_COMMANDS + 1;
+        assert!(full.wants_proposer(), "a full batch waiting always pipelines");
+        full.proposers = full.max_proposers;
+        assert!(!full.wants_proposer(), "never past the limit");
         let (mut heavy, _rx) = queue_of(1);
         heavy.proposers = 1;
         heavy.bytes = MAX_BATCH_BYTES;
         assert!(heavy.wants_proposer(), "a backlog of large values pipelines");
+        let mut off = Queue::new(1);
+        off.proposers = 1;
+        off.waiting = queue_of(MAX_BATCH_COMMANDS).0.waiting;
+        assert!(!off.wants_proposer(), "a limit of 1 turns pipelining off");
+    }
+
+    #[test]
+    fn the_default_limit_grows_with_the_cores_within_bounds() {
+        let n = default_max_in_flight();
+        assert!((2..=8).contains(&n), "{n}");
     }
 
     #[test]
