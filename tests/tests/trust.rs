@@ -56,6 +56,31 @@ async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), ton
     c.append_entries(blob(&req)).await.map(|_| ())
 }
 
+/// An `AppendStream` call: requests go out on the sender, answers come back on the stream.
+type AppendStream = (tokio::sync::mpsc::Sender<raftpb::Blob>, tonic::Streaming<raftpb::Blob>);
+
+async fn open_stream_as(c: &mut RaftClient) -> Result<AppendStream, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let answers = c.append_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    Ok((tx, answers))
+}
+
+/// One empty append on an open stream, in `leader`'s name at `term`; its answer or the status
+/// that ended the stream.
+async fn stream_append(s: &mut AppendStream, leader: u64, term: u64) -> Result<(), tonic::Status> {
+    let req = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, leader),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    s.0.send(blob(&req)).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
+    match s.1.message().await? {
+        Some(_) => Ok(()),
+        None => Err(tonic::Status::unavailable("stream ended without an answer")),
+    }
+}
+
 async fn forward_as(
     c: &mut RaftClient,
     from: u64,
@@ -112,6 +137,10 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
         // While a member, node 4's certificate is admitted: the refusals below are about removal.
         let ok = forward_as(&mut as4, 4, ForwardRequest::LeaderView).await.expect("member admitted");
         assert!(ok.is_ok(), "{ok:?}");
+        // A replication stream opened while a member: an append in its own name at term 0 (below
+        // every vote, so it changes nothing) is answered.
+        let mut stream4 = open_stream_as(&mut as4).await.expect("a member opens a replication stream");
+        stream_append(&mut stream4, 4, 0).await.expect("a member's append on its stream is answered");
         c.ctl(0, &["cluster", "remove", "4"]);
         node4.kill();
         let term_before = c.status(leader).await.unwrap().term;
@@ -119,6 +148,10 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
         let why = denied(vote_as(&mut as4, 4, term_before + 100).await, "removed node's vote");
         assert!(why.contains("not a member"), "{why}");
         denied(append_as(&mut as4, 4, term_before + 100).await, "removed node's append");
+        // The stream it opened as a member is refused from its next message on, and it opens no
+        // new one.
+        denied(stream_append(&mut stream4, 4, term_before + 100).await, "removed node's streamed append");
+        denied(open_stream_as(&mut as4).await.map(|_| ()), "removed node's new stream");
         let create = ForwardRequest::Write(Command::AsCaller {
             auth: hash_of(&c.token),
             now_ms: 1,
@@ -138,6 +171,9 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
         let why = denied(vote_as(&mut as2, 3, term_before + 100).await, "impostor vote");
         assert!(why.contains("node 2") && why.contains("node 3"), "{why}");
         denied(append_as(&mut as2, 3, term_before + 100).await, "impostor append");
+        let mut stream2 = open_stream_as(&mut as2).await.expect("a member opens a replication stream");
+        let why = denied(stream_append(&mut stream2, 3, term_before + 100).await, "impostor streamed append");
+        assert!(why.contains("node 2") && why.contains("node 3"), "{why}");
         denied(forward_as(&mut as2, 3, ForwardRequest::LeaderView).await, "impostor forward");
 
         tracing::info!("pre-votes: only in the caller's own name, only from a member, and a healthy leader says no");

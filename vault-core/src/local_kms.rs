@@ -22,6 +22,9 @@ const NONCE_LEN: usize = 24;
 pub struct LocalKms {
     /// `(id, key)` in configured order; the first is this node's configured key.
     keys: Vec<(String, MasterKey)>,
+    /// `local_key_check` of each key, in the same order: computed once, asked before every
+    /// seal.
+    checks: Vec<String>,
 }
 
 impl LocalKms {
@@ -43,7 +46,8 @@ impl LocalKms {
         if ring.is_empty() {
             return Err(CoreError::InvalidArgument("the local keyring holds no key".into()));
         }
-        Ok(LocalKms { keys: ring })
+        let checks = ring.iter().map(|(_, k)| local_key_check(k)).collect();
+        Ok(LocalKms { keys: ring, checks })
     }
 
     fn aad(ctx: &EncryptionContext) -> Vec<u8> {
@@ -126,7 +130,8 @@ impl KeyManager for LocalKms {
     }
 
     fn key_check(&self, key_id: &str) -> Option<String> {
-        self.key(key_id).ok().map(local_key_check)
+        let at = self.keys.iter().position(|(id, _)| id == key_id)?;
+        self.checks.get(at).cloned()
     }
 
     fn supports_rotation(&self) -> bool {

@@ -16,8 +16,8 @@ use crate::vault::Vault;
 
 /// Why this node may not seal under the cluster's key `mk`, if it may not.
 pub fn mismatch(vault: &Vault, mk: &MasterKeyState) -> Option<String> {
-    let held = vault.kms.key_ids().join(", ");
     if !vault.kms.holds_key(&mk.key_id) {
+        let held = vault.kms.key_ids().join(", ");
         return Some(format!(
             "this node's master key ({held}) is not the cluster's master key ({}): it seals nothing; restart it \
              with the cluster's key",

@@ -205,7 +205,7 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
         }
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
-            for c in cmds {
+            for c in cmds.iter() {
                 responses.push(match c {
                     Command::Batch(_) => {
                         CommandResponse::Rejected(Rejection::FailedPrecondition("batches do not nest".into()))

@@ -5,6 +5,7 @@
 //! that node, so every replica applies the same bytes.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vault_core::envelope::SealedValue;
@@ -87,7 +88,9 @@ pub enum Command {
     },
     /// Several commands proposed together in one log entry (see `proposals`), applied in
     /// order, each with its own response, as if they were consecutive entries. Never nested.
-    Batch(Vec<Command>),
+    /// Shared, not copied: the leader hands the entry to its log, to every follower's
+    /// replication and to its state machine. Encoded exactly as a `Vec` would be.
+    Batch(Arc<[Command]>),
     // New variants go last: the encoding numbers variants in order, and old logs must decode.
     /// A client write with the identity of the caller who asked for it. Applying it checks,
     /// against the replicated state at `now_ms`, that the token exists, has not expired and
@@ -290,4 +293,22 @@ pub enum Rejection {
         sealed_with: String,
         cluster: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch is shared through an `Arc` in memory; in logs, snapshots and on the wire it must
+    /// stay what a `Vec` of commands was, so logs written before still decode.
+    #[test]
+    fn a_shared_batch_encodes_as_a_sequence_of_commands() {
+        let cmds = vec![Command::DeleteSecret { name: "a".into() }, Command::RevokeToken { name: "t".into() }];
+        let whole = postcard::to_stdvec(&Command::Batch(cmds.clone().into())).expect("encode");
+        let items = postcard::to_stdvec(&cmds).expect("encode");
+        assert!(whole.ends_with(&items), "{whole:?} vs {items:?}");
+        assert_eq!(whole.len(), items.len() + 1, "one byte of variant index, then the sequence");
+        let back: Command = postcard::from_bytes(&whole).expect("decode");
+        assert!(matches!(back, Command::Batch(b) if b.len() == 2));
+    }
 }

@@ -196,7 +196,7 @@ impl Proposals {
     async fn propose(&self, batch: Vec<(Command, Reply)>, timeout: Duration) {
         let single = batch.len() == 1;
         let (mut cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
-        let cmd = if single { cmds.swap_remove(0) } else { Command::Batch(cmds) };
+        let cmd = if single { cmds.swap_remove(0) } else { Command::Batch(cmds.into()) };
         let responses = match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
             Err(_) => Err(commit_timeout()),
             Ok(Err(e)) => Err(write_error(e)),

@@ -9,7 +9,9 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::de::DeserializeOwned;
-use tonic::{Code, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, Streaming};
 
 use super::client::PeerClients;
 use super::pb;
@@ -37,13 +39,30 @@ pub struct PeerNetwork {
     addr: String,
     peers: PeerClients,
     synced: SyncedLog,
+    /// `AppendEntries` sent through this client so far.
+    appends: u64,
+    /// The replication stream to `target`, once this client has sent more than one append.
+    stream: Option<AppendStream>,
+}
+
+/// One open `AppendStream` call: requests go out on `tx`, answers come back in order on `rx`.
+struct AppendStream {
+    tx: mpsc::Sender<pb::Blob>,
+    rx: Streaming<pb::Blob>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerNetwork {
-        PeerNetwork { target, addr: node.raft_addr.clone(), peers: self.peers.clone(), synced: self.synced.clone() }
+        PeerNetwork {
+            target,
+            addr: node.raft_addr.clone(),
+            peers: self.peers.clone(),
+            synced: self.synced.clone(),
+            appends: 0,
+            stream: None,
+        }
     }
 }
 
@@ -89,9 +108,55 @@ impl PeerNetwork {
             .await
             .map_err(|_| RPCError::Network(NetworkError::new(&Status::deadline_exceeded("raft rpc timed out"))))?
             .map_err(transport_error)?;
-        let result: Result<Resp, E> =
-            decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.answer(&reply.into_inner().data)
+    }
+
+    fn answer<Resp, E>(&self, data: &[u8]) -> Result<Resp, RPCError<NodeId, NodeInfo, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Resp, E> = decode(data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends `rpc` on this client's replication stream (opened first if need be) and waits for
+    /// its answer. Any failure closes the stream; the next append opens a new one.
+    async fn streamed(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        let data = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let exchange = async {
+            if self.stream.is_none() {
+                let mut client = self.peers.client(self.target, &self.addr)?;
+                let (tx, rx) = mpsc::channel(1);
+                let rx = client.append_stream(ReceiverStream::new(rx)).await?.into_inner();
+                self.stream = Some(AppendStream { tx, rx });
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(Status::unavailable("append stream not open"));
+            };
+            stream.tx.send(pb::Blob { data }).await.map_err(|_| Status::unavailable("append stream closed"))?;
+            match stream.rx.message().await? {
+                Some(reply) => Ok(reply),
+                None => Err(Status::unavailable("append stream ended")),
+            }
+        };
+        let reply = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(status)) => {
+                self.stream = None;
+                return Err(transport_error(status));
+            }
+            Err(_) => {
+                // The answer may still come: a new stream keeps it from being taken for the next.
+                self.stream = None;
+                return Err(RPCError::Network(NetworkError::new(&Status::deadline_exceeded("raft rpc timed out"))));
+            }
+        };
+        self.answer(&reply.data)
     }
 }
 
@@ -102,7 +167,14 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         self.synced.clamp_commit(&mut rpc);
-        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+        self.appends += 1;
+        // openraft makes a client per replication session (many appends, one at a time) and
+        // one per read-index round (a single append): only the first kind gets a stream.
+        if self.appends == 1 {
+            self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+        } else {
+            self.streamed(&rpc, option.hard_ttl()).await
+        }
     }
 
     async fn install_snapshot(

@@ -3,8 +3,10 @@
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::admission::{admit_forward, admit_peer, same_node};
 use super::client::MAX_MESSAGE;
@@ -65,28 +67,69 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<pb::Blob>, Status> {
     Ok(Response::new(pb::Blob { data }))
 }
 
+/// Hands `req` from `peer` to openraft and encodes its answer. openraft was told entries were
+/// written before they were synced (`synced_log`): a success is sent only once the entries it
+/// claims are on disk here, since the leader counts it toward a commit.
+async fn append(
+    cluster: &Cluster,
+    peer: Option<NodeId>,
+    req: AppendEntriesRequest<TypeConfig>,
+) -> Result<Vec<u8>, Status> {
+    same_node(peer, req.vote.leader_id().voted_for(), "append's leader")?;
+    let claimed = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
+    let r = cluster.raft.append_entries(req).await;
+    let matched = match &r {
+        Ok(AppendEntriesResponse::Success) => claimed,
+        Ok(AppendEntriesResponse::PartialSuccess(m)) => *m,
+        _ => None,
+    };
+    if let Some(m) = matched {
+        cluster.synced.wait_synced(m.index).await.map_err(|e| match e {
+            SyncWait::Truncated => Status::aborted("the raft log was truncated before these entries were synced"),
+            SyncWait::Closed => Status::unavailable("this node is shutting down"),
+        })?;
+    }
+    encode(&r).map_err(|e| Status::internal(format!("encode raft reply: {e}")))
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         let (peer, req): (_, AppendEntriesRequest<TypeConfig>) = self.admit(req)?;
-        same_node(peer, req.vote.leader_id().voted_for(), "append's leader")?;
-        let claimed = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
-        let r = self.cluster.raft.append_entries(req).await;
-        // openraft was told the entries were written before they were synced (`synced_log`):
-        // acknowledge only once they are on disk here, since the leader counts this reply
-        // toward a commit.
-        let matched = match &r {
-            Ok(AppendEntriesResponse::Success) => claimed,
-            Ok(AppendEntriesResponse::PartialSuccess(m)) => *m,
-            _ => None,
-        };
-        if let Some(m) = matched {
-            self.cluster.synced.wait_synced(m.index).await.map_err(|e| match e {
-                SyncWait::Truncated => Status::aborted("the raft log was truncated before these entries were synced"),
-                SyncWait::Closed => Status::unavailable("this node is shutting down"),
-            })?;
-        }
-        reply(&r)
+        Ok(Response::new(pb::Blob { data: append(&self.cluster, peer, req).await? }))
+    }
+
+    type AppendStreamStream = ReceiverStream<Result<pb::Blob, Status>>;
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<pb::Blob>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let peer = peer_of(&req);
+        admit_peer(&self.cluster, peer)?;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(1);
+        let cluster = self.cluster.clone();
+        // One message at a time, in order: each is answered before the next is read. The task
+        // ends when the leader closes or drops the stream, or at the first refusal (sent as the
+        // stream's status).
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                let reply = async {
+                    // A member removed since the stream opened is refused from then on.
+                    admit_peer(&cluster, peer)?;
+                    let req: AppendEntriesRequest<TypeConfig> = decode(&msg.data)
+                        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))?;
+                    append(&cluster, peer, req).await
+                }
+                .await;
+                let refused = reply.is_err();
+                if tx.send(reply.map(|data| pb::Blob { data })).await.is_err() || refused {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn vote(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {

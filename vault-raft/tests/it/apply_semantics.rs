@@ -240,16 +240,19 @@ async fn batch_commands_apply_in_order_each_with_its_own_response() {
     let raw = sm.writer_token("create,update:b/*", None).await;
     let put = |name: &str, version: u64, cas: Option<u64>| put_cmd(name, version, cas, 5, Some(raw.hash()));
     let out = sm
-        .run(Command::Batch(vec![
-            put("b/x", 1, None),
-            put("b/y", 1, None),
-            put("b/x", 1, None),    // version 1 was taken just before: conflict
-            put("b/x", 2, Some(7)), // wrong check-and-set
-            put("b/x", 2, Some(1)),
-            Command::Batch(vec![put("b/z", 1, None)]),
-            Command::RevokeToken { name: "t".into() },
-            put("b/y", 2, None),
-        ]))
+        .run(Command::Batch(
+            vec![
+                put("b/x", 1, None),
+                put("b/y", 1, None),
+                put("b/x", 1, None),    // version 1 was taken just before: conflict
+                put("b/x", 2, Some(7)), // wrong check-and-set
+                put("b/x", 2, Some(1)),
+                Command::Batch(vec![put("b/z", 1, None)].into()),
+                Command::RevokeToken { name: "t".into() },
+                put("b/y", 2, None),
+            ]
+            .into(),
+        ))
         .await;
     let CommandResponse::Batch(r) = out else { panic!("expected a batch response, got {out:?}") };
     assert_eq!(r.len(), 8);
