@@ -25,7 +25,6 @@ use crate::typ::{Entry, LogFlushed, LogId, LogState, StorageError, TypeConfig, V
 use crate::StoreError;
 
 const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// Bounds on the in-memory tail of the log.
@@ -229,16 +228,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         meta_get(&self.db, KEY_VOTE).map_err(|e| sto(IoKind::ReadVote, e))
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Unsynced and tiny: done inline, on openraft's core task, without a thread hop.
-        let bytes = encode(&committed).map_err(|e| sto(IoKind::WriteLogs, e))?;
-        let family = cf(&self.db, CF_RAFT_META).map_err(|e| sto(IoKind::WriteLogs, e))?;
-        self.db.put_cf(family, KEY_COMMITTED, bytes).map_err(|e| sto(IoKind::WriteLogs, e.into()))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(meta_get::<Option<LogId>>(&self.db, KEY_COMMITTED).map_err(|e| sto(IoKind::ReadLogs, e))?.flatten())
-    }
+    // The commit index is not stored (openraft's default `save_committed`): it cost a write to
+    // RocksDB on every node for every commit, and it was never synced, so it vouched for
+    // nothing after a crash. A restarted node learns the commit index from the leader; until
+    // its state machine catches up, reads wait at the read barrier. (Data directories written
+    // before keep an unused `committed` key.)
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed) -> Result<(), StorageError>
     where
