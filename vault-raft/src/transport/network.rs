@@ -43,6 +43,9 @@ pub struct PeerNetwork {
     appends: u64,
     /// The replication stream to `target`, once this client has sent more than one append.
     stream: Option<AppendStream>,
+    /// `target` does not serve `AppendStream` (a node of an older version, during a rolling
+    /// upgrade): this client sends unary calls only.
+    unary_only: bool,
 }
 
 /// One open `AppendStream` call: requests go out on `tx`, answers come back in order on `rx`.
@@ -62,6 +65,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
             synced: self.synced.clone(),
             appends: 0,
             stream: None,
+            unary_only: false,
         }
     }
 }
@@ -146,6 +150,12 @@ impl PeerNetwork {
         };
         let reply = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(reply)) => reply,
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                tracing::info!(target = self.target, "peer has no replication stream (older version): unary appends");
+                self.stream = None;
+                self.unary_only = true;
+                return self.call(Rpc::Append, rpc, timeout).await;
+            }
             Ok(Err(status)) => {
                 self.stream = None;
                 return Err(transport_error(status));
@@ -170,7 +180,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         self.appends += 1;
         // openraft makes a client per replication session (many appends, one at a time) and
         // one per read-index round (a single append): only the first kind gets a stream.
-        if self.appends == 1 {
+        if self.appends == 1 || self.unary_only {
             self.call(Rpc::Append, &rpc, option.hard_ttl()).await
         } else {
             self.streamed(&rpc, option.hard_ttl()).await
