@@ -46,14 +46,18 @@ async fn vote_as(c: &mut RaftClient, candidate: u64, term: u64) -> Result<(), to
     c.vote(blob(&req)).await.map(|_| ())
 }
 
-async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), tonic::Status> {
-    let req = AppendEntriesRequest::<TypeConfig> {
+/// An append with no entries, in `leader`'s name at `term`.
+fn empty_append(leader: u64, term: u64) -> raftpb::Blob {
+    blob(&AppendEntriesRequest::<TypeConfig> {
         vote: Vote::new_committed(term, leader),
         prev_log_id: None,
         entries: vec![],
         leader_commit: None,
-    };
-    c.append_entries(blob(&req)).await.map(|_| ())
+    })
+}
+
+async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), tonic::Status> {
+    c.append_entries(empty_append(leader, term)).await.map(|_| ())
 }
 
 /// An `AppendStream` call: requests go out on the sender, answers come back on the stream.
@@ -68,13 +72,7 @@ async fn open_stream_as(c: &mut RaftClient) -> Result<AppendStream, tonic::Statu
 /// One empty append on an open stream, in `leader`'s name at `term`; its answer or the status
 /// that ended the stream.
 async fn stream_append(s: &mut AppendStream, leader: u64, term: u64) -> Result<(), tonic::Status> {
-    let req = AppendEntriesRequest::<TypeConfig> {
-        vote: Vote::new_committed(term, leader),
-        prev_log_id: None,
-        entries: vec![],
-        leader_commit: None,
-    };
-    s.0.send(blob(&req)).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
+    s.0.send(empty_append(leader, term)).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
     match s.1.message().await? {
         Some(_) => Ok(()),
         None => Err(tonic::Status::unavailable("stream ended without an answer")),

@@ -115,6 +115,8 @@ impl PeerNetwork {
         self.answer(&reply.into_inner().data)
     }
 
+    // openraft's error type, as `call` returns it.
+    #[allow(clippy::result_large_err)]
     fn answer<Resp, E>(&self, data: &[u8]) -> Result<Resp, RPCError<NodeId, NodeInfo, E>>
     where
         Resp: DeserializeOwned,
