@@ -153,7 +153,7 @@ impl PeerNetwork {
         let reply = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(status)) if status.code() == Code::Unimplemented => {
-                tracing::info!(target = self.target, "peer has no replication stream (older version): unary appends");
+                tracing::info!(peer = self.target, "peer has no replication stream (older version): unary appends");
                 self.stream = None;
                 self.unary_only = true;
                 return self.call(Rpc::Append, rpc, timeout).await;
