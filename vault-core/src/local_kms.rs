@@ -21,10 +21,14 @@ const NONCE_LEN: usize = 24;
 /// uses the key id stored with the version.
 pub struct LocalKms {
     /// `(id, key)` in configured order; the first is this node's configured key.
-    keys: Vec<(String, MasterKey)>,
-    /// `local_key_check` of each key, in the same order: computed once, asked before every
-    /// seal.
-    checks: Vec<String>,
+    keys: Vec<RingKey>,
+}
+
+/// One key of the ring, with its id and its check (computed once: asked before every seal).
+struct RingKey {
+    id: String,
+    key: MasterKey,
+    check: String,
 }
 
 impl LocalKms {
@@ -36,18 +40,17 @@ impl LocalKms {
     /// A keyring; the first key is the configured one (what a new cluster records). Duplicate
     /// keys are dropped; an empty keyring is refused.
     pub fn keyring(keys: Vec<MasterKey>) -> Result<Self, CoreError> {
-        let mut ring: Vec<(String, MasterKey)> = Vec::with_capacity(keys.len());
-        for k in keys {
-            let id = local_key_id(&k);
-            if !ring.iter().any(|(i, _)| *i == id) {
-                ring.push((id, k));
+        let mut ring: Vec<RingKey> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let id = local_key_id(&key);
+            if !ring.iter().any(|r| r.id == id) {
+                ring.push(RingKey { check: local_key_check(&key), id, key });
             }
         }
         if ring.is_empty() {
             return Err(CoreError::InvalidArgument("the local keyring holds no key".into()));
         }
-        let checks = ring.iter().map(|(_, k)| local_key_check(k)).collect();
-        Ok(LocalKms { keys: ring, checks })
+        Ok(LocalKms { keys: ring })
     }
 
     fn aad(ctx: &EncryptionContext) -> Vec<u8> {
@@ -55,10 +58,14 @@ impl LocalKms {
         format!("vault-local-kms/v1|secret={}|version={}", ctx.secret, ctx.version).into_bytes()
     }
 
+    fn ring_key(&self, key_id: &str) -> Option<&RingKey> {
+        self.keys.iter().find(|r| r.id == key_id)
+    }
+
     fn key(&self, key_id: &str) -> Result<&MasterKey, CoreError> {
-        self.keys.iter().find(|(id, _)| id == key_id).map(|(_, k)| k).ok_or_else(|| CoreError::KeyMismatch {
+        self.ring_key(key_id).map(|r| &r.key).ok_or_else(|| CoreError::KeyMismatch {
             stored: key_id.to_string(),
-            configured: self.keys.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", "),
+            configured: self.keys.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "),
         })
     }
 
@@ -118,20 +125,19 @@ impl KeyManager for LocalKms {
     }
 
     fn key_id(&self) -> &str {
-        &self.keys[0].0
+        &self.keys[0].id
     }
 
     fn key_ids(&self) -> Vec<String> {
-        self.keys.iter().map(|(id, _)| id.clone()).collect()
+        self.keys.iter().map(|r| r.id.clone()).collect()
     }
 
     fn holds_key(&self, key_id: &str) -> bool {
-        self.keys.iter().any(|(id, _)| id == key_id)
+        self.ring_key(key_id).is_some()
     }
 
     fn key_check(&self, key_id: &str) -> Option<String> {
-        let at = self.keys.iter().position(|(id, _)| id == key_id)?;
-        self.checks.get(at).cloned()
+        self.ring_key(key_id).map(|r| r.check.clone())
     }
 
     fn supports_rotation(&self) -> bool {

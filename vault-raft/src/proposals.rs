@@ -10,7 +10,7 @@
 //! the entry most recently proposed carries: writes then arrive faster than entries commit,
 //! and with a second entry in flight the next batch replicates while the first is applied and
 //! answered, instead of queueing behind it. So the number of entries in flight follows the
-//! load, up to a limit set by the cores (`max_in_flight`); on two cores, where CPU rather than
+//! load, up to a limit set by the cores (`default_max_in_flight`, or `VAULT_RAFT_MAX_IN_FLIGHT`); on two cores, where CPU rather than
 //! latency bounds writes, fewer and larger entries cost less per write.
 //!
 //! Each command in a batch is applied in order and answered on its own, exactly as if it were
