@@ -2,6 +2,7 @@
 //! outage and hot reads skip a KMS round trip. Plaintext secret values are never cached.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,20 @@ pub struct DekCache {
     ttl: Duration,
     capacity: usize,
     entries: Mutex<HashMap<Slot, (Instant, DataKey)>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl DekCache {
     /// `ttl` of zero disables the cache.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        DekCache { ttl, capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
+        DekCache {
+            ttl,
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -44,14 +53,22 @@ impl DekCache {
         }
         let slot = Self::slot(key_id, wrapped);
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&slot) {
+        let found = match map.get(&slot) {
             Some((at, key)) if at.elapsed() < self.ttl => DataKey::from_slice(key.expose()).ok(),
             Some(_) => {
                 map.remove(&slot);
                 None
             }
             None => None,
-        }
+        };
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups so far that found a live key, and those that did not: `(hits, misses)`.
+    pub fn lookups(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     pub fn insert(&self, key_id: &str, wrapped: &[u8], key: &DataKey) {
@@ -98,6 +115,7 @@ mod tests {
         assert!(c.get("k2", b"wrapped").is_none(), "key id is part of the slot");
         std::thread::sleep(Duration::from_millis(60));
         assert!(c.get("k1", b"wrapped").is_none());
+        assert_eq!(c.lookups(), (1, 2), "one hit; a wrong key id and an expired key are misses");
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub trait KeyManager: Send + Sync + 'static {
         ctx: &EncryptionContext,
     ) -> Result<DataKey, CoreError>;
 
+    /// Checks that the key manager answers and this node may use its configured key (for
+    /// readiness). The local backend always can.
+    async fn probe(&self) -> Result<(), CoreError> {
+        Ok(())
+    }
+
     /// Whether the master key rotates and wrapped keys can be moved onto new key material.
     fn supports_rotation(&self) -> bool {
         false

@@ -54,6 +54,7 @@ pub const KEYS: &[&str] = &[
     "VAULT_RAFT_MAX_IN_FLIGHT",
     "VAULT_LOG",
     "VAULT_LOG_FORMAT",
+    "VAULT_METRICS_ADDR",
     "VAULT_AUDIT_KEY",
     "VAULT_AUDIT_KEY_FILE",
     "VAULT_AUDIT_FILE",
@@ -295,6 +296,10 @@ impl RawConfig {
             node_id,
             data_dir: PathBuf::from(self.get("VAULT_DATA_DIR").unwrap_or("./vault-data")),
             api_addr,
+            metrics_addr: self
+                .get("VAULT_METRICS_ADDR")
+                .map(|s| s.parse().map_err(|e| anyhow!("VAULT_METRICS_ADDR={s:?} is not host:port: {e}")))
+                .transpose()?,
             raft_addr,
             api_advertise: advertise(self.get("VAULT_API_ADVERTISE_ADDR"), api_addr),
             raft_advertise: advertise(self.get("VAULT_RAFT_ADVERTISE_ADDR"), raft_addr),
@@ -420,6 +425,8 @@ pub struct Config {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
+    /// Prometheus metrics, `/healthz` and `/readyz` (HTTP); off unless set.
+    pub metrics_addr: Option<SocketAddr>,
     pub raft_addr: SocketAddr,
     pub api_advertise: String,
     pub raft_advertise: String,

@@ -13,6 +13,7 @@ pub mod kms;
 pub mod logging;
 pub mod master_key;
 pub mod name_queue;
+pub mod observe;
 pub mod pb_impl;
 pub mod rewrap;
 pub mod server;

@@ -4,6 +4,7 @@
 //! not ready, naming both key ids.
 
 use std::time::Duration;
+use vault_core::kms::KeyManager;
 
 use openraft::ServerState;
 use tonic::Status;

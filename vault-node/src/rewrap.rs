@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vault_core::kms::KeyManager;
 
 use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot, watch};

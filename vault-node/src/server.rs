@@ -24,6 +24,7 @@ use crate::api_conn;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
 use crate::auth::refusals::{RateLimiter, RefusalLimiter};
 use crate::config::{Config, RaftSecurity, RewrapConfig};
+use crate::observe::{Health, KmsCheck, RpcMetricsLayer};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::secrets_server::SecretsServer;
 use crate::rewrap::Rewrapper;
@@ -110,6 +111,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     // Bind first, so that a port in use fails the start before anything else happens.
     let api_listener =
         TcpListener::bind(config.api_addr).await.with_context(|| format!("bind API listener {}", config.api_addr))?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("bind metrics listener {addr}"))?),
+        None => None,
+    };
     let raft_listener = match &security {
         Some(_) => Some(
             TcpListener::bind(config.raft_addr)
@@ -210,22 +215,46 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let worker = tokio::spawn(rewrapper.clone().run(worker_stop));
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    let readiness = Arc::new(Health::default());
     let (health_stop_tx, health_stop) = tokio::sync::watch::channel(false);
     set_health(&health, false).await;
     let bootstrap_token = config.bootstrap_token.take();
     let health_task = {
         let vault = vault.clone();
         let health = health.clone();
+        let readiness = readiness.clone();
         tokio::spawn(async move {
             bootstrap(&vault, bootstrap_token).await;
             if let Err(why) = crate::master_key::settle(&vault).await {
                 // Stays NOT_SERVING; writes are refused with the same words.
                 tracing::error!("{why}");
+                readiness.set_ready(Err(why));
                 return;
             }
             tracing::info!("ready");
-            watch_health(&vault, &health, health_stop).await;
+            watch_health(&vault, &health, &readiness, health_stop).await;
         })
+    };
+    let (metrics_stop_tx, metrics_stop) = tokio::sync::watch::channel(false);
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let handle = crate::observe::install_recorder()?;
+            tracing::info!(metrics = %listener.local_addr()?, "metrics listener up (/metrics, /healthz, /readyz)");
+            let serve = crate::observe::serve(
+                listener,
+                handle,
+                vault.clone(),
+                rewrapper.clone(),
+                readiness.clone(),
+                config.data_dir.clone(),
+                async move {
+                    let mut stop = metrics_stop;
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            );
+            Some(tokio::spawn(serve))
+        }
+        None => None,
     };
 
     let auth = AuthLayer::new(AuthPolicy {
@@ -252,10 +281,16 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         "vault-node listening"
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    {
+        let (readiness, health) = (readiness.clone(), health.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            // Load balancers and orchestrators see the node go before its listeners do.
+            readiness.begin_shutdown();
+            set_health(&health, false).await;
+            let _ = stop_tx.send(true);
+        });
+    }
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -283,6 +318,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         // Clients that reset many streams (timeouts) are not cut off after a stall; streams per
         // connection stay bounded by max_concurrent_streams.
         .http2_max_pending_accept_reset_streams(Some(limits.max_streams as usize * 4))
+        .layer(RpcMetricsLayer)
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection)
@@ -308,6 +344,14 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     if let Some(h) = raft_server {
         h.abort();
     }
+    let _ = metrics_stop_tx.send(true);
+    if let Some(h) = metrics_server {
+        match h.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "metrics listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
 }
@@ -326,17 +370,25 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
     }
 }
 
-/// SERVING only while a linearizable read would succeed here: the leader confirms its
-/// leadership with a quorum and this node has applied up to the leader's commit, checked every
-/// second. A node cut off from its quorum, or lagging, says NOT_SERVING within a few seconds.
+/// SERVING (and `/readyz` 200) only while a linearizable read would succeed here and data keys
+/// can be had: the leader confirms its leadership with a quorum, this node has applied up to the
+/// leader's commit, and the key manager answers or data keys are cached; checked every second.
+/// A node cut off from its quorum, or lagging, says NOT_SERVING within a few seconds.
 async fn watch_health(
     vault: &Vault,
     health: &tonic_health::server::HealthReporter,
+    readiness: &Health,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut serving = None;
+    let mut kms = KmsCheck::default();
     loop {
-        let ok = vault.cluster.read_barrier(HEALTH_TIMEOUT).await.is_ok();
+        let ready = match vault.cluster.read_barrier(HEALTH_TIMEOUT).await {
+            Ok(()) => kms.check(vault).await,
+            Err(e) => Err(format!("not caught up with a leader confirmed by a quorum: {e}")),
+        };
+        let ok = ready.is_ok();
+        readiness.set_ready(ready);
         if serving != Some(ok) {
             if serving.is_some() {
                 tracing::warn!(serving = ok, "health changed");

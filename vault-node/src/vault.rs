@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use tonic::Status;
 use vault_core::dek_cache::DekCache;
 use vault_core::envelope;
-use vault_core::kms::KeyManager;
 
 use vault_core::model::{Action, AuditContext, AuditRecord, VersionRecord, VersionState};
 use vault_core::time::now_ms;
@@ -18,6 +17,7 @@ use vault_raft::{AuditLog, Cluster, Command, CommandResponse, StateReader};
 use crate::auth::caller::Caller;
 use crate::auth::refusals::RefusalLimiter;
 use crate::error::{code_words, ApiError};
+use crate::kms::MeteredKms;
 
 /// How long a write may wait for its Raft commit before the caller is told to retry.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +29,8 @@ pub struct Vault {
     pub transport_enabled: bool,
     pub reader: StateReader,
     pub audit_log: AuditLog,
-    pub kms: Arc<dyn KeyManager>,
+    /// The configured key manager, timed and watched (see [`MeteredKms`]).
+    pub kms: Arc<MeteredKms>,
     pub dek_cache: DekCache,
     pub max_value_bytes: usize,
     /// Per-address limit on recording refusals.

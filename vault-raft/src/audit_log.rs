@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
@@ -167,6 +168,15 @@ pub struct AuditLog {
     retention: Retention,
     /// JSON-lines copy of every record, for log shippers.
     sink: Option<Arc<Mutex<File>>>,
+    /// Writes that failed: to the log itself, and to the file sink.
+    failures: Arc<Failures>,
+}
+
+/// Counts of failed audit writes since the process started (for metrics).
+#[derive(Debug, Default)]
+pub struct Failures {
+    pub log: AtomicU64,
+    pub sink: AtomicU64,
 }
 
 impl AuditLog {
@@ -187,6 +197,7 @@ impl AuditLog {
             chain: Arc::new(Mutex::new(Chain { next_seq: last + 1, prev })),
             retention: Retention::default(),
             sink: None,
+            failures: Arc::default(),
         })
     }
 
@@ -205,6 +216,11 @@ impl AuditLog {
         self.node_id
     }
 
+    /// Failed writes so far: `(log, sink)`.
+    pub fn failures(&self) -> (u64, u64) {
+        (self.failures.log.load(Ordering::Relaxed), self.failures.sink.load(Ordering::Relaxed))
+    }
+
     /// Appends a read or refusal served by this node (its `seq` and `node_id` are set here).
     pub fn append(&self, mut record: AuditRecord) -> Result<(), StoreError> {
         record.node_id = self.node_id;
@@ -213,7 +229,15 @@ impl AuditLog {
 
     /// Writes `batch` with `records` chained onto the log, atomically: the apply step's way
     /// of recording changes with the changes themselves.
-    pub fn commit(&self, mut batch: WriteBatch, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+    pub fn commit(&self, batch: WriteBatch, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        let result = self.commit_inner(batch, records);
+        if result.is_err() {
+            self.failures.log.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn commit_inner(&self, mut batch: WriteBatch, records: Vec<AuditRecord>) -> Result<(), StoreError> {
         if records.is_empty() {
             self.db.write(batch)?;
             return Ok(());
@@ -254,11 +278,13 @@ impl AuditLog {
             let line = match serde_json::to_string(r) {
                 Ok(l) => l,
                 Err(e) => {
+                    self.failures.sink.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "encode an audit record for the file sink");
                     continue;
                 }
             };
             if let Err(e) = writeln!(f, "{line}") {
+                self.failures.sink.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, seq = r.seq, "audit file sink write failed (the record is in the node's log)");
             }
         }

@@ -228,11 +228,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         meta_get(&self.db, KEY_VOTE).map_err(|e| sto(IoKind::ReadVote, e))
     }
 
-    // The commit index is not stored (openraft's default `save_committed`): it cost a write to
-    // RocksDB on every node for every commit, and it was never synced, so it vouched for
+    // The commit index is kept in memory only, for metrics: writing it to RocksDB cost a write
+    // on every node for every commit, and that write was never synced, so it vouched for
     // nothing after a crash. A restarted node learns the commit index from the leader; until
     // its state machine catches up, reads wait at the read barrier. (Data directories written
     // before keep an unused `committed` key.)
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = committed {
+            self.syncer.committed(c.index);
+        }
+        Ok(())
+    }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed) -> Result<(), StorageError>
     where

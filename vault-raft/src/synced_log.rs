@@ -56,6 +56,8 @@ struct Shared {
     /// Highest commit index held back from followers, and a nudge to send it once synced.
     held_commit: AtomicU64,
     held: Notify,
+    /// The highest commit index openraft has reported, plus one (0: none yet). Memory only.
+    committed_end: AtomicU64,
 }
 
 impl Shared {
@@ -123,6 +125,12 @@ impl SyncedLog {
         }
     }
 
+    /// The highest commit index this node knows of since it started (for metrics; never
+    /// stored, so `None` until the leader first tells it one).
+    pub fn committed_index(&self) -> Option<u64> {
+        self.shared.committed_end.load(Ordering::Relaxed).checked_sub(1)
+    }
+
     /// Holds a leader's commit index to what this node has synced. If the message names the
     /// highest synced entry (as its `prev_log_id` or one of its entries), that is sent
     /// instead; otherwise no commit index (followers keep theirs). Either way a heartbeat
@@ -177,6 +185,7 @@ impl Syncer {
             synced: watch::Sender::new(synced),
             held_commit: AtomicU64::new(0),
             held: Notify::new(),
+            committed_end: AtomicU64::new(0),
         });
         let (db, thread_shared) = (Arc::downgrade(db), shared.clone());
         let handle =
@@ -186,6 +195,11 @@ impl Syncer {
 
     pub(crate) fn handle(&self) -> SyncedLog {
         SyncedLog { shared: self.shared.clone() }
+    }
+
+    /// openraft reports the commit index reached `index`.
+    pub(crate) fn committed(&self, index: u64) {
+        self.shared.committed_end.fetch_max(index + 1, Ordering::Relaxed);
     }
 
     /// Entries up to `last_index` were written (not synced): sync them soon.

@@ -1,6 +1,7 @@
 //! The `Admin` service: tokens, roles, audit and cluster status. Admin role only.
 
 use std::sync::Arc;
+use vault_core::kms::KeyManager;
 
 use tonic::{Request, Response, Status};
 use vault_core::model::{validate_label, Grant, Role, TokenRecord};

@@ -185,6 +185,11 @@ impl KeyManager for AwsKms {
         DataKey::from_slice(&plain)
     }
 
+    async fn probe(&self) -> Result<(), CoreError> {
+        self.client.describe_key().key_id(&self.arn).send().await.map_err(|e| classify("DescribeKey", e))?;
+        Ok(())
+    }
+
     fn supports_rotation(&self) -> bool {
         true
     }

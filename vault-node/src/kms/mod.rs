@@ -1,6 +1,7 @@
 //! Maps the KMS configuration to a key manager backend.
 
 mod aws;
+mod metered;
 
 use std::sync::Arc;
 
@@ -9,10 +10,15 @@ use vault_core::kms::KeyManager;
 use vault_core::local_kms::LocalKms;
 
 pub use aws::AwsKms;
+pub use metered::{MeteredKms, Reachability};
 
 use crate::config::KmsConfig;
 
-pub async fn build(cfg: KmsConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
+pub async fn build(cfg: KmsConfig) -> anyhow::Result<Arc<MeteredKms>> {
+    Ok(Arc::new(MeteredKms::new(backend(cfg).await?)))
+}
+
+async fn backend(cfg: KmsConfig) -> anyhow::Result<Arc<dyn KeyManager>> {
     match cfg {
         KmsConfig::Local { keys } if !keys.is_empty() => Ok(Arc::new(LocalKms::keyring(keys)?)),
         KmsConfig::Local { .. } => {

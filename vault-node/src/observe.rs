@@ -1,0 +1,429 @@
+//! What an operator watches: Prometheus metrics, liveness and readiness, on their own HTTP
+//! listener (`VAULT_METRICS_ADDR`), and the per-RPC request metrics layer of the API.
+//!
+//! Counters that belong to other parts (the DEK cache, the audit log, Raft, the re-wrap worker)
+//! are read when `/metrics` is scraped; RPC and KMS calls are recorded as they happen. No label
+//! ever carries a secret name, a token name, a key id or a client address: RPC labels come from
+//! the fixed table of the API's methods, anything else is `other`.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http_body::{Body as HttpBody, Frame};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::auth::rpcs;
+use crate::rewrap::Rewrapper;
+use crate::vault::Vault;
+
+/// Whether this node is alive and ready, as `/healthz`, `/readyz` and the gRPC health service
+/// report it. Both flip to "no" when shutdown begins.
+pub struct Health {
+    stopping: AtomicBool,
+    /// `Ok` when ready; otherwise why not.
+    ready: RwLock<Result<(), String>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { stopping: AtomicBool::new(false), ready: RwLock::new(Err("starting".into())) }
+    }
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: Result<(), String>) {
+        *self.ready.write().unwrap_or_else(|p| p.into_inner()) = ready;
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn alive(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst)
+    }
+
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.alive() {
+            return Err("shutting down".into());
+        }
+        self.ready.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Seconds buckets for request and KMS latency histograms: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Installs the process-wide metrics recorder. Without it (no `VAULT_METRICS_ADDR`), every
+/// `metrics::` call is a no-op.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(|e| anyhow::anyhow!("metrics buckets: {e}"))?
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("install the metrics recorder: {e}"))?;
+    describe();
+    metrics::gauge!("vault_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// The HELP lines of every metric this node exports.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("vault_grpc_requests_total", "API calls by RPC and gRPC status code");
+    describe_histogram!("vault_grpc_request_duration_seconds", Unit::Seconds, "API call latency by RPC");
+    describe_histogram!(
+        "vault_kms_request_duration_seconds",
+        Unit::Seconds,
+        "key manager call latency by operation and outcome"
+    );
+    describe_counter!("vault_kms_errors_total", "failed key manager calls by operation and outcome");
+    describe_gauge!("vault_raft_term", "current Raft term");
+    describe_gauge!("vault_raft_leader_id", "node id of the leader this node knows (0: none)");
+    describe_gauge!("vault_raft_is_leader", "1 on the leader");
+    describe_gauge!("vault_raft_last_log_index", "index of the last entry in this node's log");
+    describe_gauge!("vault_raft_commit_index", "highest commit index this node knows since it started");
+    describe_gauge!("vault_raft_applied_index", "index of the last entry applied to this node's state");
+    describe_gauge!("vault_raft_snapshot_index", "last log index the current snapshot covers");
+    describe_gauge!("vault_raft_log_entries", "entries in the log (not yet purged into a snapshot)");
+    describe_gauge!("vault_raft_snapshot_bytes", Unit::Bytes, "size of the current snapshot file");
+    describe_gauge!("vault_raft_members", "members of the cluster (voters and learners)");
+    describe_gauge!(
+        "vault_raft_follower_matched_index",
+        "on the leader: highest index known replicated to each follower"
+    );
+    describe_gauge!("vault_raft_follower_lag_entries", "on the leader: entries each follower is behind");
+    describe_gauge!("vault_storage_bytes", Unit::Bytes, "bytes of files in the data directory");
+    describe_counter!("vault_dek_cache_hits_total", "reads that found their unwrapped data key cached");
+    describe_counter!("vault_dek_cache_misses_total", "reads that had to ask the key manager");
+    describe_gauge!("vault_dek_cache_entries", "unwrapped data keys cached");
+    describe_counter!("vault_audit_write_failures_total", "audit records that could not be written, by target");
+    describe_gauge!("vault_rewrap_enabled", "1 when the re-wrap worker is enabled");
+    describe_gauge!("vault_rewrap_running", "1 while a re-wrap pass runs on this node (the leader)");
+    describe_gauge!("vault_rewrap_pass_versions", "versions the current or last re-wrap pass covers");
+    describe_gauge!("vault_rewrap_pass_done_versions", "versions re-wrapped in the current or last pass");
+    describe_gauge!("vault_rewrap_pass_failed_versions", "versions that failed in the current or last pass");
+    describe_gauge!("vault_rewrap_pending_versions", "versions the current pass has yet to re-wrap");
+    describe_gauge!("vault_ready", "1 when /readyz answers 200");
+    describe_gauge!("vault_build_info", "always 1; the version label names this build");
+}
+
+#[derive(Clone)]
+struct Scrape {
+    handle: PrometheusHandle,
+    vault: Arc<Vault>,
+    rewrapper: Arc<Rewrapper>,
+    health: Arc<Health>,
+    data_dir: PathBuf,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    vault: Arc<Vault>,
+    rewrapper: Arc<Rewrapper>,
+    health: Arc<Health>,
+    data_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = Scrape { handle, vault, rewrapper, health, data_dir };
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn healthz(State(s): State<Scrape>) -> impl IntoResponse {
+    if s.health.alive() {
+        (StatusCode::OK, "ok\n".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string())
+    }
+}
+
+async fn readyz(State(s): State<Scrape>) -> impl IntoResponse {
+    match s.health.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+async fn metrics_page(State(s): State<Scrape>) -> impl IntoResponse {
+    let dir = s.data_dir.clone();
+    // Walking the data directory touches the file system: off the async threads.
+    let disk = tokio::task::spawn_blocking(move || (dir_bytes(&dir), newest_snapshot_bytes(&dir.join("snapshots"))))
+        .await
+        .unwrap_or((0, 0));
+    collect(&s, disk);
+    s.handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.handle.render())
+}
+
+/// Sets the gauges and counters owned elsewhere from their current values.
+fn collect(s: &Scrape, (data_bytes, snapshot_bytes): (u64, u64)) {
+    use metrics::{counter, gauge};
+    let m = s.vault.cluster.raft.metrics().borrow().clone();
+    gauge!("vault_raft_term").set(m.current_term as f64);
+    gauge!("vault_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+    gauge!("vault_raft_is_leader").set(f64::from(u8::from(m.current_leader == Some(m.id))));
+    gauge!("vault_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    gauge!("vault_raft_applied_index").set(m.last_applied.map_or(0, |l| l.index) as f64);
+    gauge!("vault_raft_commit_index").set(s.vault.cluster.synced.committed_index().unwrap_or(0) as f64);
+    gauge!("vault_raft_snapshot_index").set(m.snapshot.map_or(0, |l| l.index) as f64);
+    let first = m.purged.map_or(0, |p| p.index + 1);
+    gauge!("vault_raft_log_entries").set(m.last_log_index.map_or(0, |l| (l + 1).saturating_sub(first)) as f64);
+    gauge!("vault_raft_snapshot_bytes").set(snapshot_bytes as f64);
+    gauge!("vault_storage_bytes").set(data_bytes as f64);
+    gauge!("vault_raft_members").set(m.membership_config.membership().nodes().count() as f64);
+    if let Some(replication) = &m.replication {
+        let last = m.last_log_index.unwrap_or(0);
+        for (id, matched) in replication.iter().filter(|(id, _)| **id != m.id) {
+            let matched = matched.map_or(0, |l| l.index);
+            let follower = id.to_string();
+            gauge!("vault_raft_follower_matched_index", "follower" => follower.clone()).set(matched as f64);
+            gauge!("vault_raft_follower_lag_entries", "follower" => follower).set(last.saturating_sub(matched) as f64);
+        }
+    }
+
+    let (hits, misses) = s.vault.dek_cache.lookups();
+    counter!("vault_dek_cache_hits_total").absolute(hits);
+    counter!("vault_dek_cache_misses_total").absolute(misses);
+    gauge!("vault_dek_cache_entries").set(s.vault.dek_cache.len() as f64);
+
+    let (log, sink) = s.vault.audit_log.failures();
+    counter!("vault_audit_write_failures_total", "target" => "log").absolute(log);
+    counter!("vault_audit_write_failures_total", "target" => "file").absolute(sink);
+
+    let p = s.rewrapper.progress();
+    gauge!("vault_rewrap_enabled").set(f64::from(u8::from(s.rewrapper.enabled())));
+    gauge!("vault_rewrap_running").set(f64::from(u8::from(p.running)));
+    gauge!("vault_rewrap_pass_versions").set(p.total as f64);
+    gauge!("vault_rewrap_pass_done_versions").set(p.done as f64);
+    gauge!("vault_rewrap_pass_failed_versions").set(p.failed as f64);
+    gauge!("vault_rewrap_pending_versions").set(p.total.saturating_sub(p.done + p.failed) as f64);
+
+    gauge!("vault_ready").set(f64::from(u8::from(s.health.ready().is_ok())));
+}
+
+/// Bytes of every file under `dir` (RocksDB files, snapshots, the audit key).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Size of the newest snapshot file in `dir`.
+fn newest_snapshot_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snap-"))
+        .filter_map(|e| e.metadata().ok())
+        .filter_map(|m| Some((m.modified().ok()?, m.len())))
+        .max()
+        .map_or(0, |(_, len)| len)
+}
+
+/// The label an RPC's metrics carry: its path if it is one of the API's (or health or
+/// reflection), else `other` (the client chooses the path; it must not choose labels).
+fn rpc_label(path: &str) -> &'static str {
+    const OPEN: [&str; 4] = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ];
+    rpcs::RPCS.iter().map(|r| r.path).chain(OPEN).find(|p| *p == path).unwrap_or("other")
+}
+
+/// gRPC status code names, as the `code` label.
+fn code_label(code: Option<&[u8]>) -> &'static str {
+    let n: Option<i32> = code.and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.trim().parse().ok());
+    match n {
+        None => "none",
+        Some(n) => match tonic::Code::from_i32(n) {
+            tonic::Code::Ok => "OK",
+            tonic::Code::Cancelled => "CANCELLED",
+            tonic::Code::Unknown => "UNKNOWN",
+            tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+            tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            tonic::Code::NotFound => "NOT_FOUND",
+            tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+            tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+            tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+            tonic::Code::Aborted => "ABORTED",
+            tonic::Code::OutOfRange => "OUT_OF_RANGE",
+            tonic::Code::Unimplemented => "UNIMPLEMENTED",
+            tonic::Code::Internal => "INTERNAL",
+            tonic::Code::Unavailable => "UNAVAILABLE",
+            tonic::Code::DataLoss => "DATA_LOSS",
+            tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+        },
+    }
+}
+
+/// Counts every API call by RPC and status code, and times it from the request's arrival to
+/// its status (the trailers, or the headers of a trailers-only answer).
+#[derive(Clone, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> RpcMetrics<S> {
+        RpcMetrics { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, ReqBody> Service<http::Request<ReqBody>> for RpcMetrics<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let rpc = rpc_label(req.uri().path());
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await?;
+            let (parts, body) = response.into_parts();
+            let mut pending = Pending { rpc, start, done: false };
+            if let Some(code) = parts.headers.get("grpc-status") {
+                // Trailers-only: the status is already here.
+                pending.finish(Some(code.as_bytes()));
+            }
+            Ok(http::Response::from_parts(parts, Body::new(Observed { inner: body, pending })))
+        })
+    }
+}
+
+/// A call whose status is not yet known.
+struct Pending {
+    rpc: &'static str,
+    start: Instant,
+    done: bool,
+}
+
+impl Pending {
+    fn finish(&mut self, code: Option<&[u8]>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let code = code_label(code);
+        metrics::counter!("vault_grpc_requests_total", "rpc" => self.rpc, "code" => code).increment(1);
+        metrics::histogram!("vault_grpc_request_duration_seconds", "rpc" => self.rpc)
+            .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Pending {
+    /// A body dropped before its trailers: the client went away.
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Some(b"1"));
+        }
+    }
+}
+
+/// A response body that reports the call's status when its trailers go by.
+struct Observed {
+    inner: Body,
+    pending: Pending,
+}
+
+impl HttpBody for Observed {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.pending.finish(trailers.get("grpc-status").map(|v| v.as_bytes()));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.pending.finish(Some(b"2")),
+            Poll::Ready(None) => this.pending.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How often the key manager is probed when nothing else calls it.
+const KMS_PROBE_EVERY: Duration = Duration::from_secs(30);
+
+/// The key manager half of readiness: the last call to the provider (a real one, or a probe,
+/// DescribeKey for AWS, made at most every [`KMS_PROBE_EVERY`]) got an answer, or this node
+/// holds cached data keys to read with through an outage.
+#[derive(Default)]
+pub struct KmsCheck {
+    last_probe: Option<Instant>,
+}
+
+impl KmsCheck {
+    pub async fn check(&mut self, vault: &Vault) -> Result<(), String> {
+        use vault_core::kms::KeyManager;
+        if self.last_probe.is_none_or(|at| at.elapsed() >= KMS_PROBE_EVERY) {
+            self.last_probe = Some(Instant::now());
+            if let Err(e) = vault.kms.probe().await {
+                tracing::warn!(error = %e, "key manager probe failed");
+            }
+        }
+        match vault.kms.reachability() {
+            crate::kms::Reachability::Unreachable if vault.dek_cache.is_empty() => {
+                Err("the key manager did not answer its last call and no data keys are cached".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
