@@ -433,11 +433,16 @@ impl TestCluster {
     }
 
     pub async fn start(n: u64, tune: impl Fn(&mut NodeSpec)) -> TestCluster {
+        Self::start_with_key(n, &random_master_key(), tune).await
+    }
+
+    /// [`start`](Self::start) with the given local master key (base64).
+    pub async fn start_with_key(n: u64, master: &str, tune: impl Fn(&mut NodeSpec)) -> TestCluster {
         let dir = test_dir();
         let mut c = TestCluster {
             dir,
             token: random_token(),
-            master: random_master_key(),
+            master: master.to_string(),
             specs: Vec::new(),
             nodes: Vec::new(),
         };

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod api_conn;
 pub mod auth;
+pub mod backup;
 pub mod certs;
 pub mod clock;
 pub mod cluster;

@@ -104,6 +104,9 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             None => None,
         },
     };
+    let scratch_dir = config.data_dir.join("scratch");
+    crate::backup::prepare_scratch(&scratch_dir)
+        .with_context(|| format!("prepare scratch directory {}", scratch_dir.display()))?;
     let storage = Storage::open(&config.data_dir, config.node_id, audit_setup)
         .await
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
@@ -206,6 +209,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         max_value_bytes: config.max_value_bytes,
         refusals: RefusalLimiter::new(config.audit.refusals_per_sec, config.audit.refusals_burst),
         name_queue: Default::default(),
+        scratch_dir: scratch_dir.clone(),
     });
     let (audit_stop_tx, audit_stop) = tokio::sync::watch::channel(false);
     let audit_upkeep = tokio::spawn(audit_upkeep(vault.clone(), audit_stop));
@@ -266,6 +270,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             .then(|| RateLimiter::new(config.api_limits.rate_per_addr, 2.0 * config.api_limits.rate_per_addr)),
         rate_per_token: (config.api_limits.rate_per_token > 0.0)
             .then(|| RateLimiter::new(config.api_limits.rate_per_token, 2.0 * config.api_limits.rate_per_token)),
+        request_timeout: config.api_limits.request_timeout,
     });
     let tls = config
         .tls
@@ -314,7 +319,6 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let serve = Server::builder()
         .max_concurrent_streams(limits.max_streams)
         .http2_max_header_list_size(limits.max_header_bytes)
-        .timeout(limits.request_timeout)
         // Clients that reset many streams (timeouts) are not cut off after a stall; streams per
         // connection stay bounded by max_concurrent_streams.
         .http2_max_pending_accept_reset_streams(Some(limits.max_streams as usize * 4))

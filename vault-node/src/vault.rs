@@ -35,6 +35,9 @@ pub struct Vault {
     pub max_value_bytes: usize,
     /// Per-address limit on recording refusals.
     pub refusals: RefusalLimiter,
+    /// Where backups are written before they are sent and restores are received before they are
+    /// checked (inside the data directory; emptied at start).
+    pub scratch_dir: std::path::PathBuf,
     /// Writes to one name take turns on this node.
     pub name_queue: crate::name_queue::NameQueue,
 }

@@ -8,8 +8,10 @@ use vault_core::model::{
 use vault_core::token::TokenHash;
 
 use crate::command::{Command, CommandResponse, Rejection};
-use crate::db::{CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS};
-use crate::tables::{version_key, KvRead, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_MASTER_KEY, KEY_REWRAP};
+use crate::db::{CF_RESTORE, CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS, SM_CFS};
+use crate::tables::{
+    version_key, KvRead, RestoreProgress, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_MASTER_KEY, KEY_RESTORE, KEY_REWRAP,
+};
 use crate::StoreError;
 
 fn reject(r: Rejection) -> Result<CommandResponse, StoreError> {
@@ -203,6 +205,52 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             txn.delete(CF_ROLES, name.as_bytes());
             Ok(CommandResponse::Ok)
         }
+        Command::RestoreBegin { id, records } => {
+            for key in txn.scan(CF_RESTORE)?.into_keys() {
+                txn.delete(CF_RESTORE, &key);
+            }
+            let progress = RestoreProgress { id: *id, expected: *records, received: 0, next_seq: 0 };
+            txn.put(CF_SM_META, KEY_RESTORE, &progress)?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::RestoreChunk { id, seq, records } => {
+            let Some(mut progress) = restore_in_progress(txn, *id)? else {
+                return reject(Rejection::FailedPrecondition(format!(
+                    "restore {id:016x} is not in progress (another restore began, or one committed)"
+                )));
+            };
+            if *seq != progress.next_seq {
+                return reject(Rejection::FailedPrecondition(format!(
+                    "restore {id:016x}: chunk {seq} arrived, chunk {} was expected",
+                    progress.next_seq
+                )));
+            }
+            for r in records {
+                if SM_CFS.get(r.family as usize).is_none_or(|f| *f == CF_RESTORE) {
+                    return reject(Rejection::FailedPrecondition(format!("restore chunk names family {}", r.family)));
+                }
+                let mut key = Vec::with_capacity(r.key.len() + 1);
+                key.push(r.family);
+                key.extend_from_slice(&r.key);
+                txn.put_raw(CF_RESTORE, key, r.value.clone());
+            }
+            progress.next_seq += 1;
+            progress.received += records.len() as u64;
+            txn.put(CF_SM_META, KEY_RESTORE, &progress)?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::RestoreCommit { id } => {
+            let Some(progress) = restore_in_progress(txn, *id)? else {
+                return reject(Rejection::FailedPrecondition(format!("restore {id:016x} is not in progress")));
+            };
+            if progress.received != progress.expected {
+                return reject(Rejection::FailedPrecondition(format!(
+                    "restore {id:016x} has {} of {} records",
+                    progress.received, progress.expected
+                )));
+            }
+            commit_restore(txn)
+        }
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for c in cmds.iter() {
@@ -298,7 +346,10 @@ fn apply_as_caller(
         Command::CreateToken { .. }
         | Command::RevokeToken { .. }
         | Command::PutRole { .. }
-        | Command::DeleteRole { .. } => needs.push(Need::Admin),
+        | Command::DeleteRole { .. }
+        | Command::RestoreBegin { .. }
+        | Command::RestoreChunk { .. }
+        | Command::RestoreCommit { .. } => needs.push(Need::Admin),
         other => {
             return reject(Rejection::PermissionDenied(format!(
                 "{} is not a client command and cannot be made on a caller's behalf",
@@ -323,6 +374,57 @@ fn apply_as_caller(
         }
     }
     apply_command(txn, cmd)
+}
+
+fn restore_in_progress(txn: &Txn<'_>, id: u64) -> Result<Option<RestoreProgress>, StoreError> {
+    Ok(txn.get_typed::<RestoreProgress>(CF_SM_META, KEY_RESTORE)?.filter(|p| p.id == id))
+}
+
+/// Families a restore replaces wholesale. `sm_meta` is not among them: of its keys only those
+/// in [`RESTORED_META_KEYS`] come from the backup; the applied index, membership and master key
+/// record stay this cluster's.
+const RESTORED_FAMILIES: [&str; 5] = [CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES];
+const RESTORED_META_KEYS: [&[u8]; 2] = [KEY_REWRAP, KEY_BOOTSTRAP_TOKEN_ISSUED];
+
+/// Swaps the staged restore in for the live families, in this one write set. Version numbers
+/// never go back: a secret whose highest version here is above the backup's keeps that number
+/// (its newer versions are gone, their numbers are not reused), and one the backup lacks stays
+/// as a name with no versions.
+fn commit_restore(txn: &mut Txn<'_>) -> Result<CommandResponse, StoreError> {
+    let mut highest: Vec<(Vec<u8>, SecretMeta)> = Vec::new();
+    for (name, bytes) in txn.scan(CF_SECRETS)? {
+        highest.push((name, crate::codec::decode(&bytes)?));
+    }
+    for family in RESTORED_FAMILIES {
+        for key in txn.scan(family)?.into_keys() {
+            txn.delete(family, &key);
+        }
+    }
+    let mut counts = vec![0u64; SM_CFS.len()];
+    for (staged, value) in txn.scan(CF_RESTORE)? {
+        txn.delete(CF_RESTORE, &staged);
+        let Some((&idx, key)) = staged.split_first() else { continue };
+        let Some(&family) = SM_CFS.get(idx as usize) else { continue };
+        let wanted = RESTORED_FAMILIES.contains(&family) || (family == CF_SM_META && RESTORED_META_KEYS.contains(&key));
+        if wanted {
+            txn.put_raw(family, key.to_vec(), value);
+            counts[idx as usize] += 1;
+        }
+    }
+    for (name, before) in highest {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let kept = match txn.secret_meta(&name)? {
+            Some(m) if m.current_version >= before.current_version => continue,
+            Some(mut m) => {
+                m.current_version = before.current_version;
+                m
+            }
+            None => SecretMeta { oldest_version: before.current_version + 1, ..before },
+        };
+        txn.put(CF_SECRETS, name.as_bytes(), &kept)?;
+    }
+    txn.delete(CF_SM_META, KEY_RESTORE);
+    Ok(CommandResponse::Restored { records: counts })
 }
 
 /// The outcome of a command in the words of the audit log.

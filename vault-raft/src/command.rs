@@ -12,6 +12,8 @@ use vault_core::envelope::SealedValue;
 use vault_core::model::{AuditContext, Role, TokenRecord};
 use vault_core::token::TokenHash;
 
+use crate::snapshot_file::FamilyRecord;
+
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// First start: the built-in `admin` role and, once ever, the bootstrap token.
@@ -124,6 +126,26 @@ pub enum Command {
         name: String,
         now_ms: u64,
     },
+    /// Starts receiving a restore (`vaultctl snapshot restore`): empties the staging area and
+    /// expects `records` records in chunks numbered from 0. A newer `id` supersedes an older
+    /// restore that never committed. Nothing live changes until `RestoreCommit`.
+    RestoreBegin {
+        id: u64,
+        records: u64,
+    },
+    /// The next chunk of restore `id`; applies only as chunk `seq` of that restore.
+    RestoreChunk {
+        id: u64,
+        seq: u64,
+        records: Vec<FamilyRecord>,
+    },
+    /// Replaces the secrets, versions, tokens and roles with restore `id`'s staged records, in
+    /// one atomic batch on every node, once every record has arrived. Membership, the applied
+    /// index and the cluster's master key record stay this cluster's; version numbers never go
+    /// back (see `apply`).
+    RestoreCommit {
+        id: u64,
+    },
 }
 
 impl Command {
@@ -147,6 +169,9 @@ impl Command {
             Command::SetMasterKey { .. } => "set_master_key",
             Command::SoftDeleteSecret { .. } => "soft_delete_secret",
             Command::DestroySecret { .. } => "destroy_secret",
+            Command::RestoreBegin { .. } => "restore_begin",
+            Command::RestoreChunk { .. } => "restore_chunk",
+            Command::RestoreCommit { .. } => "restore_commit",
         }
     }
 
@@ -164,6 +189,9 @@ impl Command {
             Command::RevokeToken { name } => Some(format!("token:{name}")),
             Command::PutRole { role, .. } => Some(format!("role:{}", role.name)),
             Command::DeleteRole { name } => Some(format!("role:{name}")),
+            Command::RestoreBegin { id, .. } | Command::RestoreChunk { id, .. } | Command::RestoreCommit { id } => {
+                Some(format!("restore:{id:016x}"))
+            }
             _ => None,
         }
     }
@@ -183,6 +211,9 @@ impl Command {
                 | Command::DeleteRole { .. }
                 | Command::SoftDeleteSecret { .. }
                 | Command::DestroySecret { .. }
+                | Command::RestoreBegin { .. }
+                | Command::RestoreChunk { .. }
+                | Command::RestoreCommit { .. }
         )
     }
 
@@ -216,6 +247,7 @@ impl Command {
             Command::DeleteVersions { versions, .. }
             | Command::UndeleteVersions { versions, .. }
             | Command::DestroyVersions { versions, .. } => FIXED + 8 * versions.len(),
+            Command::RestoreChunk { records, .. } => FIXED + records.iter().map(FamilyRecord::size).sum::<usize>(),
             _ => FIXED * 4,
         }
     }
@@ -247,6 +279,11 @@ impl fmt::Debug for Command {
             Command::SoftDeleteSecret { name, .. } | Command::DestroySecret { name, .. } => {
                 write!(f, "{}({name})", self.kind())
             }
+            Command::RestoreBegin { id, records } => write!(f, "RestoreBegin({id:016x}, {records} records)"),
+            Command::RestoreChunk { id, seq, records } => {
+                write!(f, "RestoreChunk({id:016x} #{seq}, {} records)", records.len())
+            }
+            Command::RestoreCommit { id } => write!(f, "RestoreCommit({id:016x})"),
         }
     }
 }
@@ -269,6 +306,10 @@ pub enum CommandResponse {
     Rejected(Rejection),
     /// One response per command of a `Command::Batch`, in order.
     Batch(Vec<CommandResponse>),
+    /// A restore committed: how many records of each family it installed (`SM_CFS` order).
+    Restored {
+        records: Vec<u64>,
+    },
 }
 
 /// A deterministic refusal decided while applying; every replica decides the same.

@@ -24,13 +24,27 @@ pub const CF_TOKEN_HASHES: &str = "token_hashes";
 pub const CF_ROLES: &str = "roles";
 /// Node-local audit log, keyed by big-endian sequence number. Not replicated.
 pub const CF_AUDIT: &str = "audit";
+/// State machine: a restore being received through Raft (`vaultctl snapshot restore`), keyed by
+/// the target family's index in [`SM_CFS`] and its key. Emptied when the restore commits.
+pub const CF_RESTORE: &str = "restore_staging";
 
 /// The column families that make up the replicated state (and a snapshot), in a fixed
 /// order: a snapshot record names its family by index into this list.
-pub const SM_CFS: [&str; 6] = [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES];
+/// New families go last, so older snapshot files still name theirs by the same index.
+pub const SM_CFS: [&str; 7] = [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_RESTORE];
 
-const ALL_CFS: [&str; 9] =
-    [CF_LOG, CF_RAFT_META, CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_AUDIT];
+const ALL_CFS: [&str; 10] = [
+    CF_LOG,
+    CF_RAFT_META,
+    CF_SM_META,
+    CF_SECRETS,
+    CF_VERSIONS,
+    CF_TOKENS,
+    CF_TOKEN_HASHES,
+    CF_ROLES,
+    CF_AUDIT,
+    CF_RESTORE,
+];
 
 /// Block cache shared by every column family, for data blocks.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;

@@ -18,6 +18,17 @@ pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_BOOTSTRAP_TOKEN_ISSUED: &[u8] = b"bootstrap_token_issued";
 pub(crate) const KEY_REWRAP: &[u8] = b"rewrap";
 pub(crate) const KEY_MASTER_KEY: &[u8] = b"master_key";
+/// A restore being received: [`RestoreProgress`].
+pub(crate) const KEY_RESTORE: &[u8] = b"restore";
+
+/// How far the restore being received has come.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RestoreProgress {
+    pub id: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub next_seq: u64,
+}
 
 /// Splits a versions-family key back into name and version.
 pub(crate) fn parse_version_key(key: &[u8]) -> Option<(&str, u64)> {
@@ -116,6 +127,27 @@ impl<'a> Txn<'a> {
 
     pub fn delete(&mut self, cf: &'static str, key: &[u8]) {
         self.overlay.insert((cf, key.to_vec()), None);
+    }
+
+    /// Stores bytes already encoded (copied from a backup).
+    pub fn put_raw(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert((cf, key), Some(value));
+    }
+
+    /// Every key and value of `cf` as this write set sees it, in key order.
+    pub fn scan(&self, cf_name: &'static str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.db.iterator_cf(cf(self.db, cf_name)?, rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        for ((_, k), v) in self.overlay.range((cf_name, Vec::new())..).take_while(|((c, _), _)| *c == cf_name) {
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out)
     }
 
     /// Token names present after this write set, for checks that scan the (small) token table.

@@ -359,6 +359,33 @@ impl Admin for AdminService {
         .await
     }
 
+    type SaveSnapshotStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send + 'static>>;
+
+    async fn save_snapshot(
+        &self,
+        req: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, None, async {
+            let (file, header) = crate::backup::save(&self.vault).await?;
+            tracing::info!(applied_index = header.applied_index, "backup saved for a client");
+            let rx = crate::backup::stream_file(file);
+            let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+            Ok(Box::pin(stream) as Self::SaveSnapshotStream)
+        })
+        .await
+    }
+
+    async fn restore_snapshot(
+        &self,
+        req: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let chunks = req.into_inner();
+        self.admin(&caller, None, crate::backup::restore(&self.vault, &caller, chunks)).await
+    }
+
     async fn kms_rotate(&self, req: Request<pb::KmsRotateRequest>) -> Result<Response<pb::KmsRotateResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();

@@ -41,6 +41,9 @@ pub struct AuthPolicy {
     /// Requests per second per client address, and per token; `None`: no limit.
     pub rate_per_addr: Option<RateLimiter<IpAddr>>,
     pub rate_per_token: Option<RateLimiter<[u8; 32]>>,
+    /// Longest a call may run ([`rpcs::Rpc::unbounded`] calls excepted: backup and restore
+    /// stream as long as their data takes).
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -254,15 +257,28 @@ where
                 drain(req.into_body()).await;
                 return Ok(refusal.into_http());
             }
-            let response = match policy.authenticate(&input).await {
-                Ok(Some(caller)) => {
-                    req.extensions_mut().insert(caller);
-                    inner.call(req).await?
+            let limit = (!rpcs::lookup(&input.path).unbounded).then_some(policy.request_timeout);
+            let work = async {
+                match policy.authenticate(&input).await {
+                    Ok(Some(caller)) => {
+                        req.extensions_mut().insert(caller);
+                        inner.call(req).await.map(Ok)
+                    }
+                    Ok(None) => inner.call(req).await.map(Ok),
+                    Err(status) => Ok(Err(status)),
                 }
-                Ok(None) => inner.call(req).await?,
-                Err(status) => return Ok(status.into_http()),
             };
-            Ok(malformed_as_invalid_argument(response))
+            let outcome = match limit {
+                Some(limit) => match tokio::time::timeout(limit, work).await {
+                    Ok(r) => r?,
+                    Err(_) => Err(Status::cancelled(format!("request ran past the server's limit of {limit:?}"))),
+                },
+                None => work.await?,
+            };
+            match outcome {
+                Ok(response) => Ok(malformed_as_invalid_argument(response)),
+                Err(status) => Ok(status.into_http()),
+            }
         })
     }
 }

@@ -23,10 +23,16 @@ pub struct Rpc {
     pub path: &'static str,
     pub access: Access,
     pub action: &'static str,
+    /// Exempt from the server's request timeout (streams as long as its data takes).
+    pub unbounded: bool,
 }
 
 const fn rpc(path: &'static str, access: Access, action: &'static str) -> Rpc {
-    Rpc { path, access, action }
+    Rpc { path, access, action, unbounded: false }
+}
+
+const fn streaming(path: &'static str, access: Access, action: &'static str) -> Rpc {
+    Rpc { path, access, action, unbounded: true }
 }
 
 /// The table. A path under `vault.v1.` that is not here is a management call named
@@ -58,6 +64,8 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Admin/KmsStatus", Access::Admin, "kms.status"),
     rpc("/vault.v1.Admin/KmsRewrap", Access::Admin, "kms.rewrap"),
     rpc("/vault.v1.Admin/KmsRotate", Access::Admin, "kms.rotate"),
+    streaming("/vault.v1.Admin/SaveSnapshot", Access::Admin, "snapshot.save"),
+    streaming("/vault.v1.Admin/RestoreSnapshot", Access::Admin, "snapshot.restore"),
 ];
 
 /// The action name of a call to an unlisted `vault.v1` path.

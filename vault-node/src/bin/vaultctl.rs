@@ -66,6 +66,17 @@ enum Cmd {
     /// The KMS re-wrap worker.
     #[command(subcommand)]
     Kms(KmsCmd),
+    /// Backup and restore of the replicated state.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Write a consistent backup (ciphertext, wrapped data keys, token hashes, roles) to FILE.
+    Save { file: PathBuf },
+    /// Replace the cluster's secrets, tokens and roles with a backup, through Raft.
+    Restore { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -289,7 +300,7 @@ async fn channel_to(cli: &Cli, addr: &str) -> anyhow::Result<Channel> {
     let mut ep = Endpoint::from_shared(addr.to_string())
         .map_err(|_| anyhow!("--addr {addr:?} is not a valid URL (e.g. http://127.0.0.1:8200)"))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60));
+        .timeout(if matches!(cli.cmd, Cmd::Snapshot(_)) { SNAPSHOT_TIMEOUT } else { Duration::from_secs(60) });
     if addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
         if let Some(ca) = &cli.ca_cert {
@@ -554,6 +565,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     match cli.cmd {
         Cmd::Kms(_) => Ok(()),
+        Cmd::Snapshot(cmd) => snapshot_cmd(&mut admin, cmd, json).await,
         Cmd::Secret(cmd) => secret_cmd(&mut secrets, cmd, json).await,
         Cmd::Token(cmd) => token_cmd(&mut admin, cmd, json).await,
         Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
@@ -676,6 +688,77 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             vec![m.id.to_string(), m.role, m.raft_addr, m.api_addr, opt(m.matched_index), opt(m.lag)]
                         })
                         .collect(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// How long a backup or restore may take end to end.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+async fn snapshot_cmd(admin: &mut AdminClient<Authed>, cmd: SnapshotCmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        SnapshotCmd::Save { file } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut req = Request::new(pb::SaveSnapshotRequest {});
+            req.set_timeout(SNAPSHOT_TIMEOUT);
+            let mut stream = admin.save_snapshot(req).await?.into_inner();
+            // Written beside the target and renamed into place once complete: FILE is never
+            // a partial backup. Owner-only: it holds wrapped keys and token hashes.
+            let tmp = file.with_extension(format!("partial-{}", std::process::id()));
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("create {}", tmp.display()))?;
+            let mut bytes = 0u64;
+            let received = async {
+                while let Some(chunk) = stream.message().await? {
+                    out.write_all(&chunk.data).with_context(|| format!("write {}", tmp.display()))?;
+                    bytes += chunk.data.len() as u64;
+                }
+                out.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
+                std::fs::rename(&tmp, &file).with_context(|| format!("rename to {}", file.display()))?;
+                Ok::<_, Failure>(())
+            }
+            .await;
+            if received.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            received?;
+            if json {
+                print_json(json!({ "file": file.display().to_string(), "bytes": bytes }));
+            } else {
+                outln!("wrote {} ({bytes} bytes)", file.display());
+            }
+            Ok(())
+        }
+        SnapshotCmd::Restore { file } => {
+            let data = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            let chunks: Vec<pb::SnapshotChunk> =
+                data.chunks(256 << 10).map(|c| pb::SnapshotChunk { data: c.to_vec() }).collect();
+            let mut req = Request::new(futures::stream::iter(chunks));
+            req.set_timeout(SNAPSHOT_TIMEOUT);
+            let r = admin.restore_snapshot(req).await?.into_inner();
+            if json {
+                print_json(json!({
+                    "secrets": r.secrets, "versions": r.versions, "tokens": r.tokens, "roles": r.roles,
+                    "source_node_id": r.source_node_id, "source_applied_index": r.source_applied_index,
+                    "created_ms": r.created_ms,
+                }));
+            } else {
+                outln!(
+                    "restored {} secrets, {} versions, {} tokens, {} roles from a backup of node {} at index {} ({})",
+                    r.secrets,
+                    r.versions,
+                    r.tokens,
+                    r.roles,
+                    r.source_node_id,
+                    r.source_applied_index,
+                    fmt_ms(r.created_ms)
                 );
             }
             Ok(())

@@ -270,3 +270,84 @@ async fn batch_commands_apply_in_order_each_with_its_own_response() {
     let v2 = sm.s.reader.version("b/x", 2).unwrap().unwrap();
     assert_eq!(v2.sealed.unwrap().ciphertext, vec![2]);
 }
+
+/// The records of a backup of `sm` that a restore installs.
+fn backup_records(sm: &Sm, dir: &std::path::Path) -> Vec<vault_raft::snapshot_file::FamilyRecord> {
+    use vault_raft::reader::{check_backup_record, BackupItem};
+    let path = dir.join("b.backup");
+    sm.s.reader.write_backup(&path, 1, 7).unwrap();
+    let mut out = Vec::new();
+    vault_raft::snapshot_file::read_backup(
+        std::fs::File::open(&path).unwrap(),
+        |_| true,
+        |r| {
+            if !matches!(check_backup_record(&r).unwrap(), BackupItem::Ignored) {
+                out.push(r);
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_restore_replaces_the_state_atomically_and_version_numbers_never_go_back() {
+    let mut src = Sm::new().await;
+    src.put("a", 1, None, None).await;
+    src.put("a", 2, None, None).await;
+    src.put("b", 1, None, None).await;
+    let scratch = TempDir::new().unwrap();
+    let records = backup_records(&src, scratch.path());
+    let (first, second) = records.split_at(records.len() / 2);
+
+    let mut dst = Sm::new().await;
+    for v in 1..=5 {
+        dst.put("a", v, None, None).await;
+    }
+    for v in 1..=3 {
+        dst.put("c", v, None, None).await;
+    }
+    dst.writer_token("create,update:*", None).await;
+
+    // Chunks out of order, a commit before every record arrived, and a superseded restore are
+    // all refused, and the live state is untouched by any of them.
+    let total = records.len() as u64;
+    dst.run(Command::RestoreBegin { id: 1, records: total }).await;
+    let r = dst.run(Command::RestoreChunk { id: 1, seq: 1, records: second.to_vec() }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "{r:?}");
+    dst.run(Command::RestoreChunk { id: 1, seq: 0, records: first.to_vec() }).await;
+    let r = dst.run(Command::RestoreCommit { id: 1 }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "{r:?}");
+    dst.run(Command::RestoreBegin { id: 2, records: total }).await;
+    let r = dst.run(Command::RestoreChunk { id: 1, seq: 1, records: second.to_vec() }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "{r:?}");
+    assert_eq!(dst.s.reader.secret_meta("c").unwrap().unwrap().current_version, 3);
+    assert!(dst.s.reader.role("w").unwrap().is_some(), "roles untouched until the commit");
+
+    // The whole restore in one entry, followed by a put that must see the restored state.
+    let batch = vec![
+        Command::RestoreChunk { id: 2, seq: 0, records: first.to_vec() },
+        Command::RestoreChunk { id: 2, seq: 1, records: second.to_vec() },
+        Command::RestoreCommit { id: 2 },
+        put_cmd("b", 2, Some(1), 9, None),
+    ];
+    let CommandResponse::Batch(answers) = dst.run(Command::Batch(batch.into())).await else { panic!("a batch") };
+    assert!(matches!(&answers[2], CommandResponse::Restored { records } if records[1] == 2), "{answers:?}");
+    assert_eq!(answers[3], CommandResponse::Written { version: 2 }, "the put after the commit sees b:1");
+
+    let reader = &dst.s.reader;
+    let a = reader.secret_meta("a").unwrap().unwrap();
+    assert_eq!(a.current_version, 5, "a keeps its highest number: 3 to 5 are never issued again");
+    let versions: Vec<u64> = reader.versions("a").unwrap().iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![1, 2], "a holds the backup's versions");
+    let c = reader.secret_meta("c").unwrap().unwrap();
+    assert_eq!((c.current_version, reader.versions("c").unwrap().len()), (3, 0), "c: no versions, number kept");
+    assert!(reader.latest_live("c").unwrap().is_none());
+    assert_eq!(reader.versions("b").unwrap().len(), 2);
+    assert!(reader.role("w").unwrap().is_none(), "roles are the backup's");
+    let r = dst.run(Command::RestoreCommit { id: 2 }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "a restore commits once");
+    let r = dst.put("a", 6, None, None).await;
+    assert_eq!(r, CommandResponse::Written { version: 6 });
+}
