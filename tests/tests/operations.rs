@@ -320,3 +320,77 @@ fn a_backup_restores_into_a_new_cluster_and_bad_backups_change_nothing() {
         assert!(err.contains("unauthenticated"), "{err}");
     });
 }
+
+/// A rolling upgrade, with `VAULT_MAX_FEATURE_LEVEL=1` standing in for a member still on the
+/// older build: while it is a member the cluster stays at level 1 and a level-2 command (a
+/// restore) is refused before it is proposed, with nothing changed; once it runs at the new
+/// level the cluster is raised, and the restore goes through. A node below the cluster's level
+/// cannot join.
+#[test]
+fn the_feature_level_follows_the_oldest_member_and_gates_new_commands() {
+    mt().block_on(async {
+        let mut c = TestCluster::start(3, |s| {
+            if s.node_id == 3 {
+                s.set("VAULT_MAX_FEATURE_LEVEL", "1");
+            }
+        })
+        .await;
+        c.ctl(0, &["secret", "put", "up/one", "--value", "first"]);
+        let level = |c: &TestCluster, i: usize| {
+            let s = c.ctl(i, &["--output", "json", "cluster", "status"]);
+            let v: serde_json::Value = serde_json::from_str(&s).expect("status json");
+            (v["feature_level"].as_u64().expect("level"), v["node_feature_level"].as_u64().expect("node level"))
+        };
+        let said = c.ctl(0, &["--output", "json", "cluster", "upgrade"]);
+        let v: serde_json::Value = serde_json::from_str(&said).expect("upgrade json");
+        assert_eq!(v["feature_level"], 1, "{said}");
+        let node3 = v["members"].as_array().expect("members").iter().find(|m| m["id"] == 3).cloned();
+        assert_eq!(node3.map(|m| m["feature_level"].clone()), Some(serde_json::json!(1)), "{said}");
+        assert_eq!(level(&c, 2), (1, 1));
+        assert_eq!(level(&c, 0), (1, 2));
+
+        let work = test_dir();
+        let backup = work.path().join("up.backup");
+        let backup = backup.to_str().expect("utf-8 path");
+        c.ctl(1, &["snapshot", "save", backup]);
+        c.ctl(0, &["secret", "put", "up/two", "--value", "second"]);
+        let err = must_fail_vaultctl(&c.url(1), Some(&c.token), &["snapshot", "restore", backup]);
+        assert!(err.contains("failed precondition") && err.contains("feature level 2"), "{err}");
+        assert_eq!(must_vaultctl(&c.url(0), None, &["secret", "get", "up/two"]), "second", "nothing changed");
+
+        // Node 3 "upgraded": restarted from its data without the cap. The leader raises the
+        // level by itself within seconds.
+        c.nodes[2].stop();
+        c.specs[2].env.remove("VAULT_MAX_FEATURE_LEVEL");
+        c.nodes[2] = c.specs[2].start();
+        c.nodes[2].wait_ready().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while level(&c, 2).0 != 2 {
+            assert!(Instant::now() < deadline, "the leader did not raise the level: {:?}", level(&c, 2));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let said = c.ctl(1, &["snapshot", "restore", backup]);
+        assert!(said.contains("restored 1 secrets"), "{said}");
+        for i in 0..3 {
+            assert_eq!(must_vaultctl(&c.url(i), None, &["secret", "get", "up/one"]), "first");
+            let err = must_fail_vaultctl(&c.url(i), None, &["secret", "get", "up/two"]);
+            assert!(err.contains("not found"), "node {i}: {err}");
+        }
+
+        // A node that understands only level 1 cannot join a level-2 cluster.
+        let mut spec = c.node_spec(4);
+        spec.set("VAULT_JOIN", "true").set("VAULT_MAX_FEATURE_LEVEL", "1");
+        let mut old = spec.start();
+        let (raft4, api4) = (spec.raft_addr.to_string(), spec.api_addr.to_string());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(&raft4).await.is_err() {
+            assert!(Instant::now() < deadline, "node 4 never listened on {raft4}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let err = must_fail_vaultctl(&c.url(0), Some(&c.token), &["cluster", "add", "4", &raft4, &api4]);
+        assert!(err.contains("understands feature level 1"), "{err}");
+        let s = c.status(0).await.expect("status");
+        assert!(s.members.iter().all(|m| m.id != 4), "node 4 was not added");
+        old.kill();
+    });
+}

@@ -55,5 +55,7 @@ pub fn status(vault: &Vault, view: Option<&LeaderView>) -> pb::ClusterStatusResp
         last_log_index: m.last_log_index,
         last_applied_index: m.last_applied.map(|l| l.index),
         members,
+        feature_level: vault.reader.feature_level().unwrap_or(vault_raft::features::BASE_LEVEL),
+        node_feature_level: vault.cluster.feature_level,
     }
 }

@@ -52,6 +52,7 @@ pub const KEYS: &[&str] = &[
     "VAULT_SNAPSHOT_LOG_ENTRIES",
     "VAULT_RAFT_ELECTION_TIMEOUT_MS",
     "VAULT_RAFT_MAX_IN_FLIGHT",
+    "VAULT_MAX_FEATURE_LEVEL",
     "VAULT_LOG",
     "VAULT_LOG_FORMAT",
     "VAULT_METRICS_ADDR",
@@ -325,6 +326,10 @@ impl RawConfig {
                     self.parse::<u64>("VAULT_RAFT_ELECTION_TIMEOUT_MS", 500)?.clamp(100, 60_000),
                 ),
             },
+            max_feature_level: self
+                .get("VAULT_MAX_FEATURE_LEVEL")
+                .map(|_| self.parse::<u32>("VAULT_MAX_FEATURE_LEVEL", vault_raft::features::FEATURE_LEVEL))
+                .transpose()?,
             max_in_flight: match self.get("VAULT_RAFT_MAX_IN_FLIGHT") {
                 None => vault_raft::default_max_in_flight(),
                 Some(_) => self.parse::<usize>("VAULT_RAFT_MAX_IN_FLIGHT", 1)?.clamp(1, 64),
@@ -449,6 +454,8 @@ pub struct Config {
     pub election: vault_raft::ElectionTiming,
     /// Entries kept in flight from client writes while leading (`VAULT_RAFT_MAX_IN_FLIGHT`).
     pub max_in_flight: usize,
+    /// Report at most this feature level, holding the cluster back (see `vault_raft::features`).
+    pub max_feature_level: Option<u32>,
     pub audit: AuditConfig,
     pub api_limits: ApiLimits,
     pub log_filter: String,

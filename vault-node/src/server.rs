@@ -155,9 +155,11 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             key_ids: kms.key_ids(),
             timing: config.election,
             max_in_flight: config.max_in_flight,
+            max_feature_level: config.max_feature_level,
         },
     );
     let _elections = cluster.spawn_elections();
+    let _upgrades = cluster.spawn_feature_upgrades(Duration::from_secs(5));
     let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
 
     let raft_server = match (raft_listener, &security) {

@@ -10,7 +10,8 @@ use vault_core::token::TokenHash;
 use crate::command::{Command, CommandResponse, Rejection};
 use crate::db::{CF_RESTORE, CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS, SM_CFS};
 use crate::tables::{
-    version_key, KvRead, RestoreProgress, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_MASTER_KEY, KEY_RESTORE, KEY_REWRAP,
+    version_key, KvRead, RestoreProgress, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_FEATURE_LEVEL, KEY_MASTER_KEY,
+    KEY_RESTORE, KEY_REWRAP,
 };
 use crate::StoreError;
 
@@ -204,6 +205,13 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             }
             txn.delete(CF_ROLES, name.as_bytes());
             Ok(CommandResponse::Ok)
+        }
+        Command::SetFeatureLevel { level } => {
+            let changed = *level > txn.feature_level()?;
+            if changed {
+                txn.put(CF_SM_META, KEY_FEATURE_LEVEL, level)?;
+            }
+            Ok(CommandResponse::Applied { changed })
         }
         Command::RestoreBegin { id, records } => {
             for key in txn.scan(CF_RESTORE)?.into_keys() {

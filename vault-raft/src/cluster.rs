@@ -11,9 +11,13 @@ use tokio::sync::{oneshot, watch};
 
 use crate::command::{Command, CommandResponse};
 use crate::elections::{self, ElectionTiming, Hold};
+use crate::features::{BASE_LEVEL, FEATURE_LEVEL};
 use crate::node::NodeInfo;
 use crate::proposals::{write_error, Proposals};
 use crate::reader::StateReader;
+
+/// Longest a command waits for an attempt to raise the cluster's feature level.
+const FEATURE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 use crate::synced_log::SyncedLog;
 use crate::transport::{AdminOp, ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
 use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
@@ -48,6 +52,8 @@ pub struct Cluster {
     pub bootstrap_ids: Arc<Vec<NodeId>>,
     /// Ids of the master keys this node holds (never the keys).
     pub key_ids: Arc<Vec<String>>,
+    /// The feature level this node reports (its build's, or lower when capped).
+    pub feature_level: u32,
 }
 
 /// What a node is besides its Raft handle: how it reaches and admits peers.
@@ -58,6 +64,8 @@ pub struct ClusterParts {
     pub reader: StateReader,
     pub bootstrap_ids: Vec<NodeId>,
     pub key_ids: Vec<String>,
+    /// `VAULT_MAX_FEATURE_LEVEL`: report at most this level (see `features`).
+    pub max_feature_level: Option<u32>,
     pub timing: ElectionTiming,
     /// Entries this node keeps in flight from client writes while it leads.
     pub max_in_flight: usize,
@@ -93,6 +101,7 @@ impl Cluster {
             reader: parts.reader,
             bootstrap_ids: Arc::new(parts.bootstrap_ids),
             key_ids: Arc::new(parts.key_ids),
+            feature_level: parts.max_feature_level.map_or(FEATURE_LEVEL, |cap| cap.clamp(BASE_LEVEL, FEATURE_LEVEL)),
         }
     }
 
@@ -306,6 +315,30 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
         let deadline = Instant::now() + timeout;
+        // A node on an older build than the cluster's level could not decode what it would be
+        // sent: refuse it before it joins.
+        let have = self.reader.feature_level().map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        if have > BASE_LEVEL {
+            // The node may still be starting: ask until the deadline.
+            let state = loop {
+                match self.peers.node_state(id, &node.raft_addr, Duration::from_secs(5)).await {
+                    Ok(state) => break state,
+                    Err(e) if Instant::now() + Duration::from_millis(200) >= deadline => {
+                        return Err(ForwardError::Unavailable(format!(
+                            "node {id} did not say which feature level it understands ({})",
+                            e.message()
+                        )))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            let level = crate::features::reported(state.feature_level);
+            if level < have {
+                return Err(ForwardError::Rejected(format!(
+                    "node {id} understands feature level {level}, the cluster runs at {have}: upgrade it first"
+                )));
+            }
+        }
         let still_behind = || ForwardError::Unavailable(format!("node {id} added as a learner but still catching up"));
         tokio::time::timeout(timeout, self.raft.add_learner(id, node, true))
             .await
@@ -358,7 +391,114 @@ impl Cluster {
             }
             AdminOp::TransferLeader { to } => self.transfer_leader(to).await,
             AdminOp::RotateMasterKey { key_id, check } => self.rotate_master_key(key_id, check, timeout).await,
+            AdminOp::RaiseFeatureLevel => self.raise_feature_level(timeout).await,
         }
+    }
+
+    /// On the leader: asks every member which feature level it understands and raises the
+    /// cluster's to the lowest of them, if that is above the current one. Answers with the
+    /// cluster's level and each member's.
+    pub async fn raise_feature_level(&self, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            return not_leader(m.current_leader, node);
+        }
+        let mut members = Vec::new();
+        for (id, node) in m.membership_config.membership().nodes() {
+            let level = if *id == self.node_id {
+                self.feature_level
+            } else {
+                match self.peers.node_state(*id, &node.raft_addr, Duration::from_secs(5)).await {
+                    Ok(state) => crate::features::reported(state.feature_level),
+                    Err(e) => {
+                        return Err(ForwardError::Unavailable(format!(
+                            "node {id} did not say which feature level it understands ({}); every member must \
+                             answer before the level is raised",
+                            e.message()
+                        )))
+                    }
+                }
+            };
+            members.push((*id, level));
+        }
+        let lowest = members.iter().map(|(_, l)| *l).min().unwrap_or(BASE_LEVEL);
+        let current = self.reader.feature_level().map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        let level = if lowest > current {
+            match self.proposals.write(Command::SetFeatureLevel { level: lowest }, timeout).await? {
+                CommandResponse::Rejected(r) => return Err(ForwardError::Rejected(format!("{r:?}"))),
+                _ => {
+                    tracing::info!(from = current, to = lowest, "cluster feature level raised");
+                    lowest
+                }
+            }
+        } else {
+            current
+        };
+        Ok(ForwardResponse::FeatureLevel { level, members })
+    }
+
+    /// While this node leads, tries to raise the cluster's feature level (see
+    /// [`Self::raise_feature_level`]) as it becomes leader and every `every` after: once the last
+    /// member of a rolling upgrade restarts on the new build, and in a new cluster, the new
+    /// level takes effect without an operator. Ends with Raft.
+    pub fn spawn_feature_upgrades(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut metrics = this.raft.metrics();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut was_leader = false;
+            loop {
+                let leads = metrics.borrow().state == ServerState::Leader;
+                let became_leader = leads && !was_leader;
+                was_leader = leads;
+                if became_leader {
+                    this.try_raise_feature_level().await;
+                }
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if metrics.borrow().state == ServerState::Leader {
+                            this.try_raise_feature_level().await;
+                        }
+                    }
+                    changed = metrics.changed() => if changed.is_err() { return },
+                }
+            }
+        })
+    }
+
+    async fn try_raise_feature_level(&self) {
+        if self.reader.feature_level().is_ok_and(|l| l < self.feature_level) {
+            if let Err(e) = self.raise_feature_level(Duration::from_secs(10)).await {
+                tracing::debug!(error = %e, "cluster feature level not raised yet");
+            }
+        }
+    }
+
+    /// Refuses a command above the cluster's feature level (some member might not decode it),
+    /// after one attempt to raise the level (a new cluster, or an upgrade just finished).
+    async fn check_feature_level(&self, cmd: &Command) -> Result<(), ForwardError> {
+        let need = cmd.feature_level();
+        if need <= BASE_LEVEL {
+            return Ok(());
+        }
+        let mut have = self.reader.feature_level().map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        if need > have && self.feature_level >= need {
+            if let Ok(ForwardResponse::FeatureLevel { level, .. }) =
+                self.raise_feature_level(FEATURE_CHECK_TIMEOUT).await
+            {
+                have = level;
+            }
+        }
+        if need > have {
+            return Err(ForwardError::Rejected(format!(
+                "this needs cluster feature level {need}, and the cluster is at {have}: some member runs an older \
+                 build (or VAULT_MAX_FEATURE_LEVEL holds it back); upgrade every member, then run `vaultctl cluster \
+                 upgrade`"
+            )));
+        }
+        Ok(())
     }
 
     /// Runs `req` on this node; `NotLeader` when it needs the leader and this is not it.
@@ -366,6 +506,7 @@ impl Cluster {
         match req {
             // Concurrent writes share entries (see `proposals`).
             ForwardRequest::Write(cmd) => {
+                self.check_feature_level(&cmd).await?;
                 self.hand_over_done(timeout).await?;
                 elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
                 self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written)

@@ -146,6 +146,10 @@ pub enum Command {
     RestoreCommit {
         id: u64,
     },
+    /// Raises the cluster's feature level (see `features`); never lowers it. Leader only.
+    SetFeatureLevel {
+        level: u32,
+    },
 }
 
 impl Command {
@@ -172,6 +176,7 @@ impl Command {
             Command::RestoreBegin { .. } => "restore_begin",
             Command::RestoreChunk { .. } => "restore_chunk",
             Command::RestoreCommit { .. } => "restore_commit",
+            Command::SetFeatureLevel { .. } => "set_feature_level",
         }
     }
 
@@ -284,6 +289,7 @@ impl fmt::Debug for Command {
                 write!(f, "RestoreChunk({id:016x} #{seq}, {} records)", records.len())
             }
             Command::RestoreCommit { id } => write!(f, "RestoreCommit({id:016x})"),
+            Command::SetFeatureLevel { level } => write!(f, "SetFeatureLevel({level})"),
         }
     }
 }

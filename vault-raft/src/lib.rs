@@ -13,6 +13,7 @@ pub mod command;
 pub mod db;
 pub mod elections;
 pub mod error;
+pub mod features;
 pub mod log_store;
 pub mod node;
 mod proposals;

@@ -42,6 +42,11 @@ impl StateReader {
         crate::log_store::last_log_id(&self.db)
     }
 
+    /// The cluster's feature level as this node has applied it (see `features`).
+    pub fn feature_level(&self) -> Result<u32, StoreError> {
+        self.db.feature_level()
+    }
+
     pub fn last_applied(&self) -> Result<Option<LogId>, StoreError> {
         Ok(self.db.get_typed::<Option<LogId>>(crate::db::CF_SM_META, KEY_LAST_APPLIED)?.flatten())
     }

@@ -18,6 +18,8 @@ pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_BOOTSTRAP_TOKEN_ISSUED: &[u8] = b"bootstrap_token_issued";
 pub(crate) const KEY_REWRAP: &[u8] = b"rewrap";
 pub(crate) const KEY_MASTER_KEY: &[u8] = b"master_key";
+/// The cluster's feature level (u32; absent: `features::BASE_LEVEL`).
+pub(crate) const KEY_FEATURE_LEVEL: &[u8] = b"feature_level";
 /// A restore being received: [`RestoreProgress`].
 pub(crate) const KEY_RESTORE: &[u8] = b"restore";
 
@@ -83,6 +85,10 @@ pub(crate) trait KvRead {
 
     fn master_key(&self) -> Result<Option<MasterKeyState>, StoreError> {
         self.get_typed(CF_SM_META, KEY_MASTER_KEY)
+    }
+
+    fn feature_level(&self) -> Result<u32, StoreError> {
+        Ok(self.get_typed::<u32>(CF_SM_META, KEY_FEATURE_LEVEL)?.unwrap_or(crate::features::BASE_LEVEL))
     }
 
     fn flag(&self, key: &[u8]) -> Result<bool, StoreError> {

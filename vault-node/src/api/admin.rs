@@ -38,6 +38,7 @@ impl AdminService {
             | AdminOp::RemoveMember { id }
             | AdminOp::TransferLeader { to: id } => format!("node:{id}"),
             AdminOp::RotateMasterKey { key_id, .. } => format!("key:{key_id}"),
+            AdminOp::RaiseFeatureLevel => "cluster".to_string(),
         };
         self.vault.audit_raw(
             caller.actor(),
@@ -384,6 +385,26 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let chunks = req.into_inner();
         self.admin(&caller, None, crate::backup::restore(&self.vault, &caller, chunks)).await
+    }
+
+    async fn upgrade_cluster(
+        &self,
+        req: Request<pb::UpgradeClusterRequest>,
+    ) -> Result<Response<pb::UpgradeClusterResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, Some("cluster"), async {
+            match self.cluster_change(&caller, AdminOp::RaiseFeatureLevel).await? {
+                ForwardResponse::FeatureLevel { level, members } => Ok(pb::UpgradeClusterResponse {
+                    feature_level: level,
+                    members: members
+                        .into_iter()
+                        .map(|(id, feature_level)| pb::MemberFeatureLevel { id, feature_level })
+                        .collect(),
+                }),
+                other => Err(Status::internal(format!("unexpected reply to an upgrade: {other:?}")).into()),
+            }
+        })
+        .await
     }
 
     async fn kms_rotate(&self, req: Request<pb::KmsRotateRequest>) -> Result<Response<pb::KmsRotateResponse>, Status> {

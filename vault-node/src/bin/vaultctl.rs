@@ -229,6 +229,9 @@ enum ClusterCmd {
     Remove { id: u64 },
     /// Hand leadership to a caught-up voter.
     TransferLeader { id: u64 },
+    /// Raise the cluster's feature level to the lowest every member understands (after a
+    /// rolling upgrade; the leader also does it by itself within seconds).
+    Upgrade,
     /// Mint the cluster CA (once) and node certificates for Raft mTLS. Needs no server.
     Certs {
         /// Directory for ca.pem, ca.key, node-<id>.pem and node-<id>.key.
@@ -656,6 +659,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Cluster(ClusterCmd::Certs { .. }) => Ok(()),
+        Cmd::Cluster(ClusterCmd::Upgrade) => {
+            let r = admin.upgrade_cluster(pb::UpgradeClusterRequest {}).await?.into_inner();
+            if json {
+                print_json(json!({
+                    "feature_level": r.feature_level,
+                    "members": r.members.iter().map(|m| json!({"id": m.id, "feature_level": m.feature_level})).collect::<Vec<_>>(),
+                }));
+            } else {
+                outln!("cluster feature level {}", r.feature_level);
+                table(
+                    &["ID", "UNDERSTANDS"],
+                    r.members.into_iter().map(|m| vec![m.id.to_string(), m.feature_level.to_string()]).collect(),
+                );
+            }
+            Ok(())
+        }
         Cmd::Cluster(ClusterCmd::Status) => {
             let s = admin.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -664,6 +683,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "node_id": s.node_id, "state": s.state, "leader_id": s.leader_id,
                     "leader_api_addr": s.leader_api_addr, "term": s.term,
                     "last_log_index": s.last_log_index, "last_applied_index": s.last_applied_index,
+                    "feature_level": s.feature_level, "node_feature_level": s.node_feature_level,
                     "members": s.members.iter().map(|m| json!({
                         "id": m.id, "role": m.role, "raft_addr": m.raft_addr, "api_addr": m.api_addr,
                         "matched_index": m.matched_index, "lag": m.lag,
@@ -671,14 +691,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }));
             } else {
                 outln!(
-                    "node {} ({}), term {}, leader {} {}, last log {}, applied {}",
+                    "node {} ({}), term {}, leader {} {}, last log {}, applied {}, feature level {} (node understands {})",
                     s.node_id,
                     s.state,
                     s.term,
                     opt(s.leader_id),
                     s.leader_api_addr,
                     opt(s.last_log_index),
-                    opt(s.last_applied_index)
+                    opt(s.last_applied_index),
+                    s.feature_level,
+                    s.node_feature_level
                 );
                 table(
                     &["ID", "ROLE", "RAFT", "API", "MATCHED", "LAG"],

@@ -52,6 +52,8 @@ pub enum AdminOp {
         key_id: String,
         check: Option<String>,
     },
+    /// Raise the cluster's feature level to the lowest any member understands.
+    RaiseFeatureLevel,
 }
 
 /// Replication as the leader sees it.
@@ -67,8 +69,15 @@ pub enum ForwardResponse {
     Written(CommandResponse),
     ReadIndex(Option<LogId>),
     LeaderView(LeaderView),
-    PreVote { granted: bool },
+    PreVote {
+        granted: bool,
+    },
     Done,
+    /// The cluster's feature level, and the level each member understands.
+    FeatureLevel {
+        level: u32,
+        members: Vec<(NodeId, u32)>,
+    },
 }
 
 #[derive(Clone, Debug, thiserror::Error, Serialize, Deserialize)]

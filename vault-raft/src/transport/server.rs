@@ -45,7 +45,31 @@ impl RaftService {
 }
 
 fn parse<T: DeserializeOwned>(req: Request<pb::Blob>) -> Result<T, Status> {
-    decode(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
+    decode(&req.into_inner().data).map_err(undecodable)
+}
+
+/// A message this node cannot decode: from a member on a newer build, it carries a command or
+/// format above what this build understands. Refused (so nothing past it is applied here), and
+/// said loudly, at most once a minute.
+fn undecodable(e: crate::StoreError) -> Status {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_SAID_MS: AtomicU64 = AtomicU64::new(0);
+    let now = vault_core::time::now_ms();
+    let last = LAST_SAID_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST_SAID_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::error!(
+            error = %e,
+            understands = crate::features::FEATURE_LEVEL,
+            "a Raft message from a peer cannot be decoded: it may carry a command or format newer than this build \
+             understands; this node applies nothing past it until it runs the cluster's build"
+        );
+    }
+    Status::invalid_argument(format!(
+        "malformed raft message (this node understands feature level {}): {e}",
+        crate::features::FEATURE_LEVEL
+    ))
 }
 
 /// The node id the caller's certificate names (`None` in dev mode, where peers carry none).
@@ -118,8 +142,7 @@ impl RaftRpc for RaftService {
                 let reply = async {
                     // A member removed since the stream opened is refused from then on.
                     admit_peer(&cluster, peer)?;
-                    let req: AppendEntriesRequest<TypeConfig> = decode(&msg.data)
-                        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))?;
+                    let req: AppendEntriesRequest<TypeConfig> = decode(&msg.data).map_err(undecodable)?;
                     append(&cluster, peer, req).await
                 }
                 .await;
@@ -162,6 +185,8 @@ impl RaftRpc for RaftService {
             raft_addr: self.me.raft_addr.clone(),
             api_addr: self.me.api_addr.clone(),
             key_ids: self.cluster.key_ids.to_vec(),
+            feature_level: self.cluster.feature_level,
+            snapshot_format: u32::from(crate::snapshot_file::SNAPSHOT_FORMAT),
         }))
     }
 }

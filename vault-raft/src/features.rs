@@ -1,0 +1,59 @@
+//! Feature levels: which commands a cluster may replicate while it is upgraded one node at a
+//! time.
+//!
+//! Every build understands the commands of its [`FEATURE_LEVEL`] and below. A node reports the
+//! level it understands (capped by `VAULT_MAX_FEATURE_LEVEL`, which holds a cluster back so the
+//! older build can still be rolled back to). The cluster's level lives in the replicated state
+//! (absent: [`BASE_LEVEL`]); the leader raises it to the lowest level every member reports,
+//! never beyond, and never lowers it. A command above the cluster's level is refused on the
+//! leader before it is proposed, so no member is ever sent a command it cannot decode. A node
+//! that is sent one anyway (a member started on an older build after the level was raised)
+//! cannot decode the message: it refuses it, names its level in the log, and applies nothing
+//! past it until it is upgraded.
+
+use crate::command::Command;
+
+/// Commands and formats from before feature levels: everything up to `DestroySecret`.
+pub const BASE_LEVEL: u32 = 1;
+
+/// What this build understands. 2: backup restore (`RestoreBegin`, `RestoreChunk`,
+/// `RestoreCommit`, the staging family in snapshots) and `SetFeatureLevel`.
+pub const FEATURE_LEVEL: u32 = 2;
+
+impl Command {
+    /// The cluster feature level this command needs.
+    pub fn feature_level(&self) -> u32 {
+        match self {
+            Command::RestoreBegin { .. }
+            | Command::RestoreChunk { .. }
+            | Command::RestoreCommit { .. }
+            | Command::SetFeatureLevel { .. } => 2,
+            Command::AsCaller { cmd, .. } => cmd.feature_level(),
+            Command::Batch(cmds) => cmds.iter().map(Command::feature_level).max().unwrap_or(BASE_LEVEL),
+            _ => BASE_LEVEL,
+        }
+    }
+}
+
+/// A level as a peer reported it: 0 (a build from before levels, which does not send one)
+/// means [`BASE_LEVEL`].
+pub fn reported(level: u32) -> u32 {
+    level.max(BASE_LEVEL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrappers_need_what_they_wrap() {
+        let restore = Command::RestoreCommit { id: 1 };
+        assert_eq!(restore.feature_level(), 2);
+        let old = Command::DeleteRole { name: "r".into() };
+        assert_eq!(old.feature_level(), BASE_LEVEL);
+        let batch = Command::Batch(vec![old.clone(), restore].into());
+        assert_eq!(batch.feature_level(), 2);
+        assert_eq!(Command::Batch(vec![old].into()).feature_level(), BASE_LEVEL);
+        assert_eq!(reported(0), BASE_LEVEL);
+    }
+}
