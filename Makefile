@@ -32,8 +32,9 @@ venv:
 build: deps
 	cargo build --workspace --all-targets
 
+# Only the server and the CLI: the first run builds nothing else.
 run: deps
-	cargo build --workspace --bins
+	cargo build -p vault-node --bins
 	@scripts/dev-run.sh
 
 lint: deps
