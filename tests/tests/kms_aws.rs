@@ -293,3 +293,50 @@ fn a_node_configured_with_another_aws_key_seals_nothing_and_loses_nothing() {
         assert_eq!(v.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1], "nothing acknowledged meanwhile");
     });
 }
+
+/// Credentials and region come from the SDK's default chain: here only from a profile in the
+/// shared config and credentials files (no `AWS_*` key variables). Without any source the node
+/// refuses to start and says where it looked. The instance-metadata lookup is off in tests.
+#[test]
+fn credentials_and_region_come_from_the_default_chain_profile_files() {
+    mt().block_on(async {
+        let moto = Moto::start();
+        moto.create_key("alias/vault-profile").await;
+        let dir = test_dir();
+        let config = dir.path().join("aws-config");
+        let credentials = dir.path().join("aws-credentials");
+        std::fs::write(&config, format!("[profile vault-it]\nregion = {}\n", vault_tests::moto::REGION)).unwrap();
+        std::fs::write(&credentials, "[vault-it]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+            .unwrap();
+        let from_files = |s: &mut NodeSpec| {
+            moto.configure(s, "alias/vault-profile");
+            for k in ["AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                s.env.remove(k);
+            }
+            s.set("AWS_CONFIG_FILE", config.to_str().unwrap());
+            s.set("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap());
+        };
+        let n = SingleNode::start(|s| {
+            from_files(s);
+            s.set("AWS_PROFILE", "vault-it");
+        })
+        .await;
+        put(&n.url(), &n.token, "aws/profile", "sealed-with-profile-credentials").await.unwrap();
+        assert_eq!(get(&n.url(), "aws/profile").await.unwrap(), b"sealed-with-profile-credentials");
+
+        // A profile that does not exist: no credentials anywhere. The node stops at start,
+        // naming the chain.
+        let scratch = test_dir();
+        let mut spec = NodeSpec::single(scratch.path(), &random_token(), &random_master_key());
+        from_files(&mut spec);
+        spec.set("AWS_PROFILE", "no-such-profile").set("AWS_REGION", vault_tests::moto::REGION);
+        let mut p = spec.start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while p.is_running() {
+            assert!(std::time::Instant::now() < deadline, "a node without credentials kept running");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = p.log();
+        assert!(log.contains("no AWS credentials"), "{log}");
+    });
+}

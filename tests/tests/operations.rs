@@ -394,3 +394,129 @@ fn the_feature_level_follows_the_oldest_member_and_gates_new_commands() {
         old.kill();
     });
 }
+
+/// `vaultctl` with only the environment the test gives it.
+fn ctl_env(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(bin("vaultctl"));
+    cmd.env_clear().args(args).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run vaultctl")
+}
+
+/// `vaultctl status` needs no token; `VAULT_FORMAT` picks the output; completions print.
+#[test]
+fn vaultctl_status_needs_no_token_and_reads_its_format_from_the_environment() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        let out = ctl_env(&[("VAULT_ADDR", &n.url())], &["status"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(&format!("version {}", env!("CARGO_PKG_VERSION"))), "{text}");
+        assert!(text.contains("node 1 (leader), leader node 1 at") && text.contains("\nready"), "{text}");
+        let out = ctl_env(&[("VAULT_ADDR", &n.url()), ("VAULT_FORMAT", "json")], &["status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json status");
+        assert_eq!(
+            (v["ready"].as_bool(), v["state"].as_str(), v["node_id"].as_u64()),
+            (Some(true), Some("leader"), Some(1))
+        );
+        // Management still needs a token.
+        let out = ctl_env(&[("VAULT_ADDR", &n.url())], &["secret", "list"]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unauthenticated"));
+
+        let out = ctl_env(&[], &["completions", "bash"]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && script.contains("_vaultctl") && script.contains("snapshot"), "{script}");
+    });
+}
+
+/// An `https://` address is verified against the system's roots when no CA is named
+/// (`SSL_CERT_FILE` stands in for the system store here), or against `VAULT_CACERT`; an
+/// untrusted certificate is refused.
+#[test]
+fn vaultctl_verifies_tls_with_system_roots_or_vault_cacert() {
+    mt().block_on(async {
+        let dir = test_dir();
+        let certs = dir.path().join("certs");
+        mint_certs(&certs, &[1]);
+        let ca = certs.join("ca.pem").display().to_string();
+        let n = SingleNode::start(|s| {
+            s.set("VAULT_TLS_CERT", &certs.join("node-1.pem").display().to_string());
+            s.set("VAULT_TLS_KEY", &certs.join("node-1.key").display().to_string());
+            s.api_ca = Some(certs.join("ca.pem"));
+        })
+        .await;
+        let addr = format!("https://{}", n.spec.api_addr);
+        let status = |env: &[(&str, &str)]| {
+            let mut all = vec![("VAULT_ADDR", addr.as_str())];
+            all.extend_from_slice(env);
+            ctl_env(&all, &["status"])
+        };
+        // Another cluster's CA as the only trusted root.
+        let other = dir.path().join("other");
+        mint_certs(&other, &[1]);
+        let other_ca = other.join("ca.pem").display().to_string();
+        let untrusted = status(&[("SSL_CERT_FILE", &other_ca)]);
+        assert!(!untrusted.status.success(), "a certificate from an unknown CA was accepted");
+        let err = String::from_utf8_lossy(&untrusted.stderr);
+        assert!(err.starts_with("error: unavailable") && err.contains("invalid peer certificate"), "{err}");
+        let by_env = status(&[("VAULT_CACERT", &ca), ("SSL_CERT_FILE", &other_ca)]);
+        assert!(by_env.status.success(), "{}", String::from_utf8_lossy(&by_env.stderr));
+        let by_roots = status(&[("SSL_CERT_FILE", &ca)]);
+        assert!(by_roots.status.success(), "system roots: {}", String::from_utf8_lossy(&by_roots.stderr));
+    });
+}
+
+/// Every setting is a flag, an environment variable and a config file key, layered flag >
+/// environment > file; `--print-config` shows where each came from and never a secret.
+#[test]
+fn print_config_layers_flag_env_and_file_and_redacts_secrets() {
+    let dir = test_dir();
+    let file = dir.path().join("vault.toml");
+    let token = random_token();
+    std::fs::write(
+        &file,
+        format!("node_id = 3\ndata_dir = \"/from/file\"\nvault_api_addr = \"127.0.0.1:9999\"\nbootstrap_token = \"{token}\"\nkms_mode = \"local\"\n"),
+    )
+    .expect("write config");
+    let key = random_master_key();
+    let out = std::process::Command::new(bin("vault-node"))
+        .env_clear()
+        .env("VAULT_DATA_DIR", "/from/env")
+        .env("VAULT_LOCAL_MASTER_KEY", &key)
+        .args(["--config", file.to_str().expect("utf-8 path"), "--node-id", "7", "--print-config"])
+        .output()
+        .expect("run vault-node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("node_id = \"7\"  # flag"), "{text}");
+    assert!(text.contains("data_dir = \"/from/env\"  # environment"), "{text}");
+    assert!(text.contains("api_addr = \"127.0.0.1:9999\"  # file"), "{text}");
+    assert!(text.contains("bootstrap_token = \"<redacted>\"  # file"), "{text}");
+    assert!(text.contains("local_master_key = \"<redacted>\"  # environment"), "{text}");
+    assert!(text.contains("# raft_addr: default (0.0.0.0:8201)"), "{text}");
+    assert!(!text.contains(&token) && !text.contains(&key), "a secret was printed");
+    // What it prints is a config file vault-node reads back.
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, text.replace("\"<redacted>\"", "\"\"")).expect("write");
+    let out = std::process::Command::new(bin("vault-node"))
+        .env_clear()
+        .args(["--config", again.to_str().expect("utf-8 path"), "--print-config"])
+        .output()
+        .expect("run vault-node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("node_id = \"7\"  # file"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every setting has its flag.
+    let help = std::process::Command::new(bin("vault-node")).arg("--help").output().expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in
+        ["--node-id", "--metrics-addr", "--api-request-timeout-secs", "--audit-min-retain-days", "--max-feature-level"]
+    {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}

@@ -6,7 +6,7 @@ use vault_raft::transport::LeaderView;
 use crate::pb;
 use crate::vault::Vault;
 
-fn state_name(s: ServerState) -> &'static str {
+pub fn state_name(s: ServerState) -> &'static str {
     match s {
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",

@@ -1,5 +1,6 @@
 //! Node configuration: a TOML file, then `VAULT_*` environment variables, then flags (later
-//! wins). Everything is collected as raw strings keyed by the environment variable name, then
+//! wins; `main` layers them, the settings themselves are listed once in [`crate::settings`]).
+//! Everything is collected as raw strings keyed by the environment variable name, then
 //! validated into a typed [`Config`]. Tests build a [`RawConfig`] directly.
 
 use std::collections::BTreeMap;
@@ -16,63 +17,6 @@ use vault_raft::Retention;
 
 use crate::auth::allowlist::Allowlist;
 use crate::logging::LogFormat;
-
-/// Every setting this node reads, by environment variable name.
-pub const KEYS: &[&str] = &[
-    "VAULT_NODE_ID",
-    "VAULT_DATA_DIR",
-    "VAULT_API_ADDR",
-    "VAULT_RAFT_ADDR",
-    "VAULT_API_ADVERTISE_ADDR",
-    "VAULT_RAFT_ADVERTISE_ADDR",
-    "VAULT_PEERS",
-    "VAULT_JOIN",
-    "VAULT_RAFT_TLS_CA",
-    "VAULT_RAFT_TLS_CERT",
-    "VAULT_RAFT_TLS_KEY",
-    "VAULT_RAFT_INSECURE",
-    "VAULT_CLUSTER_SECRET",
-    "VAULT_BOOTSTRAP_TOKEN",
-    "VAULT_ALLOWED_IPS",
-    "VAULT_TRUST_PROXY",
-    "VAULT_TRUSTED_PROXIES",
-    "VAULT_KMS_MODE",
-    "VAULT_LOCAL_MASTER_KEY",
-    "VAULT_LOCAL_MASTER_KEY_FILE",
-    "VAULT_LOCAL_MASTER_KEYS",
-    "VAULT_LOCAL_MASTER_KEYS_FILE",
-    "VAULT_KMS_KEY_ID",
-    "VAULT_DEK_CACHE_TTL_SECS",
-    "VAULT_KMS_REWRAP_ENABLED",
-    "VAULT_KMS_REWRAP_POLL_SECS",
-    "VAULT_KMS_REWRAP_MAX_PER_SEC",
-    "VAULT_TLS_CERT",
-    "VAULT_TLS_KEY",
-    "VAULT_MAX_VALUE_BYTES",
-    "VAULT_SNAPSHOT_LOG_ENTRIES",
-    "VAULT_RAFT_ELECTION_TIMEOUT_MS",
-    "VAULT_RAFT_MAX_IN_FLIGHT",
-    "VAULT_MAX_FEATURE_LEVEL",
-    "VAULT_LOG",
-    "VAULT_LOG_FORMAT",
-    "VAULT_METRICS_ADDR",
-    "VAULT_AUDIT_KEY",
-    "VAULT_AUDIT_KEY_FILE",
-    "VAULT_AUDIT_FILE",
-    "VAULT_AUDIT_RETAIN_DAYS",
-    "VAULT_AUDIT_MAX_MB",
-    "VAULT_AUDIT_MIN_RETAIN_DAYS",
-    "VAULT_REFUSALS_PER_SEC",
-    "VAULT_REFUSALS_BURST",
-    "VAULT_API_MAX_CONNECTIONS",
-    "VAULT_API_MAX_CONNECTIONS_PER_ADDR",
-    "VAULT_API_MAX_STREAMS",
-    "VAULT_API_MAX_HEADER_BYTES",
-    "VAULT_API_IDLE_SECS",
-    "VAULT_API_REQUEST_TIMEOUT_SECS",
-    "VAULT_RATE_PER_ADDR",
-    "VAULT_RATE_PER_TOKEN",
-];
 
 /// Unvalidated settings, keyed by environment variable name.
 #[derive(Clone, Debug, Default)]
@@ -96,7 +40,7 @@ impl RawConfig {
         for (k, v) in table {
             let upper = k.to_ascii_uppercase();
             let key = if upper.starts_with("VAULT_") { upper } else { format!("VAULT_{upper}") };
-            if !KEYS.contains(&key.as_str()) {
+            if crate::settings::find(&key).is_none() {
                 bail!("config file {}: unknown key {k:?}", path.display());
             }
             let value = match v {
@@ -118,12 +62,9 @@ impl RawConfig {
         Ok(())
     }
 
-    pub fn merge_env(&mut self) {
-        for key in KEYS {
-            if let Ok(v) = std::env::var(key) {
-                self.0.insert(key.to_string(), v);
-            }
-        }
+    /// The raw value of `key` as set (before defaults), if any.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.get(key)
     }
 
     fn parse<T: std::str::FromStr>(&self, key: &str, default: T) -> anyhow::Result<T>

@@ -18,6 +18,7 @@ pub mod observe;
 pub mod pb_impl;
 pub mod rewrap;
 pub mod server;
+pub mod settings;
 pub mod vault;
 
 /// Generated protobuf types and gRPC stubs of `proto/vault/v1/vault.proto`.

@@ -1,9 +1,12 @@
 //! `vault-node`: one node of the vault cluster.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use vault_node::config::RawConfig;
+use vault_node::settings::SETTINGS;
 
 /// mimalloc instead of glibc's malloc: allocation and freeing were a fifth of a leader's CPU
 /// under write load (request and response buffers, futures, encoded entries), and glibc's
@@ -11,54 +14,80 @@ use vault_node::config::RawConfig;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// One node of the Raft-replicated secrets vault. Settings come from a TOML file, then
-/// VAULT_* environment variables, then these flags.
-#[derive(Parser)]
-#[command(name = "vault-node", version)]
-struct Flags {
-    /// TOML file with settings (keys are the variable names in lower case).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// VAULT_NODE_ID
-    #[arg(long)]
-    node_id: Option<String>,
-    /// VAULT_DATA_DIR
-    #[arg(long)]
-    data_dir: Option<String>,
-    /// VAULT_API_ADDR
-    #[arg(long)]
-    api_addr: Option<String>,
-    /// VAULT_RAFT_ADDR
-    #[arg(long)]
-    raft_addr: Option<String>,
-    /// VAULT_PEERS
-    #[arg(long)]
-    peers: Option<String>,
-    /// VAULT_ALLOWED_IPS
-    #[arg(long)]
-    allowed_ips: Option<String>,
-    /// VAULT_KMS_MODE
-    #[arg(long)]
-    kms_mode: Option<String>,
+/// Flags and environment variables, both made from the one list of settings: every setting is
+/// `--<name>` and `VAULT_<NAME>` (and `<name>` in the `--config` file).
+fn command() -> Command {
+    let mut cmd = Command::new("vault-node")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("One node of the Raft-replicated secrets vault.")
+        .after_help("Each setting is a flag, an environment variable and a key of the --config file; flags win over the environment, the environment over the file.")
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML file with settings (keys: the names below in lower case, without vault_)"),
+        )
+        .arg(
+            Arg::new("print-config")
+                .long("print-config")
+                .action(ArgAction::SetTrue)
+                .help("Print the settings in effect (secrets redacted) as a TOML file, check them, and exit"),
+        );
+    for s in SETTINGS {
+        let help = match (s.secret, s.default) {
+            (true, _) | (false, "") => s.help.to_string(),
+            (false, d) => format!("{} [default: {d}]", s.help),
+        };
+        cmd =
+            cmd.arg(Arg::new(s.env).long(s.flag()).env(s.env).value_name("VALUE").help(help).hide_env_values(s.secret));
+    }
+    cmd
 }
 
-impl Flags {
-    fn apply(&self, raw: &mut RawConfig) {
-        let pairs = [
-            ("VAULT_NODE_ID", &self.node_id),
-            ("VAULT_DATA_DIR", &self.data_dir),
-            ("VAULT_API_ADDR", &self.api_addr),
-            ("VAULT_RAFT_ADDR", &self.raft_addr),
-            ("VAULT_PEERS", &self.peers),
-            ("VAULT_ALLOWED_IPS", &self.allowed_ips),
-            ("VAULT_KMS_MODE", &self.kms_mode),
-        ];
-        for (key, value) in pairs {
-            if let Some(v) = value {
-                raw.set(key, v.clone());
+/// Where a setting's value came from.
+fn layered(matches: &ArgMatches) -> anyhow::Result<(RawConfig, BTreeMap<&'static str, &'static str>)> {
+    let mut raw = RawConfig::default();
+    let mut source = BTreeMap::new();
+    if let Some(path) = matches.get_one::<PathBuf>("config") {
+        raw.merge_file(path)?;
+        for s in SETTINGS {
+            if raw.value(s.env).is_some() {
+                source.insert(s.env, "file");
             }
         }
     }
+    for s in SETTINGS {
+        let from = match matches.value_source(s.env) {
+            Some(ValueSource::CommandLine) => "flag",
+            Some(ValueSource::EnvVariable) => "environment",
+            _ => continue,
+        };
+        if let Some(v) = matches.get_one::<String>(s.env) {
+            raw.set(s.env, v.clone());
+            source.insert(s.env, from);
+        }
+    }
+    Ok((raw, source))
+}
+
+/// The settings in effect as a TOML file, each with where it came from; secrets redacted.
+fn print_config(raw: &RawConfig, source: &BTreeMap<&'static str, &'static str>) {
+    println!("# vault-node {}: settings in effect (flag > environment > file > default)", env!("CARGO_PKG_VERSION"));
+    for s in SETTINGS {
+        let key = s.toml_key();
+        match raw.value(s.env) {
+            Some(_) if s.secret => println!("{key} = \"<redacted>\"  # {}", source.get(s.env).unwrap_or(&"set")),
+            Some(v) => println!("{key} = {}  # {}", toml_string(v), source.get(s.env).unwrap_or(&"set")),
+            None if s.default.is_empty() => println!("# {key}: not set"),
+            None => println!("# {key}: default ({})", s.default),
+        }
+    }
+}
+
+/// `v` as a TOML string (quoted and escaped by the toml crate).
+fn toml_string(v: &str) -> String {
+    toml::Value::String(v.to_string()).to_string()
 }
 
 async fn shutdown_signal() {
@@ -78,16 +107,17 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let flags = Flags::parse();
-    let mut raw = RawConfig::default();
-    if let Some(path) = &flags.config {
-        if let Err(e) = raw.merge_file(path) {
+    let matches = command().get_matches();
+    let (raw, source) = match layered(&matches) {
+        Ok(r) => r,
+        Err(e) => {
             eprintln!("error: {e:#}");
             return std::process::ExitCode::from(2);
         }
+    };
+    if matches.get_flag("print-config") {
+        print_config(&raw, &source);
     }
-    raw.merge_env();
-    flags.apply(&mut raw);
     let config = match raw.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -95,6 +125,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if matches.get_flag("print-config") {
+        return std::process::ExitCode::SUCCESS;
+    }
     vault_node::logging::init(&config.log_filter, config.log_format);
     match vault_node::server::run(config, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

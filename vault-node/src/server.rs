@@ -200,6 +200,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         }
     }
 
+    let readiness = Arc::new(Health::default());
     let vault = Arc::new(Vault {
         node_id: config.node_id,
         cluster,
@@ -212,6 +213,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         refusals: RefusalLimiter::new(config.audit.refusals_per_sec, config.audit.refusals_burst),
         name_queue: Default::default(),
         scratch_dir: scratch_dir.clone(),
+        health: readiness.clone(),
     });
     let (audit_stop_tx, audit_stop) = tokio::sync::watch::channel(false);
     let audit_upkeep = tokio::spawn(audit_upkeep(vault.clone(), audit_stop));
@@ -221,7 +223,6 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let worker = tokio::spawn(rewrapper.clone().run(worker_stop));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let readiness = Arc::new(Health::default());
     let (health_stop_tx, health_stop) = tokio::sync::watch::channel(false);
     set_health(&health, false).await;
     let bootstrap_token = config.bootstrap_token.take();

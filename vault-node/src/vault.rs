@@ -38,6 +38,8 @@ pub struct Vault {
     /// Where backups are written before they are sent and restores are received before they are
     /// checked (inside the data directory; emptied at start).
     pub scratch_dir: std::path::PathBuf,
+    /// Alive and ready, as `/healthz`, `/readyz`, gRPC health and `vaultctl status` say.
+    pub health: Arc<crate::observe::Health>,
     /// Writes to one name take turns on this node.
     pub name_queue: crate::name_queue::NameQueue,
 }

@@ -387,6 +387,24 @@ impl Admin for AdminService {
         self.admin(&caller, None, crate::backup::restore(&self.vault, &caller, chunks)).await
     }
 
+    async fn server_status(
+        &self,
+        _req: Request<pb::ServerStatusRequest>,
+    ) -> Result<Response<pb::ServerStatusResponse>, Status> {
+        let m = self.vault.cluster.raft.metrics().borrow().clone();
+        let ready = self.vault.health.ready();
+        Ok(Response::new(pb::ServerStatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: m.id,
+            state: crate::cluster::state_name(m.state).to_string(),
+            leader_id: m.current_leader,
+            leader_api_addr: self.vault.leader_api_addr().unwrap_or_default(),
+            ready: ready.is_ok(),
+            not_ready: ready.err().unwrap_or_default(),
+            feature_level: self.vault.reader.feature_level().unwrap_or(vault_raft::features::BASE_LEVEL),
+        }))
+    }
+
     async fn upgrade_cluster(
         &self,
         req: Request<pb::UpgradeClusterRequest>,

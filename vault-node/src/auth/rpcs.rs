@@ -62,6 +62,7 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Admin/RemoveMember", Access::Admin, "cluster.remove"),
     rpc("/vault.v1.Admin/TransferLeader", Access::Admin, "cluster.transfer_leader"),
     rpc("/vault.v1.Admin/UpgradeCluster", Access::Admin, "cluster.upgrade"),
+    rpc("/vault.v1.Admin/ServerStatus", Access::Open, "status"),
     rpc("/vault.v1.Admin/KmsStatus", Access::Admin, "kms.status"),
     rpc("/vault.v1.Admin/KmsRewrap", Access::Admin, "kms.rewrap"),
     rpc("/vault.v1.Admin/KmsRotate", Access::Admin, "kms.rotate"),

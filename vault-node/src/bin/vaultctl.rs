@@ -32,9 +32,10 @@ struct Cli {
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// CA certificate (PEM) to verify the server's TLS certificate (https:// addresses).
-    #[arg(long, global = true)]
+    /// Without it, the system's trusted roots are used (`SSL_CERT_FILE` / `SSL_CERT_DIR` apply).
+    #[arg(long, env = "VAULT_CACERT", global = true)]
     ca_cert: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "table", global = true)]
+    #[arg(long, env = "VAULT_FORMAT", value_enum, default_value = "table", global = true)]
     output: Output,
     #[command(subcommand)]
     cmd: Cmd,
@@ -69,6 +70,11 @@ enum Cmd {
     /// Backup and restore of the replicated state.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Version, role, leader and readiness of the node addressed; needs no token. Exits
+    /// non-zero (unavailable) when the node is not ready.
+    Status,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -552,6 +558,11 @@ fn print_json(v: serde_json::Value) {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Cmd::Completions { shell } = &cli.cmd {
+        use clap::CommandFactory;
+        clap_complete::generate(*shell, &mut Cli::command(), "vaultctl", &mut std::io::stdout());
+        return Ok(());
+    }
     if let Cmd::Cluster(ClusterCmd::Certs { out, nodes, sans, days, renew }) = &cli.cmd {
         for path in vault_node::certs::mint(out, nodes, sans, *days, *renew)? {
             outln!("wrote {}", path.display());
@@ -569,6 +580,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Kms(_) => Ok(()),
         Cmd::Snapshot(cmd) => snapshot_cmd(&mut admin, cmd, json).await,
+        Cmd::Completions { .. } => Ok(()),
+        Cmd::Status => {
+            let s = admin.server_status(pb::ServerStatusRequest {}).await?.into_inner();
+            if json {
+                print_json(json!({
+                    "version": s.version, "vaultctl_version": env!("CARGO_PKG_VERSION"), "node_id": s.node_id,
+                    "state": s.state, "leader_id": s.leader_id, "leader_api_addr": s.leader_api_addr,
+                    "ready": s.ready, "not_ready": s.not_ready, "feature_level": s.feature_level,
+                }));
+            } else {
+                let leader = match s.leader_id {
+                    Some(id) => format!("node {id} at {}", s.leader_api_addr),
+                    None => "none".into(),
+                };
+                outln!("version {} (vaultctl {})", s.version, env!("CARGO_PKG_VERSION"));
+                outln!("node {} ({}), leader {leader}, feature level {}", s.node_id, s.state, s.feature_level);
+                outln!("{}", if s.ready { "ready".to_string() } else { format!("not ready: {}", s.not_ready) });
+            }
+            if s.ready {
+                Ok(())
+            } else {
+                Err(Failure::Grpc(Status::unavailable(format!("node {} is not ready: {}", s.node_id, s.not_ready))))
+            }
+        }
         Cmd::Secret(cmd) => secret_cmd(&mut secrets, cmd, json).await,
         Cmd::Token(cmd) => token_cmd(&mut admin, cmd, json).await,
         Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
@@ -639,7 +674,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Cmd::Cluster(ClusterCmd::Add { id, raft_addr, api_addr }) => {
-            admin.add_member(pb::AddMemberRequest { id, raft_addr, api_addr }).await?;
+            let mut watcher = admin.clone();
+            let add = admin.add_member(pb::AddMemberRequest { id, raft_addr, api_addr });
+            tokio::pin!(add);
+            // On a terminal, say how far the new node has caught up while the call waits.
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut add => {
+                        r?;
+                        break;
+                    }
+                    _ = tick.tick(), if progress => {
+                        if let Ok(s) = watcher.cluster_status(pb::ClusterStatusRequest {}).await {
+                            let s = s.into_inner();
+                            let matched = s.members.iter().find(|m| m.id == id).and_then(|m| m.matched_index);
+                            match (matched, s.last_log_index) {
+                                (Some(m), Some(last)) => eprintln!("node {id}: at entry {m} of {last}, catching up..."),
+                                _ => eprintln!("node {id}: waiting for it to answer..."),
+                            }
+                        }
+                    }
+                }
+            }
             outln!("node {id} added as learner and caught up");
             Ok(())
         }

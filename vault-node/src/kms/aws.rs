@@ -8,19 +8,22 @@
 //! - Rotation dates: ListKeyRotations, all pages.
 //!
 //! Every call has connect, attempt and operation timeouts; the SDK's standard retry mode
-//! retries only retryable errors, with backoff. Credentials come from `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`; region from `AWS_REGION`; endpoint override
-//! from `AWS_ENDPOINT_URL_KMS` (or `AWS_ENDPOINT_URL`).
+//! retries only retryable errors, with backoff. Region and credentials come from the AWS SDK's
+//! default chains (`aws-config`): environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`), shared config and credentials files (`AWS_PROFILE`,
+//! `credential_process`), web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`,
+//! as on EKS), the ECS container endpoint, then the EC2 instance role (IMDSv2; off with
+//! `AWS_EC2_METADATA_DISABLED=true`). Temporary credentials are refreshed before they expire.
+//! Endpoint override from `AWS_ENDPOINT_URL_KMS` (or `AWS_ENDPOINT_URL`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use async_trait::async_trait;
-use aws_credential_types::Credentials;
 use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
-use aws_sdk_kms::config::{BehaviorVersion, Region};
+use aws_sdk_kms::config::BehaviorVersion;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
@@ -79,27 +82,42 @@ impl AwsKms {
     /// Builds the client from the environment and resolves `key_id` (id, ARN or alias) to the
     /// key's ARN with DescribeKey.
     pub async fn connect(key_id: &str) -> anyhow::Result<Self> {
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws needs AWS_REGION"))?;
-        let access = env("AWS_ACCESS_KEY_ID").ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws needs AWS_ACCESS_KEY_ID"))?;
-        let secret =
-            env("AWS_SECRET_ACCESS_KEY").ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws needs AWS_SECRET_ACCESS_KEY"))?;
-        let creds = Credentials::new(access, secret, env("AWS_SESSION_TOKEN"), None, "environment");
         let http =
             aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-        let mut conf = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region))
-            .credentials_provider(creds)
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_secs(3))
+            .operation_timeout(Duration::from_secs(8))
+            .build();
+        // The chains use the same HTTP client (web identity calls STS, containers and instances
+        // their metadata endpoints) and time limits.
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http.clone())
+            .timeout_config(timeouts.clone())
+            .load()
+            .await;
+        if sdk.region().is_none() {
+            return Err(anyhow!(
+                "VAULT_KMS_MODE=aws needs a region: AWS_REGION, or `region` in the AWS config file's profile"
+            ));
+        }
+        let creds = sdk
+            .credentials_provider()
+            .ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws: the AWS SDK found no credentials provider"))?;
+        // Fail at start, naming the chain, rather than at the first write.
+        {
+            use aws_credential_types::provider::ProvideCredentials;
+            creds.provide_credentials().await.map_err(|e| {
+                anyhow!(
+                    "VAULT_KMS_MODE=aws: no AWS credentials (looked in the environment, the shared config and \
+                     credentials files, web identity, the container and the instance role): {}",
+                    DisplayErrorContext(&e)
+                )
+            })?;
+        }
+        let mut conf = aws_sdk_kms::config::Builder::from(&sdk)
             .http_client(http)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .operation_attempt_timeout(Duration::from_secs(3))
-                    .operation_timeout(Duration::from_secs(8))
-                    .build(),
-            )
+            .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(3));
         if let Some(endpoint) = env("AWS_ENDPOINT_URL_KMS").or_else(|| env("AWS_ENDPOINT_URL")) {
             conf = conf.endpoint_url(endpoint);

@@ -1,0 +1,152 @@
+//! Every setting of `vault-node`, in one list: its environment variable, and from it its flag
+//! (`--node-id`) and TOML key (`node_id`), its default and what it means. The flags, the
+//! accepted TOML keys, `--print-config` and the configuration table in README.md all come from
+//! this list (a test keeps README.md in step).
+
+/// One setting.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    pub env: &'static str,
+    /// As shown to people; empty when there is none.
+    pub default: &'static str,
+    /// Never printed (`--print-config` says `<redacted>`).
+    pub secret: bool,
+    pub help: &'static str,
+}
+
+const fn s(env: &'static str, default: &'static str, help: &'static str) -> Setting {
+    Setting { env, default, secret: false, help }
+}
+
+const fn secret(env: &'static str, help: &'static str) -> Setting {
+    Setting { env, default: "", secret: true, help }
+}
+
+impl Setting {
+    /// `VAULT_NODE_ID` -> `node-id`.
+    pub fn flag(&self) -> String {
+        self.env.trim_start_matches("VAULT_").to_ascii_lowercase().replace('_', "-")
+    }
+
+    /// `VAULT_NODE_ID` -> `node_id`.
+    pub fn toml_key(&self) -> String {
+        self.env.trim_start_matches("VAULT_").to_ascii_lowercase()
+    }
+}
+
+pub const SETTINGS: &[Setting] = &[
+    s("VAULT_NODE_ID", "1", "Raft node id, at least 1"),
+    s("VAULT_DATA_DIR", "./vault-data", "data directory (created 0700)"),
+    s("VAULT_API_ADDR", "0.0.0.0:8200", "API listener (gRPC)"),
+    s("VAULT_RAFT_ADDR", "0.0.0.0:8201", "Raft listener (gRPC); bind it to the WireGuard address"),
+    s("VAULT_API_ADVERTISE_ADDR", "the API listener", "API address other nodes and clients are told"),
+    s("VAULT_RAFT_ADVERTISE_ADDR", "the Raft listener", "Raft address other nodes are told"),
+    s("VAULT_PEERS", "", "`id=host:raftport,...`: the initial members (empty: single node)"),
+    s("VAULT_JOIN", "false", "never initialize; wait to be added with `vaultctl cluster add`"),
+    s("VAULT_RAFT_TLS_CA", "", "Raft mutual TLS: the cluster CA (PEM)"),
+    s("VAULT_RAFT_TLS_CERT", "", "Raft mutual TLS: this node's certificate (PEM, names `vault-node-<id>`)"),
+    s("VAULT_RAFT_TLS_KEY", "", "Raft mutual TLS: this node's key (PEM)"),
+    s("VAULT_RAFT_INSECURE", "false", "development only: plaintext Raft guarded by `VAULT_CLUSTER_SECRET`"),
+    secret("VAULT_CLUSTER_SECRET", "shared secret of plaintext Raft (at least 16 characters)"),
+    secret(
+        "VAULT_BOOTSTRAP_TOKEN",
+        "first start only: creates token `bootstrap-admin` (role `admin`) through Raft; base64url of 32 bytes; issued once ever",
+    ),
+    s("VAULT_ALLOWED_IPS", "", "IPs and CIDRs allowed to read secrets; empty denies every read"),
+    s("VAULT_TRUST_PROXY", "false", "take the client address from `x-forwarded-for` sent by a trusted proxy: the right-most hop that is not one"),
+    s("VAULT_TRUSTED_PROXIES", "", "proxy addresses allowed to set `x-forwarded-for`"),
+    s("VAULT_KMS_MODE", "", "`local` or `aws` (required; `make run` sets `local`)"),
+    secret("VAULT_LOCAL_MASTER_KEY", "local master key, base64 of 32 bytes; missing (and no keyring): a random ephemeral key and a loud warning"),
+    s("VAULT_LOCAL_MASTER_KEY_FILE", "", "file holding the local master key"),
+    secret("VAULT_LOCAL_MASTER_KEYS", "local keyring for rotation: more base64 keys, comma-separated"),
+    s("VAULT_LOCAL_MASTER_KEYS_FILE", "", "file holding the keyring, one key per line"),
+    s("VAULT_KMS_KEY_ID", "", "aws: key id, ARN or alias; the resolved ARN is stored"),
+    s("VAULT_DEK_CACHE_TTL_SECS", "300", "cache of unwrapped data keys for KMS outages (0 disables); values are never cached"),
+    s("VAULT_KMS_REWRAP_ENABLED", "false", "run the AWS re-wrap worker (leader only); with the local keyring it always runs after `kms rotate`"),
+    s("VAULT_KMS_REWRAP_POLL_SECS", "86400", "how often the worker checks ListKeyRotations"),
+    s("VAULT_KMS_REWRAP_MAX_PER_SEC", "10", "ReEncrypt pacing (0: unpaced)"),
+    s("VAULT_TLS_CERT", "", "serve the API over TLS (1.2 and 1.3, HTTP/2 by ALPN, no client certificates; a handshake must finish within 10 s): certificate chain (PEM)"),
+    s("VAULT_TLS_KEY", "", "serve the API over TLS: key (PEM)"),
+    s("VAULT_MAX_VALUE_BYTES", "65536", "largest secret value"),
+    s("VAULT_SNAPSHOT_LOG_ENTRIES", "20000", "snapshot and purge the Raft log every N entries"),
+    s("VAULT_RAFT_ELECTION_TIMEOUT_MS", "500", "how long voters go without a leader before one campaigns (after a pre-vote); the same on every node"),
+    s("VAULT_RAFT_MAX_IN_FLIGHT", "a quarter of the cores, 2 to 8", "Raft entries of client writes a leader keeps in flight; 1 turns pipelining off"),
+    s("VAULT_MAX_FEATURE_LEVEL", "this build's", "report at most this feature level, holding the cluster there (keeps a rollback possible)"),
+    s("VAULT_METRICS_ADDR", "", "HTTP listener for `/metrics`, `/healthz`, `/readyz` (no authentication: loopback or a monitoring network); off unless set"),
+    s("VAULT_LOG", "info,openraft=warn", "log filter (tracing-subscriber's `EnvFilter` syntax)"),
+    s("VAULT_LOG_FORMAT", "text", "`text`, or `json`: one JSON object per line"),
+    secret("VAULT_AUDIT_KEY", "key of the audit hash chain, base64 of 32 bytes (default: derived from the local master key; set it in AWS mode)"),
+    s("VAULT_AUDIT_KEY_FILE", "", "file holding the audit chain key"),
+    s("VAULT_AUDIT_FILE", "", "also append every audit record to this file as JSON lines"),
+    s("VAULT_AUDIT_RETAIN_DAYS", "365", "audit retention: oldest record kept"),
+    s("VAULT_AUDIT_MAX_MB", "1024", "audit retention: size of the log"),
+    s("VAULT_AUDIT_MIN_RETAIN_DAYS", "30", "audit retention: age under which size never removes a record"),
+    s("VAULT_REFUSALS_PER_SEC", "10", "refusals recorded one by one per client address; beyond, `RESOURCE_EXHAUSTED` and a summary"),
+    s("VAULT_REFUSALS_BURST", "50", "burst of refusals recorded one by one per client address"),
+    s("VAULT_API_MAX_CONNECTIONS", "4096", "API connections open at once"),
+    s("VAULT_API_MAX_CONNECTIONS_PER_ADDR", "512", "API connections open at once from one client address"),
+    s("VAULT_API_MAX_STREAMS", "100", "concurrent calls per HTTP/2 connection"),
+    s("VAULT_API_MAX_HEADER_BYTES", "16384", "largest request header list"),
+    s("VAULT_API_IDLE_SECS", "300", "close a connection that sends nothing this long"),
+    s("VAULT_API_REQUEST_TIMEOUT_SECS", "30", "cancel a call running this long (backup and restore excepted)"),
+    s("VAULT_RATE_PER_ADDR", "0", "requests per second per client address, bursts of twice that; beyond, `RESOURCE_EXHAUSTED` \"retry in N s\" (0: off, since one address can be a NAT or proxy for many clients)"),
+    s("VAULT_RATE_PER_TOKEN", "0", "requests per second per token, bursts of twice that (0: off)"),
+];
+
+/// The setting named by `env`.
+pub fn find(env: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.env == env)
+}
+
+/// The configuration table of README.md, made from [`SETTINGS`].
+pub fn markdown_table() -> String {
+    let mut out = String::from("| variable | flag | default | meaning |\n|---|---|---|---|\n");
+    for s in SETTINGS {
+        let default = match (s.secret, s.default) {
+            (true, _) | (false, "") => "none".to_string(),
+            (false, d) if d.contains(' ') => d.to_string(),
+            (false, d) => format!("`{d}`"),
+        };
+        let secret = if s.secret { " (secret: never printed)" } else { "" };
+        out.push_str(&format!("| `{}` | `--{}` | {default} | {}{secret} |\n", s.env, s.flag(), s.help));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_derive_flags_and_keys() {
+        let mut envs: Vec<&str> = SETTINGS.iter().map(|s| s.env).collect();
+        envs.sort_unstable();
+        envs.dedup();
+        assert_eq!(envs.len(), SETTINGS.len(), "a setting is listed twice");
+        let node = find("VAULT_NODE_ID").expect("listed");
+        assert_eq!((node.flag(), node.toml_key()), ("node-id".to_string(), "node_id".to_string()));
+    }
+
+    /// The node reads exactly the listed settings: every `VAULT_*` name in config.rs is here.
+    #[test]
+    fn every_setting_the_node_reads_is_listed() {
+        let source = include_str!("config.rs");
+        for word in source.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let is_name = word.starts_with("VAULT_") && word.len() > 6 && !word.ends_with('_');
+            if is_name && word != "VAULT_RAFT_TLS" {
+                assert!(find(word).is_some(), "config.rs reads {word}, which SETTINGS does not list");
+            }
+        }
+    }
+
+    /// README.md's configuration table is this list, as generated.
+    #[test]
+    fn the_readme_documents_exactly_this_list() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&markdown_table()),
+            "README.md's configuration table is out of date; replace it with:\n{}",
+            markdown_table()
+        );
+    }
+}
