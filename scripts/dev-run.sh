@@ -4,7 +4,7 @@
 # restart still decrypts. Dev only: the key sits in a file next to the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${CARGO_TARGET_DIR:?}/debug"
+bin="${CARGO_TARGET_DIR:?}/quick"
 dev=.dev
 umask 077
 mkdir -p "$dev"
@@ -21,7 +21,7 @@ cat <<MSG
   In another shell:
     export VAULT_ADDR=http://$api VAULT_TOKEN=$(cat "$dev/admin.token")
     export PATH="$bin:\$PATH"
-    vaultctl secret put app/db --value s3cr3t
+    echo -n s3cr3t | vaultctl secret put app/db
     vaultctl secret get app/db
 
 MSG
