@@ -404,6 +404,7 @@ pub struct Config {
 }
 
 /// Bounds on what one client may take of the API listener.
+#[derive(Clone)]
 pub struct ApiLimits {
     pub max_connections: usize,
     pub max_per_addr: usize,

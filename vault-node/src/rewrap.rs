@@ -123,7 +123,7 @@ impl Rewrapper {
     }
 
     /// Runs until `stop` flips. Owned by the server; a no-op loop when disabled.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let Some(mut kicks) = self.kick_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
         if !self.enabled() {
             // Still answer kicks, so callers get a clear refusal instead of a hang.
@@ -133,7 +133,7 @@ impl Rewrapper {
                         Some(reply) => { let _ = reply.send(KickOutcome::Failed("the re-wrap worker is disabled".into())); }
                         None => return,
                     },
-                    _ = stop.changed() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         }
@@ -168,7 +168,7 @@ impl Rewrapper {
                     None => return,
                 },
                 _ = became_leader(&mut metrics, leader) => {}
-                _ = stop.changed() => return,
+                _ = stop.cancelled() => return,
             }
         }
     }

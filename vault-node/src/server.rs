@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use vault_core::dek_cache::DekCache;
 use vault_core::keys::AuditMacKey;
@@ -30,6 +32,8 @@ use crate::pb::secrets_server::SecretsServer;
 use crate::rewrap::Rewrapper;
 use crate::vault::Vault;
 
+/// How long the Raft listener may finish replies after shutdown before it is cut off.
+const RAFT_DRAIN: Duration = Duration::from_millis(300);
 /// How long in-flight API calls may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most unwrapped DEKs kept in memory.
@@ -162,28 +166,22 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let _upgrades = cluster.spawn_feature_upgrades(Duration::from_secs(5));
     let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
 
+    // Background work (health, audit upkeep, re-wrap, certificate reloads, bootstrap) stops
+    // under this one token, once the API has drained.
+    let background = CancellationToken::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+
+    let raft_stop = CancellationToken::new();
     let raft_server = match (raft_listener, &security) {
         (Some(listener), Some(sec)) => {
             tracing::info!(raft = %listener.local_addr()?, mtls = sec.is_tls(), "raft listener up");
             let svc = RaftService::new(cluster.clone(), me.clone()).into_server(sec);
-            let (conns, accept_task) = vault_raft::transport::connections(listener, sec.clone());
-            // After a stall (a pause, a partition), peers time out and reset many calls at once;
-            // with h2's default limit (20 pending-accept resets) the server would answer with
-            // GOAWAY ENHANCE_YOUR_CALM and cut replication off just as the cluster recovers.
-            // Members are authenticated, so a higher bound costs little.
-            let serve = Server::builder()
-                .http2_max_pending_accept_reset_streams(Some(4096))
-                .add_service(svc)
-                .serve_with_incoming(conns);
-            Some(tokio::spawn(async move {
-                let _accept_task = accept_task;
-                serve.await
-            }))
+            Some(tokio::spawn(serve_raft(listener, svc, sec.clone(), raft_stop.clone().cancelled_owned())))
         }
         _ => None,
     };
     if security.as_ref().is_some_and(|s| s.is_tls()) {
-        tokio::spawn(reload_on_sighup(peers.clone()));
+        tasks.spawn(reload_on_sighup(peers.clone(), background.clone()));
     }
 
     if !raft.is_initialized().await.context("read raft state")? {
@@ -193,10 +191,13 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             tracing::info!(node = config.node_id, "initializing a new single-node cluster");
             raft.initialize(BTreeMap::from([(config.node_id, me.clone())])).await.context("initialize cluster")?;
         } else {
-            let cluster = cluster.clone();
-            let peers = config.peers.clone();
-            let me = me.clone();
-            tokio::spawn(async move { cluster.bootstrap_from_peers(&peers, &me).await });
+            let (cluster, peers, me, stop) = (cluster.clone(), config.peers.clone(), me.clone(), background.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = cluster.bootstrap_from_peers(&peers, &me) => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
         }
     }
 
@@ -215,34 +216,38 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         scratch_dir: scratch_dir.clone(),
         health: readiness.clone(),
     });
-    let (audit_stop_tx, audit_stop) = tokio::sync::watch::channel(false);
-    let audit_upkeep = tokio::spawn(audit_upkeep(vault.clone(), audit_stop));
-
+    tasks.spawn(audit_upkeep(vault.clone(), background.clone()));
     let rewrapper = Rewrapper::new(vault.clone(), std::mem::replace(&mut config.rewrap, RewrapConfig::disabled()));
-    let (worker_stop_tx, worker_stop) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(rewrapper.clone().run(worker_stop));
+    tasks.spawn(rewrapper.clone().run(background.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let (health_stop_tx, health_stop) = tokio::sync::watch::channel(false);
     set_health(&health, false).await;
-    let bootstrap_token = config.bootstrap_token.take();
-    let health_task = {
-        let vault = vault.clone();
-        let health = health.clone();
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            bootstrap(&vault, bootstrap_token).await;
-            if let Err(why) = crate::master_key::settle(&vault).await {
+    {
+        let (vault, health, stop) = (vault.clone(), health.clone(), background.clone());
+        let bootstrap_token = config.bootstrap_token.take();
+        tasks.spawn(async move {
+            let settled = async {
+                bootstrap(&vault, bootstrap_token).await;
+                crate::master_key::settle(&vault).await
+            };
+            let settled = tokio::select! {
+                r = settled => r,
+                _ = stop.cancelled() => return,
+            };
+            if let Err(why) = settled {
                 // Stays NOT_SERVING; writes are refused with the same words.
                 tracing::error!("{why}");
-                readiness.set_ready(Err(why));
+                vault.health.set_ready(Err(why));
                 return;
             }
             tracing::info!("ready");
-            watch_health(&vault, &health, &readiness, health_stop).await;
-        })
-    };
-    let (metrics_stop_tx, metrics_stop) = tokio::sync::watch::channel(false);
+            watch_health(&vault, &health, stop).await;
+        });
+    }
+
+    // The metrics listener answers until the very end: /healthz and /readyz say 503 while
+    // the node drains.
+    let metrics_stop = CancellationToken::new();
     let metrics_server = match metrics_listener {
         Some(listener) => {
             let handle = crate::observe::install_recorder()?;
@@ -254,10 +259,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 rewrapper.clone(),
                 readiness.clone(),
                 config.data_dir.clone(),
-                async move {
-                    let mut stop = metrics_stop;
-                    let _ = stop.wait_for(|s| *s).await;
-                },
+                metrics_stop.clone().cancelled_owned(),
             );
             Some(tokio::spawn(serve))
         }
@@ -288,20 +290,75 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         kms = vault.kms.kind(),
         "vault-node listening"
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Shutdown, in order: say not ready (load balancers move away), stop taking API calls
+    // and let those in flight finish, stop the background work, then Raft, then metrics.
+    let api_stop = CancellationToken::new();
     {
-        let (readiness, health) = (readiness.clone(), health.clone());
+        let (vault, health, api_stop) = (vault.clone(), health.clone(), api_stop.clone());
         tokio::spawn(async move {
             shutdown.await;
-            // Load balancers and orchestrators see the node go before its listeners do.
-            readiness.begin_shutdown();
+            vault.health.begin_shutdown();
             set_health(&health, false).await;
-            let _ = stop_tx.send(true);
+            api_stop.cancel();
         });
     }
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let api = ApiParts {
+        tls,
+        limits: config.api_limits.clone(),
+        auth,
+        health: health_service,
+        secrets: SecretsServer::new(SecretsService::new(vault.clone())),
+        admin: AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())),
     };
+    serve_api(api_listener, api, api_stop).await?;
+
+    tracing::info!("shutting down");
+    background.cancel();
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "a background task failed");
+        }
+    }
+    // Peers retry whatever is cut off: Raft gets a moment to finish replies, not the grace.
+    raft_stop.cancel();
+    if let Some(h) = raft_server {
+        let abort = h.abort_handle();
+        match tokio::time::timeout(RAFT_DRAIN, h).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "raft listener failed"),
+            Ok(Err(e)) if !e.is_cancelled() => tracing::warn!(error = %e, "raft listener task failed"),
+            Err(_) => abort.abort(),
+            _ => {}
+        }
+    }
+    vault.cluster.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
+    metrics_stop.cancel();
+    if let Some(h) = metrics_server {
+        match h.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "metrics listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
+}
+
+/// What the API listener serves.
+struct ApiParts<H> {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: crate::config::ApiLimits,
+    auth: AuthLayer,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+    secrets: SecretsServer<SecretsService>,
+    admin: AdminServer<AdminService>,
+}
+
+/// Serves the API on `listener` until `stop`; calls in flight then get [`SHUTDOWN_GRACE`], and
+/// idle client connections do not hold the exit.
+async fn serve_api<H: tonic_health::pb::health_server::Health>(
+    listener: TcpListener,
+    api: ApiParts<H>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     // grpcurl and the like list and call the API without the proto files (open, like health:
     // it describes the API, and every call still goes through the auth layer).
     let reflection = tonic_reflection::server::Builder::configure()
@@ -309,10 +366,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("build gRPC reflection")?;
-    let limits = &config.api_limits;
+    let limits = &api.limits;
     let (connections, _accept_task) = api_conn::connections(
-        api_listener,
-        tls,
+        listener,
+        api.tls,
         api_conn::ConnLimits {
             max_connections: limits.max_connections,
             max_per_addr: limits.max_per_addr,
@@ -326,41 +383,38 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         // connection stay bounded by max_concurrent_streams.
         .http2_max_pending_accept_reset_streams(Some(limits.max_streams as usize * 4))
         .layer(RpcMetricsLayer)
-        .layer(auth)
-        .add_service(health_service)
+        .layer(api.auth)
+        .add_service(api.health)
         .add_service(reflection)
-        .add_service(SecretsServer::new(SecretsService::new(vault.clone())))
-        .add_service(AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())))
-        .serve_with_incoming_shutdown(connections, stopped(stop_rx.clone()));
+        .add_service(api.secrets)
+        .add_service(api.admin)
+        .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned());
     tokio::select! {
         r = serve => r.context("serve API")?,
-        // In-flight calls get a grace period; idle client connections do not hold the exit.
-        _ = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+        _ = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("client connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
         }
     }
-
-    tracing::info!("shutting down");
-    let _ = health_stop_tx.send(true);
-    health_task.abort();
-    set_health(&health, false).await;
-    let _ = worker_stop_tx.send(true);
-    let _ = worker.await;
-    let _ = audit_stop_tx.send(true);
-    let _ = audit_upkeep.await;
-    if let Some(h) = raft_server {
-        h.abort();
-    }
-    let _ = metrics_stop_tx.send(true);
-    if let Some(h) = metrics_server {
-        match h.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
-            Err(e) => tracing::warn!(error = %e, "metrics listener task failed"),
-            Ok(Ok(())) => {}
-        }
-    }
-    raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     Ok(())
+}
+
+/// Serves the Raft transport on `listener` until `stop`.
+async fn serve_raft(
+    listener: TcpListener,
+    svc: vault_raft::transport::RaftServiceServer,
+    security: TransportSecurity,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (conns, _accept_task) = vault_raft::transport::connections(listener, security);
+    // After a stall (a pause, a partition), peers time out and reset many calls at once;
+    // with h2's default limit (20 pending-accept resets) the server would answer with
+    // GOAWAY ENHANCE_YOUR_CALM and cut replication off just as the cluster recovers.
+    // Members are authenticated, so a higher bound costs little.
+    Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(4096))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(conns, stop)
+        .await
 }
 
 /// How often health is re-checked, and how long a check may take.
@@ -381,21 +435,23 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
 /// can be had: the leader confirms its leadership with a quorum, this node has applied up to the
 /// leader's commit, and the key manager answers or data keys are cached; checked every second.
 /// A node cut off from its quorum, or lagging, says NOT_SERVING within a few seconds.
-async fn watch_health(
-    vault: &Vault,
-    health: &tonic_health::server::HealthReporter,
-    readiness: &Health,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+async fn watch_health(vault: &Vault, health: &tonic_health::server::HealthReporter, stop: CancellationToken) {
     let mut serving = None;
     let mut kms = KmsCheck::default();
     loop {
-        let ready = match vault.cluster.read_barrier(HEALTH_TIMEOUT).await {
-            Ok(()) => kms.check(vault).await,
-            Err(e) => Err(format!("not caught up with a leader confirmed by a quorum: {e}")),
+        let check = async {
+            match vault.cluster.read_barrier(HEALTH_TIMEOUT).await {
+                Ok(()) => kms.check(vault).await,
+                Err(e) => Err(format!("not caught up with a leader confirmed by a quorum: {e}")),
+            }
         };
-        let ok = ready.is_ok();
-        readiness.set_ready(ready);
+        let ready = tokio::select! {
+            r = check => r,
+            _ = stop.cancelled() => return,
+        };
+        // Once shutdown began, gRPC health stays NOT_SERVING whatever the check says.
+        let ok = ready.is_ok() && vault.health.alive();
+        vault.health.set_ready(ready);
         if serving != Some(ok) {
             if serving.is_some() {
                 tracing::warn!(serving = ok, "health changed");
@@ -405,7 +461,7 @@ async fn watch_health(
         }
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_EVERY) => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -457,13 +513,13 @@ fn audit_keys(config: &Config, kms: &dyn KeyManager) -> anyhow::Result<AuditKeys
 
 /// Writes refusal summaries as their windows end, and applies the audit retention every
 /// minute, until `stop` flips; then writes the summaries still open.
-async fn audit_upkeep(vault: Arc<Vault>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn audit_upkeep(vault: Arc<Vault>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut n = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
         }
         vault.flush_refusal_summaries(false);
         n += 1;
@@ -482,12 +538,16 @@ async fn audit_upkeep(vault: Arc<Vault>, mut stop: tokio::sync::watch::Receiver<
 
 /// Re-reads the Raft TLS files on every SIGHUP: renewed certificates take effect for new
 /// connections without a restart.
-async fn reload_on_sighup(peers: vault_raft::transport::PeerClients) {
+async fn reload_on_sighup(peers: vault_raft::transport::PeerClients, stop: CancellationToken) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; renewed Raft certificates need a restart");
         return;
     };
-    while hup.recv().await.is_some() {
+    loop {
+        tokio::select! {
+            got = hup.recv() => if got.is_none() { return },
+            _ = stop.cancelled() => return,
+        }
         match peers.reload() {
             Ok(()) => tracing::info!("SIGHUP: reloaded the Raft TLS CA, certificate and key"),
             Err(e) => tracing::error!(error = %e, "SIGHUP: Raft TLS reload failed; keeping the certificates in use"),
