@@ -399,11 +399,7 @@ impl Cluster {
     /// cluster's to the lowest of them, if that is above the current one. Answers with the
     /// cluster's level and each member's.
     pub async fn raise_feature_level(&self, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-            return not_leader(m.current_leader, node);
-        }
+        let m = self.leader_metrics()?;
         let mut members = Vec::new();
         for (id, node) in m.membership_config.membership().nodes() {
             let level = if *id == self.node_id {
@@ -476,6 +472,16 @@ impl Cluster {
         }
     }
 
+    /// This node's metrics if it leads; else `NotLeader`, naming the leader it knows.
+    fn leader_metrics(&self) -> Result<crate::typ::RaftMetrics, ForwardError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            return not_leader(m.current_leader, node);
+        }
+        Ok(m)
+    }
+
     /// Refuses a command above the cluster's feature level (some member might not decode it),
     /// after one attempt to raise the level (a new cluster, or an upgrade just finished).
     async fn check_feature_level(&self, cmd: &Command) -> Result<(), ForwardError> {
@@ -522,11 +528,7 @@ impl Cluster {
             }
             ForwardRequest::Admin { op, .. } => self.admin(op, timeout).await,
             ForwardRequest::LeaderView => {
-                let m = self.raft.metrics().borrow().clone();
-                if m.state != ServerState::Leader {
-                    let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-                    return not_leader(m.current_leader, node);
-                }
+                let m = self.leader_metrics()?;
                 let matched = m
                     .replication
                     .unwrap_or_default()
@@ -595,11 +597,7 @@ impl Cluster {
     /// heartbeats; then the target campaigns. Its log is then at least as new as every voter's,
     /// so its votes are granted, and it takes over with writes stalled only for the lease.
     async fn transfer_leader(&self, to: NodeId) -> Result<ForwardResponse, ForwardError> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-            return not_leader(m.current_leader, node);
-        }
+        let m = self.leader_metrics()?;
         if to == self.node_id {
             return Ok(ForwardResponse::Done);
         }
@@ -695,11 +693,7 @@ impl Cluster {
         check: Option<String>,
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-            return not_leader(m.current_leader, node);
-        }
+        let m = self.leader_metrics()?;
         let mut lacking = Vec::new();
         for (id, node) in m.membership_config.membership().nodes() {
             let holds = if *id == self.node_id {
