@@ -32,10 +32,9 @@ venv:
 build: deps
 	cargo build --workspace --all-targets
 
-# Only the server and the CLI, in the `quick` profile (dependencies unoptimized, no debug
-# info) and without AWS KMS support: a cold first run builds in about a third of the time.
+# Only the server and the CLI, without AWS KMS support (the dev vault uses the local KMS).
 run: deps
-	cargo build --profile quick -p vault-node --bins --no-default-features
+	cargo build -p vault-node --bins --no-default-features
 	@scripts/dev-run.sh
 
 lint: deps
@@ -62,7 +61,7 @@ else
 endif
 
 cluster-up: deps
-	cargo build --profile quick -p vault-node --bins --no-default-features
+	cargo build -p vault-node --bins --no-default-features
 	@cluster/cluster.sh up
 
 cluster-down:

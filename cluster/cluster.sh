@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=cluster/run
-bin="${CARGO_TARGET_DIR:?set CARGO_TARGET_DIR (make sets it)}/quick"
+bin="${CARGO_TARGET_DIR:?set CARGO_TARGET_DIR (make sets it)}/debug"
 ids=(1 2 3)
 peers="1=127.0.0.1:8211,2=127.0.0.1:8221,3=127.0.0.1:8231"
 

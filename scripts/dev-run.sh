@@ -4,7 +4,7 @@
 # restart still decrypts. Dev only: the key sits in a file next to the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${CARGO_TARGET_DIR:?}/quick"
+bin="${CARGO_TARGET_DIR:?}/debug"
 dev=.dev
 umask 077
 mkdir -p "$dev"
