@@ -593,3 +593,57 @@ fn sigterm_under_load_answers_in_flight_calls_and_loses_no_acknowledged_write() 
         assert!(!n.node.log().contains("panicked"), "{}", n.node.log());
     });
 }
+
+/// `vaultctl run` hands secrets to a program in its environment: the program sees the values
+/// (checked through their SHA-256, so the test's own command lines hold no value), not the
+/// token; no file and no process command line holds a value meanwhile; the exit status is
+/// the program's.
+#[test]
+fn vaultctl_run_puts_secrets_in_the_environment_only() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        let (x, y1) = (canary("run-x"), canary("run-y"));
+        n.ctl(&["secret", "put", "app/x", "--value", &x]);
+        n.ctl(&["secret", "put", "app/y", "--value", &y1]);
+        n.ctl(&["secret", "put", "app/y", "--value", "second"]);
+        let sha = |v: &str| {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(v.as_bytes());
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let script = r#"printf %s "$X" | sha256sum; printf %s "$Y" | sha256sum; test -z "$VAULT_TOKEN" || echo token-leaked; sleep 1"#;
+        let child = std::process::Command::new(bin("vaultctl"))
+            .env_clear()
+            .env("VAULT_ADDR", n.url())
+            .env("VAULT_TOKEN", &n.token)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(["run", "--env", "X=app/x", "--env", "Y=app/y@1", "--", "sh", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn vaultctl run");
+        // While it runs: no command line anywhere holds a value.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                for v in [&x, &y1] {
+                    assert!(!cmdline.windows(v.len()).any(|w| w == v.as_bytes()), "a value is on a command line");
+                }
+            }
+        }
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&sha(&x)) && text.contains(&sha(&y1)), "the program saw other values: {text}");
+        assert!(!text.contains("token-leaked"), "the program received VAULT_TOKEN");
+        for v in [&x, &y1] {
+            assert!(files_containing(n.dir.path(), v.as_bytes()).is_empty(), "a value reached a file");
+        }
+
+        let code = ctl_env(&[("VAULT_ADDR", &n.url()), ("PATH", "/usr/bin:/bin")], &["run", "--env", "X=app/x", "--", "sh", "-c", "exit 7"]);
+        assert_eq!(code.status.code(), Some(7), "the exit status is the program's");
+        let missing = ctl_env(&[("VAULT_ADDR", &n.url())], &["run", "--env", "X=app/none", "--", "true"]);
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"), "{missing:?}");
+        let bad = ctl_env(&[("VAULT_ADDR", &n.url())], &["run", "--env", "1X=app/x", "--", "true"]);
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("not an environment variable name"), "{bad:?}");
+    });
+}
