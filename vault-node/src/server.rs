@@ -333,10 +333,12 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     vault.cluster.raft.shutdown().await.map_err(|e| anyhow::anyhow!("raft shutdown: {e}"))?;
     metrics_stop.cancel();
     if let Some(h) = metrics_server {
-        match h.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
-            Err(e) => tracing::warn!(error = %e, "metrics listener task failed"),
-            Ok(Ok(())) => {}
+        let abort = h.abort_handle();
+        match tokio::time::timeout(SHUTDOWN_GRACE, h).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics listener failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener task failed"),
+            Err(_) => abort.abort(),
+            Ok(Ok(Ok(()))) => {}
         }
     }
     Ok(())
