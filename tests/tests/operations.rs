@@ -146,6 +146,16 @@ fn readyz_follows_quorum_and_matches_grpc_health() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        // Per-follower replication series: on the leader, one per follower; none elsewhere.
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let leader_scrape = scrape(&metrics[leader]).await;
+        for (i, spec) in c.specs.iter().enumerate() {
+            let series = format!("vault_raft_follower_lag_entries{{follower=\"{}\"}}", spec.node_id);
+            assert_eq!(sample(&leader_scrape, &series).is_some(), i != leader, "{series}:\n{leader_scrape}");
+        }
+        let follower_scrape = scrape(&metrics[(leader + 1) % 3]).await;
+        assert!(!follower_scrape.contains("vault_raft_follower_lag_entries{"), "{follower_scrape}");
+
         // Stop both peers of node 0 (SIGTERM, then start them again from their data).
         c.nodes[1].stop();
         c.nodes[2].stop();

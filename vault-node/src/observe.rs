@@ -101,11 +101,6 @@ fn describe() {
     describe_gauge!("vault_raft_log_entries", "entries in the log (not yet purged into a snapshot)");
     describe_gauge!("vault_raft_snapshot_bytes", Unit::Bytes, "size of the current snapshot file");
     describe_gauge!("vault_raft_members", "members of the cluster (voters and learners)");
-    describe_gauge!(
-        "vault_raft_follower_matched_index",
-        "on the leader: highest index known replicated to each follower"
-    );
-    describe_gauge!("vault_raft_follower_lag_entries", "on the leader: entries each follower is behind");
     describe_gauge!("vault_storage_bytes", Unit::Bytes, "bytes of files in the data directory");
     describe_counter!("vault_dek_cache_hits_total", "reads that found their unwrapped data key cached");
     describe_counter!("vault_dek_cache_misses_total", "reads that had to ask the key manager");
@@ -172,7 +167,34 @@ async fn metrics_page(State(s): State<Scrape>) -> impl IntoResponse {
         .unwrap_or((0, 0));
     collect(&s, disk);
     s.handle.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.handle.render())
+    let mut page = s.handle.render();
+    page.push_str(&follower_series(&s));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page)
+}
+
+/// Per-follower replication, written at each scrape from the leader's view rather than kept
+/// in the recorder: a follower that was removed, or a node that no longer leads, then has no
+/// series left behind at their last value.
+fn follower_series(s: &Scrape) -> String {
+    use std::fmt::Write;
+    let m = s.vault.cluster.raft.metrics().borrow().clone();
+    let Some(replication) = &m.replication else { return String::new() };
+    let last = m.last_log_index.unwrap_or(0);
+    let followers: Vec<(u64, u64)> = replication
+        .iter()
+        .filter(|(id, _)| **id != m.id)
+        .map(|(id, matched)| (*id, matched.map_or(0, |l| l.index)))
+        .collect();
+    let mut out = String::new();
+    let mut write = |name: &str, help: &str, value: &dyn Fn(u64) -> u64| {
+        let _ = writeln!(out, "# HELP {name} on the leader: {help}\n# TYPE {name} gauge");
+        for (id, matched) in &followers {
+            let _ = writeln!(out, "{name}{{follower=\"{id}\"}} {}", value(*matched));
+        }
+    };
+    write("vault_raft_follower_matched_index", "highest index known replicated to each follower", &|m| m);
+    write("vault_raft_follower_lag_entries", "entries each follower is behind", &|m| last.saturating_sub(m));
+    out
 }
 
 /// Sets the gauges and counters owned elsewhere from their current values.
@@ -191,15 +213,6 @@ fn collect(s: &Scrape, (data_bytes, snapshot_bytes): (u64, u64)) {
     gauge!("vault_raft_snapshot_bytes").set(snapshot_bytes as f64);
     gauge!("vault_storage_bytes").set(data_bytes as f64);
     gauge!("vault_raft_members").set(m.membership_config.membership().nodes().count() as f64);
-    if let Some(replication) = &m.replication {
-        let last = m.last_log_index.unwrap_or(0);
-        for (id, matched) in replication.iter().filter(|(id, _)| **id != m.id) {
-            let matched = matched.map_or(0, |l| l.index);
-            let follower = id.to_string();
-            gauge!("vault_raft_follower_matched_index", "follower" => follower.clone()).set(matched as f64);
-            gauge!("vault_raft_follower_lag_entries", "follower" => follower).set(last.saturating_sub(matched) as f64);
-        }
-    }
 
     let (hits, misses) = s.vault.dek_cache.lookups();
     counter!("vault_dek_cache_hits_total").absolute(hits);
