@@ -77,8 +77,8 @@ pub async fn save(vault: &Arc<Vault>) -> Result<(std::fs::File, BackupHeader), A
 pub fn stream_file(mut file: std::fs::File) -> tokio::sync::mpsc::Receiver<Result<pb::SnapshotChunk, Status>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || loop {
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let n = match read_full(&mut file, &mut buf) {
+        let mut buf = Vec::with_capacity(CHUNK_BYTES);
+        let n = match file.by_ref().take(CHUNK_BYTES as u64).read_to_end(&mut buf) {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "reading a backup file to send");
@@ -89,23 +89,11 @@ pub fn stream_file(mut file: std::fs::File) -> tokio::sync::mpsc::Receiver<Resul
         if n == 0 {
             return;
         }
-        buf.truncate(n);
         if tx.blocking_send(Ok(pb::SnapshotChunk { data: buf })).is_err() {
             return;
         }
     });
     rx
-}
-
-fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// What checking a received backup found.
