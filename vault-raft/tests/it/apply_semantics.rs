@@ -351,3 +351,33 @@ async fn a_restore_replaces_the_state_atomically_and_version_numbers_never_go_ba
     let r = dst.put("a", 6, None, None).await;
     assert_eq!(r, CommandResponse::Written { version: 6 });
 }
+
+/// A restore installs only records that read back as what their table holds: a bad secret
+/// name, an undecodable value, or a version stored under another version's key is refused.
+#[test]
+fn backup_records_are_checked_for_what_their_table_holds() {
+    use vault_raft::db::{CF_SECRETS, CF_VERSIONS, SM_CFS};
+    use vault_raft::reader::check_backup_record;
+    use vault_raft::snapshot_file::FamilyRecord;
+    let idx = |f: &str| SM_CFS.iter().position(|x| *x == f).unwrap() as u8;
+    let meta = vault_raft::codec::encode(&vault_core::model::SecretMeta {
+        current_version: 1,
+        oldest_version: 1,
+        max_versions: 10,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    })
+    .unwrap();
+    let good = FamilyRecord { family: idx(CF_SECRETS), key: b"app/ok".to_vec(), value: meta.clone() };
+    assert!(check_backup_record(&good).is_ok());
+    let bad_name = FamilyRecord { family: idx(CF_SECRETS), key: b"../etc".to_vec(), value: meta };
+    assert!(check_backup_record(&bad_name).is_err());
+    let garbage = FamilyRecord { family: idx(CF_SECRETS), key: b"app/ok".to_vec(), value: vec![0xff; 3] };
+    assert!(check_backup_record(&garbage).is_err());
+    let mut key = b"app/ok\0".to_vec();
+    key.extend_from_slice(&7u64.to_be_bytes());
+    let not_a_version = FamilyRecord { family: idx(CF_VERSIONS), key, value: vec![1, 2, 3] };
+    assert!(check_backup_record(&not_a_version).is_err());
+    let staging = FamilyRecord { family: idx("restore_staging"), key: b"x".to_vec(), value: vec![] };
+    assert!(check_backup_record(&staging).is_err());
+}
