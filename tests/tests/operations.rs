@@ -357,7 +357,14 @@ fn the_feature_level_follows_the_oldest_member_and_gates_new_commands() {
         let node3 = v["members"].as_array().expect("members").iter().find(|m| m["id"] == 3).cloned();
         assert_eq!(node3.map(|m| m["feature_level"].clone()), Some(serde_json::json!(1)), "{said}");
         assert_eq!(level(&c, 2), (1, 1));
-        assert_eq!(level(&c, 0), (1, 2));
+        assert_eq!(level(&c, 0), (1, vault_raft::features::FEATURE_LEVEL.into()));
+        // Reader rules and rotation need level 3: refused before anything is proposed.
+        let err = must_fail_vaultctl(
+            &c.url(0),
+            Some(&c.token),
+            &["reader", "create", "r", "--cidr", "10.0.0.1", "--grant", "*"],
+        );
+        assert!(err.contains("failed precondition") && err.contains("feature level 3"), "{err}");
 
         let work = test_dir();
         let backup = work.path().join("up.backup");
@@ -375,7 +382,7 @@ fn the_feature_level_follows_the_oldest_member_and_gates_new_commands() {
         c.nodes[2] = c.specs[2].start();
         c.nodes[2].wait_ready().await;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while level(&c, 2).0 != 2 {
+        while level(&c, 2).0 != u64::from(vault_raft::features::FEATURE_LEVEL) {
             assert!(Instant::now() < deadline, "the leader did not raise the level: {:?}", level(&c, 2));
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

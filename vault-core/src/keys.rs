@@ -9,6 +9,13 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::CoreError;
 
+/// `n` bytes from the operating system's CSPRNG, zeroized on drop (generated secret values).
+pub fn os_random(n: usize) -> Zeroizing<Vec<u8>> {
+    let mut bytes = Zeroizing::new(vec![0u8; n]);
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
 /// Length of every symmetric key handled here: 256 bits.
 pub const KEY_LEN: usize = 32;
 

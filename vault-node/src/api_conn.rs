@@ -30,7 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{crypto, ServerConfig};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{crypto, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -76,16 +77,36 @@ impl Drop for Slot {
     }
 }
 
-impl Connected for ApiConn {
-    type ConnectInfo = TcpConnectInfo;
+/// What the auth layer learns about a connection: the TCP peer, and the common name of the
+/// client certificate it presented over TLS (verified against `VAULT_TLS_CLIENT_CA`), if any.
+#[derive(Clone, Debug)]
+pub struct ApiConnectInfo {
+    pub tcp: TcpConnectInfo,
+    pub client_cn: Option<Arc<str>>,
+}
 
-    /// The TCP peer in both cases: the auth layer takes the client address from it.
-    fn connect_info(&self) -> TcpConnectInfo {
+impl Connected for ApiConn {
+    type ConnectInfo = ApiConnectInfo;
+
+    fn connect_info(&self) -> ApiConnectInfo {
         match &self.stream {
-            Stream::Plain(s) => s.connect_info(),
-            Stream::Tls(s) => s.get_ref().0.connect_info(),
+            Stream::Plain(s) => ApiConnectInfo { tcp: s.connect_info(), client_cn: None },
+            Stream::Tls(s) => {
+                let (tcp, session) = s.get_ref();
+                let client_cn =
+                    session.peer_certificates().and_then(|chain| chain.first()).and_then(|leaf| common_name(leaf));
+                ApiConnectInfo { tcp: tcp.connect_info(), client_cn }
+            }
         }
     }
+}
+
+/// The subject common name of a certificate (the first, if several; `None` if it has none or
+/// it is not text).
+fn common_name(der: &CertificateDer<'_>) -> Option<Arc<str>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(Arc::from(cn))
 }
 
 /// What both kinds of connection are, to h2.
@@ -143,9 +164,10 @@ impl AsyncWrite for ApiConn {
 }
 
 /// The API's TLS settings from a PEM certificate chain and private key: rustls' safe default
-/// protocol versions (TLS 1.2 and 1.3) with the ring provider, no client certificates (callers
-/// prove themselves with bearer tokens and their address), and HTTP/2 by ALPN.
-pub fn tls_acceptor(cert_path: &Path, key_path: &Path) -> anyhow::Result<TlsAcceptor> {
+/// protocol versions (TLS 1.2 and 1.3) with the ring provider, and HTTP/2 by ALPN. With
+/// `client_ca`, a client may present a certificate, which must chain to that CA (reader rules
+/// can name its subject); a client without one is served as before (tokens and addresses).
+pub fn tls_acceptor(cert_path: &Path, key_path: &Path, client_ca: Option<&Path>) -> anyhow::Result<TlsAcceptor> {
     let cert_pem = std::fs::read(cert_path).with_context(|| format!("read VAULT_TLS_CERT {}", cert_path.display()))?;
     let key_pem = std::fs::read(key_path).with_context(|| format!("read VAULT_TLS_KEY {}", key_path.display()))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -157,12 +179,32 @@ pub fn tls_acceptor(cert_path: &Path, key_path: &Path) -> anyhow::Result<TlsAcce
     // The parse error is not shown: it could quote key material.
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|_| anyhow::anyhow!("VAULT_TLS_KEY {} holds no PEM private key", key_path.display()))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+    let provider = Arc::new(crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("API TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("API TLS certificate and key do not match or are unsupported")?;
+        .context("API TLS protocol versions")?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca_path) => {
+            let pem =
+                std::fs::read(ca_path).with_context(|| format!("read VAULT_TLS_CLIENT_CA {}", ca_path.display()))?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.with_context(|| format!("VAULT_TLS_CLIENT_CA {} is not PEM", ca_path.display()))?;
+                roots.add(cert).context("VAULT_TLS_CLIENT_CA holds an unusable certificate")?;
+            }
+            if roots.is_empty() {
+                anyhow::bail!("VAULT_TLS_CLIENT_CA {} holds no certificate", ca_path.display());
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config =
+        builder.with_single_cert(chain, key).context("API TLS certificate and key do not match or are unsupported")?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -114,6 +114,53 @@ pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64, renew: bool) 
     Ok(written)
 }
 
+const READER_CA_NAME: &str = "vault reader CA";
+
+/// Writes `reader-ca.pem`/`reader-ca.key` (unless present) and `reader-<cn>.pem`/`.key`, a
+/// client-authentication certificate whose subject common name is `cn`, into `out`. The reader
+/// CA is its own, apart from the cluster CA: a node certificate is no reader certificate.
+pub fn mint_reader(out: &Path, cn: &str, days: i64) -> anyhow::Result<Vec<PathBuf>> {
+    vault_core::model::ReaderRule::new("check", &[], &[cn.to_string()], &["*".to_string()], 0)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if cn.contains('/') || cn.starts_with('.') {
+        bail!("a reader certificate name used as a file name must not contain '/' or start with '.'");
+    }
+    fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    fs::set_permissions(out, fs::Permissions::from_mode(0o700))?;
+    let mut written = Vec::new();
+    let (ca_pem, ca_key) = (out.join("reader-ca.pem"), out.join("reader-ca.key"));
+    let mut ca = ca_params(3650);
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name.push(DnType::CommonName, READER_CA_NAME);
+    let ca_key_pair = if ca_key.exists() {
+        KeyPair::from_pem(&fs::read_to_string(&ca_key)?).context("read reader-ca.key")?
+    } else {
+        if ca_pem.exists() {
+            bail!("{} exists without reader-ca.key; refusing to mint a second CA over it", ca_pem.display());
+        }
+        let key = KeyPair::generate().context("generate reader CA key")?;
+        let cert = ca.clone().self_signed(&key).context("self-sign reader CA")?;
+        write_file(&ca_key, &key.serialize_pem(), 0o600)?;
+        write_file(&ca_pem, &cert.pem(), 0o644)?;
+        written.extend([ca_pem, ca_key]);
+        key
+    };
+    let issuer = Issuer::new(ca, ca_key_pair);
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, days);
+    let key = KeyPair::generate().context("generate reader key")?;
+    let cert = params.signed_by(&key, &issuer).context("sign reader certificate")?;
+    let (pem, key_path) = (out.join(format!("reader-{cn}.pem")), out.join(format!("reader-{cn}.key")));
+    replace_file(&key_path, &key.serialize_pem(), 0o600)?;
+    replace_file(&pem, &cert.pem(), 0o644)?;
+    written.extend([pem, key_path]);
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

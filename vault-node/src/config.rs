@@ -183,6 +183,16 @@ impl RawConfig {
             (None, None) => None,
             _ => bail!("VAULT_TLS_CERT and VAULT_TLS_KEY go together"),
         };
+        let tls_client_ca = self.get("VAULT_TLS_CLIENT_CA").map(PathBuf::from);
+        if tls_client_ca.is_some() && tls.is_none() {
+            bail!("VAULT_TLS_CLIENT_CA needs the API served over TLS (VAULT_TLS_CERT and VAULT_TLS_KEY)");
+        }
+        let rotation = RotationConfig {
+            hooks_dir: self.get("VAULT_ROTATION_HOOKS_DIR").map(PathBuf::from),
+            retry: Duration::from_secs(self.parse::<u64>("VAULT_ROTATION_RETRY_SECS", 30)?.max(1)),
+            hook_timeout: Duration::from_secs(self.parse::<u64>("VAULT_ROTATION_HOOK_TIMEOUT_SECS", 30)?.max(1)),
+            max_per_sec: self.parse::<u32>("VAULT_ROTATION_MAX_PER_SEC", 10)?.max(1),
+        };
         let max_value_bytes: usize = self.parse("VAULT_MAX_VALUE_BYTES", 64 * 1024)?;
         if max_value_bytes == 0 || max_value_bytes > 3 * 1024 * 1024 {
             bail!("VAULT_MAX_VALUE_BYTES must be between 1 and 3145728");
@@ -260,6 +270,8 @@ impl RawConfig {
                 max_per_sec,
             },
             tls,
+            tls_client_ca,
+            rotation,
             max_value_bytes,
             snapshot_log_entries: self.parse::<u64>("VAULT_SNAPSHOT_LOG_ENTRIES", 20_000)?.max(1),
             election: vault_raft::ElectionTiming {
@@ -366,6 +378,20 @@ impl RewrapConfig {
     }
 }
 
+/// The scheduled rotation worker (leader only).
+#[derive(Clone, Debug)]
+pub struct RotationConfig {
+    /// `exec:` generators must name an executable inside this directory; unset: none may run.
+    pub hooks_dir: Option<PathBuf>,
+    /// Wait before the first retry of a failed rotation; doubled after each further failure,
+    /// up to the policy's period (at most an hour).
+    pub retry: Duration,
+    /// A hook still running after this is killed and the attempt fails.
+    pub hook_timeout: Duration,
+    /// Rotations started per second, at most.
+    pub max_per_sec: u32,
+}
+
 /// Validated node configuration.
 pub struct Config {
     pub node_id: u64,
@@ -388,6 +414,9 @@ pub struct Config {
     pub dek_cache_ttl: Duration,
     pub rewrap: RewrapConfig,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA of reader client certificates (`VAULT_TLS_CLIENT_CA`); needs `tls`.
+    pub tls_client_ca: Option<PathBuf>,
+    pub rotation: RotationConfig,
     pub max_value_bytes: usize,
     /// Build a snapshot (and purge the log before it) every this many applied entries.
     pub snapshot_log_entries: u64,

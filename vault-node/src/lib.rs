@@ -17,6 +17,7 @@ pub mod name_queue;
 pub mod observe;
 pub mod pb_impl;
 pub mod rewrap;
+pub mod rotation;
 pub mod server;
 pub mod settings;
 pub mod vault;

@@ -219,6 +219,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     tasks.spawn(audit_upkeep(vault.clone(), background.clone()));
     let rewrapper = Rewrapper::new(vault.clone(), std::mem::replace(&mut config.rewrap, RewrapConfig::disabled()));
     tasks.spawn(rewrapper.clone().run(background.clone()));
+    let rotator = crate::rotation::Rotator::new(vault.clone(), config.rotation.clone());
+    tasks.spawn(rotator.run(background.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, false).await;
@@ -280,7 +282,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let tls = config
         .tls
         .as_ref()
-        .map(|(cert, key)| api_conn::tls_acceptor(cert, key))
+        .map(|(cert, key)| api_conn::tls_acceptor(cert, key, config.tls_client_ca.as_deref()))
         .transpose()
         .context("configure API TLS")?;
     tracing::info!(

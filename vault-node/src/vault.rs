@@ -106,6 +106,26 @@ impl Vault {
         }
     }
 
+    /// Records a read: its outcome, and the reader rule that allowed it (when rules exist).
+    pub fn audit_read<T>(
+        &self,
+        caller: &Caller,
+        secret: &str,
+        result: &Result<T, Status>,
+        rule: Option<&str>,
+    ) -> Result<(), Status> {
+        match (result, rule) {
+            (Ok(_), Some(rule)) => self.audit_raw(
+                caller.actor(),
+                caller.ip.to_string(),
+                caller.action,
+                Some(secret),
+                format!("ok (reader rule {rule})"),
+            ),
+            _ => self.audit(caller, Some(secret), result),
+        }
+    }
+
     /// Records a call this node served, unless its change was proposed (the apply step records
     /// changes, with their outcome, on every node). A refusal (PERMISSION_DENIED,
     /// UNAUTHENTICATED) goes through the per-address refusal limit: past it the call answers
@@ -267,9 +287,9 @@ impl Vault {
         .into())
     }
 
-    /// The newest live version (`version == 0`) or the given one, opened.
-    pub async fn get_secret(&self, name: &SecretName, version: u64) -> Result<(VersionRecord, SecretBytes), ApiError> {
-        self.linearize().await?;
+    /// The newest live version (`version == 0`) or the given one, opened, as this node has
+    /// applied it: callers make the read linearizable first ([`Self::linearize`]).
+    pub async fn open_secret(&self, name: &SecretName, version: u64) -> Result<(VersionRecord, SecretBytes), ApiError> {
         let record = if version == 0 {
             self.reader
                 .latest_live(name.as_str())?

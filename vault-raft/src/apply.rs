@@ -8,10 +8,13 @@ use vault_core::model::{
 use vault_core::token::TokenHash;
 
 use crate::command::{Command, CommandResponse, Rejection};
-use crate::db::{CF_RESTORE, CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS, SM_CFS};
+use crate::db::{
+    CF_READERS, CF_RESTORE, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS,
+    SM_CFS,
+};
 use crate::tables::{
     version_key, KvRead, RestoreProgress, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_FEATURE_LEVEL, KEY_MASTER_KEY,
-    KEY_RESTORE, KEY_REWRAP,
+    KEY_READERS_REVISION, KEY_RESTORE, KEY_REWRAP,
 };
 use crate::StoreError;
 
@@ -37,59 +40,14 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             Ok(CommandResponse::Ok)
         }
         Command::PutSecret { name, version, sealed, expected_version, max_versions, now_ms, auth } => {
-            let meta = txn.secret_meta(name)?;
-            let current = meta.as_ref().map_or(0, |m| m.current_version);
             if let Some(hash) = auth {
+                let current = txn.secret_meta(name)?.map_or(0, |m| m.current_version);
                 let action = if current == 0 { Action::Create } else { Action::Update };
                 if let Some(refusal) = authorize(txn, hash, Need::Secret(action, name), *now_ms)? {
                     return reject(refusal);
                 }
             }
-            let master = txn.master_key()?;
-            if let Some(mk) = master.as_ref().filter(|mk| mk.key_id != sealed.key_id) {
-                return reject(Rejection::WrongMasterKey {
-                    sealed_with: sealed.key_id.clone(),
-                    cluster: mk.key_id.clone(),
-                });
-            }
-            if let Some(expected) = expected_version {
-                if *expected != current {
-                    return reject(Rejection::CasMismatch { expected: *expected, actual: current });
-                }
-            }
-            if *version != current + 1 {
-                return reject(Rejection::VersionConflict { current });
-            }
-            let mut meta = meta.unwrap_or(SecretMeta {
-                current_version: 0,
-                oldest_version: 1,
-                max_versions: DEFAULT_MAX_VERSIONS,
-                created_at_ms: *now_ms,
-                updated_at_ms: *now_ms,
-            });
-            if let Some(m) = max_versions {
-                meta.max_versions = (*m).max(1);
-            }
-            meta.current_version = *version;
-            meta.updated_at_ms = *now_ms;
-            // A new DEK comes from the key's current material, which is at least as new as
-            // the cluster watermark, and is wrapped by the key current since `since_ms`.
-            let watermark = txn.rewrap_state()?.watermark_ms.unwrap_or(0);
-            let record = VersionRecord {
-                version: *version,
-                sealed: Some(sealed.clone()),
-                created_at_ms: *now_ms,
-                state: VersionState::Live,
-                rewrap_watermark_ms: watermark.max(master.map_or(0, |mk| mk.since_ms)),
-            };
-            txn.put(CF_VERSIONS, &version_key(name, *version), &record)?;
-            // Keep at most `max_versions` versions; older ones are purged for good.
-            while meta.current_version - meta.oldest_version + 1 > u64::from(meta.max_versions) {
-                txn.delete(CF_VERSIONS, &version_key(name, meta.oldest_version));
-                meta.oldest_version += 1;
-            }
-            txn.put(CF_SECRETS, name.as_bytes(), &meta)?;
-            Ok(CommandResponse::Written { version: *version })
+            write_version(txn, name, *version, sealed, *expected_version, *max_versions, *now_ms)
         }
         Command::DeleteSecret { name } => {
             let Some(meta) = txn.secret_meta(name)? else {
@@ -99,6 +57,7 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
                 txn.delete(CF_VERSIONS, &version_key(name, v));
             }
             txn.delete(CF_SECRETS, name.as_bytes());
+            txn.delete(CF_ROTATION, name.as_bytes());
             Ok(CommandResponse::Ok)
         }
         Command::DeleteVersions { name, versions, now_ms } => {
@@ -259,6 +218,81 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             }
             commit_restore(txn)
         }
+        Command::PutReader { rule, replace } => {
+            if !replace && txn.reader_rule(&rule.name)?.is_some() {
+                return reject(Rejection::AlreadyExists(format!("reader {} already exists", rule.name)));
+            }
+            txn.put(CF_READERS, rule.name.as_bytes(), rule)?;
+            bump_readers_revision(txn)?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::DeleteReader { name } => {
+            if txn.reader_rule(name)?.is_none() {
+                return reject(Rejection::NotFound(format!("reader {name} does not exist")));
+            }
+            txn.delete(CF_READERS, name.as_bytes());
+            bump_readers_revision(txn)?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::SetRotation { name, policy } => {
+            if txn.secret_meta(name)?.is_none_or(|m| m.current_version == 0) {
+                return reject(Rejection::NotFound(format!("secret {name} does not exist")));
+            }
+            // A replaced policy keeps counting attempts, so a leader's attempt made under the
+            // old one cannot land as one of the new one's.
+            let attempts = txn.rotation(name)?.map_or(0, |p| p.attempts);
+            txn.put(CF_ROTATION, name.as_bytes(), &vault_core::model::RotationPolicy { attempts, ..policy.clone() })?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::ClearRotation { name } => {
+            if txn.rotation(name)?.is_none() {
+                return reject(Rejection::NotFound(format!("secret {name} has no rotation policy")));
+            }
+            txn.delete(CF_ROTATION, name.as_bytes());
+            Ok(CommandResponse::Ok)
+        }
+        Command::RotateNow { name, now_ms } => {
+            let Some(mut policy) = txn.rotation(name)? else {
+                return reject(Rejection::FailedPrecondition(format!(
+                    "secret {name} has no rotation policy; set one with `vaultctl secret rotation set`"
+                )));
+            };
+            policy.next_due_ms = policy.next_due_ms.min(*now_ms);
+            txn.put(CF_ROTATION, name.as_bytes(), &policy)?;
+            Ok(CommandResponse::RotationQueued { attempts: policy.attempts })
+        }
+        Command::RotationDone { name, version, sealed, now_ms, attempts, node_id } => {
+            let Some(mut policy) = txn.rotation(name)?.filter(|p| p.attempts == *attempts) else {
+                return reject(Rejection::FailedPrecondition(format!(
+                    "the rotation policy of {name} changed or another attempt landed first"
+                )));
+            };
+            let written = write_version(txn, name, *version, sealed, None, None, *now_ms)?;
+            if let CommandResponse::Written { version } = written {
+                policy.attempts += 1;
+                policy.failures = 0;
+                policy.last_error = None;
+                policy.last_attempt_ms = Some(*now_ms);
+                policy.last_rotated_ms = Some(*now_ms);
+                policy.next_due_ms = now_ms.saturating_add(policy.every_ms);
+                txn.put(CF_ROTATION, name.as_bytes(), &policy)?;
+                txn.audit(rotation_audit(*node_id, *now_ms, name, format!("ok: version {version}")));
+            }
+            Ok(written)
+        }
+        Command::RotationFailed { name, now_ms, error, retry_at_ms, attempts, node_id } => {
+            let Some(mut policy) = txn.rotation(name)?.filter(|p| p.attempts == *attempts) else {
+                return Ok(CommandResponse::Applied { changed: false });
+            };
+            policy.attempts += 1;
+            policy.failures = policy.failures.saturating_add(1);
+            policy.last_error = Some(vault_core::model::audit_field(error, vault_core::model::MAX_AUDIT_OUTCOME));
+            policy.last_attempt_ms = Some(*now_ms);
+            policy.next_due_ms = *retry_at_ms;
+            txn.put(CF_ROTATION, name.as_bytes(), &policy)?;
+            txn.audit(rotation_audit(*node_id, *now_ms, name, format!("failed: {error}; retried later")));
+            Ok(CommandResponse::Applied { changed: true })
+        }
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for c in cmds.iter() {
@@ -322,6 +356,64 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
     }
 }
 
+/// Writes `sealed` as `version` of `name`: only exactly one past the current version (and,
+/// with `expected_version`, only when the current one matches), only under the cluster's master
+/// key; prunes versions beyond `max_versions`.
+fn write_version(
+    txn: &mut Txn<'_>,
+    name: &str,
+    version: u64,
+    sealed: &vault_core::envelope::SealedValue,
+    expected_version: Option<u64>,
+    max_versions: Option<u32>,
+    now_ms: u64,
+) -> Result<CommandResponse, StoreError> {
+    let meta = txn.secret_meta(name)?;
+    let current = meta.as_ref().map_or(0, |m| m.current_version);
+    let master = txn.master_key()?;
+    if let Some(mk) = master.as_ref().filter(|mk| mk.key_id != sealed.key_id) {
+        return reject(Rejection::WrongMasterKey { sealed_with: sealed.key_id.clone(), cluster: mk.key_id.clone() });
+    }
+    if let Some(expected) = expected_version {
+        if expected != current {
+            return reject(Rejection::CasMismatch { expected, actual: current });
+        }
+    }
+    if version != current + 1 {
+        return reject(Rejection::VersionConflict { current });
+    }
+    let mut meta = meta.unwrap_or(SecretMeta {
+        current_version: 0,
+        oldest_version: 1,
+        max_versions: DEFAULT_MAX_VERSIONS,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+    });
+    if let Some(m) = max_versions {
+        meta.max_versions = m.max(1);
+    }
+    meta.current_version = version;
+    meta.updated_at_ms = now_ms;
+    // A new DEK comes from the key's current material, which is at least as new as
+    // the cluster watermark, and is wrapped by the key current since `since_ms`.
+    let watermark = txn.rewrap_state()?.watermark_ms.unwrap_or(0);
+    let record = VersionRecord {
+        version,
+        sealed: Some(sealed.clone()),
+        created_at_ms: now_ms,
+        state: VersionState::Live,
+        rewrap_watermark_ms: watermark.max(master.map_or(0, |mk| mk.since_ms)),
+    };
+    txn.put(CF_VERSIONS, &version_key(name, version), &record)?;
+    // Keep at most `max_versions` versions; older ones are purged for good.
+    while meta.current_version - meta.oldest_version + 1 > u64::from(meta.max_versions) {
+        txn.delete(CF_VERSIONS, &version_key(name, meta.oldest_version));
+        meta.oldest_version += 1;
+    }
+    txn.put(CF_SECRETS, name.as_bytes(), &meta)?;
+    Ok(CommandResponse::Written { version })
+}
+
 /// Authorizes a client command against the replicated state, then applies it.
 fn apply_as_caller(
     txn: &mut Txn<'_>,
@@ -357,7 +449,12 @@ fn apply_as_caller(
         | Command::DeleteRole { .. }
         | Command::RestoreBegin { .. }
         | Command::RestoreChunk { .. }
-        | Command::RestoreCommit { .. } => needs.push(Need::Admin),
+        | Command::RestoreCommit { .. }
+        | Command::PutReader { .. }
+        | Command::DeleteReader { .. } => needs.push(Need::Admin),
+        Command::SetRotation { name, .. } | Command::ClearRotation { name } | Command::RotateNow { name, .. } => {
+            needs.push(Need::Secret(Action::Rotate, name))
+        }
         other => {
             return reject(Rejection::PermissionDenied(format!(
                 "{} is not a client command and cannot be made on a caller's behalf",
@@ -391,7 +488,8 @@ fn restore_in_progress(txn: &Txn<'_>, id: u64) -> Result<Option<RestoreProgress>
 /// Families a restore replaces wholesale. `sm_meta` is not among them: of its keys only those
 /// in [`RESTORED_META_KEYS`] come from the backup; the applied index, membership and master key
 /// record stay this cluster's.
-const RESTORED_FAMILIES: [&str; 5] = [CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES];
+const RESTORED_FAMILIES: [&str; 7] =
+    [CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_READERS, CF_ROTATION];
 const RESTORED_META_KEYS: [&[u8]; 2] = [KEY_REWRAP, KEY_BOOTSTRAP_TOKEN_ISSUED];
 
 /// Swaps the staged restore in for the live families, in this one write set. Version numbers
@@ -432,7 +530,28 @@ fn commit_restore(txn: &mut Txn<'_>) -> Result<CommandResponse, StoreError> {
         txn.put(CF_SECRETS, name.as_bytes(), &kept)?;
     }
     txn.delete(CF_SM_META, KEY_RESTORE);
+    bump_readers_revision(txn)?;
     Ok(CommandResponse::Restored { records: counts })
+}
+
+/// Marks the reader rules changed, so nodes reload them (see `StateReader::reader_rules`).
+fn bump_readers_revision(txn: &mut Txn<'_>) -> Result<(), StoreError> {
+    let next = txn.readers_revision()?.wrapping_add(1);
+    txn.put(CF_SM_META, KEY_READERS_REVISION, &next)
+}
+
+/// The record of a leader-run rotation, written on every node with the change.
+fn rotation_audit(node_id: u64, now_ms: u64, name: &str, outcome: String) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        time_ms: now_ms,
+        node_id,
+        actor: "rotation".into(),
+        client_ip: "-".into(),
+        action: "secret.rotate".into(),
+        secret: Some(name.to_string()),
+        outcome,
+    }
 }
 
 /// The outcome of a command in the words of the audit log.

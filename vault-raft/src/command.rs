@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vault_core::envelope::SealedValue;
-use vault_core::model::{AuditContext, Role, TokenRecord};
+use vault_core::model::{AuditContext, ReaderRule, Role, RotationPolicy, TokenRecord};
 use vault_core::token::TokenHash;
 
 use crate::snapshot_file::FamilyRecord;
@@ -150,6 +150,50 @@ pub enum Command {
     SetFeatureLevel {
         level: u32,
     },
+    /// Creates a reader rule; with `replace`, also overwrites an existing one.
+    PutReader {
+        rule: ReaderRule,
+        replace: bool,
+    },
+    DeleteReader {
+        name: String,
+    },
+    /// Sets (or replaces) the rotation policy of an existing secret.
+    SetRotation {
+        name: String,
+        policy: RotationPolicy,
+    },
+    ClearRotation {
+        name: String,
+    },
+    /// Makes a rotation due now (`vaultctl secret rotate`). Answers the policy's attempt count
+    /// as it stood, so the caller can wait for the next attempt.
+    RotateNow {
+        name: String,
+        now_ms: u64,
+    },
+    /// The leader (`node_id`) rotated `name`: `sealed` becomes `version`, written like a put
+    /// (exactly one past the current version, under the cluster's master key), only while the
+    /// policy exists and has made exactly `attempts` attempts, so two leaders never both
+    /// rotate for one attempt. The policy moves on by its period. Leader only.
+    RotationDone {
+        name: String,
+        version: u64,
+        sealed: SealedValue,
+        now_ms: u64,
+        attempts: u64,
+        node_id: u64,
+    },
+    /// The leader's attempt failed: the old version stays current and the policy is retried at
+    /// `retry_at_ms`. `error` never holds a value. Leader only.
+    RotationFailed {
+        name: String,
+        now_ms: u64,
+        error: String,
+        retry_at_ms: u64,
+        attempts: u64,
+        node_id: u64,
+    },
 }
 
 impl Command {
@@ -177,6 +221,13 @@ impl Command {
             Command::RestoreChunk { .. } => "restore_chunk",
             Command::RestoreCommit { .. } => "restore_commit",
             Command::SetFeatureLevel { .. } => "set_feature_level",
+            Command::PutReader { .. } => "put_reader",
+            Command::DeleteReader { .. } => "delete_reader",
+            Command::SetRotation { .. } => "set_rotation",
+            Command::ClearRotation { .. } => "clear_rotation",
+            Command::RotateNow { .. } => "rotate_now",
+            Command::RotationDone { .. } => "rotation_done",
+            Command::RotationFailed { .. } => "rotation_failed",
         }
     }
 
@@ -189,7 +240,14 @@ impl Command {
             | Command::UndeleteVersions { name, .. }
             | Command::DestroyVersions { name, .. }
             | Command::SoftDeleteSecret { name, .. }
-            | Command::DestroySecret { name, .. } => Some(name.clone()),
+            | Command::DestroySecret { name, .. }
+            | Command::SetRotation { name, .. }
+            | Command::ClearRotation { name }
+            | Command::RotateNow { name, .. }
+            | Command::RotationDone { name, .. }
+            | Command::RotationFailed { name, .. } => Some(name.clone()),
+            Command::PutReader { rule, .. } => Some(format!("reader:{}", rule.name)),
+            Command::DeleteReader { name } => Some(format!("reader:{name}")),
             Command::CreateToken { record } => Some(format!("token:{}", record.name)),
             Command::RevokeToken { name } => Some(format!("token:{name}")),
             Command::PutRole { role, .. } => Some(format!("role:{}", role.name)),
@@ -219,6 +277,11 @@ impl Command {
                 | Command::RestoreBegin { .. }
                 | Command::RestoreChunk { .. }
                 | Command::RestoreCommit { .. }
+                | Command::PutReader { .. }
+                | Command::DeleteReader { .. }
+                | Command::SetRotation { .. }
+                | Command::ClearRotation { .. }
+                | Command::RotateNow { .. }
         )
     }
 
@@ -253,6 +316,9 @@ impl Command {
             | Command::UndeleteVersions { versions, .. }
             | Command::DestroyVersions { versions, .. } => FIXED + 8 * versions.len(),
             Command::RestoreChunk { records, .. } => FIXED + records.iter().map(FamilyRecord::size).sum::<usize>(),
+            Command::RotationDone { name, sealed, .. } => {
+                FIXED + name.len() + sealed.ciphertext.len() + sealed.wrapped_dek.len() + sealed.key_id.len()
+            }
             _ => FIXED * 4,
         }
     }
@@ -290,6 +356,13 @@ impl fmt::Debug for Command {
             }
             Command::RestoreCommit { id } => write!(f, "RestoreCommit({id:016x})"),
             Command::SetFeatureLevel { level } => write!(f, "SetFeatureLevel({level})"),
+            Command::PutReader { rule, .. } => write!(f, "PutReader({})", rule.name),
+            Command::DeleteReader { name } => write!(f, "DeleteReader({name})"),
+            Command::SetRotation { name, .. }
+            | Command::ClearRotation { name }
+            | Command::RotateNow { name, .. }
+            | Command::RotationFailed { name, .. } => write!(f, "{}({name})", self.kind()),
+            Command::RotationDone { name, version, .. } => write!(f, "RotationDone({name}:{version})"),
         }
     }
 }
@@ -315,6 +388,10 @@ pub enum CommandResponse {
     /// A restore committed: how many records of each family it installed (`SM_CFS` order).
     Restored {
         records: Vec<u64>,
+    },
+    /// A rotation was made due: the policy's attempt count when it was.
+    RotationQueued {
+        attempts: u64,
     },
 }
 

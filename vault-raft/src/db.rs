@@ -27,13 +27,18 @@ pub const CF_AUDIT: &str = "audit";
 /// State machine: a restore being received through Raft (`vaultctl snapshot restore`), keyed by
 /// the target family's index in [`SM_CFS`] and its key. Emptied when the restore commits.
 pub const CF_RESTORE: &str = "restore_staging";
+/// State machine: reader rules, keyed by rule name.
+pub const CF_READERS: &str = "readers";
+/// State machine: rotation policies, keyed by secret name.
+pub const CF_ROTATION: &str = "rotation";
 
 /// The column families that make up the replicated state (and a snapshot), in a fixed
 /// order: a snapshot record names its family by index into this list.
 /// New families go last, so older snapshot files still name theirs by the same index.
-pub const SM_CFS: [&str; 7] = [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_RESTORE];
+pub const SM_CFS: [&str; 9] =
+    [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_RESTORE, CF_READERS, CF_ROTATION];
 
-const ALL_CFS: [&str; 10] = [
+const ALL_CFS: [&str; 12] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -44,6 +49,8 @@ const ALL_CFS: [&str; 10] = [
     CF_ROLES,
     CF_AUDIT,
     CF_RESTORE,
+    CF_READERS,
+    CF_ROTATION,
 ];
 
 /// Block cache shared by every column family, for data blocks.
@@ -52,7 +59,8 @@ const BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// Families read by key, often for keys that are absent (a put's first version, a token hash
 /// that matches nothing): bloom filters on SST files and in the memtable answer "absent"
 /// without searching. The log and audit families are only read in order.
-const POINT_LOOKUP_CFS: [&str; 6] = [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES];
+const POINT_LOOKUP_CFS: [&str; 7] =
+    [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_ROTATION];
 
 pub fn open(path: &Path) -> Result<DB, StoreError> {
     let mut opts = Options::default();

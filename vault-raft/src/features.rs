@@ -17,8 +17,9 @@ use crate::command::Command;
 pub const BASE_LEVEL: u32 = 1;
 
 /// What this build understands. 2: backup restore (`RestoreBegin`, `RestoreChunk`,
-/// `RestoreCommit`, the staging family in snapshots) and `SetFeatureLevel`.
-pub const FEATURE_LEVEL: u32 = 2;
+/// `RestoreCommit`, the staging family in snapshots) and `SetFeatureLevel`. 3: reader rules and
+/// scheduled rotation (their commands, and the `readers` and `rotation` families in snapshots).
+pub const FEATURE_LEVEL: u32 = 3;
 
 impl Command {
     /// The cluster feature level this command needs.
@@ -28,6 +29,13 @@ impl Command {
             | Command::RestoreChunk { .. }
             | Command::RestoreCommit { .. }
             | Command::SetFeatureLevel { .. } => 2,
+            Command::PutReader { .. }
+            | Command::DeleteReader { .. }
+            | Command::SetRotation { .. }
+            | Command::ClearRotation { .. }
+            | Command::RotateNow { .. }
+            | Command::RotationDone { .. }
+            | Command::RotationFailed { .. } => 3,
             Command::AsCaller { cmd, .. } => cmd.feature_level(),
             Command::Batch(cmds) => cmds.iter().map(Command::feature_level).max().unwrap_or(BASE_LEVEL),
             _ => BASE_LEVEL,

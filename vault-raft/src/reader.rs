@@ -6,11 +6,13 @@ use std::sync::Arc;
 use rocksdb::{Direction, IteratorMode, DB};
 use std::collections::BTreeMap;
 
-use vault_core::model::{MasterKeyState, RewrapState, Role, SecretMeta, TokenRecord, VersionRecord, VersionState};
+use vault_core::model::{
+    MasterKeyState, ReaderRule, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord, VersionRecord, VersionState,
+};
 use vault_core::token::TokenHash;
 
 use crate::codec::decode;
-use crate::db::{cf, CF_ROLES, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
+use crate::db::{cf, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
 use crate::tables::{parse_version_key, version_key, KvRead, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::typ::{LogId, StoredMembership};
 use crate::StoreError;
@@ -24,17 +26,77 @@ pub struct PendingRewrap {
     pub wrapped: Vec<u8>,
 }
 
+/// What [`StateReader::due_rotations`] found.
+#[derive(Debug, Default)]
+pub struct DueRotations {
+    pub due: Vec<(String, RotationPolicy)>,
+    pub total: u64,
+    pub failing: u64,
+}
+
 /// Names with their metadata, and where the next page starts (if there may be one).
 pub type SecretPage = (Vec<(String, SecretMeta)>, Option<String>);
+
+/// The reader rules as of a revision of them.
+type RulesAt = (u64, Arc<[ReaderRule]>);
 
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
+    /// The reader rules last loaded, checked against the replicated revision on every read.
+    rules: Arc<std::sync::RwLock<Option<RulesAt>>>,
 }
 
 impl StateReader {
     pub fn new(db: Arc<DB>) -> Self {
-        StateReader { db }
+        StateReader { db, rules: Arc::default() }
+    }
+
+    /// Every reader rule, in name order, as this node has applied them. Kept in memory and
+    /// reloaded when the replicated revision of the rules moves (one point lookup per call).
+    pub fn reader_rules(&self) -> Result<Arc<[ReaderRule]>, StoreError> {
+        let revision = self.db.readers_revision()?;
+        if let Some((at, rules)) = self.rules.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if *at == revision {
+                return Ok(rules.clone());
+            }
+        }
+        // Loaded after reading the revision: if the rules move meanwhile, the next call sees a
+        // newer revision than the one stored here and loads again.
+        let rules: Arc<[ReaderRule]> = self.scan::<ReaderRule>(CF_READERS)?.into();
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some((revision, rules.clone()));
+        Ok(rules)
+    }
+
+    pub fn reader_rule(&self, name: &str) -> Result<Option<ReaderRule>, StoreError> {
+        self.db.reader_rule(name)
+    }
+
+    pub fn rotation(&self, name: &str) -> Result<Option<RotationPolicy>, StoreError> {
+        self.db.rotation(name)
+    }
+
+    /// Rotation policies due at `now_ms`, soonest first, at most `limit`; and how many policies
+    /// there are, and how many are failing.
+    pub fn due_rotations(&self, now_ms: u64, limit: usize) -> Result<DueRotations, StoreError> {
+        let mut due = Vec::new();
+        let (mut total, mut failing) = (0u64, 0u64);
+        for item in self.db.iterator_cf(cf(&self.db, CF_ROTATION)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let policy: RotationPolicy = decode(&v)?;
+            total += 1;
+            if policy.failures > 0 {
+                failing += 1;
+            }
+            if policy.next_due_ms <= now_ms {
+                let name = String::from_utf8(k.to_vec())
+                    .map_err(|_| StoreError::Corrupt("rotation key is not UTF-8".into()))?;
+                due.push((name, policy));
+            }
+        }
+        due.sort_by_key(|(_, p)| p.next_due_ms);
+        due.truncate(limit);
+        Ok(DueRotations { due, total, failing })
     }
 
     /// The last entry id in this node's Raft log (same database), for pre-votes.
@@ -138,6 +200,10 @@ impl StateReader {
 
     pub fn role(&self, name: &str) -> Result<Option<Role>, StoreError> {
         self.db.role(name)
+    }
+
+    pub fn readers(&self) -> Result<Vec<ReaderRule>, StoreError> {
+        self.scan(CF_READERS)
     }
 
     pub fn roles(&self) -> Result<Vec<Role>, StoreError> {
@@ -321,6 +387,28 @@ pub fn check_backup_record(record: &crate::snapshot_file::FamilyRecord) -> Resul
         CF_ROLES => {
             text(&record.key)?;
             decode::<Role>(&record.value).map_err(bad)?;
+            Ok(BackupItem::Other)
+        }
+        CF_READERS => {
+            let name = text(&record.key)?;
+            let r: ReaderRule = decode(&record.value).map_err(bad)?;
+            // Checked as a client's rule would be, so a restore installs nothing a node could
+            // not enforce.
+            ReaderRule::new(&r.name, &r.cidrs, &r.cert_cns, &r.grants, r.created_at_ms)
+                .map_err(|e| format!("reader {name:?}: {e}"))?;
+            if r.name != name {
+                return Err(format!("readers: {name} holds rule {}", r.name));
+            }
+            Ok(BackupItem::Other)
+        }
+        CF_ROTATION => {
+            let name = text(&record.key)?;
+            vault_core::SecretName::parse(&name).map_err(|e| format!("rotation of {name:?}: {e}"))?;
+            let p: RotationPolicy = decode(&record.value).map_err(bad)?;
+            p.generator
+                .to_string()
+                .parse::<vault_core::model::Generator>()
+                .map_err(|e| format!("rotation of {name}: {e}"))?;
             Ok(BackupItem::Other)
         }
         CF_SM_META => match record.key.as_slice() {

@@ -6,11 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
-use vault_core::model::{AuditRecord, MasterKeyState, RewrapState, Role, SecretMeta, TokenRecord, VersionRecord};
+use vault_core::model::{
+    AuditRecord, MasterKeyState, ReaderRule, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord, VersionRecord,
+};
 use vault_core::token::TokenHash;
 
 use crate::codec::{decode, encode};
-use crate::db::{cf, CF_ROLES, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS};
+use crate::db::{
+    cf, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS,
+};
 use crate::StoreError;
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
@@ -20,6 +24,8 @@ pub(crate) const KEY_REWRAP: &[u8] = b"rewrap";
 pub(crate) const KEY_MASTER_KEY: &[u8] = b"master_key";
 /// The cluster's feature level (u32; absent: `features::BASE_LEVEL`).
 pub(crate) const KEY_FEATURE_LEVEL: &[u8] = b"feature_level";
+/// Bumped by every change to the reader rules (u64; absent: 0), so readers can cache them.
+pub(crate) const KEY_READERS_REVISION: &[u8] = b"readers_revision";
 /// A restore being received: [`RestoreProgress`].
 pub(crate) const KEY_RESTORE: &[u8] = b"restore";
 
@@ -77,6 +83,18 @@ pub(crate) trait KvRead {
 
     fn role(&self, name: &str) -> Result<Option<Role>, StoreError> {
         self.get_typed(CF_ROLES, name.as_bytes())
+    }
+
+    fn reader_rule(&self, name: &str) -> Result<Option<ReaderRule>, StoreError> {
+        self.get_typed(CF_READERS, name.as_bytes())
+    }
+
+    fn rotation(&self, name: &str) -> Result<Option<RotationPolicy>, StoreError> {
+        self.get_typed(CF_ROTATION, name.as_bytes())
+    }
+
+    fn readers_revision(&self) -> Result<u64, StoreError> {
+        Ok(self.get_typed::<u64>(CF_SM_META, KEY_READERS_REVISION)?.unwrap_or(0))
     }
 
     fn rewrap_state(&self) -> Result<RewrapState, StoreError> {

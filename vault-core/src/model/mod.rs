@@ -2,14 +2,18 @@
 
 mod audit;
 mod master_key;
+mod reader;
 mod rewrap;
 mod role;
+mod rotation;
 mod secret;
 mod token;
 
 pub use audit::{audit_field, AuditContext, AuditRecord, MAX_AUDIT_FIELD, MAX_AUDIT_OUTCOME};
 pub use master_key::MasterKeyState;
+pub use reader::{ReaderDecision, ReaderRule, MAX_READER_ENTRIES};
 pub use rewrap::RewrapState;
-pub use role::{Action, Grant, Role, ADMIN_ROLE};
+pub use role::{pattern_matches, validate_pattern, Action, Grant, Role, ADMIN_ROLE};
+pub use rotation::{Generator, RotationPolicy, MAX_GENERATED_BYTES, MIN_ROTATION_PERIOD_MS};
 pub use secret::{SecretMeta, VersionRecord, VersionState, DEFAULT_MAX_VERSIONS, MAX_MAX_VERSIONS};
 pub use token::{validate_label, TokenRecord, BOOTSTRAP_TOKEN_NAME};

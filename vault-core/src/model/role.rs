@@ -95,14 +95,16 @@ impl fmt::Display for Grant {
     }
 }
 
-fn pattern_matches(pattern: &str, name: &str) -> bool {
+/// Whether `pattern` (exact name, prefix ending in `*`, or `*`) matches `name`.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
     }
 }
 
-fn validate_pattern(p: &str) -> Result<(), CoreError> {
+/// Refuses a pattern that is malformed or can never match a secret name.
+pub fn validate_pattern(p: &str) -> Result<(), CoreError> {
     let body = p.strip_suffix('*').unwrap_or(p);
     if p.is_empty() {
         return Err(CoreError::InvalidArgument("grant pattern must not be empty".into()));

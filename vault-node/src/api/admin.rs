@@ -4,7 +4,7 @@ use std::sync::Arc;
 use vault_core::kms::KeyManager;
 
 use tonic::{Request, Response, Status};
-use vault_core::model::{validate_label, Grant, Role, TokenRecord};
+use vault_core::model::{validate_label, Grant, ReaderRule, Role, TokenRecord};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
 use vault_raft::transport::{AdminOp, ForwardRequest, ForwardResponse};
@@ -208,6 +208,64 @@ impl Admin for AdminService {
         self.admin(&caller, Some(&subject), async {
             self.vault.write_ok(&caller, Command::DeleteRole { name: r.name.clone() }).await?;
             Ok(pb::DeleteRoleResponse {})
+        })
+        .await
+    }
+
+    async fn create_reader(
+        &self,
+        req: Request<pb::CreateReaderRequest>,
+    ) -> Result<Response<pb::CreateReaderResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("reader:{}", r.name);
+        self.admin(&caller, Some(&subject), async {
+            let rule = ReaderRule::new(&r.name, &r.cidrs, &r.cert_cns, &r.grants, vault_core::time::now_ms())?;
+            self.vault.write_ok(&caller, Command::PutReader { rule, replace: r.replace }).await?;
+            Ok(pb::CreateReaderResponse {})
+        })
+        .await
+    }
+
+    async fn get_reader(&self, req: Request<pb::GetReaderRequest>) -> Result<Response<pb::ReaderInfo>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("reader:{}", r.name);
+        self.admin(&caller, Some(&subject), async {
+            self.vault.linearize().await?;
+            let rule = self
+                .vault
+                .reader
+                .reader_rule(&r.name)?
+                .ok_or_else(|| Status::not_found(format!("reader {} does not exist", r.name)))?;
+            Ok(pb::ReaderInfo::from(&rule))
+        })
+        .await
+    }
+
+    async fn list_readers(
+        &self,
+        req: Request<pb::ListReadersRequest>,
+    ) -> Result<Response<pb::ListReadersResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, None, async {
+            self.vault.linearize().await?;
+            let readers = self.vault.reader.readers()?;
+            Ok(pb::ListReadersResponse { readers: readers.iter().map(pb::ReaderInfo::from).collect() })
+        })
+        .await
+    }
+
+    async fn delete_reader(
+        &self,
+        req: Request<pb::DeleteReaderRequest>,
+    ) -> Result<Response<pb::DeleteReaderResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("reader:{}", r.name);
+        self.admin(&caller, Some(&subject), async {
+            self.vault.write_ok(&caller, Command::DeleteReader { name: r.name.clone() }).await?;
+            Ok(pb::DeleteReaderResponse {})
         })
         .await
     }

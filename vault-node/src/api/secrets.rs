@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::model::Action;
+use vault_core::model::{Action, Generator, ReaderDecision, RotationPolicy};
 use vault_core::{SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse};
 
-use crate::auth::caller::caller_of;
+use crate::auth::caller::{caller_of, Caller};
 use crate::error::{answer, blocking, ApiError};
 use crate::pb;
 use crate::pb::secrets_server::Secrets;
@@ -18,6 +18,9 @@ const MAX_BATCH: usize = 100;
 /// Most versions named in one lifecycle call.
 const MAX_VERSIONS_PER_CALL: usize = 100;
 const MAX_PAGE: usize = 1000;
+/// How long `RotateSecret` waits for the leader's attempt, and how often it looks.
+const ROTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+const ROTATE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub struct SecretsService {
     vault: Arc<Vault>,
@@ -25,7 +28,7 @@ pub struct SecretsService {
 
 /// Refuses a read from an address that may not read (decided by the auth layer; refused here,
 /// so the refusal is recorded with the secret's name, like an allowed read).
-fn read_gate(caller: &crate::auth::caller::Caller) -> Result<(), Status> {
+fn read_gate(caller: &Caller) -> Result<(), Status> {
     match &caller.read_denied {
         Some(why) => Err(Status::permission_denied(why.clone())),
         None => Ok(()),
@@ -39,6 +42,20 @@ const MAX_EXAMINED: usize = 10_000;
 impl SecretsService {
     pub fn new(vault: Arc<Vault>) -> Self {
         SecretsService { vault }
+    }
+
+    /// Whether the reader rules, as this node has applied them, let `caller` read `name`: the
+    /// rule that allows it, or `None` when no rule exists (the address allowlist alone
+    /// decides). Callers make the read linearizable first, so a rule deleted anywhere is
+    /// not applied here afterwards.
+    fn reader_rule(&self, caller: &Caller, name: &SecretName) -> Result<Option<String>, ApiError> {
+        let rules = self.vault.reader.reader_rules()?;
+        let ip = crate::auth::allowlist::canonical(caller.ip);
+        match ReaderDecision::decide(&rules, ip, caller.cert_cn.as_deref(), name.as_str()) {
+            ReaderDecision::NoRules => Ok(None),
+            ReaderDecision::Allowed(rule) => Ok(Some(rule)),
+            ReaderDecision::Denied(why) => Err(Status::permission_denied(why).into()),
+        }
     }
 }
 
@@ -104,13 +121,16 @@ impl Secrets for SecretsService {
     async fn get_secret(&self, req: Request<pb::GetSecretRequest>) -> Result<Response<pb::GetSecretResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
+        let mut rule = None;
         let result = answer(async {
             read_gate(&caller)?;
             let name = parse_name(&r.name)?;
-            self.vault.get_secret(&name, r.version).await
+            self.vault.linearize().await?;
+            rule = self.reader_rule(&caller, &name)?;
+            self.vault.open_secret(&name, r.version).await
         })
         .await;
-        self.vault.audit(&caller, Some(&r.name), &result)?;
+        self.vault.audit_read(&caller, &r.name, &result, rule.as_deref())?;
         let (record, value) = result?;
         Ok(Response::new(pb::GetSecretResponse {
             name: r.name,
@@ -120,6 +140,7 @@ impl Secrets for SecretsService {
         }))
     }
 
+    /// Answers each name on its own: one refused or missing name does not fail the others.
     #[tracing::instrument(skip_all)]
     async fn batch_get_secrets(
         &self,
@@ -140,15 +161,19 @@ impl Secrets for SecretsService {
             }
             return Err(refusal);
         }
+        // One barrier for the whole batch: every item is read after it.
+        let barrier: Result<(), Status> = answer(self.vault.linearize()).await;
         let mut results = Vec::with_capacity(r.requests.len());
         for item in r.requests {
+            let mut rule = None;
             let result = answer(async {
-                read_gate(&caller)?;
+                barrier.clone()?;
                 let name = parse_name(&item.name)?;
-                self.vault.get_secret(&name, item.version).await
+                rule = self.reader_rule(&caller, &name)?;
+                self.vault.open_secret(&name, item.version).await
             })
             .await;
-            self.vault.audit(&caller, Some(&item.name), &result)?;
+            self.vault.audit_read(&caller, &item.name, &result, rule.as_deref())?;
             let outcome = match result {
                 Ok((record, value)) => pb::batch_get_result::Result::Secret(pb::GetSecretResponse {
                     name: item.name.clone(),
@@ -214,12 +239,119 @@ impl Secrets for SecretsService {
                 .secret_meta(name.as_str())?
                 .ok_or_else(|| Status::not_found(format!("secret {name} does not exist")))?;
             let versions = self.vault.reader.versions(name.as_str())?;
+            let rotation = self.vault.reader.rotation(name.as_str())?;
             Ok(pb::ListVersionsResponse {
                 name: name.to_string(),
                 current_version: meta.current_version,
                 max_versions: meta.max_versions,
                 versions: versions.iter().map(pb::VersionInfo::from).collect(),
+                rotation: rotation.map(|p| pb::RotationInfo::from_policy(name.to_string(), &p)),
             })
+        })
+        .await;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
+        Ok(Response::new(result?))
+    }
+
+    async fn set_rotation(&self, req: Request<pb::SetRotationRequest>) -> Result<Response<pb::RotationInfo>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = answer(async {
+            let name = parse_name(&r.name)?;
+            caller.require(Action::Rotate, name.as_str())?;
+            let generator: Generator = r.generator.parse()?;
+            let every_ms = r.every_secs.checked_mul(1000).ok_or_else(|| Status::invalid_argument("period too long"))?;
+            let policy = RotationPolicy::new(every_ms, generator, vault_core::time::now_ms())?;
+            let info = pb::RotationInfo::from_policy(name.to_string(), &policy);
+            self.vault.write_ok(&caller, Command::SetRotation { name: name.to_string(), policy }).await?;
+            Ok(info)
+        })
+        .await;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
+        Ok(Response::new(result?))
+    }
+
+    async fn get_rotation(&self, req: Request<pb::GetRotationRequest>) -> Result<Response<pb::RotationInfo>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = answer(async {
+            let name = parse_name(&r.name)?;
+            if !caller.allows(Action::List, name.as_str()) {
+                caller.require(Action::Rotate, name.as_str())?;
+            }
+            self.vault.linearize().await?;
+            let policy = self
+                .vault
+                .reader
+                .rotation(name.as_str())?
+                .ok_or_else(|| Status::not_found(format!("secret {name} has no rotation policy")))?;
+            Ok(pb::RotationInfo::from_policy(name.to_string(), &policy))
+        })
+        .await;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
+        Ok(Response::new(result?))
+    }
+
+    async fn clear_rotation(
+        &self,
+        req: Request<pb::ClearRotationRequest>,
+    ) -> Result<Response<pb::ClearRotationResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = answer(async {
+            let name = parse_name(&r.name)?;
+            caller.require(Action::Rotate, name.as_str())?;
+            self.vault.write_ok(&caller, Command::ClearRotation { name: name.to_string() }).await?;
+            Ok(pb::ClearRotationResponse {})
+        })
+        .await;
+        self.vault.audit(&caller, Some(&r.name), &result)?;
+        Ok(Response::new(result?))
+    }
+
+    /// Makes the rotation due now, then waits (on this node's applied state, after barriers)
+    /// until the leader's worker has made the next attempt, and answers with its outcome.
+    async fn rotate_secret(
+        &self,
+        req: Request<pb::RotateSecretRequest>,
+    ) -> Result<Response<pb::RotateSecretResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = answer(async {
+            let name = parse_name(&r.name)?;
+            caller.require(Action::Rotate, name.as_str())?;
+            let cmd = Command::RotateNow { name: name.to_string(), now_ms: vault_core::time::now_ms() };
+            let CommandResponse::RotationQueued { attempts } = self.vault.write_ok(&caller, cmd).await? else {
+                return Err(Status::internal("unexpected answer to a rotation request").into());
+            };
+            let deadline = tokio::time::Instant::now() + ROTATE_WAIT;
+            loop {
+                tokio::time::sleep(ROTATE_POLL).await;
+                self.vault.linearize().await?;
+                let policy = self
+                    .vault
+                    .reader
+                    .rotation(name.as_str())?
+                    .ok_or_else(|| Status::not_found(format!("the rotation policy of {name} was cleared")))?;
+                if policy.attempts > attempts {
+                    return match policy.last_error {
+                        Some(why) if policy.failures > 0 => Err(Status::unavailable(format!(
+                            "rotation of {name} failed: {why}; the old version stays current and the leader retries"
+                        ))
+                        .into()),
+                        _ => {
+                            let meta = self.vault.reader.secret_meta(name.as_str())?;
+                            Ok(pb::RotateSecretResponse { version: meta.map_or(0, |m| m.current_version) })
+                        }
+                    };
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Status::unavailable(format!(
+                        "rotation of {name} is due but the leader has not attempted it within {ROTATE_WAIT:?}"
+                    ))
+                    .into());
+                }
+            }
         })
         .await;
         self.vault.audit(&caller, Some(&r.name), &result)?;

@@ -17,6 +17,8 @@ pub struct Caller {
     /// the secret's name, so the refusal is recorded under the same action and name as an
     /// allowed read.
     pub read_denied: Option<String>,
+    /// For reads over TLS: the common name of the verified client certificate presented.
+    pub cert_cn: Option<Arc<str>>,
     /// Set when the call's change is proposed to Raft: from then on the apply step records it
     /// (on every node), and the handler does not.
     proposed: Arc<AtomicBool>,
@@ -30,7 +32,7 @@ pub struct Principal {
 
 impl Caller {
     pub fn new(ip: IpAddr, principal: Option<Principal>, action: &'static str) -> Self {
-        Caller { ip, principal, action, read_denied: None, proposed: Arc::new(AtomicBool::new(false)) }
+        Caller { ip, principal, action, read_denied: None, cert_cn: None, proposed: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Marks the call's change as proposed (see `proposed`).
@@ -42,11 +44,13 @@ impl Caller {
         self.proposed.load(Ordering::SeqCst)
     }
 
-    /// Token name for management calls; the client IP for reads.
+    /// Token name for management calls; for reads the client IP, or the subject of the client
+    /// certificate it presented (`cert:CN`).
     pub fn actor(&self) -> String {
-        match &self.principal {
-            Some(p) => p.token.name.clone(),
-            None => self.ip.to_string(),
+        match (&self.principal, &self.cert_cn) {
+            (Some(p), _) => p.token.name.clone(),
+            (None, Some(cn)) => format!("cert:{cn}"),
+            (None, None) => self.ip.to_string(),
         }
     }
 

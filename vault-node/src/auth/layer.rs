@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 use tower::{Layer, Service};
 use vault_core::time::now_ms;
@@ -30,6 +29,7 @@ use super::caller::{Caller, Principal};
 use super::client_ip;
 use super::refusals::RateLimiter;
 use super::rpcs::{self, Access};
+use crate::api_conn::ApiConnectInfo;
 use crate::error::ApiError;
 use crate::vault::Vault;
 
@@ -76,20 +76,20 @@ struct AuthInput {
     path: String,
     headers: http::HeaderMap,
     peer: Option<IpAddr>,
+    /// The verified client certificate's common name, if one was presented.
+    client_cn: Option<Arc<str>>,
 }
 
 impl AuthInput {
     fn of<B>(req: &http::Request<B>) -> Self {
-        AuthInput { path: req.uri().path().to_string(), headers: req.headers().clone(), peer: peer_ip(req) }
+        let info = req.extensions().get::<ApiConnectInfo>();
+        AuthInput {
+            path: req.uri().path().to_string(),
+            headers: req.headers().clone(),
+            peer: info.and_then(|i| i.tcp.remote_addr()).map(|a| a.ip()),
+            client_cn: info.and_then(|i| i.client_cn.clone()),
+        }
     }
-}
-
-fn peer_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {
-    let ext = req.extensions();
-    ext.get::<TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
-        .or_else(|| ext.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr()))
-        .map(|a| a.ip())
 }
 
 impl AuthPolicy {
@@ -128,6 +128,7 @@ impl AuthPolicy {
             Access::Open => Ok(None),
             Access::Read => {
                 let mut caller = Caller::new(ip, None, action);
+                caller.cert_cn = req.client_cn.clone();
                 if !self.allowed_ips.contains(ip) {
                     caller.read_denied = Some(format!("client address {ip} is not allowed to read secrets"));
                 }

@@ -47,6 +47,10 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Secrets/DeleteVersions", Access::Manage, "secret.delete_versions"),
     rpc("/vault.v1.Secrets/UndeleteVersions", Access::Manage, "secret.undelete_versions"),
     rpc("/vault.v1.Secrets/DestroyVersions", Access::Manage, "secret.destroy_versions"),
+    rpc("/vault.v1.Secrets/SetRotation", Access::Manage, "secret.rotation_set"),
+    rpc("/vault.v1.Secrets/GetRotation", Access::Manage, "secret.rotation_get"),
+    rpc("/vault.v1.Secrets/ClearRotation", Access::Manage, "secret.rotation_clear"),
+    rpc("/vault.v1.Secrets/RotateSecret", Access::Manage, "secret.rotate"),
     rpc("/vault.v1.Admin/CreateToken", Access::Admin, "token.create"),
     rpc("/vault.v1.Admin/ListTokens", Access::Admin, "token.list"),
     rpc("/vault.v1.Admin/RevokeToken", Access::Admin, "token.revoke"),
@@ -68,6 +72,10 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Admin/KmsRotate", Access::Admin, "kms.rotate"),
     streaming("/vault.v1.Admin/SaveSnapshot", Access::Admin, "snapshot.save"),
     streaming("/vault.v1.Admin/RestoreSnapshot", Access::Admin, "snapshot.restore"),
+    rpc("/vault.v1.Admin/CreateReader", Access::Admin, "reader.create"),
+    rpc("/vault.v1.Admin/GetReader", Access::Admin, "reader.get"),
+    rpc("/vault.v1.Admin/ListReaders", Access::Admin, "reader.list"),
+    rpc("/vault.v1.Admin/DeleteReader", Access::Admin, "reader.delete"),
 ];
 
 /// The action name of a call to an unlisted `vault.v1` path.

@@ -35,6 +35,13 @@ struct Cli {
     /// Without it, the system's trusted roots are used (`SSL_CERT_FILE` / `SSL_CERT_DIR` apply).
     #[arg(long, env = "VAULT_CACERT", global = true)]
     ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to present over TLS, for reader rules that name its subject
+    /// (`reader create --cert-cn`). Needs --client-key.
+    #[arg(long, env = "VAULT_CLIENT_CERT", global = true, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Key (PEM) of --client-cert.
+    #[arg(long, env = "VAULT_CLIENT_KEY", global = true, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     #[arg(long, env = "VAULT_FORMAT", value_enum, default_value = "table", global = true)]
     output: Output,
     #[command(subcommand)]
@@ -58,6 +65,9 @@ enum Cmd {
     /// Roles and their grants.
     #[command(subcommand)]
     Role(RoleCmd),
+    /// Reader rules: which secrets a reading client (by address or client certificate) may get.
+    #[command(subcommand)]
+    Reader(ReaderCmd),
     /// The audit log of the node addressed.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -151,6 +161,12 @@ enum SecretCmd {
     Undelete(RequiredVersions),
     /// Purge versions' ciphertext and wrapped data key for good (--versions, or --all).
     Destroy(DestroyArgs),
+    /// Scheduled rotation policies.
+    #[command(subcommand)]
+    Rotation(RotationCmd),
+    /// Rotate now by the secret's policy (the leader runs it); prints the new version. Needs
+    /// `rotate`.
+    Rotate { name: String },
 }
 
 #[derive(Args)]
@@ -194,6 +210,62 @@ enum TokenCmd {
     Revoke {
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ReaderCmd {
+    /// Create a rule: clients at --cidr, or presenting a certificate named --cert-cn, may read
+    /// the names --grant matches. Once any rule exists, every read needs one.
+    Create {
+        name: String,
+        /// Client address or network (10.0.1.0/24, ::1); repeat for more.
+        #[arg(long = "cidr", value_name = "CIDR")]
+        cidrs: Vec<String>,
+        /// Common name of a client certificate (signed by the node's VAULT_TLS_CLIENT_CA).
+        #[arg(long = "cert-cn", value_name = "CN")]
+        cert_cns: Vec<String>,
+        /// Secret name pattern: exact, prefix ending in `*`, or `*`; repeat for more.
+        #[arg(long = "grant", value_name = "PATTERN", required = true)]
+        grants: Vec<String>,
+        /// Replace the rule if it exists.
+        #[arg(long)]
+        replace: bool,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Mint a reader client certificate for CN into --out: reader-<CN>.pem and .key, signed by
+    /// reader-ca.pem (created there on first use; point VAULT_TLS_CLIENT_CA at it).
+    Cert {
+        cn: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum RotationCmd {
+    /// Rotate NAME every --every (e.g. 30d, 12h) with --generator: random:N (N random bytes,
+    /// URL-safe base64), hex:N (N random bytes, hex) or exec:/path (a hook in the leader's
+    /// VAULT_ROTATION_HOOKS_DIR: gets the old value on stdin, prints the new one). Needs `rotate`.
+    Set {
+        name: String,
+        #[arg(long)]
+        every: String,
+        #[arg(long)]
+        generator: String,
+    },
+    /// The policy and its progress: next due, last rotation, failures and the last error.
+    Get { name: String },
+    /// Stop rotating NAME.
+    Clear { name: String },
 }
 
 #[derive(Subcommand)]
@@ -327,7 +399,14 @@ async fn channel_to(cli: &Cli, addr: &str) -> anyhow::Result<Channel> {
             let pem = std::fs::read(ca).with_context(|| format!("read --ca-cert {}", ca.display()))?;
             tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
         }
+        if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+            let cert_pem = std::fs::read(cert).with_context(|| format!("read --client-cert {}", cert.display()))?;
+            let key_pem = std::fs::read(key).with_context(|| format!("read --client-key {}", key.display()))?;
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        }
         ep = ep.tls_config(tls).context("configure TLS")?;
+    } else if cli.client_cert.is_some() {
+        return Err(anyhow!("--client-cert needs an https:// address"));
     }
     ep.connect().await.map_err(|e| {
         // The cause chain says why (refused, no route, TLS): a connection failure is UNAVAILABLE.
@@ -526,23 +605,24 @@ fn parse_since(s: &str) -> anyhow::Result<u64> {
     Ok(now.saturating_sub(age_ms))
 }
 
+/// A duration in seconds: `90`, `90s`, `30m`, `12h`, `7d`.
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().map_err(|_| anyhow!("--ttl {s:?}: expected e.g. 3600, 30m, 12h or 7d"))?;
+    let n: u64 = num.parse().map_err(|_| anyhow!("duration {s:?}: expected e.g. 3600, 30m, 12h or 7d"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => bail!("--ttl {s:?}: unit must be s, m, h or d"),
+        _ => bail!("duration {s:?}: unit must be s, m, h or d"),
     };
-    let secs = n.checked_mul(mult).ok_or_else(|| anyhow!("--ttl {s:?} is too long"))?;
+    let secs = n.checked_mul(mult).ok_or_else(|| anyhow!("duration {s:?} is too long"))?;
     if secs == 0 {
-        bail!("--ttl must be more than zero");
+        bail!("a duration must be more than zero");
     }
     Ok(secs)
 }
@@ -576,6 +656,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     if let Cmd::Cluster(ClusterCmd::Certs { out, nodes, sans, days, renew }) = &cli.cmd {
         for path in vault_node::certs::mint(out, nodes, sans, *days, *renew)? {
+            outln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    if let Cmd::Reader(ReaderCmd::Cert { cn, out, days }) = &cli.cmd {
+        for path in vault_node::certs::mint_reader(out, cn, *days)? {
             outln!("wrote {}", path.display());
         }
         return Ok(());
@@ -619,6 +705,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Secret(cmd) => secret_cmd(&mut secrets, cmd, json).await,
         Cmd::Token(cmd) => token_cmd(&mut admin, cmd, json).await,
         Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
+        Cmd::Reader(cmd) => reader_cmd(&mut admin, cmd, json).await,
         Cmd::Audit(AuditCmd::Verify) => {
             let r = admin.verify_audit(pb::VerifyAuditRequest {}).await?.into_inner();
             if json {
@@ -1026,8 +1113,12 @@ async fn secret_cmd(c: &mut SecretsClient<Authed>, cmd: SecretCmd, json: bool) -
                         "key_id": v.key_id, "rewrap_watermark_ms": v.rewrap_watermark_ms,
                         "ciphertext_sha256": v.ciphertext_sha256, "wrapped_dek_sha256": v.wrapped_dek_sha256,
                     })).collect::<Vec<_>>(),
+                    "rotation": r.rotation.as_ref().map(rotation_json),
                 }));
             } else {
+                if let Some(rotation) = &r.rotation {
+                    print_rotation(rotation);
+                }
                 table(
                     &["VERSION", "STATE", "CREATED", "KEY", "REWRAPPED"],
                     r.versions
@@ -1043,6 +1134,37 @@ async fn secret_cmd(c: &mut SecretsClient<Authed>, cmd: SecretCmd, json: bool) -
                         })
                         .collect(),
                 );
+            }
+        }
+        SecretCmd::Rotation(RotationCmd::Set { name, every, generator }) => {
+            let every_secs = parse_ttl(&every)?;
+            let r = c.set_rotation(pb::SetRotationRequest { name, every_secs, generator }).await?.into_inner();
+            if json {
+                print_json(rotation_json(&r));
+            } else {
+                print_rotation(&r);
+            }
+        }
+        SecretCmd::Rotation(RotationCmd::Get { name }) => {
+            let r = c.get_rotation(pb::GetRotationRequest { name }).await?.into_inner();
+            if json {
+                print_json(rotation_json(&r));
+            } else {
+                print_rotation(&r);
+            }
+        }
+        SecretCmd::Rotation(RotationCmd::Clear { name }) => {
+            c.clear_rotation(pb::ClearRotationRequest { name: name.clone() }).await?;
+            if json {
+                print_json(json!({"name": name, "cleared": true}));
+            }
+        }
+        SecretCmd::Rotate { name } => {
+            let r = c.rotate_secret(pb::RotateSecretRequest { name: name.clone() }).await?.into_inner();
+            if json {
+                print_json(json!({"name": name, "version": r.version}));
+            } else {
+                outln!("{}", r.version);
             }
         }
         SecretCmd::Delete(VersionsArg { name, versions }) => {
@@ -1125,6 +1247,85 @@ async fn token_cmd(c: &mut AdminClient<Authed>, cmd: TokenCmd, json: bool) -> Re
         }
     }
     Ok(())
+}
+
+fn reader_json(r: &pb::ReaderInfo) -> serde_json::Value {
+    json!({
+        "name": r.name, "cidrs": r.cidrs, "cert_cns": r.cert_cns, "grants": r.grants,
+        "created_at_ms": r.created_at_ms,
+    })
+}
+
+async fn reader_cmd(c: &mut AdminClient<Authed>, cmd: ReaderCmd, json: bool) -> Result<(), Failure> {
+    let show = |readers: Vec<pb::ReaderInfo>| {
+        table(
+            &["NAME", "CIDRS", "CERT CNS", "GRANTS"],
+            readers
+                .into_iter()
+                .map(|r| vec![r.name, r.cidrs.join(" "), r.cert_cns.join(" "), r.grants.join(" ")])
+                .collect(),
+        );
+    };
+    match cmd {
+        ReaderCmd::Create { name, cidrs, cert_cns, grants, replace } => {
+            c.create_reader(pb::CreateReaderRequest { name: name.clone(), cidrs, cert_cns, grants, replace }).await?;
+            if json {
+                print_json(json!({"name": name, "created": true}));
+            } else {
+                outln!("reader {name} created");
+            }
+        }
+        ReaderCmd::List => {
+            let readers = c.list_readers(pb::ListReadersRequest {}).await?.into_inner().readers;
+            if json {
+                print_json(json!(readers.iter().map(reader_json).collect::<Vec<_>>()));
+            } else {
+                show(readers);
+            }
+        }
+        ReaderCmd::Get { name } => {
+            let r = c.get_reader(pb::GetReaderRequest { name }).await?.into_inner();
+            if json {
+                print_json(reader_json(&r));
+            } else {
+                show(vec![r]);
+            }
+        }
+        ReaderCmd::Delete { name } => {
+            c.delete_reader(pb::DeleteReaderRequest { name: name.clone() }).await?;
+            if json {
+                print_json(json!({"name": name, "deleted": true}));
+            } else {
+                outln!("reader {name} deleted");
+            }
+        }
+        // Handled before connecting.
+        ReaderCmd::Cert { .. } => {}
+    }
+    Ok(())
+}
+
+fn rotation_json(r: &pb::RotationInfo) -> serde_json::Value {
+    json!({
+        "name": r.name, "every_secs": r.every_secs, "generator": r.generator, "next_due_ms": r.next_due_ms,
+        "last_rotated_ms": r.last_rotated_ms, "last_attempt_ms": r.last_attempt_ms, "failures": r.failures,
+        "last_error": r.last_error,
+    })
+}
+
+/// The policy in words, for `rotation get` and `secret versions`.
+fn print_rotation(r: &pb::RotationInfo) {
+    let never = |ms: u64| if ms == 0 { "never".to_string() } else { fmt_ms(ms) };
+    outln!("rotation: every {} s by {}, next due {}", r.every_secs, r.generator, fmt_ms(r.next_due_ms));
+    outln!(
+        "last rotated {}, last attempt {}, failures since: {}",
+        never(r.last_rotated_ms),
+        never(r.last_attempt_ms),
+        r.failures
+    );
+    if !r.last_error.is_empty() {
+        outln!("last error: {}", r.last_error);
+    }
 }
 
 async fn role_cmd(c: &mut AdminClient<Authed>, cmd: RoleCmd, json: bool) -> Result<(), Failure> {

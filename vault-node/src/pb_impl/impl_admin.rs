@@ -1,4 +1,4 @@
-use vault_core::model::{AuditRecord, Role, TokenRecord};
+use vault_core::model::{AuditRecord, ReaderRule, Role, TokenRecord};
 
 use crate::pb;
 
@@ -34,6 +34,18 @@ impl From<AuditRecord> for pb::AuditEntry {
             action: a.action,
             secret: a.secret.unwrap_or_default(),
             outcome: a.outcome,
+        }
+    }
+}
+
+impl From<&ReaderRule> for pb::ReaderInfo {
+    fn from(r: &ReaderRule) -> Self {
+        pb::ReaderInfo {
+            name: r.name.clone(),
+            cidrs: r.cidrs.clone(),
+            cert_cns: r.cert_cns.clone(),
+            grants: r.grants.clone(),
+            created_at_ms: r.created_at_ms,
         }
     }
 }

@@ -1,5 +1,5 @@
 use vault_core::envelope::fingerprint;
-use vault_core::model::{SecretMeta, VersionRecord};
+use vault_core::model::{RotationPolicy, SecretMeta, VersionRecord};
 
 use crate::pb;
 
@@ -25,6 +25,21 @@ impl pb::SecretSummary {
             max_versions: m.max_versions,
             created_at_ms: m.created_at_ms,
             updated_at_ms: m.updated_at_ms,
+        }
+    }
+}
+
+impl pb::RotationInfo {
+    pub fn from_policy(name: String, p: &RotationPolicy) -> Self {
+        pb::RotationInfo {
+            name,
+            every_secs: p.every_ms / 1000,
+            generator: p.generator.to_string(),
+            next_due_ms: p.next_due_ms,
+            last_rotated_ms: p.last_rotated_ms.unwrap_or(0),
+            last_attempt_ms: p.last_attempt_ms.unwrap_or(0),
+            failures: p.failures,
+            last_error: p.last_error.clone().unwrap_or_default(),
         }
     }
 }

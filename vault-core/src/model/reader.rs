@@ -1,0 +1,175 @@
+//! Reader rules: which secrets a reading client may get, by its address or the subject of the
+//! client certificate it presented.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::role::{pattern_matches, validate_pattern};
+use super::token::validate_label;
+use crate::CoreError;
+
+/// Most CIDRs, certificate subjects or grants in one rule.
+pub const MAX_READER_ENTRIES: usize = 64;
+
+/// One rule: clients whose address is in one of `cidrs`, or whose verified client certificate
+/// has a common name in `cert_cns`, may read the secrets `grants` match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderRule {
+    pub name: String,
+    /// Canonical CIDR text (`10.0.1.0/24`, `::1/128`), as `IpNet` prints it.
+    pub cidrs: Vec<String>,
+    pub cert_cns: Vec<String>,
+    /// Secret name patterns: exact, prefix ending in `*`, or `*`.
+    pub grants: Vec<String>,
+    pub created_at_ms: u64,
+}
+
+impl ReaderRule {
+    /// Checks and normalizes a rule as a client asked for it.
+    pub fn new(
+        name: &str,
+        cidrs: &[String],
+        cert_cns: &[String],
+        grants: &[String],
+        created_at_ms: u64,
+    ) -> Result<Self, CoreError> {
+        validate_label("reader", name)?;
+        let bad = |m: String| Err(CoreError::InvalidArgument(m));
+        if cidrs.is_empty() && cert_cns.is_empty() {
+            return bad(format!("reader {name} needs at least one --cidr or --cert-cn"));
+        }
+        if grants.is_empty() {
+            return bad(format!("reader {name} needs at least one --grant"));
+        }
+        if cidrs.len().max(cert_cns.len()).max(grants.len()) > MAX_READER_ENTRIES {
+            return bad(format!(
+                "a reader rule holds at most {MAX_READER_ENTRIES} CIDRs, subjects and grants of each kind"
+            ));
+        }
+        let mut nets = Vec::with_capacity(cidrs.len());
+        for c in cidrs {
+            nets.push(parse_net(c)?.to_string());
+        }
+        for cn in cert_cns {
+            if cn.is_empty() || cn.len() > 255 || cn.chars().any(char::is_control) {
+                return bad(format!("certificate subject {cn:?} must be 1 to 255 printable characters"));
+            }
+        }
+        for g in grants {
+            validate_pattern(g)?;
+        }
+        Ok(ReaderRule {
+            name: name.to_string(),
+            cidrs: nets,
+            cert_cns: cert_cns.to_vec(),
+            grants: grants.to_vec(),
+            created_at_ms,
+        })
+    }
+
+    /// Whether this rule speaks for a client at `ip` (canonical: IPv4-mapped addresses as
+    /// IPv4) presenting a certificate with common name `cn`.
+    pub fn matches_client(&self, ip: IpAddr, cn: Option<&str>) -> bool {
+        cn.is_some_and(|cn| self.cert_cns.iter().any(|c| c == cn))
+            || self.cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()).any(|n| n.contains(&ip))
+    }
+
+    pub fn grants_name(&self, name: &str) -> bool {
+        self.grants.iter().any(|g| pattern_matches(g, name))
+    }
+}
+
+/// A single address or a CIDR, host bits cleared.
+fn parse_net(s: &str) -> Result<IpNet, CoreError> {
+    let s = s.trim();
+    let net = if s.contains('/') {
+        s.parse::<IpNet>().map_err(|_| CoreError::InvalidArgument(format!("{s:?} is not a valid CIDR")))?
+    } else {
+        IpNet::from(s.parse::<IpAddr>().map_err(|_| CoreError::InvalidArgument(format!("{s:?} is not an IP address")))?)
+    };
+    Ok(net.trunc())
+}
+
+/// What the reader rules say about one read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReaderDecision {
+    /// No rule exists: the node's address allowlist alone decides.
+    NoRules,
+    /// Allowed by the named rule.
+    Allowed(String),
+    /// Refused: why, naming the rules that matched the client (if any).
+    Denied(String),
+}
+
+impl ReaderDecision {
+    /// Decides a read of `name` by a client at `ip` presenting certificate subject `cn`. The
+    /// first matching rule (in name order) that grants the name allows it.
+    pub fn decide(rules: &[ReaderRule], ip: IpAddr, cn: Option<&str>, name: &str) -> ReaderDecision {
+        if rules.is_empty() {
+            return ReaderDecision::NoRules;
+        }
+        let matching: Vec<&ReaderRule> = rules.iter().filter(|r| r.matches_client(ip, cn)).collect();
+        if let Some(r) = matching.iter().find(|r| r.grants_name(name)) {
+            return ReaderDecision::Allowed(r.name.clone());
+        }
+        let who = match cn {
+            Some(cn) => format!("client {ip} (certificate {cn:?})"),
+            None => format!("client {ip}"),
+        };
+        if matching.is_empty() {
+            ReaderDecision::Denied(format!("no reader rule matches {who}"))
+        } else {
+            let names: Vec<&str> = matching.iter().map(|r| r.name.as_str()).collect();
+            ReaderDecision::Denied(format!("reader rule {} for {who} does not grant {name}", names.join(", ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, cidrs: &[&str], cns: &[&str], grants: &[&str]) -> ReaderRule {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        ReaderRule::new(name, &s(cidrs), &s(cns), &s(grants), 0).unwrap()
+    }
+
+    #[test]
+    fn rules_match_by_address_or_subject_and_grant_by_pattern() {
+        let rules = vec![
+            rule("ci", &[], &["ci-runner"], &["ci/*"]),
+            rule("local", &["127.0.0.1", "10.0.1.7/24"], &[], &["app/*"]),
+        ];
+        assert_eq!(rules[1].cidrs, vec!["127.0.0.1/32", "10.0.1.0/24"], "normalized");
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(ReaderDecision::decide(&rules, lo, None, "app/x"), ReaderDecision::Allowed("local".into()));
+        assert!(
+            matches!(ReaderDecision::decide(&rules, lo, None, "other/x"), ReaderDecision::Denied(m) if m.contains("local"))
+        );
+        assert!(
+            matches!(ReaderDecision::decide(&rules, other, None, "app/x"), ReaderDecision::Denied(m) if m.contains("no reader rule"))
+        );
+        assert_eq!(
+            ReaderDecision::decide(&rules, other, Some("ci-runner"), "ci/a"),
+            ReaderDecision::Allowed("ci".into())
+        );
+        assert!(matches!(ReaderDecision::decide(&rules, other, Some("ci-runner"), "app/x"), ReaderDecision::Denied(_)));
+        assert!(matches!(ReaderDecision::decide(&rules, other, Some("someone"), "ci/a"), ReaderDecision::Denied(_)));
+        assert_eq!(ReaderDecision::decide(&[], other, None, "x"), ReaderDecision::NoRules);
+    }
+
+    #[test]
+    fn bad_rules_are_refused() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(ReaderRule::new("r", &s(&["10.0.0.0/33"]), &[], &s(&["a"]), 0).is_err());
+        assert!(ReaderRule::new("r", &s(&["nope"]), &[], &s(&["a"]), 0).is_err());
+        assert!(ReaderRule::new("r", &[], &[], &s(&["a"]), 0).is_err(), "matches no client");
+        assert!(ReaderRule::new("r", &s(&["10.0.0.1"]), &[], &[], 0).is_err(), "grants nothing");
+        assert!(ReaderRule::new("r", &s(&["10.0.0.1"]), &[], &s(&["a*b"]), 0).is_err());
+        assert!(ReaderRule::new("bad name", &s(&["10.0.0.1"]), &[], &s(&["a"]), 0).is_err());
+        assert!(ReaderRule::new("r", &[], &s(&["x\ny"]), &s(&["a"]), 0).is_err());
+    }
+}

@@ -1,0 +1,386 @@
+//! The leader-run scheduled rotation worker.
+//!
+//! Every node runs it; it acts only while the node leads. Each policy lives in the replicated
+//! state with its next due time, so a new leader picks up where the old one stopped. For a due
+//! secret the worker opens the current value, runs the policy's generator, seals the result
+//! for the next version and commits it with `RotationDone`, which lands only while the policy
+//! has made exactly the attempts the worker saw (two leaders never both rotate one attempt).
+//! A failure is committed as `RotationFailed`: the old version stays current, the error (never
+//! a value) is recorded and the attempt is retried after a backoff that doubles, from
+//! `VAULT_ROTATION_RETRY_SECS` up to the policy's period (at most an hour). Both are audited on
+//! every node. Starts are paced to `VAULT_ROTATION_MAX_PER_SEC`.
+//!
+//! An `exec:` hook may only be a file inside `VAULT_ROTATION_HOOKS_DIR`: a token with `rotate`
+//! can name a hook but cannot make a node run anything its operator did not put there. The hook
+//! runs with an empty environment (plus `VAULT_SECRET_NAME` and `VAULT_SECRET_VERSION`), gets the
+//! current value on stdin, and prints the next one on stdout; what it writes to stderr is
+//! dropped, since it could hold a value.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use openraft::ServerState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use vault_core::model::{Generator, RotationPolicy};
+use vault_core::time::now_ms;
+use vault_core::{envelope, SecretBytes, SecretName};
+use vault_raft::{Command, CommandResponse, Rejection};
+use zeroize::Zeroizing;
+
+use crate::config::RotationConfig;
+use crate::vault::Vault;
+
+/// How often the leader looks for due rotations when nothing wakes it.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Due policies taken per look.
+const BATCH: usize = 64;
+/// Longest wait between retries, whatever the period.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Most of a hook's output read: past the largest value setting (3 MiB) it is refused anyway.
+const HOOK_OUTPUT_LIMIT: u64 = (3 << 20) + 2;
+/// Times a sealed value is sealed again when writes to the same secret keep taking its version.
+const MAX_RESEALS: usize = 5;
+
+/// Why an attempt did not rotate.
+enum Failure {
+    /// Recorded in the policy (and retried after a backoff).
+    Failed(String),
+    /// Not recorded: leadership moved, or the policy changed under the attempt. Whoever leads
+    /// next finds the policy still due.
+    Dropped(String),
+}
+
+pub struct Rotator {
+    vault: Arc<Vault>,
+    config: RotationConfig,
+}
+
+impl Rotator {
+    pub fn new(vault: Arc<Vault>, config: RotationConfig) -> Arc<Self> {
+        Arc::new(Rotator { vault, config })
+    }
+
+    fn is_leader(&self) -> bool {
+        self.vault.cluster.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            if self.is_leader() {
+                self.tick(&stop).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn tick(&self, stop: &CancellationToken) {
+        let found = match self.vault.reader.due_rotations(now_ms(), BATCH) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "rotation: reading the policies failed");
+                return;
+            }
+        };
+        metrics::gauge!("vault_rotation_policies").set(found.total as f64);
+        metrics::gauge!("vault_rotations_failing").set(found.failing as f64);
+        let pace = Duration::from_secs(1) / self.config.max_per_sec.max(1);
+        for (name, policy) in found.due {
+            if stop.is_cancelled() || !self.is_leader() {
+                return;
+            }
+            self.rotate(&name, &policy).await;
+            tokio::time::sleep(pace).await;
+        }
+    }
+
+    async fn rotate(&self, name: &str, policy: &RotationPolicy) {
+        match self.attempt(name, policy).await {
+            Ok(version) => {
+                metrics::counter!("vault_rotations_total", "outcome" => "ok").increment(1);
+                tracing::info!(secret = name, version, "rotated");
+            }
+            Err(Failure::Dropped(why)) => {
+                metrics::counter!("vault_rotations_total", "outcome" => "dropped").increment(1);
+                tracing::warn!(secret = name, %why, "rotation not committed; the leader retries it");
+            }
+            Err(Failure::Failed(why)) => {
+                metrics::counter!("vault_rotations_total", "outcome" => "failed").increment(1);
+                let now = now_ms();
+                let retry_at_ms = now.saturating_add(backoff(self.config.retry, policy).as_millis() as u64);
+                tracing::warn!(secret = name, error = %why, retry_at_ms, "rotation failed; the old version stays current");
+                let cmd = Command::RotationFailed {
+                    name: name.to_string(),
+                    now_ms: now,
+                    error: why,
+                    retry_at_ms,
+                    attempts: policy.attempts,
+                    node_id: self.vault.node_id,
+                };
+                if let Err(e) = self.vault.write_local(cmd).await {
+                    tracing::warn!(secret = name, error = %e, "rotation: recording the failure failed");
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, raw_name: &str, policy: &RotationPolicy) -> Result<u64, Failure> {
+        let name = SecretName::parse(raw_name).map_err(|e| Failure::Failed(e.to_string()))?;
+        let current = self
+            .vault
+            .reader
+            .latest_live(name.as_str())
+            .map_err(|e| Failure::Dropped(e.to_string()))?
+            .ok_or_else(|| Failure::Failed("the secret has no live version (deleted or destroyed)".into()))?;
+        let (_, old) = self.vault.open_secret(&name, current.version).await.map_err(|e| {
+            Failure::Failed(format!("opening version {}: {}", current.version, tonic::Status::from(e).message()))
+        })?;
+        let next =
+            generate(&self.config, &policy.generator, &name, current.version, &old).await.map_err(Failure::Failed)?;
+        drop(old);
+        if next.len() > self.vault.max_value_bytes {
+            return Err(Failure::Failed(format!(
+                "the generator made {} bytes; values hold at most {}",
+                next.len(),
+                self.vault.max_value_bytes
+            )));
+        }
+        for _ in 0..MAX_RESEALS {
+            let meta = self.vault.reader.secret_meta(name.as_str()).map_err(|e| Failure::Dropped(e.to_string()))?;
+            let version = meta.map_or(0, |m| m.current_version) + 1;
+            let key_id = crate::master_key::sealing_key(&self.vault)
+                .map_err(|e| Failure::Failed(tonic::Status::from(e).message().to_string()))?;
+            let sealed = envelope::seal(self.vault.kms.as_ref(), &key_id, &name, version, &next)
+                .await
+                .map_err(|e| Failure::Failed(format!("sealing: {e}")))?;
+            let cmd = Command::RotationDone {
+                name: name.to_string(),
+                version,
+                sealed,
+                now_ms: now_ms(),
+                attempts: policy.attempts,
+                node_id: self.vault.node_id,
+            };
+            match self.vault.write_local(cmd).await {
+                Ok(CommandResponse::Written { version }) => return Ok(version),
+                Ok(CommandResponse::Rejected(Rejection::VersionConflict { .. } | Rejection::WrongMasterKey { .. })) => {
+                    // A write took the version (or the key rotated): catch up, seal again.
+                    self.vault.linearize().await.map_err(|e| Failure::Dropped(format!("{e:?}")))?;
+                }
+                Ok(other) => return Err(Failure::Dropped(format!("{other:?}"))),
+                Err(e) => return Err(Failure::Dropped(tonic::Status::from(e).message().to_string())),
+            }
+        }
+        Err(Failure::Failed(format!("writes to the secret kept taking the next version {MAX_RESEALS} times")))
+    }
+}
+
+/// Wait before retrying a policy that has failed `policy.failures` times before this failure:
+/// `first`, doubled for each earlier failure, at most the period (and an hour).
+fn backoff(first: Duration, policy: &RotationPolicy) -> Duration {
+    let cap = Duration::from_millis(policy.every_ms).min(MAX_BACKOFF).max(first);
+    first.saturating_mul(1u32 << policy.failures.min(20)).min(cap)
+}
+
+/// The next value by `generator`, from the current value `old` of `name` at `version`.
+async fn generate(
+    config: &RotationConfig,
+    generator: &Generator,
+    name: &SecretName,
+    version: u64,
+    old: &SecretBytes,
+) -> Result<SecretBytes, String> {
+    match generator {
+        Generator::Random(n) => {
+            let bytes = random_bytes(*n);
+            Ok(SecretBytes::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*bytes).into_bytes()))
+        }
+        Generator::Hex(n) => {
+            let bytes = random_bytes(*n);
+            let mut out = Vec::with_capacity(bytes.len() * 2);
+            for b in bytes.iter() {
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+            }
+            Ok(SecretBytes::new(out))
+        }
+        Generator::Exec(path) => {
+            let hook = allowed_hook(config.hooks_dir.as_deref(), Path::new(path))?;
+            run_hook(&hook, config.hook_timeout, name, version, old).await
+        }
+    }
+}
+
+/// Fresh bytes straight from the operating system, like other long-lived secrets.
+fn random_bytes(n: u16) -> Zeroizing<Vec<u8>> {
+    vault_core::keys::os_random(usize::from(n))
+}
+
+/// `hook`, resolved (links followed), if it is a file inside `dir` (also resolved).
+fn allowed_hook(dir: Option<&Path>, hook: &Path) -> Result<PathBuf, String> {
+    let dir = dir.ok_or("exec: generators need VAULT_ROTATION_HOOKS_DIR on the leader; it is not set")?;
+    let dir = dir.canonicalize().map_err(|e| format!("VAULT_ROTATION_HOOKS_DIR {}: {e}", dir.display()))?;
+    let resolved = hook.canonicalize().map_err(|e| format!("hook {}: {e}", hook.display()))?;
+    if !resolved.starts_with(&dir) || !resolved.is_file() {
+        return Err(format!("hook {} is not a file inside VAULT_ROTATION_HOOKS_DIR {}", hook.display(), dir.display()));
+    }
+    Ok(resolved)
+}
+
+/// Runs `hook` with `old` on stdin; its stdout, less one trailing newline, is the next value.
+async fn run_hook(
+    hook: &Path,
+    timeout: Duration,
+    name: &SecretName,
+    version: u64,
+    old: &SecretBytes,
+) -> Result<SecretBytes, String> {
+    let shown = hook.display();
+    let mut child = tokio::process::Command::new(hook)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("VAULT_SECRET_NAME", name.as_str())
+        .env("VAULT_SECRET_VERSION", version.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("hook {shown} could not start: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("hook stdin")?;
+    let mut stdout = child.stdout.take().ok_or("hook stdout")?;
+    let input = Zeroizing::new(old.expose().to_vec());
+    let run = async {
+        // A hook that does not read its input must not block the write: both run at once.
+        let write = async {
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+        };
+        let mut out = Zeroizing::new(Vec::new());
+        let read = async { (&mut stdout).take(HOOK_OUTPUT_LIMIT).read_to_end(&mut out).await };
+        let (_, read) = tokio::join!(write, read);
+        read.map_err(|e| format!("reading the hook's output: {e}"))?;
+        let status = child.wait().await.map_err(|e| format!("waiting for the hook: {e}"))?;
+        Ok::<_, String>((status, out))
+    };
+    let (status, mut out) = match tokio::time::timeout(timeout, run).await {
+        Ok(r) => r?,
+        Err(_) => return Err(format!("hook {shown} ran past {timeout:?} and was killed")),
+    };
+    if !status.success() {
+        return Err(match status.code() {
+            Some(code) => format!("hook {shown} exited with status {code}"),
+            None => format!("hook {shown} was killed by a signal"),
+        });
+    }
+    if out.ends_with(b"\n") {
+        out.pop();
+        if out.ends_with(b"\r") {
+            out.pop();
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("hook {shown} printed no value"));
+    }
+    Ok(SecretBytes::new(std::mem::take(&mut *out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(every_secs: u64, failures: u32) -> RotationPolicy {
+        let mut p = RotationPolicy::new(every_secs * 1000, Generator::Random(8), 0).expect("policy");
+        p.failures = failures;
+        p
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_first_wait_up_to_the_period() {
+        let first = Duration::from_secs(1);
+        assert_eq!(backoff(first, &policy(3600, 0)), Duration::from_secs(1));
+        assert_eq!(backoff(first, &policy(3600, 1)), Duration::from_secs(2));
+        assert_eq!(backoff(first, &policy(3600, 3)), Duration::from_secs(8));
+        assert_eq!(backoff(first, &policy(5, 10)), Duration::from_secs(5), "capped by the period");
+        assert_eq!(backoff(first, &policy(86_400 * 30, 40)), MAX_BACKOFF, "and by an hour");
+        assert_eq!(
+            backoff(Duration::from_secs(30), &policy(2, 0)),
+            Duration::from_secs(30),
+            "never below the first wait"
+        );
+    }
+
+    #[test]
+    fn hooks_outside_the_directory_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hooks = dir.path().join("hooks");
+        std::fs::create_dir(&hooks).expect("mkdir");
+        let inside = hooks.join("ok");
+        std::fs::write(&inside, "#!/bin/sh\n").expect("write");
+        let outside = dir.path().join("evil");
+        std::fs::write(&outside, "#!/bin/sh\n").expect("write");
+        std::os::unix::fs::symlink(&outside, hooks.join("link")).expect("symlink");
+        assert!(allowed_hook(Some(&hooks), &inside).is_ok());
+        assert!(allowed_hook(None, &inside).unwrap_err().contains("VAULT_ROTATION_HOOKS_DIR"));
+        assert!(allowed_hook(Some(&hooks), &outside).is_err());
+        assert!(allowed_hook(Some(&hooks), &hooks.join("link")).is_err(), "a link leading out is followed");
+        assert!(allowed_hook(Some(&hooks), &hooks.join("../evil")).is_err());
+        assert!(allowed_hook(Some(&hooks), &hooks).is_err(), "the directory itself is not a hook");
+    }
+
+    #[tokio::test]
+    async fn generators_make_what_they_say() {
+        let config = RotationConfig {
+            hooks_dir: None,
+            retry: Duration::from_secs(1),
+            hook_timeout: Duration::from_secs(5),
+            max_per_sec: 10,
+        };
+        let name = SecretName::parse("app/x").expect("name");
+        let old = SecretBytes::new(b"old".to_vec());
+        let r = generate(&config, &Generator::Random(24), &name, 1, &old).await.expect("random");
+        assert_eq!(r.len(), 32, "24 bytes in unpadded base64");
+        let r2 = generate(&config, &Generator::Random(24), &name, 1, &old).await.expect("random");
+        assert_ne!(r.expose(), r2.expose());
+        let h = generate(&config, &Generator::Hex(8), &name, 1, &old).await.expect("hex");
+        assert_eq!(h.len(), 16);
+        assert!(h.expose().iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        let e = generate(&config, &Generator::Exec("/bin/true".into()), &name, 1, &old).await.unwrap_err();
+        assert!(e.contains("VAULT_ROTATION_HOOKS_DIR"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_hook_gets_the_old_value_and_its_failures_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write_hook = |file: &str, body: &str| {
+            let p = dir.path().join(file);
+            std::fs::write(&p, body).expect("write hook");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            p
+        };
+        let name = SecretName::parse("db/pass").expect("name");
+        let old = SecretBytes::new(b"old-pass".to_vec());
+        let t = Duration::from_secs(5);
+        let ok = write_hook(
+            "ok",
+            "#!/bin/sh\nold=$(cat)\nprintf '%s-%s-%s\\n' \"$old\" \"$VAULT_SECRET_NAME\" \"$VAULT_SECRET_VERSION\"\n",
+        );
+        let v = run_hook(&ok, t, &name, 4, &old).await.expect("hook runs");
+        assert_eq!(v.expose(), b"old-pass-db/pass-4", "old value in, one newline stripped");
+        let fails = write_hook("fails", "#!/bin/sh\necho oops >&2\nexit 3\n");
+        assert!(run_hook(&fails, t, &name, 4, &old).await.unwrap_err().contains("exited with status 3"));
+        let silent = write_hook("silent", "#!/bin/sh\ncat >/dev/null\n");
+        assert!(run_hook(&silent, t, &name, 4, &old).await.unwrap_err().contains("printed no value"));
+        let slow = write_hook("slow", "#!/bin/sh\nsleep 5\necho late\n");
+        let e = run_hook(&slow, Duration::from_millis(300), &name, 4, &old).await.unwrap_err();
+        assert!(e.contains("killed"), "{e}");
+    }
+}
