@@ -381,3 +381,175 @@ fn backup_records_are_checked_for_what_their_table_holds() {
     let staging = FamilyRecord { family: idx("restore_staging"), key: b"x".to_vec(), value: vec![] };
     assert!(check_backup_record(&staging).is_err());
 }
+
+fn sealed(version: u64) -> SealedValue {
+    SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![0; 24], ciphertext: vec![version as u8] }
+}
+
+fn policy(every_ms: u64) -> vault_core::model::RotationPolicy {
+    vault_core::model::RotationPolicy::new(every_ms, vault_core::model::Generator::Random(16), 100).unwrap()
+}
+
+fn done(name: &str, version: u64, attempts: u64, now_ms: u64) -> Command {
+    Command::RotationDone { name: name.into(), version, sealed: sealed(version), now_ms, attempts, node_id: 1 }
+}
+
+/// A rotation lands only as the attempt the leader saw: a second leader's result for the same
+/// attempt, or one made before the policy was cleared, changes nothing. A failure keeps the
+/// version, counts, and sets the retry; a success resets the count and moves the due time by
+/// the period.
+#[tokio::test]
+async fn rotations_land_once_per_attempt_and_failures_keep_the_old_version() {
+    let mut sm = Sm::new().await;
+    let r = sm.run(Command::SetRotation { name: "db/p".into(), policy: policy(60_000) }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::NotFound(_))), "the secret must exist: {r:?}");
+    sm.put("db/p", 1, None, None).await;
+    sm.run(Command::SetRotation { name: "db/p".into(), policy: policy(60_000) }).await;
+
+    let failed = Command::RotationFailed {
+        name: "db/p".into(),
+        now_ms: 1_000,
+        error: "hook exited with status 3".into(),
+        retry_at_ms: 2_000,
+        attempts: 0,
+        node_id: 1,
+    };
+    assert_eq!(sm.run(failed.clone()).await, CommandResponse::Applied { changed: true });
+    assert_eq!(sm.run(failed).await, CommandResponse::Applied { changed: false }, "the same attempt twice");
+    let p = sm.s.reader.rotation("db/p").unwrap().unwrap();
+    assert_eq!((p.failures, p.attempts, p.next_due_ms), (1, 1, 2_000));
+    assert_eq!(p.last_error.as_deref(), Some("hook exited with status 3"));
+    assert_eq!(sm.s.reader.secret_meta("db/p").unwrap().unwrap().current_version, 1, "no version on failure");
+
+    let r = sm.run(done("db/p", 2, 0, 3_000)).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "a stale attempt: {r:?}");
+    assert_eq!(sm.run(done("db/p", 2, 1, 3_000)).await, CommandResponse::Written { version: 2 });
+    let r = sm.run(done("db/p", 3, 1, 3_001)).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "another leader, same attempt");
+    let p = sm.s.reader.rotation("db/p").unwrap().unwrap();
+    assert_eq!((p.failures, p.attempts, p.next_due_ms, p.last_error), (0, 2, 63_000, None));
+    assert_eq!(sm.s.reader.latest_live("db/p").unwrap().unwrap().version, 2);
+
+    // A write that took the version makes the rotation's commit a conflict (the leader seals
+    // again for the next one), and changes nothing else.
+    sm.put("db/p", 3, None, None).await;
+    let r = sm.run(done("db/p", 3, 2, 4_000)).await;
+    assert_eq!(r, CommandResponse::Rejected(Rejection::VersionConflict { current: 3 }));
+    assert_eq!(sm.s.reader.rotation("db/p").unwrap().unwrap().attempts, 2);
+
+    // Made due now, and gone with its secret.
+    let r = sm.run(Command::RotateNow { name: "db/p".into(), now_ms: 5_000 }).await;
+    assert_eq!(r, CommandResponse::RotationQueued { attempts: 2 });
+    assert_eq!(sm.s.reader.rotation("db/p").unwrap().unwrap().next_due_ms, 5_000);
+    assert_eq!(sm.s.reader.due_rotations(5_000, 10).unwrap().due.len(), 1);
+    sm.run(Command::DeleteSecret { name: "db/p".into() }).await;
+    assert!(sm.s.reader.rotation("db/p").unwrap().is_none(), "deleting the secret drops its policy");
+    let r = sm.run(Command::RotateNow { name: "db/p".into(), now_ms: 6_000 }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "{r:?}");
+}
+
+/// Rotation policies and reader rules are managed on a caller's behalf only with the right
+/// grants: `rotate` on the name for policies, the admin role for rules.
+#[tokio::test]
+async fn rotation_needs_rotate_and_reader_rules_need_admin() {
+    let mut sm = Sm::new().await;
+    sm.put("app/x", 1, None, None).await;
+    let raw = sm.writer_token("create,update,list:app/*", None).await;
+    let as_caller = |cmd: Command| Command::AsCaller {
+        auth: raw.hash(),
+        now_ms: 10,
+        cmd: Box::new(cmd),
+        audit: vault_core::model::AuditContext {
+            node_id: 1,
+            actor: "t".into(),
+            client_ip: "127.0.0.1".into(),
+            action: "x".into(),
+        },
+    };
+    let rule = vault_core::model::ReaderRule::new("r", &["10.0.0.1".into()], &[], &["app/*".into()], 1).unwrap();
+    for cmd in [
+        Command::SetRotation { name: "app/x".into(), policy: policy(60_000) },
+        Command::RotateNow { name: "app/x".into(), now_ms: 10 },
+        Command::PutReader { rule, replace: false },
+    ] {
+        let r = sm.run(as_caller(cmd)).await;
+        assert!(matches!(r, CommandResponse::Rejected(Rejection::PermissionDenied(_))), "{r:?}");
+    }
+    for forged in [
+        done("app/x", 2, 0, 10),
+        Command::RotationFailed {
+            name: "app/x".into(),
+            now_ms: 10,
+            error: "x".into(),
+            retry_at_ms: 10,
+            attempts: 0,
+            node_id: 1,
+        },
+    ] {
+        assert!(!as_caller(forged.clone()).forwardable(), "a peer may not forward {forged:?}");
+        let r = sm.run(as_caller(forged)).await;
+        assert!(matches!(r, CommandResponse::Rejected(Rejection::PermissionDenied(_))), "{r:?}");
+    }
+    assert!(sm.s.reader.rotation("app/x").unwrap().is_none());
+    assert!(sm.s.reader.reader_rules().unwrap().is_empty());
+}
+
+/// Nodes keep the reader rules in memory; every change (create, replace, delete, a restore)
+/// moves their replicated revision, so the next read sees it.
+#[tokio::test]
+async fn reader_rule_changes_are_seen_by_the_next_read_and_travel_in_backups() {
+    let mut src = Sm::new().await;
+    let rule = |grant: &str| {
+        vault_core::model::ReaderRule::new("web", &["10.0.1.0/24".into()], &[], &[grant.to_string()], 1).unwrap()
+    };
+    assert!(src.s.reader.reader_rules().unwrap().is_empty());
+    src.run(Command::PutReader { rule: rule("app/*"), replace: false }).await;
+    assert_eq!(src.s.reader.reader_rules().unwrap()[0].grants, vec!["app/*"]);
+    let r = src.run(Command::PutReader { rule: rule("db/*"), replace: false }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::AlreadyExists(_))), "{r:?}");
+    src.run(Command::PutReader { rule: rule("db/*"), replace: true }).await;
+    assert_eq!(src.s.reader.reader_rules().unwrap()[0].grants, vec!["db/*"], "a replaced rule is seen at once");
+    src.put("db/x", 1, None, None).await;
+    src.run(Command::SetRotation { name: "db/x".into(), policy: policy(60_000) }).await;
+
+    let scratch = TempDir::new().unwrap();
+    let records = backup_records(&src, scratch.path());
+    let mut dst = Sm::new().await;
+    let other = vault_core::model::ReaderRule::new("old", &["::1".into()], &[], &["*".into()], 1).unwrap();
+    dst.run(Command::PutReader { rule: other, replace: false }).await;
+    assert_eq!(dst.s.reader.reader_rules().unwrap().len(), 1);
+    dst.run(Command::RestoreBegin { id: 1, records: records.len() as u64 }).await;
+    dst.run(Command::RestoreChunk { id: 1, seq: 0, records }).await;
+    assert!(matches!(dst.run(Command::RestoreCommit { id: 1 }).await, CommandResponse::Restored { .. }));
+    let rules = dst.s.reader.reader_rules().unwrap();
+    assert_eq!(rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["web"], "the backup's rules");
+    assert!(dst.s.reader.rotation("db/x").unwrap().is_some(), "and its rotation policies");
+
+    src.run(Command::DeleteReader { name: "web".into() }).await;
+    assert!(src.s.reader.reader_rules().unwrap().is_empty(), "a deleted rule is gone at once");
+    let r = src.run(Command::DeleteReader { name: "web".into() }).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::NotFound(_))), "{r:?}");
+}
+
+/// Backup records of the new families are checked like a client's input before a restore.
+#[test]
+fn reader_and_rotation_backup_records_are_checked() {
+    use vault_raft::db::{CF_READERS, CF_ROTATION, SM_CFS};
+    use vault_raft::reader::check_backup_record;
+    use vault_raft::snapshot_file::FamilyRecord;
+    let idx = |f: &str| SM_CFS.iter().position(|x| *x == f).unwrap() as u8;
+    let enc = |v: &vault_core::model::ReaderRule| vault_raft::codec::encode(v).unwrap();
+    let good = vault_core::model::ReaderRule::new("web", &["10.0.0.0/8".into()], &[], &["app/*".into()], 1).unwrap();
+    let rec = |key: &str, value: Vec<u8>| FamilyRecord { family: idx(CF_READERS), key: key.as_bytes().to_vec(), value };
+    assert!(check_backup_record(&rec("web", enc(&good))).is_ok());
+    assert!(check_backup_record(&rec("other", enc(&good))).is_err(), "stored under another name");
+    let mut bad = good.clone();
+    bad.cidrs = vec!["10.0.0.0/99".into()];
+    assert!(check_backup_record(&rec("web", enc(&bad))).is_err(), "a rule no node could enforce");
+    let p = vault_raft::codec::encode(&policy(60_000)).unwrap();
+    let rot =
+        |key: &str, value: Vec<u8>| FamilyRecord { family: idx(CF_ROTATION), key: key.as_bytes().to_vec(), value };
+    assert!(check_backup_record(&rot("db/x", p.clone())).is_ok());
+    assert!(check_backup_record(&rot("../x", p)).is_err());
+    assert!(check_backup_record(&rot("db/x", vec![9, 9])).is_err());
+}
