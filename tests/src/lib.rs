@@ -612,3 +612,30 @@ pub fn sample(scrape: &str, series: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Serves metrics on a free loopback port (`VAULT_METRICS_ADDR`); returns the address.
+pub fn with_metrics(spec: &mut NodeSpec) -> String {
+    let addr = format!("127.0.0.1:{}", free_port());
+    spec.set("VAULT_METRICS_ADDR", &addr);
+    addr
+}
+
+/// One `/metrics` scrape of the listener at `addr`, which must answer 200.
+pub async fn scrape(addr: &str) -> String {
+    let (code, body) = http_get(addr, "/metrics").await.expect("the metrics listener answers");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Sum of every sample of metric `name` whose labels contain all of `labels`.
+pub fn total(scrape: &str, name: &str, labels: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let bare = series.split('{').next()?;
+            (bare == name && labels.iter().all(|want| series.contains(want))).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}

@@ -9,31 +9,6 @@ fn mt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
-fn with_metrics(spec: &mut NodeSpec) -> String {
-    let addr = format!("127.0.0.1:{}", free_port());
-    spec.set("VAULT_METRICS_ADDR", &addr);
-    addr
-}
-
-async fn scrape(addr: &str) -> String {
-    let (code, body) = http_get(addr, "/metrics").await.expect("the metrics listener answers");
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-/// Sum of every sample of metric `name` whose labels contain all of `labels`.
-fn total(scrape: &str, name: &str, labels: &[&str]) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let bare = series.split('{').next()?;
-            (bare == name && labels.iter().all(|want| series.contains(want))).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
 #[test]
 fn metrics_move_under_a_write_load_and_never_name_a_secret() {
     mt().block_on(async {

@@ -19,31 +19,6 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-fn with_metrics(spec: &mut NodeSpec) -> String {
-    let addr = format!("127.0.0.1:{}", free_port());
-    spec.set("VAULT_METRICS_ADDR", &addr);
-    addr
-}
-
-async fn scrape(addr: &str) -> String {
-    let (code, body) = http_get(addr, "/metrics").await.expect("the metrics listener answers");
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-/// Sum of every sample of metric `name` whose labels contain all of `labels`.
-fn total(scrape: &str, name: &str, labels: &[&str]) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let bare = series.split('{').next()?;
-            (bare == name && labels.iter().all(|want| series.contains(want))).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
 /// `vault_rotations_total` by outcome (`ok`, `failed`) on each node, from one scrape of each.
 async fn rotations_counted(c: &TestCluster) -> Vec<(f64, f64)> {
     let mut per_node = Vec::new();
