@@ -631,6 +631,15 @@ fn vaultctl_run_puts_secrets_in_the_environment_only() {
             assert!(files_containing(n.dir.path(), v.as_bytes()).is_empty(), "a value reached a file");
         }
 
+        // An --env-file names secrets, never values, and adds to --env.
+        let map = n.dir.path().join("run.env");
+        std::fs::write(&map, "# which secrets the program gets\n\nY = app/y@1\n").expect("write env file");
+        let out = ctl_env(
+            &[("VAULT_ADDR", &n.url()), ("PATH", "/usr/bin:/bin")],
+            &["run", "--env-file", map.to_str().expect("utf-8 path"), "--env", "X=app/x", "--", "sh", "-c", r#"printf %s "$X" | sha256sum; printf %s "$Y" | sha256sum"#],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(&sha(&x)) && text.contains(&sha(&y1)), "{out:?}");
         let code = ctl_env(&[("VAULT_ADDR", &n.url()), ("PATH", "/usr/bin:/bin")], &["run", "--env", "X=app/x", "--", "sh", "-c", "exit 7"]);
         assert_eq!(code.status.code(), Some(7), "the exit status is the program's");
         let missing = ctl_env(&[("VAULT_ADDR", &n.url())], &["run", "--env", "X=app/none", "--", "true"]);

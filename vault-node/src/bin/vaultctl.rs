@@ -4,7 +4,7 @@
 //! stderr. Secret values print raw on stdout.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -90,8 +90,12 @@ enum Cmd {
     /// signals are its own.
     Run {
         /// VAR=NAME or VAR=NAME@VERSION; repeat for more.
-        #[arg(long = "env", value_name = "VAR=NAME[@VERSION]", required = true)]
+        #[arg(long = "env", value_name = "VAR=NAME[@VERSION]", required_unless_present = "env_file")]
         env: Vec<String>,
+        /// A file of VAR=NAME[@VERSION] lines (blank lines and `#` comments allowed): which
+        /// secrets go in which variables, never values. Adds to --env.
+        #[arg(long, value_name = "FILE")]
+        env_file: Option<PathBuf>,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
@@ -678,7 +682,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Kms(_) => Ok(()),
         Cmd::Snapshot(cmd) => snapshot_cmd(&mut admin, cmd, json).await,
         Cmd::Completions { .. } => Ok(()),
-        Cmd::Run { env, command } => run_with_secrets(&mut secrets, &env, &command).await,
+        Cmd::Run { mut env, env_file, command } => {
+            if let Some(file) = env_file {
+                env.extend(read_env_file(&file)?);
+            }
+            run_with_secrets(&mut secrets, &env, &command).await
+        }
         Cmd::Status => {
             let s = admin.server_status(pb::ServerStatusRequest {}).await?.into_inner();
             if json {
@@ -878,6 +887,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 /// One `--env VAR=NAME[@VERSION]`.
 fn parse_env_spec(spec: &str) -> anyhow::Result<(String, String, u64)> {
     let (var, target) = spec.split_once('=').ok_or_else(|| anyhow!("--env {spec:?}: expected VAR=NAME[@VERSION]"))?;
+    let (var, target) = (var.trim(), target.trim());
     let valid_var = !var.is_empty()
         && !var.starts_with(|c: char| c.is_ascii_digit())
         && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -898,6 +908,12 @@ fn parse_env_spec(spec: &str) -> anyhow::Result<(String, String, u64)> {
         bail!("--env {spec:?}: no secret name");
     }
     Ok((var.to_string(), name.to_string(), version))
+}
+
+/// The VAR=NAME[@VERSION] lines of an `--env-file` (blank lines and `#` comments skipped).
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read --env-file {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect())
 }
 
 /// `vaultctl run`: reads every secret in one linearizable batch, then replaces this process
