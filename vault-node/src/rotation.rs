@@ -72,7 +72,12 @@ impl Rotator {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
             if self.is_leader() {
-                self.tick(&stop).await;
+                // Shutdown does not wait for a hook: dropping the attempt kills it, and the
+                // rotation is still due for whoever leads next.
+                tokio::select! {
+                    _ = self.tick(&stop) => {}
+                    _ = stop.cancelled() => return,
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(CHECK_EVERY) => {}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::model::{Action, Generator, ReaderDecision, RotationPolicy};
+use vault_core::model::{Action, Generator, ReaderDecision, ReaderRule, RotationPolicy};
 use vault_core::{SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse};
 
@@ -43,19 +43,18 @@ impl SecretsService {
     pub fn new(vault: Arc<Vault>) -> Self {
         SecretsService { vault }
     }
+}
 
-    /// Whether the reader rules, as this node has applied them, let `caller` read `name`: the
-    /// rule that allows it, or `None` when no rule exists (the address allowlist alone
-    /// decides). Callers make the read linearizable first, so a rule deleted anywhere is
-    /// not applied here afterwards.
-    fn reader_rule(&self, caller: &Caller, name: &SecretName) -> Result<Option<String>, ApiError> {
-        let rules = self.vault.reader.reader_rules()?;
-        let ip = crate::auth::allowlist::canonical(caller.ip);
-        match ReaderDecision::decide(&rules, ip, caller.cert_cn.as_deref(), name.as_str()) {
-            ReaderDecision::NoRules => Ok(None),
-            ReaderDecision::Allowed(rule) => Ok(Some(rule)),
-            ReaderDecision::Denied(why) => Err(Status::permission_denied(why).into()),
-        }
+/// Whether `rules` (the reader rules as this node has applied them) let `caller` read `name`:
+/// the rule that allows it, or `None` when no rule exists (the address allowlist alone
+/// decides). Callers make the read linearizable before loading the rules, so a rule deleted
+/// anywhere is not applied here afterwards.
+fn reader_rule(rules: &[ReaderRule], caller: &Caller, name: &SecretName) -> Result<Option<String>, Status> {
+    let ip = crate::auth::allowlist::canonical(caller.ip);
+    match ReaderDecision::decide(rules, ip, caller.cert_cn.as_deref(), name.as_str()) {
+        ReaderDecision::NoRules => Ok(None),
+        ReaderDecision::Allowed(rule) => Ok(Some(rule)),
+        ReaderDecision::Denied(why) => Err(Status::permission_denied(why)),
     }
 }
 
@@ -126,7 +125,7 @@ impl Secrets for SecretsService {
             read_gate(&caller)?;
             let name = parse_name(&r.name)?;
             self.vault.linearize().await?;
-            rule = self.reader_rule(&caller, &name)?;
+            rule = reader_rule(&self.vault.reader.reader_rules()?, &caller, &name)?;
             self.vault.open_secret(&name, r.version).await
         })
         .await;
@@ -161,15 +160,19 @@ impl Secrets for SecretsService {
             }
             return Err(refusal);
         }
-        // One barrier for the whole batch: every item is read after it.
-        let barrier: Result<(), Status> = answer(self.vault.linearize()).await;
+        // One barrier for the whole batch: every item is read after it, under the rules as of then.
+        let rules = answer(async {
+            self.vault.linearize().await?;
+            Ok(self.vault.reader.reader_rules()?)
+        })
+        .await;
         let mut results = Vec::with_capacity(r.requests.len());
         for item in r.requests {
             let mut rule = None;
             let result = answer(async {
-                barrier.clone()?;
+                let rules = rules.as_ref().map_err(Clone::clone)?;
                 let name = parse_name(&item.name)?;
-                rule = self.reader_rule(&caller, &name)?;
+                rule = reader_rule(rules, &caller, &name)?;
                 self.vault.open_secret(&name, item.version).await
             })
             .await;
