@@ -105,8 +105,9 @@ fn install_hook(dir: &Path, name: &str, script: &str) -> PathBuf {
     path
 }
 
-/// A hook that fails.
-const FAILING_HOOK: &str = "#!/bin/sh\nexit 3\n";
+/// A hook that fails after writing the old value to stderr, which the node must discard: the
+/// test then finds the value in no file, the node logs included.
+const FAILING_HOOK: &str = "#!/bin/sh\nIFS= read -r old\nprintf 'cannot use %s\\n' \"$old\" >&2\nexit 3\n";
 
 /// A hook that reads the old value on stdin and prints it with `-next` appended, and a
 /// trailing newline (which the node strips). Shell builtins only: it needs no PATH. It fails
