@@ -7,7 +7,8 @@ use rocksdb::{Direction, IteratorMode, DB};
 use std::collections::BTreeMap;
 
 use vault_core::model::{
-    MasterKeyState, ReaderRule, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord, VersionRecord, VersionState,
+    MasterKeyState, ReaderRule, ReaderRules, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord, VersionRecord,
+    VersionState,
 };
 use vault_core::token::TokenHash;
 
@@ -38,7 +39,7 @@ pub struct DueRotations {
 pub type SecretPage = (Vec<(String, SecretMeta)>, Option<String>);
 
 /// The reader rules as of a revision of them.
-type RulesAt = (u64, Arc<[ReaderRule]>);
+type RulesAt = (u64, Arc<ReaderRules>);
 
 #[derive(Clone)]
 pub struct StateReader {
@@ -54,7 +55,7 @@ impl StateReader {
 
     /// Every reader rule, in name order, as this node has applied them. Kept in memory and
     /// reloaded when the replicated revision of the rules moves (one point lookup per call).
-    pub fn reader_rules(&self) -> Result<Arc<[ReaderRule]>, StoreError> {
+    pub fn reader_rules(&self) -> Result<Arc<ReaderRules>, StoreError> {
         let revision = self.db.readers_revision()?;
         if let Some((at, rules)) = self.rules.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             if *at == revision {
@@ -63,7 +64,7 @@ impl StateReader {
         }
         // Loaded after reading the revision: if the rules move meanwhile, the next call sees a
         // newer revision than the one stored here and loads again.
-        let rules: Arc<[ReaderRule]> = self.scan::<ReaderRule>(CF_READERS)?.into();
+        let rules = Arc::new(ReaderRules::new(self.scan::<ReaderRule>(CF_READERS)?));
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some((revision, rules.clone()));
         Ok(rules)
     }

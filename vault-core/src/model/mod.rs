@@ -11,7 +11,7 @@ mod token;
 
 pub use audit::{audit_field, AuditContext, AuditRecord, MAX_AUDIT_FIELD, MAX_AUDIT_OUTCOME};
 pub use master_key::MasterKeyState;
-pub use reader::{ReaderDecision, ReaderRule, MAX_READER_ENTRIES};
+pub use reader::{ReaderDecision, ReaderRule, ReaderRules, MAX_READER_ENTRIES};
 pub use rewrap::RewrapState;
 pub use role::{pattern_matches, validate_pattern, Action, Grant, Role, ADMIN_ROLE};
 pub use rotation::{Generator, RotationPolicy, MAX_GENERATED_BYTES, MIN_ROTATION_PERIOD_MS};

@@ -69,13 +69,6 @@ impl ReaderRule {
         })
     }
 
-    /// Whether this rule speaks for a client at `ip` (canonical: IPv4-mapped addresses as
-    /// IPv4) presenting a certificate with common name `cn`.
-    pub fn matches_client(&self, ip: IpAddr, cn: Option<&str>) -> bool {
-        cn.is_some_and(|cn| self.cert_cns.iter().any(|c| c == cn))
-            || self.cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()).any(|n| n.contains(&ip))
-    }
-
     pub fn grants_name(&self, name: &str) -> bool {
         self.grants.iter().any(|g| pattern_matches(g, name))
     }
@@ -103,14 +96,50 @@ pub enum ReaderDecision {
     Denied(String),
 }
 
-impl ReaderDecision {
-    /// Decides a read of `name` by a client at `ip` presenting certificate subject `cn`. The
-    /// first matching rule (in name order) that grants the name allows it.
-    pub fn decide(rules: &[ReaderRule], ip: IpAddr, cn: Option<&str>, name: &str) -> ReaderDecision {
-        if rules.is_empty() {
+/// A set of reader rules, in name order, with their networks parsed once (reads check them
+/// on every call).
+#[derive(Debug, Default)]
+pub struct ReaderRules {
+    rules: Vec<(ReaderRule, Vec<IpNet>)>,
+}
+
+impl ReaderRules {
+    /// Stored rules' CIDRs were checked when the rule was made; one that does not parse
+    /// (which no command can store) matches no address.
+    pub fn new(rules: Vec<ReaderRule>) -> Self {
+        let rules = rules
+            .into_iter()
+            .map(|r| {
+                let nets = r.cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()).collect();
+                (r, nets)
+            })
+            .collect();
+        ReaderRules { rules }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ReaderRule> {
+        self.rules.iter().map(|(r, _)| r)
+    }
+
+    /// Decides a read of `name` by a client at `ip` (canonical: IPv4-mapped addresses as IPv4)
+    /// presenting certificate subject `cn`. The first rule (in name order) that matches the
+    /// client, by address or subject, and grants the name allows it.
+    pub fn decide(&self, ip: IpAddr, cn: Option<&str>, name: &str) -> ReaderDecision {
+        if self.rules.is_empty() {
             return ReaderDecision::NoRules;
         }
-        let matching: Vec<&ReaderRule> = rules.iter().filter(|r| r.matches_client(ip, cn)).collect();
+        let matches = |(r, nets): &&(ReaderRule, Vec<IpNet>)| {
+            cn.is_some_and(|cn| r.cert_cns.iter().any(|c| c == cn)) || nets.iter().any(|n| n.contains(&ip))
+        };
+        let matching: Vec<&ReaderRule> = self.rules.iter().filter(matches).map(|(r, _)| r).collect();
         if let Some(r) = matching.iter().find(|r| r.grants_name(name)) {
             return ReaderDecision::Allowed(r.name.clone());
         }
@@ -143,22 +172,18 @@ mod tests {
             rule("local", &["127.0.0.1", "10.0.1.7/24"], &[], &["app/*"]),
         ];
         assert_eq!(rules[1].cidrs, vec!["127.0.0.1/32", "10.0.1.0/24"], "normalized");
+        let rules = ReaderRules::new(rules);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "192.0.2.1".parse().unwrap();
-        assert_eq!(ReaderDecision::decide(&rules, lo, None, "app/x"), ReaderDecision::Allowed("local".into()));
+        assert_eq!(rules.decide(lo, None, "app/x"), ReaderDecision::Allowed("local".into()));
+        assert!(matches!(rules.decide(lo, None, "other/x"), ReaderDecision::Denied(m) if m.contains("local")));
         assert!(
-            matches!(ReaderDecision::decide(&rules, lo, None, "other/x"), ReaderDecision::Denied(m) if m.contains("local"))
+            matches!(rules.decide(other, None, "app/x"), ReaderDecision::Denied(m) if m.contains("no reader rule"))
         );
-        assert!(
-            matches!(ReaderDecision::decide(&rules, other, None, "app/x"), ReaderDecision::Denied(m) if m.contains("no reader rule"))
-        );
-        assert_eq!(
-            ReaderDecision::decide(&rules, other, Some("ci-runner"), "ci/a"),
-            ReaderDecision::Allowed("ci".into())
-        );
-        assert!(matches!(ReaderDecision::decide(&rules, other, Some("ci-runner"), "app/x"), ReaderDecision::Denied(_)));
-        assert!(matches!(ReaderDecision::decide(&rules, other, Some("someone"), "ci/a"), ReaderDecision::Denied(_)));
-        assert_eq!(ReaderDecision::decide(&[], other, None, "x"), ReaderDecision::NoRules);
+        assert_eq!(rules.decide(other, Some("ci-runner"), "ci/a"), ReaderDecision::Allowed("ci".into()));
+        assert!(matches!(rules.decide(other, Some("ci-runner"), "app/x"), ReaderDecision::Denied(_)));
+        assert!(matches!(rules.decide(other, Some("someone"), "ci/a"), ReaderDecision::Denied(_)));
+        assert_eq!(ReaderRules::default().decide(other, None, "x"), ReaderDecision::NoRules);
     }
 
     #[test]

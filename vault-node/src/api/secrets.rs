@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::model::{Action, Generator, ReaderDecision, ReaderRule, RotationPolicy};
+use vault_core::model::{Action, Generator, ReaderDecision, ReaderRules, RotationPolicy};
 use vault_core::{SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse};
 
@@ -49,9 +49,9 @@ impl SecretsService {
 /// the rule that allows it, or `None` when no rule exists (the address allowlist alone
 /// decides). Callers make the read linearizable before loading the rules, so a rule deleted
 /// anywhere is not applied here afterwards.
-fn reader_rule(rules: &[ReaderRule], caller: &Caller, name: &SecretName) -> Result<Option<String>, Status> {
+fn reader_rule(rules: &ReaderRules, caller: &Caller, name: &SecretName) -> Result<Option<String>, Status> {
     let ip = crate::auth::allowlist::canonical(caller.ip);
-    match ReaderDecision::decide(rules, ip, caller.cert_cn.as_deref(), name.as_str()) {
+    match rules.decide(ip, caller.cert_cn.as_deref(), name.as_str()) {
         ReaderDecision::NoRules => Ok(None),
         ReaderDecision::Allowed(rule) => Ok(Some(rule)),
         ReaderDecision::Denied(why) => Err(Status::permission_denied(why)),
@@ -125,7 +125,8 @@ impl Secrets for SecretsService {
             read_gate(&caller)?;
             let name = parse_name(&r.name)?;
             self.vault.linearize().await?;
-            rule = reader_rule(&self.vault.reader.reader_rules()?, &caller, &name)?;
+            let rules = self.vault.reader.reader_rules()?;
+            rule = reader_rule(&rules, &caller, &name)?;
             self.vault.open_secret(&name, r.version).await
         })
         .await;

@@ -504,11 +504,15 @@ async fn reader_rule_changes_are_seen_by_the_next_read_and_travel_in_backups() {
     };
     assert!(src.s.reader.reader_rules().unwrap().is_empty());
     src.run(Command::PutReader { rule: rule("app/*"), replace: false }).await;
-    assert_eq!(src.s.reader.reader_rules().unwrap()[0].grants, vec!["app/*"]);
+    assert_eq!(src.s.reader.reader_rules().unwrap().iter().next().unwrap().grants, vec!["app/*"]);
     let r = src.run(Command::PutReader { rule: rule("db/*"), replace: false }).await;
     assert!(matches!(r, CommandResponse::Rejected(Rejection::AlreadyExists(_))), "{r:?}");
     src.run(Command::PutReader { rule: rule("db/*"), replace: true }).await;
-    assert_eq!(src.s.reader.reader_rules().unwrap()[0].grants, vec!["db/*"], "a replaced rule is seen at once");
+    assert_eq!(
+        src.s.reader.reader_rules().unwrap().iter().next().unwrap().grants,
+        vec!["db/*"],
+        "a replaced rule is seen at once"
+    );
     src.put("db/x", 1, None, None).await;
     src.run(Command::SetRotation { name: "db/x".into(), policy: policy(60_000) }).await;
 
