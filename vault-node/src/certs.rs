@@ -60,6 +60,31 @@ fn replace_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))
 }
 
+/// The CA `<stem>.pem`/`<stem>.key` in `out`: the existing one, or a new one made from `params`
+/// (its files are added to `written`). A certificate without its key is never overwritten.
+fn load_or_create_ca(
+    out: &Path,
+    stem: &str,
+    params: CertificateParams,
+    written: &mut Vec<PathBuf>,
+) -> anyhow::Result<Issuer<'static, KeyPair>> {
+    let (pem, key_path) = (out.join(format!("{stem}.pem")), out.join(format!("{stem}.key")));
+    let key = if key_path.exists() {
+        KeyPair::from_pem(&fs::read_to_string(&key_path)?).with_context(|| format!("read {stem}.key"))?
+    } else {
+        if pem.exists() {
+            bail!("{} exists without {stem}.key; refusing to mint a second CA over it", pem.display());
+        }
+        let key = KeyPair::generate().context("generate CA key")?;
+        let cert = params.clone().self_signed(&key).context("self-sign CA")?;
+        write_file(&key_path, &key.serialize_pem(), 0o600)?;
+        write_file(&pem, &cert.pem(), 0o644)?;
+        written.extend([pem, key_path]);
+        key
+    };
+    Ok(Issuer::new(params, key))
+}
+
 /// Writes `ca.pem`/`ca.key` (unless present) and `node-<id>.pem`/`.key` for each id into
 /// `out`. `sans` are extra IP addresses or DNS names for every node certificate. Returns the
 /// files written.
@@ -70,21 +95,7 @@ pub fn mint(out: &Path, nodes: &[u64], sans: &[String], days: i64, renew: bool) 
     fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     fs::set_permissions(out, fs::Permissions::from_mode(0o700))?;
     let mut written = Vec::new();
-    let (ca_pem, ca_key) = (out.join("ca.pem"), out.join("ca.key"));
-    let ca_key_pair = if ca_key.exists() {
-        KeyPair::from_pem(&fs::read_to_string(&ca_key)?).context("read ca.key")?
-    } else {
-        if ca_pem.exists() {
-            bail!("{} exists without ca.key; refusing to mint a second CA over it", ca_pem.display());
-        }
-        let key = KeyPair::generate().context("generate CA key")?;
-        let cert = ca_params(3650).self_signed(&key).context("self-sign CA")?;
-        write_file(&ca_key, &key.serialize_pem(), 0o600)?;
-        write_file(&ca_pem, &cert.pem(), 0o644)?;
-        written.extend([ca_pem.clone(), ca_key.clone()]);
-        key
-    };
-    let issuer = Issuer::new(ca_params(3650), ca_key_pair);
+    let issuer = load_or_create_ca(out, "ca", ca_params(3650), &mut written)?;
 
     for id in nodes {
         let (pem, key_path) = (out.join(format!("node-{id}.pem")), out.join(format!("node-{id}.key")));
@@ -128,24 +139,10 @@ pub fn mint_reader(out: &Path, cn: &str, days: i64) -> anyhow::Result<Vec<PathBu
     fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     fs::set_permissions(out, fs::Permissions::from_mode(0o700))?;
     let mut written = Vec::new();
-    let (ca_pem, ca_key) = (out.join("reader-ca.pem"), out.join("reader-ca.key"));
     let mut ca = ca_params(3650);
     ca.distinguished_name = rcgen::DistinguishedName::new();
     ca.distinguished_name.push(DnType::CommonName, READER_CA_NAME);
-    let ca_key_pair = if ca_key.exists() {
-        KeyPair::from_pem(&fs::read_to_string(&ca_key)?).context("read reader-ca.key")?
-    } else {
-        if ca_pem.exists() {
-            bail!("{} exists without reader-ca.key; refusing to mint a second CA over it", ca_pem.display());
-        }
-        let key = KeyPair::generate().context("generate reader CA key")?;
-        let cert = ca.clone().self_signed(&key).context("self-sign reader CA")?;
-        write_file(&ca_key, &key.serialize_pem(), 0o600)?;
-        write_file(&ca_pem, &cert.pem(), 0o644)?;
-        written.extend([ca_pem, ca_key]);
-        key
-    };
-    let issuer = Issuer::new(ca, ca_key_pair);
+    let issuer = load_or_create_ca(out, "reader-ca", ca, &mut written)?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, cn);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -209,6 +209,8 @@ async fn generate(
         }
         Generator::Hex(n) => {
             let bytes = random_bytes(*n);
+            // Written straight into the value's buffer, which is zeroized with it: no
+            // intermediate `String` (`format!`) is left behind in freed memory.
             let mut out = Vec::with_capacity(bytes.len() * 2);
             for b in bytes.iter() {
                 const DIGITS: &[u8; 16] = b"0123456789abcdef";
