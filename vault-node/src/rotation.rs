@@ -16,16 +16,17 @@
 //! current value on stdin, and prints the next one on stdout; what it writes to stderr is
 //! dropped, since it could hold a value.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use openraft::ServerState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use vault_core::model::{Generator, RotationPolicy};
+use vault_core::model::{Generator, RotationPolicy, VersionState};
 use vault_core::time::now_ms;
 use vault_core::{envelope, SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse, Rejection};
@@ -42,6 +43,8 @@ const BATCH: usize = 64;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Most of a hook's output read: past the largest value setting (3 MiB) it is refused anyway.
 const HOOK_OUTPUT_LIMIT: u64 = (3 << 20) + 2;
+/// Least wait after an attempt whose outcome is unknown (a commit that timed out may still land).
+const HOLD_BACK: Duration = Duration::from_secs(30);
 /// Times a sealed value is sealed again when writes to the same secret keep taking its version.
 const MAX_RESEALS: usize = 5;
 
@@ -49,19 +52,22 @@ const MAX_RESEALS: usize = 5;
 enum Failure {
     /// Recorded in the policy (and retried after a backoff).
     Failed(String),
-    /// Not recorded: leadership moved, or the policy changed under the attempt. Whoever leads
-    /// next finds the policy still due.
+    /// Not recorded: leadership moved, the policy changed under the attempt, or the commit's
+    /// outcome is unknown (it timed out). Whoever leads next finds the policy still due, after a
+    /// read barrier that shows whether the commit landed; this node holds the name back a while.
     Dropped(String),
 }
 
 pub struct Rotator {
     vault: Arc<Vault>,
     config: RotationConfig,
+    /// Names whose last attempt here ended with an unknown outcome, until when they wait.
+    held_back: Mutex<HashMap<String, Instant>>,
 }
 
 impl Rotator {
     pub fn new(vault: Arc<Vault>, config: RotationConfig) -> Arc<Self> {
-        Arc::new(Rotator { vault, config })
+        Arc::new(Rotator { vault, config, held_back: Mutex::new(HashMap::new()) })
     }
 
     fn is_leader(&self) -> bool {
@@ -70,12 +76,15 @@ impl Rotator {
 
     /// Runs until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut metrics = self.vault.cluster.raft.metrics();
         loop {
             if self.is_leader() {
-                // Shutdown does not wait for a hook: dropping the attempt kills it, and the
-                // rotation is still due for whoever leads next.
+                // Neither shutdown nor a lost leadership waits for a hook: dropping the attempt
+                // kills it, and the rotation is still due for whoever leads next (which looks
+                // after a read barrier, so it sees any attempt of this one's that committed).
                 tokio::select! {
                     _ = self.tick(&stop) => {}
+                    _ = lost_leadership(&mut metrics) => {}
                     _ = stop.cancelled() => return,
                 }
             }
@@ -87,6 +96,12 @@ impl Rotator {
     }
 
     async fn tick(&self, stop: &CancellationToken) {
+        // Everything committed before this node led is applied first: a policy that an earlier
+        // leader's attempt already moved on is not attempted again.
+        if let Err(e) = self.vault.linearize().await {
+            tracing::debug!(error = ?e, "rotation: no read barrier; not looking for due rotations");
+            return;
+        }
         let found = match self.vault.reader.due_rotations(now_ms(), BATCH) {
             Ok(f) => f,
             Err(e) => {
@@ -101,9 +116,21 @@ impl Rotator {
             if stop.is_cancelled() || !self.is_leader() {
                 return;
             }
+            if self.held_back(&name) {
+                continue;
+            }
             self.rotate(&name, &policy).await;
             tokio::time::sleep(pace).await;
         }
+    }
+
+    /// Whether an attempt of this node's on `name` ended with an unknown outcome recently (see
+    /// [`Failure::Dropped`]): it is not attempted again until the hold-back has passed.
+    fn held_back(&self, name: &str) -> bool {
+        let mut held = self.held_back.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        held.retain(|_, until| *until > now);
+        held.contains_key(name)
     }
 
     async fn rotate(&self, name: &str, policy: &RotationPolicy) {
@@ -114,7 +141,9 @@ impl Rotator {
             }
             Err(Failure::Dropped(why)) => {
                 metrics::counter!("vault_rotations_total", "outcome" => "dropped").increment(1);
-                tracing::warn!(secret = name, %why, "rotation not committed; the leader retries it");
+                let until = Instant::now() + self.config.retry.max(HOLD_BACK);
+                self.held_back.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), until);
+                tracing::warn!(secret = name, %why, "rotation not committed (or not known to be); tried again later");
             }
             Err(Failure::Failed(why)) => {
                 metrics::counter!("vault_rotations_total", "outcome" => "failed").increment(1);
@@ -136,37 +165,49 @@ impl Rotator {
         }
     }
 
+    /// One attempt: a value made from the current live version, committed as the next one.
+    /// A random value is made again when a write, delete or destroy comes between; a hook's is
+    /// not (the hook has acted on the old value): the attempt fails and is retried on the new
+    /// current version.
     async fn attempt(&self, raw_name: &str, policy: &RotationPolicy) -> Result<u64, Failure> {
         let name = SecretName::parse(raw_name).map_err(|e| Failure::Failed(e.to_string()))?;
-        let current = self
-            .vault
-            .reader
-            .latest_live(name.as_str())
-            .map_err(|e| Failure::Dropped(e.to_string()))?
-            .ok_or_else(|| Failure::Failed("the secret has no live version (deleted or destroyed)".into()))?;
-        let (_, old) = self.vault.open_secret(&name, current.version).await.map_err(|e| {
-            Failure::Failed(format!("opening version {}: {}", current.version, tonic::Status::from(e).message()))
-        })?;
-        let next =
-            generate(&self.config, &policy.generator, &name, current.version, &old).await.map_err(Failure::Failed)?;
-        drop(old);
-        if next.len() > self.vault.max_value_bytes {
-            return Err(Failure::Failed(format!(
-                "the generator made {} bytes; values hold at most {}",
-                next.len(),
-                self.vault.max_value_bytes
-            )));
-        }
+        let store = |e: vault_raft::StoreError| Failure::Dropped(e.to_string());
         for _ in 0..MAX_RESEALS {
-            let meta = self.vault.reader.secret_meta(name.as_str()).map_err(|e| Failure::Dropped(e.to_string()))?;
-            let version = meta.map_or(0, |m| m.current_version) + 1;
+            let current = self.vault.reader.secret_meta(name.as_str()).map_err(store)?.map_or(0, |m| m.current_version);
+            let live = self.vault.reader.version(name.as_str(), current).map_err(store)?;
+            if !live.is_some_and(|v| v.state == VersionState::Live) {
+                return Err(Failure::Failed(format!(
+                    "the current version ({current}) is not live (deleted or destroyed); rotation waits for a live one"
+                )));
+            }
+            let next = match &policy.generator {
+                Generator::Exec(path) => {
+                    let (_, old) = self.vault.open_secret(&name, current).await.map_err(|e| {
+                        Failure::Failed(format!("opening version {current}: {}", tonic::Status::from(e).message()))
+                    })?;
+                    let hook =
+                        allowed_hook(self.config.hooks_dir.as_deref(), Path::new(path)).map_err(Failure::Failed)?;
+                    let run = HookRun { name: &name, version: current, attempt: policy.attempts };
+                    run_hook(&hook, self.config.hook_timeout, &run, &old).await.map_err(Failure::Failed)?
+                }
+                other => generate_random(other).map_err(Failure::Failed)?,
+            };
+            if next.len() > self.vault.max_value_bytes {
+                return Err(Failure::Failed(format!(
+                    "the generator made {} bytes; values hold at most {}",
+                    next.len(),
+                    self.vault.max_value_bytes
+                )));
+            }
             let key_id = crate::master_key::sealing_key(&self.vault)
                 .map_err(|e| Failure::Failed(tonic::Status::from(e).message().to_string()))?;
+            let version = current + 1;
             let sealed = envelope::seal(self.vault.kms.as_ref(), &key_id, &name, version, &next)
                 .await
                 .map_err(|e| Failure::Failed(format!("sealing: {e}")))?;
             let cmd = Command::RotationDone {
                 name: name.to_string(),
+                from_version: current,
                 version,
                 sealed,
                 now_ms: now_ms(),
@@ -175,15 +216,31 @@ impl Rotator {
             };
             match self.vault.write_local(cmd).await {
                 Ok(CommandResponse::Written { version }) => return Ok(version),
+                Ok(CommandResponse::Rejected(Rejection::VersionConflict { .. })) if policy.generator.is_exec() => {
+                    return Err(Failure::Failed(
+                        "a write, delete or destroy changed the secret while the hook ran; retried from the new \
+                         current version"
+                            .into(),
+                    ))
+                }
                 Ok(CommandResponse::Rejected(Rejection::VersionConflict { .. } | Rejection::WrongMasterKey { .. })) => {
-                    // A write took the version (or the key rotated): catch up, seal again.
+                    // A write came between (or the key rotated): catch up, make a new value.
                     self.vault.linearize().await.map_err(|e| Failure::Dropped(format!("{e:?}")))?;
                 }
                 Ok(other) => return Err(Failure::Dropped(format!("{other:?}"))),
                 Err(e) => return Err(Failure::Dropped(tonic::Status::from(e).message().to_string())),
             }
         }
-        Err(Failure::Failed(format!("writes to the secret kept taking the next version {MAX_RESEALS} times")))
+        Err(Failure::Failed(format!("writes to the secret came between {MAX_RESEALS} attempts in a row")))
+    }
+}
+
+/// Resolves once this node is no longer the leader.
+async fn lost_leadership(metrics: &mut tokio::sync::watch::Receiver<vault_raft::typ::RaftMetrics>) {
+    while metrics.borrow_and_update().state == ServerState::Leader {
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -194,14 +251,8 @@ fn backoff(first: Duration, policy: &RotationPolicy) -> Duration {
     first.saturating_mul(1u32 << policy.failures.min(20)).min(cap)
 }
 
-/// The next value by `generator`, from the current value `old` of `name` at `version`.
-async fn generate(
-    config: &RotationConfig,
-    generator: &Generator,
-    name: &SecretName,
-    version: u64,
-    old: &SecretBytes,
-) -> Result<SecretBytes, String> {
+/// A `random:` or `hex:` value.
+fn generate_random(generator: &Generator) -> Result<SecretBytes, String> {
     match generator {
         Generator::Random(n) => {
             let bytes = random_bytes(*n);
@@ -218,10 +269,7 @@ async fn generate(
             }
             Ok(SecretBytes::new(out))
         }
-        Generator::Exec(path) => {
-            let hook = allowed_hook(config.hooks_dir.as_deref(), Path::new(path))?;
-            run_hook(&hook, config.hook_timeout, name, version, old).await
-        }
+        Generator::Exec(path) => Err(format!("exec:{path} is a hook, not a random generator")),
     }
 }
 
@@ -241,20 +289,26 @@ fn allowed_hook(dir: Option<&Path>, hook: &Path) -> Result<PathBuf, String> {
     Ok(resolved)
 }
 
-/// Runs `hook` with `old` on stdin; its stdout, less one trailing newline, is the next value.
-async fn run_hook(
-    hook: &Path,
-    timeout: Duration,
-    name: &SecretName,
+/// What a hook is told about the rotation it makes (in its environment).
+struct HookRun<'a> {
+    name: &'a SecretName,
+    /// The version whose value it gets on stdin.
     version: u64,
-    old: &SecretBytes,
-) -> Result<SecretBytes, String> {
+    /// The policy's attempt number: the same when an attempt is made again after its outcome
+    /// was lost, so a hook can tell a repeat from a new rotation.
+    attempt: u64,
+}
+
+/// Runs `hook` with `old` on stdin; its stdout, less one trailing newline, is the next value.
+async fn run_hook(hook: &Path, timeout: Duration, run: &HookRun<'_>, old: &SecretBytes) -> Result<SecretBytes, String> {
     let shown = hook.display();
     let mut child = tokio::process::Command::new(hook)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("VAULT_SECRET_NAME", name.as_str())
-        .env("VAULT_SECRET_VERSION", version.to_string())
+        .env("VAULT_SECRET_NAME", run.name.as_str())
+        .env("VAULT_SECRET_VERSION", run.version.to_string())
+        .env("VAULT_ROTATION_ATTEMPT", run.attempt.to_string())
+        .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -342,25 +396,16 @@ mod tests {
         assert!(allowed_hook(Some(&hooks), &hooks).is_err(), "the directory itself is not a hook");
     }
 
-    #[tokio::test]
-    async fn generators_make_what_they_say() {
-        let config = RotationConfig {
-            hooks_dir: None,
-            retry: Duration::from_secs(1),
-            hook_timeout: Duration::from_secs(5),
-            max_per_sec: 10,
-        };
-        let name = SecretName::parse("app/x").expect("name");
-        let old = SecretBytes::new(b"old".to_vec());
-        let r = generate(&config, &Generator::Random(24), &name, 1, &old).await.expect("random");
+    #[test]
+    fn generators_make_what_they_say() {
+        let r = generate_random(&Generator::Random(24)).expect("random");
         assert_eq!(r.len(), 32, "24 bytes in unpadded base64");
-        let r2 = generate(&config, &Generator::Random(24), &name, 1, &old).await.expect("random");
+        let r2 = generate_random(&Generator::Random(24)).expect("random");
         assert_ne!(r.expose(), r2.expose());
-        let h = generate(&config, &Generator::Hex(8), &name, 1, &old).await.expect("hex");
+        let h = generate_random(&Generator::Hex(8)).expect("hex");
         assert_eq!(h.len(), 16);
         assert!(h.expose().iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        let e = generate(&config, &Generator::Exec("/bin/true".into()), &name, 1, &old).await.unwrap_err();
-        assert!(e.contains("VAULT_ROTATION_HOOKS_DIR"), "{e}");
+        assert!(generate_random(&Generator::Exec("/bin/true".into())).is_err());
     }
 
     #[tokio::test]
@@ -378,16 +423,17 @@ mod tests {
         let t = Duration::from_secs(5);
         let ok = write_hook(
             "ok",
-            "#!/bin/sh\nold=$(cat)\nprintf '%s-%s-%s\\n' \"$old\" \"$VAULT_SECRET_NAME\" \"$VAULT_SECRET_VERSION\"\n",
+            "#!/bin/sh\nold=$(cat)\nprintf '%s-%s-%s-%s-%s\\n' \"$old\" \"$VAULT_SECRET_NAME\" \"$VAULT_SECRET_VERSION\" \"$VAULT_ROTATION_ATTEMPT\" \"$(pwd)\"\n",
         );
-        let v = run_hook(&ok, t, &name, 4, &old).await.expect("hook runs");
-        assert_eq!(v.expose(), b"old-pass-db/pass-4", "old value in, one newline stripped");
+        let run = HookRun { name: &name, version: 4, attempt: 7 };
+        let v = run_hook(&ok, t, &run, &old).await.expect("hook runs");
+        assert_eq!(v.expose(), b"old-pass-db/pass-4-7-/", "old value in, one newline stripped");
         let fails = write_hook("fails", "#!/bin/sh\necho oops >&2\nexit 3\n");
-        assert!(run_hook(&fails, t, &name, 4, &old).await.unwrap_err().contains("exited with status 3"));
+        assert!(run_hook(&fails, t, &run, &old).await.unwrap_err().contains("exited with status 3"));
         let silent = write_hook("silent", "#!/bin/sh\ncat >/dev/null\n");
-        assert!(run_hook(&silent, t, &name, 4, &old).await.unwrap_err().contains("printed no value"));
+        assert!(run_hook(&silent, t, &run, &old).await.unwrap_err().contains("printed no value"));
         let slow = write_hook("slow", "#!/bin/sh\nsleep 5\necho late\n");
-        let e = run_hook(&slow, Duration::from_millis(300), &name, 4, &old).await.unwrap_err();
+        let e = run_hook(&slow, Duration::from_millis(300), &run, &old).await.unwrap_err();
         assert!(e.contains("killed"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ use crate::db::{
 };
 use crate::tables::{
     version_key, KvRead, RestoreProgress, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_FEATURE_LEVEL, KEY_MASTER_KEY,
-    KEY_READERS_REVISION, KEY_RESTORE, KEY_REWRAP,
+    KEY_READERS_REVISION, KEY_RESTORE, KEY_REWRAP, KEY_ROTATION_SERIAL,
 };
 use crate::StoreError;
 
@@ -238,9 +238,10 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             if txn.secret_meta(name)?.is_none_or(|m| m.current_version == 0) {
                 return reject(Rejection::NotFound(format!("secret {name} does not exist")));
             }
-            // A replaced policy keeps counting attempts, so a leader's attempt made under the
-            // old one cannot land as one of the new one's.
-            let attempts = txn.rotation(name)?.map_or(0, |p| p.attempts);
+            // Every policy set counts its attempts from a base no earlier policy used, so an
+            // attempt a leader made under a replaced (or cleared) policy never lands as one of
+            // the new policy's.
+            let attempts = next_attempt_base(txn)?;
             txn.put(CF_ROTATION, name.as_bytes(), &vault_core::model::RotationPolicy { attempts, ..policy.clone() })?;
             Ok(CommandResponse::Ok)
         }
@@ -251,22 +252,31 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             txn.delete(CF_ROTATION, name.as_bytes());
             Ok(CommandResponse::Ok)
         }
-        Command::RotateNow { name, now_ms } => {
+        Command::RotateNow { name } => {
             let Some(mut policy) = txn.rotation(name)? else {
                 return reject(Rejection::FailedPrecondition(format!(
                     "secret {name} has no rotation policy; set one with `vaultctl secret rotation set`"
                 )));
             };
-            policy.next_due_ms = policy.next_due_ms.min(*now_ms);
+            // Due at once by any clock (the proposing node's may run ahead of the leader's).
+            policy.next_due_ms = 0;
             txn.put(CF_ROTATION, name.as_bytes(), &policy)?;
             Ok(CommandResponse::RotationQueued { attempts: policy.attempts })
         }
-        Command::RotationDone { name, version, sealed, now_ms, attempts, node_id } => {
+        Command::RotationDone { name, from_version, version, sealed, now_ms, attempts, node_id } => {
             let Some(mut policy) = txn.rotation(name)?.filter(|p| p.attempts == *attempts) else {
                 return reject(Rejection::FailedPrecondition(format!(
                     "the rotation policy of {name} changed or another attempt landed first"
                 )));
             };
+            // Made from the current live version, and nothing came between: no write (which
+            // this would overwrite with a value made from an older one), no delete or destroy
+            // (which this would undo).
+            let current = txn.secret_meta(name)?.map_or(0, |m| m.current_version);
+            let live = txn.version(name, *from_version)?.is_some_and(|v| v.state == VersionState::Live);
+            if current != *from_version || !live {
+                return reject(Rejection::VersionConflict { current });
+            }
             let written = write_version(txn, name, *version, sealed, None, None, *now_ms)?;
             if let CommandResponse::Written { version } = written {
                 policy.attempts += 1;
@@ -531,6 +541,12 @@ fn commit_restore(txn: &mut Txn<'_>) -> Result<CommandResponse, StoreError> {
     }
     txn.delete(CF_SM_META, KEY_RESTORE);
     bump_readers_revision(txn)?;
+    // Restored policies count attempts from fresh bases too (see `SetRotation`).
+    for (name, bytes) in txn.scan(CF_ROTATION)? {
+        let mut policy: vault_core::model::RotationPolicy = crate::codec::decode(&bytes)?;
+        policy.attempts = next_attempt_base(txn)?;
+        txn.put(CF_ROTATION, &name, &policy)?;
+    }
     Ok(CommandResponse::Restored { records: counts })
 }
 
@@ -538,6 +554,14 @@ fn commit_restore(txn: &mut Txn<'_>) -> Result<CommandResponse, StoreError> {
 fn bump_readers_revision(txn: &mut Txn<'_>) -> Result<(), StoreError> {
     let next = txn.readers_revision()?.wrapping_add(1);
     txn.put(CF_SM_META, KEY_READERS_REVISION, &next)
+}
+
+/// A base for a newly set policy's attempt count: the next of a cluster-wide serial, shifted
+/// past any count a policy's own attempts could reach.
+fn next_attempt_base(txn: &mut Txn<'_>) -> Result<u64, StoreError> {
+    let serial = txn.get_typed::<u64>(CF_SM_META, KEY_ROTATION_SERIAL)?.unwrap_or(0) + 1;
+    txn.put(CF_SM_META, KEY_ROTATION_SERIAL, &serial)?;
+    Ok(serial << 32)
 }
 
 /// The record of a leader-run rotation, written on every node with the change.

@@ -170,14 +170,16 @@ pub enum Command {
     /// as it stood, so the caller can wait for the next attempt.
     RotateNow {
         name: String,
-        now_ms: u64,
     },
-    /// The leader (`node_id`) rotated `name`: `sealed` becomes `version`, written like a put
-    /// (exactly one past the current version, under the cluster's master key), only while the
-    /// policy exists and has made exactly `attempts` attempts, so two leaders never both
-    /// rotate for one attempt. The policy moves on by its period. Leader only.
+    /// The leader (`node_id`) rotated `name` from version `from_version`: `sealed` becomes
+    /// `version`, written like a put (exactly one past the current version, under the
+    /// cluster's master key), only while `from_version` is still the current version and live
+    /// (no write, delete or destroy came between) and the policy exists and has made exactly
+    /// `attempts` attempts (two leaders never both rotate one attempt; a replaced policy's
+    /// attempts never match). The policy moves on by its period. Leader only.
     RotationDone {
         name: String,
+        from_version: u64,
         version: u64,
         sealed: SealedValue,
         now_ms: u64,

@@ -25,6 +25,10 @@ impl Command {
     /// The cluster feature level this command needs.
     pub fn feature_level(&self) -> u32 {
         match self {
+            // A chunk of a backup made at level 3 carries reader rules or rotation policies:
+            // a node that cannot store those must never be sent it, or replicas would stage
+            // different records and diverge at the commit.
+            Command::RestoreChunk { records, .. } if records.iter().any(|r| r.family >= LEVEL_3_FAMILIES) => 3,
             Command::RestoreBegin { .. }
             | Command::RestoreChunk { .. }
             | Command::RestoreCommit { .. }
@@ -42,6 +46,9 @@ impl Command {
         }
     }
 }
+
+/// Index into `SM_CFS` of the first family that level 3 added (`readers`, then `rotation`).
+const LEVEL_3_FAMILIES: u8 = 7;
 
 /// A level as a peer reported it: 0 (a build from before levels, which does not send one)
 /// means [`BASE_LEVEL`].
@@ -63,5 +70,21 @@ mod tests {
         assert_eq!(batch.feature_level(), 2);
         assert_eq!(Command::Batch(vec![old].into()).feature_level(), BASE_LEVEL);
         assert_eq!(reported(0), BASE_LEVEL);
+    }
+
+    #[test]
+    fn a_restore_chunk_with_level_3_families_needs_level_3() {
+        use crate::db::{CF_READERS, CF_ROTATION, CF_SECRETS, SM_CFS};
+        use crate::snapshot_file::FamilyRecord;
+        let idx = |f: &str| SM_CFS.iter().position(|x| *x == f).expect("family") as u8;
+        assert_eq!(idx(CF_READERS), LEVEL_3_FAMILIES);
+        let chunk = |family: &str| Command::RestoreChunk {
+            id: 1,
+            seq: 0,
+            records: vec![FamilyRecord { family: idx(family), key: b"k".to_vec(), value: vec![] }],
+        };
+        assert_eq!(chunk(CF_SECRETS).feature_level(), 2);
+        assert_eq!(chunk(CF_READERS).feature_level(), 3);
+        assert_eq!(chunk(CF_ROTATION).feature_level(), 3);
     }
 }

@@ -62,10 +62,23 @@ impl StateReader {
                 return Ok(rules.clone());
             }
         }
-        // Loaded after reading the revision: if the rules move meanwhile, the next call sees a
-        // newer revision than the one stored here and loads again.
-        let rules = Arc::new(ReaderRules::new(self.scan::<ReaderRule>(CF_READERS)?));
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some((revision, rules.clone()));
+        // The revision and the rules from one consistent view. A snapshot being installed
+        // writes its families in several batches (the revision before the rules), so what is
+        // read meanwhile may be partial: it is used for this call but not kept.
+        let view = self.db.snapshot();
+        let meta = cf(&self.db, crate::db::CF_SM_META)?;
+        let installing = view.get_cf(meta, crate::state_machine::KEY_INSTALLING)?.is_some();
+        let revision: u64 =
+            view.get_cf(meta, crate::tables::KEY_READERS_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
+        let mut list = Vec::new();
+        for item in view.iterator_cf(cf(&self.db, CF_READERS)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            list.push(decode::<ReaderRule>(&v)?);
+        }
+        let rules = Arc::new(ReaderRules::new(list));
+        if !installing {
+            *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some((revision, rules.clone()));
+        }
         Ok(rules)
     }
 

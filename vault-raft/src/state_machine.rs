@@ -30,7 +30,7 @@ use crate::StoreError;
 const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
 /// Present while a received snapshot is being loaded into the state machine families: the
 /// snapshot and its file, so that an install cut short by a crash is finished at the next open.
-const KEY_INSTALLING: &[u8] = b"installing_snapshot";
+pub(crate) const KEY_INSTALLING: &[u8] = b"installing_snapshot";
 /// Bound on one write batch while loading a snapshot: memory stays flat whatever its size.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
 

@@ -26,6 +26,8 @@ pub(crate) const KEY_MASTER_KEY: &[u8] = b"master_key";
 pub(crate) const KEY_FEATURE_LEVEL: &[u8] = b"feature_level";
 /// Bumped by every change to the reader rules (u64; absent: 0), so readers can cache them.
 pub(crate) const KEY_READERS_REVISION: &[u8] = b"readers_revision";
+/// Serial of rotation policies set (u64), from which each takes its attempt-count base.
+pub(crate) const KEY_ROTATION_SERIAL: &[u8] = b"rotation_serial";
 /// A restore being received: [`RestoreProgress`].
 pub(crate) const KEY_RESTORE: &[u8] = b"restore";
 

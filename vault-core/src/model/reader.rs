@@ -82,6 +82,15 @@ fn parse_net(s: &str) -> Result<IpNet, CoreError> {
     } else {
         IpNet::from(s.parse::<IpAddr>().map_err(|_| CoreError::InvalidArgument(format!("{s:?} is not an IP address")))?)
     };
+    // Client addresses are matched in canonical form (IPv4-mapped IPv6 as IPv4), so a mapped
+    // network is stored as the IPv4 network it stands for.
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            let v4 = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map_err(|_| CoreError::InvalidArgument(format!("{s:?} is not a valid CIDR")))?;
+            return Ok(IpNet::V4(v4.trunc()));
+        }
+    }
     Ok(net.trunc())
 }
 
@@ -196,5 +205,7 @@ mod tests {
         assert!(ReaderRule::new("r", &s(&["10.0.0.1"]), &[], &s(&["a*b"]), 0).is_err());
         assert!(ReaderRule::new("bad name", &s(&["10.0.0.1"]), &[], &s(&["a"]), 0).is_err());
         assert!(ReaderRule::new("r", &[], &s(&["x\ny"]), &s(&["a"]), 0).is_err());
+        let mapped = ReaderRule::new("r", &s(&["::ffff:10.1.2.3/120", "::ffff:10.9.9.9"]), &[], &s(&["a"]), 0).unwrap();
+        assert_eq!(mapped.cidrs, vec!["10.1.2.0/24", "10.9.9.9/32"], "IPv4-mapped networks are stored as IPv4");
     }
 }

@@ -24,6 +24,12 @@ pub enum Generator {
     Exec(String),
 }
 
+impl Generator {
+    pub fn is_exec(&self) -> bool {
+        matches!(self, Generator::Exec(_))
+    }
+}
+
 impl FromStr for Generator {
     type Err = CoreError;
 

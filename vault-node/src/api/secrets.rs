@@ -18,8 +18,9 @@ const MAX_BATCH: usize = 100;
 /// Most versions named in one lifecycle call.
 const MAX_VERSIONS_PER_CALL: usize = 100;
 const MAX_PAGE: usize = 1000;
-/// How long `RotateSecret` waits for the leader's attempt, and how often it looks.
-const ROTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long `RotateSecret` waits for the leader's attempt (longer than a hook may run by
+/// default), and how often it looks.
+const ROTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(50);
 const ROTATE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub struct SecretsService {
@@ -324,7 +325,7 @@ impl Secrets for SecretsService {
         let result = answer(async {
             let name = parse_name(&r.name)?;
             caller.require(Action::Rotate, name.as_str())?;
-            let cmd = Command::RotateNow { name: name.to_string(), now_ms: vault_core::time::now_ms() };
+            let cmd = Command::RotateNow { name: name.to_string() };
             let CommandResponse::RotationQueued { attempts } = self.vault.write_ok(&caller, cmd).await? else {
                 return Err(Status::internal("unexpected answer to a rotation request").into());
             };

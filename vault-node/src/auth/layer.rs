@@ -128,7 +128,10 @@ impl AuthPolicy {
             Access::Open => Ok(None),
             Access::Read => {
                 let mut caller = Caller::new(ip, None, action);
-                caller.cert_cn = req.client_cn.clone();
+                // A trusted proxy's connection carries the proxy's certificate, not the client's:
+                // its subject must not lend the proxy's grants to every client behind it.
+                let via_proxy = self.trust_proxy && self.trusted_proxies.contains(peer);
+                caller.cert_cn = if via_proxy { None } else { req.client_cn.clone() };
                 if !self.allowed_ips.contains(ip) {
                     caller.read_denied = Some(format!("client address {ip} is not allowed to read secrets"));
                 }

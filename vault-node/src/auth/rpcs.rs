@@ -23,7 +23,8 @@ pub struct Rpc {
     pub path: &'static str,
     pub access: Access,
     pub action: &'static str,
-    /// Exempt from the server's request timeout (streams as long as its data takes).
+    /// Exempt from the server's request timeout (streams as long as its data takes, or waits
+    /// for work it bounds itself).
     pub unbounded: bool,
 }
 
@@ -50,7 +51,8 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Secrets/SetRotation", Access::Manage, "secret.rotation_set"),
     rpc("/vault.v1.Secrets/GetRotation", Access::Manage, "secret.rotation_get"),
     rpc("/vault.v1.Secrets/ClearRotation", Access::Manage, "secret.rotation_clear"),
-    rpc("/vault.v1.Secrets/RotateSecret", Access::Manage, "secret.rotate"),
+    // Waits for the leader's attempt, which may run a hook for up to its own timeout.
+    streaming("/vault.v1.Secrets/RotateSecret", Access::Manage, "secret.rotate"),
     rpc("/vault.v1.Admin/CreateToken", Access::Admin, "token.create"),
     rpc("/vault.v1.Admin/ListTokens", Access::Admin, "token.list"),
     rpc("/vault.v1.Admin/RevokeToken", Access::Admin, "token.revoke"),

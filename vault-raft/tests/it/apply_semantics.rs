@@ -391,7 +391,15 @@ fn policy(every_ms: u64) -> vault_core::model::RotationPolicy {
 }
 
 fn done(name: &str, version: u64, attempts: u64, now_ms: u64) -> Command {
-    Command::RotationDone { name: name.into(), version, sealed: sealed(version), now_ms, attempts, node_id: 1 }
+    Command::RotationDone {
+        name: name.into(),
+        from_version: version - 1,
+        version,
+        sealed: sealed(version),
+        now_ms,
+        attempts,
+        node_id: 1,
+    }
 }
 
 /// A rotation lands only as the attempt the leader saw: a second leader's result for the same
@@ -405,46 +413,75 @@ async fn rotations_land_once_per_attempt_and_failures_keep_the_old_version() {
     assert!(matches!(r, CommandResponse::Rejected(Rejection::NotFound(_))), "the secret must exist: {r:?}");
     sm.put("db/p", 1, None, None).await;
     sm.run(Command::SetRotation { name: "db/p".into(), policy: policy(60_000) }).await;
+    let base = sm.s.reader.rotation("db/p").unwrap().unwrap().attempts;
+    assert!(base > 0, "attempts count from a fresh base");
 
-    let failed = Command::RotationFailed {
+    let failed = |attempts: u64| Command::RotationFailed {
         name: "db/p".into(),
         now_ms: 1_000,
         error: "hook exited with status 3".into(),
         retry_at_ms: 2_000,
-        attempts: 0,
+        attempts,
         node_id: 1,
     };
-    assert_eq!(sm.run(failed.clone()).await, CommandResponse::Applied { changed: true });
-    assert_eq!(sm.run(failed).await, CommandResponse::Applied { changed: false }, "the same attempt twice");
+    assert_eq!(sm.run(failed(base)).await, CommandResponse::Applied { changed: true });
+    assert_eq!(sm.run(failed(base)).await, CommandResponse::Applied { changed: false }, "the same attempt twice");
     let p = sm.s.reader.rotation("db/p").unwrap().unwrap();
-    assert_eq!((p.failures, p.attempts, p.next_due_ms), (1, 1, 2_000));
+    assert_eq!((p.failures, p.attempts, p.next_due_ms), (1, base + 1, 2_000));
     assert_eq!(p.last_error.as_deref(), Some("hook exited with status 3"));
     assert_eq!(sm.s.reader.secret_meta("db/p").unwrap().unwrap().current_version, 1, "no version on failure");
 
-    let r = sm.run(done("db/p", 2, 0, 3_000)).await;
+    let r = sm.run(done("db/p", 2, base, 3_000)).await;
     assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "a stale attempt: {r:?}");
-    assert_eq!(sm.run(done("db/p", 2, 1, 3_000)).await, CommandResponse::Written { version: 2 });
-    let r = sm.run(done("db/p", 3, 1, 3_001)).await;
+    assert_eq!(sm.run(done("db/p", 2, base + 1, 3_000)).await, CommandResponse::Written { version: 2 });
+    let r = sm.run(done("db/p", 3, base + 1, 3_001)).await;
     assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "another leader, same attempt");
     let p = sm.s.reader.rotation("db/p").unwrap().unwrap();
-    assert_eq!((p.failures, p.attempts, p.next_due_ms, p.last_error), (0, 2, 63_000, None));
+    assert_eq!((p.failures, p.attempts, p.next_due_ms, p.last_error), (0, base + 2, 63_000, None));
     assert_eq!(sm.s.reader.latest_live("db/p").unwrap().unwrap().version, 2);
 
-    // A write that took the version makes the rotation's commit a conflict (the leader seals
-    // again for the next one), and changes nothing else.
+    // A write that came between: the rotation (made from version 2) would overwrite it with a
+    // value made from an older one, so it is refused and changes nothing.
     sm.put("db/p", 3, None, None).await;
-    let r = sm.run(done("db/p", 3, 2, 4_000)).await;
+    let r = sm.run(done("db/p", 3, base + 2, 4_000)).await;
     assert_eq!(r, CommandResponse::Rejected(Rejection::VersionConflict { current: 3 }));
-    assert_eq!(sm.s.reader.rotation("db/p").unwrap().unwrap().attempts, 2);
+    let stale = Command::RotationDone {
+        name: "db/p".into(),
+        from_version: 2,
+        version: 4,
+        sealed: sealed(4),
+        now_ms: 4_000,
+        attempts: base + 2,
+        node_id: 1,
+    };
+    assert_eq!(sm.run(stale).await, CommandResponse::Rejected(Rejection::VersionConflict { current: 3 }));
+    assert_eq!(sm.s.reader.rotation("db/p").unwrap().unwrap().attempts, base + 2);
+    // A delete that came between is not undone.
+    sm.run(Command::DeleteVersions { name: "db/p".into(), versions: vec![3], now_ms: 4_500 }).await;
+    assert_eq!(
+        sm.run(done("db/p", 4, base + 2, 5_000)).await,
+        CommandResponse::Rejected(Rejection::VersionConflict { current: 3 })
+    );
+    assert_eq!(sm.s.reader.latest_live("db/p").unwrap().unwrap().version, 2, "nothing brought back");
+    sm.run(Command::UndeleteVersions { name: "db/p".into(), versions: vec![3] }).await;
 
-    // Made due now, and gone with its secret.
-    let r = sm.run(Command::RotateNow { name: "db/p".into(), now_ms: 5_000 }).await;
-    assert_eq!(r, CommandResponse::RotationQueued { attempts: 2 });
-    assert_eq!(sm.s.reader.rotation("db/p").unwrap().unwrap().next_due_ms, 5_000);
-    assert_eq!(sm.s.reader.due_rotations(5_000, 10).unwrap().due.len(), 1);
+    // A replaced policy's attempts never match the old one's (nor do a cleared and re-set one's).
+    sm.run(Command::SetRotation { name: "db/p".into(), policy: policy(60_000) }).await;
+    let r = sm.run(done("db/p", 4, base + 2, 5_000)).await;
+    assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "{r:?}");
+    sm.run(Command::ClearRotation { name: "db/p".into() }).await;
+    sm.run(Command::SetRotation { name: "db/p".into(), policy: policy(60_000) }).await;
+    let again = sm.s.reader.rotation("db/p").unwrap().unwrap().attempts;
+    assert!(again > base + 2, "a fresh base after clear and set: {again} vs {base}");
+
+    // Made due now by any clock, and gone with its secret.
+    let r = sm.run(Command::RotateNow { name: "db/p".into() }).await;
+    assert_eq!(r, CommandResponse::RotationQueued { attempts: again });
+    assert_eq!(sm.s.reader.rotation("db/p").unwrap().unwrap().next_due_ms, 0);
+    assert_eq!(sm.s.reader.due_rotations(1, 10).unwrap().due.len(), 1);
     sm.run(Command::DeleteSecret { name: "db/p".into() }).await;
     assert!(sm.s.reader.rotation("db/p").unwrap().is_none(), "deleting the secret drops its policy");
-    let r = sm.run(Command::RotateNow { name: "db/p".into(), now_ms: 6_000 }).await;
+    let r = sm.run(Command::RotateNow { name: "db/p".into() }).await;
     assert!(matches!(r, CommandResponse::Rejected(Rejection::FailedPrecondition(_))), "{r:?}");
 }
 
@@ -469,7 +506,7 @@ async fn rotation_needs_rotate_and_reader_rules_need_admin() {
     let rule = vault_core::model::ReaderRule::new("r", &["10.0.0.1".into()], &[], &["app/*".into()], 1).unwrap();
     for cmd in [
         Command::SetRotation { name: "app/x".into(), policy: policy(60_000) },
-        Command::RotateNow { name: "app/x".into(), now_ms: 10 },
+        Command::RotateNow { name: "app/x".into() },
         Command::PutReader { rule, replace: false },
     ] {
         let r = sm.run(as_caller(cmd)).await;
