@@ -472,3 +472,35 @@ fn vaultctl_run_reads_under_the_reader_rules() {
         }
     });
 }
+
+/// Behind a trusted proxy the TLS connection is the proxy's, so its certificate's subject is
+/// not the client's: a node that trusts 127.0.0.1 as a proxy ignores the `ci-runner`
+/// certificate it presents, and the rule naming that subject grants nothing through it.
+#[test]
+fn a_certificate_presented_by_a_trusted_proxy_grants_nothing() {
+    mt().block_on(async {
+        let work = test_dir();
+        let certs = work.path().join("certs");
+        mint_certs(&certs, &[1]);
+        let readers = work.path().join("readers");
+        mint_reader_cert("ci-runner", &readers);
+        let n = SingleNode::start(|s| {
+            s.set("VAULT_TLS_CERT", &utf8(&certs.join("node-1.pem")));
+            s.set("VAULT_TLS_KEY", &utf8(&certs.join("node-1.key")));
+            s.set("VAULT_TLS_CLIENT_CA", &utf8(&readers.join("reader-ca.pem")));
+            s.set("VAULT_TRUST_PROXY", "true");
+            s.set("VAULT_TRUSTED_PROXIES", "127.0.0.1");
+            s.api_ca = Some(certs.join("ca.pem"));
+        })
+        .await;
+        let ci_x = canary("ci-x");
+        admin(&n, &["secret", "put", "ci/x", "--value", &ci_x]);
+        admin(&n, &["reader", "create", "ci", "--cert-cn", "ci-runner", "--grant", "ci/*"]);
+        let ci = cert_flags(&readers, "ci-runner");
+        let ci: Vec<&str> = ci.iter().map(String::as_str).collect();
+        assert_denied(read(&n.node, &ci, "ci/x"), "ci/x with the proxy's ci-runner certificate");
+        // The same rule for the proxy's own address does grant: the address is what counts.
+        admin(&n, &["reader", "create", "proxy-host", "--cidr", "127.0.0.1", "--grant", "ci/*"]);
+        assert_eq!(read(&n.node, &ci, "ci/x"), Ok(ci_x), "by address once a rule names it");
+    });
+}
