@@ -225,7 +225,8 @@ fn once_a_reader_rule_exists_a_read_needs_a_rule_that_grants_the_name() {
         assert_eq!(far["cidrs"], json!(["10.9.9.0/24"]), "CIDRs are stored with their host bits cleared: {far}");
         let err = must_fail_vaultctl(&n.url(), Some(&writer), &["reader", "delete", "local"]);
         assert!(err.contains("permission denied"), "a non-admin token deleted a rule: {err}");
-        admin(&n, &["reader", "delete", "local"]);
+        let out = n.node.vaultctl(Some(&n.token), &["reader", "delete", "local"]);
+        assert!(out.status.success() && stderr(&out).is_empty(), "a rule is left: no warning: {out:?}");
         assert_eq!(listed_names(&admin(&n, &["--output", "json", "reader", "list"])), ["far"]);
         assert_denied(read(&n.node, &[], "app/x"), "app/x with only a rule for 10.9.9.0/24");
         assert_denied(read(&n.node, &[], "other/x"), "other/x with only a rule for 10.9.9.0/24");
@@ -235,8 +236,9 @@ fn once_a_reader_rule_exists_a_read_needs_a_rule_that_grants_the_name() {
             "the refusal with no matching rule is on record: {reads:#?}"
         );
 
-        // No rule left: the allowlist alone decides again.
-        admin(&n, &["reader", "delete", "far"]);
+        // No rule left: the allowlist alone decides again, and vaultctl says so.
+        let out = n.node.vaultctl(Some(&n.token), &["reader", "delete", "far"]);
+        assert!(out.status.success() && stderr(&out).contains("warning: no reader rule is left"), "{out:?}");
         assert_eq!(json(&admin(&n, &["--output", "json", "reader", "list"])), json!([]));
         assert_eq!(read(&n.node, &[], "app/x"), Ok(x.clone()), "app/x with no rule left");
         assert_eq!(read(&n.node, &[], "other/x"), Ok(other.clone()), "other/x with no rule left");

@@ -289,6 +289,23 @@ fn allowed_hook(dir: Option<&Path>, hook: &Path) -> Result<PathBuf, String> {
     Ok(resolved)
 }
 
+/// The process group of a running hook (its id is the hook's pid). Dropped while armed (a
+/// timeout, a cancelled attempt), it kills the whole group: a hook's children (a `sleep`, a
+/// database client) go with it and cannot hold its output open.
+struct HookGroup(Option<u32>);
+
+impl Drop for HookGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) takes no pointers; a negative pid names the hook's own group,
+            // which it was started in (`process_group(0)`) and which has not been reaped.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// What a hook is told about the rotation it makes (in its environment).
 struct HookRun<'a> {
     name: &'a SecretName,
@@ -312,9 +329,12 @@ async fn run_hook(hook: &Path, timeout: Duration, run: &HookRun<'_>, old: &Secre
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        // Its own process group, so what it starts is killed with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("hook {shown} could not start: {e}"))?;
+    let mut group = HookGroup(child.id());
     let mut stdin = child.stdin.take().ok_or("hook stdin")?;
     let mut stdout = child.stdout.take().ok_or("hook stdout")?;
     let input = Zeroizing::new(old.expose().to_vec());
@@ -329,6 +349,8 @@ async fn run_hook(hook: &Path, timeout: Duration, run: &HookRun<'_>, old: &Secre
         let (_, read) = tokio::join!(write, read);
         read.map_err(|e| format!("reading the hook's output: {e}"))?;
         let status = child.wait().await.map_err(|e| format!("waiting for the hook: {e}"))?;
+        // Reaped: its process group id may be taken by another process from now on.
+        group.0 = None;
         Ok::<_, String>((status, out))
     };
     let (status, mut out) = match tokio::time::timeout(timeout, run).await {
@@ -432,8 +454,20 @@ mod tests {
         assert!(run_hook(&fails, t, &run, &old).await.unwrap_err().contains("exited with status 3"));
         let silent = write_hook("silent", "#!/bin/sh\ncat >/dev/null\n");
         assert!(run_hook(&silent, t, &run, &old).await.unwrap_err().contains("printed no value"));
-        let slow = write_hook("slow", "#!/bin/sh\nsleep 5\necho late\n");
+        let slow = write_hook("slow", "#!/bin/sh\nsleep 30 &\necho $! > \"$0.child\"\nsleep 5\necho late\n");
         let e = run_hook(&slow, Duration::from_millis(300), &run, &old).await.unwrap_err();
         assert!(e.contains("killed"), "{e}");
+        // What the hook started went with it (gone, or a zombie awaiting its reaper).
+        let child = std::fs::read_to_string(dir.path().join("slow.child")).expect("the hook wrote its child's pid");
+        let stat = format!("/proc/{}/stat", child.trim());
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let gone = || {
+            std::fs::read_to_string(&stat)
+                .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        };
+        while !gone() {
+            assert!(std::time::Instant::now() < deadline, "the hook's child {} outlived it", child.trim());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

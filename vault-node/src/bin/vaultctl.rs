@@ -1314,6 +1314,12 @@ async fn reader_cmd(c: &mut AdminClient<Authed>, cmd: ReaderCmd, json: bool) -> 
             } else {
                 outln!("reader {name} deleted");
             }
+            // Without rules, reads fall back to the address allowlist alone: say so.
+            if c.list_readers(pb::ListReadersRequest {}).await.is_ok_and(|r| r.into_inner().readers.is_empty()) {
+                eprintln!(
+                    "warning: no reader rule is left: every address in VAULT_ALLOWED_IPS may read every secret again"
+                );
+            }
         }
         // Handled before connecting.
         ReaderCmd::Cert { .. } => {}
