@@ -330,6 +330,19 @@ fn cert_flags(dir: &Path, cn: &str) -> Vec<String> {
     ]
 }
 
+/// A node serving the API over TLS with the cluster certificate of node 1 (minted into
+/// `certs`), verifying client certificates against the reader CA in `readers`.
+async fn tls_reader_node(certs: &Path, readers: &Path, tune: impl FnOnce(&mut NodeSpec)) -> SingleNode {
+    SingleNode::start(|s| {
+        s.set("VAULT_TLS_CERT", &utf8(&certs.join("node-1.pem")));
+        s.set("VAULT_TLS_KEY", &utf8(&certs.join("node-1.key")));
+        s.set("VAULT_TLS_CLIENT_CA", &utf8(&readers.join("reader-ca.pem")));
+        s.api_ca = Some(certs.join("ca.pem"));
+        tune(s);
+    })
+    .await
+}
+
 /// On a node that verifies client certificates against a reader CA (`VAULT_TLS_CLIENT_CA`),
 /// the certificate of `ci-runner`, whose rule grants `ci/*`, reads `ci/x` from 127.0.0.1,
 /// which no rule names; without it, with another common name, or for a name its rule does not
@@ -369,13 +382,7 @@ fn a_client_certificate_reads_what_its_rule_grants_from_an_address_no_rule_names
         mint_reader_cert("ci-runner", &foreign);
         assert_ne!(std::fs::read(foreign.join("reader-ca.pem")).expect("foreign CA"), reader_ca, "another CA");
 
-        let n = SingleNode::start(|s| {
-            s.set("VAULT_TLS_CERT", &utf8(&certs.join("node-1.pem")));
-            s.set("VAULT_TLS_KEY", &utf8(&certs.join("node-1.key")));
-            s.set("VAULT_TLS_CLIENT_CA", &utf8(&readers.join("reader-ca.pem")));
-            s.api_ca = Some(certs.join("ca.pem"));
-        })
-        .await;
+        let n = tls_reader_node(&certs, &readers, |_| {}).await;
         let (ci_x, app_x) = (canary("ci-x"), canary("app-x"));
         admin(&n, &["secret", "put", "ci/x", "--value", &ci_x]);
         admin(&n, &["secret", "put", "app/x", "--value", &app_x]);
@@ -400,6 +407,15 @@ fn a_client_certificate_reads_what_its_rule_grants_from_an_address_no_rule_names
         let stranger: Vec<&str> = stranger.iter().map(String::as_str).collect();
         let got = read(&n.node, &stranger, "ci/x");
         assert!(got.is_err(), "a ci-runner certificate from another CA read ci/x: {got:?}");
+        // A node's cluster certificate is not a reader certificate (another CA).
+        let node_cert =
+            ["--client-cert", &utf8(&certs.join("node-1.pem")), "--client-key", &utf8(&certs.join("node-1.key"))]
+                .map(str::to_string);
+        let node_cert: Vec<&str> = node_cert.iter().map(String::as_str).collect();
+        admin(&n, &["reader", "create", "node-cn", "--cert-cn", "vault-node-1", "--grant", "ci/*"]);
+        let got = read(&n.node, &node_cert, "ci/x");
+        assert!(got.is_err(), "a node certificate read ci/x as a reader: {got:?}");
+        admin(&n, &["reader", "delete", "node-cn"]);
 
         // VAULT_CLIENT_CERT and VAULT_CLIENT_KEY stand for the flags.
         let out = Command::new(bin("vaultctl"))
@@ -486,13 +502,8 @@ fn a_certificate_presented_by_a_trusted_proxy_grants_nothing() {
         mint_certs(&certs, &[1]);
         let readers = work.path().join("readers");
         mint_reader_cert("ci-runner", &readers);
-        let n = SingleNode::start(|s| {
-            s.set("VAULT_TLS_CERT", &utf8(&certs.join("node-1.pem")));
-            s.set("VAULT_TLS_KEY", &utf8(&certs.join("node-1.key")));
-            s.set("VAULT_TLS_CLIENT_CA", &utf8(&readers.join("reader-ca.pem")));
-            s.set("VAULT_TRUST_PROXY", "true");
-            s.set("VAULT_TRUSTED_PROXIES", "127.0.0.1");
-            s.api_ca = Some(certs.join("ca.pem"));
+        let n = tls_reader_node(&certs, &readers, |s| {
+            s.set("VAULT_TRUST_PROXY", "true").set("VAULT_TRUSTED_PROXIES", "127.0.0.1");
         })
         .await;
         let ci_x = canary("ci-x");

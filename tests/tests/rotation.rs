@@ -454,3 +454,58 @@ fn rotating_needs_the_rotate_grant_and_policies_are_checked() {
         assert!(files_containing(n.dir.path(), value.as_bytes()).is_empty(), "a generated value reached a file");
     });
 }
+
+/// A leader that loses leadership stops its attempt: its running hook (here one that would
+/// take a minute, under a hook timeout of two) is killed within seconds of a leadership
+/// transfer, not left to finish beside the new leader's; and the old version stays current.
+#[test]
+fn a_leader_that_loses_leadership_kills_its_running_hook() {
+    mt().block_on(async {
+        let work = test_dir();
+        let hooks = work.path().join("hooks");
+        std::fs::create_dir_all(&hooks).expect("hooks dir");
+        // Each run records its pid (the node's own hook process) and then stalls.
+        let hook = install_hook(&hooks, "stall", "#!/bin/sh\necho $$ >> \"$0.pids\"\nsleep 60\necho late\n");
+        let c = TestCluster::start(3, |s| {
+            s.set("VAULT_ROTATION_HOOKS_DIR", hooks.to_str().expect("utf-8 path"))
+                .set("VAULT_ROTATION_HOOK_TIMEOUT_SECS", "120");
+        })
+        .await;
+        c.ctl(0, &["secret", "put", "app/slow", "--value", "kept"]);
+        let generator = format!("exec:{}", hook.to_str().expect("utf-8 path"));
+        c.ctl(0, &["secret", "rotation", "set", "app/slow", "--every", "1h", "--generator", &generator]);
+        let leader = c.leader_seen_by(0, |_| true).await;
+        // `secret rotate` waits for the attempt; it runs beside the test and is killed at the end.
+        let mut waiting = std::process::Command::new(bin("vaultctl"))
+            .args(["--addr", &c.url(leader), "--token", &c.token, "secret", "rotate", "app/slow"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn vaultctl secret rotate");
+        let pids = hooks.join("stall.pids");
+        let first: u32 = poll(20, "the leader starts the hook", || {
+            let text = std::fs::read_to_string(&pids).map_err(|e| e.to_string())?;
+            text.lines().next().and_then(|l| l.trim().parse().ok()).ok_or(text)
+        })
+        .await;
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
+        };
+        assert!(alive(first), "the hook {first} runs");
+        let target = c.specs[(leader + 1) % 3].node_id;
+        c.ctl(leader, &["cluster", "transfer-leader", &target.to_string()]);
+        poll(10, "the former leader's hook is killed", || {
+            if alive(first) {
+                Err(format!("{first} alive"))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        let v = json(&c.ctl((leader + 1) % 3, &["--output", "json", "secret", "versions", "app/slow"]));
+        assert_eq!(v["current_version"], 1, "no version from a killed hook: {v}");
+        let _ = waiting.kill();
+        let _ = waiting.wait();
+    });
+}

@@ -95,20 +95,30 @@ impl Rotator {
         }
     }
 
-    async fn tick(&self, stop: &CancellationToken) {
-        // Everything committed before this node led is applied first: a policy that an earlier
-        // leader's attempt already moved on is not attempted again.
-        if let Err(e) = self.vault.linearize().await {
-            tracing::debug!(error = ?e, "rotation: no read barrier; not looking for due rotations");
-            return;
-        }
-        let found = match self.vault.reader.due_rotations(now_ms(), BATCH) {
-            Ok(f) => f,
+    /// The due policies, as of everything committed (when any look due here).
+    fn due(&self) -> Option<vault_raft::reader::DueRotations> {
+        match self.vault.reader.due_rotations(now_ms(), BATCH) {
+            Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(error = %e, "rotation: reading the policies failed");
+                None
+            }
+        }
+    }
+
+    async fn tick(&self, stop: &CancellationToken) {
+        let Some(mut found) = self.due() else { return };
+        if !found.due.is_empty() {
+            // Everything committed before this node led is applied first: a policy that an
+            // earlier leader's attempt already moved on is not attempted again. (Only when
+            // something looks due: an idle leader takes no barrier every second.)
+            if let Err(e) = self.vault.linearize().await {
+                tracing::debug!(error = ?e, "rotation: no read barrier; not rotating now");
                 return;
             }
-        };
+            let Some(again) = self.due() else { return };
+            found = again;
+        }
         metrics::gauge!("vault_rotation_policies").set(found.total as f64);
         metrics::gauge!("vault_rotations_failing").set(found.failing as f64);
         let pace = Duration::from_secs(1) / self.config.max_per_sec.max(1);
