@@ -455,8 +455,8 @@ fn rotating_needs_the_rotate_grant_and_policies_are_checked() {
     });
 }
 
-/// A leader that loses leadership stops its attempt: its running hook (here one that would
-/// take a minute, under a hook timeout of two) is killed within seconds of a leadership
+/// A leader that loses leadership stops its attempt: its running hook (here one that stalls
+/// until the test ends, under a hook timeout of two minutes) is killed within seconds of a leadership
 /// transfer, not left to finish beside the new leader's; and the old version stays current.
 #[test]
 fn a_leader_that_loses_leadership_kills_its_running_hook() {
@@ -464,8 +464,15 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
         let work = test_dir();
         let hooks = work.path().join("hooks");
         std::fs::create_dir_all(&hooks).expect("hooks dir");
-        // Each run records its pid (the node's own hook process) and then stalls.
-        let hook = install_hook(&hooks, "stall", "#!/bin/sh\necho $$ >> \"$0.pids\"\nsleep 60\necho late\n");
+        // Each run records its pid (the node's own hook process) and then stalls while
+        // `stall.flag` exists; the test removes it at the end, so no hook outlives the test.
+        let flag = hooks.join("stall.flag");
+        std::fs::write(&flag, "").expect("write the flag");
+        let hook = install_hook(
+            &hooks,
+            "stall",
+            "#!/bin/sh\necho $$ >> \"$0.pids\"\nwhile [ -e \"$0.flag\" ]; do sleep 0.2; done\necho late\n",
+        );
         let c = TestCluster::start(3, |s| {
             s.set("VAULT_ROTATION_HOOKS_DIR", hooks.to_str().expect("utf-8 path"))
                 .set("VAULT_ROTATION_HOOK_TIMEOUT_SECS", "120");
@@ -507,5 +514,6 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
         assert_eq!(v["current_version"], 1, "no version from a killed hook: {v}");
         let _ = waiting.kill();
         let _ = waiting.wait();
+        std::fs::remove_file(&flag).expect("release the hooks");
     });
 }
