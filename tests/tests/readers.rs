@@ -228,6 +228,18 @@ fn once_a_reader_rule_exists_a_read_needs_a_rule_that_grants_the_name() {
         let out = n.node.vaultctl(Some(&n.token), &["reader", "delete", "local"]);
         assert!(out.status.success() && stderr(&out).is_empty(), "a rule is left: no warning: {out:?}");
         assert_eq!(listed_names(&admin(&n, &["--output", "json", "reader", "list"])), ["far"]);
+        let changes = json(&admin(&n, &["--output", "json", "audit", "list", "--secret", "reader:local"]));
+        let done: Vec<&str> = changes
+            .as_array()
+            .expect("audit records")
+            .iter()
+            .filter(|r| field(r, "outcome") == "ok")
+            .map(|r| field(r, "action"))
+            .collect();
+        assert!(
+            done.contains(&"reader.create") && done.contains(&"reader.delete"),
+            "rule changes on record: {changes}"
+        );
         assert_denied(read(&n.node, &[], "app/x"), "app/x with only a rule for 10.9.9.0/24");
         assert_denied(read(&n.node, &[], "other/x"), "other/x with only a rule for 10.9.9.0/24");
         let reads = reads_on_record(&n, "app/x");
@@ -435,6 +447,7 @@ fn a_client_certificate_reads_what_its_rule_grants_from_an_address_no_rule_names
         assert!(
             reads.iter().any(|r| field(r, "outcome").starts_with("ok")
                 && field(r, "outcome").contains("reader rule ci")
+                && field(r, "actor") == "cert:ci-runner"
                 && field(r, "client_ip") == "127.0.0.1"),
             "no allowed read of ci/x from 127.0.0.1 names rule ci: {reads:#?}"
         );

@@ -362,6 +362,20 @@ fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_wor
         );
         assert!(err.contains("invalid argument"), "{err}");
 
+        // Every node has the leader's attempts on record: the failures and the rotation.
+        for i in 0..3 {
+            let records = json(&c.ctl(i, &["--output", "json", "audit", "list", "--secret", name]));
+            let by_worker: Vec<String> = records
+                .as_array()
+                .expect("audit records")
+                .iter()
+                .filter(|r| r["actor"] == "rotation" && r["action"] == "secret.rotate")
+                .map(|r| r["outcome"].as_str().unwrap_or("").to_string())
+                .collect();
+            assert!(by_worker.iter().any(|o| o.starts_with("failed") && names_status_3(o)), "node {i}: {by_worker:?}");
+            assert!(by_worker.iter().any(|o| o == "ok: version 2"), "node {i}: {by_worker:?}");
+        }
+
         let counted = rotations_counted(&c).await;
         let (ok, failed): (f64, f64) = counted.iter().fold((0.0, 0.0), |a, n| (a.0 + n.0, a.1 + n.1));
         assert!(ok >= 2.0, "two successful rotations counted: {counted:?}");
