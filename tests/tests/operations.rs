@@ -88,6 +88,19 @@ fn metrics_move_under_a_write_load_and_never_name_a_secret() {
                 >= 1.0
         );
         assert_eq!(sample(&after, "vault_ready"), Some(1.0));
+        // The write pipeline's breakdown: every write waited for a proposer, every entry was
+        // answered, every log sync and apply was timed.
+        let count = |h: &str| {
+            sample(&after, &format!("{h}_count")).unwrap_or(0.0) - sample(&before, &format!("{h}_count")).unwrap_or(0.0)
+        };
+        assert!(count("vault_raft_write_queue_seconds") >= 100.0, "{after}");
+        let entries = count("vault_raft_write_entry_seconds");
+        assert!(entries >= 1.0 && entries <= count("vault_raft_write_queue_seconds"));
+        assert_eq!(count("vault_raft_write_entry_commands"), entries);
+        assert_eq!(count("vault_raft_write_in_flight"), entries);
+        assert!(count("vault_raft_log_sync_seconds") >= 1.0);
+        assert!(count("vault_raft_apply_seconds") >= 1.0);
+        assert!(count("vault_raft_apply_sync_wait_seconds") >= 1.0);
         for text in [&before, &during, &after] {
             assert!(!text.contains(&marker), "a secret name reached a metric:\n{text}");
             assert!(!text.contains(&n.token), "a token reached a metric");

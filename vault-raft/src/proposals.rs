@@ -16,10 +16,17 @@
 //! Each command in a batch is applied in order and answered on its own, exactly as if it were
 //! its own entry; a rejection of one does not affect the others. Writes to one name take turns
 //! on a node (the API's name queue), so two entries in flight never race for one version.
+//!
+//! What the pipeline does is exported (with `VAULT_METRICS_ADDR`): each write's wait for a
+//! proposer (`vault_raft_write_queue_seconds`), each entry's commands, the entries in flight
+//! when it was proposed, and its time from proposal to answer (append, replication, commit,
+//! apply: `vault_raft_write_entry_seconds`). The sum of entry times over a span of time is the
+//! mean number of entries in flight in it: at most one would be stop-and-wait.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::oneshot;
@@ -64,8 +71,11 @@ const _: () = assert!(MAX_APPEND_BYTES <= crate::transport::MAX_MESSAGE / 2);
 
 type Reply = oneshot::Sender<Result<CommandResponse, ForwardError>>;
 
+/// A queued write: the command, where its answer goes, and when it was queued.
+type Waiting = (Command, Reply, Instant);
+
 struct Queue {
-    waiting: VecDeque<(Command, Reply)>,
+    waiting: VecDeque<Waiting>,
     /// `approx_size` of everything in `waiting`.
     bytes: usize,
     proposers: usize,
@@ -105,6 +115,8 @@ impl Queue {
 pub(crate) struct Proposals {
     raft: Raft,
     queue: Arc<Mutex<Queue>>,
+    /// Entries proposed from client writes and not yet answered.
+    in_flight: Arc<AtomicUsize>,
 }
 
 fn commit_timeout() -> ForwardError {
@@ -123,7 +135,11 @@ pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo
 
 impl Proposals {
     pub(crate) fn new(raft: Raft, max_in_flight: usize) -> Self {
-        Proposals { raft, queue: Arc::new(Mutex::new(Queue::new(max_in_flight))) }
+        Proposals {
+            raft,
+            queue: Arc::new(Mutex::new(Queue::new(max_in_flight))),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Proposes `cmd` and waits for its own response. On timeout the command may still apply.
@@ -132,7 +148,7 @@ impl Proposals {
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.bytes += cmd.approx_size();
-            q.waiting.push_back((cmd, tx));
+            q.waiting.push_back((cmd, tx, Instant::now()));
             let start = q.wants_proposer();
             if start {
                 q.proposers += 1;
@@ -193,11 +209,25 @@ impl Proposals {
         }
     }
 
-    async fn propose(&self, batch: Vec<(Command, Reply)>, timeout: Duration) {
+    async fn propose(&self, batch: Vec<Waiting>, timeout: Duration) {
         let single = batch.len() == 1;
-        let (mut cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+        let proposed = Instant::now();
+        let mut cmds = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let queued = metrics::histogram!("vault_raft_write_queue_seconds");
+        for (cmd, reply, since) in batch {
+            queued.record(proposed.saturating_duration_since(since));
+            cmds.push(cmd);
+            replies.push(reply);
+        }
+        metrics::histogram!("vault_raft_write_entry_commands").record(cmds.len() as f64);
+        let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::histogram!("vault_raft_write_in_flight").record(in_flight as f64);
         let cmd = if single { cmds.swap_remove(0) } else { Command::Batch(cmds.into()) };
-        let responses = match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+        let written = tokio::time::timeout(timeout, self.raft.client_write(cmd)).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics::histogram!("vault_raft_write_entry_seconds").record(proposed.elapsed());
+        let responses = match written {
             Err(_) => Err(commit_timeout()),
             Ok(Err(e)) => Err(write_error(e)),
             Ok(Ok(resp)) => match resp.data {
@@ -223,10 +253,10 @@ impl Proposals {
 
 /// Takes queued commands from the front, within the batch bounds (at least one if any is
 /// queued). Commands whose caller has gone away (cancelled or timed out) are dropped unproposed.
-fn take_batch(q: &mut Queue) -> Vec<(Command, Reply)> {
+fn take_batch(q: &mut Queue) -> Vec<Waiting> {
     let mut batch = Vec::new();
     let mut bytes = 0;
-    while let Some((cmd, reply)) = q.waiting.front() {
+    while let Some((cmd, reply, _)) = q.waiting.front() {
         let size = cmd.approx_size();
         let abandoned = reply.is_closed();
         if !abandoned && !batch.is_empty() && (batch.len() >= MAX_BATCH_COMMANDS || bytes + size > MAX_BATCH_BYTES) {
@@ -265,7 +295,7 @@ mod tests {
             let (tx, rx) = oneshot::channel();
             let cmd = Command::DeleteSecret { name: format!("s{i}") };
             q.bytes += cmd.approx_size();
-            q.waiting.push_back((cmd, tx));
+            q.waiting.push_back((cmd, tx, Instant::now()));
             receivers.push(rx);
         }
         (q, receivers)
@@ -320,7 +350,7 @@ mod tests {
         assert_eq!(batch.len(), MAX_BATCH_COMMANDS, "the abandoned first command is not proposed");
         assert!(matches!(&batch[0].0, Command::DeleteSecret { name } if name == "s1"));
         assert_eq!(q.waiting.len(), 9);
-        let left: usize = q.waiting.iter().map(|(c, _)| c.approx_size()).sum();
+        let left: usize = q.waiting.iter().map(|(c, _, _)| c.approx_size()).sum();
         assert_eq!(q.bytes, left);
         assert!(q.bytes < before);
         let rest = take_batch(&mut q);

@@ -283,9 +283,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // A committed entry is on disk on a majority, but maybe not yet here: on a leader,
         // the followers' acknowledgements can beat its own sync (see `synced_log`). Applying
         // answers the client, so it waits.
+        let waiting = std::time::Instant::now();
         if self.synced.wait_committed_synced(last).await.is_err() {
             return Err(sto(IoKind::WriteSm, StoreError::Corrupt("raft log syncer has stopped".into())));
         }
+        let applying = std::time::Instant::now();
+        metrics::histogram!("vault_raft_apply_sync_wait_seconds").record(applying - waiting);
         let db = self.db.clone();
         let membership = self.membership.clone();
         let commands: usize = entries
@@ -307,6 +310,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| sto(IoKind::WriteSm, e.into()))?
                 .map_err(|e| sto(IoKind::WriteSm, e))?
         };
+        metrics::histogram!("vault_raft_apply_seconds").record(applying.elapsed());
         self.last_applied = last;
         self.membership = membership;
         Ok(responses)

@@ -266,13 +266,16 @@ fn sync_loop(db: Weak<DB>, shared: Arc<Shared>) {
         };
         // Every entry below `target` was written before this sync starts.
         let Some(db) = db.upgrade() else { return };
+        let started = std::time::Instant::now();
         if let Err(e) = db.flush_wal(true) {
             tracing::error!(error = %e, "syncing the raft log failed; stopping, as its durability is unknown");
             std::process::abort();
         }
+        metrics::histogram!("vault_raft_log_sync_seconds").record(started.elapsed());
         drop(db);
         let mut s = shared.lock();
         if s.synced.generation == generation && target > s.synced.end {
+            metrics::histogram!("vault_raft_log_sync_entries").record((target - s.synced.end) as f64);
             let synced = Synced { end: target, ..s.synced };
             shared.publish(&mut s, synced);
         }

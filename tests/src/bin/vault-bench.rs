@@ -4,6 +4,7 @@
 //! Every load phase is bounded in time (or in count, for preloading) and stops by itself.
 //! Prints a markdown table and writes JSON. Run by `make bench`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -589,6 +590,8 @@ async fn main() {
     // Both clusters stay up for the whole bench, and every scenario runs on each in turn.
     let mut cluster = TestCluster::start(3, |s| {
         s.set("VAULT_LOG", "warn");
+        // As in production; the leader's write-pipeline histograms are read around each run.
+        vault_tests::with_metrics(s);
         s.set("VAULT_SNAPSHOT_LOG_ENTRIES", SNAPSHOT_LOG_ENTRIES);
         if args.api_tls {
             s.serve_api_tls();
@@ -596,6 +599,8 @@ async fn main() {
     })
     .await;
     let (leader, follower) = leader_and_follower(&cluster).await;
+    let leader_metrics = cluster.specs[leader].env.get("VAULT_METRICS_ADDR").cloned().unwrap_or_default();
+    let mut pipelines = Vec::new();
     let mut systems = vec![System {
         name: "vault",
         token: Some(cluster.token.clone()),
@@ -649,7 +654,15 @@ async fn main() {
         let mut written = std::collections::HashMap::new();
         for sys in in_turn(&systems, &mut turn) {
             settle(&systems).await;
-            let w = load("write", &sys.target(true, n).await, Op::Write, "w", n, Until::Elapsed(d), None).await;
+            let target = sys.target(true, n).await;
+            let before = if sys.token.is_some() { scrape_series(&leader_metrics).await } else { None };
+            let w = load("write", &target, Op::Write, "w", n, Until::Elapsed(d), None).await;
+            if let Some(before) = before {
+                match scrape_series(&leader_metrics).await {
+                    Some(after) => pipelines.push((n, pipeline(&before, &after, w.secs))),
+                    None => eprintln!("the vault leader's metrics did not answer after the write run"),
+                }
+            }
             written.insert(sys.name, w.min_per_client.max(1));
             runs.add(sys.name, "write", n, w);
         }
@@ -808,6 +821,32 @@ async fn main() {
             r.scenario, r.clients, r.vault.server_cpu_us, r.vault.client_cpu_us
         );
     }
+    if !pipelines.is_empty() {
+        println!("\nThe vault leader's write pipeline in each write run (from its `/metrics`): entries in flight");
+        println!("is the sum of entry times over the run's time (Little's law; stop-and-wait is at most 1),");
+        println!("\"behind another\" the share of entries proposed while another was in flight. Times are means.\n");
+        println!("| clients | entries/s | writes per entry | entries in flight | proposed behind another | queue wait ms | entry ms (proposed → answered) | own-sync wait ms | apply ms | fsyncs/s | entries per fsync | fsync ms |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (clients, p) in &pipelines {
+            let f = |k: &str| p.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            println!(
+                "| {clients} | {:.0} | {:.1} | {:.2} | {:.0}% | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1} | {:.3} |",
+                f("entries_per_sec"),
+                f("writes_per_entry"),
+                f("mean_entries_in_flight"),
+                f("proposed_behind_another_pct"),
+                f("queue_wait_ms"),
+                f("entry_ms"),
+                f("own_sync_wait_ms"),
+                f("apply_ms"),
+                f("fsyncs_per_sec"),
+                f("entries_per_fsync"),
+                f("fsync_ms"),
+            );
+        }
+        let list: Vec<Value> = pipelines.iter().map(|(c, p)| json!({"clients": c, "leader": p})).collect();
+        extra.insert("vault_write_pipeline".into(), json!(list));
+    }
     println!("\n| measure | vault | etcd |\n|---|---|---|");
     let show = |k: &str| measure_cell(extra.get(k));
     println!("| preload of {} secrets | {} | {} |", args.scale, show("vault_preload"), show("etcd_preload"));
@@ -831,6 +870,40 @@ async fn main() {
     } else {
         eprintln!("wrote {}", args.out.display());
     }
+}
+
+/// One `/metrics` scrape as `series → value` (a series is the name with its labels).
+async fn scrape_series(addr: &str) -> Option<HashMap<String, f64>> {
+    let (code, body) = vault_tests::http_get(addr, "/metrics").await?;
+    let series = body.lines().filter(|l| !l.starts_with('#')).filter_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        Some((k.to_string(), v.parse().ok()?))
+    });
+    (code == 200).then(|| series.collect())
+}
+
+/// What a leader's write pipeline did between two scrapes `secs` apart (see `proposals.rs`).
+fn pipeline(before: &HashMap<String, f64>, after: &HashMap<String, f64>, secs: f64) -> Value {
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let per = |num: f64, den: f64| if den > 0.0 { num / den } else { 0.0 };
+    let mean_ms = |h: &str| 1000.0 * per(delta(&format!("{h}_sum")), delta(&format!("{h}_count")));
+    let entries = delta("vault_raft_write_entry_seconds_count");
+    let alone = delta(r#"vault_raft_write_in_flight_bucket{le="1"}"#);
+    let syncs = delta("vault_raft_log_sync_seconds_count");
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    json!({
+        "entries_per_sec": round(per(entries, secs)),
+        "writes_per_entry": round(per(delta("vault_raft_write_entry_commands_sum"), entries)),
+        "mean_entries_in_flight": round(per(delta("vault_raft_write_entry_seconds_sum"), secs)),
+        "proposed_behind_another_pct": round(100.0 * per(entries - alone, entries)),
+        "queue_wait_ms": round(mean_ms("vault_raft_write_queue_seconds")),
+        "entry_ms": round(mean_ms("vault_raft_write_entry_seconds")),
+        "own_sync_wait_ms": round(mean_ms("vault_raft_apply_sync_wait_seconds")),
+        "apply_ms": round(mean_ms("vault_raft_apply_seconds")),
+        "fsyncs_per_sec": round(per(syncs, secs)),
+        "entries_per_fsync": round(per(delta("vault_raft_log_sync_entries_sum"), syncs)),
+        "fsync_ms": round(mean_ms("vault_raft_log_sync_seconds")),
+    })
 }
 
 /// One cell of the "measure" table in words; raw JSON for a shape it does not know (an error).
