@@ -56,6 +56,17 @@ struct Args {
     /// switches and CPU time exactly.
     #[arg(long, value_enum, default_value_t = PerfMode::Record)]
     perf_mode: PerfMode,
+    /// `NAME=VALUE` set in the environment of every vault node (repeatable), to compare
+    /// settings on one build: `--node-env VAULT_RAFT_MAX_IN_FLIGHT=1` turns pipelining off.
+    #[arg(long = "node-env", value_parser = parse_node_env)]
+    node_env: Vec<(String, String)>,
+}
+
+fn parse_node_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, not {s:?}")),
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -592,6 +603,9 @@ async fn main() {
         s.set("VAULT_LOG", "warn");
         // As in production; the leader's write-pipeline histograms are read around each run.
         vault_tests::with_metrics(s);
+        for (k, v) in &args.node_env {
+            s.set(k, v);
+        }
         s.set("VAULT_SNAPSHOT_LOG_ENTRIES", SNAPSHOT_LOG_ENTRIES);
         if args.api_tls {
             s.serve_api_tls();
@@ -796,7 +810,10 @@ async fn main() {
         })
         .collect();
 
-    let api = if args.api_tls { ", vault API over TLS" } else { "" };
+    let mut api = if args.api_tls { ", vault API over TLS".to_string() } else { String::new() };
+    for (k, v) in &args.node_env {
+        api.push_str(&format!(", {k}={v}"));
+    }
     println!(
         "\n## vault-bench: 3 nodes on loopback{api}, {VALUE_LEN}-byte values, {cores} cores, fdatasync p50 {fsync:.2} ms\n"
     );
@@ -860,6 +877,7 @@ async fn main() {
         "value_bytes": VALUE_LEN,
         "duration_secs": args.duration,
         "api_tls": args.api_tls,
+        "node_env": args.node_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         "scale": args.scale,
         "rows": rows.iter().map(|r| json!({"scenario": r.scenario, "clients": r.clients, "vault": r.vault.json(),
                                            "etcd": r.etcd.as_ref().map(|e| e.json())})).collect::<Vec<_>>(),
