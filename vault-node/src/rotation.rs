@@ -296,7 +296,43 @@ fn allowed_hook(dir: Option<&Path>, hook: &Path) -> Result<PathBuf, String> {
     if !resolved.starts_with(&dir) || !resolved.is_file() {
         return Err(format!("hook {} is not a file inside VAULT_ROTATION_HOOKS_DIR {}", hook.display(), dir.display()));
     }
+    // Whoever can change the hook, or swap it or a directory on its way for another, runs
+    // code as this node and sees the values it makes: like sshd's StrictModes, only root and
+    // this node's user may own them, and no one else may write to them. Above the hooks
+    // directory is the operator's to secure (a test's /tmp would fail any such check).
+    let mut path = resolved.as_path();
+    loop {
+        guarded(path)?;
+        if path == dir {
+            break;
+        }
+        path =
+            path.parent().ok_or_else(|| format!("hook {} has no parent inside the hooks directory", hook.display()))?;
+    }
     Ok(resolved)
+}
+
+/// Refuses `path` if anyone but root and this process's user owns it or may write to it.
+fn guarded(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "{} is owned by uid {}, neither root nor this node's user (uid {me}): refusing to run the hook",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{} may be written by group or others (mode {mode:04o}): refusing to run the hook",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The process group of a running hook (its id is the hook's pid). Dropped while armed (a
@@ -410,13 +446,54 @@ mod tests {
         );
     }
 
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn hooks_anyone_else_could_change_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hooks = dir.path().join("hooks");
+        let sub = hooks.join("db");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        chmod(&hooks, 0o755);
+        chmod(&sub, 0o755);
+        let hook = sub.join("rotate");
+        std::fs::write(&hook, "#!/bin/sh\n").expect("write");
+        chmod(&hook, 0o755);
+        assert!(allowed_hook(Some(&hooks), &hook).is_ok());
+        for (path, mode) in [(&hook, 0o775), (&hook, 0o757), (&sub, 0o775), (&hooks, 0o777), (&hooks, 0o1777)] {
+            chmod(path, mode);
+            let err = allowed_hook(Some(&hooks), &hook).expect_err("a writable hook or directory is refused");
+            assert!(err.contains("written by group or others") && err.contains(&format!("{mode:04o}")), "{err}");
+            chmod(path, 0o755);
+        }
+        assert!(allowed_hook(Some(&hooks), &hook).is_ok(), "read and execute for others is fine");
+        // As root, a hook owned by another user is refused too.
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&hook, Some(65534), None).expect("chown");
+            let err = allowed_hook(Some(&hooks), &hook).expect_err("a hook owned by nobody is refused");
+            assert!(err.contains("owned by uid 65534"), "{err}");
+            std::os::unix::fs::chown(&sub, Some(65534), None).expect("chown");
+            std::os::unix::fs::chown(&hook, Some(0), None).expect("chown");
+            let err = allowed_hook(Some(&hooks), &hook).expect_err("a directory owned by nobody is refused");
+            assert!(err.contains("owned by uid 65534"), "{err}");
+        } else {
+            eprintln!("SKIP the ownership half: needs root to chown");
+        }
+    }
+
     #[test]
     fn hooks_outside_the_directory_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let hooks = dir.path().join("hooks");
         std::fs::create_dir(&hooks).expect("mkdir");
+        chmod(&hooks, 0o755);
         let inside = hooks.join("ok");
         std::fs::write(&inside, "#!/bin/sh\n").expect("write");
+        chmod(&inside, 0o755);
         let outside = dir.path().join("evil");
         std::fs::write(&outside, "#!/bin/sh\n").expect("write");
         std::os::unix::fs::symlink(&outside, hooks.join("link")).expect("symlink");
