@@ -93,6 +93,13 @@ async fn poll<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Result<T, Str
     }
 }
 
+/// The hooks directory, 0755 whatever the umask (a group-writable one is refused).
+fn make_hooks_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(dir).expect("hooks dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod the hooks dir");
+}
+
 /// Writes an executable hook `dir/name` atomically (a new file renamed over the old one, so
 /// the node never runs a half-written script).
 fn install_hook(dir: &Path, name: &str, script: &str) -> PathBuf {
@@ -149,7 +156,7 @@ fn a_policy_rotates_on_schedule_through_a_leader_kill_and_no_value_reaches_a_fil
     mt().block_on(async {
         let work = test_dir();
         let hooks = work.path().join("hooks");
-        std::fs::create_dir(&hooks).expect("hooks dir");
+        make_hooks_dir(&hooks);
         let mut c = cluster(&hooks).await;
         let name = "rot/db";
         let initial = canary("initial");
@@ -277,7 +284,7 @@ fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_wor
     mt().block_on(async {
         let work = test_dir();
         let hooks = work.path().join("hooks");
-        std::fs::create_dir(&hooks).expect("hooks dir");
+        make_hooks_dir(&hooks);
         let hook = install_hook(&hooks, "next-db-password", FAILING_HOOK);
         let c = cluster(&hooks).await;
         let name = "app/db";
@@ -354,6 +361,17 @@ fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_wor
         }
         assert_eq!(value_of(&c, 1, "app/out", None), "kept", "a hook outside the hooks directory ran");
         assert_eq!(current(&versions(&c, 1, "app/out").expect("versions")), 1);
+        // Nor is one inside it that others may change.
+        let loose = install_hook(&hooks, "loose", NEXT_HOOK);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        }
+        let loose_gen = format!("exec:{}", loose.to_str().expect("utf-8 path"));
+        c.ctl(0, &["secret", "rotation", "set", "app/out", "--every", "1h", "--generator", &loose_gen]);
+        let err = must_fail_vaultctl(&c.url(2), Some(&c.token), &["secret", "rotate", "app/out"]);
+        assert!(err.contains("written by group or others (mode 0775)"), "the refusal says why: {err}");
+        assert_eq!(value_of(&c, 1, "app/out", None), "kept", "a group-writable hook ran");
         let dotted = format!("exec:{}/../outside", hooks.to_str().expect("utf-8 path"));
         let err = must_fail_vaultctl(
             &c.url(0),
@@ -477,7 +495,7 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
     mt().block_on(async {
         let work = test_dir();
         let hooks = work.path().join("hooks");
-        std::fs::create_dir_all(&hooks).expect("hooks dir");
+        make_hooks_dir(&hooks);
         // Each run records its pid (the node's own hook process) and then stalls while
         // `stall.flag` exists; the test removes it at the end, so no hook outlives the test.
         let flag = hooks.join("stall.flag");
