@@ -374,8 +374,17 @@ fn the_feature_level_follows_the_oldest_member_and_gates_new_commands() {
             assert!(Instant::now() < deadline, "the leader did not raise the level: {:?}", level(&c, 2));
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let said = c.ctl(1, &["snapshot", "restore", backup]);
-        assert!(said.contains("restored 1 secrets"), "{said}");
+        // A reader rule made since the backup goes with the restore, and vaultctl says so.
+        c.ctl(0, &["reader", "create", "lb", "--cidr", "127.0.0.1", "--grant", "*"]);
+        let out = vault_tests::vaultctl(&c.url(1), Some(&c.token), &["snapshot", "restore", backup]);
+        let (said, warned) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{said} {warned}");
+        assert!(said.contains("restored 1 secrets") && said.contains("0 reader rules"), "{said}");
+        assert!(
+            warned.contains("no reader rule (1 were in force)") && warned.contains("VAULT_ALLOWED_IPS"),
+            "{warned}"
+        );
+        assert!(c.ctl(0, &["--output", "json", "reader", "list"]).trim() == "[]", "the rule went with the restore");
         for i in 0..3 {
             assert_eq!(must_vaultctl(&c.url(i), None, &["secret", "get", "up/one"]), "first");
             let err = must_fail_vaultctl(&c.url(i), None, &["secret", "get", "up/two"]);

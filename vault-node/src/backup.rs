@@ -244,5 +244,7 @@ pub async fn restore(
         source_node_id: checked.header.node_id,
         source_applied_index: checked.header.applied_index,
         created_ms: checked.header.created_ms,
+        reader_rules: at(vault_raft::db::CF_READERS),
+        rotation_policies: at(vault_raft::db::CF_ROTATION),
     })
 }

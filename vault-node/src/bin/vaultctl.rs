@@ -964,6 +964,9 @@ async fn run_with_secrets(c: &mut SecretsClient<Authed>, specs: &[String], comma
     Err(Failure::Local(anyhow!("run {program}: {err}")))
 }
 
+/// What it means that no reader rule is in force.
+const NO_READER_RULE: &str = "every address in VAULT_ALLOWED_IPS may read every secret again";
+
 /// How long a backup or restore may take end to end.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -1011,24 +1014,34 @@ async fn snapshot_cmd(admin: &mut AdminClient<Authed>, cmd: SnapshotCmd, json: b
                 data.chunks(256 << 10).map(|c| pb::SnapshotChunk { data: c.to_vec() }).collect();
             let mut req = Request::new(futures::stream::iter(chunks));
             req.set_timeout(SNAPSHOT_TIMEOUT);
+            // A restore puts back the backup's reader rules: none, if it predates them.
+            let rules_before =
+                admin.list_readers(pb::ListReadersRequest {}).await.map_or(0, |r| r.into_inner().readers.len());
             let r = admin.restore_snapshot(req).await?.into_inner();
             if json {
                 print_json(json!({
                     "secrets": r.secrets, "versions": r.versions, "tokens": r.tokens, "roles": r.roles,
+                    "reader_rules": r.reader_rules, "rotation_policies": r.rotation_policies,
                     "source_node_id": r.source_node_id, "source_applied_index": r.source_applied_index,
                     "created_ms": r.created_ms,
                 }));
             } else {
                 outln!(
-                    "restored {} secrets, {} versions, {} tokens, {} roles from a backup of node {} at index {} ({})",
+                    "restored {} secrets, {} versions, {} tokens, {} roles, {} reader rules, {} rotation policies \
+                     from a backup of node {} at index {} ({})",
                     r.secrets,
                     r.versions,
                     r.tokens,
                     r.roles,
+                    r.reader_rules,
+                    r.rotation_policies,
                     r.source_node_id,
                     r.source_applied_index,
                     fmt_ms(r.created_ms)
                 );
+            }
+            if rules_before > 0 && r.reader_rules == 0 {
+                eprintln!("warning: the backup holds no reader rule ({rules_before} were in force): {NO_READER_RULE}");
             }
             Ok(())
         }
@@ -1316,9 +1329,7 @@ async fn reader_cmd(c: &mut AdminClient<Authed>, cmd: ReaderCmd, json: bool) -> 
             }
             // Without rules, reads fall back to the address allowlist alone: say so.
             if c.list_readers(pb::ListReadersRequest {}).await.is_ok_and(|r| r.into_inner().readers.is_empty()) {
-                eprintln!(
-                    "warning: no reader rule is left: every address in VAULT_ALLOWED_IPS may read every secret again"
-                );
+                eprintln!("warning: no reader rule is left: {NO_READER_RULE}");
             }
         }
         // Handled before connecting.
