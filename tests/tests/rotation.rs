@@ -32,6 +32,28 @@ async fn rotations_counted(c: &TestCluster) -> Vec<(f64, f64)> {
     per_node
 }
 
+/// Waits (up to 10 s) until the leader's gauges read `policies` rotation policies, `failing`
+/// of them failing (the leader's worker sets them each second).
+async fn leader_gauges_reach(c: &TestCluster, policies: f64, failing: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        seen.clear();
+        for spec in &c.specs {
+            let s = scrape(&spec.env["VAULT_METRICS_ADDR"]).await;
+            if sample(&s, "vault_raft_is_leader") == Some(1.0) {
+                let gauges = (sample(&s, "vault_rotation_policies"), sample(&s, "vault_rotations_failing"));
+                if gauges == (Some(policies), Some(failing)) {
+                    return;
+                }
+                seen.push(gauges);
+            }
+        }
+        assert!(Instant::now() < deadline, "leader gauges never read ({policies}, {failing}): {seen:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Three nodes that retry a failed rotation after 1 s (then 2 s, 4 s...), run hooks from
 /// `hooks`, and serve metrics.
 async fn cluster(hooks: &Path) -> TestCluster {
@@ -315,6 +337,7 @@ fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_wor
         .await;
         assert!(names_status_3(failing["last_error"].as_str().unwrap_or("")), "{failing}");
         assert!(failing["last_rotated_ms"].as_u64().is_none_or(|t| t == 0), "never rotated: {failing}");
+        leader_gauges_reach(&c, 1.0, 1.0).await;
         let last_failure_ms = failing["last_attempt_ms"].as_u64().expect("last_attempt_ms after attempts");
         assert_eq!(current(&versions(&c, 2, name).expect("versions")), 1, "still one version");
         assert_eq!(value_of(&c, 2, name, None), old, "the old value is still current");
@@ -343,6 +366,7 @@ fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_wor
         assert!(rotated >= last_failure_ms + 1500, "retried after its backoff, not at once: {failing} then {p}");
         let due = p["next_due_ms"].as_u64().expect("next_due_ms");
         assert!(due >= rotated + 3_500_000, "the next rotation is a period away, not a retry: {p}");
+        leader_gauges_reach(&c, 1.0, 0.0).await;
 
         // On demand, through any node: the hook gets the newest value.
         let said = c.ctl(2, &["secret", "rotate", name]);
