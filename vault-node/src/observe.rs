@@ -177,14 +177,32 @@ pub async fn serve(
     data_dir: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Histogram samples queue up raw until they are drained into their buckets, which a
+    // scrape does; drained every few seconds as well, a node nobody scrapes (or one scraped
+    // rarely) keeps them bounded instead of holding every sample of every write.
+    let upkeep = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    };
     let state = Scrape { handle, vault, rewrapper, health, data_dir };
     let app = axum::Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    upkeep.abort();
+    served
 }
+
+/// How often histogram samples are drained into buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 async fn healthz(State(s): State<Scrape>) -> impl IntoResponse {
     if s.health.alive() {
