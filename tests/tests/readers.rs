@@ -4,7 +4,7 @@
 //! with an admin token, replicated through Raft, named in the audit log, and apply to
 //! `BatchGetSecrets` item by item and to `vaultctl run`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
@@ -344,6 +344,17 @@ fn cert_flags(dir: &Path, cn: &str) -> Vec<String> {
 
 /// A node serving the API over TLS with the cluster certificate of node 1 (minted into
 /// `certs`), verifying client certificates against the reader CA in `readers`.
+/// A scratch directory holding node 1's certificates (`certs/`) and the reader CA with
+/// `ci-runner`'s reader certificate (`readers/`), and the two paths.
+fn node_and_reader_certs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = test_dir();
+    let certs = work.path().join("certs");
+    mint_certs(&certs, &[1]);
+    let readers = work.path().join("readers");
+    mint_reader_cert("ci-runner", &readers);
+    (work, certs, readers)
+}
+
 async fn tls_reader_node(certs: &Path, readers: &Path, tune: impl FnOnce(&mut NodeSpec)) -> SingleNode {
     SingleNode::start(|s| {
         s.set("VAULT_TLS_CERT", &utf8(&certs.join("node-1.pem")));
@@ -364,11 +375,7 @@ async fn tls_reader_node(certs: &Path, readers: &Path, tune: impl FnOnce(&mut No
 #[test]
 fn a_client_certificate_reads_what_its_rule_grants_from_an_address_no_rule_names() {
     mt().block_on(async {
-        let work = test_dir();
-        let certs = work.path().join("certs");
-        mint_certs(&certs, &[1]);
-        let readers = work.path().join("readers");
-        mint_reader_cert("ci-runner", &readers);
+        let (work, certs, readers) = node_and_reader_certs();
         let reader_ca = std::fs::read(readers.join("reader-ca.pem")).expect("reader-ca.pem written");
         mint_reader_cert("other-cn", &readers);
         assert_eq!(
@@ -510,11 +517,7 @@ fn vaultctl_run_reads_under_the_reader_rules() {
 #[test]
 fn a_certificate_presented_by_a_trusted_proxy_grants_nothing() {
     mt().block_on(async {
-        let work = test_dir();
-        let certs = work.path().join("certs");
-        mint_certs(&certs, &[1]);
-        let readers = work.path().join("readers");
-        mint_reader_cert("ci-runner", &readers);
+        let (_work, certs, readers) = node_and_reader_certs();
         let n = tls_reader_node(&certs, &readers, |s| {
             s.set("VAULT_TRUST_PROXY", "true").set("VAULT_TRUSTED_PROXIES", "127.0.0.1");
         })

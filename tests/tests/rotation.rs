@@ -115,11 +115,15 @@ async fn poll<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Result<T, Str
     }
 }
 
-/// The hooks directory, 0755 whatever the umask (a group-writable one is refused).
-fn make_hooks_dir(dir: &Path) {
+/// A scratch directory and a hooks directory in it, 0755 whatever the umask (a group-writable
+/// one is refused).
+fn hooks_dir() -> (tempfile::TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir(dir).expect("hooks dir");
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod the hooks dir");
+    let work = test_dir();
+    let hooks = work.path().join("hooks");
+    std::fs::create_dir(&hooks).expect("hooks dir");
+    std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o755)).expect("chmod the hooks dir");
+    (work, hooks)
 }
 
 /// Writes an executable hook `dir/name` atomically (a new file renamed over the old one, so
@@ -176,9 +180,7 @@ fn collect_generated(c: &TestCluster, via: usize, name: &str, upto: u64, seen: &
 #[test]
 fn a_policy_rotates_on_schedule_through_a_leader_kill_and_no_value_reaches_a_file() {
     mt().block_on(async {
-        let work = test_dir();
-        let hooks = work.path().join("hooks");
-        make_hooks_dir(&hooks);
+        let (_work, hooks) = hooks_dir();
         let mut c = cluster(&hooks).await;
         let name = "rot/db";
         let initial = canary("initial");
@@ -304,9 +306,7 @@ fn a_policy_rotates_on_schedule_through_a_leader_kill_and_no_value_reaches_a_fil
 #[test]
 fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_works() {
     mt().block_on(async {
-        let work = test_dir();
-        let hooks = work.path().join("hooks");
-        make_hooks_dir(&hooks);
+        let (work, hooks) = hooks_dir();
         let hook = install_hook(&hooks, "next-db-password", FAILING_HOOK);
         let c = cluster(&hooks).await;
         let name = "app/db";
@@ -517,9 +517,7 @@ fn rotating_needs_the_rotate_grant_and_policies_are_checked() {
 #[test]
 fn a_leader_that_loses_leadership_kills_its_running_hook() {
     mt().block_on(async {
-        let work = test_dir();
-        let hooks = work.path().join("hooks");
-        make_hooks_dir(&hooks);
+        let (_work, hooks) = hooks_dir();
         // Each run records its pid (the node's own hook process) and then stalls while
         // `stall.flag` exists; the test removes it at the end, so no hook outlives the test.
         let flag = hooks.join("stall.flag");

@@ -4,7 +4,6 @@
 //! Every load phase is bounded in time (or in count, for preloading) and stops by itself.
 //! Prints a markdown table and writes JSON. Run by `make bench`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -890,19 +889,18 @@ async fn main() {
     }
 }
 
-/// One `/metrics` scrape as `series → value` (a series is the name with its labels).
-async fn scrape_series(addr: &str) -> Option<HashMap<String, f64>> {
-    let (code, body) = vault_tests::http_get(addr, "/metrics").await?;
-    let series = body.lines().filter(|l| !l.starts_with('#')).filter_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        Some((k.to_string(), v.parse().ok()?))
-    });
-    (code == 200).then(|| series.collect())
+/// One `/metrics` page, or `None` if the listener does not answer 200 (the bench goes on).
+async fn scrape_series(addr: &str) -> Option<String> {
+    match vault_tests::http_get(addr, "/metrics").await? {
+        (200, body) => Some(body),
+        _ => None,
+    }
 }
 
 /// What a leader's write pipeline did between two scrapes `secs` apart (see `proposals.rs`).
-fn pipeline(before: &HashMap<String, f64>, after: &HashMap<String, f64>, secs: f64) -> Value {
-    let delta = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+fn pipeline(before: &str, after: &str, secs: f64) -> Value {
+    let at = |page: &str, k: &str| vault_tests::sample(page, k).unwrap_or(0.0);
+    let delta = |k: &str| at(after, k) - at(before, k);
     let per = |num: f64, den: f64| if den > 0.0 { num / den } else { 0.0 };
     let mean_ms = |h: &str| 1000.0 * per(delta(&format!("{h}_sum")), delta(&format!("{h}_count")));
     let entries = delta("vault_raft_write_entry_seconds_count");
