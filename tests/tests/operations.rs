@@ -159,6 +159,11 @@ fn readyz_follows_quorum_and_matches_grpc_health() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(!serving(&c.url(0), None).await, "gRPC health agrees: NOT_SERVING");
+        // A token is checked after a linearizable barrier (a revocation anywhere counts at
+        // once), so without a quorum admin calls are refused as UNAVAILABLE, not cut off by
+        // the request limit. `vaultctl status` needs no token.
+        let refused = c.status(0).await.expect_err("an admin call without a quorum");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
         let (code, _) = http_get(&metrics[0], "/healthz").await.expect("healthz");
         assert_eq!(code, 200, "alive, though not ready");
 

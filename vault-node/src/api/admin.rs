@@ -18,8 +18,13 @@ use crate::rewrap::{KickOutcome, Rewrapper};
 use crate::vault::Vault;
 
 const MAX_AUDIT: usize = 10_000;
-/// Membership changes may wait for a new node to catch up.
+/// Membership changes may wait for a new node to catch up. These calls are exempt from the
+/// server's request limit (`auth::rpcs`), and vaultctl waits longer than this for them.
 const MEMBERSHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long `cluster status` waits for the leader's replication view. Without a leader (no
+/// quorum, an election) it answers with this node's own view instead, well within the
+/// server's request limit: that is when an operator needs it most.
+const LEADER_VIEW_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct AdminService {
     vault: Arc<Vault>,
@@ -317,7 +322,7 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         self.admin(&caller, None, async {
             // Replication progress is the leader's to know; ask it, wherever we are.
-            let view = match self.vault.cluster.submit(ForwardRequest::LeaderView, MEMBERSHIP_TIMEOUT).await {
+            let view = match self.vault.cluster.submit(ForwardRequest::LeaderView, LEADER_VIEW_WAIT).await {
                 Ok(ForwardResponse::LeaderView(v)) => Some(v),
                 _ => None,
             };

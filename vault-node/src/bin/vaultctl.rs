@@ -396,7 +396,7 @@ async fn channel_to(cli: &Cli, addr: &str) -> anyhow::Result<Channel> {
     let mut ep = Endpoint::from_shared(addr.to_string())
         .map_err(|_| anyhow!("--addr {addr:?} is not a valid URL (e.g. http://127.0.0.1:8200)"))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(if matches!(cli.cmd, Cmd::Snapshot(_)) { SNAPSHOT_TIMEOUT } else { Duration::from_secs(60) });
+        .timeout(call_timeout(&cli.cmd));
     if addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
         if let Some(ca) = &cli.ca_cert {
@@ -969,6 +969,25 @@ const NO_READER_RULE: &str = "every address in VAULT_ALLOWED_IPS may read every 
 
 /// How long a backup or restore may take end to end.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Cluster changes wait on the leader for up to two minutes (a new node catching up from a
+/// large store), then say what state they left: this waits a little longer, to hear it.
+const CLUSTER_CHANGE_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// How long vaultctl waits for one call of `cmd`.
+fn call_timeout(cmd: &Cmd) -> Duration {
+    match cmd {
+        Cmd::Snapshot(_) => SNAPSHOT_TIMEOUT,
+        Cmd::Cluster(
+            ClusterCmd::Add { .. }
+            | ClusterCmd::Promote { .. }
+            | ClusterCmd::Remove { .. }
+            | ClusterCmd::TransferLeader { .. }
+            | ClusterCmd::Upgrade,
+        )
+        | Cmd::Kms(KmsCmd::Rotate { .. }) => CLUSTER_CHANGE_TIMEOUT,
+        _ => Duration::from_secs(60),
+    }
+}
 
 async fn snapshot_cmd(admin: &mut AdminClient<Authed>, cmd: SnapshotCmd, json: bool) -> Result<(), Failure> {
     match cmd {

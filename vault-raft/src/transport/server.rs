@@ -1,5 +1,7 @@
 //! The Raft gRPC service.
 
+use std::time::Duration;
+
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,8 +23,11 @@ use crate::node::NodeInfo;
 use crate::synced_log::SyncWait;
 use crate::typ::{NodeId, TypeConfig};
 
-/// How long forwarded work may take on this node.
-const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long forwarded work may take on this node when the forwarding node set no deadline
+/// (every node of this version sets one: its caller's).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest deadline a forwarding node may ask for.
+const FORWARD_TIMEOUT_MAX: Duration = Duration::from_secs(300);
 
 pub type RaftServiceServer = InterceptedService<RaftServer<RaftService>, ServerGuard>;
 
@@ -84,6 +89,26 @@ impl RaftService {
         admit_peer(&self.cluster, peer)?;
         Ok((peer, parse(req)?))
     }
+}
+
+/// The deadline a gRPC client sent in its `grpc-timeout` header: 1 to 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`).
+fn deadline_of<T>(req: &Request<T>) -> Option<Duration> {
+    let header = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = header.split_at(header.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<pb::Blob>, Status> {
@@ -170,9 +195,12 @@ impl RaftRpc for RaftService {
     }
 
     async fn forward(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        // The forwarding node's deadline is its caller's: a cluster change waits out all of it
+        // here, instead of ending sooner with an answer nobody is waiting for yet.
+        let timeout = deadline_of(&req).map_or(FORWARD_TIMEOUT, |t| t.min(FORWARD_TIMEOUT_MAX));
         let (peer, (from, request)): (_, (NodeId, ForwardRequest)) = self.admit(req)?;
         admit_forward(&self.cluster, peer, from, &request)?;
-        let r: Result<ForwardResponse, ForwardError> = self.cluster.handle_local(request, FORWARD_TIMEOUT).await;
+        let r: Result<ForwardResponse, ForwardError> = self.cluster.handle_local(request, timeout).await;
         reply(&r)
     }
 
@@ -188,5 +216,32 @@ impl RaftRpc for RaftService {
             feature_level: self.cluster.feature_level,
             snapshot_format: u32::from(crate::snapshot_file::SNAPSHOT_FORMAT),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(value: &str) -> Request<()> {
+        let mut req = Request::new(());
+        req.metadata_mut().insert("grpc-timeout", value.parse().expect("ascii"));
+        req
+    }
+
+    #[test]
+    fn a_forwarding_nodes_deadline_is_read_as_tonic_writes_it() {
+        for d in [Duration::from_secs(120), Duration::from_millis(2_500), Duration::from_secs(3 * 3600)] {
+            let mut req = Request::new(());
+            req.set_timeout(d);
+            assert_eq!(deadline_of(&req), Some(d), "{:?}", req.metadata().get("grpc-timeout"));
+        }
+        assert_eq!(deadline_of(&with_header("2M")), Some(Duration::from_secs(120)));
+        assert_eq!(deadline_of(&with_header("1H")), Some(Duration::from_secs(3600)));
+        assert_eq!(deadline_of(&with_header("750u")), Some(Duration::from_micros(750)));
+        assert_eq!(deadline_of(&Request::new(())), None);
+        for bad in ["", "S", "12", "123456789S", "-1S", "1.5S", "10s", "10 S"] {
+            assert_eq!(deadline_of(&with_header(bad)), None, "{bad:?}");
+        }
     }
 }
