@@ -512,10 +512,13 @@ impl Drop for TestCluster {
 
 /// One node with its own directory, admin token and master key, started and ready.
 pub struct SingleNode {
-    pub dir: TempDir,
-    pub spec: NodeSpec,
     pub node: NodeProcess,
+    pub spec: NodeSpec,
     pub token: String,
+    /// Last: fields drop in declaration order, and a node still running while its directory
+    /// is removed can write a file into it meanwhile (a memtable flush), which leaves the
+    /// directory behind. (Bind it first when taking a `SingleNode` apart, for the same reason.)
+    pub dir: TempDir,
 }
 
 impl SingleNode {

@@ -127,7 +127,7 @@ use vault_node::auth::rpcs::RPCS;
 #[test]
 fn garbage_invalid_utf8_and_json_on_every_rpc_are_invalid_argument_and_the_node_keeps_serving() {
     mt().block_on(async {
-        let SingleNode { node, token, dir: _dir, .. } = SingleNode::start(|_| {}).await;
+        let SingleNode { dir: _dir, node, token, .. } = SingleNode::start(|_| {}).await;
         must_vaultctl(&node.url(), Some(&token), &["secret", "put", "still/here", "--value", "v"]);
         let ch = node.channel().await.unwrap();
         // Field 1 as a length-delimited string holding bytes that are not UTF-8.
@@ -220,7 +220,7 @@ fn a_node_whose_peers_are_stopped_reports_not_serving_and_serving_once_they_retu
 #[test]
 fn grants_refusals_listings_and_proxied_addresses_leak_and_accept_nothing_they_should_not() {
     mt().block_on(async {
-        let SingleNode { node, token, dir: _dir, .. } = SingleNode::start(|s| {
+        let SingleNode { dir: _dir, node, token, .. } = SingleNode::start(|s| {
             s.set("VAULT_TRUST_PROXY", "true")
                 .set("VAULT_TRUSTED_PROXIES", "127.0.0.1")
                 .set("VAULT_ALLOWED_IPS", "127.0.0.1");
@@ -285,7 +285,7 @@ async fn channel_from(url: &str, from: [u8; 4]) -> tonic::transport::Channel {
 fn greedy_clients_with_thousands_of_connections_streams_or_idle_sockets_do_not_hold_up_a_reader() {
     mt().block_on(async {
         // 2,000 silent connections would fill the 1,000 slots, but one address gets 100.
-        let SingleNode { mut node, token, dir: _dir, .. } = SingleNode::start(|s| {
+        let SingleNode { dir: _dir, mut node, token, .. } = SingleNode::start(|s| {
             s.set("VAULT_ALLOWED_IPS", "127.0.0.0/8")
                 .set("VAULT_API_MAX_CONNECTIONS", "1000")
                 .set("VAULT_API_MAX_CONNECTIONS_PER_ADDR", "100")
@@ -363,7 +363,7 @@ fn greedy_clients_with_thousands_of_connections_streams_or_idle_sockets_do_not_h
 #[test]
 fn request_rates_per_token_and_per_address_answer_resource_exhausted_with_retry_advice() {
     mt().block_on(async {
-        let SingleNode { node, token, dir: _dir, .. } = SingleNode::start(|s| {
+        let SingleNode { dir: _dir, node, token, .. } = SingleNode::start(|s| {
             s.set("VAULT_ALLOWED_IPS", "127.0.0.0/8").set("VAULT_RATE_PER_TOKEN", "5").set("VAULT_RATE_PER_ADDR", "20");
         })
         .await;
@@ -395,7 +395,7 @@ fn request_rates_per_token_and_per_address_answer_resource_exhausted_with_retry_
 #[test]
 fn vaultctl_names_a_code_on_every_error_line_and_exits_by_kind() {
     mt().block_on(async {
-        let SingleNode { mut node, token, dir: _dir, .. } = SingleNode::start(|_| {}).await;
+        let SingleNode { dir: _dir, mut node, token, .. } = SingleNode::start(|_| {}).await;
         let url = node.url();
         let run = |addr: &str, tok: Option<&str>, args: &[&str]| {
             let out = vaultctl(addr, tok, args);

@@ -7,11 +7,12 @@ use vault_node::pb;
 use vault_tests::*;
 
 struct Dev {
-    _dir: tempfile::TempDir,
     spec: NodeSpec,
     node: NodeProcess,
     token: String,
     master: String,
+    /// Last: fields drop in declaration order, and the node must be gone before its directory.
+    _dir: tempfile::TempDir,
 }
 
 async fn start_with(tune: impl FnOnce(&mut NodeSpec)) -> Dev {
