@@ -514,6 +514,7 @@ fn rotating_needs_the_rotate_grant_and_policies_are_checked() {
 /// A leader that loses leadership stops its attempt: its running hook (here one that stalls
 /// until the test ends, under a hook timeout of two minutes) is killed within seconds of a leadership
 /// transfer, not left to finish beside the new leader's; and the old version stays current.
+/// A leader killed with SIGKILL takes its running hook with it.
 #[test]
 fn a_leader_that_loses_leadership_kills_its_running_hook() {
     mt().block_on(async {
@@ -527,7 +528,7 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
             "stall",
             "#!/bin/sh\necho $$ >> \"$0.pids\"\nwhile [ -e \"$0.flag\" ]; do sleep 0.2; done\necho late\n",
         );
-        let c = TestCluster::start(3, |s| {
+        let mut c = TestCluster::start(3, |s| {
             s.set("VAULT_ROTATION_HOOKS_DIR", hooks.to_str().expect("utf-8 path"))
                 .set("VAULT_ROTATION_HOOK_TIMEOUT_SECS", "120");
         })
@@ -566,6 +567,24 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
         .await;
         let v = json(&c.ctl((leader + 1) % 3, &["--output", "json", "secret", "versions", "app/slow"]));
         assert_eq!(v["current_version"], 1, "no version from a killed hook: {v}");
+
+        // The new leader runs the still-due rotation's hook, and is then killed outright
+        // (SIGKILL): it cannot kill its hook itself, and the kernel does.
+        let second: u32 = poll(20, "the new leader starts the hook", || {
+            let text = std::fs::read_to_string(&pids).map_err(|e| e.to_string())?;
+            text.lines().nth(1).and_then(|l| l.trim().parse().ok()).ok_or(text)
+        })
+        .await;
+        assert!(alive(second), "the hook {second} runs");
+        c.nodes[(leader + 1) % 3].kill();
+        poll(10, "a SIGKILLed leader's hook is killed", || {
+            if alive(second) {
+                Err(format!("{second} alive"))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
         let _ = waiting.kill();
         let _ = waiting.wait();
         std::fs::remove_file(&flag).expect("release the hooks");

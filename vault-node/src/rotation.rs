@@ -365,7 +365,26 @@ struct HookRun<'a> {
 /// Runs `hook` with `old` on stdin; its stdout, less one trailing newline, is the next value.
 async fn run_hook(hook: &Path, timeout: Duration, run: &HookRun<'_>, old: &SecretBytes) -> Result<SecretBytes, String> {
     let shown = hook.display();
-    let mut child = tokio::process::Command::new(hook)
+    let mut command = tokio::process::Command::new(hook);
+    let node = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: prctl(2) and getppid(2) take no pointers and allocate nothing.
+    unsafe {
+        command.pre_exec(move || {
+            // A node killed outright (SIGKILL, OOM) cannot kill its hook: the kernel does, the
+            // moment the thread that started it dies. That thread is one of the runtime's
+            // workers, which live as long as the node. The setting survives exec.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The node may have died before the setting took: then nothing would kill us.
+            if u32::try_from(libc::getppid()).ok() != Some(node) {
+                return Err(std::io::Error::other("the node exited while starting the hook"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("VAULT_SECRET_NAME", run.name.as_str())
