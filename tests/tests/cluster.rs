@@ -431,10 +431,10 @@ fn an_isolated_node_serves_no_reads_and_acknowledges_no_writes() {
 fn fourth_node_catches_up_by_snapshot_then_is_promoted_and_removed() {
     mt().block_on(async {
         // Snapshot and purge the log every 20 entries, so a new node cannot catch up by log.
-        // Calls are cut off after 2 s, which cluster changes, waiting out their own bound, are not.
+        // Calls are cut off after 4 s, which cluster changes, waiting out their own bound, are not.
         let c = TestCluster::start(3, |s| {
             s.set("VAULT_SNAPSHOT_LOG_ENTRIES", "20");
-            s.set("VAULT_API_REQUEST_TIMEOUT_SECS", "2");
+            s.set("VAULT_API_REQUEST_TIMEOUT_SECS", "4");
         })
         .await;
         let mut expected = BTreeMap::new();
@@ -456,16 +456,16 @@ fn fourth_node_catches_up_by_snapshot_then_is_promoted_and_removed() {
         let api4 = spec.api_addr.to_string();
         let leader = c.leader_seen_by(0, |_| true).await;
         let before = c.status(leader).await.unwrap().last_log_index;
-        // Node 4 is down when it is added, and back 4 s later: `cluster add` waits for it,
-        // past the servers' request limit.
+        // Node 4 is down when it is added, and back 6 s later: `cluster add`, sent to a
+        // follower and forwarded to the leader, waits for it past the servers' request limit.
         n4.stop();
         let add = {
-            let (url, token, raft4, api4) = (c.url(1), c.token.clone(), raft4.clone(), api4.clone());
+            let (url, token, raft4, api4) = (c.url((leader + 1) % 3), c.token.clone(), raft4.clone(), api4.clone());
             tokio::task::spawn_blocking(move || {
                 must_vaultctl(&url, Some(&token), &["cluster", "add", "4", &raft4, &api4])
             })
         };
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
         assert!(!add.is_finished(), "cluster add returned while node 4 was down");
         let mut n4 = spec.start();
         add.await.expect("cluster add");

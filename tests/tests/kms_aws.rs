@@ -197,6 +197,10 @@ fn a_pass_interrupted_by_killing_the_leader_is_finished_by_the_next_one() {
             assert!(Instant::now() < deadline, "pass made no progress: {s:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Another request while the pass runs is answered at once with its progress: the
+        // worker takes requests only between passes, so it would otherwise wait for the pass.
+        let during = c.ctl(leader, &["kms", "rewrap", "--no-wait"]);
+        assert!(during.contains("already running") && during.contains("/36 re-wrapped"), "{during}");
         c.nodes[leader].kill();
         let survivor = (leader + 1) % 3;
         let new_leader = c.leader_seen_by(survivor, |id| id != c.specs[leader].node_id).await;

@@ -518,7 +518,7 @@ fn rotating_needs_the_rotate_grant_and_policies_are_checked() {
 #[test]
 fn a_leader_that_loses_leadership_kills_its_running_hook() {
     mt().block_on(async {
-        let (_work, hooks) = hooks_dir();
+        let (work, hooks) = hooks_dir();
         // Each run records its pid (the node's own hook process) and then stalls while
         // `stall.flag` exists; the test removes it at the end, so no hook outlives the test.
         let flag = hooks.join("stall.flag");
@@ -538,15 +538,21 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
         c.ctl(0, &["secret", "rotation", "set", "app/slow", "--every", "1h", "--generator", &generator]);
         let leader = c.leader_seen_by(0, |_| true).await;
         // `secret rotate` waits for the attempt; it runs beside the test and is killed at the end.
+        // Its error line, if it fails (say, the leader changed under load), goes to a file.
+        let rotate_err = work.path().join("rotate.err");
         let mut waiting = std::process::Command::new(bin("vaultctl"))
             .args(["--addr", &c.url(leader), "--token", &c.token, "secret", "rotate", "app/slow"])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&rotate_err).expect("create rotate.err"))
             .spawn()
             .expect("spawn vaultctl secret rotate");
         let pids = hooks.join("stall.pids");
         let first: u32 = poll(20, "the leader starts the hook", || {
-            let text = std::fs::read_to_string(&pids).map_err(|e| e.to_string())?;
+            let text = std::fs::read_to_string(&pids).map_err(|e| {
+                let rotate = std::fs::read_to_string(&rotate_err).unwrap_or_default();
+                let policy = try_ctl(&c, 0, &["--output", "json", "secret", "rotation", "get", "app/slow"]);
+                format!("{e}; secret rotate said {rotate:?}; the policy: {policy:?}")
+            })?;
             text.lines().next().and_then(|l| l.trim().parse().ok()).ok_or(text)
         })
         .await;
@@ -576,7 +582,14 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
         })
         .await;
         assert!(alive(second), "the hook {second} runs");
-        c.nodes[(leader + 1) % 3].kill();
+        let status = std::fs::read_to_string(format!("/proc/{second}/status")).expect("the hook's status");
+        let parent: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no PPid in {status}"));
+        let runner = c.nodes.iter().position(|n| n.pid() == Some(parent)).expect("a node started the hook");
+        c.nodes[runner].kill();
         poll(10, "a SIGKILLed leader's hook is killed", || {
             if alive(second) {
                 Err(format!("{second} alive"))

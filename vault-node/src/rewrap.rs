@@ -31,13 +31,30 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOCAL_ROTATION_CHECK: Duration = Duration::from_secs(2);
 /// After a pass with failures, try again this soon (or at the poll interval, if shorter).
 const RETRY_AFTER_FAILURES: Duration = Duration::from_secs(30);
+/// How long a re-wrap request waits for the worker's answer: well within the API's request
+/// limit, so the caller hears the pass's progress or "retry", never a bare cancellation.
+const KICK_WAIT: Duration = Duration::from_secs(10);
 
 /// What a forced pass (`vaultctl kms rewrap`) did.
 #[derive(Clone, Debug)]
 pub enum KickOutcome {
-    Adopted { watermark_ms: u64 },
-    UpToDate { watermark_ms: u64 },
-    Started { target_ms: u64, pending: u64 },
+    Adopted {
+        watermark_ms: u64,
+    },
+    UpToDate {
+        watermark_ms: u64,
+    },
+    Started {
+        target_ms: u64,
+        pending: u64,
+    },
+    /// A pass was already under way: the worker takes requests only between passes, which
+    /// can take hours, so the request is answered with the pass's progress instead.
+    Running {
+        target_ms: Option<u64>,
+        done: u64,
+        total: u64,
+    },
     Failed(String),
 }
 
@@ -115,11 +132,28 @@ impl Rewrapper {
     /// Asks the worker for a pass now; answers once it has started one or decided there is
     /// nothing to do.
     pub async fn kick(&self) -> KickOutcome {
-        let (tx, rx) = oneshot::channel();
-        if self.kick_tx.send(tx).await.is_err() {
-            return KickOutcome::Failed("the re-wrap worker is not running".into());
+        if let Some(running) = self.running() {
+            return running;
         }
-        rx.await.unwrap_or_else(|_| KickOutcome::Failed("the re-wrap worker stopped".into()))
+        let (tx, rx) = oneshot::channel();
+        if self.kick_tx.try_send(tx).is_err() {
+            // Requests already wait for the worker: this one adds nothing.
+            return self.running().unwrap_or_else(|| KickOutcome::Failed("the re-wrap worker is busy; retry".into()));
+        }
+        match tokio::time::timeout(KICK_WAIT, rx).await {
+            Ok(reply) => reply.unwrap_or_else(|_| KickOutcome::Failed("the re-wrap worker stopped".into())),
+            // A pass that began meanwhile (the request stays queued and is acted on after it),
+            // or a slow check with the key manager.
+            Err(_) => self.running().unwrap_or_else(|| {
+                KickOutcome::Failed(format!("the re-wrap worker did not answer in {KICK_WAIT:?}; retry"))
+            }),
+        }
+    }
+
+    /// The running pass's progress, if one runs.
+    fn running(&self) -> Option<KickOutcome> {
+        let p = self.progress();
+        p.running.then_some(KickOutcome::Running { target_ms: p.target_ms, done: p.done, total: p.total })
     }
 
     /// Runs until `stop` flips. Owned by the server; a no-op loop when disabled.

@@ -368,18 +368,22 @@ async fn run_hook(hook: &Path, timeout: Duration, run: &HookRun<'_>, old: &Secre
     let mut command = tokio::process::Command::new(hook);
     let node = std::process::id();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: prctl(2) and getppid(2) take no pointers and allocate nothing.
+    // calls are allowed: prctl(2) and getppid(2) take no pointers, and nothing here allocates
+    // (errors are bare OS error codes).
     unsafe {
         command.pre_exec(move || {
             // A node killed outright (SIGKILL, OOM) cannot kill its hook: the kernel does, the
             // moment the thread that started it dies. That thread is one of the runtime's
-            // workers, which live as long as the node. The setting survives exec.
+            // workers (the rotation worker is a task, and this runs on no blocking thread),
+            // which live as long as the node: nothing in the node calls `block_in_place`, which
+            // would turn a worker into a blocking thread that exits when idle and so kill a
+            // running hook. The setting survives exec.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The node may have died before the setting took: then nothing would kill us.
             if u32::try_from(libc::getppid()).ok() != Some(node) {
-                return Err(std::io::Error::other("the node exited while starting the hook"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

@@ -321,7 +321,8 @@ impl Cluster {
         if have > BASE_LEVEL {
             // The node may still be starting: ask until the deadline.
             let state = loop {
-                match self.peers.node_state(id, &node.raft_addr, Duration::from_secs(5)).await {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.peers.node_state(id, &node.raft_addr, left.min(Duration::from_secs(5))).await {
                     Ok(state) => break state,
                     Err(e) if Instant::now() + Duration::from_millis(200) >= deadline => {
                         return Err(ForwardError::Unavailable(format!(
@@ -340,7 +341,8 @@ impl Cluster {
             }
         }
         let still_behind = || ForwardError::Unavailable(format!("node {id} added as a learner but still catching up"));
-        tokio::time::timeout(timeout, self.raft.add_learner(id, node, true))
+        // One budget for the whole change: what the feature-level check used is gone.
+        tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.raft.add_learner(id, node, true))
             .await
             .map_err(|_| still_behind())?
             .map_err(write_error)?;

@@ -21,9 +21,9 @@ const MAX_AUDIT: usize = 10_000;
 /// Membership changes may wait for a new node to catch up. These calls are exempt from the
 /// server's request limit (`auth::rpcs`), and vaultctl waits longer than this for them.
 const MEMBERSHIP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-/// How long `cluster status` waits for the leader's replication view. Without a leader (no
-/// quorum, an election) it answers with this node's own view instead, well within the
-/// server's request limit: that is when an operator needs it most.
+/// How long `cluster status` waits for the leader's replication view; past it (the leader
+/// changing hands after the caller's token was checked) it answers with this node's own view,
+/// well within the server's request limit. Without a quorum the token check itself refuses.
 const LEADER_VIEW_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct AdminService {
@@ -557,6 +557,10 @@ impl Admin for AdminService {
                 }
                 KickOutcome::Started { target_ms, pending } => {
                     (format!("pass to rotation {target_ms} started: {pending} version(s) to re-wrap"), true)
+                }
+                KickOutcome::Running { target_ms, done, total } => {
+                    let to = target_ms.map_or_else(|| "a rotation".to_string(), |t| format!("rotation {t}"));
+                    (format!("pass to {to} already running: {done}/{total} re-wrapped"), true)
                 }
                 KickOutcome::Failed(why) => return Err(Status::unavailable(why).into()),
             };

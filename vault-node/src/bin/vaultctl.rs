@@ -985,6 +985,9 @@ fn call_timeout(cmd: &Cmd) -> Duration {
             | ClusterCmd::Upgrade,
         )
         | Cmd::Kms(KmsCmd::Rotate { .. }) => CLUSTER_CHANGE_TIMEOUT,
+        // The server waits up to 50 s for the leader's attempt, after a barrier and a write
+        // of up to 10 s each, and reads the outcome after one more barrier.
+        Cmd::Secret(SecretCmd::Rotate { .. }) => Duration::from_secs(90),
         _ => Duration::from_secs(60),
     }
 }

@@ -195,9 +195,14 @@ impl RaftRpc for RaftService {
     }
 
     async fn forward(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
-        // The forwarding node's deadline is its caller's: a cluster change waits out all of it
-        // here, instead of ending sooner with an answer nobody is waiting for yet.
-        let timeout = deadline_of(&req).map_or(FORWARD_TIMEOUT, |t| t.min(FORWARD_TIMEOUT_MAX));
+        // The forwarding node's deadline is its caller's. The work here ends a little before
+        // it (tonic and the forwarding node both enforce it from the moment the call was sent),
+        // so that a cluster change out of time still gets its answer back ("added as a learner
+        // but still catching up") instead of a bare timeout.
+        let timeout = deadline_of(&req).map_or(FORWARD_TIMEOUT, |t| {
+            let t = t.min(FORWARD_TIMEOUT_MAX);
+            t.saturating_sub((t / 20).max(Duration::from_secs(1)))
+        });
         let (peer, (from, request)): (_, (NodeId, ForwardRequest)) = self.admit(req)?;
         admit_forward(&self.cluster, peer, from, &request)?;
         let r: Result<ForwardResponse, ForwardError> = self.cluster.handle_local(request, timeout).await;
