@@ -560,17 +560,11 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
         };
+        let gone = |pid: u32| if alive(pid) { Err(format!("{pid} alive")) } else { Ok(()) };
         assert!(alive(first), "the hook {first} runs");
         let target = c.specs[(leader + 1) % 3].node_id;
         c.ctl(leader, &["cluster", "transfer-leader", &target.to_string()]);
-        poll(10, "the former leader's hook is killed", || {
-            if alive(first) {
-                Err(format!("{first} alive"))
-            } else {
-                Ok(())
-            }
-        })
-        .await;
+        poll(10, "the former leader's hook is killed", || gone(first)).await;
         let v = json(&c.ctl((leader + 1) % 3, &["--output", "json", "secret", "versions", "app/slow"]));
         assert_eq!(v["current_version"], 1, "no version from a killed hook: {v}");
 
@@ -590,14 +584,7 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
             .unwrap_or_else(|| panic!("no PPid in {status}"));
         let runner = c.nodes.iter().position(|n| n.pid() == Some(parent)).expect("a node started the hook");
         c.nodes[runner].kill();
-        poll(10, "a SIGKILLed leader's hook is killed", || {
-            if alive(second) {
-                Err(format!("{second} alive"))
-            } else {
-                Ok(())
-            }
-        })
-        .await;
+        poll(10, "a SIGKILLed leader's hook is killed", || gone(second)).await;
         let _ = waiting.kill();
         let _ = waiting.wait();
         std::fs::remove_file(&flag).expect("release the hooks");
