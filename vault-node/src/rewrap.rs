@@ -136,9 +136,17 @@ impl Rewrapper {
             return running;
         }
         let (tx, rx) = oneshot::channel();
-        if self.kick_tx.try_send(tx).is_err() {
+        match self.kick_tx.try_send(tx) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return KickOutcome::Failed("the re-wrap worker is not running".into());
+            }
             // Requests already wait for the worker: this one adds nothing.
-            return self.running().unwrap_or_else(|| KickOutcome::Failed("the re-wrap worker is busy; retry".into()));
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return self
+                    .running()
+                    .unwrap_or_else(|| KickOutcome::Failed("the re-wrap worker is busy; retry".into()));
+            }
         }
         match tokio::time::timeout(KICK_WAIT, rx).await {
             Ok(reply) => reply.unwrap_or_else(|_| KickOutcome::Failed("the re-wrap worker stopped".into())),
