@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod faults;
 pub mod moto;
+pub mod raft_peer;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -15,7 +15,7 @@ use vault_core::model::{AuditContext, TokenRecord};
 use vault_core::token::{RawToken, TokenHash};
 use vault_raft::codec::{decode, encode};
 use vault_raft::transport::pb as raftpb;
-use vault_raft::transport::{node_server_name, ForwardError, ForwardRequest, ForwardResponse};
+use vault_raft::transport::{node_server_name, CallerWrite, ForwardError, ForwardRequest, ForwardResponse};
 use vault_raft::typ::{TypeConfig, Vote};
 use vault_raft::{Command, CommandResponse, Rejection};
 use vault_tests::*;
@@ -207,11 +207,11 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
         });
         denied(forward_as(&mut as_member, member, bootstrap).await, "master key from a peer");
         // A client write with a token nobody holds is refused by the leader when it applies it.
-        let forged = ForwardRequest::Write(Command::AsCaller {
-            auth: RawToken::generate().hash(),
-            now_ms: vault_core::time::now_ms(),
-            cmd: Box::new(Command::CreateToken { record: token_record("forged-caller") }),
-            audit: audit_ctx(member),
+        let forged = ForwardRequest::CallerWrite(CallerWrite {
+            token: RawToken::generate(),
+            cmd: Command::CreateToken { record: token_record("forged-caller") },
+            client_ip: "127.0.0.1".into(),
+            action: "token.create".into(),
         });
         match forward_as(&mut as_member, member, forged).await.unwrap() {
             Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::Unauthenticated(_)))) => {}
@@ -225,10 +225,9 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
             nonce: vec![0; 24],
             ciphertext: vec![0; 32],
         };
-        let put = ForwardRequest::Write(Command::AsCaller {
-            auth: hash_of(&c.token),
-            now_ms: vault_core::time::now_ms(),
-            cmd: Box::new(Command::PutSecret {
+        let put = ForwardRequest::CallerWrite(CallerWrite {
+            token: RawToken::parse_strict(&c.token).expect("a valid token"),
+            cmd: Command::PutSecret {
                 name: "wrong/key".into(),
                 version: 1,
                 sealed,
@@ -236,8 +235,9 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
                 max_versions: None,
                 now_ms: vault_core::time::now_ms(),
                 auth: None,
-            }),
-            audit: audit_ctx(member),
+            },
+            client_ip: "127.0.0.1".into(),
+            action: "secret.put".into(),
         });
         match forward_as(&mut as_member, member, put).await.unwrap() {
             Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::WrongMasterKey { .. }))) => {}

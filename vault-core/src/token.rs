@@ -15,9 +15,24 @@ use crate::CoreError;
 
 pub const TOKEN_BYTES: usize = 32;
 
-/// A raw token as given to its holder. Redacted in `Debug`, zeroized on drop.
-#[derive(Zeroize, ZeroizeOnDrop)]
+/// A raw token as given to its holder. Redacted in `Debug`, zeroized on drop (every clone
+/// too). It is serialized only to travel from a follower to the leader over the members'
+/// mutual-TLS link (see `vault_raft::transport::ForwardRequest::CallerWrite`), never to disk.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct RawToken(String);
+
+impl Serialize for RawToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The decoded string moves into the token: no copy is left behind unzeroized.
+        String::deserialize(d).map(RawToken)
+    }
+}
 
 impl RawToken {
     pub fn generate() -> Self {

@@ -18,9 +18,28 @@ use vault_raft::Retention;
 use crate::auth::allowlist::Allowlist;
 use crate::logging::LogFormat;
 
-/// Unvalidated settings, keyed by environment variable name.
-#[derive(Clone, Debug, Default)]
+/// Unvalidated settings, keyed by environment variable name. Secret settings print redacted
+/// in `Debug`, and every value is zeroized when the config is dropped.
+#[derive(Clone, Default)]
 pub struct RawConfig(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for RawConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |k: &str| crate::settings::find(k).is_none_or(|s| s.secret);
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, if secret(k) { "[REDACTED]" } else { v.as_str() })))
+            .finish()
+    }
+}
+
+impl Drop for RawConfig {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for v in self.0.values_mut() {
+            v.zeroize();
+        }
+    }
+}
 
 impl RawConfig {
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
@@ -466,6 +485,16 @@ pub struct AuditConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_prints_no_secret_setting() {
+        let mut r = RawConfig::default();
+        r.set("VAULT_LOCAL_MASTER_KEY", "canary-master-key").set("VAULT_BOOTSTRAP_TOKEN", "canary-token");
+        r.set("VAULT_DATA_DIR", "/var/lib/vault");
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("canary"), "{shown}");
+        assert!(shown.contains("VAULT_LOCAL_MASTER_KEY") && shown.contains("/var/lib/vault"), "{shown}");
+    }
 
     fn base() -> RawConfig {
         let mut r = RawConfig::default();

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod environ;
 pub mod error;
 pub mod kms;
 pub mod logging;

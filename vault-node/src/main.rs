@@ -105,9 +105,15 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// Environment variables that carry secrets besides the secret settings: an operator's CLI
+/// token exported in the shell that started the node.
+const OTHER_SECRETS: &[&str] = &["VAULT_TOKEN"];
+
+fn main() -> std::process::ExitCode {
     let matches = command().get_matches();
+    // Read once; from here they live only in the validated config (zeroized key newtypes).
+    // Before the runtime starts, while this is the only thread.
+    vault_node::environ::scrub(SETTINGS.iter().filter(|s| s.secret).map(|s| s.env).chain(OTHER_SECRETS.iter().copied()));
     let (raw, source) = match layered(&matches) {
         Ok(r) => r,
         Err(e) => {
@@ -129,7 +135,14 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     vault_node::logging::init(&config.log_filter, config.log_format);
-    match vault_node::server::run(config, shutdown_signal()).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(vault_node::server::run(config, shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -175,7 +175,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let raft_server = match (raft_listener, &security) {
         (Some(listener), Some(sec)) => {
             tracing::info!(raft = %listener.local_addr()?, mtls = sec.is_tls(), "raft listener up");
-            let svc = RaftService::new(cluster.clone(), me.clone()).into_server(sec);
+            let svc = RaftService::new(cluster.clone(), me.clone()).with_audit(storage.audit.clone()).into_server(sec);
             Some(tokio::spawn(serve_raft(listener, svc, sec.clone(), raft_stop.clone().cancelled_owned())))
         }
         _ => None,

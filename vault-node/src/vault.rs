@@ -8,10 +8,10 @@ use tonic::Status;
 use vault_core::dek_cache::DekCache;
 use vault_core::envelope;
 
-use vault_core::model::{Action, AuditContext, AuditRecord, VersionRecord, VersionState};
+use vault_core::model::{Action, AuditRecord, VersionRecord, VersionState};
 use vault_core::time::now_ms;
 use vault_core::{CoreError, SecretBytes, SecretName};
-use vault_raft::transport::{ForwardRequest, ForwardResponse};
+use vault_raft::transport::{CallerWrite, ForwardRequest, ForwardResponse};
 use vault_raft::{AuditLog, Cluster, Command, CommandResponse, StateReader};
 
 use crate::auth::caller::Caller;
@@ -73,17 +73,16 @@ impl Vault {
     /// [`write_as`](Self::write_as) for a caller that has already checked the master key (a
     /// put, which sealed under it).
     async fn propose_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
-        let auth = caller.token_hash()?;
-        let audit = AuditContext {
-            node_id: self.node_id,
-            actor: caller.actor(),
+        // The leader authorizes, stamps and audits the write from the token itself.
+        let write = CallerWrite {
+            token: caller.presented_token()?,
+            cmd,
             client_ip: caller.ip.to_string(),
             action: caller.action.to_string(),
         };
-        let cmd = Command::AsCaller { auth, now_ms: now_ms(), cmd: Box::new(cmd), audit };
         // From here the change may commit: its record travels with it.
         caller.mark_proposed();
-        match self.cluster.submit(ForwardRequest::Write(cmd), WRITE_TIMEOUT).await? {
+        match self.cluster.submit(ForwardRequest::CallerWrite(write), WRITE_TIMEOUT).await? {
             ForwardResponse::Written(r) => Ok(r),
             other => Err(Status::internal(format!("unexpected reply to a write: {other:?}")).into()),
         }

@@ -202,7 +202,7 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
         let idempotent = matches!(req, ForwardRequest::ReadIndex | ForwardRequest::LeaderView);
-        if !idempotent && !matches!(req, ForwardRequest::Write(_)) {
+        if !idempotent && !matches!(req, ForwardRequest::Write(_) | ForwardRequest::CallerWrite(_)) {
             // Cluster changes wait out their time for a definite answer.
             return self.peers.forward(id, &node.raft_addr, req, timeout).await;
         }
@@ -511,13 +511,27 @@ impl Cluster {
 
     /// Runs `req` on this node; `NotLeader` when it needs the leader and this is not it.
     pub async fn handle_local(&self, req: ForwardRequest, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
+        self.handle_from(self.node_id, req, timeout).await
+    }
+
+    /// Runs `req`, which node `from` (this one, or a peer whose certificate names it) asked
+    /// for, on this node.
+    pub(crate) async fn handle_from(
+        &self,
+        from: NodeId,
+        req: ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
         match req {
             // Concurrent writes share entries (see `proposals`).
-            ForwardRequest::Write(cmd) => {
-                self.check_feature_level(&cmd).await?;
-                self.hand_over_done(timeout).await?;
-                elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
-                self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written)
+            ForwardRequest::Write(cmd) => self.write(cmd, timeout).await,
+            ForwardRequest::CallerWrite(w) => {
+                if self.raft.metrics().borrow().state != ServerState::Leader {
+                    let (id, node) = self.leader().unzip();
+                    return not_leader(id, node);
+                }
+                let cmd = self.caller_command(w, from)?;
+                self.write(cmd, timeout).await
             }
             ForwardRequest::ReadIndex => {
                 // Followers' requests join this leader's rounds. A node that is no longer
@@ -528,7 +542,10 @@ impl Cluster {
                 }
                 self.read_index(timeout).await.map(ForwardResponse::ReadIndex)
             }
-            ForwardRequest::Admin { op, .. } => self.admin(op, timeout).await,
+            ForwardRequest::CallerAdmin { op, .. } => self.admin(op, timeout).await,
+            ForwardRequest::AdminByHash { .. } => {
+                Err(ForwardError::Refused("a token hash authorizes no cluster change".into()))
+            }
             ForwardRequest::LeaderView => {
                 let m = self.leader_metrics()?;
                 let matched = m
@@ -548,6 +565,13 @@ impl Cluster {
                 Ok(ForwardResponse::PreVote { granted: elections::answer_pre_vote(self, candidate, last_log_id).await })
             }
         }
+    }
+
+    async fn write(&self, cmd: Command, timeout: Duration) -> Result<ForwardResponse, ForwardError> {
+        self.check_feature_level(&cmd).await?;
+        self.hand_over_done(timeout).await?;
+        elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
+        self.proposals.write(cmd, timeout).await.map(ForwardResponse::Written)
     }
 
     async fn change(

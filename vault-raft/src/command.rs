@@ -287,18 +287,42 @@ impl Command {
         )
     }
 
-    /// Whether a peer may forward this command for the leader to propose: only a client write
-    /// carrying its caller (`AsCaller`), which the leader re-authorizes when applying it.
-    /// Bootstrap, master-key, re-wrap and watermark commands, batches, and client writes
-    /// without a caller are made by the leader itself and never accepted from a peer.
-    pub fn forwardable(&self) -> bool {
+    /// Whether the leader may propose this for a caller ([`Command::AsCaller`]): a client
+    /// write, and a put that carries no second, other token of its own. Bootstrap, master-key,
+    /// re-wrap and watermark commands, batches and wrappers are made by the leader itself.
+    pub fn is_caller_write(&self) -> bool {
         match self {
-            Command::AsCaller { cmd, .. } => match cmd.as_ref() {
-                // The caller rides in the wrapper; a put must not carry a second, other token.
-                Command::PutSecret { auth, .. } => auth.is_none(),
-                c => c.is_client_write(),
-            },
-            _ => false,
+            Command::PutSecret { auth, .. } => auth.is_none(),
+            c => c.is_client_write(),
+        }
+    }
+
+    /// Sets every time the command carries to `now_ms`: the leader's clock, not the clock of
+    /// the node that served the caller.
+    pub fn stamp(&mut self, at_ms: u64) {
+        match self {
+            Command::PutSecret { now_ms, .. }
+            | Command::DeleteVersions { now_ms, .. }
+            | Command::DestroyVersions { now_ms, .. }
+            | Command::SoftDeleteSecret { now_ms, .. }
+            | Command::DestroySecret { now_ms, .. }
+            | Command::AsCaller { now_ms, .. }
+            | Command::SetMasterKey { now_ms, .. }
+            | Command::RotationDone { now_ms, .. }
+            | Command::RotationFailed { now_ms, .. } => *now_ms = at_ms,
+            // A policy as the API makes it: due one period from now, no history.
+            Command::SetRotation { policy, .. } => {
+                *policy = vault_core::model::RotationPolicy {
+                    next_due_ms: at_ms.saturating_add(policy.every_ms),
+                    last_rotated_ms: None,
+                    last_attempt_ms: None,
+                    failures: 0,
+                    last_error: None,
+                    attempts: 0,
+                    ..policy.clone()
+                };
+            }
+            _ => {}
         }
     }
 

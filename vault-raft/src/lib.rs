@@ -7,6 +7,7 @@
 
 mod apply;
 pub mod audit_log;
+mod caller_write;
 pub mod cluster;
 pub mod codec;
 pub mod command;

@@ -52,7 +52,7 @@ impl AdminService {
             Some(&subject),
             "requested".into(),
         )?;
-        let req = ForwardRequest::Admin { auth: caller.token_hash()?, op };
+        let req = ForwardRequest::CallerAdmin { token: caller.presented_token()?, op };
         Ok(self.vault.cluster.submit(req, MEMBERSHIP_TIMEOUT).await?)
     }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tonic::Status;
 use vault_core::model::{Action, Role, TokenRecord};
+use vault_core::token::RawToken;
 
 /// The authenticated caller of a request, put into request extensions by the auth layer.
 #[derive(Clone, Debug)]
@@ -28,6 +29,9 @@ pub struct Caller {
 pub struct Principal {
     pub token: TokenRecord,
     pub role: Role,
+    /// The bearer token as the caller presented it (redacted in `Debug`): a write hands it to
+    /// the leader, which authorizes the write from it (see `vault_raft::transport::CallerWrite`).
+    pub presented: RawToken,
 }
 
 impl Caller {
@@ -58,9 +62,9 @@ impl Caller {
         self.principal.as_ref().ok_or_else(|| Status::unauthenticated("this call needs a bearer token"))
     }
 
-    /// The caller's token hash, which a write carries so the leader can authorize it again.
-    pub fn token_hash(&self) -> Result<vault_core::token::TokenHash, Status> {
-        Ok(self.principal()?.token.hash)
+    /// The token the caller presented, which a write or cluster change carries to the leader.
+    pub fn presented_token(&self) -> Result<RawToken, Status> {
+        Ok(self.principal()?.presented.clone())
     }
 
     /// The role must grant `action` on `name`.

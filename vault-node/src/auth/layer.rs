@@ -171,7 +171,8 @@ impl AuthPolicy {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() => rest.trim(),
             _ => return Err(Status::unauthenticated("authorization header must be: Bearer <token>").into()),
         };
-        let hash = RawToken::presented(raw).hash();
+        let presented = RawToken::presented(raw);
+        let hash = presented.hash();
         if barrier {
             self.vault.linearize().await?;
         }
@@ -190,7 +191,7 @@ impl AuthPolicy {
         let role = self.vault.reader.role(&token.role)?.ok_or_else(|| {
             Status::permission_denied(format!("role {} of token {} no longer exists", token.role, token.name))
         })?;
-        Ok(Principal { token, role })
+        Ok(Principal { token, role, presented })
     }
 }
 

@@ -7,11 +7,13 @@
 //!   as this node has the membership without it.
 //! - **As whom**: every id a call carries (the candidate of a vote, the leader of an append or
 //!   snapshot, the sender of a forward) must be the certificate's id.
-//! - **What**: forwarded writes are only client writes carrying their caller
-//!   ([`Command::forwardable`](crate::Command::forwardable)), which the leader re-authorizes
-//!   when applying them; operator changes ([`ForwardRequest::Admin`]) only with a token that
-//!   holds the admin role here; election control (used by leader transfer) only from the
-//!   leader this node follows. Read index and the leader's replication view: any member.
+//! - **What**: forwarded writes are only client writes with the bearer token their caller
+//!   presented ([`ForwardRequest::CallerWrite`]): the leader hashes the token itself, stamps
+//!   its own time and names the actor, and applying the write authorizes it again. Operator
+//!   changes ([`ForwardRequest::CallerAdmin`]) only with a raw token that holds the admin role
+//!   here. A token *hash* authorizes nothing from a peer: every member stores every hash.
+//!   Election control (used by leader transfer) only from the leader this node follows. Read
+//!   index and the leader's replication view: any member.
 //!
 //! In dev mode (shared secret, no certificates) peers carry no id, and only the secret and the
 //! command rules apply.
@@ -73,15 +75,22 @@ pub(crate) fn admit_forward(
 ) -> Result<(), Status> {
     same_node(peer, Some(from), "forwarded request")?;
     match req {
-        ForwardRequest::Write(cmd) if cmd.forwardable() => Ok(()),
+        ForwardRequest::CallerWrite(w) if w.cmd.is_caller_write() => Ok(()),
+        ForwardRequest::CallerWrite(w) => Err(Status::permission_denied(format!(
+            "a peer may forward only client writes, not {}",
+            w.cmd.kind()
+        ))),
         ForwardRequest::Write(cmd) => Err(Status::permission_denied(format!(
-            "a peer may forward only client writes that carry their caller, not {}",
+            "a peer may forward a client write only with the token its caller presented, not a bare {}",
             cmd.kind()
         ))),
+        ForwardRequest::AdminByHash { .. } => Err(Status::permission_denied(
+            "a cluster change from a peer needs the operator's token, not its hash (is the peer on an older build?)",
+        )),
         ForwardRequest::ReadIndex | ForwardRequest::LeaderView => Ok(()),
         // Whether the candidate is a voter is part of the answer (`elections`).
         ForwardRequest::PreVote { candidate, .. } => same_node(peer, Some(*candidate), "pre-vote's candidate"),
-        ForwardRequest::Admin { auth, .. } => match cluster.reader.check_admin(auth, now_ms()) {
+        ForwardRequest::CallerAdmin { token, .. } => match cluster.reader.check_admin(&token.hash(), now_ms()) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(Status::permission_denied(format!("cluster change refused: {why}"))),
             Err(e) => {

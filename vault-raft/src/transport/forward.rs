@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use vault_core::token::TokenHash;
+use vault_core::token::{RawToken, TokenHash};
 
 use crate::command::{Command, CommandResponse};
 use crate::node::NodeInfo;
@@ -11,14 +11,16 @@ use crate::typ::{LogId, NodeId};
 /// Work sent over the Raft port to the node that must do it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ForwardRequest {
-    /// A sealed command for the leader to commit.
+    /// A command this node made itself, for its own leader to commit. Never accepted from a
+    /// peer (see `admission`): a client write travels as [`ForwardRequest::CallerWrite`].
     Write(Command),
     /// The leader confirms its leadership with a quorum and returns the log id a linearizable
     /// read must wait for.
     ReadIndex,
-    /// An operator's cluster change, with the operator's token: a leader that receives it
-    /// from a peer runs it only if the token holds the admin role in the replicated state.
-    Admin { auth: TokenHash, op: AdminOp },
+    /// The cluster change of an older build, authorized by a token *hash*, which every member
+    /// holds. Refused from peers (a member could act as any admin); kept so that the variants
+    /// after it keep their numbers on the wire.
+    AdminByHash { auth: TokenHash, op: AdminOp },
     /// The leader's view of replication.
     LeaderView,
     /// To a voter during a leader transfer: do not start elections for `for_ms`.
@@ -28,6 +30,49 @@ pub enum ForwardRequest {
     /// Would this voter vote for `candidate` (whose log ends at `last_log_id`) now? Asked
     /// before an election, changes nothing (see `elections`).
     PreVote { candidate: NodeId, last_log_id: Option<LogId> },
+    // New variants go last: the encoding numbers variants in order.
+    /// A client write with the bearer token its caller presented (see [`CallerWrite`]).
+    CallerWrite(CallerWrite),
+    /// An operator's cluster change with the operator's bearer token: the leader hashes it and
+    /// runs the change only if the token holds the admin role in its replicated state.
+    CallerAdmin { token: RawToken, op: AdminOp },
+}
+
+/// A client write as the node that served it hands it to the leader. The leader authorizes it
+/// from what no member stores: it hashes `token` itself, takes the time from its own clock and
+/// names the actor from the token record it holds (see `Cluster::caller_command`). So a member,
+/// which holds every token's hash, cannot act as a caller whose token it was never given, nor
+/// make an expired token valid again by choosing the time, nor name another actor.
+///
+/// The raw token crosses only the members' mutual-TLS link, as the caller's request did, and
+/// is never logged (`RawToken` prints redacted) nor written down.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CallerWrite {
+    pub token: RawToken,
+    /// A client write (see `Command::is_client_write`); its times are the leader's.
+    pub cmd: Command,
+    /// The client's address as the serving node saw it: recorded in the audit record, not
+    /// trusted for any decision.
+    pub client_ip: String,
+    /// The call's audit action (`secret.put`, ...), as the serving node's RPC table names it.
+    pub action: String,
+}
+
+impl ForwardRequest {
+    /// What the request asks for, as an audit record of its refusal names it.
+    pub fn describe(&self) -> String {
+        match self {
+            ForwardRequest::Write(cmd) => format!("write:{}", cmd.kind()),
+            ForwardRequest::CallerWrite(w) => format!("caller_write:{}", w.cmd.kind()),
+            ForwardRequest::ReadIndex => "read_index".into(),
+            ForwardRequest::AdminByHash { .. } => "admin_by_hash".into(),
+            ForwardRequest::CallerAdmin { .. } => "admin".into(),
+            ForwardRequest::LeaderView => "leader_view".into(),
+            ForwardRequest::PauseElections { .. } => "pause_elections".into(),
+            ForwardRequest::Campaign { .. } => "campaign".into(),
+            ForwardRequest::PreVote { .. } => "pre_vote".into(),
+        }
+    }
 }
 
 /// Cluster changes an operator asks for; they run on the leader.

@@ -9,12 +9,13 @@ mod client;
 mod forward;
 mod listener;
 mod network;
+mod refusal_audit;
 mod security;
 mod server;
 
 pub use client::PeerClients;
 pub(crate) use client::MAX_MESSAGE;
-pub use forward::{AdminOp, ForwardError, ForwardRequest, ForwardResponse, LeaderView};
+pub use forward::{AdminOp, CallerWrite, ForwardError, ForwardRequest, ForwardResponse, LeaderView};
 pub use listener::{connections, AcceptTask, PeerIdentity, RaftConn, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
 pub use network::GrpcNetwork;
 pub use security::{cert_node_id, node_server_name, TlsFiles, TransportSecurity};

@@ -15,8 +15,10 @@ use super::client::MAX_MESSAGE;
 use super::forward::{ForwardError, ForwardRequest, ForwardResponse};
 use super::listener::PeerIdentity;
 use super::pb;
+use super::refusal_audit::RefusalAudit;
 use super::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use super::security::{ServerGuard, TransportSecurity};
+use crate::audit_log::AuditLog;
 use crate::cluster::Cluster;
 use crate::codec::{decode, encode};
 use crate::node::NodeInfo;
@@ -34,11 +36,19 @@ pub type RaftServiceServer = InterceptedService<RaftServer<RaftService>, ServerG
 pub struct RaftService {
     cluster: Cluster,
     me: NodeInfo,
+    /// Where refused forwarded requests are recorded (none in tests without an audit log).
+    refusals: Option<RefusalAudit>,
 }
 
 impl RaftService {
     pub fn new(cluster: Cluster, me: NodeInfo) -> Self {
-        RaftService { cluster, me }
+        RaftService { cluster, me, refusals: None }
+    }
+
+    /// Records forwarded requests refused to a member in `log` (see `refusal_audit`).
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.refusals = Some(RefusalAudit::new(log));
+        self
     }
 
     /// The service behind the membership check of `security`.
@@ -203,9 +213,15 @@ impl RaftRpc for RaftService {
             let t = t.min(FORWARD_TIMEOUT_MAX);
             t.saturating_sub((t / 20).max(Duration::from_secs(1)))
         });
+        let addr = req.extensions().get::<PeerIdentity>().and_then(|p| p.addr);
         let (peer, (from, request)): (_, (NodeId, ForwardRequest)) = self.admit(req)?;
-        admit_forward(&self.cluster, peer, from, &request)?;
-        let r: Result<ForwardResponse, ForwardError> = self.cluster.handle_local(request, timeout).await;
+        if let Err(refused) = admit_forward(&self.cluster, peer, from, &request) {
+            if let Some(audit) = &self.refusals {
+                audit.refused(peer.unwrap_or(from), addr, &request.describe(), refused.message());
+            }
+            return Err(refused);
+        }
+        let r: Result<ForwardResponse, ForwardError> = self.cluster.handle_from(from, request, timeout).await;
         reply(&r)
     }
 

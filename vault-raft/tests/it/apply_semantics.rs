@@ -523,7 +523,7 @@ async fn rotation_needs_rotate_and_reader_rules_need_admin() {
             node_id: 1,
         },
     ] {
-        assert!(!as_caller(forged.clone()).forwardable(), "a peer may not forward {forged:?}");
+        assert!(!forged.is_caller_write(), "a leader may not propose {forged:?} for a caller");
         let r = sm.run(as_caller(forged)).await;
         assert!(matches!(r, CommandResponse::Rejected(Rejection::PermissionDenied(_))), "{r:?}");
     }

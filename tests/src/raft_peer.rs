@@ -1,0 +1,42 @@
+//! Speaking to a node's Raft port as a member would: a client presenting a node certificate
+//! of the test cluster, for tests of what the port admits.
+
+use std::path::Path;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use vault_raft::codec::{decode, encode};
+use vault_raft::transport::pb as raftpb;
+use vault_raft::transport::{node_server_name, ForwardError, ForwardRequest, ForwardResponse};
+
+pub type RaftClient = raftpb::raft_client::RaftClient<Channel>;
+
+/// A Raft client presenting `certs/node-<as_id>` to node `target` at `addr`.
+pub async fn raft_as(certs: &Path, as_id: u64, target: u64, addr: std::net::SocketAddr) -> RaftClient {
+    let read = |f: String| std::fs::read(certs.join(f)).expect("read cert file");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
+        .identity(Identity::from_pem(read(format!("node-{as_id}.pem")), read(format!("node-{as_id}.key"))))
+        .domain_name(node_server_name(target));
+    let ch = Channel::from_shared(format!("https://{addr}"))
+        .expect("address")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("connect to the raft port");
+    RaftClient::new(ch)
+}
+
+pub fn blob<T: serde::Serialize>(v: &T) -> raftpb::Blob {
+    raftpb::Blob { data: encode(v).expect("encode") }
+}
+
+/// Forwards `req` in the name of node `from`: the port's status, or the node's answer.
+pub async fn forward_as(
+    c: &mut RaftClient,
+    from: u64,
+    req: ForwardRequest,
+) -> Result<Result<ForwardResponse, ForwardError>, tonic::Status> {
+    let r = c.forward(blob(&(from, req))).await?;
+    Ok(decode(&r.into_inner().data).expect("decode forward reply"))
+}

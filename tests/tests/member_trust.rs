@@ -1,0 +1,137 @@
+//! What a cluster member can make the leader do, with real processes. A member holds every
+//! token's hash (the replicated token table), its own node certificate, and the requests clients
+//! send it; none of that lets it act as a caller whose token it was never handed.
+
+use std::time::Duration;
+
+use tonic::Code;
+use vault_core::model::{AuditContext, TokenRecord, BOOTSTRAP_TOKEN_NAME};
+use vault_core::token::{RawToken, TokenHash};
+use vault_raft::transport::{AdminOp, CallerWrite, ForwardRequest, ForwardResponse};
+use vault_raft::{Command, CommandResponse, Rejection};
+use vault_tests::raft_peer::{forward_as, raft_as};
+use vault_tests::*;
+
+fn token_record(name: &str) -> TokenRecord {
+    TokenRecord {
+        name: name.into(),
+        hash: RawToken::generate().hash(),
+        role: "admin".into(),
+        created_at_ms: 1,
+        expires_at_ms: None,
+    }
+}
+
+fn hash_of(token: &str) -> TokenHash {
+    RawToken::parse_strict(token).expect("a valid token").hash()
+}
+
+fn records(c: &TestCluster, i: usize) -> Vec<serde_json::Value> {
+    serde_json::from_str(&c.ctl(i, &["--output", "json", "audit", "list", "--limit", "10000"])).expect("audit json")
+}
+
+#[test]
+fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let leader_id = c.specs[leader].node_id;
+        let member_idx = (leader + 1) % 3;
+        let member = c.specs[member_idx].node_id;
+        let mut as_member = raft_as(&c.certs(), member, leader_id, c.specs[leader].raft_addr).await;
+
+        let created = c.ctl(leader, &["--output", "json", "token", "create", "brief", "--role", "admin", "--ttl", "1s"]);
+        let brief: serde_json::Value = serde_json::from_str(&created).expect("token json");
+        let brief = brief["token"].as_str().expect("raw token").to_string();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+        tracing::info!("forwards naming their caller by a token hash, which every member stores");
+        let now = vault_core::time::now_ms();
+        let by_hash = |auth: TokenHash, now_ms: u64, actor: &str, name: &str| {
+            ForwardRequest::Write(Command::AsCaller {
+                auth,
+                now_ms,
+                cmd: Box::new(Command::CreateToken { record: token_record(name) }),
+                audit: AuditContext {
+                    node_id: member,
+                    actor: actor.into(),
+                    client_ip: "192.0.2.1".into(),
+                    action: "token.create".into(),
+                },
+            })
+        };
+        let refusals = [
+            (by_hash(hash_of(&c.token), now, BOOTSTRAP_TOKEN_NAME, "by-admin-hash"), "a real admin's hash"),
+            (by_hash(hash_of(&brief), now - 1_400, "brief", "by-expired-hash"), "an expired token's hash, back-dated"),
+            (by_hash(hash_of(&c.token), now, "alice", "by-forged-actor"), "a forged actor"),
+            (
+                ForwardRequest::AdminByHash { auth: hash_of(&c.token), op: AdminOp::TransferLeader { to: member } },
+                "a cluster change by an admin's hash",
+            ),
+            (
+                ForwardRequest::CallerAdmin { token: RawToken::generate(), op: AdminOp::TransferLeader { to: member } },
+                "a cluster change with a token nobody holds",
+            ),
+        ];
+        let refused = refusals.len();
+        for (req, what) in refusals {
+            match forward_as(&mut as_member, member, req).await {
+                Err(s) if s.code() == Code::PermissionDenied => {}
+                other => panic!("{what}: expected PERMISSION_DENIED, got {other:?}"),
+            }
+        }
+
+        tracing::info!("with a raw token, the leader hashes it, takes its own time and names the actor");
+        let caller_write = |token: RawToken, name: &str| {
+            ForwardRequest::CallerWrite(CallerWrite {
+                token,
+                cmd: Command::CreateToken { record: token_record(name) },
+                client_ip: "192.0.2.7".into(),
+                action: "token.create".into(),
+            })
+        };
+        let expired = RawToken::parse_strict(&brief).expect("valid");
+        match forward_as(&mut as_member, member, caller_write(expired, "by-expired-token")).await {
+            Ok(Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::Unauthenticated(why))))) => {
+                assert!(why.contains("expired"), "{why}")
+            }
+            other => panic!("an expired token is refused at the leader's time: {other:?}"),
+        }
+        let admin = RawToken::parse_strict(&c.token).expect("valid");
+        match forward_as(&mut as_member, member, caller_write(admin, "via-member")).await {
+            Ok(Ok(ForwardResponse::Written(r))) => assert!(!matches!(r, CommandResponse::Rejected(_)), "{r:?}"),
+            other => panic!("a write with the caller's own token is applied: {other:?}"),
+        }
+
+        let tokens = c.ctl(leader, &["token", "list"]);
+        assert!(tokens.contains("via-member"), "{tokens}");
+        for name in ["by-admin-hash", "by-expired-hash", "by-forged-actor", "by-expired-token"] {
+            assert!(!tokens.contains(name), "{name} must not exist:\n{tokens}");
+        }
+        let status = c.status(leader).await.expect("status");
+        assert_eq!(status.leader_id, Some(leader_id), "no refused cluster change moved the leadership");
+
+        tracing::info!("the leader's audit log names each refusal and the actor it derived");
+        let log = records(&c, leader);
+        let peer_refusals: Vec<_> = log
+            .iter()
+            .filter(|r| r["action"] == "raft.forward" && r["actor"] == format!("node:{member}"))
+            .collect();
+        assert_eq!(peer_refusals.len(), refused, "one record per refused forward: {peer_refusals:#?}");
+        assert!(
+            peer_refusals.iter().all(|r| r["outcome"].as_str().is_some_and(|o| o.starts_with("permission denied"))),
+            "{peer_refusals:#?}"
+        );
+        let of = |subject: &str| {
+            log.iter().find(|r| r["secret"] == subject).unwrap_or_else(|| panic!("no record of {subject}: {log:#?}"))
+        };
+        let via = of("token:via-member");
+        assert_eq!(via["actor"], BOOTSTRAP_TOKEN_NAME, "{via}");
+        assert_eq!(via["node_id"], member, "the node whose certificate forwarded it: {via}");
+        assert_eq!(via["outcome"], "ok", "{via}");
+        let late = of("token:by-expired-token");
+        assert_eq!(late["actor"], "brief", "{late}");
+        assert!(late["outcome"].as_str().is_some_and(|o| o.contains("expired")), "{late}");
+    });
+}

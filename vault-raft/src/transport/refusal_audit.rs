@@ -1,0 +1,69 @@
+//! Forwarded requests this node refused a member, written to the audit log.
+//!
+//! A member that forwards what it may not (a bare command, a cluster change authorized by a
+//! token hash, a write that is no client write) is either on an older build or misbehaving;
+//! either way the operator should see it in the audit log of the node it asked. Only members
+//! get this far, and each is held to a budget per minute, past which its refusals are counted
+//! and said once a minute in the node's log instead, so a hostile member cannot fill the disk
+//! through this path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use vault_core::model::AuditRecord;
+use vault_core::time::now_ms;
+
+use crate::audit_log::AuditLog;
+use crate::typ::NodeId;
+
+/// Refusal records a minute, per member.
+const PER_MEMBER_PER_MINUTE: u32 = 30;
+const MINUTE_MS: u64 = 60_000;
+
+#[derive(Clone)]
+pub(crate) struct RefusalAudit {
+    log: AuditLog,
+    /// Per member: the minute being counted, records written in it, refusals only counted.
+    budget: Arc<Mutex<HashMap<NodeId, (u64, u32, u64)>>>,
+}
+
+impl RefusalAudit {
+    pub(crate) fn new(log: AuditLog) -> Self {
+        RefusalAudit { log, budget: Arc::default() }
+    }
+
+    /// Records that node `from` (at `addr`) was refused `what`, because `why`.
+    pub(crate) fn refused(&self, from: NodeId, addr: Option<SocketAddr>, what: &str, why: &str) {
+        let now = now_ms();
+        let minute = now / MINUTE_MS;
+        {
+            let mut budget = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+            let (at, written, counted) = budget.entry(from).or_insert((minute, 0, 0));
+            if *at != minute {
+                if *counted > 0 {
+                    tracing::warn!(node = from, refusals = *counted, "more forwarded requests of this member refused than recorded one by one");
+                }
+                (*at, *written, *counted) = (minute, 0, 0);
+            }
+            if *written >= PER_MEMBER_PER_MINUTE {
+                *counted += 1;
+                return;
+            }
+            *written += 1;
+        }
+        let record = AuditRecord {
+            seq: 0,
+            time_ms: now,
+            node_id: 0,
+            actor: format!("node:{from}"),
+            client_ip: addr.map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
+            action: "raft.forward".into(),
+            secret: Some(what.to_string()),
+            outcome: format!("permission denied: {why}"),
+        };
+        if let Err(e) = self.log.append(record) {
+            tracing::error!(error = %e, "record a refused forwarded request");
+        }
+    }
+}
