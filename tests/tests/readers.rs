@@ -248,12 +248,21 @@ fn once_a_reader_rule_exists_a_read_needs_a_rule_that_grants_the_name() {
             "the refusal with no matching rule is on record: {reads:#?}"
         );
 
-        // No rule left: the allowlist alone decides again, and vaultctl says so.
+        // No rule left: rules stay required, so nothing is readable, and vaultctl says so.
+        let backup = n.dir.path().join("no-rules.backup");
         let out = n.node.vaultctl(Some(&n.token), &["reader", "delete", "far"]);
         assert!(out.status.success() && stderr(&out).contains("warning: no reader rule is left"), "{out:?}");
         assert_eq!(json(&admin(&n, &["--output", "json", "reader", "list"])), json!([]));
-        assert_eq!(read(&n.node, &[], "app/x"), Ok(x.clone()), "app/x with no rule left");
-        assert_eq!(read(&n.node, &[], "other/x"), Ok(other.clone()), "other/x with no rule left");
+        assert_denied(read(&n.node, &[], "app/x"), "app/x with no rule left");
+        assert_denied(read(&n.node, &[], "other/x"), "other/x with no rule left");
+        // Nor does restoring a backup without rules reopen reads.
+        admin(&n, &["snapshot", "save", backup.to_str().expect("utf-8 path")]);
+        admin(&n, &["snapshot", "restore", backup.to_str().expect("utf-8 path")]);
+        assert_denied(read(&n.node, &[], "app/x"), "app/x after restoring a backup without rules");
+        // Only a rule opens reads again; one for every address and name leaves the allowlist to decide.
+        admin(&n, &["reader", "create", "all", "--cidr", "0.0.0.0/0", "--cidr", "::/0", "--grant", "*"]);
+        assert_eq!(read(&n.node, &[], "other/x"), Ok(other.clone()), "other/x through rule all");
+        admin(&n, &["reader", "delete", "all"]);
         let err = admin_err(&n, &["reader", "delete", "far"]);
         assert!(err.contains("not found"), "{err}");
         let out = n.node.vaultctl(Some(&n.token), &["reader", "get", "far"]);
@@ -310,11 +319,17 @@ fn reader_rule_changes_through_one_node_apply_on_every_node_at_once() {
             "node 2 audit: {records:#}"
         );
 
+        c.ctl(1, &["reader", "create", "every", "--cidr", "127.0.0.0/8", "--grant", "*"]);
         c.ctl(1, &["reader", "delete", "local"]);
         for i in [2, 0, 1] {
-            assert_eq!(read(&c.nodes[i], &[], "other/x"), Ok(other.clone()), "node {i} after the delete on node 1");
-            assert_eq!(read(&c.nodes[i], &[], "app/x"), Ok(x.clone()), "node {i} after the delete on node 1");
-            assert_eq!(json(&c.ctl(i, &["--output", "json", "reader", "list"])), json!([]), "node {i}");
+            assert_eq!(read(&c.nodes[i], &[], "other/x"), Ok(other.clone()), "node {i} after the change on node 1");
+            assert_eq!(read(&c.nodes[i], &[], "app/x"), Ok(x.clone()), "node {i} after the change on node 1");
+            assert_eq!(listed_names(&c.ctl(i, &["--output", "json", "reader", "list"])), ["every"], "node {i}");
+        }
+        // The last rule gone through node 0: rules stay required on every node, so no read.
+        c.ctl(0, &["reader", "delete", "every"]);
+        for i in [1, 2, 0] {
+            assert_denied(read(&c.nodes[i], &[], "other/x"), &format!("node {i} with no rule left"));
         }
     });
 }

@@ -14,7 +14,7 @@ use crate::db::{
 };
 use crate::tables::{
     version_key, KvRead, RestoreProgress, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_FEATURE_LEVEL, KEY_MASTER_KEY,
-    KEY_READERS_REVISION, KEY_RESTORE, KEY_REWRAP, KEY_ROTATION_SERIAL,
+    KEY_READERS_REQUIRED, KEY_READERS_REVISION, KEY_RESTORE, KEY_REWRAP, KEY_ROTATION_SERIAL,
 };
 use crate::StoreError;
 
@@ -169,6 +169,11 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             let changed = *level > txn.feature_level()?;
             if changed {
                 txn.put(CF_SM_META, KEY_FEATURE_LEVEL, level)?;
+                // A cluster upgraded with rules in force keeps requiring them.
+                if !txn.scan(CF_READERS)?.is_empty() {
+                    require_reader_rules(txn)?;
+                    bump_readers_revision(txn)?;
+                }
             }
             Ok(CommandResponse::Applied { changed })
         }
@@ -223,6 +228,7 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
                 return reject(Rejection::AlreadyExists(format!("reader {} already exists", rule.name)));
             }
             txn.put(CF_READERS, rule.name.as_bytes(), rule)?;
+            require_reader_rules(txn)?;
             bump_readers_revision(txn)?;
             Ok(CommandResponse::Ok)
         }
@@ -231,6 +237,7 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
                 return reject(Rejection::NotFound(format!("reader {name} does not exist")));
             }
             txn.delete(CF_READERS, name.as_bytes());
+            require_reader_rules(txn)?;
             bump_readers_revision(txn)?;
             Ok(CommandResponse::Ok)
         }
@@ -507,6 +514,10 @@ const RESTORED_META_KEYS: [&[u8]; 2] = [KEY_REWRAP, KEY_BOOTSTRAP_TOKEN_ISSUED];
 /// (its newer versions are gone, their numbers are not reused), and one the backup lacks stays
 /// as a name with no versions.
 fn commit_restore(txn: &mut Txn<'_>) -> Result<CommandResponse, StoreError> {
+    // Rules in force before the restore stay required after it, whatever the backup holds.
+    if !txn.scan(CF_READERS)?.is_empty() {
+        require_reader_rules(txn)?;
+    }
     let mut highest: Vec<(Vec<u8>, SecretMeta)> = Vec::new();
     for (name, bytes) in txn.scan(CF_SECRETS)? {
         highest.push((name, crate::codec::decode(&bytes)?));
@@ -548,6 +559,16 @@ fn commit_restore(txn: &mut Txn<'_>) -> Result<CommandResponse, StoreError> {
         txn.put(CF_ROTATION, &name, &policy)?;
     }
     Ok(CommandResponse::Restored { records: counts })
+}
+
+/// From feature level 4, marks reader rules required on this cluster for good (see
+/// `tables::KEY_READERS_REQUIRED`). Below it some member may not know the flag, and replicas
+/// must decide reads alike.
+fn require_reader_rules(txn: &mut Txn<'_>) -> Result<(), StoreError> {
+    if txn.feature_level()? >= crate::features::READERS_REQUIRED_LEVEL {
+        txn.put(CF_SM_META, KEY_READERS_REQUIRED, &true)?;
+    }
+    Ok(())
 }
 
 /// Marks the reader rules changed, so nodes reload them (see `StateReader::reader_rules`).

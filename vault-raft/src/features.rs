@@ -19,7 +19,13 @@ pub const BASE_LEVEL: u32 = 1;
 /// What this build understands. 2: backup restore (`RestoreBegin`, `RestoreChunk`,
 /// `RestoreCommit`, the staging family in snapshots) and `SetFeatureLevel`. 3: reader rules and
 /// scheduled rotation (their commands, and the `readers` and `rotation` families in snapshots).
-pub const FEATURE_LEVEL: u32 = 3;
+/// 4: reader rules stay required once in force ([`READERS_REQUIRED_LEVEL`]).
+pub const FEATURE_LEVEL: u32 = 4;
+
+/// From this level, applying a reader-rule change (or a restore, or the raise to this level
+/// with rules in force) marks rules required for good: a level-3 build would decide reads
+/// without them once the last rule is gone.
+pub const READERS_REQUIRED_LEVEL: u32 = 4;
 
 impl Command {
     /// The cluster feature level this command needs.

@@ -70,12 +70,14 @@ impl StateReader {
         let installing = view.get_cf(meta, crate::state_machine::KEY_INSTALLING)?.is_some();
         let revision: u64 =
             view.get_cf(meta, crate::tables::KEY_READERS_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
+        let required: bool =
+            view.get_cf(meta, crate::tables::KEY_READERS_REQUIRED)?.map(|b| decode(&b)).transpose()?.unwrap_or(false);
         let mut list = Vec::new();
         for item in view.iterator_cf(cf(&self.db, CF_READERS)?, IteratorMode::Start) {
             let (_, v) = item?;
             list.push(decode::<ReaderRule>(&v)?);
         }
-        let rules = Arc::new(ReaderRules::new(list));
+        let rules = Arc::new(ReaderRules::new(list).required(required));
         if !installing {
             *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some((revision, rules.clone()));
         }

@@ -26,6 +26,11 @@ pub(crate) const KEY_MASTER_KEY: &[u8] = b"master_key";
 pub(crate) const KEY_FEATURE_LEVEL: &[u8] = b"feature_level";
 /// Bumped by every change to the reader rules (u64; absent: 0), so readers can cache them.
 pub(crate) const KEY_READERS_REVISION: &[u8] = b"readers_revision";
+/// Set (true) once reader rules are in force on this cluster, from feature level 4: from then on
+/// a read needs a rule even when none is left. Never cleared, and a restore keeps this
+/// cluster's (see `apply::commit_restore`), so neither deleting the last rule nor restoring a
+/// backup without rules reopens reads to the address allowlist alone.
+pub(crate) const KEY_READERS_REQUIRED: &[u8] = b"readers_required";
 /// Serial of rotation policies set (u64), from which each takes its attempt-count base.
 pub(crate) const KEY_ROTATION_SERIAL: &[u8] = b"rotation_serial";
 /// A restore being received: [`RestoreProgress`].

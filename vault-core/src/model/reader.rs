@@ -109,6 +109,9 @@ pub enum ReaderDecision {
 /// on every call).
 #[derive(Debug, Default)]
 pub struct ReaderRules {
+    /// Rules have been in force on this cluster: with none left, no read is allowed (rather
+    /// than the address allowlist alone deciding).
+    required: bool,
     rules: Vec<(ReaderRule, Vec<IpNet>)>,
 }
 
@@ -123,7 +126,17 @@ impl ReaderRules {
                 (r, nets)
             })
             .collect();
-        ReaderRules { rules }
+        ReaderRules { rules, required: false }
+    }
+
+    /// The same rules, required (or not) even when there are none (see `required`).
+    pub fn required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
+    }
+
+    pub fn is_required(&self) -> bool {
+        self.required
     }
 
     pub fn is_empty(&self) -> bool {
@@ -143,6 +156,12 @@ impl ReaderRules {
     /// client, by address or subject, and grants the name allows it.
     pub fn decide(&self, ip: IpAddr, cn: Option<&str>, name: &str) -> ReaderDecision {
         if self.rules.is_empty() {
+            if self.required {
+                return ReaderDecision::Denied(
+                    "reader rules are in force on this cluster and none is left: no read is allowed until one is created"
+                        .into(),
+                );
+            }
             return ReaderDecision::NoRules;
         }
         let matches = |(r, nets): &&(ReaderRule, Vec<IpNet>)| {
@@ -168,6 +187,15 @@ impl ReaderRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_required_with_none_left_allow_no_read() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(matches!(ReaderRules::new(vec![]).decide(ip, None, "a"), ReaderDecision::NoRules));
+        let required = ReaderRules::new(vec![]).required(true);
+        assert!(required.is_required());
+        assert!(matches!(required.decide(ip, Some("cn"), "a"), ReaderDecision::Denied(why) if why.contains("none is left")));
+    }
 
     fn rule(name: &str, cidrs: &[&str], cns: &[&str], grants: &[&str]) -> ReaderRule {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();

@@ -965,7 +965,8 @@ async fn run_with_secrets(c: &mut SecretsClient<Authed>, specs: &[String], comma
 }
 
 /// What it means that no reader rule is in force.
-const NO_READER_RULE: &str = "every address in VAULT_ALLOWED_IPS may read every secret again";
+const NO_READER_RULE: &str = "rules stay required once in force, so no read is allowed until a rule is created \
+     (a rule with --cidr 0.0.0.0/0 --cidr ::/0 --grant '*' leaves VAULT_ALLOWED_IPS alone to decide)";
 
 /// How long a backup or restore may take end to end.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -1349,7 +1350,7 @@ async fn reader_cmd(c: &mut AdminClient<Authed>, cmd: ReaderCmd, json: bool) -> 
             } else {
                 outln!("reader {name} deleted");
             }
-            // Without rules, reads fall back to the address allowlist alone: say so.
+            // Rules stay required with none left: every read is refused; say so.
             if c.list_readers(pb::ListReadersRequest {}).await.is_ok_and(|r| r.into_inner().readers.is_empty()) {
                 eprintln!("warning: no reader rule is left: {NO_READER_RULE}");
             }
