@@ -7,8 +7,8 @@ use rocksdb::{Direction, IteratorMode, DB};
 use std::collections::BTreeMap;
 
 use vault_core::model::{
-    MasterKeyState, ReaderRule, ReaderRules, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord, VersionRecord,
-    VersionState,
+    MasterKeyState, NameRange, ReaderRule, ReaderRules, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord,
+    VersionRecord, VersionState,
 };
 use vault_core::token::TokenHash;
 
@@ -35,8 +35,8 @@ pub struct DueRotations {
     pub failing: u64,
 }
 
-/// Names with their metadata, and where the next page starts (if there may be one).
-pub type SecretPage = (Vec<(String, SecretMeta)>, Option<String>);
+/// Names with their metadata, and whether more follow.
+pub type SecretPage = (Vec<(String, SecretMeta)>, bool);
 
 /// The reader rules as of a revision of them.
 type RulesAt = (u64, Arc<ReaderRules>);
@@ -162,43 +162,40 @@ impl StateReader {
         Ok(out)
     }
 
-    /// Secrets whose name starts with `prefix`, in name order, after `start_after`, at most
-    /// `limit` that pass `keep`, looking at no more than `max_examined` names (so a call costs
-    /// little whatever the table holds). The second value is where the next page starts, when
-    /// there may be more.
+    /// Secrets in `ranges` (disjoint, in name order, as [`Role::ranges`] makes them) whose
+    /// name sorts after `start_after`, in name order, at most `limit`. The flag says whether
+    /// the ranges hold more. Only names inside the ranges are read, plus at most one past the
+    /// end of each: what a caller gets back never depends on names outside them.
+    ///
+    /// [`Role::ranges`]: vault_core::model::Role::ranges
     pub fn list_secrets(
         &self,
-        prefix: &str,
+        ranges: &[NameRange],
         start_after: &str,
         limit: usize,
-        max_examined: usize,
-        keep: impl Fn(&str) -> bool,
     ) -> Result<SecretPage, StoreError> {
-        let from = if start_after.is_empty() || start_after < prefix { prefix } else { start_after };
-        let it =
-            self.db.iterator_cf(cf(&self.db, CF_SECRETS)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
         let mut out = Vec::new();
-        let mut examined = 0usize;
-        let mut last = None;
-        for item in it {
-            let (k, v) = item?;
-            let name = std::str::from_utf8(&k).map_err(|_| StoreError::Corrupt("secret name is not UTF-8".into()))?;
-            if !name.starts_with(prefix) {
-                return Ok((out, None));
-            }
-            if name == start_after {
-                continue;
-            }
-            if out.len() == limit || examined == max_examined {
-                return Ok((out, last));
-            }
-            examined += 1;
-            last = Some(name.to_string());
-            if keep(name) {
+        for range in ranges {
+            let from = range.start().max(start_after);
+            let it =
+                self.db.iterator_cf(cf(&self.db, CF_SECRETS)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
+            for item in it {
+                let (k, v) = item?;
+                let name =
+                    std::str::from_utf8(&k).map_err(|_| StoreError::Corrupt("secret name is not UTF-8".into()))?;
+                if !range.contains(name) {
+                    break;
+                }
+                if name == start_after {
+                    continue;
+                }
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
                 out.push((name.to_string(), decode(&v)?));
             }
         }
-        Ok((out, None))
+        Ok((out, false))
     }
 
     pub fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {

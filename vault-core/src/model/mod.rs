@@ -1,6 +1,7 @@
 //! Domain types stored by the state machine and shown by the API.
 
 mod audit;
+mod listing;
 mod master_key;
 mod reader;
 mod rewrap;
@@ -10,6 +11,7 @@ mod secret;
 mod token;
 
 pub use audit::{audit_field, AuditContext, AuditRecord, MAX_AUDIT_FIELD, MAX_AUDIT_OUTCOME};
+pub use listing::NameRange;
 pub use master_key::MasterKeyState;
 pub use reader::{ReaderDecision, ReaderRule, ReaderRules, MAX_READER_ENTRIES};
 pub use rewrap::RewrapState;

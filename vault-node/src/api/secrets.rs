@@ -7,6 +7,7 @@ use vault_core::model::{Action, Generator, ReaderDecision, ReaderRules, Rotation
 use vault_core::{SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse};
 
+use crate::api::page_token;
 use crate::auth::caller::{caller_of, Caller};
 use crate::error::{answer, blocking, ApiError};
 use crate::pb;
@@ -35,10 +36,6 @@ fn read_gate(caller: &Caller) -> Result<(), Status> {
         None => Ok(()),
     }
 }
-
-/// Names one `ListSecrets` call looks at, whatever it returns: a page may come back short (or
-/// empty) with a `next_page_token` when the token's grants cover few of them.
-const MAX_EXAMINED: usize = 10_000;
 
 impl SecretsService {
     pub fn new(vault: Arc<Vault>) -> Self {
@@ -208,18 +205,26 @@ impl Secrets for SecretsService {
                 n => n.min(MAX_PAGE),
             };
             // A token that may list nothing is refused before anything is read.
-            if !caller.principal.as_ref().is_some_and(|p| p.role.grants_action(Action::List)) {
+            let Some(principal) = caller.principal.as_ref().filter(|p| p.role.grants_action(Action::List)) else {
                 return Err(Status::permission_denied("this token's role grants `list` on no name").into());
-            }
+            };
+            // The page continues after a name this caller was given; anything else is refused
+            // the same way, whether or not such a name exists.
+            let after = match page_token::resume(&r.page_token, &r.prefix)? {
+                Some(name) if SecretName::parse(&name).is_ok() && caller.allows(Action::List, &name) => name,
+                Some(_) => return Err(page_token::refused().into()),
+                None => String::new(),
+            };
+            // Only the ranges the grants cover are walked, so neither the page nor the token
+            // depends on names the caller may not list.
+            let ranges = principal.role.ranges(Action::List, &r.prefix);
             self.vault.linearize().await?;
-            // Off the async workers, and bounded: at most MAX_EXAMINED names looked at per call.
-            let (reader, list_caller, prefix, token) =
-                (self.vault.reader.clone(), caller.clone(), r.prefix.clone(), r.page_token.clone());
-            let (items, next) = blocking(move || {
-                reader.list_secrets(&prefix, &token, limit, MAX_EXAMINED, |n| list_caller.allows(Action::List, n))
-            })
-            .await?;
-            let next = next.unwrap_or_default();
+            let reader = self.vault.reader.clone();
+            let (items, more) = blocking(move || reader.list_secrets(&ranges, &after, limit)).await?;
+            let next = match items.last() {
+                Some((last, _)) if more => page_token::issue(&r.prefix, last),
+                _ => String::new(),
+            };
             let secrets = items.iter().map(|(n, m)| pb::SecretSummary::from_meta(n.clone(), m)).collect();
             Ok(pb::ListSecretsResponse { secrets, next_page_token: next })
         })

@@ -1,0 +1,173 @@
+//! What the API's surface tells a caller who may see little: listings and their page tokens,
+//! and the answers of lifecycle and rotation calls about names the caller may not list.
+
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use vault_node::pb;
+use vault_node::pb::secrets_client::SecretsClient;
+use vault_tests::*;
+
+fn mt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn token_for(n: &SingleNode, name: &str, role: &str) -> String {
+    let json = n.ctl(&["--output", "json", "token", "create", name, "--role", role]);
+    serde_json::from_str::<serde_json::Value>(&json).expect("json")["token"].as_str().expect("token").to_string()
+}
+
+/// Writes `names` (value "v") through gRPC, many at once.
+async fn put_many(url: &str, token: &str, names: Vec<String>) {
+    let ch = api_channel(url, None).await.expect("connect");
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(names));
+    let mut workers = Vec::new();
+    for _ in 0..64 {
+        let (ch, queue, token) = (ch.clone(), queue.clone(), token.to_string());
+        workers.push(tokio::spawn(async move {
+            let mut c = SecretsClient::new(ch);
+            loop {
+                let Some(name) = queue.lock().expect("queue").pop() else { return };
+                let put = pb::PutSecretRequest { name, value: b"v".to_vec(), ..Default::default() };
+                c.put_secret(authed(put, &token)).await.expect("put");
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("writer");
+    }
+}
+
+/// Every page of a listing as `token` sees it: (names, next_page_token) per page.
+async fn pages(url: &str, token: &str, prefix: &str, page_size: u32) -> Vec<(Vec<String>, String)> {
+    let mut c = secrets_client(url).await;
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = pb::ListSecretsRequest { prefix: prefix.into(), page_size, page_token: page_token.clone() };
+        let page = c.list_secrets(authed(req, token)).await.expect("list").into_inner();
+        let names = page.secrets.iter().map(|s| s.name.clone()).collect();
+        page_token = page.next_page_token.clone();
+        out.push((names, page.next_page_token));
+        assert!(out.len() < 100, "a listing of a few names never ends: {out:?}");
+        if page_token.is_empty() {
+            return out;
+        }
+    }
+}
+
+async fn list_with(
+    url: &str,
+    token: &str,
+    prefix: &str,
+    page_token: &str,
+) -> Result<pb::ListSecretsResponse, tonic::Status> {
+    let req = pb::ListSecretsRequest { prefix: prefix.into(), page_size: 1, page_token: page_token.into() };
+    secrets_client(url).await.list_secrets(authed(req, token)).await.map(|r| r.into_inner())
+}
+
+/// More than 10,000 names the token may not list sit between names it may: its listing, page
+/// tokens included, is the same as before they were written, it walks every page, and it
+/// cannot start from a position it chose (a name, a garbage string, another prefix's token).
+/// The admin still pages through everything with `vaultctl secret list`.
+#[test]
+fn page_tokens_reveal_nothing_outside_the_grants_and_only_issued_ones_are_taken() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        let url = n.url();
+        n.ctl(&["role", "create", "lister", "--grant", "list:app/*", "--grant", "list:zzz/last"]);
+        let lister = token_for(&n, "l1", "lister");
+        for name in ["app/a1", "app/a2", "zzz/last"] {
+            n.ctl(&["secret", "put", name, "--value", "v"]);
+        }
+        let mut seen_before = Vec::new();
+        for size in [1000, 1, 2] {
+            seen_before.push((size, pages(&url, &lister, "", size).await));
+        }
+        let all: Vec<String> = seen_before[0].1.iter().flat_map(|(names, _)| names.clone()).collect();
+        assert_eq!(all, ["app/a1", "app/a2", "zzz/last"]);
+
+        let started = Instant::now();
+        let hidden: Vec<String> = (0..10_050).map(|i| format!("hidden/{i:05}")).collect();
+        put_many(&url, &n.token, hidden.clone()).await;
+        eprintln!("10,050 puts took {:?}", started.elapsed());
+
+        for (size, want) in &seen_before {
+            let got = pages(&url, &lister, "", *size).await;
+            assert_eq!(&got, want, "pages of size {size} changed when names the token may not list were added");
+        }
+        // A position the token did not get from this listing is refused: a name it may not
+        // list, garbage, and a token issued for another prefix.
+        let app_token = pages(&url, &lister, "app/", 1).await[0].1.clone();
+        assert!(!app_token.is_empty(), "a page of one under app/ has a next page");
+        for (prefix, bad) in
+            [("", "hidden/05000"), ("", "zzzz-garbage"), ("", "%%%"), ("", "app/a1\u{0}"), ("zzz/", app_token.as_str())]
+        {
+            let e = list_with(&url, &lister, prefix, bad).await.expect_err(&format!("page token {bad:?} taken"));
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
+        }
+        assert_eq!(
+            list_with(&url, &lister, "app/", &app_token).await.expect("its own token").secrets[0].name,
+            "app/a2"
+        );
+
+        // The admin's `vaultctl secret list` follows the tokens through every page.
+        let listed =
+            must_vaultctl(&url, Some(&n.token), &["--output", "json", "secret", "list", "--prefix", "hidden/"]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).expect("json");
+        let names: Vec<&str> = listed.as_array().expect("array").iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(names, hidden.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(started.elapsed() < Duration::from_secs(120), "{:?}", started.elapsed());
+    });
+}
+
+/// The answers of one call for an existing and a missing name, the name replaced by NAME.
+type Answer = (Code, String);
+
+async fn answers(url: &str, token: &str, name: &str) -> Vec<(&'static str, Answer)> {
+    let mut c = secrets_client(url).await;
+    let norm = |r: Result<(), tonic::Status>| match r {
+        Ok(()) => (Code::Ok, String::new()),
+        Err(s) => (s.code(), s.message().replace(name, "NAME")),
+    };
+    let versions = || pb::VersionsRequest { name: name.into(), versions: vec![1] };
+    let mut out = Vec::new();
+    out.push((
+        "versions",
+        norm(c.list_versions(authed(pb::ListVersionsRequest { name: name.into() }, token)).await.map(|_| ())),
+    ));
+    out.push((
+        "delete",
+        norm(
+            c.delete_secret(authed(pb::DeleteSecretRequest { name: name.into(), destroy: false }, token))
+                .await
+                .map(|_| ()),
+        ),
+    ));
+    out.push((
+        "destroy",
+        norm(
+            c.delete_secret(authed(pb::DeleteSecretRequest { name: name.into(), destroy: true }, token))
+                .await
+                .map(|_| ()),
+        ),
+    ));
+    out.push(("delete_versions", norm(c.delete_versions(authed(versions(), token)).await.map(|_| ()))));
+    out.push(("undelete_versions", norm(c.undelete_versions(authed(versions(), token)).await.map(|_| ()))));
+    out.push(("destroy_versions", norm(c.destroy_versions(authed(versions(), token)).await.map(|_| ()))));
+    out.push((
+        "rotation_get",
+        norm(c.get_rotation(authed(pb::GetRotationRequest { name: name.into() }, token)).await.map(|_| ())),
+    ));
+    let set = pb::SetRotationRequest { name: name.into(), every_secs: 86_400, generator: "random:8".into() };
+    out.push(("rotation_set", norm(c.set_rotation(authed(set, token)).await.map(|_| ()))));
+    out.push((
+        "rotation_clear",
+        norm(c.clear_rotation(authed(pb::ClearRotationRequest { name: name.into() }, token)).await.map(|_| ())),
+    ));
+    out.push((
+        "rotate",
+        norm(c.rotate_secret(authed(pb::RotateSecretRequest { name: name.into() }, token)).await.map(|_| ())),
+    ));
+    out
+}
