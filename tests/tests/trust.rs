@@ -427,10 +427,35 @@ fn a_single_node_with_a_wrong_master_key_acknowledges_no_write_and_loses_nothing
         node.stop();
 
         spec.set("VAULT_LOCAL_MASTER_KEY", &k2);
+        let metrics = with_metrics(&mut spec);
         let mut wrong = spec.start();
         wait_log(&wrong, "is not the cluster's master key").await;
         let log = wrong.log();
-        assert!(log.contains(&key_id_of(&k1)) && log.contains(&key_id_of(&k2)), "both ids logged:\n{log}");
+        let ids = [key_id_of(&k1), key_id_of(&k2)];
+        assert!(ids.iter().all(|id| log.contains(id)), "both ids logged:\n{log}");
+        // Callers without credentials learn that it is not ready, not which keys it holds; the
+        // overall gRPC health (service "", what probes ask) agrees with /readyz.
+        let (code, body) = http_get(&metrics, "/readyz").await.expect("readyz");
+        assert_eq!(code, 503, "{body}");
+        let ch = wrong.channel().await.expect("channel");
+        let status = vault_node::pb::admin_client::AdminClient::new(ch.clone())
+            .server_status(vault_node::pb::ServerStatusRequest {})
+            .await
+            .expect("status needs no token")
+            .into_inner();
+        assert!(!status.ready && !status.not_ready.is_empty(), "{status:?}");
+        for id in &ids {
+            assert!(
+                !body.contains(id.as_str()) && !status.not_ready.contains(id.as_str()),
+                "{id} shown: {body} / {status:?}"
+            );
+        }
+        for service in ["", "vault.v1.Secrets"] {
+            let req = tonic_health::pb::HealthCheckRequest { service: service.into() };
+            let got = tonic_health::pb::health_client::HealthClient::new(ch.clone()).check(req).await.expect("health");
+            let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+            assert_eq!(got.into_inner().status, not_serving, "health of {service:?}");
+        }
         let e = must_fail_vaultctl(&wrong.url(), Some(&token), &["secret", "put", "app/db", "--value", "lost?"]);
         assert!(e.contains("failed precondition"), "{e}");
         assert!(e.contains(&key_id_of(&k1)) && e.contains(&key_id_of(&k2)), "{e}");

@@ -28,23 +28,45 @@ use crate::auth::rpcs;
 use crate::rewrap::Rewrapper;
 use crate::vault::Vault;
 
+/// Why a node is not ready: a coarse reason that anyone may be shown (`/readyz`,
+/// `ServerStatus`, which need no credentials), and the detail (key ids, peers, errors) that
+/// only the node's log gets.
+#[derive(Clone, Debug)]
+pub struct NotReady {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl NotReady {
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        NotReady { reason, detail: detail.into() }
+    }
+}
+
 /// Whether this node is alive and ready, as `/healthz`, `/readyz` and the gRPC health service
 /// report it. Both flip to "no" when shutdown begins.
 pub struct Health {
     stopping: AtomicBool,
     /// `Ok` when ready; otherwise why not.
-    ready: RwLock<Result<(), String>>,
+    ready: RwLock<Result<(), NotReady>>,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health { stopping: AtomicBool::new(false), ready: RwLock::new(Err("starting".into())) }
+        Health { stopping: AtomicBool::new(false), ready: RwLock::new(Err(NotReady::new("starting", "starting"))) }
     }
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: Result<(), String>) {
-        *self.ready.write().unwrap_or_else(|p| p.into_inner()) = ready;
+    /// Records readiness; the detail of a new reason goes to the log (once, not every check).
+    pub fn set_ready(&self, ready: Result<(), NotReady>) {
+        let mut slot = self.ready.write().unwrap_or_else(|p| p.into_inner());
+        if let Err(now) = &ready {
+            if slot.as_ref().err().is_none_or(|before| before.reason != now.reason) {
+                tracing::warn!(reason = now.reason, detail = %now.detail, "not ready");
+            }
+        }
+        *slot = ready;
     }
 
     pub fn begin_shutdown(&self) {
@@ -55,11 +77,12 @@ impl Health {
         !self.stopping.load(Ordering::SeqCst)
     }
 
+    /// `Err` with the coarse reason (never key ids or other detail) when not ready.
     pub fn ready(&self) -> Result<(), String> {
         if !self.alive() {
             return Err("shutting down".into());
         }
-        self.ready.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.ready.read().unwrap_or_else(|p| p.into_inner()).clone().map_err(|n| n.reason.to_string())
     }
 }
 
@@ -484,7 +507,7 @@ pub struct KmsCheck {
 }
 
 impl KmsCheck {
-    pub async fn check(&mut self, vault: &Vault) -> Result<(), String> {
+    pub async fn check(&mut self, vault: &Vault) -> Result<(), NotReady> {
         use vault_core::kms::KeyManager;
         if self.last_probe.is_none_or(|at| at.elapsed() >= KMS_PROBE_EVERY) {
             self.last_probe = Some(Instant::now());
@@ -493,9 +516,10 @@ impl KmsCheck {
             }
         }
         match vault.kms.reachability() {
-            crate::kms::Reachability::Unreachable if vault.dek_cache.is_empty() => {
-                Err("the key manager did not answer its last call and no data keys are cached".into())
-            }
+            crate::kms::Reachability::Unreachable if vault.dek_cache.is_empty() => Err(NotReady::new(
+                "the key manager is unreachable and no data keys are cached",
+                "the key manager did not answer its last call and no data keys are cached",
+            )),
             _ => Ok(()),
         }
     }

@@ -26,7 +26,7 @@ use crate::api_conn;
 use crate::auth::layer::{AuthLayer, AuthPolicy};
 use crate::auth::refusals::{RateLimiter, RefusalLimiter};
 use crate::config::{Config, RaftSecurity, RewrapConfig};
-use crate::observe::{Health, KmsCheck, RpcMetricsLayer};
+use crate::observe::{Health, KmsCheck, NotReady, RpcMetricsLayer};
 use crate::pb::admin_server::AdminServer;
 use crate::pb::secrets_server::SecretsServer;
 use crate::rewrap::Rewrapper;
@@ -237,9 +237,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
                 _ = stop.cancelled() => return,
             };
             if let Err(why) = settled {
-                // Stays NOT_SERVING; writes are refused with the same words.
+                // Stays NOT_SERVING; writes (authenticated) are refused with the same words.
+                // Callers without credentials are told only that the key check failed.
                 tracing::error!("{why}");
-                vault.health.set_ready(Err(why));
+                vault.health.set_ready(Err(NotReady::new("this node's master key does not match the cluster's", why)));
                 return;
             }
             tracing::info!("ready");
@@ -425,13 +426,18 @@ async fn serve_raft(
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The named services and the server as a whole (service `""`, what Kubernetes' gRPC probe
+/// and most load balancers ask) follow readiness together.
 async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
     if serving {
         health.set_serving::<SecretsServer<SecretsService>>().await;
         health.set_serving::<AdminServer<AdminService>>().await;
+        health.set_service_status("", ServingStatus::Serving).await;
     } else {
         health.set_not_serving::<SecretsServer<SecretsService>>().await;
         health.set_not_serving::<AdminServer<AdminService>>().await;
+        health.set_service_status("", ServingStatus::NotServing).await;
     }
 }
 
@@ -446,7 +452,10 @@ async fn watch_health(vault: &Vault, health: &tonic_health::server::HealthReport
         let check = async {
             match vault.cluster.read_barrier(HEALTH_TIMEOUT).await {
                 Ok(()) => kms.check(vault).await,
-                Err(e) => Err(format!("not caught up with a leader confirmed by a quorum: {e}")),
+                Err(e) => Err(NotReady::new(
+                    "not caught up with a leader confirmed by a quorum",
+                    format!("not caught up with a leader confirmed by a quorum: {e}"),
+                )),
             }
         };
         let ready = tokio::select! {
