@@ -518,4 +518,30 @@ async fn server_reflection_lists_the_api_and_describes_it() {
     let second = answers.message().await.unwrap().unwrap().message_response;
     let Some(MessageResponse::FileDescriptorResponse(files)) = second else { panic!("{second:?}") };
     assert!(!files.file_descriptor_proto.is_empty(), "the descriptor of vault.v1 comes back");
+
+    // Tools that still speak v1alpha get the same answers.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut c = alpha::server_reflection_client::ServerReflectionClient::new(d.node.channel().await.unwrap());
+    let ask = |m: alpha::server_reflection_request::MessageRequest| alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let requests = futures::stream::iter(vec![
+        ask(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        ask(alpha::server_reflection_request::MessageRequest::FileContainingSymbol("vault.v1.Secrets".into())),
+    ]);
+    let mut answers = c.server_reflection_info(requests).await.expect("v1alpha reflection").into_inner();
+    let first = answers.message().await.unwrap().unwrap().message_response;
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = first else {
+        panic!("{first:?}")
+    };
+    let alpha_names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in ["vault.v1.Secrets", "vault.v1.Admin", "grpc.health.v1.Health"] {
+        assert!(alpha_names.contains(&want), "{alpha_names:?}");
+    }
+    let second = answers.message().await.unwrap().unwrap().message_response;
+    let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) = second else {
+        panic!("{second:?}")
+    };
+    assert!(!files.file_descriptor_proto.is_empty(), "v1alpha describes vault.v1 too");
 }

@@ -279,6 +279,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         rate_per_token: (config.api_limits.rate_per_token > 0.0)
             .then(|| RateLimiter::new(config.api_limits.rate_per_token, 2.0 * config.api_limits.rate_per_token)),
         request_timeout: config.api_limits.request_timeout,
+        max_header_bytes: config.api_limits.max_header_bytes as usize,
     });
     let tls = config
         .tls
@@ -366,11 +367,14 @@ async fn serve_api<H: tonic_health::pb::health_server::Health>(
 ) -> anyhow::Result<()> {
     // grpcurl and the like list and call the API without the proto files (open, like health:
     // it describes the API, and every call still goes through the auth layer).
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("build gRPC reflection")?;
+    // Both versions: v1, and v1alpha for the tools that still speak only that.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("build gRPC reflection")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("build gRPC reflection (v1alpha)")?;
     let limits = &api.limits;
     let (connections, _accept_task) = api_conn::connections(
         listener,
@@ -383,14 +387,17 @@ async fn serve_api<H: tonic_health::pb::health_server::Health>(
     );
     let serve = Server::builder()
         .max_concurrent_streams(limits.max_streams)
-        .http2_max_header_list_size(limits.max_header_bytes)
+        // The configured limit is the auth layer's, answered as a gRPC status; HTTP/2's own
+        // (answered as HTTP 431, which clients see as UNKNOWN) sits far above it.
+        .http2_max_header_list_size(crate::auth::header_limit::transport_limit(limits.max_header_bytes))
         // Clients that reset many streams (timeouts) are not cut off after a stall; streams per
         // connection stay bounded by max_concurrent_streams.
         .http2_max_pending_accept_reset_streams(Some(limits.max_streams as usize * 4))
         .layer(RpcMetricsLayer)
         .layer(api.auth)
         .add_service(api.health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(api.secrets)
         .add_service(api.admin)
         .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned());

@@ -27,6 +27,7 @@ use vault_core::token::RawToken;
 use super::allowlist::Allowlist;
 use super::caller::{Caller, Principal};
 use super::client_ip;
+use super::header_limit;
 use super::refusals::RateLimiter;
 use super::rpcs::{self, Access};
 use crate::api_conn::ApiConnectInfo;
@@ -44,6 +45,8 @@ pub struct AuthPolicy {
     /// Longest a call may run ([`rpcs::Rpc::unbounded`] calls excepted: backup and restore
     /// stream as long as their data takes).
     pub request_timeout: std::time::Duration,
+    /// Largest header list a call may carry (see [`header_limit`]).
+    pub max_header_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -257,8 +260,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let policy = self.policy.clone();
         let input = AuthInput::of(&req);
+        let too_large = header_limit::check(&req, policy.max_header_bytes);
         Box::pin(async move {
-            if let Some(refusal) = not_grpc(&input.headers) {
+            if let Some(refusal) = too_large.or_else(|| not_grpc(&input.headers)) {
                 drain(req.into_body()).await;
                 return Ok(refusal.into_http());
             }

@@ -5,6 +5,7 @@
 pub mod allowlist;
 pub mod caller;
 pub mod client_ip;
+pub mod header_limit;
 pub mod layer;
 pub mod refusals;
 pub mod rpcs;
