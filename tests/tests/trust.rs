@@ -305,11 +305,12 @@ fn a_renewed_certificate_is_used_after_sighup_without_a_restart() {
                 )
                 .unwrap();
             // A fresh TCP connection each time, to see what a new peer would get.
-            let ch = ch.connect().await.unwrap();
-            let mut c = RaftClient::new(ch);
-            c.node_state(raftpb::NodeStateRequest {}).await.unwrap_err().code()
+            match ch.connect().await {
+                Ok(ch) => RaftClient::new(ch).node_state(raftpb::NodeStateRequest {}).await.is_ok(),
+                Err(_) => false,
+            }
         };
-        assert_eq!(served().await, Code::Unauthenticated, "listener up, no client cert");
+        assert!(!served().await, "listener up; a caller without a client certificate fails the handshake");
         let pid = c.nodes[0].pid().unwrap();
         let before = std::fs::read(certs.join("node-1.pem")).unwrap();
         let out = std::process::Command::new(bin("vaultctl"))
@@ -599,10 +600,11 @@ fn silent_connections_do_not_hold_up_the_raft_port() {
     mt().block_on(async {
         let c = TestCluster::start(1, |_| {}).await;
         let addr = c.specs[0].raft_addr;
-        // Connections that never start their TLS handshake.
+        // Connections that never start their TLS handshake, from another host than the member
+        // (one address may hold only `MAX_PER_ADDRESS` unverified connections).
         let mut silent = Vec::new();
         for _ in 0..32 {
-            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            silent.push(connect_from([127, 0, 0, 2], addr).await);
         }
         let started = Instant::now();
         let mut peer = raft_as(&c.certs(), 1, 1, addr).await;
@@ -623,26 +625,54 @@ async fn closed_soon(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
     matches!(tokio::time::timeout(within, s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
 }
 
+/// A TCP connection to `addr` from the loopback address `from` (any of 127/8 reaches lo).
+async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind((from, 0).into()).expect("bind a loopback source address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// How many of `streams` the peer closes within `within` (checked one after another).
+async fn closed_within(streams: &mut [tokio::net::TcpStream], within: Duration) -> usize {
+    let mut closed = 0;
+    for s in streams.iter_mut() {
+        if closed_soon(s, within).await {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// Connections that never start their TLS handshake: one address gets at most
+/// `MAX_PER_ADDRESS` of them open at once, all addresses together `MAX_CONNECTIONS` less the
+/// `MEMBER_SLOTS`; the ones past either cap are closed at once, the others when their
+/// handshake times out. Then the listener serves members again.
 #[test]
 fn the_raft_port_caps_connections_and_closes_silent_handshakes() {
+    use vault_raft::transport::{MAX_CONNECTIONS, MAX_PER_ADDRESS, MEMBER_SLOTS};
     mt().block_on(async {
         let c = TestCluster::start(1, |_| {}).await;
         let addr = c.specs[0].raft_addr;
-        let cap = vault_raft::transport::MAX_CONNECTIONS;
-        // Silent connections (no TLS handshake) fill the cap; the ones past it are closed at once.
         let mut silent = Vec::new();
-        for _ in 0..cap + 20 {
-            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        for _ in 0..MAX_PER_ADDRESS + 5 {
+            silent.push(connect_from([127, 0, 0, 1], addr).await);
         }
-        let mut over = silent.split_off(cap);
-        let mut closed_at_once = 0;
-        for s in over.iter_mut() {
-            if closed_soon(s, Duration::from_secs(2)).await {
-                closed_at_once += 1;
+        let mut over = silent.split_off(MAX_PER_ADDRESS);
+        assert_eq!(closed_within(&mut over, Duration::from_secs(2)).await, 5, "past the cap of one address");
+        let shared = MAX_CONNECTIONS - MEMBER_SLOTS;
+        let mut source = 2;
+        while silent.len() < shared {
+            for _ in 0..MAX_PER_ADDRESS.min(shared - silent.len()) {
+                silent.push(connect_from([127, 0, 0, source], addr).await);
             }
+            source += 1;
         }
-        assert_eq!(closed_at_once, 20, "connections past the cap of {cap} are closed at once");
-        // The ones within the cap are closed when their handshake times out (10 s).
+        let mut over = Vec::new();
+        for _ in 0..20 {
+            over.push(connect_from([127, 0, 0, source], addr).await);
+        }
+        assert_eq!(closed_within(&mut over, Duration::from_secs(2)).await, 20, "past the {shared} shared slots");
+        // The ones within the caps are closed when their handshake times out (10 s).
         let started = Instant::now();
         assert!(closed_soon(&mut silent[0], vault_raft::transport::HANDSHAKE_TIMEOUT + Duration::from_secs(5)).await);
         let waited = started.elapsed();
@@ -651,5 +681,154 @@ fn the_raft_port_caps_connections_and_closes_silent_handshakes() {
         // And the listener serves members again.
         let mut member = raft_as(&c.certs(), 1, 1, addr).await;
         assert_eq!(member.node_state(raftpb::NodeStateRequest {}).await.unwrap().into_inner().node_id, 1);
+    });
+}
+
+/// A TLS connection to node `target` at `addr` presenting `certs/node-<as_id>`, handshake done.
+async fn tls_as(
+    certs: &Path,
+    as_id: u64,
+    target: u64,
+    addr: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("read ca.pem") {
+        roots.add(c.expect("a CA certificate")).expect("add the CA");
+    }
+    let chain = CertificateDer::pem_file_iter(certs.join(format!("node-{as_id}.pem")))
+        .expect("read the certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificates");
+    let key = PrivateKeyDer::from_pem_file(certs.join(format!("node-{as_id}.key"))).expect("read the key");
+    let mut config = ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("a client certificate");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(node_server_name(target)).expect("a DNS name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// Whether the server ends `s` (end of stream or an error) within `within`, reading and
+/// dropping whatever it sends meanwhile (an HTTP/2 server speaks first).
+async fn ended_within(s: &mut (impl tokio::io::AsyncRead + Unpin), within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let read_to_end = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read_to_end).await.is_ok()
+}
+
+/// Issue 28, finding 5: a connection whose certificate (from the cluster CA) names a node that
+/// is not a member is closed at the listener's next membership check, so it cannot hold a
+/// slot; a member's connection, idle as long, stays open.
+#[test]
+fn a_connection_whose_certificate_names_no_member_is_closed_at_the_membership_check() {
+    use vault_raft::transport::MEMBERSHIP_RECHECK;
+    mt().block_on(async {
+        let c = TestCluster::start(1, |_| {}).await;
+        let addr = c.specs[0].raft_addr;
+        let certs = c.certs();
+        mint_certs(&certs, &[9]);
+        let mut outsider = tls_as(&certs, 9, 1, addr).await;
+        let mut member = tls_as(&certs, 1, 1, addr).await;
+        let started = Instant::now();
+        assert!(
+            ended_within(&mut outsider, MEMBERSHIP_RECHECK + Duration::from_secs(5)).await,
+            "a non-member's connection is still open after {:?}",
+            started.elapsed()
+        );
+        assert!(!ended_within(&mut member, Duration::from_secs(2)).await, "a member's connection was closed");
+    });
+}
+
+/// A TLS connection to the Raft listener at `addr` (node `target`) that presents no client
+/// certificate: the handshake as far as the client goes, or `None` when the server refused it.
+async fn certless_tls(
+    certs: &Path,
+    target: u64,
+    addr: std::net::SocketAddr,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("read ca.pem") {
+        roots.add(c.expect("a CA certificate")).expect("add the CA");
+    }
+    let mut config = ClientConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = ServerName::try_from(node_server_name(target)).expect("a DNS name");
+    let connect = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp);
+    tokio::time::timeout(Duration::from_secs(5), connect).await.ok()?.ok()
+}
+
+/// Finding 5 of issue 28: TLS connections without a client certificate, as many as the
+/// listener has slots, held open against every other member, do not keep a restarted member
+/// out: it rejoins, and writes and linearizable reads through it (which it forwards to the
+/// leader over the Raft port) succeed within a bound.
+#[test]
+fn certificate_less_tls_connections_do_not_keep_a_restarted_member_out() {
+    mt().block_on(async {
+        let mut c = TestCluster::start(3, |_| {}).await;
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let member = (leader + 1) % 3;
+        c.ctl(leader, &["secret", "put", "before/restart", "--value", "v1"]);
+        // The member goes down first, so that the slots its own connections held are taken too.
+        c.nodes[member].stop();
+        let certs = c.certs();
+        let mut held = Vec::new();
+        for (i, spec) in c.specs.iter().enumerate().filter(|(i, _)| *i != member) {
+            let mut completed = 0;
+            for _ in 0..vault_raft::transport::MAX_CONNECTIONS {
+                if let Some(s) = certless_tls(&certs, spec.node_id, spec.raft_addr).await {
+                    held.push(s);
+                    completed += 1;
+                }
+            }
+            tracing::info!(node = i, completed, "certificate-less TLS connections opened (client side)");
+        }
+        tracing::info!("member {member} restarts while the connections are held");
+        c.nodes[member] = c.specs[member].start();
+        c.nodes[member].wait_ready().await;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(45);
+        loop {
+            let put = c.nodes[member].vaultctl(Some(&c.token), &["secret", "put", "after/restart", "--value", "v2"]);
+            let got = c.nodes[member].vaultctl(Some(&c.token), &["secret", "get", "before/restart"]);
+            if put.status.success() && got.status.success() {
+                assert_eq!(String::from_utf8_lossy(&got.stdout), "v1");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted member did not rejoin within {:?}: put: {} get: {}",
+                deadline - started,
+                String::from_utf8_lossy(&put.stderr).trim(),
+                String::from_utf8_lossy(&got.stderr).trim()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(c.ctl(leader, &["secret", "get", "after/restart"]), "v2", "its write replicated");
+        drop(held);
     });
 }

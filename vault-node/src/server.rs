@@ -176,7 +176,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         (Some(listener), Some(sec)) => {
             tracing::info!(raft = %listener.local_addr()?, mtls = sec.is_tls(), "raft listener up");
             let svc = RaftService::new(cluster.clone(), me.clone()).with_audit(storage.audit.clone()).into_server(sec);
-            Some(tokio::spawn(serve_raft(listener, svc, sec.clone(), raft_stop.clone().cancelled_owned())))
+            let stop = raft_stop.clone().cancelled_owned();
+            Some(tokio::spawn(serve_raft(listener, svc, sec.clone(), cluster.clone(), stop)))
         }
         _ => None,
     };
@@ -410,14 +411,16 @@ async fn serve_api<H: tonic_health::pb::health_server::Health>(
     Ok(())
 }
 
-/// Serves the Raft transport on `listener` until `stop`.
+/// Serves the Raft transport on `listener` until `stop`; `cluster` tells which peers are
+/// members (the listener keeps slots for them).
 async fn serve_raft(
     listener: TcpListener,
     svc: vault_raft::transport::RaftServiceServer,
     security: TransportSecurity,
+    cluster: vault_raft::Cluster,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (conns, _accept_task) = vault_raft::transport::connections(listener, security);
+    let (conns, _accept_task) = vault_raft::transport::connections(listener, security, cluster);
     // After a stall (a pause, a partition), peers time out and reset many calls at once;
     // with h2's default limit (20 pending-accept resets) the server would answer with
     // GOAWAY ENHANCE_YOUR_CALM and cut replication off just as the cluster recovers.

@@ -36,7 +36,7 @@ pub(crate) fn admit_peer(cluster: &Cluster, peer: Option<NodeId>) -> Result<(), 
     }
 }
 
-fn is_member(cluster: &Cluster, id: NodeId) -> bool {
+pub(super) fn is_member(cluster: &Cluster, id: NodeId) -> bool {
     let effective = cluster.raft.metrics().borrow().membership_config.clone();
     if effective.membership().get_node(&id).is_some() {
         return true;

@@ -69,7 +69,11 @@ impl PeerClients {
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
+            .keep_alive_timeout(Duration::from_secs(5))
+            // Also between calls: a peer's listener closes a connection that carries nothing
+            // for a minute (`listener::IDLE_TIMEOUT`), and one closed under a call being sent
+            // would fail that call.
+            .keep_alive_while_idle(true);
         if let Some(tls) = self.security.client_tls(id) {
             ep = ep.tls_config(tls).map_err(|e| Status::internal(format!("raft client TLS: {e}")))?;
         }

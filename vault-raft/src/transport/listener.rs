@@ -2,11 +2,29 @@
 //! peer's node id is read from its certificate once per connection, the handshake is
 //! bounded in time, the number of connections is capped, and a reloaded certificate is used
 //! for the next connection.
+//!
+//! No caller can keep a slot without being a member:
+//! - With mutual TLS the handshake requires a client certificate from the cluster CA
+//!   (`security`), so a caller without one never gets past it, which takes at most
+//!   [`HANDSHAKE_TIMEOUT`].
+//! - Until its certificate shows it a current member, a connection holds one of the
+//!   [`MAX_CONNECTIONS`] less [`MEMBER_SLOTS`] shared slots and one of its address's
+//!   [`MAX_PER_ADDRESS`] (an IPv6 address counts as its /64). A member's connection then moves
+//!   to one of the [`MEMBER_SLOTS`], which nothing else takes, and no longer counts against
+//!   its address (members on one host, as in tests, do not crowd each other out).
+//! - A connection whose certificate names no current member is served (its calls are
+//!   answered PERMISSION_DENIED) only until the next membership check, every
+//!   [`MEMBERSHIP_RECHECK`]; so is one whose node is removed later.
+//! - A connection on which the peer sends nothing for [`IDLE_TIMEOUT`] is closed (members'
+//!   clients send HTTP/2 keepalive pings every 10 s, also between calls), and TCP keepalive
+//!   finds peers that vanished without closing.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,13 +36,27 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 
+use super::admission::is_member;
 use super::security::{cert_node_id, TransportSecurity};
+use crate::cluster::Cluster;
 use crate::typ::NodeId;
 
 /// How long a peer may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most Raft connections open (or handshaking) at once. A cluster needs a few per peer.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Of [`MAX_CONNECTIONS`], the slots kept for connections whose certificate names a current
+/// member.
+pub const MEMBER_SLOTS: usize = 64;
+/// Most connections from one address (an IPv6 /64) that are not known members' at once.
+pub const MAX_PER_ADDRESS: usize = 32;
+/// A connection on which the peer sends nothing for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an open connection's certificate is checked against the membership.
+pub const MEMBERSHIP_RECHECK: Duration = Duration::from_secs(10);
+/// TCP keepalive: first probe after this much silence, then every [`KEEPALIVE_INTERVAL`].
+const KEEPALIVE_TIME: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (for example out of file descriptors), so the loop backs off
 /// instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -44,11 +76,80 @@ enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// One accepted Raft connection; holds its slot under [`MAX_CONNECTIONS`] until it closes.
+/// The address a connection counts under for [`MAX_PER_ADDRESS`]: an IPv4 address itself (also
+/// when mapped into IPv6), an IPv6 address its /64, which one host or customer often holds whole.
+fn address_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+type AddressCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// A place under [`MAX_PER_ADDRESS`]; given back when dropped.
+struct AddressSlot {
+    bucket: IpAddr,
+    counts: AddressCounts,
+}
+
+impl AddressSlot {
+    fn take(counts: &AddressCounts, addr: IpAddr) -> Option<AddressSlot> {
+        let bucket = address_bucket(addr);
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(bucket).or_insert(0);
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { bucket, counts: counts.clone() })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.bucket) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.bucket);
+            }
+        }
+    }
+}
+
+/// A connection's place under the limits: a shared slot and one of its address's until it is
+/// known to be a member's, then one of the member slots.
+enum Slot {
+    Unverified { _shared: OwnedSemaphorePermit, _address: Option<AddressSlot> },
+    Member(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+/// The listener's limits, shared by the accept loop and the handshake tasks.
+#[derive(Clone)]
+struct Limits {
+    shared: Arc<Semaphore>,
+    members: Arc<Semaphore>,
+    addresses: AddressCounts,
+}
+
+/// One accepted Raft connection; holds its slot (see the module doc) until it closes.
 pub struct RaftConn {
     io: Io,
     peer: PeerIdentity,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
+    /// [`IDLE_TIMEOUT`] (shorter in unit tests).
+    idle: Duration,
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    /// With mutual TLS: the cluster, to check the peer's membership every
+    /// [`MEMBERSHIP_RECHECK`].
+    recheck: Option<(Cluster, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl Connected for RaftConn {
@@ -60,6 +161,16 @@ impl Connected for RaftConn {
 }
 
 impl RaftConn {
+    fn new(
+        io: Io,
+        peer: PeerIdentity,
+        slot: Slot,
+        idle: Duration,
+        recheck: Option<(Cluster, Pin<Box<tokio::time::Sleep>>)>,
+    ) -> Self {
+        RaftConn { io, peer, _slot: slot, idle, idle_timer: Box::pin(tokio::time::sleep(idle)), recheck }
+    }
+
     fn io(self: Pin<&mut Self>) -> Pin<&mut dyn AsyncReadWrite> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s),
@@ -72,8 +183,29 @@ trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncReadWrite for T {}
 
 impl AsyncRead for RaftConn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.io().poll_read(cx, buf)
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        if let Poll::Ready(r) = self.as_mut().io().poll_read(cx, buf) {
+            if buf.filled().len() > before {
+                let idle = self.idle;
+                self.idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
+            return Poll::Ready(r);
+        }
+        if self.idle_timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle Raft connection")));
+        }
+        let this = self.get_mut();
+        if let Some((cluster, timer)) = &mut this.recheck {
+            while timer.as_mut().poll(cx).is_ready() {
+                if !this.peer.node_id.is_some_and(|id| is_member(cluster, id)) {
+                    tracing::debug!(peer = ?this.peer.addr, node = ?this.peer.node_id, "closing a Raft connection of a non-member");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::PermissionDenied, "not a cluster member")));
+                }
+                timer.as_mut().reset(tokio::time::Instant::now() + MEMBERSHIP_RECHECK);
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -115,6 +247,17 @@ impl Drop for AcceptTask {
     }
 }
 
+/// TCP keepalive, so that a peer that vanished (a host gone without closing) is noticed even
+/// while the connection is not idle by [`IDLE_TIMEOUT`]'s measure.
+fn keepalive(tcp: &TcpStream) {
+    let params = socket2::TcpKeepalive::new().with_time(KEEPALIVE_TIME).with_interval(KEEPALIVE_INTERVAL);
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    let params = params.with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&params) {
+        tracing::debug!(error = %e, "set TCP keepalive on a Raft connection");
+    }
+}
+
 async fn establish(tcp: TcpStream, security: &TransportSecurity) -> io::Result<(Io, PeerIdentity)> {
     let addr = tcp.peer_addr().ok();
     let Some(config) = security.server_config() else {
@@ -128,34 +271,46 @@ async fn establish(tcp: TcpStream, security: &TransportSecurity) -> io::Result<(
     Ok((Io::Tls(Box::new(tls)), peer))
 }
 
-/// The Raft server's stream of connections. Handshakes run on their own tasks; beyond
-/// [`MAX_CONNECTIONS`] a new connection is closed at once.
+/// The Raft server's stream of connections. Handshakes run on their own tasks; a new
+/// connection past the limits (see the module doc) is closed at once. `cluster` tells which
+/// node ids are members.
 pub fn connections(
     listener: TcpListener,
     security: TransportSecurity,
+    cluster: Cluster,
 ) -> (BoxStream<'static, io::Result<RaftConn>>, AcceptTask) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = Limits {
+        shared: Arc::new(Semaphore::new(MAX_CONNECTIONS - MEMBER_SLOTS)),
+        members: Arc::new(Semaphore::new(MEMBER_SLOTS)),
+        addresses: AddressCounts::default(),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let task = tokio::spawn(async move {
         loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
+            let (tcp, from) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "Raft accept failed; backing off");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(peer = ?tcp.peer_addr().ok(), "Raft connection limit ({MAX_CONNECTIONS}) reached; closing");
+            let Some(address) = AddressSlot::take(&limits.addresses, from.ip()) else {
+                tracing::warn!(peer = %from, "Raft connection limit for one address ({MAX_PER_ADDRESS}) reached; closing");
                 continue;
             };
+            let Ok(shared) = limits.shared.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %from, "Raft connection limit ({MAX_CONNECTIONS}) reached; closing");
+                continue;
+            };
+            let slot = Slot::Unverified { _shared: shared, _address: Some(address) };
             let _ = tcp.set_nodelay(true);
-            let (security, tx) = (security.clone(), tx.clone());
+            keepalive(&tcp);
+            let (security, tx, limits, cluster) = (security.clone(), tx.clone(), limits.clone(), cluster.clone());
             tokio::spawn(async move {
                 match establish(tcp, &security).await {
                     Ok((io, peer)) => {
-                        let _ = tx.send(Ok(RaftConn { io, peer, _slot: slot })).await;
+                        let _ = tx.send(Ok(admitted(io, peer, slot, &limits, &security, cluster))).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "Raft connection dropped during the TLS handshake"),
                 }
@@ -164,4 +319,74 @@ pub fn connections(
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed();
     (stream, AcceptTask(task))
+}
+
+/// A connection past its handshake: a current member's moves to a member slot (when one is
+/// free); with mutual TLS, every connection's membership is checked again from now on.
+fn admitted(
+    io: Io,
+    peer: PeerIdentity,
+    slot: Slot,
+    limits: &Limits,
+    security: &TransportSecurity,
+    cluster: Cluster,
+) -> RaftConn {
+    let member = peer.node_id.is_some_and(|id| is_member(&cluster, id));
+    let slot = match member.then(|| limits.members.clone().try_acquire_owned().ok()).flatten() {
+        Some(permit) => Slot::Member(permit),
+        None => slot,
+    };
+    // A non-member is still answered (PERMISSION_DENIED, which says why) until the first check.
+    let recheck = security.is_tls().then(|| (cluster, Box::pin(tokio::time::sleep(MEMBERSHIP_RECHECK))));
+    RaftConn::new(io, peer, slot, IDLE_TIMEOUT, recheck)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_count_by_host_and_ipv6_by_their_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        assert_eq!(address_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"), "IPv4-mapped is IPv4");
+        assert_eq!(address_bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_ne!(address_bucket(ip("2001:db8:1:2::1")), address_bucket(ip("2001:db8:1:3::1")));
+        let counts = AddressCounts::default();
+        let held: Vec<_> = (0..MAX_PER_ADDRESS)
+            .map(|i| AddressSlot::take(&counts, ip(&format!("2001:db8::{:x}", i + 1))).expect("under the cap"))
+            .collect();
+        assert!(AddressSlot::take(&counts, ip("2001:db8::ffff")).is_none(), "one /64 is one address");
+        assert!(AddressSlot::take(&counts, ip("2001:db9::1")).is_some(), "another /64 is not");
+        drop(held);
+        assert!(AddressSlot::take(&counts, ip("2001:db8::1")).is_some(), "slots come back when closed");
+    }
+
+    /// A connection stays open while the peer sends something, and is closed once it has sent
+    /// nothing for the idle timeout; its slot comes back.
+    #[tokio::test]
+    async fn a_connection_that_carries_nothing_is_closed_after_the_idle_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut peer = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let shared = Arc::new(Semaphore::new(1));
+        let slot = Slot::Unverified { _shared: shared.clone().try_acquire_owned().expect("a slot"), _address: None };
+        let idle = Duration::from_millis(400);
+        let mut conn = RaftConn::new(Io::Plain(server), PeerIdentity::default(), slot, idle, None);
+        let started = tokio::time::Instant::now();
+        let mut buf = [0u8; 8];
+        for _ in 0..4 {
+            tokio::time::sleep(idle / 2).await;
+            peer.write_all(b"ping").await.expect("write");
+            assert_eq!(conn.read(&mut buf).await.expect("open while the peer talks"), 4);
+        }
+        let quiet = tokio::time::Instant::now();
+        let err = conn.read(&mut buf).await.expect_err("closed when the peer goes quiet");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(quiet.elapsed() >= idle && started.elapsed() >= idle * 2, "{:?}", quiet.elapsed());
+        assert_eq!(shared.available_permits(), 0);
+        drop(conn);
+        assert_eq!(shared.available_permits(), 1, "the slot comes back");
+    }
 }

@@ -16,7 +16,10 @@ mod server;
 pub use client::PeerClients;
 pub(crate) use client::MAX_MESSAGE;
 pub use forward::{AdminOp, CallerWrite, ForwardError, ForwardRequest, ForwardResponse, LeaderView};
-pub use listener::{connections, AcceptTask, PeerIdentity, RaftConn, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
+pub use listener::{
+    connections, AcceptTask, PeerIdentity, RaftConn, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_ADDRESS,
+    MEMBERSHIP_RECHECK, MEMBER_SLOTS,
+};
 pub use network::GrpcNetwork;
 pub use security::{cert_node_id, node_server_name, TlsFiles, TransportSecurity};
 pub use server::{RaftService, RaftServiceServer};

@@ -1,8 +1,9 @@
 //! How peers prove who they are on the Raft port.
 //!
 //! With mutual TLS every node certificate names its node id as the DNS name `vault-node-<id>`
-//! (what `vaultctl cluster certs` mints). The listener accepts a client certificate from the
-//! cluster CA and reads that id from it ([`cert_node_id`]); the service then admits a call
+//! (what `vaultctl cluster certs` mints). The listener's handshake requires a client
+//! certificate from the cluster CA and reads that id from it ([`cert_node_id`]); a caller
+//! without one fails the handshake. The service then admits a call
 //! only from a current member whose id matches every id the call carries. A dialing node
 //! verifies that the server's certificate names the id it meant to reach. Certificates and
 //! the CA are re-read on [`TransportSecurity::reload`] (SIGHUP), so a renewed certificate
@@ -109,10 +110,10 @@ impl Tls {
         // The parse error is not shown: it could quote key material.
         let private = PrivateKeyDer::from_pem_slice(key.as_slice())
             .map_err(|_| invalid(format!("Raft TLS key {} holds no PEM private key", f.key.display())))?;
-        // A caller without a certificate is let through the handshake so that the service can
-        // answer UNAUTHENTICATED instead of a bare handshake failure.
+        // A caller without a certificate from the cluster CA fails the handshake (a TLS alert):
+        // let through to be answered UNAUTHENTICATED, it could hold a connection open without
+        // ever proving anything.
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
             .build()
             .map_err(|e| invalid(format!("Raft TLS CA {}: {e}", f.ca.display())))?;
         let mut server = ServerConfig::builder_with_provider(provider)
