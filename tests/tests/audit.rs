@@ -306,3 +306,120 @@ async fn records_are_exported_as_json_lines_and_listed_with_escapes_and_since() 
         serde_json::from_str(&n.ctl(&["--output", "json", "audit", "list", "--since", "10m"])).unwrap();
     assert!(recent.iter().any(|r| field(r, "secret") == "app/exported"));
 }
+
+/// Opens the stopped node's RocksDB and hands `edit` its audit family and its Raft metadata
+/// family (where the chain's head is kept).
+fn edit_audit_db(data_dir: &std::path::Path, edit: impl FnOnce(&rocksdb::DB, AuditFamilies<'_>)) {
+    let db = vault_raft::db::open(&data_dir.join("db")).expect("open the node's rocksdb");
+    let families = AuditFamilies {
+        records: vault_raft::db::cf(&db, vault_raft::db::CF_AUDIT).unwrap(),
+        meta: vault_raft::db::cf(&db, vault_raft::db::CF_RAFT_META).unwrap(),
+    };
+    edit(&db, families);
+}
+
+struct AuditFamilies<'a> {
+    records: &'a rocksdb::ColumnFamily,
+    meta: &'a rocksdb::ColumnFamily,
+}
+
+/// Where the chain's head is kept: the first name by builds before the anchor was bound into
+/// it, the second since.
+const HEAD_KEYS: [&[u8]; 2] = [b"audit_head", b"audit_head_v2"];
+
+/// `bytes` with the first key id (`derived-from:local:...`) re-labelled as one no node holds,
+/// at the same length.
+fn relabel_key_id(bytes: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(13).position(|w| w == b"derived-from:").expect("the value names its key");
+    let mut out = bytes.to_vec();
+    out[at + 13] = b'X';
+    out
+}
+
+/// A node with six chained changes on record, stopped.
+async fn stopped_node_with_records() -> SingleNode {
+    let mut n = start_with(|_| {}).await;
+    for i in 0..6 {
+        n.ctl(&["secret", "put", &format!("t/{i}"), "--value", "v"]);
+    }
+    let ok = n.ctl(&["audit", "verify"]);
+    assert!(ok.contains("audit chain intact"), "{ok}");
+    n.node.stop();
+    n
+}
+
+/// Starts the node again and returns what `audit verify` says on stderr (it must fail).
+async fn verify_fails(n: &mut SingleNode, what: &str) -> String {
+    n.node = n.spec.start();
+    n.node.wait_ready().await;
+    let out = n.node.vaultctl(Some(&n.token), &["audit", "verify"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{what}: verify must fail; it said {}", String::from_utf8_lossy(&out.stdout));
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_fails_on_a_record_relabelled_with_an_unknown_key() {
+    let mut n = stopped_node_with_records().await;
+    edit_audit(&n.spec.data_dir(), 3, |v| Some(relabel_key_id(&v)));
+    let err = verify_fails(&mut n, "relabelled record").await;
+    assert!(err.contains("record 3") && err.contains("does not hold"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_fails_on_a_head_under_an_unknown_key_even_after_new_records() {
+    let mut n = stopped_node_with_records().await;
+    // Cut the newest record and point the head, re-labelled, at the one before: no key needed
+    // to make the head's link, and its tag is under a key the node would skip.
+    edit_audit_db(&n.spec.data_dir(), |db, f| {
+        let last = db.iterator_cf(f.records, rocksdb::IteratorMode::End).next().unwrap().unwrap();
+        let last_seq = u64::from_be_bytes(last.0.as_ref().try_into().unwrap());
+        let prev = db.get_cf(f.records, (last_seq - 1).to_be_bytes()).unwrap().unwrap();
+        db.delete_cf(f.records, last_seq.to_be_bytes()).unwrap();
+        for key in HEAD_KEYS {
+            let Some(head) = db.get_cf(f.meta, key).unwrap() else { continue };
+            let mut head = relabel_key_id(&head);
+            // [format][seq varint][mac 32]...: point the link at record last - 1 (one varint
+            // byte below 128).
+            assert!(last_seq < 128 && head[1] as u64 == last_seq, "{head:?}");
+            head[1] = (last_seq - 1) as u8;
+            head[2..34].copy_from_slice(&prev[prev.len() - 32..]);
+            db.put_cf(f.meta, key, head).unwrap();
+        }
+    });
+    let err = verify_fails(&mut n, "relabelled head").await;
+    assert!(err.contains("head"), "{err}");
+    // New records after the start do not launder it.
+    n.ctl(&["secret", "put", "t/after", "--value", "v"]);
+    let out = n.node.vaultctl(Some(&n.token), &["audit", "verify"]);
+    assert!(!out.status.success(), "still broken after new records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_fails_when_the_oldest_records_are_cut_behind_an_untagged_anchor() {
+    let mut n = stopped_node_with_records().await;
+    // What retention leaves (records 1..=3 gone, the anchor at record 3), made by hand.
+    edit_audit_db(&n.spec.data_dir(), |db, f| {
+        let third = db.get_cf(f.records, 3u64.to_be_bytes()).unwrap().unwrap();
+        let mut anchor = vec![1u8, 3];
+        anchor.extend_from_slice(&third[third.len() - 32..]);
+        for seq in 1..=3u64 {
+            db.delete_cf(f.records, seq.to_be_bytes()).unwrap();
+        }
+        db.put_cf(f.meta, b"audit_anchor", anchor).unwrap();
+    });
+    let err = verify_fails(&mut n, "untagged anchor").await;
+    assert!(err.contains("anchor") || err.contains("records 1 to 3 are missing"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_fails_when_the_head_is_deleted_with_records_present() {
+    let mut n = stopped_node_with_records().await;
+    edit_audit_db(&n.spec.data_dir(), |db, f| {
+        for key in HEAD_KEYS {
+            db.delete_cf(f.meta, key).unwrap();
+        }
+    });
+    let err = verify_fails(&mut n, "head deleted").await;
+    assert!(err.contains("head") && err.contains("missing"), "{err}");
+}

@@ -238,10 +238,17 @@ impl RawConfig {
                 max_age_ms: days("VAULT_AUDIT_RETAIN_DAYS", 365)?,
                 max_bytes: self.parse::<u64>("VAULT_AUDIT_MAX_MB", 1024)?.saturating_mul(1 << 20),
                 min_age_ms: days("VAULT_AUDIT_MIN_RETAIN_DAYS", 30)?,
+                hard_max_bytes: match self.get("VAULT_AUDIT_HARD_MAX_MB") {
+                    Some(_) => self.parse::<u64>("VAULT_AUDIT_HARD_MAX_MB", 0)?.saturating_mul(1 << 20),
+                    None => self.parse::<u64>("VAULT_AUDIT_MAX_MB", 1024)?.saturating_mul(4 << 20),
+                },
             },
             refusals_per_sec: self.parse("VAULT_REFUSALS_PER_SEC", 10.0)?,
             refusals_burst: self.parse("VAULT_REFUSALS_BURST", 50.0)?,
         };
+        if audit.retention.hard_max_bytes < audit.retention.max_bytes {
+            bail!("VAULT_AUDIT_HARD_MAX_MB cannot be below VAULT_AUDIT_MAX_MB");
+        }
         if audit.retention.min_age_ms > audit.retention.max_age_ms {
             bail!("VAULT_AUDIT_MIN_RETAIN_DAYS cannot exceed VAULT_AUDIT_RETAIN_DAYS");
         }

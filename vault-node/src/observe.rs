@@ -148,6 +148,10 @@ fn describe() {
     describe_counter!("vault_dek_cache_misses_total", "reads that had to ask the key manager");
     describe_gauge!("vault_dek_cache_entries", "unwrapped data keys cached");
     describe_counter!("vault_audit_write_failures_total", "audit records that could not be written, by target");
+    describe_counter!(
+        "vault_audit_removed_over_hard_cap_total",
+        "audit records younger than VAULT_AUDIT_MIN_RETAIN_DAYS removed because the log was past VAULT_AUDIT_HARD_MAX_MB"
+    );
     describe_gauge!("vault_rewrap_enabled", "1 when the re-wrap worker is enabled");
     describe_gauge!("vault_rewrap_running", "1 while a re-wrap pass runs on this node (the leader)");
     describe_gauge!("vault_rewrap_pass_versions", "versions the current or last re-wrap pass covers");
@@ -305,6 +309,7 @@ fn collect(s: &Scrape, (data_bytes, snapshot_bytes): (u64, u64)) {
     let (log, sink) = s.vault.audit_log.failures();
     counter!("vault_audit_write_failures_total", "target" => "log").absolute(log);
     counter!("vault_audit_write_failures_total", "target" => "file").absolute(sink);
+    counter!("vault_audit_removed_over_hard_cap_total").absolute(s.vault.audit_log.over_hard_cap());
 
     let p = s.rewrapper.progress();
     gauge!("vault_rewrap_enabled").set(f64::from(u8::from(s.rewrapper.enabled())));

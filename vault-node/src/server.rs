@@ -534,8 +534,8 @@ fn audit_keys(config: &Config, kms: &dyn KeyManager) -> anyhow::Result<AuditKeys
     Ok(AuditKeys::new(vec![(key.id(), key)])?)
 }
 
-/// Writes refusal summaries as their windows end, and applies the audit retention every
-/// minute, until `stop` flips; then writes the summaries still open.
+/// Writes refusal summaries as their windows end, and applies the audit retention at start and
+/// every minute, until `stop` flips; then writes the summaries still open.
 async fn audit_upkeep(vault: Arc<Vault>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut n = 0u64;
@@ -546,11 +546,18 @@ async fn audit_upkeep(vault: Arc<Vault>, stop: CancellationToken) {
         }
         vault.flush_refusal_summaries(false);
         n += 1;
-        if n.is_multiple_of(12) {
+        // At start (the first tick is at once), then every minute.
+        if n % 12 == 1 {
             let log = vault.audit_log.clone();
             match tokio::task::spawn_blocking(move || log.prune(now_ms())).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(removed)) => tracing::info!(removed, "audit retention removed old records"),
+                Ok(Ok(p)) if p.over_hard_cap > 0 => tracing::warn!(
+                    removed = p.removed,
+                    over_hard_cap = p.over_hard_cap,
+                    "audit log past VAULT_AUDIT_HARD_MAX_MB: removed records younger than VAULT_AUDIT_MIN_RETAIN_DAYS \
+                     (the chain still verifies from its anchor)"
+                ),
+                Ok(Ok(p)) if p.removed == 0 => {}
+                Ok(Ok(p)) => tracing::info!(removed = p.removed, "audit retention removed old records"),
                 Ok(Err(e)) => tracing::error!(error = %e, "audit retention failed"),
                 Err(e) => tracing::error!(error = %e, "audit retention task failed"),
             }

@@ -7,11 +7,16 @@
 //! - **Reads and refusals** are recorded by the node that served them ([`AuditLog::append`]).
 //! - **Hash chain**: each record is stored with an HMAC-SHA256 over the previous record's MAC,
 //!   its sequence number and its content, under the node's audit key (never stored here). The
-//!   newest sequence number and MAC are kept as a keyed *head*; the MAC of the last record
-//!   removed by retention as the *anchor*. [`AuditLog::verify`] walks the chain and names the
-//!   first record that is missing or was altered.
+//!   newest link (sequence number and MAC) and the *anchor* (the last link removed by
+//!   retention) are kept together as a keyed *head* ([`crate::audit_chain`]).
+//!   [`AuditLog::verify`] walks the chain and names the first record that is missing or was
+//!   altered, and fails on anything under a key the node does not hold that no keyed record
+//!   retires, on a head it cannot check, and on records without a head.
+//! - **At start** ([`AuditLog::check_at_start`]) the head must match the newest record under a
+//!   key the node holds; if not, the node writes a keyed `audit.chain_broken` record saying
+//!   why, so that new records (and a fresh head) cannot make the break disappear.
 //! - **Retention** by age and size ([`Retention`]); records younger than the age floor are
-//!   never removed for size.
+//!   removed for size only past the hard cap, which is counted ([`AuditLog::over_hard_cap`]).
 //!
 //! Records go to the WAL without their own fsync; the next Raft log sync (same WAL) makes
 //! them durable.
@@ -21,19 +26,20 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hmac::{Hmac, Mac};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use vault_core::keys::AuditMacKey;
 use vault_core::model::AuditRecord;
 
+use crate::audit_chain::{
+    node_record, record_mac, retirement, Head, HeadV1, Link, ACTION_CHAIN_BROKEN, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
+};
 use crate::codec::{decode, encode};
 use crate::db::{cf, CF_AUDIT, CF_RAFT_META};
 use crate::StoreError;
 
-const KEY_HEAD: &[u8] = b"audit_head";
-const KEY_ANCHOR: &[u8] = b"audit_anchor";
+pub use crate::audit_verify::VerifyReport;
+
 const DAY_MS: u64 = 86_400_000;
 
 /// How long records are kept and how much room they may take.
@@ -43,47 +49,43 @@ pub struct Retention {
     pub max_age_ms: u64,
     /// Past this size (estimated), the oldest records are removed...
     pub max_bytes: u64,
-    /// ...but never one younger than this.
+    /// ...but never one younger than this...
     pub min_age_ms: u64,
+    /// ...unless the log is past this size: then the oldest go whatever their age.
+    pub hard_max_bytes: u64,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { max_age_ms: 365 * DAY_MS, max_bytes: 1 << 30, min_age_ms: 30 * DAY_MS }
+        Retention { max_age_ms: 365 * DAY_MS, max_bytes: 1 << 30, min_age_ms: 30 * DAY_MS, hard_max_bytes: 4 << 30 }
     }
+}
+
+/// What one pass of retention removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: u64,
+    /// Of those, records younger than the age floor, removed because the log was past the hard
+    /// cap.
+    pub over_hard_cap: u64,
 }
 
 /// One stored record with its place in the chain.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Chained {
-    record: AuditRecord,
+pub(crate) struct Chained {
+    pub record: AuditRecord,
     /// Id of the audit key the MAC was made with.
-    key_id: String,
-    mac: [u8; 32],
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Link {
-    seq: u64,
-    mac: [u8; 32],
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Head {
-    link: Link,
-    key_id: String,
-    /// Keyed over the link, so the newest records cannot be cut off and the head rolled back
-    /// without the key.
-    tag: [u8; 32],
+    pub key_id: String,
+    pub mac: [u8; 32],
 }
 
 /// What is stored under a sequence number: chained, or from before chaining existed.
-enum Stored {
+pub(crate) enum Stored {
     Chained(Chained),
     Legacy(AuditRecord),
 }
 
-fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreError> {
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreError> {
     match decode::<Chained>(bytes) {
         Ok(c) => Ok(Stored::Chained(c)),
         Err(_) => decode::<AuditRecord>(bytes).map(Stored::Legacy),
@@ -117,46 +119,15 @@ impl AuditKeys {
         &self.0[0]
     }
 
-    fn get(&self, id: &str) -> Option<&AuditMacKey> {
+    pub(crate) fn get(&self, id: &str) -> Option<&AuditMacKey> {
         self.0.iter().find(|(i, _)| i == id).map(|(_, k)| k)
     }
-}
-
-fn mac_of(key: &AuditMacKey, prev: &[u8; 32], record: &AuditRecord) -> Result<[u8; 32], StoreError> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    m.update(b"vault audit record v1\0");
-    m.update(prev);
-    m.update(&record.seq.to_be_bytes());
-    m.update(&encode(record)?);
-    Ok(m.finalize().into_bytes().into())
-}
-
-fn head_tag(key: &AuditMacKey, link: &Link) -> Result<[u8; 32], StoreError> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    m.update(b"vault audit head v1\0");
-    m.update(&link.seq.to_be_bytes());
-    m.update(&link.mac);
-    Ok(m.finalize().into_bytes().into())
-}
-
-/// What `verify` found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Chained records whose MAC was checked.
-    pub checked: u64,
-    /// Records from before chaining (not covered).
-    pub legacy: u64,
-    /// Records chained under a key this node does not hold (not checkable here).
-    pub unverifiable: u64,
-    pub first_seq: Option<u64>,
-    pub last_seq: Option<u64>,
-    /// The first problem: a record missing, altered, or the newest records cut off.
-    pub problem: Option<String>,
 }
 
 struct Chain {
     next_seq: u64,
     prev: [u8; 32],
+    anchor: Option<Link>,
 }
 
 #[derive(Clone)]
@@ -170,6 +141,8 @@ pub struct AuditLog {
     sink: Option<Arc<Mutex<File>>>,
     /// Writes that failed: to the log itself, and to the file sink.
     failures: Arc<Failures>,
+    /// Records younger than the age floor removed over the hard cap, since the process started.
+    over_hard_cap: Arc<AtomicU64>,
 }
 
 /// Counts of failed audit writes since the process started (for metrics).
@@ -180,25 +153,164 @@ pub struct Failures {
 }
 
 impl AuditLog {
+    /// Opens the log where its head says it ends; [`AuditLog::check_at_start`] then checks
+    /// that head.
     pub fn open(db: Arc<DB>, node_id: u64, keys: AuditKeys) -> Result<Self, StoreError> {
-        let last = match db.iterator_cf(cf(&db, CF_AUDIT)?, IteratorMode::End).next() {
-            Some(item) => {
-                let (k, _) = item?;
-                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt("audit key".into()))?)
-            }
-            None => 0,
+        let last = last_record(&db)?;
+        let meta = cf(&db, CF_RAFT_META)?;
+        let head: Option<Head> = db.get_cf(meta, KEY_HEAD)?.and_then(|b| decode(&b).ok());
+        let head_v1: Option<HeadV1> = db.get_cf(meta, KEY_HEAD_V1)?.and_then(|b| decode(&b).ok());
+        let anchor_v1: Option<Link> = db.get_cf(meta, KEY_ANCHOR_V1)?.and_then(|b| decode(&b).ok());
+        let (link, anchor) = match (&head, &head_v1) {
+            (Some(h), _) => (Some(h.link), h.anchor),
+            (None, Some(h)) => (Some(h.link), anchor_v1),
+            (None, None) => (None, anchor_v1),
         };
-        let head: Option<Head> = db.get_cf(cf(&db, CF_RAFT_META)?, KEY_HEAD)?.map(|b| decode(&b)).transpose()?;
-        let prev = head.map(|h| h.link.mac).unwrap_or_default();
+        let last_seq = [last.as_ref().map(|l| l.seq), link.map(|l| l.seq), anchor.map(|a| a.seq)]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        let prev = link.map(|l| l.mac).or(last.and_then(|l| l.mac)).unwrap_or_default();
         Ok(AuditLog {
             db,
             node_id,
             keys,
-            chain: Arc::new(Mutex::new(Chain { next_seq: last + 1, prev })),
+            chain: Arc::new(Mutex::new(Chain { next_seq: last_seq + 1, prev, anchor })),
             retention: Retention::default(),
             sink: None,
             failures: Arc::default(),
+            over_hard_cap: Arc::default(),
         })
+    }
+
+    /// Checks the head against the newest record, under a key this node holds, once at start,
+    /// before anything is appended: a head cut back, re-labelled, re-tagged or removed would
+    /// otherwise be replaced by the next append's and the change go unseen. What is wrong is
+    /// written into the chain as a keyed `audit.chain_broken` record, which `verify` reports
+    /// from then on. Also upgrades a head of older builds (adopting their untagged anchor),
+    /// and retires the head's key when the current key is another one.
+    pub fn check_at_start(&self) -> Result<(), StoreError> {
+        let meta = cf(&self.db, CF_RAFT_META)?;
+        let last = last_record(&self.db)?;
+        let head_v2 = self.db.get_cf(meta, KEY_HEAD)?;
+        let head_v1 = self.db.get_cf(meta, KEY_HEAD_V1)?;
+        let anchor_v1 = self.db.get_cf(meta, KEY_ANCHOR_V1)?;
+        let mut problems = Vec::new();
+        let mut upgrade = WriteBatch::default();
+        // The head's key id, link and anchor, when there is a head.
+        let head: Option<(String, Link, Option<Link>)> = match (head_v2, head_v1) {
+            (Some(bytes), old) => {
+                if old.is_some() || anchor_v1.is_some() {
+                    problems.push(
+                        "a head or anchor in the untagged format of older builds lies beside the chain's head".into(),
+                    );
+                }
+                match decode::<Head>(&bytes) {
+                    Err(_) => {
+                        problems.push("the chain's head cannot be decoded".into());
+                        None
+                    }
+                    Ok(h) => {
+                        match self.keys.get(&h.key_id) {
+                            None => problems.push(format!(
+                                "the chain's head is under key {}, which this node does not hold",
+                                h.key_id
+                            )),
+                            Some(k) if !h.tag_ok(k)? => problems.push("the chain's head was altered".into()),
+                            Some(_) => {}
+                        }
+                        Some((h.key_id, h.link, h.anchor))
+                    }
+                }
+            }
+            (None, Some(bytes)) => {
+                upgrade.delete_cf(meta, KEY_HEAD_V1);
+                upgrade.delete_cf(meta, KEY_ANCHOR_V1);
+                let anchor = match anchor_v1.map(|b| decode::<Link>(&b)).transpose() {
+                    Ok(a) => a,
+                    Err(_) => {
+                        problems.push("the retention anchor cannot be decoded".into());
+                        None
+                    }
+                };
+                match decode::<HeadV1>(&bytes) {
+                    Err(_) => {
+                        problems.push("the chain's head cannot be decoded".into());
+                        None
+                    }
+                    Ok(h) => {
+                        match self.keys.get(&h.key_id) {
+                            None => problems.push(format!(
+                                "the chain's head is under key {}, which this node does not hold",
+                                h.key_id
+                            )),
+                            Some(k) if !h.tag_ok(k)? => problems.push("the chain's head was altered".into()),
+                            Some(_) => {}
+                        }
+                        Some((h.key_id, h.link, anchor))
+                    }
+                }
+            }
+            (None, None) => {
+                if last.as_ref().is_some_and(|l| l.mac.is_some()) {
+                    problems.push(format!(
+                        "the chain's head is missing, with records up to {} present",
+                        last.as_ref().map_or(0, |l| l.seq)
+                    ));
+                }
+                if anchor_v1.is_some() {
+                    problems.push("an untagged anchor lies where the chain has no head".into());
+                }
+                None
+            }
+        };
+        if let Some((_, link, anchor)) = &head {
+            match &last {
+                Some(LastRecord { seq, mac: Some(mac) }) if link.seq == *seq && link.mac == *mac => {}
+                Some(l) if link.seq > l.seq => {
+                    problems.push(format!("records {} to {} are missing (cut from the end)", l.seq + 1, link.seq))
+                }
+                None if Some(*link) == *anchor => {}
+                None => problems.push(format!("records up to {} are missing", link.seq)),
+                Some(l) => problems.push(format!("record {} does not match the chain's head", l.seq)),
+            }
+        }
+        let (current_id, _) = self.keys.current();
+        if !problems.is_empty() {
+            {
+                // Chain the record onto what is there, so the walk reaches it.
+                let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(mac) = last.as_ref().and_then(|l| l.mac) {
+                    chain.prev = mac;
+                }
+            }
+            let why = format!("at start the node found: {}", problems.join("; "));
+            tracing::error!(problem = %why, "the audit chain is broken; `vaultctl audit verify` reports it until retention removes this record");
+            return self.commit(upgrade, vec![self.own(node_record(ACTION_CHAIN_BROKEN, why))]);
+        }
+        match head {
+            Some((key_id, link, _)) if key_id != *current_id => {
+                self.commit(upgrade, vec![self.own(retirement(&key_id, link.seq, current_id))])
+            }
+            Some(_) if !upgrade.is_empty() => self.commit_head(upgrade),
+            _ => Ok(()),
+        }
+    }
+
+    fn own(&self, mut record: AuditRecord) -> AuditRecord {
+        record.node_id = self.node_id;
+        record
+    }
+
+    /// Writes `batch` with a head made from the chain as it stands.
+    fn commit_head(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
+        let chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let (key_id, key) = self.keys.current();
+        let link = Link { seq: chain.next_seq - 1, mac: chain.prev };
+        batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_HEAD, encode(&Head::new(key_id, key, link, chain.anchor)?)?);
+        self.db.write(batch)?;
+        Ok(())
     }
 
     pub fn with_retention(mut self, retention: Retention) -> Self {
@@ -250,7 +362,7 @@ impl AuditLog {
         for record in records {
             let mut record = record.capped();
             record.seq = seq;
-            let mac = mac_of(key, &prev, &record)?;
+            let mac = record_mac(key, &prev, &record)?;
             batch.put_cf(
                 family,
                 seq.to_be_bytes(),
@@ -260,8 +372,7 @@ impl AuditLog {
             prev = mac;
             seq += 1;
         }
-        let link = Link { seq: seq - 1, mac: prev };
-        let head = Head { tag: head_tag(key, &link)?, link, key_id: key_id.clone() };
+        let head = Head::new(key_id, key, Link { seq: seq - 1, mac: prev }, chain.anchor)?;
         batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_HEAD, encode(&head)?);
         self.db.write(batch)?;
         chain.next_seq = seq;
@@ -320,89 +431,36 @@ impl AuditLog {
 
     /// Walks the whole chain; see [`VerifyReport`].
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let meta = cf(&self.db, CF_RAFT_META)?;
-        let anchor: Option<Link> = self.db.get_cf(meta, KEY_ANCHOR)?.map(|b| decode(&b)).transpose()?;
-        let head: Option<Head> = self.db.get_cf(meta, KEY_HEAD)?.map(|b| decode(&b)).transpose()?;
-        let mut report = VerifyReport::default();
-        let mut prev = anchor.as_ref().map(|a| a.mac).unwrap_or_default();
-        let mut last: Option<u64> = anchor.as_ref().map(|a| a.seq);
-        let mut chained_seen = false;
-        let problem = |r: &mut VerifyReport, p: String| {
-            if r.problem.is_none() {
-                r.problem = Some(p);
-            }
-        };
-        for item in self.db.iterator_cf(cf(&self.db, CF_AUDIT)?, IteratorMode::Start) {
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt("audit key".into()))?);
-            report.first_seq.get_or_insert(seq);
-            report.last_seq = Some(seq);
-            let stored = match decode_stored(&v) {
-                Ok(s) => s,
-                Err(_) => {
-                    problem(&mut report, format!("record {seq} cannot be decoded (altered)"));
-                    continue;
-                }
-            };
-            let c = match stored {
-                Stored::Legacy(_) if !chained_seen => {
-                    report.legacy += 1;
-                    last = Some(seq);
-                    continue;
-                }
-                Stored::Legacy(_) => {
-                    problem(&mut report, format!("record {seq} is not chained (altered or inserted)"));
-                    continue;
-                }
-                Stored::Chained(c) => c,
-            };
-            if let Some(l) = last.filter(|l| seq != l + 1) {
-                problem(&mut report, format!("record {} is missing (the chain jumps from {l} to {seq})", l + 1));
-            }
-            chained_seen = true;
-            last = Some(seq);
-            if c.record.seq != seq {
-                problem(&mut report, format!("record {seq} was altered (it says it is record {})", c.record.seq));
-            }
-            match self.keys.get(&c.key_id) {
-                None => report.unverifiable += 1,
-                Some(key) => {
-                    report.checked += 1;
-                    if mac_of(key, &prev, &c.record)? != c.mac {
-                        problem(&mut report, format!("record {seq} was altered, or the one before it is missing"));
-                    }
-                }
-            }
-            prev = c.mac;
-        }
-        if let Some(h) = head {
-            match self.keys.get(&h.key_id) {
-                Some(key) if head_tag(key, &h.link)? != h.tag => {
-                    problem(&mut report, "the chain's head record was altered".into())
-                }
-                _ => {}
-            }
-            if last.is_none_or(|l| l < h.link.seq) {
-                let from = last.map_or(1, |l| l + 1);
-                problem(&mut report, format!("records {from} to {} are missing (cut from the end)", h.link.seq));
-            } else if last == Some(h.link.seq) && prev != h.link.mac {
-                problem(&mut report, format!("record {} was altered (it does not match the head)", h.link.seq));
-            }
-        }
-        Ok(report)
+        crate::audit_verify::verify(&self.db, &self.keys)
+    }
+
+    /// Whether the log still grows from `head` (sequence number and MAC of a head exported
+    /// earlier, for example from `vaultctl audit verify`): `None` if so, else why not. Catches a
+    /// rollback of the whole data directory, which `verify` alone cannot.
+    pub fn extends(&self, head: (u64, [u8; 32])) -> Result<Option<String>, StoreError> {
+        crate::audit_verify::extends(&self.db, head)
+    }
+
+    /// Records younger than the age floor that retention removed because the log was past its
+    /// hard cap, since the process started.
+    pub fn over_hard_cap(&self) -> u64 {
+        self.over_hard_cap.load(Ordering::Relaxed)
     }
 
     /// Removes records past the retention's age, then (oldest first, never younger than the
-    /// age floor) past its size. Returns how many were removed.
-    pub fn prune(&self, now_ms: u64) -> Result<u64, StoreError> {
+    /// age floor) past its size, then (oldest first, whatever their age) past its hard cap.
+    /// The last record removed becomes the anchor, tagged in the head, so the chain still
+    /// verifies.
+    pub fn prune(&self, now_ms: u64) -> Result<Pruned, StoreError> {
         let family = cf(&self.db, CF_AUDIT)?;
         let size = self.db.property_int_value_cf(family, "rocksdb.estimate-live-data-size")?.unwrap_or(0)
             + self.db.property_int_value_cf(family, "rocksdb.cur-size-all-mem-tables")?.unwrap_or(0);
         let mut excess = size.saturating_sub(self.retention.max_bytes);
+        let mut hard_excess = size.saturating_sub(self.retention.hard_max_bytes);
         let too_old = now_ms.saturating_sub(self.retention.max_age_ms);
         let floor = now_ms.saturating_sub(self.retention.min_age_ms);
         let mut cut: Option<Link> = None;
-        let mut removed = 0u64;
+        let mut pruned = Pruned::default();
         for item in self.db.iterator_cf(family, IteratorMode::Start) {
             let (k, v) = item?;
             let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt("audit key".into()))?);
@@ -411,22 +469,50 @@ impl AuditLog {
                 Stored::Legacy(r) => (r.time_ms, [0; 32]),
             };
             let by_size = excess > 0 && time < floor;
-            if time >= too_old && !by_size {
+            let by_hard_cap = hard_excess > 0;
+            if time >= too_old && !by_size && !by_hard_cap {
                 break;
             }
-            excess = excess.saturating_sub((k.len() + v.len()) as u64);
+            if time >= too_old && !by_size {
+                pruned.over_hard_cap += 1;
+            }
+            let bytes = (k.len() + v.len()) as u64;
+            excess = excess.saturating_sub(bytes);
+            hard_excess = hard_excess.saturating_sub(bytes);
             cut = Some(Link { seq, mac });
-            removed += 1;
+            pruned.removed += 1;
         }
-        let Some(anchor) = cut else { return Ok(0) };
+        let Some(anchor) = cut else { return Ok(pruned) };
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(family, 0u64.to_be_bytes(), (anchor.seq + 1).to_be_bytes());
-        batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_ANCHOR, encode(&anchor)?);
-        // Under the chain's lock, so no append lands between the delete and the anchor.
-        let _chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the chain's lock, so no append lands between the delete and the new head.
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let (key_id, key) = self.keys.current();
+        let head = Head::new(key_id, key, Link { seq: chain.next_seq - 1, mac: chain.prev }, Some(anchor))?;
+        batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_HEAD, encode(&head)?);
         self.db.write(batch)?;
-        Ok(removed)
+        chain.anchor = Some(anchor);
+        self.over_hard_cap.fetch_add(pruned.over_hard_cap, Ordering::Relaxed);
+        Ok(pruned)
     }
+}
+
+/// The newest record: its sequence number, and its MAC if it is chained (`None`: from before
+/// chaining, or not decodable).
+struct LastRecord {
+    seq: u64,
+    mac: Option<[u8; 32]>,
+}
+
+fn last_record(db: &DB) -> Result<Option<LastRecord>, StoreError> {
+    let Some(item) = db.iterator_cf(cf(db, CF_AUDIT)?, IteratorMode::End).next() else { return Ok(None) };
+    let (k, v) = item?;
+    let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt("audit key".into()))?);
+    let mac = match decode_stored(&v) {
+        Ok(Stored::Chained(c)) => Some(c.mac),
+        _ => None,
+    };
+    Ok(Some(LastRecord { seq, mac }))
 }
 
 #[cfg(test)]
@@ -436,7 +522,9 @@ mod tests {
     fn log(dir: &std::path::Path) -> AuditLog {
         let db = Arc::new(crate::db::open(&dir.join("db")).unwrap());
         let keys = AuditKeys::new(vec![("k1".into(), AuditMacKey::from_slice(&[7; 32]).unwrap())]).unwrap();
-        AuditLog::open(db, 1, keys).unwrap()
+        let log = AuditLog::open(db, 1, keys).unwrap();
+        log.check_at_start().unwrap();
+        log
     }
 
     fn record(i: u64, time_ms: u64) -> AuditRecord {
@@ -508,6 +596,7 @@ mod tests {
             max_age_ms: 100 * DAY_MS,
             max_bytes: 0,
             min_age_ms: 10 * DAY_MS,
+            hard_max_bytes: u64::MAX,
         });
         let now = 1_000 * DAY_MS;
         for i in 0..5 {
@@ -519,12 +608,171 @@ mod tests {
         for i in 10..15 {
             a.append(record(i, now - DAY_MS)).unwrap(); // younger than the floor: kept whatever the size
         }
-        assert_eq!(a.prune(now).unwrap(), 10);
+        assert_eq!(a.prune(now).unwrap(), Pruned { removed: 10, over_hard_cap: 0 });
         let r = a.verify().unwrap();
         assert_eq!((r.first_seq, r.last_seq, r.checked, r.problem.clone()), (Some(11), Some(15), 5, None), "{r:?}");
         assert_eq!(a.list(100, None, None).unwrap().len(), 5);
         a.append(record(99, now)).unwrap();
         assert_eq!(a.verify().unwrap().problem, None);
+    }
+
+    fn keys(ids: &[(&str, u8)]) -> AuditKeys {
+        AuditKeys::new(
+            ids.iter().map(|(id, b)| (id.to_string(), AuditMacKey::from_slice(&[*b; 32]).unwrap())).collect(),
+        )
+        .unwrap()
+    }
+
+    fn reopen(a: AuditLog, keys: AuditKeys) -> AuditLog {
+        let log = AuditLog::open(a.db.clone(), 1, keys).unwrap();
+        log.check_at_start().unwrap();
+        log
+    }
+
+    #[test]
+    fn a_record_under_an_unknown_key_fails_unless_a_keyed_record_retires_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = log(dir.path());
+        for i in 0..3 {
+            a.append(record(i, 1_000)).unwrap();
+        }
+        // A new current key while the old one is still held: the old one is retired on record.
+        let a = reopen(a, keys(&[("k2", 8), ("k1", 7)]));
+        a.append(record(3, 1_000)).unwrap();
+        let retired = a.list(10, None, None).unwrap();
+        assert!(retired.iter().any(|r| r.action == crate::audit_chain::ACTION_KEY_RETIRED), "{retired:?}");
+        // Then the old key goes: its records are unverifiable, not failures.
+        let a = reopen(a, keys(&[("k2", 8)]));
+        let r = a.verify().unwrap();
+        assert_eq!((r.unverifiable, r.problem.clone()), (3, None), "{r:?}");
+
+        // A record re-labelled with a key nobody retired fails.
+        tamper(&a, 5, |v| {
+            let mut c: Chained = decode(&v.unwrap()).unwrap();
+            c.key_id = "k9".into();
+            Some(encode(&c).unwrap())
+        });
+        let p = a.verify().unwrap().problem.unwrap();
+        assert!(p.contains("record 5 is under key k9"), "{p}");
+    }
+
+    #[test]
+    fn a_key_swapped_without_a_retirement_leaves_the_old_records_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = log(dir.path());
+        a.append(record(0, 1_000)).unwrap();
+        // The head's key is gone at start: a break is recorded, and verify keeps failing.
+        let a = reopen(a, keys(&[("k2", 8)]));
+        a.append(record(1, 1_000)).unwrap();
+        let p = a.verify().unwrap().problem.unwrap();
+        assert!(p.contains("record 1 is under key k1"), "{p}");
+        let listed = a.list(10, None, None).unwrap();
+        assert!(listed.iter().any(|r| r.action == ACTION_CHAIN_BROKEN && r.outcome.contains("head is under key k1")));
+    }
+
+    #[test]
+    fn the_anchor_is_bound_into_the_tagged_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = log(dir.path()).with_retention(Retention {
+            max_age_ms: 100 * DAY_MS,
+            max_bytes: u64::MAX,
+            min_age_ms: 10 * DAY_MS,
+            hard_max_bytes: u64::MAX,
+        });
+        let now = 1_000 * DAY_MS;
+        for i in 0..4 {
+            a.append(record(i, now - 200 * DAY_MS)).unwrap();
+        }
+        for i in 4..8 {
+            a.append(record(i, now)).unwrap();
+        }
+        assert_eq!(a.prune(now).unwrap().removed, 4);
+        assert_eq!(a.verify().unwrap().problem, None);
+        // Records 5 and 6 cut, the anchor moved to record 6 (its MAC copied): the head's tag no
+        // longer matches.
+        let meta = cf(&a.db, CF_RAFT_META).unwrap();
+        let mut head: Head = decode(&a.db.get_cf(meta, KEY_HEAD).unwrap().unwrap()).unwrap();
+        let six: Chained =
+            decode(&a.db.get_cf(cf(&a.db, CF_AUDIT).unwrap(), 6u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        tamper(&a, 5, |_| None);
+        tamper(&a, 6, |_| None);
+        head.anchor = Some(Link { seq: 6, mac: six.mac });
+        a.db.put_cf(meta, KEY_HEAD, encode(&head).unwrap()).unwrap();
+        let p = a.verify().unwrap().problem.unwrap();
+        assert!(p.contains("head was altered"), "{p}");
+        // An untagged anchor in the old place is refused too.
+        a.db.put_cf(meta, KEY_ANCHOR_V1, encode(&Link { seq: 6, mac: six.mac }).unwrap()).unwrap();
+        let a = reopen(a, keys(&[("k1", 7)]));
+        let listed = a.list(1, None, None).unwrap();
+        assert_eq!(listed[0].action, ACTION_CHAIN_BROKEN, "{listed:?}");
+    }
+
+    #[test]
+    fn the_hard_cap_removes_records_younger_than_the_floor_and_the_chain_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = log(dir.path()).with_retention(Retention {
+            max_age_ms: 100 * DAY_MS,
+            max_bytes: 1,
+            min_age_ms: 10 * DAY_MS,
+            hard_max_bytes: 1,
+        });
+        let now = 1_000 * DAY_MS;
+        for i in 0..6 {
+            a.append(record(i, now)).unwrap(); // all younger than the floor
+        }
+        let p = a.prune(now).unwrap();
+        assert_eq!(p, Pruned { removed: 6, over_hard_cap: 6 });
+        assert_eq!(a.over_hard_cap(), 6);
+        assert_eq!(a.verify().unwrap().problem, None);
+        a.append(record(7, now)).unwrap();
+        let a = reopen(a, keys(&[("k1", 7)]));
+        a.append(record(8, now)).unwrap();
+        let r = a.verify().unwrap();
+        assert_eq!((r.first_seq, r.last_seq, r.problem.clone()), (Some(7), Some(8), None), "{r:?}");
+        // Without the hard cap, the floor holds.
+        let a = a.with_retention(Retention {
+            max_age_ms: 100 * DAY_MS,
+            max_bytes: 1,
+            min_age_ms: 10 * DAY_MS,
+            hard_max_bytes: u64::MAX,
+        });
+        assert_eq!(a.prune(now).unwrap().removed, 0);
+    }
+
+    #[test]
+    fn an_exported_head_is_extended_by_the_log_and_a_rollback_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = log(dir.path());
+        for i in 0..3 {
+            a.append(record(i, 1_000)).unwrap();
+        }
+        let exported = a.verify().unwrap().head.unwrap();
+        assert_eq!(exported.0, 3);
+        // A copy of the directory as it is now, for the rollback below.
+        let copy = tempfile::tempdir().unwrap();
+        let cp = rocksdb::checkpoint::Checkpoint::new(&a.db).unwrap();
+        cp.create_checkpoint(copy.path().join("db")).unwrap();
+        drop(cp);
+        for i in 3..6 {
+            a.append(record(i, 1_000)).unwrap();
+        }
+        assert_eq!(a.extends(exported).unwrap(), None);
+        let later = a.verify().unwrap().head.unwrap();
+        drop(a);
+        // The directory rolled back to the copy: it verifies, but does not extend the later head.
+        let rolled =
+            AuditLog::open(Arc::new(crate::db::open(&copy.path().join("db")).unwrap()), 1, keys(&[("k1", 7)])).unwrap();
+        rolled.check_at_start().unwrap();
+        assert_eq!(rolled.verify().unwrap().problem, None);
+        assert_eq!(rolled.extends(exported).unwrap(), None);
+        let p = rolled.extends(later).unwrap().unwrap();
+        assert!(p.contains("rolled back"), "{p}");
+        // Rolled back and then written to: the record at the exported place is another one.
+        for i in 0..4 {
+            rolled.append(record(100 + i, 1_000)).unwrap();
+        }
+        let p = rolled.extends(later).unwrap().unwrap();
+        assert!(p.contains("record 6 is not the one exported"), "{p}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! node-local and not part of the replicated state).
 
 mod apply;
+pub mod audit_chain;
 pub mod audit_log;
+mod audit_verify;
 mod caller_write;
 pub mod cluster;
 pub mod codec;
@@ -26,7 +28,7 @@ mod tables;
 pub mod transport;
 pub mod typ;
 
-pub use audit_log::{AuditKeys, AuditLog, Retention, VerifyReport};
+pub use audit_log::{AuditKeys, AuditLog, Pruned, Retention, VerifyReport};
 pub use cluster::{Cluster, ClusterParts};
 pub use command::{Command, CommandResponse, Rejection};
 pub use elections::ElectionTiming;
@@ -76,6 +78,7 @@ impl Storage {
         if let Some(file) = audit.sink {
             log = log.with_sink(file);
         }
+        log.check_at_start()?;
         let audit = log;
         let state_machine =
             StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone(), audit.clone()).await?;

@@ -1,0 +1,166 @@
+//! The pieces of the audit hash chain that are keyed: record MACs, the *head* (the newest link
+//! and the *anchor* left by retention, tagged together), and the two records the node writes
+//! about the chain itself: a key's retirement and a break found at start.
+//!
+//! Without the audit key nobody can make a MAC, a head or either of those records, so
+//! [`crate::audit_log::AuditLog::verify`] can treat anything under a key it does not hold as a
+//! failure, unless a keyed record of the chain retires that key.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use vault_core::keys::AuditMacKey;
+use vault_core::model::AuditRecord;
+
+use crate::codec::encode;
+use crate::StoreError;
+
+/// Where the head is kept (in the Raft metadata family), with the anchor bound into it.
+pub(crate) const KEY_HEAD: &[u8] = b"audit_head_v2";
+/// Where builds before the anchor was tagged kept the head, and the untagged anchor. Read once
+/// to upgrade; present afterwards, they were put there by someone else.
+pub(crate) const KEY_HEAD_V1: &[u8] = b"audit_head";
+pub(crate) const KEY_ANCHOR_V1: &[u8] = b"audit_anchor";
+
+/// Action of the record that retires an audit key (written when a node starts with a new
+/// current key while it still holds the old one).
+pub const ACTION_KEY_RETIRED: &str = "audit.key_retired";
+/// Action of the record a node writes when, at start, the chain's head does not check out.
+pub const ACTION_CHAIN_BROKEN: &str = "audit.chain_broken";
+
+/// A place in the chain: a sequence number and the MAC of the record there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Link {
+    pub seq: u64,
+    pub mac: [u8; 32],
+}
+
+/// The head as builds before this one wrote it (its tag covers the link only).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct HeadV1 {
+    pub link: Link,
+    pub key_id: String,
+    pub tag: [u8; 32],
+}
+
+/// The newest link and the anchor (the last link removed by retention), tagged together, so
+/// neither can be moved, rolled back or swapped for an older one without the key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Head {
+    pub link: Link,
+    pub anchor: Option<Link>,
+    pub key_id: String,
+    pub tag: [u8; 32],
+}
+
+fn hmac(key: &AuditMacKey) -> Result<Hmac<Sha256>, StoreError> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The MAC of `record` chained after `prev`.
+pub(crate) fn record_mac(key: &AuditMacKey, prev: &[u8; 32], record: &AuditRecord) -> Result<[u8; 32], StoreError> {
+    let mut m = hmac(key)?;
+    m.update(b"vault audit record v1\0");
+    m.update(prev);
+    m.update(&record.seq.to_be_bytes());
+    m.update(&encode(record)?);
+    Ok(m.finalize().into_bytes().into())
+}
+
+impl HeadV1 {
+    pub fn tag_ok(&self, key: &AuditMacKey) -> Result<bool, StoreError> {
+        let mut m = hmac(key)?;
+        m.update(b"vault audit head v1\0");
+        m.update(&self.link.seq.to_be_bytes());
+        m.update(&self.link.mac);
+        Ok(m.verify_slice(&self.tag).is_ok())
+    }
+}
+
+impl Head {
+    pub fn new(key_id: &str, key: &AuditMacKey, link: Link, anchor: Option<Link>) -> Result<Self, StoreError> {
+        let tag = Self::mac(key, &link, anchor.as_ref())?.finalize().into_bytes().into();
+        Ok(Head { link, anchor, key_id: key_id.to_string(), tag })
+    }
+
+    fn mac(key: &AuditMacKey, link: &Link, anchor: Option<&Link>) -> Result<Hmac<Sha256>, StoreError> {
+        let mut m = hmac(key)?;
+        m.update(b"vault audit head v2\0");
+        m.update(&link.seq.to_be_bytes());
+        m.update(&link.mac);
+        match anchor {
+            None => m.update(&[0]),
+            Some(a) => {
+                m.update(&[1]);
+                m.update(&a.seq.to_be_bytes());
+                m.update(&a.mac);
+            }
+        }
+        Ok(m)
+    }
+
+    /// Whether the tag is `key`'s over the link and anchor (compared in constant time).
+    pub fn tag_ok(&self, key: &AuditMacKey) -> Result<bool, StoreError> {
+        Ok(Self::mac(key, &self.link, self.anchor.as_ref())?.verify_slice(&self.tag).is_ok())
+    }
+}
+
+/// A record about the chain itself, written by the node (never by a caller).
+pub(crate) fn node_record(action: &str, outcome: String) -> AuditRecord {
+    AuditRecord {
+        seq: 0,
+        time_ms: vault_core::time::now_ms(),
+        node_id: 0,
+        actor: "vault-node".into(),
+        client_ip: "-".into(),
+        action: action.into(),
+        secret: None,
+        outcome,
+    }
+}
+
+/// The record that retires `old` after record `last_seq`.
+pub(crate) fn retirement(old: &str, last_seq: u64, new: &str) -> AuditRecord {
+    node_record(ACTION_KEY_RETIRED, format!("key {old} retired after record {last_seq}; later records use key {new}"))
+}
+
+/// The key a retirement record retires, and the last record made under it.
+pub(crate) fn retired_key(record: &AuditRecord) -> Option<(String, u64)> {
+    if record.action != ACTION_KEY_RETIRED {
+        return None;
+    }
+    let rest = record.outcome.strip_prefix("key ")?;
+    let (key, rest) = rest.split_once(" retired after record ")?;
+    let seq = rest.split(';').next()?.parse().ok()?;
+    Some((key.to_string(), seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_tag_covers_its_link_and_its_anchor() {
+        let key = AuditMacKey::from_slice(&[3; 32]).unwrap();
+        let other = AuditMacKey::from_slice(&[4; 32]).unwrap();
+        let link = Link { seq: 9, mac: [1; 32] };
+        let anchor = Some(Link { seq: 4, mac: [2; 32] });
+        let head = Head::new("k", &key, link, anchor).unwrap();
+        assert!(head.tag_ok(&key).unwrap());
+        assert!(!head.tag_ok(&other).unwrap());
+        for edited in [
+            Head { anchor: None, ..head.clone() },
+            Head { anchor: Some(Link { seq: 5, mac: [2; 32] }), ..head.clone() },
+            Head { link: Link { seq: 8, mac: [1; 32] }, ..head.clone() },
+        ] {
+            assert!(!edited.tag_ok(&key).unwrap(), "{edited:?}");
+        }
+    }
+
+    #[test]
+    fn a_retirement_names_its_key_and_last_record() {
+        let r = retirement("derived-from:local:abc", 41, "derived-from:local:def");
+        assert_eq!(retired_key(&r), Some(("derived-from:local:abc".into(), 41)));
+        assert_eq!(retired_key(&node_record(ACTION_CHAIN_BROKEN, "key x retired after record 1".into())), None);
+    }
+}
