@@ -40,3 +40,22 @@ pub async fn forward_as(
     let r = c.forward(blob(&(from, req))).await?;
     Ok(decode(&r.into_inner().data).expect("decode forward reply"))
 }
+
+/// A vote request for `candidate` at `term`, with an empty log.
+pub async fn vote_as(c: &mut RaftClient, candidate: u64, term: u64) -> Result<(), tonic::Status> {
+    use vault_raft::typ::Vote;
+    let req = openraft::raft::VoteRequest::<u64> { vote: Vote::new(term, candidate), last_log_id: None };
+    c.vote(blob(&req)).await.map(|_| ())
+}
+
+/// An append with no entries, in `leader`'s name at `term`, committed up to nothing.
+pub async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), tonic::Status> {
+    use vault_raft::typ::{TypeConfig, Vote};
+    let req = openraft::raft::AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, leader),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    c.append_entries(blob(&req)).await.map(|_| ())
+}

@@ -21,7 +21,9 @@ async fn secrets_given_in_the_environment_leave_it_once_read() {
     let pid = node.pid().expect("running");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read the node's environment");
     assert!(contains(&environ, b"VAULT_DATA_DIR="), "the environment was read: {}", environ.len());
-    for (what, value) in [("master key", &key), ("bootstrap token", &token), ("VAULT_TOKEN", &cli_token), ("audit key", &audit_key)] {
+    for (what, value) in
+        [("master key", &key), ("bootstrap token", &token), ("VAULT_TOKEN", &cli_token), ("audit key", &audit_key)]
+    {
         assert!(!contains(&environ, value.as_bytes()), "the {what} is still in /proc/{pid}/environ");
     }
 

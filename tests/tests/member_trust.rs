@@ -9,7 +9,7 @@ use vault_core::model::{AuditContext, TokenRecord, BOOTSTRAP_TOKEN_NAME};
 use vault_core::token::{RawToken, TokenHash};
 use vault_raft::transport::{AdminOp, CallerWrite, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, CommandResponse, Rejection};
-use vault_tests::raft_peer::{forward_as, raft_as};
+use vault_tests::raft_peer::{append_as, forward_as, raft_as, vote_as};
 use vault_tests::*;
 
 fn token_record(name: &str) -> TokenRecord {
@@ -41,7 +41,8 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
         let member = c.specs[member_idx].node_id;
         let mut as_member = raft_as(&c.certs(), member, leader_id, c.specs[leader].raft_addr).await;
 
-        let created = c.ctl(leader, &["--output", "json", "token", "create", "brief", "--role", "admin", "--ttl", "1s"]);
+        let created =
+            c.ctl(leader, &["--output", "json", "token", "create", "brief", "--role", "admin", "--ttl", "1s"]);
         let brief: serde_json::Value = serde_json::from_str(&created).expect("token json");
         let brief = brief["token"].as_str().expect("raw token").to_string();
         tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -104,6 +105,15 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
             other => panic!("a write with the caller's own token is applied: {other:?}"),
         }
 
+        let upgrade = ForwardRequest::CallerAdmin {
+            token: RawToken::parse_strict(&c.token).expect("valid"),
+            op: AdminOp::RaiseFeatureLevel,
+        };
+        match forward_as(&mut as_member, member, upgrade).await {
+            Ok(Ok(_)) => {}
+            other => panic!("a cluster change with an admin's own token runs: {other:?}"),
+        }
+
         let tokens = c.ctl(leader, &["token", "list"]);
         assert!(tokens.contains("via-member"), "{tokens}");
         for name in ["by-admin-hash", "by-expired-hash", "by-forged-actor", "by-expired-token"] {
@@ -114,10 +124,8 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
 
         tracing::info!("the leader's audit log names each refusal and the actor it derived");
         let log = records(&c, leader);
-        let peer_refusals: Vec<_> = log
-            .iter()
-            .filter(|r| r["action"] == "raft.forward" && r["actor"] == format!("node:{member}"))
-            .collect();
+        let peer_refusals: Vec<_> =
+            log.iter().filter(|r| r["action"] == "raft.forward" && r["actor"] == format!("node:{member}")).collect();
         assert_eq!(peer_refusals.len(), refused, "one record per refused forward: {peer_refusals:#?}");
         assert!(
             peer_refusals.iter().all(|r| r["outcome"].as_str().is_some_and(|o| o.starts_with("permission denied"))),
@@ -130,8 +138,53 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
         assert_eq!(via["actor"], BOOTSTRAP_TOKEN_NAME, "{via}");
         assert_eq!(via["node_id"], member, "the node whose certificate forwarded it: {via}");
         assert_eq!(via["outcome"], "ok", "{via}");
+        // The cluster change a member forwarded is on the leader's record too, under the actor the
+        // leader's own token record names.
+        let changes: Vec<_> = log.iter().filter(|r| r["action"] == "cluster.upgrade").collect();
+        let outcomes: Vec<&str> = changes.iter().filter_map(|r| r["outcome"].as_str()).collect();
+        assert!(changes.iter().all(|r| r["actor"] == BOOTSTRAP_TOKEN_NAME), "{changes:#?}");
+        let by = format!("(forwarded by node {member} from 127.0.0.1)");
+        assert_eq!(outcomes, [format!("ok {by}"), format!("requested {by}")], "newest first: {changes:#?}");
         let late = of("token:by-expired-token");
         assert_eq!(late["actor"], "brief", "{late}");
         assert!(late["outcome"].as_str().is_some_and(|o| o.contains("expired")), "{late}");
+    });
+}
+
+/// Only a voter can be elected, so only a voter's votes, appends and snapshots are taken: a
+/// learner (or whoever holds its key) cannot make itself leader by sending them in a higher
+/// term, and so cannot commit what it likes (a token of its own, say) on every node.
+#[test]
+fn a_learner_cannot_make_itself_leader() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let leader_id = c.specs[leader].node_id;
+        let mut spec4 = c.node_spec(4);
+        spec4.set("VAULT_JOIN", "true");
+        let _node4 = spec4.start();
+        c.ctl(0, &["cluster", "add", "4", &spec4.raft_addr.to_string(), &spec4.api_addr.to_string()]);
+        let term = c.status(leader).await.expect("status").term;
+
+        for i in 0..3 {
+            let target = c.specs[i].node_id;
+            let mut as4 = raft_as(&c.certs(), 4, target, c.specs[i].raft_addr).await;
+            for (r, what) in [
+                (vote_as(&mut as4, 4, term + 100).await, "a learner's vote"),
+                (append_as(&mut as4, 4, term + 100).await, "a learner's append as leader"),
+            ] {
+                match r {
+                    Err(s) if s.code() == Code::PermissionDenied => {
+                        assert!(s.message().contains("not a voter"), "{what} to node {target}: {}", s.message())
+                    }
+                    other => panic!("{what} to node {target}: expected PERMISSION_DENIED, got {other:?}"),
+                }
+            }
+        }
+        for i in 0..3 {
+            let s = c.status(i).await.expect("status");
+            assert_eq!((s.term, s.leader_id), (term, Some(leader_id)), "node index {i}: no new term, same leader");
+        }
     });
 }

@@ -135,10 +135,12 @@ fn removed_impostor_and_non_member_certificates_are_refused_on_the_raft_port() {
         // While a member, node 4's certificate is admitted: the refusals below are about removal.
         let ok = forward_as(&mut as4, 4, ForwardRequest::LeaderView).await.expect("member admitted");
         assert!(ok.is_ok(), "{ok:?}");
-        // A replication stream opened while a member: an append in its own name at term 0 (below
-        // every vote, so it changes nothing) is answered.
+        // A replication stream opened while a member; but a learner is no voter, so even an
+        // append in its own name at term 0 (below every vote) is refused.
         let mut stream4 = open_stream_as(&mut as4).await.expect("a member opens a replication stream");
-        stream_append(&mut stream4, 4, 0).await.expect("a member's append on its stream is answered");
+        let why = denied(stream_append(&mut stream4, 4, 0).await, "a learner's append");
+        assert!(why.contains("not a voter"), "{why}");
+        let mut stream4 = open_stream_as(&mut as4).await.expect("a member opens a replication stream");
         c.ctl(0, &["cluster", "remove", "4"]);
         node4.kill();
         let term_before = c.status(leader).await.unwrap().term;

@@ -113,7 +113,9 @@ fn main() -> std::process::ExitCode {
     let matches = command().get_matches();
     // Read once; from here they live only in the validated config (zeroized key newtypes).
     // Before the runtime starts, while this is the only thread.
-    vault_node::environ::scrub(SETTINGS.iter().filter(|s| s.secret).map(|s| s.env).chain(OTHER_SECRETS.iter().copied()));
+    vault_node::environ::scrub(
+        SETTINGS.iter().filter(|s| s.secret).map(|s| s.env).chain(OTHER_SECRETS.iter().copied()),
+    );
     let (raw, source) = match layered(&matches) {
         Ok(r) => r,
         Err(e) => {

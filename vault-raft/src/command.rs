@@ -297,8 +297,9 @@ impl Command {
         }
     }
 
-    /// Sets every time the command carries to `now_ms`: the leader's clock, not the clock of
-    /// the node that served the caller.
+    /// Sets every time the command carries to `at_ms` (a token's expiry and a policy's due
+    /// time to as far after it as asked): the leader's clock, not the clock of the node that
+    /// served the caller.
     pub fn stamp(&mut self, at_ms: u64) {
         match self {
             Command::PutSecret { now_ms, .. }
@@ -310,6 +311,13 @@ impl Command {
             | Command::SetMasterKey { now_ms, .. }
             | Command::RotationDone { now_ms, .. }
             | Command::RotationFailed { now_ms, .. } => *now_ms = at_ms,
+            // A token created now, living as long as asked.
+            Command::CreateToken { record } => {
+                let lifetime = record.expires_at_ms.map(|e| e.saturating_sub(record.created_at_ms));
+                record.created_at_ms = at_ms;
+                record.expires_at_ms = lifetime.map(|l| at_ms.saturating_add(l));
+            }
+            Command::PutReader { rule, .. } => rule.created_at_ms = at_ms,
             // A policy as the API makes it: due one period from now, no history.
             Command::SetRotation { policy, .. } => {
                 *policy = vault_core::model::RotationPolicy {
@@ -448,6 +456,35 @@ pub enum Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The leader stamps a caller's command with its own clock: a forwarding node cannot
+    /// back-date a write or a token's expiry.
+    #[test]
+    fn stamping_sets_every_time_from_the_leaders_clock() {
+        use vault_core::model::{Generator, RotationPolicy, TokenRecord};
+        let record = TokenRecord {
+            name: "t".into(),
+            hash: vault_core::token::RawToken::generate().hash(),
+            role: "admin".into(),
+            created_at_ms: 1,
+            expires_at_ms: Some(1_001),
+        };
+        let mut token = Command::CreateToken { record };
+        token.stamp(5_000);
+        let Command::CreateToken { record } = &token else { unreachable!() };
+        assert_eq!((record.created_at_ms, record.expires_at_ms), (5_000, Some(6_000)));
+
+        let mut del = Command::DestroySecret { name: "a".into(), now_ms: 1 };
+        del.stamp(7);
+        assert_eq!(del, Command::DestroySecret { name: "a".into(), now_ms: 7 });
+
+        let mut policy = RotationPolicy::new(3_600_000, Generator::Random(8), 1).expect("policy");
+        policy.attempts = 99;
+        let mut set = Command::SetRotation { name: "a".into(), policy };
+        set.stamp(10);
+        let Command::SetRotation { policy, .. } = &set else { unreachable!() };
+        assert_eq!((policy.next_due_ms, policy.attempts), (3_600_010, 0));
+    }
 
     /// A batch is shared through an `Arc` in memory; in logs, snapshots and on the wire it must
     /// stay what a `Vec` of commands was, so logs written before still decode.

@@ -194,7 +194,9 @@ mod tests {
         assert!(matches!(ReaderRules::new(vec![]).decide(ip, None, "a"), ReaderDecision::NoRules));
         let required = ReaderRules::new(vec![]).required(true);
         assert!(required.is_required());
-        assert!(matches!(required.decide(ip, Some("cn"), "a"), ReaderDecision::Denied(why) if why.contains("none is left")));
+        assert!(
+            matches!(required.decide(ip, Some("cn"), "a"), ReaderDecision::Denied(why) if why.contains("none is left"))
+        );
     }
 
     fn rule(name: &str, cidrs: &[&str], cns: &[&str], grants: &[&str]) -> ReaderRule {

@@ -37,14 +37,7 @@ impl AdminService {
     async fn cluster_change(&self, caller: &Caller, op: AdminOp) -> Result<ForwardResponse, ApiError> {
         // Write-ahead: these changes are not commands with their own record, so the request is
         // on record before it is made; the outcome follows when the call ends.
-        let subject = match &op {
-            AdminOp::AddLearner { id, .. }
-            | AdminOp::PromoteVoter { id }
-            | AdminOp::RemoveMember { id }
-            | AdminOp::TransferLeader { to: id } => format!("node:{id}"),
-            AdminOp::RotateMasterKey { key_id, .. } => format!("key:{key_id}"),
-            AdminOp::RaiseFeatureLevel => "cluster".to_string(),
-        };
+        let subject = op.subject();
         self.vault.audit_raw(
             caller.actor(),
             caller.ip.to_string(),

@@ -55,6 +55,45 @@ pub(super) fn is_member(cluster: &Cluster, id: NodeId) -> bool {
     uninitialized && (cluster.bootstrap_ids.is_empty() || cluster.bootstrap_ids.contains(&id))
 }
 
+/// A vote, or a leader's append or snapshot: the id the call carries (candidate or leader) must
+/// be the peer's own and a voter, in the effective or the last applied membership. Only a voter
+/// can be elected, so only a voter sends these; a learner, or whoever holds a member's key,
+/// cannot make itself leader by sending appends in a higher term. Before this node has any
+/// membership, the ids `is_member` admits then.
+pub(crate) fn admit_voter(
+    cluster: &Cluster,
+    peer: Option<NodeId>,
+    carried: Option<NodeId>,
+    what: &str,
+) -> Result<(), Status> {
+    same_node(peer, carried, what)?;
+    match carried {
+        Some(id) if is_voter(cluster, id) => Ok(()),
+        Some(id) => {
+            Err(Status::permission_denied(format!("node {id} is not a voter of this cluster: no {what} from it")))
+        }
+        None => Err(Status::permission_denied(format!("the {what} names no node"))),
+    }
+}
+
+fn is_voter(cluster: &Cluster, id: NodeId) -> bool {
+    let effective = cluster.raft.metrics().borrow().membership_config.clone();
+    if effective.membership().voter_ids().any(|v| v == id) {
+        return true;
+    }
+    // A leader being removed still sends the commit of its removal (see `is_member`).
+    match cluster.reader.applied_membership() {
+        Ok(Some(m)) if m.membership().voter_ids().any(|v| v == id) => return true,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "read the applied membership");
+            return false;
+        }
+    }
+    let uninitialized = effective.membership().nodes().next().is_none();
+    uninitialized && (cluster.bootstrap_ids.is_empty() || cluster.bootstrap_ids.contains(&id))
+}
+
 /// An id carried in the call must be the peer's own.
 pub(crate) fn same_node(peer: Option<NodeId>, carried: Option<NodeId>, what: &str) -> Result<(), Status> {
     match peer {
@@ -76,10 +115,9 @@ pub(crate) fn admit_forward(
     same_node(peer, Some(from), "forwarded request")?;
     match req {
         ForwardRequest::CallerWrite(w) if w.cmd.is_caller_write() => Ok(()),
-        ForwardRequest::CallerWrite(w) => Err(Status::permission_denied(format!(
-            "a peer may forward only client writes, not {}",
-            w.cmd.kind()
-        ))),
+        ForwardRequest::CallerWrite(w) => {
+            Err(Status::permission_denied(format!("a peer may forward only client writes, not {}", w.cmd.kind())))
+        }
         ForwardRequest::Write(cmd) => Err(Status::permission_denied(format!(
             "a peer may forward a client write only with the token its caller presented, not a bare {}",
             cmd.kind()

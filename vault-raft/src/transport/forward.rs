@@ -101,6 +101,32 @@ pub enum AdminOp {
     RaiseFeatureLevel,
 }
 
+impl AdminOp {
+    /// The audit action of the call that asks for it (the API's RPC table names the same).
+    pub fn action(&self) -> &'static str {
+        match self {
+            AdminOp::AddLearner { .. } => "cluster.add",
+            AdminOp::PromoteVoter { .. } => "cluster.promote",
+            AdminOp::RemoveMember { .. } => "cluster.remove",
+            AdminOp::TransferLeader { .. } => "cluster.transfer_leader",
+            AdminOp::RotateMasterKey { .. } => "kms.rotate",
+            AdminOp::RaiseFeatureLevel => "cluster.upgrade",
+        }
+    }
+
+    /// What the change is about, as its audit records name it.
+    pub fn subject(&self) -> String {
+        match self {
+            AdminOp::AddLearner { id, .. }
+            | AdminOp::PromoteVoter { id }
+            | AdminOp::RemoveMember { id }
+            | AdminOp::TransferLeader { to: id } => format!("node:{id}"),
+            AdminOp::RotateMasterKey { key_id, .. } => format!("key:{key_id}"),
+            AdminOp::RaiseFeatureLevel => "cluster".to_string(),
+        }
+    }
+}
+
 /// Replication as the leader sees it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LeaderView {

@@ -9,7 +9,7 @@ mod client;
 mod forward;
 mod listener;
 mod network;
-mod refusal_audit;
+mod peer_audit;
 mod security;
 mod server;
 

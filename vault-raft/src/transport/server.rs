@@ -10,13 +10,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::admission::{admit_forward, admit_peer, same_node};
+use super::admission::{admit_forward, admit_peer, admit_voter};
 use super::client::MAX_MESSAGE;
 use super::forward::{ForwardError, ForwardRequest, ForwardResponse};
 use super::listener::PeerIdentity;
 use super::pb;
-use super::refusal_audit::RefusalAudit;
 use super::pb::raft_server::{Raft as RaftRpc, RaftServer};
+use super::peer_audit::PeerAudit;
 use super::security::{ServerGuard, TransportSecurity};
 use crate::audit_log::AuditLog;
 use crate::cluster::Cluster;
@@ -36,18 +36,20 @@ pub type RaftServiceServer = InterceptedService<RaftServer<RaftService>, ServerG
 pub struct RaftService {
     cluster: Cluster,
     me: NodeInfo,
-    /// Where refused forwarded requests are recorded (none in tests without an audit log).
-    refusals: Option<RefusalAudit>,
+    /// Where members' refused requests and forwarded cluster changes are recorded (none in
+    /// tests without an audit log).
+    audit: Option<PeerAudit>,
 }
 
 impl RaftService {
     pub fn new(cluster: Cluster, me: NodeInfo) -> Self {
-        RaftService { cluster, me, refusals: None }
+        RaftService { cluster, me, audit: None }
     }
 
-    /// Records forwarded requests refused to a member in `log` (see `refusal_audit`).
+    /// Records members' refused requests and forwarded cluster changes in `log` (see
+    /// `peer_audit`).
     pub fn with_audit(mut self, log: AuditLog) -> Self {
-        self.refusals = Some(RefusalAudit::new(log));
+        self.audit = Some(PeerAudit::new(log));
         self
     }
 
@@ -134,7 +136,7 @@ async fn append(
     peer: Option<NodeId>,
     req: AppendEntriesRequest<TypeConfig>,
 ) -> Result<Vec<u8>, Status> {
-    same_node(peer, req.vote.leader_id().voted_for(), "append's leader")?;
+    admit_voter(cluster, peer, req.vote.leader_id().voted_for(), "append")?;
     let claimed = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
     let r = cluster.raft.append_entries(req).await;
     let matched = match &r {
@@ -192,14 +194,14 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         let (peer, req): (_, VoteRequest<NodeId>) = self.admit(req)?;
-        same_node(peer, req.vote.leader_id().voted_for(), "vote's candidate")?;
+        admit_voter(&self.cluster, peer, req.vote.leader_id().voted_for(), "vote")?;
         let r = self.cluster.raft.vote(req).await;
         reply(&r)
     }
 
     async fn install_snapshot(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         let (peer, req): (_, InstallSnapshotRequest<TypeConfig>) = self.admit(req)?;
-        same_node(peer, req.vote.leader_id().voted_for(), "snapshot's leader")?;
+        admit_voter(&self.cluster, peer, req.vote.leader_id().voted_for(), "snapshot")?;
         let r = self.cluster.raft.install_snapshot(req).await;
         reply(&r)
     }
@@ -216,12 +218,30 @@ impl RaftRpc for RaftService {
         let addr = req.extensions().get::<PeerIdentity>().and_then(|p| p.addr);
         let (peer, (from, request)): (_, (NodeId, ForwardRequest)) = self.admit(req)?;
         if let Err(refused) = admit_forward(&self.cluster, peer, from, &request) {
-            if let Some(audit) = &self.refusals {
+            if let Some(audit) = &self.audit {
                 audit.refused(peer.unwrap_or(from), addr, &request.describe(), refused.message());
             }
             return Err(refused);
         }
+        let change = match (&request, &self.audit) {
+            (ForwardRequest::CallerAdmin { token, op }, Some(audit)) => {
+                let actor = match self.cluster.reader.token_by_hash(&token.hash()) {
+                    Ok(Some(t)) => t.name,
+                    _ => crate::caller_write::UNKNOWN_TOKEN_ACTOR.to_string(),
+                };
+                audit.change(&actor, from, addr, op.action(), &op.subject(), "requested".into());
+                Some((audit, actor, op.action(), op.subject()))
+            }
+            _ => None,
+        };
         let r: Result<ForwardResponse, ForwardError> = self.cluster.handle_from(from, request, timeout).await;
+        if let Some((audit, actor, action, subject)) = change {
+            let outcome = match &r {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("failed: {e}"),
+            };
+            audit.change(&actor, from, addr, action, &subject, outcome);
+        }
         reply(&r)
     }
 

@@ -1,11 +1,15 @@
-//! Forwarded requests this node refused a member, written to the audit log.
+//! What members asked of this node over the Raft port, written to its audit log: forwarded
+//! requests it refused, and the cluster changes it ran for them.
 //!
 //! A member that forwards what it may not (a bare command, a cluster change authorized by a
 //! token hash, a write that is no client write) is either on an older build or misbehaving;
 //! either way the operator should see it in the audit log of the node it asked. Only members
 //! get this far, and each is held to a budget per minute, past which its refusals are counted
 //! and said once a minute in the node's log instead, so a hostile member cannot fill the disk
-//! through this path.
+//! through this path. A cluster change a member forwards with an admin's token is recorded as
+//! the node that served the operator records it (`requested`, then the outcome), with the
+//! actor named by this node's own token record, so a change made through a member is on
+//! record on the node that made it too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,15 +26,15 @@ const PER_MEMBER_PER_MINUTE: u32 = 30;
 const MINUTE_MS: u64 = 60_000;
 
 #[derive(Clone)]
-pub(crate) struct RefusalAudit {
+pub(crate) struct PeerAudit {
     log: AuditLog,
     /// Per member: the minute being counted, records written in it, refusals only counted.
     budget: Arc<Mutex<HashMap<NodeId, (u64, u32, u64)>>>,
 }
 
-impl RefusalAudit {
+impl PeerAudit {
     pub(crate) fn new(log: AuditLog) -> Self {
-        RefusalAudit { log, budget: Arc::default() }
+        PeerAudit { log, budget: Arc::default() }
     }
 
     /// Records that node `from` (at `addr`) was refused `what`, because `why`.
@@ -42,7 +46,11 @@ impl RefusalAudit {
             let (at, written, counted) = budget.entry(from).or_insert((minute, 0, 0));
             if *at != minute {
                 if *counted > 0 {
-                    tracing::warn!(node = from, refusals = *counted, "more forwarded requests of this member refused than recorded one by one");
+                    tracing::warn!(
+                        node = from,
+                        refusals = *counted,
+                        "more forwarded requests of this member refused than recorded one by one"
+                    );
                 }
                 (*at, *written, *counted) = (minute, 0, 0);
             }
@@ -52,18 +60,43 @@ impl RefusalAudit {
             }
             *written += 1;
         }
+        self.record(format!("node:{from}"), addr, "raft.forward", what, format!("permission denied: {why}"));
+    }
+
+    /// Records a cluster change node `from` (at `addr`) forwarded for `actor`: `outcome` is
+    /// `requested` before it runs, then how it ended.
+    pub(crate) fn change(
+        &self,
+        actor: &str,
+        from: NodeId,
+        addr: Option<SocketAddr>,
+        action: &str,
+        subject: &str,
+        outcome: String,
+    ) {
+        let ip = addr.map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+        self.record(
+            actor.to_string(),
+            addr,
+            action,
+            subject,
+            format!("{outcome} (forwarded by node {from} from {ip})"),
+        );
+    }
+
+    fn record(&self, actor: String, addr: Option<SocketAddr>, action: &str, subject: &str, outcome: String) {
         let record = AuditRecord {
             seq: 0,
-            time_ms: now,
-            node_id: 0,
-            actor: format!("node:{from}"),
+            time_ms: now_ms(),
+            node_id: 0, // set by `AuditLog::append`
+            actor,
             client_ip: addr.map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
-            action: "raft.forward".into(),
-            secret: Some(what.to_string()),
-            outcome: format!("permission denied: {why}"),
+            action: action.to_string(),
+            secret: Some(subject.to_string()),
+            outcome,
         };
         if let Err(e) = self.log.append(record) {
-            tracing::error!(error = %e, "record a refused forwarded request");
+            tracing::error!(error = %e, "record a member's request in the audit log");
         }
     }
 }
