@@ -16,8 +16,8 @@ use crate::CoreError;
 pub const TOKEN_BYTES: usize = 32;
 
 /// A raw token as given to its holder. Redacted in `Debug`, zeroized on drop (every clone
-/// too). It is serialized only to travel from a follower to the leader over the members'
-/// mutual-TLS link (see `vault_raft::transport::ForwardRequest::CallerWrite`), never to disk.
+/// too). It is serialized only to travel from a follower to the leader over the members' link
+/// (see `vault_raft::transport::CallerWrite`), never to disk.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct RawToken(String);
 
@@ -29,7 +29,8 @@ impl Serialize for RawToken {
 
 impl<'de> Deserialize<'de> for RawToken {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The decoded string moves into the token: no copy is left behind unzeroized.
+        // The decoded string moves into the token (the message it came in is the caller's to
+        // drop).
         String::deserialize(d).map(RawToken)
     }
 }

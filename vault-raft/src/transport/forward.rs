@@ -44,8 +44,9 @@ pub enum ForwardRequest {
 /// which holds every token's hash, cannot act as a caller whose token it was never given, nor
 /// make an expired token valid again by choosing the time, nor name another actor.
 ///
-/// The raw token crosses only the members' mutual-TLS link, as the caller's request did, and
-/// is never logged (`RawToken` prints redacted) nor written down.
+/// The raw token crosses only the members' link (mutual TLS; plaintext in dev mode, which is
+/// never for production), as the caller's request did, and is never logged (`RawToken` prints
+/// redacted) nor written down. The encoded message buffers are not zeroized.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CallerWrite {
     pub token: RawToken,
