@@ -8,7 +8,7 @@ use tonic::Code;
 use vault_core::model::{AuditContext, TokenRecord, BOOTSTRAP_TOKEN_NAME};
 use vault_core::token::{RawToken, TokenHash};
 use vault_raft::transport::{AdminOp, CallerWrite, ForwardRequest, ForwardResponse};
-use vault_raft::{Command, CommandResponse, Rejection};
+use vault_raft::{Command, CommandResponse};
 use vault_tests::raft_peer::{append_as, forward_as, raft_as, vote_as};
 use vault_tests::*;
 
@@ -75,7 +75,7 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
                 "a cluster change with a token nobody holds",
             ),
         ];
-        let refused = refusals.len();
+        let refused = refusals.len() + 2; // and the two raw tokens below
         for (req, what) in refusals {
             match forward_as(&mut as_member, member, req).await {
                 Err(s) if s.code() == Code::PermissionDenied => {}
@@ -92,12 +92,16 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
                 action: "token.create".into(),
             })
         };
+        // Tokens the leader does not hold, or that expired by its clock, are refused before
+        // anything is proposed: a member cannot fill the log with writes no one asked for.
         let expired = RawToken::parse_strict(&brief).expect("valid");
         match forward_as(&mut as_member, member, caller_write(expired, "by-expired-token")).await {
-            Ok(Ok(ForwardResponse::Written(CommandResponse::Rejected(Rejection::Unauthenticated(why))))) => {
-                assert!(why.contains("expired"), "{why}")
-            }
+            Err(s) if s.code() == Code::PermissionDenied => assert!(s.message().contains("expired"), "{s:?}"),
             other => panic!("an expired token is refused at the leader's time: {other:?}"),
+        }
+        match forward_as(&mut as_member, member, caller_write(RawToken::generate(), "by-unknown-token")).await {
+            Err(s) if s.code() == Code::Unavailable => assert!(s.message().contains("no such token"), "{s:?}"),
+            other => panic!("a token nobody holds is refused before it is proposed: {other:?}"),
         }
         let admin = RawToken::parse_strict(&c.token).expect("valid");
         match forward_as(&mut as_member, member, caller_write(admin, "via-member")).await {
@@ -116,7 +120,7 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
 
         let tokens = c.ctl(leader, &["token", "list"]);
         assert!(tokens.contains("via-member"), "{tokens}");
-        for name in ["by-admin-hash", "by-expired-hash", "by-forged-actor", "by-expired-token"] {
+        for name in ["by-admin-hash", "by-expired-hash", "by-forged-actor", "by-expired-token", "by-unknown-token"] {
             assert!(!tokens.contains(name), "{name} must not exist:\n{tokens}");
         }
         let status = c.status(leader).await.expect("status");
@@ -127,8 +131,12 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
         let peer_refusals: Vec<_> =
             log.iter().filter(|r| r["action"] == "raft.forward" && r["actor"] == format!("node:{member}")).collect();
         assert_eq!(peer_refusals.len(), refused, "one record per refused forward: {peer_refusals:#?}");
+        let denied =
+            |r: &&&serde_json::Value| r["outcome"].as_str().is_some_and(|o| o.starts_with("permission denied"));
+        assert_eq!(peer_refusals.iter().filter(denied).count(), refused - 1, "{peer_refusals:#?}");
         assert!(
-            peer_refusals.iter().all(|r| r["outcome"].as_str().is_some_and(|o| o.starts_with("permission denied"))),
+            peer_refusals.iter().any(|r| r["secret"] == "caller_write:create_token"
+                && r["outcome"].as_str().is_some_and(|o| o.starts_with("unavailable"))),
             "{peer_refusals:#?}"
         );
         let of = |subject: &str| {
@@ -145,9 +153,10 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
         assert!(changes.iter().all(|r| r["actor"] == BOOTSTRAP_TOKEN_NAME), "{changes:#?}");
         let by = format!("(forwarded by node {member} from 127.0.0.1)");
         assert_eq!(outcomes, [format!("ok {by}"), format!("requested {by}")], "newest first: {changes:#?}");
-        let late = of("token:by-expired-token");
-        assert_eq!(late["actor"], "brief", "{late}");
-        assert!(late["outcome"].as_str().is_some_and(|o| o.contains("expired")), "{late}");
+        assert!(
+            !log.iter().any(|r| r["secret"] == "token:by-expired-token" || r["secret"] == "token:by-unknown-token"),
+            "nothing proposed for them: {log:#?}"
+        );
     });
 }
 

@@ -15,6 +15,7 @@
 
 use vault_core::model::{audit_field, AuditContext, MAX_AUDIT_FIELD};
 use vault_core::time::now_ms;
+use vault_core::token::RawToken;
 
 use crate::cluster::Cluster;
 use crate::command::Command;
@@ -25,6 +26,25 @@ use crate::typ::NodeId;
 pub const UNKNOWN_TOKEN_ACTOR: &str = "unknown token";
 
 impl Cluster {
+    /// A write a peer forwards must carry a token this leader holds and that has not expired
+    /// by its clock. Refused here, with the peer's other refusals (budgeted, see
+    /// `transport::peer_audit`), rather than proposed and refused when applied: a member must
+    /// not fill every node's log and audit log with writes no one could have asked for. A
+    /// token created a moment ago that this leader has not applied yet is refused as
+    /// unavailable, so the caller tries again.
+    pub(crate) fn check_caller_token(&self, token: &RawToken) -> Result<(), tonic::Status> {
+        match self.reader.token_by_hash(&token.hash()) {
+            Ok(Some(t)) if t.is_expired(now_ms()) => {
+                Err(tonic::Status::permission_denied(format!("token {} has expired", t.name)))
+            }
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(tonic::Status::unavailable(
+                "the leader holds no such token (yet): unknown, revoked, or just created",
+            )),
+            Err(e) => Err(tonic::Status::unavailable(format!("read the token table: {e}"))),
+        }
+    }
+
     /// The command this leader proposes for `write`, which node `via` served.
     pub(crate) fn caller_command(&self, write: CallerWrite, via: NodeId) -> Result<Command, ForwardError> {
         let CallerWrite { token, mut cmd, client_ip, action } = write;

@@ -25,6 +25,16 @@ use crate::typ::NodeId;
 const PER_MEMBER_PER_MINUTE: u32 = 30;
 const MINUTE_MS: u64 = 60_000;
 
+/// A refusal's code as the API's audit records spell it.
+fn code_words(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "refused",
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct PeerAudit {
     log: AuditLog,
@@ -38,7 +48,7 @@ impl PeerAudit {
     }
 
     /// Records that node `from` (at `addr`) was refused `what`, because `why`.
-    pub(crate) fn refused(&self, from: NodeId, addr: Option<SocketAddr>, what: &str, why: &str) {
+    pub(crate) fn refused(&self, from: NodeId, addr: Option<SocketAddr>, what: &str, why: &tonic::Status) {
         let now = now_ms();
         let minute = now / MINUTE_MS;
         {
@@ -60,7 +70,13 @@ impl PeerAudit {
             }
             *written += 1;
         }
-        self.record(format!("node:{from}"), addr, "raft.forward", what, format!("permission denied: {why}"));
+        self.record(
+            format!("node:{from}"),
+            addr,
+            "raft.forward",
+            what,
+            format!("{}: {}", code_words(why.code()), why.message()),
+        );
     }
 
     /// Records a cluster change node `from` (at `addr`) forwarded for `actor`: `outcome` is

@@ -217,9 +217,13 @@ impl RaftRpc for RaftService {
         });
         let addr = req.extensions().get::<PeerIdentity>().and_then(|p| p.addr);
         let (peer, (from, request)): (_, (NodeId, ForwardRequest)) = self.admit(req)?;
-        if let Err(refused) = admit_forward(&self.cluster, peer, from, &request) {
+        let admitted = admit_forward(&self.cluster, peer, from, &request).and_then(|()| match &request {
+            ForwardRequest::CallerWrite(w) => self.cluster.check_caller_token(&w.token),
+            _ => Ok(()),
+        });
+        if let Err(refused) = admitted {
             if let Some(audit) = &self.audit {
-                audit.refused(peer.unwrap_or(from), addr, &request.describe(), refused.message());
+                audit.refused(peer.unwrap_or(from), addr, &request.describe(), &refused);
             }
             return Err(refused);
         }
