@@ -546,7 +546,7 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
         let attempt = async {
             let ch = Channel::from_shared(raft.clone()).unwrap().tls_config(tls).unwrap().connect().await?;
             let mut client = raftpb::raft_client::RaftClient::new(ch);
-            client.node_state(raftpb::NodeStateRequest {}).await.map_err(Box::<dyn std::error::Error>::from)?;
+            client.node_state(raftpb::NodeStateRequest::default()).await.map_err(Box::<dyn std::error::Error>::from)?;
             Ok::<_, Box<dyn std::error::Error>>(())
         };
         let e = attempt.await.expect_err("a caller without a client certificate must not get through");
@@ -571,7 +571,7 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
         let attempt = async {
             let ch = Channel::from_shared(raft.clone()).unwrap().tls_config(tls).unwrap().connect().await?;
             let mut client = raftpb::raft_client::RaftClient::new(ch);
-            client.node_state(raftpb::NodeStateRequest {}).await.map_err(Box::<dyn std::error::Error>::from)?;
+            client.node_state(raftpb::NodeStateRequest::default()).await.map_err(Box::<dyn std::error::Error>::from)?;
             Ok::<_, Box<dyn std::error::Error>>(())
         };
         assert!(attempt.await.is_err(), "a foreign certificate must not get through");
@@ -581,7 +581,7 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
         let attempt = async {
             let ch = Channel::from_shared(plain).unwrap().connect().await?;
             let mut client = raftpb::raft_client::RaftClient::new(ch);
-            client.node_state(raftpb::NodeStateRequest {}).await.map_err(Box::<dyn std::error::Error>::from)?;
+            client.node_state(raftpb::NodeStateRequest::default()).await.map_err(Box::<dyn std::error::Error>::from)?;
             Ok::<_, Box<dyn std::error::Error>>(())
         };
         assert!(attempt.await.is_err());
@@ -596,7 +596,7 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
             ))
             .domain_name(node_server_name(1));
         let ch = Channel::from_shared(raft).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
-        let r = raftpb::raft_client::RaftClient::new(ch).node_state(raftpb::NodeStateRequest {}).await.unwrap();
+        let r = raftpb::raft_client::RaftClient::new(ch).node_state(raftpb::NodeStateRequest::default()).await.unwrap();
         assert_eq!(r.into_inner().node_id, 1);
     });
 }
@@ -614,12 +614,12 @@ fn insecure_dev_mode_still_needs_the_cluster_secret() {
         assert!(node.log().contains("PLAINTEXT"), "loud warning expected");
         let ch = Channel::from_shared(format!("http://{}", spec.raft_addr)).unwrap().connect().await.unwrap();
         let mut client = raftpb::raft_client::RaftClient::new(ch);
-        let e = client.node_state(raftpb::NodeStateRequest {}).await.unwrap_err();
+        let e = client.node_state(raftpb::NodeStateRequest::default()).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
-        let mut req = tonic::Request::new(raftpb::NodeStateRequest {});
+        let mut req = tonic::Request::new(raftpb::NodeStateRequest::default());
         req.metadata_mut().insert("x-vault-cluster-secret", "wrong-secret-value-xxxxxxxx".parse().unwrap());
         assert_eq!(client.node_state(req).await.unwrap_err().code(), Code::Unauthenticated);
-        let mut req = tonic::Request::new(raftpb::NodeStateRequest {});
+        let mut req = tonic::Request::new(raftpb::NodeStateRequest::default());
         req.metadata_mut().insert("x-vault-cluster-secret", "dev-cluster-secret-0123456789".parse().unwrap());
         assert_eq!(client.node_state(req).await.unwrap().into_inner().node_id, 1);
     });

@@ -197,3 +197,52 @@ fn a_learner_cannot_make_itself_leader() {
         }
     });
 }
+
+/// A node started to join (`VAULT_JOIN`, no `VAULT_PEERS`) has no membership to check callers
+/// against. It takes votes, appends and snapshots only from the voters the leader that adds it
+/// announces (`cluster add` does, before adding it), so another CA-signed node cannot make
+/// itself the joining node's leader first.
+#[test]
+fn a_joining_node_takes_raft_traffic_only_from_the_voters_that_add_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let certs = c.certs();
+        mint_certs(&certs, &[9]);
+        let mut spec4 = c.node_spec(4);
+        spec4.set("VAULT_JOIN", "true");
+        let node4 = spec4.start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(spec4.raft_addr).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "node 4's Raft port never opened");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        tracing::info!("before any leader announced itself, no one leads the joining node");
+        for (as_id, who) in
+            [(9, "a CA-signed node that is no member"), (c.specs[leader].node_id, "the leader, before `cluster add`")]
+        {
+            let mut to4 = raft_as(&certs, as_id, 4, spec4.raft_addr).await;
+            for (r, what) in
+                [(vote_as(&mut to4, as_id, 50).await, "vote"), (append_as(&mut to4, as_id, 50).await, "append")]
+            {
+                match r {
+                    Err(s) if s.code() == Code::PermissionDenied => {}
+                    other => panic!("{who}'s {what}: expected PERMISSION_DENIED, got {other:?}"),
+                }
+            }
+        }
+
+        tracing::info!("the leader adds it, announcing its voters; the node follows that leader");
+        c.ctl(0, &["secret", "put", "join/x", "--value", "before-join"]);
+        c.ctl(0, &["cluster", "add", "4", &spec4.raft_addr.to_string(), &spec4.api_addr.to_string()]);
+        let got = must_vaultctl(&node4.url(), None, &["secret", "get", "join/x"]);
+        assert_eq!(got, "before-join", "node 4 caught up from the cluster that added it");
+        let mut nine = raft_as(&certs, 9, 4, spec4.raft_addr).await;
+        match vote_as(&mut nine, 9, 1_000).await {
+            Err(s) if s.code() == Code::PermissionDenied => {}
+            other => panic!("a non-member's vote once node 4 joined: {other:?}"),
+        }
+    });
+}

@@ -282,12 +282,12 @@ fn a_node_checks_the_certificate_of_the_peer_it_dials() {
             .domain_name(node_server_name(2));
         let attempt = async {
             let ch = Channel::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await?;
-            RaftClient::new(ch).node_state(raftpb::NodeStateRequest {}).await?;
+            RaftClient::new(ch).node_state(raftpb::NodeStateRequest::default()).await?;
             Ok::<_, Box<dyn std::error::Error>>(())
         };
         assert!(attempt.await.is_err(), "a server certificate for another node id must fail verification");
         let mut right = raft_as(&certs, 1, 1, addr).await;
-        assert_eq!(right.node_state(raftpb::NodeStateRequest {}).await.unwrap().into_inner().node_id, 1);
+        assert_eq!(right.node_state(raftpb::NodeStateRequest::default()).await.unwrap().into_inner().node_id, 1);
     });
 }
 
@@ -308,7 +308,7 @@ fn a_renewed_certificate_is_used_after_sighup_without_a_restart() {
                 .unwrap();
             // A fresh TCP connection each time, to see what a new peer would get.
             match ch.connect().await {
-                Ok(ch) => RaftClient::new(ch).node_state(raftpb::NodeStateRequest {}).await.is_ok(),
+                Ok(ch) => RaftClient::new(ch).node_state(raftpb::NodeStateRequest::default()).await.is_ok(),
                 Err(_) => false,
             }
         };
@@ -610,7 +610,7 @@ fn silent_connections_do_not_hold_up_the_raft_port() {
         }
         let started = Instant::now();
         let mut peer = raft_as(&c.certs(), 1, 1, addr).await;
-        assert_eq!(peer.node_state(raftpb::NodeStateRequest {}).await.unwrap().into_inner().node_id, 1);
+        assert_eq!(peer.node_state(raftpb::NodeStateRequest::default()).await.unwrap().into_inner().node_id, 1);
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "a member waited {:?} behind silent connections",
@@ -682,7 +682,7 @@ fn the_raft_port_caps_connections_and_closes_silent_handshakes() {
         drop(silent);
         // And the listener serves members again.
         let mut member = raft_as(&c.certs(), 1, 1, addr).await;
-        assert_eq!(member.node_state(raftpb::NodeStateRequest {}).await.unwrap().into_inner().node_id, 1);
+        assert_eq!(member.node_state(raftpb::NodeStateRequest::default()).await.unwrap().into_inner().node_id, 1);
     });
 }
 

@@ -50,6 +50,9 @@ pub struct Cluster {
     pub reader: StateReader,
     /// Ids in `VAULT_PEERS`: the peers admitted before this node has a membership.
     pub bootstrap_ids: Arc<Vec<NodeId>>,
+    /// Without `VAULT_PEERS` (a node waiting to join): the voters the leader that is adding it
+    /// announced (see `transport::admission`), once one has.
+    pub(crate) join_voters: Arc<Mutex<Option<BTreeSet<NodeId>>>>,
     /// Ids of the master keys this node holds (never the keys).
     pub key_ids: Arc<Vec<String>>,
     /// The feature level this node reports (its build's, or lower when capped).
@@ -100,6 +103,7 @@ impl Cluster {
             reads: Arc::new(Mutex::new(ReadRounds::default())),
             reader: parts.reader,
             bootstrap_ids: Arc::new(parts.bootstrap_ids),
+            join_voters: Arc::default(),
             key_ids: Arc::new(parts.key_ids),
             feature_level: parts.max_feature_level.map_or(FEATURE_LEVEL, |cap| cap.clamp(BASE_LEVEL, FEATURE_LEVEL)),
         }
@@ -315,30 +319,30 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
         let deadline = Instant::now() + timeout;
+        let have = self.reader.feature_level().map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        // Tell the node which voters it is joining, so it takes appends only from them (see
+        // `transport::admission`). The node may still be starting: ask until the deadline.
+        let voters: Vec<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let state = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.peers.announce_join(id, &node.raft_addr, &voters, left.min(Duration::from_secs(5))).await {
+                Ok(state) => break state,
+                Err(e) if Instant::now() + Duration::from_millis(200) >= deadline => {
+                    return Err(ForwardError::Unavailable(format!(
+                        "node {id} did not answer which voters it joins and which feature level it understands ({})",
+                        e.message()
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         // A node on an older build than the cluster's level could not decode what it would be
         // sent: refuse it before it joins.
-        let have = self.reader.feature_level().map_err(|e| ForwardError::Unavailable(e.to_string()))?;
-        if have > BASE_LEVEL {
-            // The node may still be starting: ask until the deadline.
-            let state = loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.peers.node_state(id, &node.raft_addr, left.min(Duration::from_secs(5))).await {
-                    Ok(state) => break state,
-                    Err(e) if Instant::now() + Duration::from_millis(200) >= deadline => {
-                        return Err(ForwardError::Unavailable(format!(
-                            "node {id} did not say which feature level it understands ({})",
-                            e.message()
-                        )))
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            };
-            let level = crate::features::reported(state.feature_level);
-            if level < have {
-                return Err(ForwardError::Rejected(format!(
-                    "node {id} understands feature level {level}, the cluster runs at {have}: upgrade it first"
-                )));
-            }
+        let level = crate::features::reported(state.feature_level);
+        if have > BASE_LEVEL && level < have {
+            return Err(ForwardError::Rejected(format!(
+                "node {id} understands feature level {level}, the cluster runs at {have}: upgrade it first"
+            )));
         }
         let still_behind = || ForwardError::Unavailable(format!("node {id} added as a learner but still catching up"));
         // One budget for the whole change: what the feature-level check used is gone.

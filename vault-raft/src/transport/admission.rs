@@ -2,11 +2,14 @@
 //!
 //! - **Who**: the node id its certificate names must be a member: in the current (effective)
 //!   membership or the last applied one, voter or learner. Before this node has any
-//!   membership, an id listed in `VAULT_PEERS` (any certificate from the cluster CA when that
-//!   list is empty, as for a node started with `VAULT_JOIN`). A removed node is refused as soon
-//!   as this node has the membership without it.
+//!   membership, an id listed in `VAULT_PEERS`; without that list (a node started with
+//!   `VAULT_JOIN`), one of the voters that the leader adding it announced (`announce_join`,
+//!   sent by `cluster add` before the learner is added), and before any announcement any
+//!   certificate from the cluster CA, but only to ask or announce. A removed node is refused as
+//!   soon as this node has the membership without it.
 //! - **As whom**: every id a call carries (the candidate of a vote, the leader of an append or
-//!   snapshot, the sender of a forward) must be the certificate's id.
+//!   snapshot, the sender of a forward) must be the certificate's id, and votes, appends and
+//!   snapshots come only from voters: a learner cannot make itself leader.
 //! - **What**: forwarded writes are only client writes with the bearer token their caller
 //!   presented ([`ForwardRequest::CallerWrite`]): the leader hashes the token itself, stamps
 //!   its own time and names the actor, and applying the write authorizes it again. Operator
@@ -52,7 +55,39 @@ pub(super) fn is_member(cluster: &Cluster, id: NodeId) -> bool {
         }
     }
     let uninitialized = effective.membership().nodes().next().is_none();
-    uninitialized && (cluster.bootstrap_ids.is_empty() || cluster.bootstrap_ids.contains(&id))
+    uninitialized && before_membership(cluster, id, true)
+}
+
+/// Whether a node without any membership yet admits `id`: an id in `VAULT_PEERS`; without
+/// that list (a node waiting to join), one of the voters a leader announced when it set out
+/// to add this node ([`announce_join`]). Before any announcement, a CA-signed node may call
+/// (`any_before_announcement`: to announce, or to ask this node's state) but not vote, append
+/// or send a snapshot.
+fn before_membership(cluster: &Cluster, id: NodeId, any_before_announcement: bool) -> bool {
+    if !cluster.bootstrap_ids.is_empty() {
+        return cluster.bootstrap_ids.contains(&id);
+    }
+    match cluster.join_voters.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(voters) => voters.contains(&id),
+        None => any_before_announcement,
+    }
+}
+
+/// A leader that is adding this node (`cluster add`) announces the voters of its membership.
+/// Taken only while this node waits to join (no membership, no `VAULT_PEERS`), only from a
+/// peer among the voters it names; the latest announcement wins.
+pub(crate) fn announce_join(cluster: &Cluster, peer: Option<NodeId>, voters: &[NodeId]) -> Result<(), Status> {
+    let has_membership = cluster.raft.metrics().borrow().membership_config.membership().nodes().next().is_some();
+    if has_membership || !cluster.bootstrap_ids.is_empty() {
+        return Ok(());
+    }
+    // In dev mode peers carry no id: the announcement is taken as it comes.
+    if let Some(from) = peer.filter(|p| !voters.contains(p)) {
+        return Err(Status::permission_denied(format!("node {from} announced voters that do not include itself")));
+    }
+    tracing::info!(leader = ?peer, ?voters, "a leader is adding this node: taking Raft traffic only from these voters until the membership arrives");
+    *cluster.join_voters.lock().unwrap_or_else(|p| p.into_inner()) = Some(voters.iter().copied().collect());
+    Ok(())
 }
 
 /// A vote, or a leader's append or snapshot: the id the call carries (candidate or leader) must
@@ -91,7 +126,7 @@ fn is_voter(cluster: &Cluster, id: NodeId) -> bool {
         }
     }
     let uninitialized = effective.membership().nodes().next().is_none();
-    uninitialized && (cluster.bootstrap_ids.is_empty() || cluster.bootstrap_ids.contains(&id))
+    uninitialized && before_membership(cluster, id, false)
 }
 
 /// An id carried in the call must be the peer's own.

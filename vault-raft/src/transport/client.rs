@@ -90,8 +90,20 @@ impl PeerClients {
     }
 
     pub async fn node_state(&self, id: NodeId, addr: &str, timeout: Duration) -> Result<pb::NodeStateReply, Status> {
+        self.announce_join(id, addr, &[], timeout).await
+    }
+
+    /// [`node_state`](Self::node_state), telling a node about to be added which voters it
+    /// joins (none: only asking).
+    pub async fn announce_join(
+        &self,
+        id: NodeId,
+        addr: &str,
+        voters: &[NodeId],
+        timeout: Duration,
+    ) -> Result<pb::NodeStateReply, Status> {
         let mut c = self.client(id, addr)?;
-        let mut req = tonic::Request::new(pb::NodeStateRequest {});
+        let mut req = tonic::Request::new(pb::NodeStateRequest { joining_voters: voters.to_vec() });
         req.set_timeout(timeout);
         // The header tells the peer; this bounds the wait here too (a stopped peer never answers).
         match tokio::time::timeout(timeout, c.node_state(req)).await {

@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::admission::{admit_forward, admit_peer, admit_voter};
+use super::admission::{admit_forward, admit_peer, admit_voter, announce_join};
 use super::client::MAX_MESSAGE;
 use super::forward::{ForwardError, ForwardRequest, ForwardResponse};
 use super::listener::PeerIdentity;
@@ -250,8 +250,13 @@ impl RaftRpc for RaftService {
     }
 
     async fn node_state(&self, req: Request<pb::NodeStateRequest>) -> Result<Response<pb::NodeStateReply>, Status> {
-        admit_peer(&self.cluster, peer_of(&req))?;
+        let peer = peer_of(&req);
+        admit_peer(&self.cluster, peer)?;
         let initialized = self.cluster.raft.is_initialized().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let voters = &req.get_ref().joining_voters;
+        if !voters.is_empty() {
+            announce_join(&self.cluster, peer, voters)?;
+        }
         Ok(Response::new(pb::NodeStateReply {
             node_id: self.cluster.node_id,
             initialized,
