@@ -30,6 +30,29 @@ impl EncryptionContext {
     }
 }
 
+/// What a key wrapped by the key manager is for when it is not a secret version's data key.
+/// The purpose is bound into the wrap (AWS: encryption context `{"purpose": ...}`; local: the
+/// wrap's associated data), and no data key's context has a `purpose` entry, so a data key
+/// wrapped for a secret can never be unwrapped as one of these, nor the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyPurpose {
+    /// The MAC key of one backup file (`vaultctl snapshot save`).
+    BackupMac,
+}
+
+impl KeyPurpose {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyPurpose::BackupMac => "backup-mac",
+        }
+    }
+
+    /// The purpose as the key/value map KMS APIs take.
+    pub fn as_map(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("purpose".to_string(), self.as_str().to_string())])
+    }
+}
+
 /// A freshly generated data key: the plaintext (used once to seal, then dropped and
 /// zeroized) and its wrapped form with the id of the key that wrapped it.
 pub struct GeneratedDataKey {
@@ -89,6 +112,18 @@ pub trait KeyManager: Send + Sync + 'static {
         key_id: &str,
         wrapped: &[u8],
         ctx: &EncryptionContext,
+    ) -> Result<DataKey, CoreError>;
+
+    /// A fresh 256-bit key for `purpose`, plaintext and wrapped under master key `key_id`,
+    /// with the purpose bound into the wrap (see [`KeyPurpose`]).
+    async fn generate_purpose_key(&self, key_id: &str, purpose: KeyPurpose) -> Result<GeneratedDataKey, CoreError>;
+
+    /// Unwraps a key made by [`KeyManager::generate_purpose_key`] for `purpose`.
+    async fn decrypt_purpose_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        purpose: KeyPurpose,
     ) -> Result<DataKey, CoreError>;
 
     /// Checks that the key manager answers and this node may use its configured key (for

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::keys::{DataKey, MasterKey};
-use crate::kms::{EncryptionContext, GeneratedDataKey, KeyManager, RewrappedDataKey};
+use crate::kms::{EncryptionContext, GeneratedDataKey, KeyManager, KeyPurpose, RewrappedDataKey};
 use crate::CoreError;
 
 /// Format byte in front of every wrapped key, so the layout can change later.
@@ -58,6 +58,11 @@ impl LocalKms {
         format!("vault-local-kms/v1|secret={}|version={}", ctx.secret, ctx.version).into_bytes()
     }
 
+    /// A purpose key's associated data: no data key's (which starts `|secret=`) is the same.
+    fn purpose_aad(purpose: KeyPurpose) -> Vec<u8> {
+        format!("vault-local-kms/v1|purpose={}", purpose.as_str()).into_bytes()
+    }
+
     fn ring_key(&self, key_id: &str) -> Option<&RingKey> {
         self.keys.iter().find(|r| r.id == key_id)
     }
@@ -70,11 +75,14 @@ impl LocalKms {
     }
 
     fn wrap(&self, key_id: &str, dek: &DataKey, ctx: &EncryptionContext) -> Result<Vec<u8>, CoreError> {
+        self.wrap_with(key_id, dek, &Self::aad(ctx))
+    }
+
+    fn wrap_with(&self, key_id: &str, dek: &DataKey, aad: &[u8]) -> Result<Vec<u8>, CoreError> {
         let master = self.key(key_id)?;
         let nonce: [u8; NONCE_LEN] = crate::random::bytes();
-        let aad = Self::aad(ctx);
         let sealed = XChaCha20Poly1305::new(master.expose().into())
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: dek.expose(), aad: &aad })
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: dek.expose(), aad })
             .map_err(|_| CoreError::KmsRejected("local key wrap failed".into()))?;
         let mut wrapped = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         wrapped.push(WRAP_FORMAT_V1);
@@ -84,16 +92,25 @@ impl LocalKms {
     }
 
     fn unwrap(&self, key_id: &str, wrapped: &[u8], ctx: &EncryptionContext) -> Result<DataKey, CoreError> {
+        self.unwrap_with(key_id, wrapped, &Self::aad(ctx), || format!("data key of {}:{}", ctx.secret, ctx.version))
+    }
+
+    fn unwrap_with(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        aad: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<DataKey, CoreError> {
         let master = self.key(key_id)?;
         if wrapped.len() < 1 + NONCE_LEN || wrapped[0] != WRAP_FORMAT_V1 {
             return Err(CoreError::Malformed("wrapped data key has an unknown layout".into()));
         }
         let (nonce, body) = wrapped[1..].split_at(NONCE_LEN);
-        let aad = Self::aad(ctx);
         let plain = Zeroizing::new(
             XChaCha20Poly1305::new(master.expose().into())
-                .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: &aad })
-                .map_err(|_| CoreError::Authentication(format!("data key of {}:{}", ctx.secret, ctx.version)))?,
+                .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad })
+                .map_err(|_| CoreError::Authentication(what()))?,
         );
         DataKey::from_slice(&plain)
     }
@@ -173,6 +190,21 @@ impl KeyManager for LocalKms {
         self.unwrap(key_id, wrapped, ctx)
     }
 
+    async fn generate_purpose_key(&self, key_id: &str, purpose: KeyPurpose) -> Result<GeneratedDataKey, CoreError> {
+        let plaintext = DataKey::generate();
+        let wrapped = self.wrap_with(key_id, &plaintext, &Self::purpose_aad(purpose))?;
+        Ok(GeneratedDataKey { plaintext, wrapped, key_id: key_id.to_string() })
+    }
+
+    async fn decrypt_purpose_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        purpose: KeyPurpose,
+    ) -> Result<DataKey, CoreError> {
+        self.unwrap_with(key_id, wrapped, &Self::purpose_aad(purpose), || format!("{} key", purpose.as_str()))
+    }
+
     /// Unwraps under the old key and wraps under the new one in this process; the data key
     /// is zeroized when dropped.
     async fn rewrap_data_key(
@@ -239,6 +271,23 @@ mod tests {
         assert!(matches!(&e, CoreError::KeyMismatch { stored, .. } if *stored == id2), "{e}");
         assert!(only_k1.generate_data_key(&id2, &ctx("a", 2)).await.is_err(), "never seals under a key it lacks");
         assert!(LocalKms::keyring(vec![]).is_err());
+    }
+
+    /// A purpose key and a secret's data key never pass for each other, and a purpose key
+    /// unwraps only under the master key that wrapped it.
+    #[tokio::test]
+    async fn purpose_keys_are_bound_to_their_purpose_and_master_key() {
+        let kms = LocalKms::new(MasterKey::generate());
+        let other = LocalKms::new(MasterKey::generate());
+        let p = kms.generate_purpose_key(kms.key_id(), KeyPurpose::BackupMac).await.unwrap();
+        let back = kms.decrypt_purpose_key(&p.key_id, &p.wrapped, KeyPurpose::BackupMac).await.unwrap();
+        assert_eq!(back.expose(), p.plaintext.expose());
+        assert!(kms.decrypt_data_key(&p.key_id, &p.wrapped, &ctx("backup-mac", 0)).await.is_err());
+        let d = kms.generate_data_key(kms.key_id(), &ctx("a", 1)).await.unwrap();
+        let e = kms.decrypt_purpose_key(&d.key_id, &d.wrapped, KeyPurpose::BackupMac).await.unwrap_err();
+        assert!(matches!(e, CoreError::Authentication(_)), "{e}");
+        let e = other.decrypt_purpose_key(other.key_id(), &p.wrapped, KeyPurpose::BackupMac).await.unwrap_err();
+        assert!(matches!(e, CoreError::Authentication(_)), "{e}");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!   `{"secret": name, "version": "<n>"}`; the stored key id is the key's resolved ARN, even when
 //!   `VAULT_KMS_KEY_ID` is an alias.
 //! - Unwrap: Decrypt naming the key id stored with the version.
+//! - Keys for other purposes (a backup's MAC key): GenerateDataKey and Decrypt with encryption
+//!   context `{"purpose": ...}`, which no data key's context equals.
 //! - Re-wrap: ReEncrypt onto the current key material; the plaintext never leaves KMS.
 //! - Rotation dates: ListKeyRotations, all pages.
 //!
@@ -30,7 +32,7 @@ use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_kms::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use vault_core::keys::DataKey;
-use vault_core::kms::{EncryptionContext, GeneratedDataKey, KeyManager, RewrappedDataKey};
+use vault_core::kms::{EncryptionContext, GeneratedDataKey, KeyManager, KeyPurpose, RewrappedDataKey};
 use vault_core::CoreError;
 use zeroize::Zeroizing;
 
@@ -141,6 +143,50 @@ impl AwsKms {
 }
 
 impl AwsKms {
+    /// GenerateDataKey (AES_256) under the configured key, bound to `context`.
+    async fn generate(&self, key_id: &str, context: HashMap<String, String>) -> Result<GeneratedDataKey, CoreError> {
+        self.require_configured(key_id)?;
+        let mut out = self
+            .client
+            .generate_data_key()
+            .key_id(&self.arn)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(context))
+            .send()
+            .await
+            .map_err(|e| classify("GenerateDataKey", e))?;
+        let plain = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
+        let wrapped = out.ciphertext_blob.take().map(Blob::into_inner).unwrap_or_default();
+        if wrapped.is_empty() {
+            return Err(CoreError::KmsRejected("GenerateDataKey returned no ciphertext".into()));
+        }
+        Ok(GeneratedDataKey {
+            plaintext: DataKey::from_slice(&plain)?,
+            wrapped,
+            key_id: out.key_id.take().unwrap_or_else(|| self.arn.clone()),
+        })
+    }
+
+    /// Decrypt naming `key_id`, under `context`.
+    async fn decrypt(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: HashMap<String, String>,
+    ) -> Result<DataKey, CoreError> {
+        let mut out = self
+            .client
+            .decrypt()
+            .key_id(key_id)
+            .ciphertext_blob(Blob::new(wrapped))
+            .set_encryption_context(Some(context))
+            .send()
+            .await
+            .map_err(|e| classify("Decrypt", e))?;
+        let plain = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
+        DataKey::from_slice(&plain)
+    }
+
     /// New material is only ever made under the configured key (its resolved ARN).
     fn require_configured(&self, key_id: &str) -> Result<(), CoreError> {
         if key_id == self.arn {
@@ -162,26 +208,7 @@ impl KeyManager for AwsKms {
     }
 
     async fn generate_data_key(&self, key_id: &str, ctx: &EncryptionContext) -> Result<GeneratedDataKey, CoreError> {
-        self.require_configured(key_id)?;
-        let mut out = self
-            .client
-            .generate_data_key()
-            .key_id(&self.arn)
-            .key_spec(DataKeySpec::Aes256)
-            .set_encryption_context(Some(context_map(ctx)))
-            .send()
-            .await
-            .map_err(|e| classify("GenerateDataKey", e))?;
-        let plain = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
-        let wrapped = out.ciphertext_blob.take().map(Blob::into_inner).unwrap_or_default();
-        if wrapped.is_empty() {
-            return Err(CoreError::KmsRejected("GenerateDataKey returned no ciphertext".into()));
-        }
-        Ok(GeneratedDataKey {
-            plaintext: DataKey::from_slice(&plain)?,
-            wrapped,
-            key_id: out.key_id.take().unwrap_or_else(|| self.arn.clone()),
-        })
+        self.generate(key_id, context_map(ctx)).await
     }
 
     async fn decrypt_data_key(
@@ -190,17 +217,20 @@ impl KeyManager for AwsKms {
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, CoreError> {
-        let mut out = self
-            .client
-            .decrypt()
-            .key_id(key_id)
-            .ciphertext_blob(Blob::new(wrapped))
-            .set_encryption_context(Some(context_map(ctx)))
-            .send()
-            .await
-            .map_err(|e| classify("Decrypt", e))?;
-        let plain = Zeroizing::new(out.plaintext.take().map(Blob::into_inner).unwrap_or_default());
-        DataKey::from_slice(&plain)
+        self.decrypt(key_id, wrapped, context_map(ctx)).await
+    }
+
+    async fn generate_purpose_key(&self, key_id: &str, purpose: KeyPurpose) -> Result<GeneratedDataKey, CoreError> {
+        self.generate(key_id, purpose.as_map().into_iter().collect()).await
+    }
+
+    async fn decrypt_purpose_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        purpose: KeyPurpose,
+    ) -> Result<DataKey, CoreError> {
+        self.decrypt(key_id, wrapped, purpose.as_map().into_iter().collect()).await
     }
 
     async fn probe(&self) -> Result<(), CoreError> {

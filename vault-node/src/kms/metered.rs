@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use vault_core::keys::DataKey;
-use vault_core::kms::{EncryptionContext, GeneratedDataKey, KeyManager, RewrappedDataKey};
+use vault_core::kms::{EncryptionContext, GeneratedDataKey, KeyManager, KeyPurpose, RewrappedDataKey};
 use vault_core::CoreError;
 
 /// What the last call to the provider showed.
@@ -103,6 +103,19 @@ impl KeyManager for MeteredKms {
         ctx: &EncryptionContext,
     ) -> Result<DataKey, CoreError> {
         self.timed("decrypt_data_key", self.inner.decrypt_data_key(key_id, wrapped, ctx)).await
+    }
+
+    async fn generate_purpose_key(&self, key_id: &str, purpose: KeyPurpose) -> Result<GeneratedDataKey, CoreError> {
+        self.timed("generate_purpose_key", self.inner.generate_purpose_key(key_id, purpose)).await
+    }
+
+    async fn decrypt_purpose_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        purpose: KeyPurpose,
+    ) -> Result<DataKey, CoreError> {
+        self.timed("decrypt_purpose_key", self.inner.decrypt_purpose_key(key_id, wrapped, purpose)).await
     }
 
     async fn probe(&self) -> Result<(), CoreError> {
