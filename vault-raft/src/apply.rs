@@ -3,6 +3,7 @@
 
 use vault_core::model::{
     Action, AuditRecord, MasterKeyState, SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS,
+    MAX_MAX_VERSIONS,
 };
 
 use vault_core::token::TokenHash;
@@ -50,10 +51,10 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             write_version(txn, name, *version, sealed, *expected_version, *max_versions, *now_ms)
         }
         Command::DeleteSecret { name } => {
-            let Some(meta) = txn.secret_meta(name)? else {
+            if txn.secret_meta(name)?.is_none() {
                 return reject(Rejection::NotFound(format!("secret {name} does not exist")));
-            };
-            for v in meta.oldest_version..=meta.current_version {
+            }
+            for v in txn.version_numbers(name)? {
                 txn.delete(CF_VERSIONS, &version_key(name, v));
             }
             txn.delete(CF_SECRETS, name.as_bytes());
@@ -337,20 +338,20 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             Ok(resp)
         }
         Command::SoftDeleteSecret { name, now_ms } => {
-            let Some(meta) = txn.secret_meta(name)? else {
+            if txn.secret_meta(name)?.is_none() {
                 return reject(Rejection::NotFound(format!("secret {name} does not exist")));
-            };
-            let all: Vec<u64> = (meta.oldest_version..=meta.current_version).collect();
+            }
+            let all = txn.version_numbers(name)?;
             change_existing_versions(txn, name, &all, |state| match state {
                 VersionState::Live => Some(VersionState::Deleted { at_ms: *now_ms }),
                 _ => None,
             })
         }
         Command::DestroySecret { name, now_ms } => {
-            let Some(meta) = txn.secret_meta(name)? else {
+            if txn.secret_meta(name)?.is_none() {
                 return reject(Rejection::NotFound(format!("secret {name} does not exist")));
-            };
-            let all: Vec<u64> = (meta.oldest_version..=meta.current_version).collect();
+            }
+            let all = txn.version_numbers(name)?;
             change_existing_versions(txn, name, &all, |state| match state {
                 VersionState::Destroyed { .. } => None,
                 _ => Some(VersionState::Destroyed { at_ms: *now_ms }),
@@ -396,7 +397,7 @@ fn write_version(
             return reject(Rejection::CasMismatch { expected, actual: current });
         }
     }
-    if version != current + 1 {
+    if current.checked_add(1) != Some(version) {
         return reject(Rejection::VersionConflict { current });
     }
     let mut meta = meta.unwrap_or(SecretMeta {
@@ -407,8 +408,11 @@ fn write_version(
         updated_at_ms: now_ms,
     });
     if let Some(m) = max_versions {
-        meta.max_versions = m.max(1);
+        meta.max_versions = m;
     }
+    // Within bounds whatever the stored meta says (one restored by an older build may not be):
+    // at least the version just written is kept, at most MAX_MAX_VERSIONS.
+    meta.max_versions = meta.max_versions.clamp(1, MAX_MAX_VERSIONS);
     meta.current_version = version;
     meta.updated_at_ms = now_ms;
     // A new DEK comes from the key's current material, which is at least as new as
@@ -422,11 +426,21 @@ fn write_version(
         rewrap_watermark_ms: watermark.max(master.map_or(0, |mk| mk.since_ms)),
     };
     txn.put(CF_VERSIONS, &version_key(name, version), &record)?;
-    // Keep at most `max_versions` versions; older ones are purged for good.
-    while meta.current_version - meta.oldest_version + 1 > u64::from(meta.max_versions) {
-        txn.delete(CF_VERSIONS, &version_key(name, meta.oldest_version));
-        meta.oldest_version += 1;
+    // Keep at most `max_versions` versions, the newest; older ones are purged for good. Where
+    // the numbers to purge are many (bounds far apart), only the stored versions are visited,
+    // so no meta makes this loop long.
+    let lowest_kept = version - (u64::from(meta.max_versions) - 1).min(version - 1);
+    let from = meta.oldest_version.clamp(1, version);
+    if lowest_kept > from && lowest_kept - from <= u64::from(MAX_MAX_VERSIONS) {
+        for v in from..lowest_kept {
+            txn.delete(CF_VERSIONS, &version_key(name, v));
+        }
+    } else if lowest_kept > from {
+        for v in txn.version_numbers(name)?.into_iter().take_while(|v| *v < lowest_kept) {
+            txn.delete(CF_VERSIONS, &version_key(name, v));
+        }
     }
+    meta.oldest_version = from.max(lowest_kept);
     txn.put(CF_SECRETS, name.as_bytes(), &meta)?;
     Ok(CommandResponse::Written { version })
 }
@@ -446,7 +460,7 @@ fn apply_as_caller(
             needs.push(Need::Secret(if exists { Action::Update } else { Action::Create }, name));
             // Lowering max_versions below what is kept purges versions for good: `destroy`.
             if let (Some(m), Some(meta)) = (max_versions, &meta) {
-                let kept_after = meta.current_version + 1 - meta.oldest_version + 1;
+                let kept_after = meta.current_version.saturating_add(2).saturating_sub(meta.oldest_version);
                 if u64::from(*m) < kept_after && *m < meta.max_versions {
                     needs.push(Need::Secret(Action::Destroy, name));
                 }
@@ -546,7 +560,7 @@ fn commit_restore(txn: &mut Txn<'_>) -> Result<CommandResponse, StoreError> {
                 m.current_version = before.current_version;
                 m
             }
-            None => SecretMeta { oldest_version: before.current_version + 1, ..before },
+            None => SecretMeta { oldest_version: before.current_version.saturating_add(1), ..before },
         };
         txn.put(CF_SECRETS, name.as_bytes(), &kept)?;
     }

@@ -181,6 +181,36 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
+    /// The numbers of `name`'s stored versions after this write set, ascending: a walk over the
+    /// records there are, never over a range of numbers a meta claims (which could be huge).
+    pub fn version_numbers(&self, name: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = version_key(name, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        let mut found = std::collections::BTreeSet::new();
+        let from = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(cf(self.db, CF_VERSIONS)?, from) {
+            let (k, _) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if let Some((_, v)) = parse_version_key(&k) {
+                found.insert(v);
+            }
+        }
+        let start = (CF_VERSIONS, prefix.to_vec());
+        for ((_, k), v) in
+            self.overlay.range(start..).take_while(|((c, k), _)| *c == CF_VERSIONS && k.starts_with(prefix))
+        {
+            if let Some((_, n)) = parse_version_key(k) {
+                match v {
+                    Some(_) => found.insert(n),
+                    None => found.remove(&n),
+                };
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// Token names present after this write set, for checks that scan the (small) token table.
     pub fn token_records(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let mut names: BTreeMap<Vec<u8>, ()> = BTreeMap::new();

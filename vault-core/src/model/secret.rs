@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::SealedValue;
+use crate::CoreError;
 
 pub const DEFAULT_MAX_VERSIONS: u32 = 10;
 pub const MAX_MAX_VERSIONS: u32 = 1000;
@@ -15,6 +16,33 @@ pub struct SecretMeta {
     pub max_versions: u32,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+}
+
+impl SecretMeta {
+    /// The bounds every stored meta keeps: `max_versions` in 1..=[`MAX_MAX_VERSIONS`], versions
+    /// numbered from 1, `oldest_version` at most one past `current_version` (no versions
+    /// kept), and room for one more version number. The prune loop and every range over a
+    /// secret's versions rely on them; a meta from outside (a backup) must pass before it is
+    /// installed.
+    pub fn check(&self) -> Result<(), CoreError> {
+        let bad = |m: String| Err(CoreError::InvalidArgument(m));
+        if !(1..=MAX_MAX_VERSIONS).contains(&self.max_versions) {
+            return bad(format!("max_versions {} is outside 1..={MAX_MAX_VERSIONS}", self.max_versions));
+        }
+        if self.oldest_version == 0 {
+            return bad("oldest_version 0: versions are numbered from 1".into());
+        }
+        let Some(next) = self.current_version.checked_add(1) else {
+            return bad(format!("current_version {} leaves no next version number", self.current_version));
+        };
+        if self.oldest_version > next {
+            return bad(format!(
+                "oldest_version {} is above current_version {} + 1",
+                self.oldest_version, self.current_version
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,4 +79,30 @@ pub struct VersionRecord {
     /// Rotation date (ms) of the KMS key material this version's DEK is wrapped under, as far
     /// as the re-wrap worker knows; 0 when never re-wrapped.
     pub rewrap_watermark_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(current_version: u64, oldest_version: u64, max_versions: u32) -> SecretMeta {
+        SecretMeta { current_version, oldest_version, max_versions, created_at_ms: 1, updated_at_ms: 1 }
+    }
+
+    #[test]
+    fn meta_bounds_are_checked() {
+        for ok in [meta(0, 1, 10), meta(5, 1, 10), meta(5, 6, 1), meta(5, 5, MAX_MAX_VERSIONS)] {
+            assert!(ok.check().is_ok(), "{ok:?}");
+        }
+        for (bad, says) in [
+            (meta(5, 1, 0), "max_versions 0"),
+            (meta(5, 1, MAX_MAX_VERSIONS + 1), "max_versions 1001"),
+            (meta(5, 0, 10), "oldest_version 0"),
+            (meta(5, 7, 10), "oldest_version 7 is above current_version 5 + 1"),
+            (meta(u64::MAX, 1, 10), "no next version"),
+        ] {
+            let e = bad.check().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
 }
