@@ -216,6 +216,10 @@ impl RawConfig {
         if max_value_bytes == 0 || max_value_bytes > 3 * 1024 * 1024 {
             bail!("VAULT_MAX_VALUE_BYTES must be between 1 and 3145728");
         }
+        let restore_max_mb: u64 = self.parse("VAULT_RESTORE_MAX_MB", 1024)?;
+        if restore_max_mb == 0 || restore_max_mb > 1 << 20 {
+            bail!("VAULT_RESTORE_MAX_MB must be between 1 and 1048576");
+        }
         let max_per_sec: u32 = self.parse("VAULT_KMS_REWRAP_MAX_PER_SEC", 10)?;
         let audit_key = match (self.get("VAULT_AUDIT_KEY"), self.get("VAULT_AUDIT_KEY_FILE")) {
             (Some(_), Some(_)) => bail!("set VAULT_AUDIT_KEY or VAULT_AUDIT_KEY_FILE, not both"),
@@ -299,6 +303,7 @@ impl RawConfig {
             tls_client_ca,
             rotation,
             max_value_bytes,
+            restore_max_bytes: restore_max_mb << 20,
             snapshot_log_entries: self.parse::<u64>("VAULT_SNAPSHOT_LOG_ENTRIES", 20_000)?.max(1),
             election: vault_raft::ElectionTiming {
                 timeout: Duration::from_millis(
@@ -444,6 +449,8 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     pub rotation: RotationConfig,
     pub max_value_bytes: usize,
+    /// Largest backup a restore takes (`VAULT_RESTORE_MAX_MB`), in bytes.
+    pub restore_max_bytes: u64,
     /// Build a snapshot (and purge the log before it) every this many applied entries.
     pub snapshot_log_entries: u64,
     /// How long without a leader before a voter campaigns (pre-vote first).

@@ -73,6 +73,7 @@ pub const SETTINGS: &[Setting] = &[
     s("VAULT_ROTATION_HOOK_TIMEOUT_SECS", "30", "kill a rotation hook running this long (the attempt fails)"),
     s("VAULT_ROTATION_MAX_PER_SEC", "10", "rotations the leader starts per second, at most"),
     s("VAULT_MAX_VALUE_BYTES", "65536", "largest secret value"),
+    s("VAULT_RESTORE_MAX_MB", "1024", "largest backup `vaultctl snapshot restore` may upload, in MiB (see docs/backups.md)"),
     s("VAULT_SNAPSHOT_LOG_ENTRIES", "20000", "snapshot and purge the Raft log every N entries"),
     s("VAULT_RAFT_ELECTION_TIMEOUT_MS", "500", "how long voters go without a leader before one campaigns (after a pre-vote); the same on every node"),
     s("VAULT_RAFT_MAX_IN_FLIGHT", "a quarter of the cores, 2 to 8", "Raft entries of client writes a leader keeps in flight; 1 turns pipelining off"),

@@ -33,6 +33,8 @@ pub struct Vault {
     pub kms: Arc<MeteredKms>,
     pub dek_cache: DekCache,
     pub max_value_bytes: usize,
+    /// Largest backup a restore takes, in bytes (`VAULT_RESTORE_MAX_MB`).
+    pub restore_max_bytes: u64,
     /// Per-address limit on recording refusals.
     pub refusals: RefusalLimiter,
     /// Where backups are written before they are sent and restores are received before they are

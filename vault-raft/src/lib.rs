@@ -9,6 +9,7 @@ mod apply;
 pub mod audit_chain;
 pub mod audit_log;
 mod audit_verify;
+pub mod backup_check;
 mod caller_write;
 pub mod cluster;
 pub mod codec;
@@ -35,7 +36,9 @@ pub use elections::ElectionTiming;
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use node::NodeInfo;
-pub use proposals::{default_max_in_flight, max_payload_entries};
+pub use proposals::{
+    default_max_in_flight, max_backup_record, max_payload_entries, BACKUP_RECORD_OVERHEAD, RESTORE_CHUNK_BYTES,
+};
 pub use reader::StateReader;
 pub use state_machine::StateMachineStore;
 pub use synced_log::SyncedLog;

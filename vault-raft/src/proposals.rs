@@ -62,6 +62,23 @@ pub fn max_payload_entries(max_value_bytes: usize) -> u64 {
     (MAX_APPEND_BYTES / largest_entry).clamp(1, 300) as u64
 }
 
+/// Bytes of records one `RestoreChunk` carries at most (one larger record goes alone).
+pub const RESTORE_CHUNK_BYTES: usize = 256 << 10;
+/// Room beside a secret value in one backup record: the version's key, nonce, wrapped data
+/// key, key id and encoding. A record's bound is the value limit (at least 64 KiB, the default,
+/// so roles and rules of ordinary size always fit) plus this.
+pub const BACKUP_RECORD_OVERHEAD: usize = 2 << 10;
+const _: () = assert!(RESTORE_CHUNK_BYTES <= MAX_BATCH_BYTES);
+// A `RestoreChunk` of one largest record, in its `AsCaller` envelope, is a command of at most
+// the largest entry `max_payload_entries` plans for.
+const _: () = assert!(BACKUP_RECORD_OVERHEAD + 1024 <= COMMAND_OVERHEAD);
+
+/// Largest backup record (key and value) a restore takes, for a node whose value limit is
+/// `max_value_bytes`: no `RestoreChunk` built of such records outgrows a Raft message.
+pub fn max_backup_record(max_value_bytes: usize) -> usize {
+    max_value_bytes.max(64 << 10) + BACKUP_RECORD_OVERHEAD
+}
+
 /// Bytes of entries one AppendEntries message should carry at most (one entry larger than this
 /// still goes, alone): openraft gives each message only its `heartbeat_interval` (a few hundred
 /// milliseconds) before it gives up and sends it again, so a catching-up follower must be fed
@@ -286,6 +303,34 @@ mod tests {
             assert!(n * largest <= crate::transport::MAX_MESSAGE / 2, "{max_value}: {n} entries");
         }
         assert_eq!(max_payload_entries(64 << 10), 16);
+    }
+
+    /// A `RestoreChunk` is at most `RESTORE_CHUNK_BYTES` of records or one record of the
+    /// largest size a restore takes; either, as a client command, fits the largest entry the
+    /// AppendEntries budget plans for, so a restore never builds a message the transport refuses.
+    #[test]
+    fn restore_chunks_fit_the_entry_budget() {
+        use crate::snapshot_file::FamilyRecord;
+        for max_value in [1, 64 << 10, 1 << 20, 3 << 20] {
+            let largest_entry = MAX_BATCH_BYTES.max(max_value + COMMAND_OVERHEAD);
+            let one = max_backup_record(max_value);
+            let record = FamilyRecord { family: 2, key: vec![b'k'; 264], value: vec![7; one - 264] };
+            let chunk = Command::RestoreChunk { id: 1, seq: 0, records: vec![record] };
+            let wrapped = Command::AsCaller {
+                auth: vault_core::token::TokenHash([0; 32]),
+                now_ms: 1,
+                cmd: Box::new(chunk.clone()),
+                audit: vault_core::model::AuditContext {
+                    node_id: 1,
+                    actor: "a".repeat(vault_core::model::MAX_AUDIT_FIELD),
+                    client_ip: "b".repeat(vault_core::model::MAX_AUDIT_FIELD),
+                    action: "snapshot.restore".into(),
+                },
+            };
+            let encoded = crate::codec::encode(&wrapped).unwrap().len();
+            assert!(encoded <= largest_entry, "{max_value}: {encoded} > {largest_entry}");
+            assert!(RESTORE_CHUNK_BYTES + one <= crate::transport::MAX_MESSAGE / 4);
+        }
     }
 
     fn queue_of(n: usize) -> (Queue, Vec<oneshot::Receiver<Result<CommandResponse, ForwardError>>>) {

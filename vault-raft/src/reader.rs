@@ -333,9 +333,11 @@ impl StateReader {
         path: &std::path::Path,
         node_id: u64,
         created_ms: u64,
+        mac: &vault_core::keys::DataKey,
+        mac_key: crate::snapshot_file::WrappedMacKey,
     ) -> Result<crate::snapshot_file::BackupHeader, StoreError> {
         let sm_meta = cf(&self.db, crate::db::CF_SM_META)?;
-        crate::snapshot_file::write_backup(&self.db, path, |view| {
+        crate::snapshot_file::write_backup(&self.db, path, mac, |view| {
             let applied: Option<LogId> =
                 view.get_cf(sm_meta, KEY_LAST_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
             let master_key: Option<MasterKeyState> =
@@ -345,92 +347,8 @@ impl StateReader {
                 node_id,
                 applied_index: applied.map_or(0, |l| l.index),
                 master_key,
+                mac_key,
             })
         })
-    }
-}
-
-/// What one backup record holds, decoded and checked, so that a restore never installs bytes
-/// the state machine cannot read back.
-#[derive(Debug)]
-pub enum BackupItem {
-    /// A version, with its secret's name.
-    Version(String, VersionRecord),
-    Other,
-    /// A state machine metadata key a restore does not take (applied index, membership...).
-    Ignored,
-}
-
-/// Decodes `record` by its family; `Err` says what is wrong with it.
-pub fn check_backup_record(record: &crate::snapshot_file::FamilyRecord) -> Result<BackupItem, String> {
-    use crate::db::{CF_SM_META, CF_TOKEN_HASHES, SM_CFS};
-    let family = SM_CFS.get(record.family as usize).copied().unwrap_or("unknown");
-    let text =
-        |k: &[u8]| std::str::from_utf8(k).map(str::to_string).map_err(|_| format!("{family}: a key is not UTF-8"));
-    let bad = |e: StoreError| format!("{family} record is unreadable: {e}");
-    match family {
-        CF_SECRETS => {
-            let name = text(&record.key)?;
-            vault_core::SecretName::parse(&name).map_err(|e| format!("secret {name:?}: {e}"))?;
-            decode::<SecretMeta>(&record.value).map_err(bad)?;
-            Ok(BackupItem::Other)
-        }
-        CF_VERSIONS => {
-            let (name, version) =
-                parse_version_key(&record.key).ok_or_else(|| "versions: a key is malformed".to_string())?;
-            vault_core::SecretName::parse(name).map_err(|e| format!("version of {name:?}: {e}"))?;
-            let v: VersionRecord = decode(&record.value).map_err(bad)?;
-            if v.version != version {
-                return Err(format!("versions: {name}:{version} holds version {}", v.version));
-            }
-            Ok(BackupItem::Version(name.to_string(), v))
-        }
-        CF_TOKENS => {
-            text(&record.key)?;
-            decode::<TokenRecord>(&record.value).map_err(bad)?;
-            Ok(BackupItem::Other)
-        }
-        CF_TOKEN_HASHES => {
-            if record.key.len() != 32 {
-                return Err("token hashes: a key is not 32 bytes".into());
-            }
-            decode::<String>(&record.value).map_err(bad)?;
-            Ok(BackupItem::Other)
-        }
-        CF_ROLES => {
-            text(&record.key)?;
-            decode::<Role>(&record.value).map_err(bad)?;
-            Ok(BackupItem::Other)
-        }
-        CF_READERS => {
-            let name = text(&record.key)?;
-            let r: ReaderRule = decode(&record.value).map_err(bad)?;
-            // Checked as a client's rule would be, so a restore installs nothing a node could
-            // not enforce.
-            ReaderRule::new(&r.name, &r.cidrs, &r.cert_cns, &r.grants, r.created_at_ms)
-                .map_err(|e| format!("reader {name:?}: {e}"))?;
-            if r.name != name {
-                return Err(format!("readers: {name} holds rule {}", r.name));
-            }
-            Ok(BackupItem::Other)
-        }
-        CF_ROTATION => {
-            let name = text(&record.key)?;
-            vault_core::SecretName::parse(&name).map_err(|e| format!("rotation of {name:?}: {e}"))?;
-            let p: RotationPolicy = decode(&record.value).map_err(bad)?;
-            p.generator
-                .to_string()
-                .parse::<vault_core::model::Generator>()
-                .map_err(|e| format!("rotation of {name}: {e}"))?;
-            Ok(BackupItem::Other)
-        }
-        CF_SM_META => match record.key.as_slice() {
-            crate::tables::KEY_REWRAP => decode::<RewrapState>(&record.value).map(|_| BackupItem::Other).map_err(bad),
-            crate::tables::KEY_BOOTSTRAP_TOKEN_ISSUED => {
-                decode::<bool>(&record.value).map(|_| BackupItem::Other).map_err(bad)
-            }
-            _ => Ok(BackupItem::Ignored),
-        },
-        other => Err(format!("a backup holds no {other} records")),
     }
 }

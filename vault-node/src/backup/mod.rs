@@ -1,38 +1,45 @@
 //! Backup and restore (`vaultctl snapshot save` / `restore`).
 //!
-//! A backup is a checksummed file of the replicated state as one node has applied it after a
+//! A backup is a file of the replicated state as one node has applied it after a
 //! linearizable barrier: secrets' metadata, versions (ciphertext and wrapped DEKs), token
-//! hashes and roles. Never a plaintext value, DEK or token.
+//! hashes, roles, reader rules and rotation policies. Never a plaintext value, DEK or token.
+//! It is sealed with an HMAC-SHA256 under a random key made for it by the key manager and
+//! wrapped under the cluster's master key for the backup-MAC purpose only; the header carries
+//! the wrapped key (see `vault_raft::snapshot_file`). Whoever edits a backup without the master
+//! key (or, in AWS mode, the right to Decrypt under it) cannot make a MAC that passes.
 //!
-//! A restore is received whole into the node's scratch directory and checked before anything
-//! is proposed: the checksum and every record (each decodes as what its family holds, names
-//! are valid), and the keys (every master key the backup's data keys are wrapped by is held
-//! here, and one data key per key id really unwraps). Only then does it go through Raft:
-//! `RestoreBegin`, the records in chunks into a staging area, and `RestoreCommit`, which swaps
-//! them in on every member in one atomic batch. A restore cut off half-way leaves the live
-//! state as it was; the next restore clears what was staged.
+//! A restore is received into the node's scratch directory (at most `VAULT_RESTORE_MAX_MB`)
+//! and checked before anything is proposed ([`check`]): the MAC first, over the raw bytes,
+//! under the key the header names, unwrapped by this node's key manager (a key it does not
+//! hold means another cluster's backup, or one sealed under a key since dropped from the
+//! keyring); then every record in one streaming pass (`vault_raft::backup_check`: each decodes
+//! as what its table holds, passes the API's own checks, and the tables agree), each at most
+//! the value limit plus [`vault_raft::BACKUP_RECORD_OVERHEAD`]; then the keys (one data key per
+//! master key id really unwraps). Only then does it go through Raft ([`stage`]): `RestoreBegin`,
+//! the records in chunks read from the file again (its MAC checked again on the way) into a
+//! staging area, and `RestoreCommit`, which swaps them in on every member in one atomic batch.
+//! A restore cut off half-way leaves the live state as it was; the next restore clears what was
+//! staged.
 
-use std::collections::BTreeMap;
+mod check;
+mod stage;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tonic::Status;
-use vault_core::kms::{EncryptionContext, KeyManager};
+use vault_core::kms::{KeyManager, KeyPurpose};
 use vault_core::time::now_ms;
-use vault_core::SecretName;
-use vault_raft::reader::{check_backup_record, BackupItem};
-use vault_raft::snapshot_file::{read_backup, BackupHeader, FamilyRecord};
-use vault_raft::{Command, CommandResponse, StoreError};
+use vault_raft::snapshot_file::{BackupHeader, WrappedMacKey};
+use vault_raft::StoreError;
 
 use crate::auth::caller::Caller;
 use crate::error::{blocking, ApiError};
 use crate::pb;
 use crate::vault::Vault;
 
-/// Bytes of the backup in one streamed chunk, and of records in one Raft command.
-pub const CHUNK_BYTES: usize = 256 << 10;
+pub use vault_raft::RESTORE_CHUNK_BYTES as CHUNK_BYTES;
 
 /// A file in the scratch directory, removed when dropped.
 struct Scratch(PathBuf);
@@ -58,14 +65,18 @@ pub fn prepare_scratch(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-/// Writes a backup of this node's state after a linearizable barrier; returns the open file
-/// (already unlinked) to stream from, and its header.
+/// Writes a backup of this node's state after a linearizable barrier, sealed under a fresh MAC
+/// key wrapped by the cluster's master key; returns the open file (already unlinked) to stream
+/// from, and its header.
 pub async fn save(vault: &Arc<Vault>) -> Result<(std::fs::File, BackupHeader), ApiError> {
     vault.linearize().await?;
+    let key_id = crate::master_key::sealing_key(vault)?;
+    let mac = vault.kms.generate_purpose_key(&key_id, KeyPurpose::BackupMac).await?;
     let scratch = Scratch::new(vault, "backup");
     let (reader, node_id, path) = (vault.reader.clone(), vault.node_id, scratch.0.clone());
     blocking(move || -> Result<_, ApiError> {
-        let header = reader.write_backup(&path, node_id, now_ms())?;
+        let wrapped = WrappedMacKey { key_id: mac.key_id.clone(), wrapped: mac.wrapped.clone() };
+        let header = reader.write_backup(&path, node_id, now_ms(), &mac.plaintext, wrapped)?;
         let file = std::fs::File::open(&path).map_err(StoreError::from)?;
         drop(scratch);
         Ok((file, header))
@@ -96,154 +107,39 @@ pub fn stream_file(mut file: std::fs::File) -> tokio::sync::mpsc::Receiver<Resul
     rx
 }
 
-/// What checking a received backup found.
-struct Checked {
-    header: BackupHeader,
-    /// The records to install, in file order.
-    records: Vec<FamilyRecord>,
-    /// One sealed version per master key id, to prove the key unwraps it.
-    samples: BTreeMap<String, (String, u64, Vec<u8>)>,
-}
-
+/// A backup that fails a check: `INVALID_ARGUMENT`, saying nothing changed.
 fn refused(why: impl std::fmt::Display) -> ApiError {
     Status::invalid_argument(format!("backup refused, nothing was changed: {why}")).into()
 }
 
-/// Reads and checks the whole file; see the module docs.
-fn check(path: &Path) -> Result<Checked, ApiError> {
-    let file = std::fs::File::open(path).map_err(StoreError::from)?;
-    let mut records = Vec::new();
-    let mut samples = BTreeMap::new();
-    let mut problem = None;
-    let header = read_backup(
-        file,
-        |_| true,
-        |record| {
-            if problem.is_some() {
-                return Ok(());
-            }
-            match check_backup_record(&record) {
-                Ok(BackupItem::Ignored) => {}
-                Ok(BackupItem::Version(name, v)) => {
-                    if let Some(sealed) = &v.sealed {
-                        samples
-                            .entry(sealed.key_id.clone())
-                            .or_insert_with(|| (name, v.version, sealed.wrapped_dek.clone()));
-                    }
-                    records.push(record);
-                }
-                Ok(BackupItem::Other) => records.push(record),
-                Err(why) => problem = Some(why),
-            }
-            Ok(())
-        },
-    )
-    .map_err(|e| match e {
-        StoreError::Corrupt(why) => refused(why),
-        other => ApiError::from(other),
-    })?;
-    if let Some(why) = problem {
-        return Err(refused(why));
-    }
-    Ok(Checked { header, records, samples })
-}
-
-/// Every master key the backup's data keys are wrapped by must be one this node holds, with
-/// the same key material: one data key per key id is unwrapped to prove it.
-async fn check_keys(vault: &Vault, checked: &Checked) -> Result<(), ApiError> {
-    let kms = &vault.kms;
-    let foreign = |why: String| -> ApiError {
-        Status::failed_precondition(format!("backup refused, nothing was changed: {why}")).into()
-    };
-    if let Some(mk) = &checked.header.master_key {
-        if let (Some(want), Some(got)) = (&mk.check, kms.key_check(&mk.key_id)) {
-            if *want != got {
-                return Err(foreign(format!(
-                    "it was made by a cluster whose master key {} is not this node's key of that id",
-                    mk.key_id
-                )));
-            }
-        }
-    }
-    for (key_id, (name, version, wrapped)) in &checked.samples {
-        if !kms.holds_key(key_id) {
-            return Err(foreign(format!(
-                "its data keys are wrapped by master key {key_id}, which this node does not hold (it holds {})",
-                kms.key_ids().join(", ")
-            )));
-        }
-        let name = SecretName::parse(name).map_err(|e| refused(format!("secret name {name:?}: {e}")))?;
-        match kms.decrypt_data_key(key_id, wrapped, &EncryptionContext::new(&name, *version)).await {
-            Ok(_) => {}
-            Err(e) if e.is_retryable() => {
-                return Err(Status::unavailable(format!(
-                    "cannot check the backup's keys now ({e}); nothing was changed, retry"
-                ))
-                .into())
-            }
-            Err(e) => {
-                return Err(foreign(format!(
-                    "master key {key_id} here does not unwrap its data keys ({e}): it comes from another cluster"
-                )))
-            }
-        }
-    }
-    Ok(())
+/// A backup this cluster's keys cannot open: `FAILED_PRECONDITION`, saying nothing changed.
+fn foreign(why: impl std::fmt::Display) -> ApiError {
+    Status::failed_precondition(format!("backup refused, nothing was changed: {why}")).into()
 }
 
 /// Receives a backup from `chunks`, checks it, and installs it through Raft.
 pub async fn restore(
     vault: &Arc<Vault>,
     caller: &Caller,
-    mut chunks: tonic::Streaming<pb::SnapshotChunk>,
+    chunks: tonic::Streaming<pb::SnapshotChunk>,
 ) -> Result<pb::RestoreSnapshotResponse, ApiError> {
     let scratch = Scratch::new(vault, "restore");
-    {
-        let mut file = tokio::fs::File::create(&scratch.0).await.map_err(StoreError::from)?;
-        while let Some(chunk) = chunks.message().await? {
-            file.write_all(&chunk.data).await.map_err(StoreError::from)?;
-        }
-        file.flush().await.map_err(StoreError::from)?;
-    }
-    let path = scratch.0.clone();
-    let checked = blocking(move || check(&path)).await?;
+    check::receive(&scratch.0, chunks, vault.restore_max_bytes).await?;
+    let checked = check::check(vault, &scratch.0).await?;
+    let counts = stage::stage(vault, caller, &scratch.0, &checked).await?;
     drop(scratch);
-    check_keys(vault, &checked).await?;
-
-    let id = rand::random::<u64>();
-    let total = checked.records.len() as u64;
-    tracing::info!(restore = format!("{id:016x}"), records = total, "restoring a backup through Raft");
-    vault.write_ok(caller, Command::RestoreBegin { id, records: total }).await?;
-    let mut seq = 0;
-    let mut chunk = Vec::new();
-    let mut bytes = 0;
-    let mut records = checked.records.into_iter().peekable();
-    while let Some(r) = records.next() {
-        bytes += r.size();
-        chunk.push(r);
-        if bytes >= CHUNK_BYTES || records.peek().is_none() {
-            let cmd = Command::RestoreChunk { id, seq, records: std::mem::take(&mut chunk) };
-            vault.write_ok(caller, cmd).await?;
-            seq += 1;
-            bytes = 0;
-        }
-    }
-    let counts = match vault.write_ok(caller, Command::RestoreCommit { id }).await? {
-        CommandResponse::Restored { records } => records,
-        other => return Err(Status::internal(format!("unexpected reply to a restore: {other:?}")).into()),
-    };
     let at = |family: &str| {
         vault_raft::db::SM_CFS.iter().position(|f| *f == family).and_then(|i| counts.get(i)).copied().unwrap_or(0)
     };
-    tracing::info!(restore = format!("{id:016x}"), "backup restored");
+    let header = &checked.header;
     Ok(pb::RestoreSnapshotResponse {
         secrets: at(vault_raft::db::CF_SECRETS),
         versions: at(vault_raft::db::CF_VERSIONS),
         tokens: at(vault_raft::db::CF_TOKENS),
         roles: at(vault_raft::db::CF_ROLES),
-        source_node_id: checked.header.node_id,
-        source_applied_index: checked.header.applied_index,
-        created_ms: checked.header.created_ms,
+        source_node_id: header.node_id,
+        source_applied_index: header.applied_index,
+        created_ms: header.created_ms,
         reader_rules: at(vault_raft::db::CF_READERS),
         rotation_policies: at(vault_raft::db::CF_ROTATION),
     })

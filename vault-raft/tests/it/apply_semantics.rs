@@ -34,14 +34,14 @@ fn put_cmd(
     }
 }
 
-struct Sm {
+pub(crate) struct Sm {
     _dir: TempDir,
-    s: Storage,
+    pub(crate) s: Storage,
     index: u64,
 }
 
 impl Sm {
-    async fn new() -> Sm {
+    pub(crate) async fn new() -> Sm {
         let dir = TempDir::new().unwrap();
         let s = Storage::open(dir.path(), 1, test_keys()).await.unwrap();
         let mut sm = Sm { _dir: dir, s, index: 0 };
@@ -49,7 +49,7 @@ impl Sm {
         sm
     }
 
-    async fn run(&mut self, cmd: Command) -> CommandResponse {
+    pub(crate) async fn run(&mut self, cmd: Command) -> CommandResponse {
         self.index += 1;
         let e = Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
@@ -69,7 +69,13 @@ impl Sm {
         raw
     }
 
-    async fn put(&mut self, name: &str, version: u64, cas: Option<u64>, max: Option<u32>) -> CommandResponse {
+    pub(crate) async fn put(
+        &mut self,
+        name: &str,
+        version: u64,
+        cas: Option<u64>,
+        max: Option<u32>,
+    ) -> CommandResponse {
         let mut cmd = put_cmd(name, version, cas, 5, None);
         if let Command::PutSecret { max_versions, .. } = &mut cmd {
             *max_versions = max;
@@ -272,22 +278,22 @@ async fn batch_commands_apply_in_order_each_with_its_own_response() {
 }
 
 /// The records of a backup of `sm` that a restore installs.
-fn backup_records(sm: &Sm, dir: &std::path::Path) -> Vec<vault_raft::snapshot_file::FamilyRecord> {
-    use vault_raft::reader::{check_backup_record, BackupItem};
+pub(crate) fn backup_records(sm: &Sm, dir: &std::path::Path) -> Vec<vault_raft::snapshot_file::FamilyRecord> {
+    use vault_raft::backup_check::{BackupChecker, BackupItem};
     let path = dir.join("b.backup");
-    sm.s.reader.write_backup(&path, 1, 7).unwrap();
+    let key = vault_core::keys::DataKey::generate();
+    let wrapped = vault_raft::snapshot_file::WrappedMacKey { key_id: "k".into(), wrapped: vec![1] };
+    sm.s.reader.write_backup(&path, 1, 7, &key, wrapped).unwrap();
     let mut out = Vec::new();
-    vault_raft::snapshot_file::read_backup(
-        std::fs::File::open(&path).unwrap(),
-        |_| true,
-        |r| {
-            if !matches!(check_backup_record(&r).unwrap(), BackupItem::Ignored) {
-                out.push(r);
-            }
-            Ok(())
-        },
-    )
+    let mut checker = BackupChecker::new();
+    vault_raft::snapshot_file::read_backup(std::fs::File::open(&path).unwrap(), &key, 1 << 20, |r| {
+        if !matches!(checker.record(&r).unwrap(), BackupItem::Ignored) {
+            out.push(r);
+        }
+        Ok(())
+    })
     .unwrap();
+    checker.finish().unwrap();
     out
 }
 
@@ -356,8 +362,8 @@ async fn a_restore_replaces_the_state_atomically_and_version_numbers_never_go_ba
 /// name, an undecodable value, or a version stored under another version's key is refused.
 #[test]
 fn backup_records_are_checked_for_what_their_table_holds() {
+    use vault_raft::backup_check::check_backup_record;
     use vault_raft::db::{CF_SECRETS, CF_VERSIONS, SM_CFS};
-    use vault_raft::reader::check_backup_record;
     use vault_raft::snapshot_file::FamilyRecord;
     let idx = |f: &str| SM_CFS.iter().position(|x| *x == f).unwrap() as u8;
     let meta = vault_raft::codec::encode(&vault_core::model::SecretMeta {
@@ -575,8 +581,8 @@ async fn reader_rule_changes_are_seen_by_the_next_read_and_travel_in_backups() {
 /// Backup records of the new families are checked like a client's input before a restore.
 #[test]
 fn reader_and_rotation_backup_records_are_checked() {
-    use vault_raft::db::{CF_READERS, CF_ROTATION, SM_CFS};
-    use vault_raft::reader::check_backup_record;
+    use vault_raft::backup_check::{check_backup_record, BackupChecker};
+    use vault_raft::db::{CF_READERS, CF_ROTATION, CF_SECRETS, SM_CFS};
     use vault_raft::snapshot_file::FamilyRecord;
     let idx = |f: &str| SM_CFS.iter().position(|x| *x == f).unwrap() as u8;
     let enc = |v: &vault_core::model::ReaderRule| vault_raft::codec::encode(v).unwrap();
@@ -590,7 +596,25 @@ fn reader_and_rotation_backup_records_are_checked() {
     let p = vault_raft::codec::encode(&policy(60_000)).unwrap();
     let rot =
         |key: &str, value: Vec<u8>| FamilyRecord { family: idx(CF_ROTATION), key: key.as_bytes().to_vec(), value };
-    assert!(check_backup_record(&rot("db/x", p.clone())).is_ok());
-    assert!(check_backup_record(&rot("../x", p)).is_err());
-    assert!(check_backup_record(&rot("db/x", vec![9, 9])).is_err());
+    let meta = vault_core::model::SecretMeta {
+        current_version: 1,
+        oldest_version: 1,
+        max_versions: 10,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    let secret = FamilyRecord {
+        family: idx(CF_SECRETS),
+        key: b"db/x".to_vec(),
+        value: vault_raft::codec::encode(&meta).unwrap(),
+    };
+    let after_secret = |r: &FamilyRecord| {
+        let mut checker = BackupChecker::new();
+        checker.record(&secret).unwrap();
+        checker.record(r)
+    };
+    assert!(after_secret(&rot("db/x", p.clone())).is_ok());
+    assert!(check_backup_record(&rot("db/x", p.clone())).is_err(), "a policy for a secret the backup lacks");
+    assert!(after_secret(&rot("../x", p)).is_err());
+    assert!(after_secret(&rot("db/x", vec![9, 9])).is_err());
 }

@@ -1,6 +1,7 @@
 //! Storage tests against real RocksDB files in temporary directories.
 
 mod apply_semantics;
+mod backups;
 mod conformance;
 mod snapshots;
 

@@ -1,0 +1,176 @@
+//! Backups as someone who can edit the file sees them: an edit, with the checksum recomputed as
+//! the old format had it, is refused before anything is staged, and the cluster is as it was.
+
+use sha2::{Digest, Sha256};
+use vault_core::model::{Grant, Role, TokenRecord, ADMIN_ROLE};
+use vault_core::token::RawToken;
+use vault_tests::*;
+
+fn mt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// Family indexes of the backup format (`vault_raft::db::SM_CFS`).
+const TOKENS: u8 = 3;
+const TOKEN_HASHES: u8 = 4;
+const ROLES: u8 = 5;
+
+/// A backup file taken apart along its framing: everything before the records (magic, format,
+/// header), and the records.
+struct Parsed {
+    prefix: Vec<u8>,
+    records: Vec<(u8, Vec<u8>, Vec<u8>)>,
+}
+
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> &'a [u8] {
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    head
+}
+
+fn take_chunk(bytes: &mut &[u8]) -> Vec<u8> {
+    let len = u32::from_be_bytes(take(bytes, 4).try_into().expect("4 bytes")) as usize;
+    take(bytes, len).to_vec()
+}
+
+fn parse(file: &[u8]) -> Parsed {
+    let mut rest = file;
+    take(&mut rest, 10);
+    take_chunk(&mut rest);
+    let prefix = file[..file.len() - rest.len()].to_vec();
+    let mut records = Vec::new();
+    loop {
+        let family = take(&mut rest, 1)[0];
+        if family == 0xFF {
+            break;
+        }
+        let key = take_chunk(&mut rest);
+        let value = take_chunk(&mut rest);
+        records.push((family, key, value));
+    }
+    Parsed { prefix, records }
+}
+
+/// The file again, with the records in order and the trailer recomputed as format 1 did: a
+/// SHA-256 of everything before it. `format` replaces the format number.
+fn reseal(parsed: &Parsed, format: Option<u16>) -> Vec<u8> {
+    let mut out = parsed.prefix.clone();
+    if let Some(f) = format {
+        out[8..10].copy_from_slice(&f.to_be_bytes());
+    }
+    let mut records = parsed.records.clone();
+    records.sort();
+    for (family, key, value) in &records {
+        out.push(*family);
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out.push(0xFF);
+    out.extend_from_slice(&(records.len() as u64).to_be_bytes());
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    vault_raft::codec::encode(value).expect("encode")
+}
+
+/// What an admin sees of the cluster: tokens, roles, secrets and one value.
+fn observed(n: &SingleNode) -> (String, String, String, String) {
+    (
+        n.ctl(&["--output", "json", "token", "list"]),
+        n.ctl(&["--output", "json", "role", "list"]),
+        n.ctl(&["--output", "json", "secret", "list"]),
+        n.ctl(&["secret", "get", "app/db"]),
+    )
+}
+
+/// Someone who can write the backup file but holds no master key adds an admin token (with its
+/// hash index entry), or stores the built-in admin role under another role's key, or relabels
+/// the file as the old unauthenticated format, and recomputes the SHA-256 trailer each time.
+/// Every such file is refused with `INVALID_ARGUMENT` before anything is staged: tokens, roles,
+/// secrets and values are as before, and the injected token opens nothing. The file untouched
+/// still restores.
+#[test]
+fn an_edited_backup_with_a_recomputed_checksum_changes_nothing() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        let value = canary("backup-edit");
+        n.ctl(&["secret", "put", "app/db", "--value", &value]);
+        n.ctl(&["role", "create", "ops", "--grant", "list:app/*"]);
+        n.ctl(&["token", "create", "ci", "--role", "ops"]);
+        let work = test_dir();
+        let backup = work.path().join("vault.backup");
+        n.ctl(&["snapshot", "save", backup.to_str().expect("utf-8 path")]);
+        let original = std::fs::read(&backup).expect("backup written");
+        let parsed = parse(&original);
+        assert_eq!(reseal(&parsed, None).len(), original.len(), "the framing is read as written");
+
+        // 1. An admin token of the editor's own, with the index entry that finds it.
+        let raw = RawToken::generate();
+        let mallory = TokenRecord {
+            name: "mallory".into(),
+            hash: raw.hash(),
+            role: ADMIN_ROLE.into(),
+            created_at_ms: 1,
+            expires_at_ms: None,
+        };
+        let mut with_token = Parsed { prefix: parsed.prefix.clone(), records: parsed.records.clone() };
+        with_token.records.push((TOKENS, b"mallory".to_vec(), encode(&mallory)));
+        with_token.records.push((TOKEN_HASHES, raw.hash().0.to_vec(), encode(&"mallory".to_string())));
+        // 2. Role `ops` (held by token ci) rewritten to be named `admin` inside.
+        let mut relabelled = Parsed { prefix: parsed.prefix.clone(), records: parsed.records.clone() };
+        let ops = relabelled.records.iter_mut().find(|(f, k, _)| *f == ROLES && k == b"ops").expect("role ops");
+        let admin =
+            Role { name: ADMIN_ROLE.into(), grants: vec![Grant::new(vault_core::model::Action::All, "*").unwrap()] };
+        ops.2 = encode(&admin);
+
+        let before = observed(&n);
+        let cases = [
+            ("an injected admin token", reseal(&with_token, None)),
+            ("a role stored as ops named admin", reseal(&relabelled, None)),
+            ("the file relabelled as format 1", reseal(&parsed, Some(1))),
+        ];
+        for (what, bytes) in cases {
+            let path = work.path().join("edited.backup");
+            std::fs::write(&path, &bytes).expect("write");
+            let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", path.to_str().unwrap()]);
+            assert!(err.contains("invalid argument") && err.contains("nothing was changed"), "{what}: {err}");
+            assert_eq!(observed(&n), before, "{what}: the cluster changed");
+            let denied = must_fail_vaultctl(&n.url(), Some(raw.expose()), &["secret", "list"]);
+            assert!(denied.contains("unauthenticated"), "{what}: {denied}");
+        }
+        let err = {
+            let path = work.path().join("edited.backup");
+            std::fs::write(&path, reseal(&parsed, Some(1))).expect("write");
+            must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", path.to_str().unwrap()])
+        };
+        assert!(err.contains("format 1") && err.contains("snapshot save"), "says why and what to do: {err}");
+
+        let said = n.ctl(&["snapshot", "restore", backup.to_str().unwrap()]);
+        assert!(said.contains("restored 1 secrets"), "{said}");
+        assert_eq!(n.ctl(&["secret", "get", "app/db"]), value);
+    });
+}
+
+/// Uploads are bounded: a file over `VAULT_RESTORE_MAX_MB` is refused while it arrives, and
+/// nothing changes.
+#[test]
+fn a_restore_larger_than_the_upload_limit_is_refused() {
+    mt().block_on(async {
+        let n = SingleNode::start(|s| {
+            s.set("VAULT_RESTORE_MAX_MB", "1");
+        })
+        .await;
+        n.ctl(&["secret", "put", "app/db", "--value", "kept"]);
+        let work = test_dir();
+        let big = work.path().join("big.backup");
+        std::fs::write(&big, vec![0x5a; 3 << 20]).expect("write");
+        let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", big.to_str().unwrap()]);
+        assert!(err.contains("invalid argument") && err.contains("VAULT_RESTORE_MAX_MB"), "{err}");
+        assert_eq!(n.ctl(&["secret", "get", "app/db"]), "kept");
+    });
+}
