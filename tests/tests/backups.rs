@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 use vault_core::model::{Grant, Role, TokenRecord, ADMIN_ROLE};
 use vault_core::token::RawToken;
+use vault_tests::moto::Moto;
 use vault_tests::*;
 
 fn mt() -> tokio::runtime::Runtime {
@@ -172,5 +173,100 @@ fn a_restore_larger_than_the_upload_limit_is_refused() {
         let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", big.to_str().unwrap()]);
         assert!(err.contains("invalid argument") && err.contains("VAULT_RESTORE_MAX_MB"), "{err}");
         assert_eq!(n.ctl(&["secret", "get", "app/db"]), "kept");
+    });
+}
+
+/// A backup is sealed under the cluster's master key of the day. After `kms rotate` an older
+/// backup still restores while its key is in the keyring; once that key has left the keyring
+/// it is refused (`FAILED_PRECONDITION`, naming the key) and nothing changes, while a backup
+/// taken after the rotation restores.
+#[test]
+fn a_backup_from_before_a_key_rotation_restores_while_its_key_is_in_the_keyring() {
+    mt().block_on(async {
+        let mut n = SingleNode::start(|s| {
+            s.set("VAULT_KMS_REWRAP_MAX_PER_SEC", "0");
+        })
+        .await;
+        let k1 = n.spec.env.get("VAULT_LOCAL_MASTER_KEY").expect("a local key").clone();
+        let k2 = random_master_key();
+        let id1 = vault_core::local_kms::local_key_id(&vault_core::keys::MasterKey::from_base64(&k1).unwrap());
+        n.ctl(&["secret", "put", "app/db", "--value", "one"]);
+        let work = test_dir();
+        let (before, after) = (work.path().join("k1.backup"), work.path().join("k2.backup"));
+        n.ctl(&["snapshot", "save", before.to_str().unwrap()]);
+
+        n.node.stop();
+        n.spec.env.remove("VAULT_LOCAL_MASTER_KEY");
+        n.spec.set("VAULT_LOCAL_MASTER_KEYS", &format!("{k2},{k1}"));
+        n.node = n.spec.start();
+        n.node.wait_ready().await;
+        n.ctl(&["kms", "rotate"]);
+        n.ctl(&["secret", "put", "app/db", "--value", "two"]);
+        // The re-wrap worker moves version 1 onto K2, so the next backup needs K2 alone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let s: serde_json::Value = serde_json::from_str(&n.ctl(&["--output", "json", "kms", "status"])).unwrap();
+            let by_key = s["versions_by_key"].as_object().cloned().unwrap_or_default();
+            if by_key.len() == 1 && !by_key.contains_key(&id1) && s["pending_versions"] == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "re-wrap did not finish: {s}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        n.ctl(&["snapshot", "save", after.to_str().unwrap()]);
+
+        let said = n.ctl(&["snapshot", "restore", before.to_str().unwrap()]);
+        assert!(said.contains("restored 1 secrets"), "{said}");
+        assert_eq!(n.ctl(&["secret", "get", "app/db", "--version", "1"]), "one");
+        n.ctl(&["snapshot", "restore", after.to_str().unwrap()]);
+
+        n.node.stop();
+        n.spec.set("VAULT_LOCAL_MASTER_KEYS", &k2);
+        n.node = n.spec.start();
+        n.node.wait_ready().await;
+        let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", before.to_str().unwrap()]);
+        assert!(err.contains("failed precondition") && err.contains(&id1) && err.contains("does not hold"), "{err}");
+        assert_eq!(n.ctl(&["secret", "get", "app/db"]), "two", "nothing changed");
+        n.ctl(&["snapshot", "restore", after.to_str().unwrap()]);
+        assert_eq!(n.ctl(&["secret", "get", "app/db"]), "two");
+    });
+}
+
+/// In AWS mode the backup's MAC key comes from KMS (GenerateDataKey with a purpose context)
+/// and is unwrapped by KMS on restore: a backup round-trips, an edited one is refused, and one
+/// made under another CMK is refused naming it.
+#[test]
+fn aws_mode_backups_are_sealed_by_a_kms_key_and_edits_are_refused() {
+    mt().block_on(async {
+        let moto = Moto::start();
+        let (_, arn) = moto.create_key("alias/vault-backups").await;
+        let (_, other_arn) = moto.create_key("alias/vault-other").await;
+        let n = SingleNode::start(|s| moto.configure(s, "alias/vault-backups")).await;
+        n.ctl(&["secret", "put", "app/db", "--value", "sealed-by-kms"]);
+        let work = test_dir();
+        let backup = work.path().join("aws.backup");
+        n.ctl(&["snapshot", "save", backup.to_str().unwrap()]);
+        let bytes = std::fs::read(&backup).unwrap();
+        assert!(bytes.windows(arn.len()).any(|w| w == arn.as_bytes()), "the header names the CMK");
+
+        n.ctl(&["secret", "put", "app/db", "--value", "later"]);
+        let said = n.ctl(&["snapshot", "restore", backup.to_str().unwrap()]);
+        assert!(said.contains("restored 1 secrets"), "{said}");
+        assert_eq!(n.ctl(&["secret", "get", "app/db"]), "sealed-by-kms");
+
+        let mut parsed = parse(&bytes);
+        let role = Role { name: ADMIN_ROLE.into(), grants: vec![] };
+        parsed.records.push((ROLES, b"zz".to_vec(), encode(&role)));
+        let edited = work.path().join("edited.backup");
+        std::fs::write(&edited, reseal(&parsed, None)).unwrap();
+        let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", edited.to_str().unwrap()]);
+        assert!(err.contains("invalid argument") && err.contains("MAC"), "{err}");
+
+        let stranger = SingleNode::start(|s| moto.configure(s, "alias/vault-other")).await;
+        let foreign = work.path().join("foreign.backup");
+        stranger.ctl(&["snapshot", "save", foreign.to_str().unwrap()]);
+        let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", foreign.to_str().unwrap()]);
+        assert!(err.contains("failed precondition") && err.contains(&other_arn), "{err}");
+        assert_eq!(n.ctl(&["secret", "get", "app/db"]), "sealed-by-kms", "nothing changed");
     });
 }

@@ -1032,15 +1032,36 @@ async fn snapshot_cmd(admin: &mut AdminClient<Authed>, cmd: SnapshotCmd, json: b
             Ok(())
         }
         SnapshotCmd::Restore { file } => {
-            let data = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
-            let chunks: Vec<pb::SnapshotChunk> =
-                data.chunks(256 << 10).map(|c| pb::SnapshotChunk { data: c.to_vec() }).collect();
-            let mut req = Request::new(futures::stream::iter(chunks));
+            // Streamed from the file, never read whole; a read error ends the upload (which the
+            // node then refuses as truncated) and is reported here.
+            let source = std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
+            let read_error = std::sync::Arc::new(std::sync::Mutex::new(None::<std::io::Error>));
+            let seen = read_error.clone();
+            let chunks = futures::stream::unfold(Some(source), move |source| {
+                let seen = seen.clone();
+                async move {
+                    let mut source = source?;
+                    let mut data = Vec::with_capacity(256 << 10);
+                    match Read::by_ref(&mut source).take(256 << 10).read_to_end(&mut data) {
+                        Ok(0) => None,
+                        Ok(_) => Some((pb::SnapshotChunk { data }, Some(source))),
+                        Err(e) => {
+                            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            None
+                        }
+                    }
+                }
+            });
+            let mut req = Request::new(chunks);
             req.set_timeout(SNAPSHOT_TIMEOUT);
             // A restore puts back the backup's reader rules: none, if it predates them.
             let rules_before =
                 admin.list_readers(pb::ListReadersRequest {}).await.map_or(0, |r| r.into_inner().readers.len());
-            let r = admin.restore_snapshot(req).await?.into_inner();
+            let answer = admin.restore_snapshot(req).await;
+            if let Some(e) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(anyhow!("read {}: {e}", file.display()).into());
+            }
+            let r = answer?.into_inner();
             if json {
                 print_json(json!({
                     "secrets": r.secrets, "versions": r.versions, "tokens": r.tokens, "roles": r.roles,
