@@ -211,7 +211,9 @@ impl Rotator {
             }
             let key_id = crate::master_key::sealing_key(&self.vault)
                 .map_err(|e| Failure::Failed(tonic::Status::from(e).message().to_string()))?;
-            let version = current + 1;
+            let version = current
+                .checked_add(1)
+                .ok_or_else(|| Failure::Failed(format!("secret {name} has used every version number")))?;
             let sealed = envelope::seal(self.vault.kms.as_ref(), &key_id, &name, version, &next)
                 .await
                 .map_err(|e| Failure::Failed(format!("sealing: {e}")))?;

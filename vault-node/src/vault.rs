@@ -259,7 +259,9 @@ impl Vault {
             caller
                 .require(if meta.is_none() { Action::Create } else { Action::Update }, name.as_str())
                 .map_err(|_| Status::permission_denied(format!("{} may not write {name}", caller.actor())))?;
-            let version = current + 1;
+            let version = current
+                .checked_add(1)
+                .ok_or_else(|| Status::failed_precondition(format!("secret {name} has used every version number")))?;
             let key_id = crate::master_key::sealing_key(self)?;
             let sealed = envelope::seal(self.kms.as_ref(), &key_id, name, version, value).await?;
             let cmd = Command::PutSecret {
