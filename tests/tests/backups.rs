@@ -12,6 +12,7 @@ fn mt() -> tokio::runtime::Runtime {
 }
 
 /// Family indexes of the backup format (`vault_raft::db::SM_CFS`).
+const SECRETS: u8 = 1;
 const TOKENS: u8 = 3;
 const TOKEN_HASHES: u8 = 4;
 const ROLES: u8 = 5;
@@ -72,6 +73,26 @@ fn reseal(parsed: &Parsed, format: Option<u16>) -> Vec<u8> {
     out.extend_from_slice(&(records.len() as u64).to_be_bytes());
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
+    out
+}
+
+/// The file again with a valid MAC: what someone holding the master key (or a faulty build)
+/// could write. `master` is the node's local master key.
+async fn reseal_with_mac(parsed: &Parsed, master: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    use vault_core::kms::{KeyManager, KeyPurpose};
+    let header: vault_raft::snapshot_file::BackupHeader =
+        vault_raft::codec::decode(&parsed.prefix[14..]).expect("a format-2 header");
+    let kms = vault_core::local_kms::LocalKms::new(vault_core::keys::MasterKey::from_base64(master).unwrap());
+    let key = kms
+        .decrypt_purpose_key(&header.mac_key.key_id, &header.mac_key.wrapped, KeyPurpose::BackupMac)
+        .await
+        .expect("the master key unwraps the MAC key");
+    let mut out = reseal(parsed, None);
+    out.truncate(out.len() - 32);
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).unwrap();
+    mac.update(&out);
+    out.extend_from_slice(&mac.finalize().into_bytes());
     out
 }
 
@@ -268,5 +289,50 @@ fn aws_mode_backups_are_sealed_by_a_kms_key_and_edits_are_refused() {
         let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", foreign.to_str().unwrap()]);
         assert!(err.contains("failed precondition") && err.contains(&other_arn), "{err}");
         assert_eq!(n.ctl(&["secret", "get", "app/db"]), "sealed-by-kms", "nothing changed");
+    });
+}
+
+/// Even a backup whose MAC is good (written by someone holding the master key, or by a faulty
+/// build) installs nothing that breaks a rule: a role stored as `ops` but named `admin` inside,
+/// or a secret whose `max_versions` is 0, is refused naming the rule, and the cluster is as it
+/// was. The same file with its MAC recomputed but nothing changed restores.
+#[test]
+fn a_backup_with_a_good_mac_but_a_broken_invariant_changes_nothing() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        let master = n.spec.env.get("VAULT_LOCAL_MASTER_KEY").expect("a local key").clone();
+        n.ctl(&["secret", "put", "app/db", "--value", "kept"]);
+        n.ctl(&["role", "create", "ops", "--grant", "list:app/*"]);
+        n.ctl(&["token", "create", "ci", "--role", "ops"]);
+        let work = test_dir();
+        let backup = work.path().join("vault.backup");
+        n.ctl(&["snapshot", "save", backup.to_str().unwrap()]);
+        let parsed = parse(&std::fs::read(&backup).unwrap());
+
+        let mut relabelled = Parsed { prefix: parsed.prefix.clone(), records: parsed.records.clone() };
+        let ops = relabelled.records.iter_mut().find(|(f, k, _)| *f == ROLES && k == b"ops").expect("role ops");
+        ops.2 = encode(&Role::builtin_admin());
+        let mut no_versions_kept = Parsed { prefix: parsed.prefix.clone(), records: parsed.records.clone() };
+        let meta = no_versions_kept.records.iter_mut().find(|(f, k, _)| *f == SECRETS && k == b"app/db").expect("meta");
+        let mut m: vault_core::model::SecretMeta = vault_raft::codec::decode(&meta.2).unwrap();
+        m.max_versions = 0;
+        meta.2 = encode(&m);
+
+        let before = observed(&n);
+        let cases = [
+            (relabelled, "the role stored as ops is named admin"),
+            (no_versions_kept, "max_versions 0 is outside 1..=1000"),
+        ];
+        for (edited, rule) in cases {
+            let path = work.path().join("edited.backup");
+            std::fs::write(&path, reseal_with_mac(&edited, &master).await).unwrap();
+            let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", path.to_str().unwrap()]);
+            assert!(err.contains("invalid argument") && err.contains(rule), "{rule}: {err}");
+            assert_eq!(observed(&n), before, "{rule}: the cluster changed");
+        }
+        let path = work.path().join("remac.backup");
+        std::fs::write(&path, reseal_with_mac(&parsed, &master).await).unwrap();
+        let said = n.ctl(&["snapshot", "restore", path.to_str().unwrap()]);
+        assert!(said.contains("restored 1 secrets"), "{said}");
     });
 }
