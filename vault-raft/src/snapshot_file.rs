@@ -95,8 +95,10 @@ enum Seal {
 }
 
 impl Seal {
-    fn mac(key: &DataKey) -> Self {
-        Seal::Mac(<Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("HMAC takes a key of any length"))
+    fn mac(key: &DataKey) -> Result<Self, StoreError> {
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Seal::Mac(mac))
     }
 
     fn update(&mut self, bytes: &[u8]) {
@@ -188,7 +190,7 @@ pub fn write_backup(
     mac: &DataKey,
     header_of: impl FnOnce(&rocksdb::Snapshot<'_>) -> Result<BackupHeader, StoreError>,
 ) -> Result<BackupHeader, StoreError> {
-    write_file(db, path, BACKUP_MAGIC, BACKUP_FORMAT, Seal::mac(mac), false, header_of)
+    write_file(db, path, BACKUP_MAGIC, BACKUP_FORMAT, Seal::mac(mac)?, false, header_of)
 }
 
 fn write_file<H: Serialize>(
@@ -253,7 +255,7 @@ pub fn read_backup_header<R: Read>(reader: R) -> Result<BackupHeader, StoreError
 /// beyond the header: an altered, truncated or foreign file is `Corrupt`.
 pub fn verify_backup<R: Read>(reader: R, mac: &DataKey) -> Result<(), StoreError> {
     let mut r = BufReader::with_capacity(1 << 20, reader);
-    let mut seal = Seal::mac(mac);
+    let mut seal = Seal::mac(mac)?;
     // Everything but the last TRAILER_LEN bytes goes into the MAC; those are held back.
     let mut held: Vec<u8> = Vec::with_capacity(2 * TRAILER_LEN);
     let mut buf = vec![0u8; 1 << 16];
@@ -291,7 +293,7 @@ pub fn read_backup<R: Read>(
     max_record: usize,
     mut visit: impl FnMut(FamilyRecord) -> Result<(), StoreError>,
 ) -> Result<BackupHeader, StoreError> {
-    read_file(reader, BACKUP_MAGIC, BACKUP_FORMAT, "backup", Seal::mac(mac), max_record, |family, key, value| {
+    read_file(reader, BACKUP_MAGIC, BACKUP_FORMAT, "backup", Seal::mac(mac)?, max_record, |family, key, value| {
         let idx = SM_CFS.iter().position(|f| *f == family).unwrap_or(usize::MAX);
         if family == CF_RESTORE || idx > u8::MAX as usize {
             return Err(StoreError::Corrupt(format!("backup holds records of the {family} family")));
