@@ -252,6 +252,8 @@ fn a_backup_restores_into_a_new_cluster_and_bad_backups_change_nothing() {
         old.ctl(leader, &["secret", "destroy", "dr/app-5", "--versions", "2"]);
         old.ctl(leader, &["role", "create", "dr-reader", "--grant", "list:dr/*"]);
         let ci_token = old.ctl(leader, &["token", "create", "dr-ci", "--role", "dr-reader"]);
+        // Rotation hook bindings are part of the replicated state a backup carries.
+        old.ctl(leader, &["rotation", "hook", "bind", "dr-rotate", "--names", "dr/*"]);
         let want = everything(&old, follower, &old.token, &names);
         let states: Vec<String> = want.iter().map(|(listed, _)| listed.to_string()).collect();
         assert!(states.iter().any(|s| s.contains(r#""state":"deleted""#)), "{states:?}");
@@ -309,6 +311,7 @@ fn a_backup_restores_into_a_new_cluster_and_bad_backups_change_nothing() {
         assert!(err.contains("failed precondition") && err.contains("does not hold"), "{err}");
         assert!(must_fail_vaultctl(&url, None, &["secret", "get", "dr/app-0"]).contains("not found"));
         new.ctl(via, &["secret", "list"]); // the new cluster's own token still works: nothing changed
+        new.ctl(via, &["rotation", "hook", "bind", "new-only", "--names", "x/*"]);
 
         let said = new.ctl(via, &["snapshot", "restore", backup_arg]);
         assert!(said.contains("restored 12 secrets"), "{said}");
@@ -321,6 +324,12 @@ fn a_backup_restores_into_a_new_cluster_and_bad_backups_change_nothing() {
         assert!(ci.contains("dr/app-11"), "{ci}");
         let err = must_fail_vaultctl(&new.url(via), Some(&new.token), &["secret", "list"]);
         assert!(err.contains("unauthenticated"), "{err}");
+        // So are the backup's hook bindings, in place of the new cluster's.
+        for i in 0..3 {
+            let hooks = must_vaultctl(&new.url(i), Some(&old_token), &["--output", "json", "rotation", "hook", "list"]);
+            assert!(hooks.contains("dr-rotate") && hooks.contains("dr/*"), "node {i}: {hooks}");
+            assert!(!hooks.contains("new-only"), "node {i}: a restore replaces the bindings: {hooks}");
+        }
     });
 }
 

@@ -312,6 +312,7 @@ fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_wor
         let name = "app/db";
         let old = canary("db-password");
         c.ctl(0, &["secret", "put", name, "--value", &old]);
+        c.ctl(0, &["rotation", "hook", "bind", "next-db-password", "--names", name]);
         let generator = format!("exec:{}", hook.to_str().expect("utf-8 path"));
         c.ctl(0, &["secret", "rotation", "set", name, "--every", "1h", "--generator", &generator]);
         let p = policy(&c, 1, name);
@@ -391,6 +392,7 @@ fn a_failing_hook_keeps_the_old_version_and_is_retried_with_backoff_until_it_wor
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o775)).expect("chmod");
         }
+        c.ctl(0, &["rotation", "hook", "bind", "loose", "--names", "app/out"]);
         let loose_gen = format!("exec:{}", loose.to_str().expect("utf-8 path"));
         c.ctl(0, &["secret", "rotation", "set", "app/out", "--every", "1h", "--generator", &loose_gen]);
         let err = must_fail_vaultctl(&c.url(2), Some(&c.token), &["secret", "rotate", "app/out"]);
@@ -534,6 +536,7 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
         })
         .await;
         c.ctl(0, &["secret", "put", "app/slow", "--value", "kept"]);
+        c.ctl(0, &["rotation", "hook", "bind", "stall", "--names", "app/slow"]);
         let generator = format!("exec:{}", hook.to_str().expect("utf-8 path"));
         c.ctl(0, &["secret", "rotation", "set", "app/slow", "--every", "1h", "--generator", &generator]);
         let leader = c.leader_seen_by(0, |_| true).await;
@@ -588,5 +591,104 @@ fn a_leader_that_loses_leadership_kills_its_running_hook() {
         let _ = waiting.kill();
         let _ = waiting.wait();
         std::fs::remove_file(&flag).expect("release the hooks");
+    });
+}
+
+/// A single node that runs hooks from `hooks` and retries failed rotations after 1 s.
+async fn hook_node(hooks: &Path) -> SingleNode {
+    let hooks = hooks.to_str().expect("utf-8 path").to_string();
+    SingleNode::start(|s| {
+        s.set("VAULT_ROTATION_HOOKS_DIR", &hooks).set("VAULT_ROTATION_RETRY_SECS", "1");
+    })
+    .await
+}
+
+/// Finding 6 of issue 28: a hook runs only for the names an admin bound it to. A `rotate`
+/// grant on `dev/*` cannot point `dev/x` at a hook bound to `db/*` (nor at one bound to
+/// nothing): PERMISSION_DENIED, and nothing is set. Only the admin role may bind, list and
+/// unbind. Once the binding is removed, the leader refuses the existing `db/pass` policy at run
+/// time: the old version stays current.
+#[test]
+fn an_exec_hook_runs_only_for_the_names_an_admin_bound_it_to() {
+    mt().block_on(async {
+        let (_work, hooks) = hooks_dir();
+        let hook = install_hook(&hooks, "db-password", NEXT_HOOK);
+        let generator = format!("exec:{}", hook.to_str().expect("utf-8 path"));
+        let n = hook_node(&hooks).await;
+        let url = n.url();
+        n.ctl(&["secret", "put", "dev/x", "--value", "dev-first"]);
+        n.ctl(&["secret", "put", "db/pass", "--value", "db-first"]);
+        n.ctl(&["role", "create", "dev-rotator", "--grant", "rotate,list:dev/*"]);
+        let dev = n.ctl(&["token", "create", "dev", "--role", "dev-rotator"]).trim().to_string();
+        let set_dev = ["secret", "rotation", "set", "dev/x", "--every", "1h", "--generator", &generator];
+
+        let err = must_fail_vaultctl(&url, Some(&dev), &set_dev);
+        assert!(err.contains("permission denied"), "a hook bound to nothing: {err}");
+        n.ctl(&["rotation", "hook", "bind", "db-password", "--names", "db/*"]);
+        let err = must_fail_vaultctl(&url, Some(&dev), &set_dev);
+        assert!(err.contains("permission denied"), "a hook bound to db/* only: {err}");
+        let err = must_fail_vaultctl(&url, Some(&n.token), &set_dev);
+        assert!(err.contains("permission denied"), "the binding binds the admin too: {err}");
+        let err = must_fail_vaultctl(&url, Some(&n.token), &["secret", "rotation", "get", "dev/x"]);
+        assert!(err.contains("not found"), "the refused policy was not stored: {err}");
+        for args in [
+            &["rotation", "hook", "bind", "db-password", "--names", "dev/*"][..],
+            &["rotation", "hook", "unbind", "db-password"][..],
+            &["rotation", "hook", "list"][..],
+        ] {
+            let err = must_fail_vaultctl(&url, Some(&dev), args);
+            assert!(err.contains("permission denied"), "{args:?} needs the admin role: {err}");
+        }
+        let listed = n.ctl(&["--output", "json", "rotation", "hook", "list"]);
+        assert!(listed.contains("db-password") && listed.contains("db/*"), "{listed}");
+
+        n.ctl(&["secret", "rotation", "set", "db/pass", "--every", "1h", "--generator", &generator]);
+        assert_eq!(n.ctl(&["secret", "rotate", "db/pass"]).trim(), "2", "a bound name rotates");
+        assert_eq!(n.ctl(&["secret", "get", "db/pass"]), "db-first-next");
+
+        n.ctl(&["rotation", "hook", "unbind", "db-password"]);
+        let err = must_fail_vaultctl(&url, Some(&n.token), &["secret", "rotate", "db/pass"]);
+        assert!(err.contains("not allowed"), "an unbound hook does not run: {err}");
+        assert_eq!(n.ctl(&["secret", "get", "db/pass"]), "db-first-next", "the old version stays current");
+        let p = policy_of(&n, "db/pass");
+        assert!(p["last_error"].as_str().unwrap_or("").contains("not allowed"), "{p}");
+    });
+}
+
+/// `secret rotation get NAME --output json` on a single node.
+fn policy_of(n: &SingleNode, name: &str) -> Value {
+    json(&n.ctl(&["--output", "json", "secret", "rotation", "get", name]))
+}
+
+/// Finding 6 of issue 28: a hook path outside the hooks directory is refused before the file
+/// system is looked at, with one error whatever is there: `exec:/etc/shadow` (a file that
+/// exists) and `exec:/nonexistent` answer the same text, as does an unbound path inside the
+/// hooks directory that names nothing.
+#[test]
+fn refused_hook_paths_answer_one_error_whatever_exists() {
+    mt().block_on(async {
+        let (_work, hooks) = hooks_dir();
+        let n = hook_node(&hooks).await;
+        n.ctl(&["secret", "put", "app/k", "--value", "first"]);
+        let missing_inside = format!("{}/missing", hooks.to_str().expect("utf-8 path"));
+        // The refusal, at whichever step it comes: setting the policy, or running it.
+        let refusal = |path: &str| -> String {
+            let generator = format!("exec:{path}");
+            let set = n.node.vaultctl(
+                Some(&n.token),
+                &["secret", "rotation", "set", "app/k", "--every", "1h", "--generator", &generator],
+            );
+            if !set.status.success() {
+                return String::from_utf8_lossy(&set.stderr).trim().to_string();
+            }
+            must_fail_vaultctl(&n.url(), Some(&n.token), &["secret", "rotate", "app/k"])
+        };
+        let shadow = refusal("/etc/shadow");
+        let nothing = refusal("/nonexistent");
+        let inside = refusal(&missing_inside);
+        assert_eq!(shadow, nothing, "an existing and a missing file are refused alike");
+        assert_eq!(shadow, inside, "and so is a path inside the hooks directory that is not bound");
+        assert!(shadow.contains("permission denied") && shadow.contains("not allowed"), "{shadow}");
+        assert_eq!(n.ctl(&["secret", "get", "app/k"]), "first");
     });
 }

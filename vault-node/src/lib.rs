@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod environ;
 pub mod error;
+pub mod hooks;
 pub mod kms;
 pub mod logging;
 pub mod master_key;

@@ -10,8 +10,9 @@
 //! `VAULT_ROTATION_RETRY_SECS` up to the policy's period (at most an hour). Both are audited on
 //! every node. Starts are paced to `VAULT_ROTATION_MAX_PER_SEC`.
 //!
-//! An `exec:` hook may only be a file inside `VAULT_ROTATION_HOOKS_DIR`: a token with `rotate`
-//! can name a hook but cannot make a node run anything its operator did not put there. The hook
+//! An `exec:` hook may only be a file inside `VAULT_ROTATION_HOOKS_DIR` that an admin bound to
+//! the secret's name (`hooks`): a token with `rotate` can name a hook but cannot make a node run
+//! anything its operator did not put there, nor a hook for names it was not bound to. The hook
 //! runs with an empty environment (plus `VAULT_SECRET_NAME` and `VAULT_SECRET_VERSION`), gets the
 //! current value on stdin, and prints the next one on stdout; what it writes to stderr is
 //! dropped, since it could hold a value.
@@ -33,6 +34,7 @@ use vault_raft::{Command, CommandResponse, Rejection};
 use zeroize::Zeroizing;
 
 use crate::config::RotationConfig;
+use crate::hooks;
 use crate::vault::Vault;
 
 /// How often the leader looks for due rotations when nothing wakes it.
@@ -192,11 +194,10 @@ impl Rotator {
             }
             let next = match &policy.generator {
                 Generator::Exec(path) => {
+                    let hook = self.permitted_hook(path, &name)?;
                     let (_, old) = self.vault.open_secret(&name, current).await.map_err(|e| {
                         Failure::Failed(format!("opening version {current}: {}", tonic::Status::from(e).message()))
                     })?;
-                    let hook =
-                        allowed_hook(self.config.hooks_dir.as_deref(), Path::new(path)).map_err(Failure::Failed)?;
                     let run = HookRun { name: &name, version: current, attempt: policy.attempts };
                     run_hook(&hook, self.config.hook_timeout, &run, &old).await.map_err(Failure::Failed)?
                 }
@@ -247,6 +248,24 @@ impl Rotator {
     }
 }
 
+impl Rotator {
+    /// The hook `path` may run for `name` (see `hooks`): bound to the name now, not only when
+    /// the policy was set. A refusal is recorded as the one generic text; why, only in this
+    /// node's log.
+    fn permitted_hook(&self, path: &str, name: &SecretName) -> Result<PathBuf, Failure> {
+        let dir = self.config.hooks_dir.as_deref();
+        match hooks::bound_hook(&self.vault.reader, dir, path, name.as_str()) {
+            Ok(Ok(_)) => {}
+            Ok(Err(hooks::Refused(why))) => {
+                tracing::warn!(secret = name.as_str(), hook = path, %why, "rotation hook refused");
+                return Err(Failure::Failed(hooks::HOOK_REFUSED.into()));
+            }
+            Err(e) => return Err(Failure::Dropped(e.to_string())),
+        }
+        hooks::allowed_hook(dir, Path::new(path)).map_err(Failure::Failed)
+    }
+}
+
 /// Resolves once this node is no longer the leader.
 async fn lost_leadership(metrics: &mut tokio::sync::watch::Receiver<vault_raft::typ::RaftMetrics>) {
     while metrics.borrow_and_update().state == ServerState::Leader {
@@ -288,53 +307,6 @@ fn generate_random(generator: &Generator) -> Result<SecretBytes, String> {
 /// Fresh bytes straight from the operating system, like other long-lived secrets.
 fn random_bytes(n: u16) -> Zeroizing<Vec<u8>> {
     vault_core::keys::os_random(usize::from(n))
-}
-
-/// `hook`, resolved (links followed), if it is a file inside `dir` (also resolved).
-fn allowed_hook(dir: Option<&Path>, hook: &Path) -> Result<PathBuf, String> {
-    let dir = dir.ok_or("exec: generators need VAULT_ROTATION_HOOKS_DIR on the leader; it is not set")?;
-    let dir = dir.canonicalize().map_err(|e| format!("VAULT_ROTATION_HOOKS_DIR {}: {e}", dir.display()))?;
-    let resolved = hook.canonicalize().map_err(|e| format!("hook {}: {e}", hook.display()))?;
-    if !resolved.starts_with(&dir) || !resolved.is_file() {
-        return Err(format!("hook {} is not a file inside VAULT_ROTATION_HOOKS_DIR {}", hook.display(), dir.display()));
-    }
-    // Whoever can change the hook, or swap it or a directory on its way for another, runs
-    // code as this node and sees the values it makes: like sshd's StrictModes, only root and
-    // this node's user may own them, and no one else may write to them. Above the hooks
-    // directory is the operator's to secure (a test's /tmp would fail any such check).
-    let mut path = resolved.as_path();
-    loop {
-        guarded(path)?;
-        if path == dir {
-            break;
-        }
-        path =
-            path.parent().ok_or_else(|| format!("hook {} has no parent inside the hooks directory", hook.display()))?;
-    }
-    Ok(resolved)
-}
-
-/// Refuses `path` if anyone but root and this process's user owns it or may write to it.
-fn guarded(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "{} is owned by uid {}, neither root nor this node's user (uid {me}): refusing to run the hook",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "{} may be written by group or others (mode {mode:04o}): refusing to run the hook",
-            path.display()
-        ));
-    }
-    Ok(())
 }
 
 /// The process group of a running hook (its id is the hook's pid). Dropped while armed (a
@@ -469,65 +441,6 @@ mod tests {
             Duration::from_secs(30),
             "never below the first wait"
         );
-    }
-
-    fn chmod(path: &Path, mode: u32) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-
-    #[test]
-    fn hooks_anyone_else_could_change_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let hooks = dir.path().join("hooks");
-        let sub = hooks.join("db");
-        std::fs::create_dir_all(&sub).expect("mkdir");
-        chmod(&hooks, 0o755);
-        chmod(&sub, 0o755);
-        let hook = sub.join("rotate");
-        std::fs::write(&hook, "#!/bin/sh\n").expect("write");
-        chmod(&hook, 0o755);
-        assert!(allowed_hook(Some(&hooks), &hook).is_ok());
-        for (path, mode) in [(&hook, 0o775), (&hook, 0o757), (&sub, 0o775), (&hooks, 0o777), (&hooks, 0o1777)] {
-            chmod(path, mode);
-            let err = allowed_hook(Some(&hooks), &hook).expect_err("a writable hook or directory is refused");
-            assert!(err.contains("written by group or others") && err.contains(&format!("{mode:04o}")), "{err}");
-            chmod(path, 0o755);
-        }
-        assert!(allowed_hook(Some(&hooks), &hook).is_ok(), "read and execute for others is fine");
-        // As root, a hook owned by another user is refused too.
-        // SAFETY: geteuid(2) takes no arguments and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            std::os::unix::fs::chown(&hook, Some(65534), None).expect("chown");
-            let err = allowed_hook(Some(&hooks), &hook).expect_err("a hook owned by nobody is refused");
-            assert!(err.contains("owned by uid 65534"), "{err}");
-            std::os::unix::fs::chown(&sub, Some(65534), None).expect("chown");
-            std::os::unix::fs::chown(&hook, Some(0), None).expect("chown");
-            let err = allowed_hook(Some(&hooks), &hook).expect_err("a directory owned by nobody is refused");
-            assert!(err.contains("owned by uid 65534"), "{err}");
-        } else {
-            eprintln!("SKIP the ownership half: needs root to chown");
-        }
-    }
-
-    #[test]
-    fn hooks_outside_the_directory_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let hooks = dir.path().join("hooks");
-        std::fs::create_dir(&hooks).expect("mkdir");
-        chmod(&hooks, 0o755);
-        let inside = hooks.join("ok");
-        std::fs::write(&inside, "#!/bin/sh\n").expect("write");
-        chmod(&inside, 0o755);
-        let outside = dir.path().join("evil");
-        std::fs::write(&outside, "#!/bin/sh\n").expect("write");
-        std::os::unix::fs::symlink(&outside, hooks.join("link")).expect("symlink");
-        assert!(allowed_hook(Some(&hooks), &inside).is_ok());
-        assert!(allowed_hook(None, &inside).unwrap_err().contains("VAULT_ROTATION_HOOKS_DIR"));
-        assert!(allowed_hook(Some(&hooks), &outside).is_err());
-        assert!(allowed_hook(Some(&hooks), &hooks.join("link")).is_err(), "a link leading out is followed");
-        assert!(allowed_hook(Some(&hooks), &hooks.join("../evil")).is_err());
-        assert!(allowed_hook(Some(&hooks), &hooks).is_err(), "the directory itself is not a hook");
     }
 
     #[test]

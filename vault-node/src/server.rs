@@ -313,7 +313,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         limits: config.api_limits.clone(),
         auth,
         health: health_service,
-        secrets: SecretsServer::new(SecretsService::new(vault.clone())),
+        secrets: SecretsServer::new(SecretsService::new(vault.clone(), config.rotation.hooks_dir.clone())),
         admin: AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())),
     };
     serve_api(api_listener, api, api_stop).await?;

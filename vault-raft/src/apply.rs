@@ -10,8 +10,8 @@ use vault_core::token::TokenHash;
 
 use crate::command::{Command, CommandResponse, Rejection};
 use crate::db::{
-    CF_READERS, CF_RESTORE, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS,
-    SM_CFS,
+    CF_HOOK_BINDINGS, CF_READERS, CF_RESTORE, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS,
+    CF_TOKEN_HASHES, CF_VERSIONS, SM_CFS,
 };
 use crate::tables::{
     version_key, KvRead, RestoreProgress, Txn, KEY_BOOTSTRAP_TOKEN_ISSUED, KEY_FEATURE_LEVEL, KEY_MASTER_KEY,
@@ -311,6 +311,17 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             txn.audit(rotation_audit(*node_id, *now_ms, name, format!("failed: {error}; retried later")));
             Ok(CommandResponse::Applied { changed: true })
         }
+        Command::BindHook { binding } => {
+            txn.put(CF_HOOK_BINDINGS, binding.hook.as_bytes(), binding)?;
+            Ok(CommandResponse::Ok)
+        }
+        Command::UnbindHook { hook } => {
+            if txn.hook_binding(hook)?.is_none() {
+                return reject(Rejection::NotFound(format!("hook {hook} is not bound")));
+            }
+            txn.delete(CF_HOOK_BINDINGS, hook.as_bytes());
+            Ok(CommandResponse::Ok)
+        }
         Command::Batch(cmds) => {
             let mut responses = Vec::with_capacity(cmds.len());
             for c in cmds.iter() {
@@ -482,7 +493,9 @@ fn apply_as_caller(
         | Command::RestoreChunk { .. }
         | Command::RestoreCommit { .. }
         | Command::PutReader { .. }
-        | Command::DeleteReader { .. } => needs.push(Need::Admin),
+        | Command::DeleteReader { .. }
+        | Command::BindHook { .. }
+        | Command::UnbindHook { .. } => needs.push(Need::Admin),
         Command::SetRotation { name, .. } | Command::ClearRotation { name } | Command::RotateNow { name, .. } => {
             needs.push(Need::Secret(Action::Rotate, name))
         }
@@ -519,8 +532,8 @@ fn restore_in_progress(txn: &Txn<'_>, id: u64) -> Result<Option<RestoreProgress>
 /// Families a restore replaces wholesale. `sm_meta` is not among them: of its keys only those
 /// in [`RESTORED_META_KEYS`] come from the backup; the applied index, membership and master key
 /// record stay this cluster's.
-const RESTORED_FAMILIES: [&str; 7] =
-    [CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_READERS, CF_ROTATION];
+const RESTORED_FAMILIES: [&str; 8] =
+    [CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_READERS, CF_ROTATION, CF_HOOK_BINDINGS];
 const RESTORED_META_KEYS: [&[u8]; 2] = [KEY_REWRAP, KEY_BOOTSTRAP_TOKEN_ISSUED];
 
 /// Swaps the staged restore in for the live families, in this one write set. Version numbers

@@ -14,14 +14,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vault_core::model::{
-    validate_label, Grant, ReaderRule, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord, VersionRecord,
-    VersionState, ADMIN_ROLE, MIN_ROTATION_PERIOD_MS,
+    validate_label, Grant, HookBinding, ReaderRule, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord,
+    VersionRecord, VersionState, ADMIN_ROLE, MIN_ROTATION_PERIOD_MS,
 };
 use vault_core::SecretName;
 
 use crate::codec::decode;
 use crate::db::{
-    CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS, SM_CFS,
+    CF_HOOK_BINDINGS, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES,
+    CF_VERSIONS, SM_CFS,
 };
 use crate::snapshot_file::FamilyRecord;
 use crate::tables::parse_version_key;
@@ -190,6 +191,20 @@ impl BackupChecker {
                 match self.secrets.get(&name) {
                     Some(&(_, current)) if current > 0 => {}
                     _ => return Err(format!("rotation of {name}: the backup holds no such secret")),
+                }
+                Ok(BackupItem::Other)
+            }
+            CF_HOOK_BINDINGS => {
+                let hook = text(&record.key)?;
+                let b: HookBinding = decode(&record.value).map_err(bad)?;
+                // As `rotation hook bind` checks it, and stored in the form it stores.
+                let rebuilt = HookBinding::new(&b.hook, &b.names, b.created_at_ms)
+                    .map_err(|e| format!("hook binding {hook:?}: {e}"))?;
+                if b.hook != hook {
+                    return Err(format!("hook bindings: {hook} holds the binding of {}", b.hook));
+                }
+                if rebuilt != b {
+                    return Err(format!("hook binding {hook}: not in the form `rotation hook bind` stores"));
                 }
                 Ok(BackupItem::Other)
             }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vault_core::envelope::SealedValue;
-use vault_core::model::{AuditContext, ReaderRule, Role, RotationPolicy, TokenRecord};
+use vault_core::model::{AuditContext, HookBinding, ReaderRule, Role, RotationPolicy, TokenRecord};
 use vault_core::token::TokenHash;
 
 use crate::snapshot_file::FamilyRecord;
@@ -196,6 +196,15 @@ pub enum Command {
         attempts: u64,
         node_id: u64,
     },
+    /// Binds a rotation hook to the names it may rotate; replaces an earlier binding of it.
+    /// Admin only.
+    BindHook {
+        binding: HookBinding,
+    },
+    /// Removes a hook's binding: policies that name the hook stop running it. Admin only.
+    UnbindHook {
+        hook: String,
+    },
 }
 
 impl Command {
@@ -230,6 +239,8 @@ impl Command {
             Command::RotateNow { .. } => "rotate_now",
             Command::RotationDone { .. } => "rotation_done",
             Command::RotationFailed { .. } => "rotation_failed",
+            Command::BindHook { .. } => "bind_hook",
+            Command::UnbindHook { .. } => "unbind_hook",
         }
     }
 
@@ -250,6 +261,8 @@ impl Command {
             | Command::RotationFailed { name, .. } => Some(name.clone()),
             Command::PutReader { rule, .. } => Some(format!("reader:{}", rule.name)),
             Command::DeleteReader { name } => Some(format!("reader:{name}")),
+            Command::BindHook { binding } => Some(format!("hook:{}", binding.hook)),
+            Command::UnbindHook { hook } => Some(format!("hook:{hook}")),
             Command::CreateToken { record } => Some(format!("token:{}", record.name)),
             Command::RevokeToken { name } => Some(format!("token:{name}")),
             Command::PutRole { role, .. } => Some(format!("role:{}", role.name)),
@@ -284,6 +297,8 @@ impl Command {
                 | Command::SetRotation { .. }
                 | Command::ClearRotation { .. }
                 | Command::RotateNow { .. }
+                | Command::BindHook { .. }
+                | Command::UnbindHook { .. }
         )
     }
 
@@ -397,6 +412,8 @@ impl fmt::Debug for Command {
             | Command::RotateNow { name, .. }
             | Command::RotationFailed { name, .. } => write!(f, "{}({name})", self.kind()),
             Command::RotationDone { name, version, .. } => write!(f, "RotationDone({name}:{version})"),
+            Command::BindHook { binding } => write!(f, "BindHook({})", binding.hook),
+            Command::UnbindHook { hook } => write!(f, "UnbindHook({hook})"),
         }
     }
 }

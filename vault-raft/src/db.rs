@@ -31,14 +31,27 @@ pub const CF_RESTORE: &str = "restore_staging";
 pub const CF_READERS: &str = "readers";
 /// State machine: rotation policies, keyed by secret name.
 pub const CF_ROTATION: &str = "rotation";
+/// State machine: hook bindings (the names each rotation hook may rotate), keyed by the hook's
+/// path inside the hooks directory.
+pub const CF_HOOK_BINDINGS: &str = "hook_bindings";
 
 /// The column families that make up the replicated state (and a snapshot), in a fixed
 /// order: a snapshot record names its family by index into this list.
 /// New families go last, so older snapshot files still name theirs by the same index.
-pub const SM_CFS: [&str; 9] =
-    [CF_SM_META, CF_SECRETS, CF_VERSIONS, CF_TOKENS, CF_TOKEN_HASHES, CF_ROLES, CF_RESTORE, CF_READERS, CF_ROTATION];
+pub const SM_CFS: [&str; 10] = [
+    CF_SM_META,
+    CF_SECRETS,
+    CF_VERSIONS,
+    CF_TOKENS,
+    CF_TOKEN_HASHES,
+    CF_ROLES,
+    CF_RESTORE,
+    CF_READERS,
+    CF_ROTATION,
+    CF_HOOK_BINDINGS,
+];
 
-const ALL_CFS: [&str; 12] = [
+const ALL_CFS: [&str; 13] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -51,6 +64,7 @@ const ALL_CFS: [&str; 12] = [
     CF_RESTORE,
     CF_READERS,
     CF_ROTATION,
+    CF_HOOK_BINDINGS,
 ];
 
 /// Block cache shared by every column family, for data blocks.

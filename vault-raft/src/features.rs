@@ -19,7 +19,8 @@ pub const BASE_LEVEL: u32 = 1;
 /// What this build understands. 2: backup restore (`RestoreBegin`, `RestoreChunk`,
 /// `RestoreCommit`, the staging family in snapshots) and `SetFeatureLevel`. 3: reader rules and
 /// scheduled rotation (their commands, and the `readers` and `rotation` families in snapshots).
-/// 4: reader rules stay required once in force ([`READERS_REQUIRED_LEVEL`]).
+/// 4: hook bindings (`BindHook`, `UnbindHook`, the `hook_bindings` family in snapshots), and
+/// reader rules stay required once in force ([`READERS_REQUIRED_LEVEL`]).
 pub const FEATURE_LEVEL: u32 = 4;
 
 /// From this level, applying a reader-rule change (or a restore, or the raise to this level
@@ -34,6 +35,7 @@ impl Command {
             // A chunk of a backup made at level 3 carries reader rules or rotation policies:
             // a node that cannot store those must never be sent it, or replicas would stage
             // different records and diverge at the commit.
+            Command::RestoreChunk { records, .. } if records.iter().any(|r| r.family >= LEVEL_4_FAMILIES) => 4,
             Command::RestoreChunk { records, .. } if records.iter().any(|r| r.family >= LEVEL_3_FAMILIES) => 3,
             Command::RestoreBegin { .. }
             | Command::RestoreChunk { .. }
@@ -46,6 +48,7 @@ impl Command {
             | Command::RotateNow { .. }
             | Command::RotationDone { .. }
             | Command::RotationFailed { .. } => 3,
+            Command::BindHook { .. } | Command::UnbindHook { .. } => 4,
             Command::AsCaller { cmd, .. } => cmd.feature_level(),
             Command::Batch(cmds) => cmds.iter().map(Command::feature_level).max().unwrap_or(BASE_LEVEL),
             _ => BASE_LEVEL,
@@ -55,6 +58,8 @@ impl Command {
 
 /// Index into `SM_CFS` of the first family that level 3 added (`readers`, then `rotation`).
 const LEVEL_3_FAMILIES: u8 = 7;
+/// Index into `SM_CFS` of the first family that level 4 added (`hook_bindings`).
+const LEVEL_4_FAMILIES: u8 = 9;
 
 /// A level as a peer reported it: 0 (a build from before levels, which does not send one)
 /// means [`BASE_LEVEL`].
@@ -79,7 +84,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_chunk_with_level_3_families_needs_level_3() {
+    fn a_restore_chunk_with_newer_families_needs_their_level() {
         use crate::db::{CF_READERS, CF_ROTATION, CF_SECRETS, SM_CFS};
         use crate::snapshot_file::FamilyRecord;
         let idx = |f: &str| SM_CFS.iter().position(|x| *x == f).expect("family") as u8;
@@ -92,5 +97,9 @@ mod tests {
         assert_eq!(chunk(CF_SECRETS).feature_level(), 2);
         assert_eq!(chunk(CF_READERS).feature_level(), 3);
         assert_eq!(chunk(CF_ROTATION).feature_level(), 3);
+        assert_eq!(idx(crate::db::CF_HOOK_BINDINGS), LEVEL_4_FAMILIES);
+        assert_eq!(chunk(crate::db::CF_HOOK_BINDINGS).feature_level(), 4);
+        let bind = Command::UnbindHook { hook: "h".into() };
+        assert_eq!(bind.feature_level(), 4);
     }
 }

@@ -7,13 +7,13 @@ use rocksdb::{Direction, IteratorMode, DB};
 use std::collections::BTreeMap;
 
 use vault_core::model::{
-    MasterKeyState, NameRange, ReaderRule, ReaderRules, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord,
-    VersionRecord, VersionState,
+    HookBinding, MasterKeyState, NameRange, ReaderRule, ReaderRules, RewrapState, Role, RotationPolicy, SecretMeta,
+    TokenRecord, VersionRecord, VersionState,
 };
 use vault_core::token::TokenHash;
 
 use crate::codec::decode;
-use crate::db::{cf, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
+use crate::db::{cf, CF_HOOK_BINDINGS, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
 use crate::tables::{parse_version_key, version_key, KvRead, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::typ::{LogId, StoredMembership};
 use crate::StoreError;
@@ -90,6 +90,16 @@ impl StateReader {
 
     pub fn rotation(&self, name: &str) -> Result<Option<RotationPolicy>, StoreError> {
         self.db.rotation(name)
+    }
+
+    /// The binding of `hook` (its path inside the hooks directory), if an admin made one.
+    pub fn hook_binding(&self, hook: &str) -> Result<Option<HookBinding>, StoreError> {
+        self.db.hook_binding(hook)
+    }
+
+    /// Every hook binding, in hook order.
+    pub fn hook_bindings(&self) -> Result<Vec<HookBinding>, StoreError> {
+        self.scan(CF_HOOK_BINDINGS)
     }
 
     /// Rotation policies due at `now_ms`, soonest first, at most `limit`; and how many policies

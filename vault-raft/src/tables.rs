@@ -7,13 +7,15 @@ use std::collections::{BTreeMap, HashMap};
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
 use vault_core::model::{
-    AuditRecord, MasterKeyState, ReaderRule, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord, VersionRecord,
+    AuditRecord, HookBinding, MasterKeyState, ReaderRule, RewrapState, Role, RotationPolicy, SecretMeta, TokenRecord,
+    VersionRecord,
 };
 use vault_core::token::TokenHash;
 
 use crate::codec::{decode, encode};
 use crate::db::{
-    cf, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES, CF_VERSIONS,
+    cf, CF_HOOK_BINDINGS, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_SM_META, CF_TOKENS, CF_TOKEN_HASHES,
+    CF_VERSIONS,
 };
 use crate::StoreError;
 
@@ -98,6 +100,10 @@ pub(crate) trait KvRead {
 
     fn rotation(&self, name: &str) -> Result<Option<RotationPolicy>, StoreError> {
         self.get_typed(CF_ROTATION, name.as_bytes())
+    }
+
+    fn hook_binding(&self, hook: &str) -> Result<Option<HookBinding>, StoreError> {
+        self.get_typed(CF_HOOK_BINDINGS, hook.as_bytes())
     }
 
     fn readers_revision(&self) -> Result<u64, StoreError> {

@@ -1,6 +1,7 @@
 //! Domain types stored by the state machine and shown by the API.
 
 mod audit;
+mod hook_binding;
 mod listing;
 mod master_key;
 mod reader;
@@ -11,6 +12,7 @@ mod secret;
 mod token;
 
 pub use audit::{audit_field, AuditContext, AuditRecord, MAX_AUDIT_FIELD, MAX_AUDIT_OUTCOME};
+pub use hook_binding::{hook_under, validate_hook_path, HookBinding, MAX_BOUND_PATTERNS};
 pub use listing::NameRange;
 pub use master_key::MasterKeyState;
 pub use reader::{ReaderDecision, ReaderRule, ReaderRules, MAX_READER_ENTRIES};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use vault_core::kms::KeyManager;
 
 use tonic::{Request, Response, Status};
-use vault_core::model::{validate_label, Grant, ReaderRule, Role, TokenRecord};
+use vault_core::model::{validate_label, Grant, HookBinding, ReaderRule, Role, TokenRecord};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
 use vault_raft::transport::{AdminOp, ForwardRequest, ForwardResponse};
@@ -264,6 +264,45 @@ impl Admin for AdminService {
         self.admin(&caller, Some(&subject), async {
             self.vault.write_ok(&caller, Command::DeleteReader { name: r.name.clone() }).await?;
             Ok(pb::DeleteReaderResponse {})
+        })
+        .await
+    }
+
+    async fn bind_hook(&self, req: Request<pb::BindHookRequest>) -> Result<Response<pb::BindHookResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("hook:{}", r.hook);
+        self.admin(&caller, Some(&subject), async {
+            let binding = HookBinding::new(&r.hook, &r.names, now_ms())?;
+            self.vault.write_ok(&caller, Command::BindHook { binding }).await?;
+            Ok(pb::BindHookResponse {})
+        })
+        .await
+    }
+
+    async fn list_hook_bindings(
+        &self,
+        req: Request<pb::ListHookBindingsRequest>,
+    ) -> Result<Response<pb::ListHookBindingsResponse>, Status> {
+        let caller = caller_of(&req)?;
+        self.admin(&caller, None, async {
+            self.vault.linearize().await?;
+            let bindings = self.vault.reader.hook_bindings()?;
+            Ok(pb::ListHookBindingsResponse { bindings: bindings.iter().map(pb::HookBindingInfo::from).collect() })
+        })
+        .await
+    }
+
+    async fn unbind_hook(
+        &self,
+        req: Request<pb::UnbindHookRequest>,
+    ) -> Result<Response<pb::UnbindHookResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let subject = format!("hook:{}", r.hook);
+        self.admin(&caller, Some(&subject), async {
+            self.vault.write_ok(&caller, Command::UnbindHook { hook: r.hook.clone() }).await?;
+            Ok(pb::UnbindHookResponse {})
         })
         .await
     }

@@ -26,6 +26,8 @@ const ROTATE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub struct SecretsService {
     vault: Arc<Vault>,
+    /// `VAULT_ROTATION_HOOKS_DIR`, to check an `exec:` policy's hook when it is set.
+    hooks_dir: Option<std::path::PathBuf>,
 }
 
 /// Refuses a read from an address that may not read (decided by the auth layer; refused here,
@@ -38,8 +40,21 @@ fn read_gate(caller: &Caller) -> Result<(), Status> {
 }
 
 impl SecretsService {
-    pub fn new(vault: Arc<Vault>) -> Self {
-        SecretsService { vault }
+    pub fn new(vault: Arc<Vault>, hooks_dir: Option<std::path::PathBuf>) -> Self {
+        SecretsService { vault, hooks_dir }
+    }
+
+    /// An `exec:` generator is accepted only for a hook bound to `name` (see `hooks`); every
+    /// refusal reads the same, whatever is on disk.
+    fn check_hook(&self, generator: &Generator, name: &SecretName) -> Result<(), ApiError> {
+        let Generator::Exec(path) = generator else { return Ok(()) };
+        let dir = self.hooks_dir.as_deref();
+        if let Err(crate::hooks::Refused(why)) = crate::hooks::bound_hook(&self.vault.reader, dir, path, name.as_str())?
+        {
+            tracing::info!(secret = name.as_str(), hook = path.as_str(), %why, "exec: rotation policy refused");
+            return Err(Status::permission_denied(crate::hooks::HOOK_REFUSED).into());
+        }
+        Ok(())
     }
 }
 
@@ -270,6 +285,7 @@ impl Secrets for SecretsService {
             let name = parse_name(&r.name)?;
             caller.require(Action::Rotate, name.as_str())?;
             let generator: Generator = r.generator.parse()?;
+            self.check_hook(&generator, &name)?;
             let every_ms = r.every_secs.checked_mul(1000).ok_or_else(|| Status::invalid_argument("period too long"))?;
             let policy = RotationPolicy::new(every_ms, generator, vault_core::time::now_ms())?;
             let info = pb::RotationInfo::from_policy(name.to_string(), &policy);

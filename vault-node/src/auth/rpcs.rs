@@ -86,6 +86,9 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Admin/GetReader", Access::Admin, "reader.get"),
     rpc("/vault.v1.Admin/ListReaders", Access::Admin, "reader.list"),
     rpc("/vault.v1.Admin/DeleteReader", Access::Admin, "reader.delete"),
+    rpc("/vault.v1.Admin/BindHook", Access::Admin, "hook.bind"),
+    rpc("/vault.v1.Admin/ListHookBindings", Access::Admin, "hook.list"),
+    rpc("/vault.v1.Admin/UnbindHook", Access::Admin, "hook.unbind"),
 ];
 
 /// The action name of a call to an unlisted `vault.v1` path.

@@ -68,6 +68,9 @@ enum Cmd {
     /// Reader rules: which secrets a reading client (by address or client certificate) may get.
     #[command(subcommand)]
     Reader(ReaderCmd),
+    /// Rotation hooks: the secret names each exec: hook may rotate (admin).
+    #[command(subcommand)]
+    Rotation(HooksCmd),
     /// The audit log of the node addressed.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -213,6 +216,30 @@ enum TokenCmd {
     List,
     Revoke {
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum HooksCmd {
+    /// Hook bindings: an exec: policy is accepted, and run, only for names its hook is bound to.
+    #[command(subcommand)]
+    Hook(HookCmd),
+}
+
+#[derive(Subcommand)]
+enum HookCmd {
+    /// Bind HOOK (its path inside VAULT_ROTATION_HOOKS_DIR) to the names it may rotate;
+    /// replaces its earlier binding.
+    Bind {
+        hook: String,
+        /// Secret name patterns: exact, prefix ending in `*`, or `*`.
+        #[arg(long = "names", value_name = "PATTERN", required = true, num_args = 1..)]
+        names: Vec<String>,
+    },
+    List,
+    /// Remove HOOK's binding: policies that name it stop running it.
+    Unbind {
+        hook: String,
     },
 }
 
@@ -715,6 +742,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Token(cmd) => token_cmd(&mut admin, cmd, json).await,
         Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
         Cmd::Reader(cmd) => reader_cmd(&mut admin, cmd, json).await,
+        Cmd::Rotation(HooksCmd::Hook(cmd)) => hook_cmd(&mut admin, cmd, json).await,
         Cmd::Audit(AuditCmd::Verify) => {
             let r = admin.verify_audit(pb::VerifyAuditRequest {}).await?.into_inner();
             if json {
@@ -1378,6 +1406,40 @@ async fn reader_cmd(c: &mut AdminClient<Authed>, cmd: ReaderCmd, json: bool) -> 
         }
         // Handled before connecting.
         ReaderCmd::Cert { .. } => {}
+    }
+    Ok(())
+}
+
+async fn hook_cmd(c: &mut AdminClient<Authed>, cmd: HookCmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        HookCmd::Bind { hook, names } => {
+            c.bind_hook(pb::BindHookRequest { hook: hook.clone(), names: names.clone() }).await?;
+            if json {
+                print_json(json!({"hook": hook, "names": names, "bound": true}));
+            } else {
+                outln!("hook {hook} bound to {}", names.join(" "));
+            }
+        }
+        HookCmd::List => {
+            let bindings = c.list_hook_bindings(pb::ListHookBindingsRequest {}).await?.into_inner().bindings;
+            if json {
+                let shown: Vec<_> = bindings
+                    .iter()
+                    .map(|b| json!({"hook": b.hook, "names": b.names, "created_at_ms": b.created_at_ms}))
+                    .collect();
+                print_json(json!(shown));
+            } else {
+                table(&["HOOK", "NAMES"], bindings.into_iter().map(|b| vec![b.hook, b.names.join(" ")]).collect());
+            }
+        }
+        HookCmd::Unbind { hook } => {
+            c.unbind_hook(pb::UnbindHookRequest { hook: hook.clone() }).await?;
+            if json {
+                print_json(json!({"hook": hook, "unbound": true}));
+            } else {
+                outln!("hook {hook} unbound");
+            }
+        }
     }
     Ok(())
 }

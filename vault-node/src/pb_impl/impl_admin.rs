@@ -1,4 +1,4 @@
-use vault_core::model::{AuditRecord, ReaderRule, Role, TokenRecord};
+use vault_core::model::{AuditRecord, HookBinding, ReaderRule, Role, TokenRecord};
 
 use crate::pb;
 
@@ -35,6 +35,12 @@ impl From<AuditRecord> for pb::AuditEntry {
             secret: a.secret.unwrap_or_default(),
             outcome: a.outcome,
         }
+    }
+}
+
+impl From<&HookBinding> for pb::HookBindingInfo {
+    fn from(b: &HookBinding) -> Self {
+        pb::HookBindingInfo { hook: b.hook.clone(), names: b.names.clone(), created_at_ms: b.created_at_ms }
     }
 }
 

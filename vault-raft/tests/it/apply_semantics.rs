@@ -492,9 +492,9 @@ async fn rotations_land_once_per_attempt_and_failures_keep_the_old_version() {
 }
 
 /// Rotation policies and reader rules are managed on a caller's behalf only with the right
-/// grants: `rotate` on the name for policies, the admin role for rules.
+/// grants: `rotate` on the name for policies, the admin role for rules and hook bindings.
 #[tokio::test]
-async fn rotation_needs_rotate_and_reader_rules_need_admin() {
+async fn rotation_needs_rotate_and_reader_rules_and_hook_bindings_need_admin() {
     let mut sm = Sm::new().await;
     sm.put("app/x", 1, None, None).await;
     let raw = sm.writer_token("create,update,list:app/*", None).await;
@@ -514,6 +514,8 @@ async fn rotation_needs_rotate_and_reader_rules_need_admin() {
         Command::SetRotation { name: "app/x".into(), policy: policy(60_000) },
         Command::RotateNow { name: "app/x".into() },
         Command::PutReader { rule, replace: false },
+        Command::BindHook { binding: vault_core::model::HookBinding::new("h", &["app/*".into()], 1).unwrap() },
+        Command::UnbindHook { hook: "h".into() },
     ] {
         let r = sm.run(as_caller(cmd)).await;
         assert!(matches!(r, CommandResponse::Rejected(Rejection::PermissionDenied(_))), "{r:?}");
@@ -535,6 +537,7 @@ async fn rotation_needs_rotate_and_reader_rules_need_admin() {
     }
     assert!(sm.s.reader.rotation("app/x").unwrap().is_none());
     assert!(sm.s.reader.reader_rules().unwrap().is_empty());
+    assert!(sm.s.reader.hook_bindings().unwrap().is_empty(), "only the admin role binds hooks");
 }
 
 /// Nodes keep the reader rules in memory; every change (create, replace, delete, a restore)
