@@ -3,7 +3,7 @@
 //! bounded in time, the number of connections is capped, and a reloaded certificate is used
 //! for the next connection.
 //!
-//! No caller can keep a slot without being a member:
+//! With mutual TLS, no caller keeps a slot for long without being a member:
 //! - With mutual TLS the handshake requires a client certificate from the cluster CA
 //!   (`security`), so a caller without one never gets past it, which takes at most
 //!   [`HANDSHAKE_TIMEOUT`].
@@ -18,6 +18,12 @@
 //! - A connection on which the peer sends nothing for [`IDLE_TIMEOUT`] is closed (members'
 //!   clients send HTTP/2 keepalive pings every 10 s, also between calls), and TCP keepalive
 //!   finds peers that vanished without closing.
+//!
+//! What is left: a member's connection is known as one only after its handshake, so callers
+//! from several addresses that keep [`MAX_CONNECTIONS`] less [`MEMBER_SLOTS`] handshakes
+//! stalled (each for up to [`HANDSHAKE_TIMEOUT`], again and again) delay new member
+//! connections; bind the Raft port to the cluster's private network. In dev mode (no TLS)
+//! connections carry no identity: the per-address cap and the idle timeout bound them.
 
 use std::collections::HashMap;
 use std::future::Future;
