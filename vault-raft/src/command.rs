@@ -333,6 +333,7 @@ impl Command {
                 record.expires_at_ms = lifetime.map(|l| at_ms.saturating_add(l));
             }
             Command::PutReader { rule, .. } => rule.created_at_ms = at_ms,
+            Command::BindHook { binding } => binding.created_at_ms = at_ms,
             // A policy as the API makes it: due one period from now, no history.
             Command::SetRotation { policy, .. } => {
                 *policy = vault_core::model::RotationPolicy {
