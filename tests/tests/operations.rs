@@ -395,10 +395,16 @@ fn the_feature_level_follows_the_oldest_member_and_gates_new_commands() {
         assert!(out.status.success(), "{said} {warned}");
         assert!(said.contains("restored 1 secrets") && said.contains("0 reader rules"), "{said}");
         assert!(
-            warned.contains("no reader rule (1 were in force)") && warned.contains("VAULT_ALLOWED_IPS"),
+            warned.contains("no reader rule (1 were in force)") && warned.contains("no read is allowed"),
             "{warned}"
         );
         assert!(c.ctl(0, &["--output", "json", "reader", "list"]).trim() == "[]", "the rule went with the restore");
+        // Rules were in force: they stay required, so the restore reopened no read.
+        for i in 0..3 {
+            let err = must_fail_vaultctl(&c.url(i), None, &["secret", "get", "up/one"]);
+            assert!(err.contains("permission denied") && err.contains("none is left"), "node {i}: {err}");
+        }
+        c.ctl(0, &["reader", "create", "all", "--cidr", "0.0.0.0/0", "--cidr", "::/0", "--grant", "*"]);
         for i in 0..3 {
             assert_eq!(must_vaultctl(&c.url(i), None, &["secret", "get", "up/one"]), "first");
             let err = must_fail_vaultctl(&c.url(i), None, &["secret", "get", "up/two"]);
