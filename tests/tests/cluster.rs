@@ -556,7 +556,13 @@ fn the_raft_port_refuses_callers_without_a_cluster_certificate() {
             text.push_str(&format!(": {s}"));
             source = s.source();
         }
-        assert!(text.to_lowercase().contains("certificate"), "the TLS alert names the missing certificate: {text}");
+        // Under TLS 1.3 the client may finish its side of the handshake before the server's alert
+        // arrives: then it sees the connection closed instead of the alert naming the certificate.
+        let text = text.to_lowercase();
+        assert!(
+            text.contains("certificate") || text.contains("connection closed") || text.contains("connection reset"),
+            "refused in the handshake, by an alert naming the missing certificate or by closing: {text}"
+        );
 
         // A certificate from another CA is refused during the handshake.
         let other = c.dir.path().join("other-ca");

@@ -13,7 +13,11 @@
 //! client's address and the call's audit action. Applying the command checks the token again
 //! against the replicated state (`apply::apply_as_caller`).
 
-use vault_core::model::{audit_field, AuditContext, MAX_AUDIT_FIELD};
+use vault_core::model::{
+    audit_field, validate_hook_path, validate_label, AuditContext, HookBinding, ReaderRule, Role, RotationPolicy,
+    MAX_AUDIT_FIELD, MAX_MAX_VERSIONS,
+};
+use vault_core::{CoreError, SecretName};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
 
@@ -51,6 +55,7 @@ impl Cluster {
         if !cmd.is_caller_write() {
             return Err(ForwardError::Refused(format!("{} is not a client write", cmd.kind())));
         }
+        check_input(&cmd).map_err(|e| ForwardError::Rejected(format!("{}: {e}", cmd.kind())))?;
         let auth = token.hash();
         let actor = match self.reader.token_by_hash(&auth) {
             Ok(Some(record)) => record.name,
@@ -70,5 +75,64 @@ impl Cluster {
                 action: audit_field(&action, MAX_AUDIT_FIELD),
             },
         })
+    }
+}
+
+/// The checks the API makes of a client's input before it builds a command, made again here:
+/// a command from a peer's caller must hold nothing the API would have refused (a secret name
+/// outside the rules, a rotation period under the least, a role or rule not in the form its
+/// create call stores), whatever node it came through.
+fn check_input(cmd: &Command) -> Result<(), CoreError> {
+    let name = |n: &str| SecretName::parse(n).map(|_| ());
+    match cmd {
+        Command::PutSecret { name: n, max_versions, .. } => {
+            name(n)?;
+            match max_versions {
+                Some(m) if !(1..=MAX_MAX_VERSIONS).contains(m) => {
+                    Err(CoreError::InvalidArgument(format!("max_versions must be 1 to {MAX_MAX_VERSIONS}")))
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::DeleteSecret { name: n }
+        | Command::DeleteVersions { name: n, .. }
+        | Command::UndeleteVersions { name: n, .. }
+        | Command::DestroyVersions { name: n, .. }
+        | Command::SoftDeleteSecret { name: n, .. }
+        | Command::DestroySecret { name: n, .. }
+        | Command::ClearRotation { name: n }
+        | Command::RotateNow { name: n } => name(n),
+        Command::SetRotation { name: n, policy } => {
+            name(n)?;
+            RotationPolicy::new(policy.every_ms, policy.generator.clone(), 0).map(|_| ())
+        }
+        Command::CreateToken { record } => {
+            validate_label("token", &record.name)?;
+            validate_label("role", &record.role)
+        }
+        Command::RevokeToken { name: n } => validate_label("token", n),
+        Command::PutRole { role, .. } => same(&Role::new(&role.name, role.grants.clone())?, role, "role"),
+        Command::DeleteRole { name: n } => validate_label("role", n),
+        Command::PutReader { rule, .. } => {
+            let made = ReaderRule::new(&rule.name, &rule.cidrs, &rule.cert_cns, &rule.grants, rule.created_at_ms)?;
+            same(&made, rule, "reader rule")
+        }
+        Command::DeleteReader { name: n } => validate_label("reader", n),
+        Command::BindHook { binding } => {
+            same(&HookBinding::new(&binding.hook, &binding.names, binding.created_at_ms)?, binding, "hook binding")
+        }
+        Command::UnbindHook { hook } => validate_hook_path(hook),
+        // Restores are checked record by record before they are proposed (`backup_check`), and
+        // apply takes their chunks only in order.
+        _ => Ok(()),
+    }
+}
+
+/// `asked` must be what its create call would store: already checked and normalized.
+fn same<T: PartialEq>(made: &T, asked: &T, what: &str) -> Result<(), CoreError> {
+    if made == asked {
+        Ok(())
+    } else {
+        Err(CoreError::InvalidArgument(format!("the {what} is not in the form its create call stores")))
     }
 }
