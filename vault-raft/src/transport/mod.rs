@@ -10,6 +10,7 @@ mod forward;
 mod listener;
 mod network;
 mod peer_audit;
+mod peer_failures;
 mod security;
 mod server;
 

@@ -15,6 +15,7 @@ use tonic::{Code, Status, Streaming};
 
 use super::client::PeerClients;
 use super::pb;
+use super::peer_failures::PeerFailures;
 use crate::codec::{decode, encode};
 use crate::node::NodeInfo;
 use crate::synced_log::SyncedLog;
@@ -25,12 +26,13 @@ use crate::typ::{NodeId, TypeConfig};
 pub struct GrpcNetwork {
     peers: PeerClients,
     synced: SyncedLog,
+    failures: PeerFailures,
 }
 
 impl GrpcNetwork {
     /// `synced` is this node's log: the commit index it sends never passes it.
     pub fn new(peers: PeerClients, synced: SyncedLog) -> Self {
-        GrpcNetwork { peers, synced }
+        GrpcNetwork { peers, synced, failures: PeerFailures::default() }
     }
 }
 
@@ -39,6 +41,7 @@ pub struct PeerNetwork {
     addr: String,
     peers: PeerClients,
     synced: SyncedLog,
+    failures: PeerFailures,
     /// `AppendEntries` sent through this client so far.
     appends: u64,
     /// The replication stream to `target`, once this client has sent more than one append.
@@ -63,6 +66,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
             addr: node.raft_addr.clone(),
             peers: self.peers.clone(),
             synced: self.synced.clone(),
+            failures: self.failures.clone(),
             appends: 0,
             stream: None,
             unary_only: false,
@@ -86,6 +90,18 @@ fn transport_error<E: std::error::Error>(s: Status) -> RPCError<NodeId, NodeInfo
 }
 
 impl PeerNetwork {
+    /// Notes the outcome of a call for the per-peer summary in the log: a call the peer did
+    /// not answer is a failure; an answer, even a refusal, is not.
+    fn observe<T, E: std::error::Error>(&self, result: &Result<T, RPCError<NodeId, NodeInfo, E>>) {
+        match result {
+            Err(e @ (RPCError::Unreachable(_) | RPCError::Network(_) | RPCError::Timeout(_))) => {
+                self.failures.record(self.target, Some(e))
+            }
+            Err(RPCError::PayloadTooLarge(_)) => {}
+            Err(RPCError::RemoteError(_)) | Ok(_) => self.failures.record(self.target, None),
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &self,
         rpc: Rpc,
@@ -182,11 +198,13 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         self.appends += 1;
         // openraft makes a client per replication session (many appends, one at a time) and
         // one per read-index round (a single append): only the first kind gets a stream.
-        if self.appends == 1 || self.unary_only {
+        let result = if self.appends == 1 || self.unary_only {
             self.call(Rpc::Append, &rpc, option.hard_ttl()).await
         } else {
             self.streamed(&rpc, option.hard_ttl()).await
-        }
+        };
+        self.observe(&result);
+        result
     }
 
     async fn install_snapshot(
@@ -195,7 +213,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+        let result = self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await;
+        self.observe(&result);
+        result
     }
 
     async fn vote(
@@ -203,7 +223,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+        let result = self.call(Rpc::Vote, &rpc, option.hard_ttl()).await;
+        self.observe(&result);
+        result
     }
 
     /// Unreachable peers are retried with growing pauses, up to 4 s.
