@@ -234,7 +234,7 @@ async fn refused_and_allowed_reads_of_a_secret_are_listed_under_one_action() {
 async fn delete_alone_cannot_purge_versions_destroy_can() {
     let n = start_with(|_| {}).await;
     n.ctl(&["role", "create", "deleter", "--grant", "create,update,delete,list:app/*"]);
-    n.ctl(&["role", "create", "destroyer", "--grant", "destroy:app/*"]);
+    n.ctl(&["role", "create", "destroyer", "--grant", "destroy,list:app/*"]);
     let token_of = |name: &str, role: &str| {
         let json = n.ctl(&["--output", "json", "token", "create", name, "--role", role]);
         serde_json::from_str::<serde_json::Value>(&json).unwrap()["token"].as_str().unwrap().to_string()

@@ -477,7 +477,7 @@ fn rotating_needs_the_rotate_grant_and_policies_are_checked() {
         assert_eq!(p["failures"], 0, "{p}");
 
         n.ctl(&["role", "create", "app-writer", "--grant", "create,update,list:app/*"]);
-        n.ctl(&["role", "create", "app-rotator", "--grant", "rotate:app/*"]);
+        n.ctl(&["role", "create", "app-rotator", "--grant", "rotate,list:app/*"]);
         let writer = n.ctl(&["token", "create", "t1", "--role", "app-writer"]).trim().to_string();
         let rotator = n.ctl(&["token", "create", "t2", "--role", "app-rotator"]).trim().to_string();
         let url = n.url();

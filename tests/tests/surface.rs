@@ -121,10 +121,9 @@ fn page_tokens_reveal_nothing_outside_the_grants_and_only_issued_ones_are_taken(
     });
 }
 
-/// The answers of one call for an existing and a missing name, the name replaced by NAME.
-type Answer = (Code, String);
-
-async fn answers(url: &str, token: &str, name: &str) -> Vec<(&'static str, Answer)> {
+/// The answer of each lifecycle, rotation and versions call about `name` as `token` gets it:
+/// the code and the message with the name replaced by NAME.
+async fn answers(url: &str, token: &str, name: &str) -> Vec<(&'static str, (Code, String))> {
     let mut c = secrets_client(url).await;
     let norm = |r: Result<(), tonic::Status>| match r {
         Ok(()) => (Code::Ok, String::new()),
@@ -170,4 +169,41 @@ async fn answers(url: &str, token: &str, name: &str) -> Vec<(&'static str, Answe
         norm(c.rotate_secret(authed(pb::RotateSecretRequest { name: name.into() }, token)).await.map(|_| ())),
     ));
     out
+}
+
+/// A token that may act on names but not list them cannot tell from lifecycle, rotation or
+/// versions calls whether a name exists: it gets the same PERMISSION_DENIED for a name that
+/// exists (with a rotation policy) and one that does not; so does a token with no grant there.
+/// With `list` as well, the calls work.
+#[test]
+fn lifecycle_and_rotation_calls_tell_a_token_without_list_nothing_about_existence() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        let url = n.url();
+        let roles = [
+            ("elsewhere", "list:other/*"),
+            ("acts", "delete,update,destroy,rotate:app/*"),
+            ("acts-and-lists", "delete,update,destroy,rotate,list:app/*"),
+        ];
+        for (role, grant) in roles {
+            n.ctl(&["role", "create", role, "--grant", grant]);
+            let token = token_for(&n, &format!("t-{role}"), role);
+            let exists = format!("app/{role}");
+            n.ctl(&["secret", "put", &exists, "--value", "v"]);
+            n.ctl(&["secret", "rotation", "set", &exists, "--every", "1d", "--generator", "random:8"]);
+            let on_existing = answers(&url, &token, &exists).await;
+            let on_missing = answers(&url, &token, &format!("app/missing-{role}")).await;
+            if role == "acts-and-lists" {
+                let worked: Vec<_> = on_existing.iter().filter(|(_, (code, _))| *code == Code::Ok).collect();
+                assert!(worked.len() >= 8, "with list, the calls work: {on_existing:?}");
+                assert!(on_missing.iter().any(|(_, (code, _))| *code == Code::NotFound), "{on_missing:?}");
+                continue;
+            }
+            for ((call, a), (_, b)) in on_existing.iter().zip(&on_missing) {
+                assert_eq!(a, b, "{role} {call}: the answer tells whether the name exists");
+                assert_eq!(a.0, Code::PermissionDenied, "{role} {call}: {a:?}");
+            }
+            assert_eq!(n.ctl(&["secret", "get", &exists]), "v", "{role}: nothing changed");
+        }
+    });
 }

@@ -93,7 +93,7 @@ pub const SETTINGS: &[Setting] = &[
     s("VAULT_API_MAX_CONNECTIONS", "4096", "API connections open at once"),
     s("VAULT_API_MAX_CONNECTIONS_PER_ADDR", "512", "API connections open at once from one client address"),
     s("VAULT_API_MAX_STREAMS", "100", "concurrent calls per HTTP/2 connection"),
-    s("VAULT_API_MAX_HEADER_BYTES", "16384", "largest request header list"),
+    s("VAULT_API_MAX_HEADER_BYTES", "16384", "largest request header list; larger is RESOURCE_EXHAUSTED"),
     s("VAULT_API_IDLE_SECS", "300", "close a connection that sends nothing this long"),
     s("VAULT_API_REQUEST_TIMEOUT_SECS", "30", "cancel a call running this long (except backup, restore, `secret rotate` and cluster changes, which bound their own time)"),
     s("VAULT_RATE_PER_ADDR", "0", "requests per second per client address, bursts of twice that; beyond, `RESOURCE_EXHAUSTED` \"retry in N s\" (0: off, since one address can be a NAT or proxy for many clients)"),

@@ -80,6 +80,24 @@ impl Caller {
         }
     }
 
+    /// For calls whose answer depends on whether `name` exists (version lifecycle, deleting a
+    /// secret, rotation): the role must grant `action` and also `list` on `name`, since the
+    /// answer tells what a listing would. Checked before anything is looked up, so a caller
+    /// without either gets the same refusal whether or not the name exists.
+    pub fn require_on_existing(&self, action: Action, name: &str) -> Result<(), Status> {
+        self.require(action, name)?;
+        let p = self.principal()?;
+        if p.role.allows(Action::List, name) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "token {} (role {}) may not {action} {name} without `list` on it: the answer would tell whether it \
+                 exists",
+                p.token.name, p.role.name
+            )))
+        }
+    }
+
     /// Whether the role grants `action` on `name` (for filtering listings).
     pub fn allows(&self, action: Action, name: &str) -> bool {
         self.principal.as_ref().is_some_and(|p| p.role.allows(action, name))
