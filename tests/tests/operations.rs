@@ -113,8 +113,18 @@ fn metrics_move_under_a_write_load_and_never_name_a_secret() {
     });
 }
 
+/// The gRPC health status (1 SERVING, 2 NOT_SERVING) of the server as a whole, service `""`,
+/// which Kubernetes' gRPC probe and most load balancers ask for.
+async fn overall_health(url: &str) -> Option<i32> {
+    let ch = api_channel(url, None).await.ok()?;
+    let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let answer = tonic_health::pb::health_client::HealthClient::new(ch).check(req).await.ok()?;
+    Some(answer.into_inner().status)
+}
+
 /// Readiness: 503 on a node whose peers are stopped (no quorum, no leader to catch up with),
-/// 200 once they are back; the gRPC health service says the same.
+/// 200 once they are back; the gRPC health service says the same, for the named services and
+/// for the server as a whole.
 #[test]
 fn readyz_follows_quorum_and_matches_grpc_health() {
     mt().block_on(async {
@@ -159,6 +169,7 @@ fn readyz_follows_quorum_and_matches_grpc_health() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(!serving(&c.url(0), None).await, "gRPC health agrees: NOT_SERVING");
+        assert_eq!(overall_health(&c.url(0)).await, Some(2), "and so does health for the server as a whole (\"\")");
         // A token is checked after a linearizable barrier (a revocation anywhere counts at
         // once), so without a quorum admin calls are refused as UNAVAILABLE, not cut off by
         // the request limit. `vaultctl status` needs no token.
@@ -175,6 +186,7 @@ fn readyz_follows_quorum_and_matches_grpc_health() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(serving(&c.url(0), None).await, "gRPC health agrees: SERVING");
+        assert_eq!(overall_health(&c.url(0)).await, Some(1), "SERVING for \"\" too");
 
         // Shutdown: a client watching gRPC health sees NOT_SERVING, and while that open stream
         // holds the API server in its grace period, /healthz and /readyz answer 503.
