@@ -13,31 +13,39 @@ use crate::typ::NodeId;
 /// How often a peer that keeps failing is summarised.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 
-/// Failures in a row of the calls to one peer.
-#[derive(Debug)]
-struct Streak {
-    since: Instant,
-    /// Failures since the streak began, and since the last line about it.
-    total: u64,
+/// What the log has said about one peer, and its current failure streak.
+#[derive(Debug, Default)]
+struct PeerLog {
+    /// When the current streak of failures began (`None`: the last call worked).
+    streak_since: Option<Instant>,
+    streak_failures: u64,
+    /// Whether the current streak has had its first line.
+    reported: bool,
+    /// When a line about this peer was last written.
+    last_line: Option<Instant>,
+    /// Failures since that line (including short streaks never reported on their own).
     unreported: u64,
-    last_line: Instant,
 }
 
 /// What to log after a call, if anything.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Report {
-    /// The first failure of a streak.
-    Failing,
+    /// A streak's first line; `earlier` failures (short streaks, each over before it was
+    /// reported) came since the last line about this peer.
+    Failing { earlier: u64 },
     /// A streak went on for another period: this many failures since the last line.
     StillFailing { failures: u64, for_secs: u64 },
-    /// A call worked after a streak of this many failures.
+    /// A call worked after a reported streak of this many failures.
     Recovered { failures: u64, for_secs: u64 },
 }
 
 /// The failure streaks of this node's calls to each peer, shared by all its Raft clients.
+/// At most one line per peer per [`SUMMARY_EVERY`] says that calls fail, so a peer that
+/// keeps failing and recovering (a slow link) is summarised too, plus one line when a
+/// reported streak ends.
 #[derive(Clone, Debug, Default)]
 pub struct PeerFailures {
-    streaks: Arc<Mutex<HashMap<NodeId, Streak>>>,
+    peers: Arc<Mutex<HashMap<NodeId, PeerLog>>>,
 }
 
 impl PeerFailures {
@@ -45,9 +53,10 @@ impl PeerFailures {
     /// an operator should see.
     pub fn record(&self, peer: NodeId, error: Option<&dyn std::fmt::Display>) {
         match (self.note(peer, error.is_some(), Instant::now()), error) {
-            (Some(Report::Failing), Some(e)) => tracing::warn!(
+            (Some(Report::Failing { earlier }), Some(e)) => tracing::warn!(
                 peer,
                 error = %e,
+                earlier_failures = earlier,
                 "raft calls to this peer fail; retrying, with a summary every {}s while it lasts",
                 SUMMARY_EVERY.as_secs()
             ),
@@ -62,26 +71,30 @@ impl PeerFailures {
     }
 
     fn note(&self, peer: NodeId, failed: bool, now: Instant) -> Option<Report> {
-        let mut streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let p = peers.entry(peer).or_default();
         if !failed {
-            let s = streaks.remove(&peer)?;
-            return Some(Report::Recovered { failures: s.total, for_secs: now.duration_since(s.since).as_secs() });
+            let since = p.streak_since.take()?;
+            let failures = std::mem::take(&mut p.streak_failures);
+            if !std::mem::take(&mut p.reported) {
+                return None;
+            }
+            p.last_line = Some(now);
+            p.unreported = 0;
+            return Some(Report::Recovered { failures, for_secs: now.duration_since(since).as_secs() });
         }
-        match streaks.get_mut(&peer) {
-            None => {
-                streaks.insert(peer, Streak { since: now, total: 1, unreported: 0, last_line: now });
-                Some(Report::Failing)
-            }
-            Some(s) => {
-                s.total += 1;
-                s.unreported += 1;
-                if now.duration_since(s.last_line) < SUMMARY_EVERY {
-                    return None;
-                }
-                s.last_line = now;
-                let failures = std::mem::take(&mut s.unreported);
-                Some(Report::StillFailing { failures, for_secs: now.duration_since(s.since).as_secs() })
-            }
+        let since = *p.streak_since.get_or_insert(now);
+        p.streak_failures += 1;
+        p.unreported += 1;
+        if p.last_line.is_some_and(|at| now.duration_since(at) < SUMMARY_EVERY) {
+            return None;
+        }
+        p.last_line = Some(now);
+        let unreported = std::mem::take(&mut p.unreported);
+        if std::mem::replace(&mut p.reported, true) {
+            Some(Report::StillFailing { failures: unreported, for_secs: now.duration_since(since).as_secs() })
+        } else {
+            Some(Report::Failing { earlier: unreported - 1 })
         }
     }
 }
@@ -94,12 +107,13 @@ mod tests {
     fn a_streak_is_reported_once_then_summarised_then_closed() {
         let f = PeerFailures::default();
         let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(f.note(2, false, t0), None, "calls that work say nothing");
-        assert_eq!(f.note(2, true, t0), Some(Report::Failing));
+        assert_eq!(f.note(2, true, t0), Some(Report::Failing { earlier: 0 }));
         for i in 1..200 {
-            assert_eq!(f.note(2, true, t0 + Duration::from_millis(i * 100)), None, "retry {i}");
+            assert_eq!(f.note(2, true, at(i * 100)), None, "retry {i}");
         }
-        assert_eq!(f.note(3, true, t0), Some(Report::Failing), "each peer has its own streak");
+        assert_eq!(f.note(3, true, t0), Some(Report::Failing { earlier: 0 }), "each peer has its own streak");
         let later = t0 + SUMMARY_EVERY + Duration::from_secs(1);
         assert_eq!(f.note(2, true, later), Some(Report::StillFailing { failures: 200, for_secs: 31 }));
         assert_eq!(f.note(2, true, later + Duration::from_secs(1)), None);
@@ -108,6 +122,25 @@ mod tests {
             Some(Report::Recovered { failures: 202, for_secs: 33 })
         );
         assert_eq!(f.note(2, false, later + Duration::from_secs(3)), None);
-        assert_eq!(f.note(2, true, later + Duration::from_secs(4)), Some(Report::Failing), "a new streak");
+    }
+
+    #[test]
+    fn a_peer_that_keeps_failing_and_recovering_is_summarised_not_logged_per_flap() {
+        let f = PeerFailures::default();
+        let t0 = Instant::now();
+        assert_eq!(f.note(2, true, t0), Some(Report::Failing { earlier: 0 }));
+        assert_eq!(f.note(2, false, t0 + Duration::from_secs(1)), Some(Report::Recovered { failures: 1, for_secs: 1 }));
+        // Flaps within the quiet period: nothing, however many.
+        let mut lines = 0;
+        for i in 0..100 {
+            let t = t0 + Duration::from_secs(2) + Duration::from_millis(i * 200);
+            lines += usize::from(f.note(2, true, t).is_some());
+            lines += usize::from(f.note(2, false, t + Duration::from_millis(100)).is_some());
+        }
+        assert_eq!(lines, 0);
+        // The next failure after the quiet period is reported with the flaps before it.
+        let later = t0 + SUMMARY_EVERY + Duration::from_secs(2);
+        assert_eq!(f.note(2, true, later), Some(Report::Failing { earlier: 100 }));
+        assert_eq!(f.note(2, false, later), Some(Report::Recovered { failures: 1, for_secs: 0 }));
     }
 }
