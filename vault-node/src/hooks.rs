@@ -82,6 +82,12 @@ pub fn allowed_hook(dir: Option<&Path>, hook: &Path) -> Result<PathBuf, String> 
     Ok(resolved)
 }
 
+/// Whether `resolved` (a hook's path with links followed) is the bound hook `bound` itself, as
+/// a path inside the resolved `dir`: no link on the way led elsewhere.
+pub fn resolves_to_itself(dir: Option<&Path>, bound: &str, resolved: &Path) -> bool {
+    dir.and_then(|d| d.canonicalize().ok()).is_some_and(|d| d.join(bound) == resolved)
+}
+
 /// Refuses `path` if anyone but root and this process's user owns it or may write to it.
 fn guarded(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
@@ -112,6 +118,21 @@ mod tests {
     fn chmod(path: &Path, mode: u32) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// A link inside the hooks directory resolves to another hook: the names bound to the link
+    /// must not run the file it points to.
+    #[test]
+    fn a_link_to_another_hook_is_not_that_hook() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hooks = dir.path().join("hooks");
+        std::fs::create_dir(&hooks).expect("mkdir");
+        std::fs::write(hooks.join("db-admin"), "#!/bin/sh\n").expect("write hook");
+        std::os::unix::fs::symlink(hooks.join("db-admin"), hooks.join("app-rotate")).expect("symlink");
+        let resolved = |h: &str| hooks.join(h).canonicalize().expect("resolve");
+        assert!(resolves_to_itself(Some(&hooks), "db-admin", &resolved("db-admin")));
+        assert!(!resolves_to_itself(Some(&hooks), "app-rotate", &resolved("app-rotate")));
+        assert!(!resolves_to_itself(None, "db-admin", &resolved("db-admin")));
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl Rotator {
                         Failure::Failed(format!("opening version {current}: {}", tonic::Status::from(e).message()))
                     })?;
                     let run = HookRun { name: &name, version: current, attempt: policy.attempts };
-                    run_hook(&hook, self.config.hook_timeout, &run, &old).await.map_err(Failure::Failed)?
+                    let made = run_hook(&hook, self.config.hook_timeout, &run, &old).await.map_err(Failure::Failed)?;
+                    // Unbound while it ran: its value is not committed.
+                    self.permitted_hook(path, &name)?;
+                    made
                 }
                 other => generate_random(other).map_err(Failure::Failed)?,
             };
@@ -254,15 +257,22 @@ impl Rotator {
     /// node's log.
     fn permitted_hook(&self, path: &str, name: &SecretName) -> Result<PathBuf, Failure> {
         let dir = self.config.hooks_dir.as_deref();
-        match hooks::bound_hook(&self.vault.reader, dir, path, name.as_str()) {
-            Ok(Ok(_)) => {}
-            Ok(Err(hooks::Refused(why))) => {
-                tracing::warn!(secret = name.as_str(), hook = path, %why, "rotation hook refused");
-                return Err(Failure::Failed(hooks::HOOK_REFUSED.into()));
-            }
+        let refused = |why: String| {
+            tracing::warn!(secret = name.as_str(), hook = path, %why, "rotation hook refused");
+            Failure::Failed(hooks::HOOK_REFUSED.into())
+        };
+        let bound = match hooks::bound_hook(&self.vault.reader, dir, path, name.as_str()) {
+            Ok(Ok(hook)) => hook,
+            Ok(Err(hooks::Refused(why))) => return Err(refused(why)),
             Err(e) => return Err(Failure::Dropped(e.to_string())),
+        };
+        let resolved = hooks::allowed_hook(dir, Path::new(path)).map_err(Failure::Failed)?;
+        // The binding names a file, not a link to another: a link inside the directory must not
+        // let the names bound to it run a hook bound to others.
+        if !hooks::resolves_to_itself(dir, &bound, &resolved) {
+            return Err(refused(format!("hook {bound} is a link to {}: bind the file itself", resolved.display())));
         }
-        hooks::allowed_hook(dir, Path::new(path)).map_err(Failure::Failed)
+        Ok(resolved)
     }
 }
 

@@ -149,25 +149,26 @@ impl StateReader {
 
     /// The newest live version, if any.
     pub fn latest_live(&self, name: &str) -> Result<Option<VersionRecord>, StoreError> {
-        let Some(meta) = self.secret_meta(name)? else { return Ok(None) };
-        for v in (meta.oldest_version..=meta.current_version).rev() {
-            if let Some(r) = self.version(name, v)? {
-                if r.state == VersionState::Live {
-                    return Ok(Some(r));
-                }
-            }
-        }
-        Ok(None)
+        Ok(self.versions(name)?.into_iter().rev().find(|r| r.state == VersionState::Live))
     }
 
-    /// Every stored version of `name`, oldest first.
+    /// Every stored version of `name`, oldest first. Read by key prefix, so the cost is the
+    /// versions stored (at most `max_versions`), whatever range the secret's meta claims: a
+    /// restore leaves numbers behind that no version holds.
     pub fn versions(&self, name: &str) -> Result<Vec<VersionRecord>, StoreError> {
-        let Some(meta) = self.secret_meta(name)? else { return Ok(Vec::new()) };
+        if self.secret_meta(name)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let prefix = crate::tables::version_key(name, 0);
+        let prefix = &prefix[..prefix.len() - 8];
         let mut out = Vec::new();
-        for v in meta.oldest_version..=meta.current_version {
-            if let Some(r) = self.version(name, v)? {
-                out.push(r);
+        let from = IteratorMode::From(prefix, Direction::Forward);
+        for item in self.db.iterator_cf(cf(&self.db, CF_VERSIONS)?, from) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
             }
+            out.push(decode::<VersionRecord>(&v)?);
         }
         Ok(out)
     }
