@@ -423,3 +423,22 @@ async fn audit_verify_fails_when_the_head_is_deleted_with_records_present() {
     let err = verify_fails(&mut n, "head deleted").await;
     assert!(err.contains("head") && err.contains("missing"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_name_is_stored_truncated() {
+    let n = start_with(|s| {
+        s.set("VAULT_ALLOWED_IPS", "10.20.0.0/16");
+    })
+    .await;
+    // A valid name of 255 bytes, read from an address that may not read.
+    let name = format!("app/{}", "n".repeat(251));
+    let mut c = secrets_client(&n.node.url()).await;
+    let e = c.get_secret(pb::GetSecretRequest { name: name.clone(), version: 0 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let refused: Vec<_> =
+        n.records().into_iter().filter(|r| field(r, "outcome").starts_with("permission denied")).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let stored = field(&refused[0], "secret");
+    assert!(stored.starts_with("app/nnn") && stored.len() <= 64, "{} bytes: {stored}", stored.len());
+    assert!(field(&refused[0], "outcome").len() <= 160, "{:?}", refused[0]);
+}

@@ -36,6 +36,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::auth::addr_bucket::AddrBucket;
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handed over to the server but not yet taken by it.
@@ -60,8 +62,8 @@ pub struct ApiConn {
 /// address's; both are given back when the connection closes.
 struct Slot {
     _global: OwnedSemaphorePermit,
-    addr: Option<std::net::IpAddr>,
-    per_addr: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    addr: Option<AddrBucket>,
+    per_addr: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>,
 }
 
 impl Drop for Slot {
@@ -243,7 +245,7 @@ pub fn connections(
     limits: ConnLimits,
 ) -> (BoxStream<'static, io::Result<ApiConn>>, AcceptTask) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_addr: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let per_addr: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>> = Default::default();
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
     let task = tokio::spawn(async move {
         loop {
@@ -259,7 +261,8 @@ pub fn connections(
                 tracing::debug!(peer = ?tcp.peer_addr().ok(), "API connection limit reached; closing");
                 continue;
             };
-            let addr = tcp.peer_addr().ok().map(|a| a.ip());
+            // IPv6 by its /64: one client can use every address in it.
+            let addr = tcp.peer_addr().ok().map(|a| AddrBucket::of(a.ip()));
             if let Some(ip) = addr {
                 let mut counts = per_addr.lock().unwrap_or_else(|p| p.into_inner());
                 let n = counts.entry(ip).or_insert(0);

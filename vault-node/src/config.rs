@@ -249,6 +249,7 @@ impl RawConfig {
             },
             refusals_per_sec: self.parse("VAULT_REFUSALS_PER_SEC", 10.0)?,
             refusals_burst: self.parse("VAULT_REFUSALS_BURST", 50.0)?,
+            refusals_global_per_sec: self.parse("VAULT_REFUSALS_GLOBAL_PER_SEC", 20.0)?,
         };
         if audit.retention.hard_max_bytes < audit.retention.max_bytes {
             bail!("VAULT_AUDIT_HARD_MAX_MB cannot be below VAULT_AUDIT_MAX_MB");
@@ -258,6 +259,9 @@ impl RawConfig {
         }
         if !(audit.refusals_per_sec > 0.0 && audit.refusals_burst >= 1.0) {
             bail!("VAULT_REFUSALS_PER_SEC must be above 0 and VAULT_REFUSALS_BURST at least 1");
+        }
+        if audit.refusals_global_per_sec.is_nan() || audit.refusals_global_per_sec < 0.2 {
+            bail!("VAULT_REFUSALS_GLOBAL_PER_SEC must be at least 0.2");
         }
 
         let api_limits = ApiLimits {
@@ -494,6 +498,9 @@ pub struct AuditConfig {
     /// get RESOURCE_EXHAUSTED and are summarised.
     pub refusals_per_sec: f64,
     pub refusals_burst: f64,
+    /// Refused requests recorded one by one from all addresses together, per second (bursts of
+    /// five times that); beyond it they are summarised too.
+    pub refusals_global_per_sec: f64,
 }
 
 #[cfg(test)]

@@ -213,7 +213,11 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         dek_cache: DekCache::new(config.dek_cache_ttl, DEK_CACHE_CAPACITY),
         max_value_bytes: config.max_value_bytes,
         restore_max_bytes: config.restore_max_bytes,
-        refusals: RefusalLimiter::new(config.audit.refusals_per_sec, config.audit.refusals_burst),
+        refusals: RefusalLimiter::new(
+            config.audit.refusals_per_sec,
+            config.audit.refusals_burst,
+            config.audit.refusals_global_per_sec,
+        ),
         name_queue: Default::default(),
         scratch_dir: scratch_dir.clone(),
         health: readiness.clone(),

@@ -8,7 +8,9 @@ use tonic::Status;
 use vault_core::dek_cache::DekCache;
 use vault_core::envelope;
 
-use vault_core::model::{Action, AuditRecord, VersionRecord, VersionState};
+use vault_core::model::{
+    audit_field, Action, AuditRecord, VersionRecord, VersionState, MAX_REFUSAL_OUTCOME, MAX_REFUSED_NAME,
+};
 use vault_core::time::now_ms;
 use vault_core::{CoreError, SecretBytes, SecretName};
 use vault_raft::transport::{CallerWrite, ForwardRequest, ForwardResponse};
@@ -170,8 +172,12 @@ impl Vault {
                 self.refusals.retry_after_secs()
             ));
         }
-        let outcome = format!("{}: {}", code_words(refusal.code()), refusal.message());
-        match self.audit_raw(actor, ip.to_string(), action, secret, outcome) {
+        // Refusals are the records a client can make at will: their names and reasons are kept
+        // short.
+        let outcome =
+            audit_field(&format!("{}: {}", code_words(refusal.code()), refusal.message()), MAX_REFUSAL_OUTCOME);
+        let secret = secret.map(|s| audit_field(s, MAX_REFUSED_NAME));
+        match self.audit_raw(actor, ip.to_string(), action, secret.as_deref(), outcome) {
             Ok(()) => refusal,
             Err(e) => e,
         }
@@ -180,14 +186,14 @@ impl Vault {
     /// Writes the summaries of refusals that were only counted (windows that ended, or all).
     pub fn flush_refusal_summaries(&self, all: bool) {
         for s in self.refusals.take_summaries(now_ms(), all) {
+            let from = s.ip.map_or_else(|| "other addresses".to_string(), |ip| ip.to_string());
             let outcome = format!(
-                "{} more refusal(s) from {} in the {} s from {} (over the refusal rate: counted, not recorded one by one)",
+                "{} more refusal(s) from {from} in the {} s from {} (over the refusal rate: counted, not recorded one by one)",
                 s.count,
-                s.ip,
                 crate::auth::refusals::WINDOW_MS / 1000,
                 s.window_start_ms
             );
-            let _ = self.audit_raw(s.ip.to_string(), s.ip.to_string(), s.action, None, outcome);
+            let _ = self.audit_raw(from.clone(), from, s.action, None, outcome);
         }
     }
 

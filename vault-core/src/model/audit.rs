@@ -32,12 +32,19 @@ pub const MAX_AUDIT_FIELD: usize = 256;
 /// Longest outcome kept in a record, in bytes.
 pub const MAX_AUDIT_OUTCOME: usize = 512;
 
-/// `s` as it may appear in a record: control and non-ASCII characters escaped, at most `max`
-/// bytes (a truncated field ends with `…`). Valid secret names pass unchanged.
+/// Longest secret name kept in the record of a refusal, in bytes: refusals are the records a
+/// client can make at will, so they are kept small.
+pub const MAX_REFUSED_NAME: usize = 64;
+/// Longest outcome kept in the record of a refusal, in bytes.
+pub const MAX_REFUSAL_OUTCOME: usize = 160;
+
+/// `s` as it may appear in a record: control and non-ASCII characters escaped (but `…`, the
+/// mark of truncation, so that capping twice changes nothing), at most `max` bytes (a truncated
+/// field ends with `…`). Valid secret names pass unchanged.
 pub fn audit_field(s: &str, max: usize) -> String {
     let escaped: String = s
         .chars()
-        .flat_map(|c| if c.is_ascii_graphic() || c == ' ' { vec![c] } else { c.escape_default().collect() })
+        .flat_map(|c| if c.is_ascii_graphic() || c == ' ' || c == '…' { vec![c] } else { c.escape_default().collect() })
         .collect();
     if escaped.len() <= max {
         return escaped;
@@ -73,5 +80,7 @@ mod tests {
         let capped = audit_field(&long, 256);
         assert!(capped.len() <= 256 && capped.ends_with('…'), "{}", capped.len());
         assert_eq!(audit_field("é", 256), "\\u{e9}");
+        assert_eq!(audit_field(&capped, 256), capped, "capping twice changes nothing");
+        assert_eq!(audit_field(&capped, 64).len(), 64);
     }
 }

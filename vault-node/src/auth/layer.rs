@@ -24,6 +24,7 @@ use tower::{Layer, Service};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
 
+use super::addr_bucket::AddrBucket;
 use super::allowlist::Allowlist;
 use super::caller::{Caller, Principal};
 use super::client_ip;
@@ -39,8 +40,9 @@ pub struct AuthPolicy {
     pub allowed_ips: Allowlist,
     pub trust_proxy: bool,
     pub trusted_proxies: Allowlist,
-    /// Requests per second per client address, and per token; `None`: no limit.
-    pub rate_per_addr: Option<RateLimiter<IpAddr>>,
+    /// Requests per second per client address (IPv6 by its /64), and per token; `None`: no
+    /// limit.
+    pub rate_per_addr: Option<RateLimiter<AddrBucket>>,
     pub rate_per_token: Option<RateLimiter<[u8; 32]>>,
     /// Longest a call may run ([`rpcs::Rpc::unbounded`] calls excepted: backup and restore
     /// stream as long as their data takes).
@@ -120,9 +122,10 @@ impl AuthPolicy {
             }
         };
         if let Some(rate) = &self.rate_per_addr {
-            if !rate.take(&ip, now_ms()) {
+            let bucket = AddrBucket::of(ip);
+            if !rate.take(&bucket, now_ms()) {
                 return Err(Status::resource_exhausted(format!(
-                    "request rate limit for {ip} reached; retry in {} s",
+                    "request rate limit for {bucket} reached; retry in {} s",
                     rate.retry_after_secs()
                 )));
             }
