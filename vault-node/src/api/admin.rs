@@ -331,12 +331,24 @@ impl Admin for AdminService {
         req: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
         let caller = caller_of(&req)?;
+        let extends = req.get_ref().extends.clone();
         self.admin(&caller, None, async {
+            let extends = match extends.trim() {
+                "" => None,
+                text => Some(super::audit_head::parse(text)?),
+            };
             let log = self.vault.audit_log.clone();
-            let r = blocking(move || log.verify()).await?;
+            let (r, grows) = blocking(move || {
+                let r = log.verify()?;
+                let grows = extends.map(|h| log.extends(h)).transpose()?.flatten();
+                Ok::<_, vault_raft::StoreError>((r, grows))
+            })
+            .await?;
+            let problem = r.problem.or(grows.map(|p| format!("the log does not extend the exported head: {p}")));
             Ok(pb::VerifyAuditResponse {
-                ok: r.problem.is_none(),
-                problem: r.problem.unwrap_or_default(),
+                ok: problem.is_none(),
+                problem: problem.unwrap_or_default(),
+                head: r.head.map(|(seq, mac)| super::audit_head::format(seq, &mac)).unwrap_or_default(),
                 checked: r.checked,
                 legacy: r.legacy,
                 unverifiable: r.unverifiable,

@@ -1,5 +1,6 @@
 //! gRPC services of the public API.
 
 pub mod admin;
+pub mod audit_head;
 mod page_token;
 pub mod secrets;

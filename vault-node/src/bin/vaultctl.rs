@@ -333,8 +333,13 @@ enum AuditCmd {
         since: Option<String>,
     },
     /// Check this node's audit hash chain; names the first missing or altered record and exits
-    /// non-zero if there is one.
-    Verify,
+    /// non-zero if there is one. Prints the head (`SEQ:MAC`): keep it off the node and pass it
+    /// to `--extends` later to catch a rollback of the whole data directory.
+    Verify {
+        /// A head printed by an earlier verify: the log must still grow from it.
+        #[arg(long, value_name = "SEQ:MAC")]
+        extends: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -743,12 +748,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Role(cmd) => role_cmd(&mut admin, cmd, json).await,
         Cmd::Reader(cmd) => reader_cmd(&mut admin, cmd, json).await,
         Cmd::Rotation(HooksCmd::Hook(cmd)) => hook_cmd(&mut admin, cmd, json).await,
-        Cmd::Audit(AuditCmd::Verify) => {
-            let r = admin.verify_audit(pb::VerifyAuditRequest {}).await?.into_inner();
+        Cmd::Audit(AuditCmd::Verify { extends }) => {
+            let extends = extends.unwrap_or_default();
+            let r = admin.verify_audit(pb::VerifyAuditRequest { extends }).await?.into_inner();
             if json {
                 print_json(json!({
                     "ok": r.ok, "problem": r.problem, "checked": r.checked, "legacy": r.legacy,
                     "unverifiable": r.unverifiable, "first_seq": r.first_seq, "last_seq": r.last_seq,
+                    "head": r.head,
                 }));
             } else {
                 let span = match (r.first_seq, r.last_seq) {
@@ -756,11 +763,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     _ => "no records".into(),
                 };
                 outln!(
-                    "{span}: {} checked, {} from before chaining, {} under keys this node lacks",
+                    "{span}: {} checked, {} from before chaining, {} under retired keys this node no longer holds",
                     r.checked,
                     r.legacy,
                     r.unverifiable
                 );
+                if !r.head.is_empty() {
+                    outln!("head: {}", r.head);
+                }
                 if r.ok {
                     outln!("audit chain intact");
                 }
