@@ -34,6 +34,7 @@ use vault_core::model::AuditRecord;
 use crate::audit_chain::{
     node_record, record_mac, retirement, Head, HeadV1, Link, ACTION_CHAIN_BROKEN, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
 };
+use crate::audit_start::StartCheck;
 use crate::codec::{decode, encode};
 use crate::db::{cf, CF_AUDIT, CF_RAFT_META};
 use crate::StoreError;
@@ -191,91 +192,8 @@ impl AuditLog {
     /// from then on. Also upgrades a head of older builds (adopting their untagged anchor),
     /// and retires the head's key when the current key is another one.
     pub fn check_at_start(&self) -> Result<(), StoreError> {
-        let meta = cf(&self.db, CF_RAFT_META)?;
         let last = last_record(&self.db)?;
-        let head_v2 = self.db.get_cf(meta, KEY_HEAD)?;
-        let head_v1 = self.db.get_cf(meta, KEY_HEAD_V1)?;
-        let anchor_v1 = self.db.get_cf(meta, KEY_ANCHOR_V1)?;
-        let mut problems = Vec::new();
-        let mut upgrade = WriteBatch::default();
-        // The head's key id, link and anchor, when there is a head.
-        let head: Option<(String, Link, Option<Link>)> = match (head_v2, head_v1) {
-            (Some(bytes), old) => {
-                if old.is_some() || anchor_v1.is_some() {
-                    problems.push(
-                        "a head or anchor in the untagged format of older builds lies beside the chain's head".into(),
-                    );
-                }
-                match decode::<Head>(&bytes) {
-                    Err(_) => {
-                        problems.push("the chain's head cannot be decoded".into());
-                        None
-                    }
-                    Ok(h) => {
-                        match self.keys.get(&h.key_id) {
-                            None => problems.push(format!(
-                                "the chain's head is under key {}, which this node does not hold",
-                                h.key_id
-                            )),
-                            Some(k) if !h.tag_ok(k)? => problems.push("the chain's head was altered".into()),
-                            Some(_) => {}
-                        }
-                        Some((h.key_id, h.link, h.anchor))
-                    }
-                }
-            }
-            (None, Some(bytes)) => {
-                upgrade.delete_cf(meta, KEY_HEAD_V1);
-                upgrade.delete_cf(meta, KEY_ANCHOR_V1);
-                let anchor = match anchor_v1.map(|b| decode::<Link>(&b)).transpose() {
-                    Ok(a) => a,
-                    Err(_) => {
-                        problems.push("the retention anchor cannot be decoded".into());
-                        None
-                    }
-                };
-                match decode::<HeadV1>(&bytes) {
-                    Err(_) => {
-                        problems.push("the chain's head cannot be decoded".into());
-                        None
-                    }
-                    Ok(h) => {
-                        match self.keys.get(&h.key_id) {
-                            None => problems.push(format!(
-                                "the chain's head is under key {}, which this node does not hold",
-                                h.key_id
-                            )),
-                            Some(k) if !h.tag_ok(k)? => problems.push("the chain's head was altered".into()),
-                            Some(_) => {}
-                        }
-                        Some((h.key_id, h.link, anchor))
-                    }
-                }
-            }
-            (None, None) => {
-                if last.as_ref().is_some_and(|l| l.mac.is_some()) {
-                    problems.push(format!(
-                        "the chain's head is missing, with records up to {} present",
-                        last.as_ref().map_or(0, |l| l.seq)
-                    ));
-                }
-                if anchor_v1.is_some() {
-                    problems.push("an untagged anchor lies where the chain has no head".into());
-                }
-                None
-            }
-        };
-        if let Some((_, link, anchor)) = &head {
-            match &last {
-                Some(LastRecord { seq, mac: Some(mac) }) if link.seq == *seq && link.mac == *mac => {}
-                Some(l) if link.seq > l.seq => {
-                    problems.push(format!("records {} to {} are missing (cut from the end)", l.seq + 1, link.seq))
-                }
-                None if Some(*link) == *anchor => {}
-                None => problems.push(format!("records up to {} are missing", link.seq)),
-                Some(l) => problems.push(format!("record {} does not match the chain's head", l.seq)),
-            }
-        }
+        let StartCheck { problems, upgrade, head } = crate::audit_start::check(&self.db, &self.keys, last.as_ref())?;
         let (current_id, _) = self.keys.current();
         if !problems.is_empty() {
             {
@@ -499,9 +417,9 @@ impl AuditLog {
 
 /// The newest record: its sequence number, and its MAC if it is chained (`None`: from before
 /// chaining, or not decodable).
-struct LastRecord {
-    seq: u64,
-    mac: Option<[u8; 32]>,
+pub(crate) struct LastRecord {
+    pub seq: u64,
+    pub mac: Option<[u8; 32]>,
 }
 
 fn last_record(db: &DB) -> Result<Option<LastRecord>, StoreError> {

@@ -8,6 +8,7 @@
 mod apply;
 pub mod audit_chain;
 pub mod audit_log;
+mod audit_start;
 mod audit_verify;
 pub mod backup_check;
 mod caller_write;
