@@ -354,6 +354,7 @@ async fn verify_fails(n: &mut SingleNode, what: &str) -> String {
     n.node.wait_ready().await;
     let out = n.node.vaultctl(Some(&n.token), &["audit", "verify"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
+    eprintln!("{what}: {err}");
     assert!(!out.status.success(), "{what}: verify must fail; it said {}", String::from_utf8_lossy(&out.stdout));
     err
 }
