@@ -479,3 +479,54 @@ async fn an_exported_head_catches_a_rollback_of_the_whole_data_directory() {
     let e = must_fail_vaultctl(&n.node.url(), Some(&n.token), &["audit", "verify", "--extends", "12:zz"]);
     assert!(e.contains("invalid argument"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_hard_cap_young_records_go_with_a_warning_and_a_metric_and_the_chain_verifies() {
+    let mut metrics = String::new();
+    let mut n = start_with(|s| {
+        s.set("VAULT_ALLOWED_IPS", "127.0.0.1");
+        s.set("VAULT_AUDIT_MAX_MB", "1");
+        s.set("VAULT_AUDIT_HARD_MAX_MB", "1");
+        metrics = with_metrics(s);
+    })
+    .await;
+    // Names that do not compress (the log's files are compressed), read over and over: well
+    // over 1 MB of read records, all younger than the 30-day floor.
+    let names: Vec<String> = (0..40u32)
+        .map(|i| {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(i.to_be_bytes());
+            let hex: String = h.iter().chain(h.iter().rev()).map(|b| format!("{b:02x}")).collect();
+            format!("cap/{}{hex}", &hex[..60])
+        })
+        .collect();
+    for name in &names {
+        n.ctl(&["secret", "put", name, "--value", "v"]);
+    }
+    let ch = n.node.channel().await.unwrap();
+    for round in 0..80 {
+        let mut tasks = Vec::new();
+        for i in 0..250 {
+            let mut c = pb::secrets_client::SecretsClient::new(ch.clone());
+            let name = names[(round + i) % names.len()].clone();
+            tasks.push(tokio::spawn(async move {
+                c.get_secret(pb::GetSecretRequest { name, version: 0 }).await.map(|_| ())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().expect("allowed read");
+        }
+    }
+    // Retention runs at start (and every minute).
+    n.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !n.node.log().contains("audit log past VAULT_AUDIT_HARD_MAX_MB") {
+        assert!(Instant::now() < deadline, "no warning:\n{}", n.node.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let removed = sample(&scrape(&metrics).await, "vault_audit_removed_over_hard_cap_total").unwrap_or(0.0);
+    assert!(removed > 0.0, "the metric counts what the hard cap removed");
+    let v: serde_json::Value = serde_json::from_str(&n.ctl(&["--output", "json", "audit", "verify"])).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["first_seq"].as_u64() > Some(1), "the oldest records are gone: {v}");
+}
