@@ -168,7 +168,7 @@ impl Vault {
     ) -> Status {
         if !self.refusals.admit(ip, action, now_ms()) {
             return Status::resource_exhausted(format!(
-                "too many refused requests from {ip}; retry in {} s",
+                "too many refused requests from {ip} (or from all clients together); retry in {} s",
                 self.refusals.retry_after_secs()
             ));
         }

@@ -626,6 +626,55 @@ mod tests {
     }
 
     #[test]
+    fn a_head_of_older_builds_is_upgraded_at_start_with_its_anchor_and_a_bad_one_is_a_break() {
+        use hmac::Mac;
+        for good in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let a = log(dir.path()).with_retention(Retention {
+                max_age_ms: 100 * DAY_MS,
+                max_bytes: u64::MAX,
+                min_age_ms: 10 * DAY_MS,
+                hard_max_bytes: u64::MAX,
+            });
+            let now = 1_000 * DAY_MS;
+            for i in 0..5 {
+                a.append(record(i, now - if i < 2 { 200 * DAY_MS } else { 0 })).unwrap();
+            }
+            assert_eq!(a.prune(now).unwrap().removed, 2);
+            // Put the head and anchor back the way older builds kept them.
+            let meta = cf(&a.db, CF_RAFT_META).unwrap();
+            let head: Head = decode(&a.db.get_cf(meta, KEY_HEAD).unwrap().unwrap()).unwrap();
+            let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&[7; 32]).unwrap();
+            m.update(b"vault audit head v1\0");
+            m.update(&head.link.seq.to_be_bytes());
+            m.update(&head.link.mac);
+            let mut tag: [u8; 32] = m.finalize().into_bytes().into();
+            if !good {
+                tag[0] ^= 1;
+            }
+            let old = HeadV1 { link: head.link, key_id: head.key_id.clone(), tag };
+            a.db.put_cf(meta, KEY_HEAD_V1, encode(&old).unwrap()).unwrap();
+            a.db.put_cf(meta, KEY_ANCHOR_V1, encode(&head.anchor.unwrap()).unwrap()).unwrap();
+            a.db.delete_cf(meta, KEY_HEAD).unwrap();
+            assert!(a.verify().unwrap().problem.is_some(), "not upgraded yet");
+
+            let a = reopen(a, keys(&[("k1", 7)]));
+            let meta = cf(&a.db, CF_RAFT_META).unwrap();
+            assert!(
+                a.db.get_cf(meta, KEY_HEAD_V1).unwrap().is_none()
+                    && a.db.get_cf(meta, KEY_ANCHOR_V1).unwrap().is_none()
+            );
+            let r = a.verify().unwrap();
+            if good {
+                assert_eq!((r.first_seq, r.checked, r.problem.clone()), (Some(3), 3, None), "{r:?}");
+            } else {
+                let p = r.problem.unwrap();
+                assert!(p.contains("chain was broken") && p.contains("head was altered"), "{p}");
+            }
+        }
+    }
+
+    #[test]
     fn the_hard_cap_removes_records_younger_than_the_floor_and_the_chain_still_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let a = log(dir.path()).with_retention(Retention {
