@@ -568,6 +568,21 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_hard_cap_defaults_to_four_times_the_size_and_is_never_below_it() {
+        let mut r = base();
+        r.set("VAULT_AUDIT_MAX_MB", "100");
+        let c = r.validate().unwrap();
+        assert_eq!(c.audit.retention.hard_max_bytes, 400 << 20);
+        assert_eq!(c.audit.refusals_global_per_sec, 20.0);
+        r.set("VAULT_AUDIT_HARD_MAX_MB", "50");
+        assert!(r.validate().err().unwrap().to_string().contains("VAULT_AUDIT_HARD_MAX_MB"));
+        r.set("VAULT_AUDIT_HARD_MAX_MB", "100");
+        assert_eq!(r.validate().unwrap().audit.retention.hard_max_bytes, 100 << 20);
+        r.set("VAULT_REFUSALS_GLOBAL_PER_SEC", "0");
+        assert!(r.validate().err().unwrap().to_string().contains("VAULT_REFUSALS_GLOBAL_PER_SEC"));
+    }
+
+    #[test]
     fn raft_transport_must_be_secured_for_clusters() {
         let mut r = base();
         r.set("VAULT_PEERS", "1=a:1,2=b:2");
