@@ -1,6 +1,9 @@
 //! The audit log as operators rely on it, with real processes: no change without its record
-//! (even when clients cancel), refusals that cannot flood it, a hash chain that shows edits and
-//! deletions, refused and allowed reads under one name, and `destroy` needed to purge.
+//! (even when clients cancel), refusals that cannot flood it (names stored cut short), a hash
+//! chain that shows edits, deletions, re-labelled keys, a removed or moved head or anchor, and
+//! (against a head exported earlier) a rollback of the whole directory, a hard size cap that
+//! leaves the chain verifiable, refused and allowed reads under one name, and `destroy` needed
+//! to purge.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
