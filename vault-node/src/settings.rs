@@ -1,7 +1,7 @@
 //! Every setting of `vault-node`, in one list: its environment variable, and from it its flag
 //! (`--node-id`) and TOML key (`node_id`), its default and what it means. The flags, the
-//! accepted TOML keys, `--print-config` and the configuration table in README.md all come from
-//! this list (a test keeps README.md in step).
+//! accepted TOML keys, `--print-config` and the configuration table in docs/configuration.md all come from
+//! this list (a test keeps docs/configuration.md in step).
 
 /// One setting.
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +106,7 @@ pub fn find(env: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.env == env)
 }
 
-/// The configuration table of README.md, made from [`SETTINGS`].
+/// The configuration table of docs/configuration.md, made from [`SETTINGS`].
 pub fn markdown_table() -> String {
     let mut out = String::from("| variable | flag | default | meaning |\n|---|---|---|---|\n");
     for s in SETTINGS {
@@ -147,13 +147,13 @@ mod tests {
         }
     }
 
-    /// README.md's configuration table is this list, as generated.
+    /// docs/configuration.md's table is this list, as generated.
     #[test]
     fn the_readme_documents_exactly_this_list() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/configuration.md");
         assert!(
             readme.contains(&markdown_table()),
-            "README.md's configuration table is out of date; replace it with:\n{}",
+            "docs/configuration.md's configuration table is out of date; replace it with:\n{}",
             markdown_table()
         );
     }

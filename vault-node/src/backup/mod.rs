@@ -6,7 +6,9 @@
 //! It is sealed with an HMAC-SHA256 under a random key made for it by the key manager and
 //! wrapped under the cluster's master key for the backup-MAC purpose only; the header carries
 //! the wrapped key (see `vault_raft::snapshot_file`). Whoever edits a backup without the master
-//! key (or, in AWS mode, the right to Decrypt under it) cannot make a MAC that passes.
+//! key (or, in AWS mode, the right to have the CMK wrap a key for the backup-MAC purpose:
+//! `GenerateDataKey` or `Encrypt` with that context, which the key policy should deny to all
+//! but the nodes) cannot make a MAC that passes.
 //!
 //! A restore is received into the node's scratch directory (at most `VAULT_RESTORE_MAX_MB`)
 //! and checked before anything is proposed ([`check`]): the MAC first, over the raw bytes,
