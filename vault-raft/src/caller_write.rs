@@ -17,9 +17,9 @@ use vault_core::model::{
     audit_field, validate_hook_path, validate_label, AuditContext, HookBinding, ReaderRule, Role, RotationPolicy,
     MAX_AUDIT_FIELD, MAX_MAX_VERSIONS,
 };
-use vault_core::{CoreError, SecretName};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
+use vault_core::{CoreError, SecretName};
 
 use crate::cluster::Cluster;
 use crate::command::Command;

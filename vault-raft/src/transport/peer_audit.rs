@@ -35,11 +35,14 @@ fn code_words(code: tonic::Code) -> &'static str {
     }
 }
 
+/// One member's refusals in one minute: the minute, records written in it, refusals only
+/// counted.
+type Minute = (u64, u32, u64);
+
 #[derive(Clone)]
 pub(crate) struct PeerAudit {
     log: AuditLog,
-    /// Per member: the minute being counted, records written in it, refusals only counted.
-    budget: Arc<Mutex<HashMap<NodeId, (u64, u32, u64)>>>,
+    budget: Arc<Mutex<HashMap<NodeId, Minute>>>,
 }
 
 impl PeerAudit {
