@@ -7,11 +7,13 @@
 
 use tonic::Status;
 
-/// What HTTP/2 itself accepts: four times the configured limit, and at least 1 MiB, so a
-/// client far over the configured limit still gets a status it can read. (A header list is
-/// held only until this layer answers; request bodies may already be far larger.)
+/// What HTTP/2 itself accepts: four times the configured limit, and at least 64 KiB, so a
+/// client well over the configured limit still gets a status it can read; past it, HTTP 431.
+/// Kept small: every concurrent stream of every connection may hold a header list this large
+/// until this layer answers (HPACK makes a large list cheap to send), so this bounds what an
+/// unauthenticated client can make the node hold.
 pub fn transport_limit(configured: u32) -> u32 {
-    configured.saturating_mul(4).max(1 << 20)
+    configured.saturating_mul(4).max(64 << 10)
 }
 
 /// The size of a request's header list as HTTP/2 counts it (RFC 9113 §6.5.2: each field's
@@ -59,7 +61,8 @@ mod tests {
         assert_eq!(header_list_size(&req), base + 9 + 100 + 32);
         let refused = check(&req, base + 100).expect("over the limit");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(transport_limit(16 << 10), 1 << 20);
+        assert_eq!(transport_limit(4 << 10), 64 << 10);
+        assert_eq!(transport_limit(16 << 10), 64 << 10);
         assert_eq!(transport_limit(1 << 20), 4 << 20);
         assert_eq!(transport_limit(u32::MAX), u32::MAX);
     }

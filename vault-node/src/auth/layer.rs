@@ -265,7 +265,13 @@ where
         let input = AuthInput::of(&req);
         let too_large = header_limit::check(&req, policy.max_header_bytes);
         Box::pin(async move {
-            if let Some(refusal) = too_large.or_else(|| not_grpc(&input.headers)) {
+            // An oversized header list is answered at once and dropped, not held while the body
+            // drains.
+            if let Some(refusal) = too_large {
+                drop((req, input));
+                return Ok(refusal.into_http());
+            }
+            if let Some(refusal) = not_grpc(&input.headers) {
                 drain(req.into_body()).await;
                 return Ok(refusal.into_http());
             }
