@@ -207,3 +207,38 @@ fn lifecycle_and_rotation_calls_tell_a_token_without_list_nothing_about_existenc
         }
     });
 }
+
+/// A check-and-set put that no version matches writes nothing; to a token that may write but
+/// not list the name, its refusal must not name the current version (0 would say the name
+/// does not exist). With `list`, it does.
+#[test]
+fn a_failed_check_and_set_names_the_current_version_only_to_a_token_that_may_list() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        n.ctl(&["role", "create", "writes", "--grant", "create,update:app/*"]);
+        n.ctl(&["role", "create", "writes-and-lists", "--grant", "create,update,list:app/*"]);
+        n.ctl(&["secret", "put", "app/there", "--value", "v"]);
+        let mut c = secrets_client(&n.url()).await;
+        for role in ["writes", "writes-and-lists"] {
+            let token = token_for(&n, &format!("t-{role}"), role);
+            let mut said = Vec::new();
+            for name in ["app/there", "app/not-there"] {
+                let put = pb::PutSecretRequest {
+                    name: name.into(),
+                    value: b"x".to_vec(),
+                    expected_version: Some(u64::MAX),
+                    ..Default::default()
+                };
+                let e = c.put_secret(authed(put, &token)).await.expect_err("no version matches");
+                assert_eq!(e.code(), Code::FailedPrecondition, "{role} {name}: {e:?}");
+                said.push(e.message().replace(name, "NAME"));
+            }
+            if role == "writes" {
+                assert_eq!(said[0], said[1], "the answer tells whether the name exists");
+            } else {
+                assert!(said[0].contains("current version is 1") && said[1].contains("current version is 0"), "{said:?}");
+            }
+        }
+        assert_eq!(n.ctl(&["secret", "get", "app/there"]), "v", "nothing was written");
+    });
+}

@@ -286,6 +286,16 @@ impl Vault {
                 CommandResponse::Rejected(
                     vault_raft::Rejection::VersionConflict { .. } | vault_raft::Rejection::WrongMasterKey { .. },
                 ) => continue,
+                // The current version would tell a token that may not list the name whether it
+                // exists (a check-and-set no version matches writes nothing).
+                CommandResponse::Rejected(vault_raft::Rejection::CasMismatch { expected, .. })
+                    if !caller.allows(Action::List, name.as_str()) =>
+                {
+                    return Err(Status::failed_precondition(format!(
+                        "check-and-set failed: version {expected} is not the current one"
+                    ))
+                    .into())
+                }
                 CommandResponse::Rejected(r) => return Err(r.into()),
                 other => return Err(Status::internal(format!("unexpected response to a put: {other:?}")).into()),
             }
