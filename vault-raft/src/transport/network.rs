@@ -91,14 +91,19 @@ fn transport_error<E: std::error::Error>(s: Status) -> RPCError<NodeId, NodeInfo
 
 impl PeerNetwork {
     /// Notes the outcome of a call for the per-peer summary in the log: a call the peer did
-    /// not answer is a failure; an answer, even a refusal, is not.
+    /// not answer is a failure, and so is one it answered with an error of its own (a fatal
+    /// storage error, say), which openraft's own lines (dropped from the log as retry noise)
+    /// would otherwise be the only word of.
     fn observe<T, E: std::error::Error>(&self, result: &Result<T, RPCError<NodeId, NodeInfo, E>>) {
         match result {
-            Err(e @ (RPCError::Unreachable(_) | RPCError::Network(_) | RPCError::Timeout(_))) => {
-                self.failures.record(self.target, Some(e))
-            }
+            Err(
+                e @ (RPCError::Unreachable(_)
+                | RPCError::Network(_)
+                | RPCError::Timeout(_)
+                | RPCError::RemoteError(_)),
+            ) => self.failures.record(self.target, Some(e)),
             Err(RPCError::PayloadTooLarge(_)) => {}
-            Err(RPCError::RemoteError(_)) | Ok(_) => self.failures.record(self.target, None),
+            Ok(_) => self.failures.record(self.target, None),
         }
     }
 
