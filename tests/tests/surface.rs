@@ -236,7 +236,10 @@ fn a_failed_check_and_set_names_the_current_version_only_to_a_token_that_may_lis
             if role == "writes" {
                 assert_eq!(said[0], said[1], "the answer tells whether the name exists");
             } else {
-                assert!(said[0].contains("current version is 1") && said[1].contains("current version is 0"), "{said:?}");
+                assert!(
+                    said[0].contains("current version is 1") && said[1].contains("current version is 0"),
+                    "{said:?}"
+                );
             }
         }
         assert_eq!(n.ctl(&["secret", "get", "app/there"]), "v", "nothing was written");

@@ -2,6 +2,7 @@
 //!
 //! Nothing in this crate knows about Raft, RocksDB, gRPC or any cloud SDK.
 
+pub mod addr_bucket;
 pub mod byte_buf;
 pub mod dek_cache;
 pub mod envelope;

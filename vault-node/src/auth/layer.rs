@@ -24,7 +24,6 @@ use tower::{Layer, Service};
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
 
-use super::addr_bucket::AddrBucket;
 use super::allowlist::Allowlist;
 use super::caller::{Caller, Principal};
 use super::client_ip;
@@ -34,6 +33,7 @@ use super::rpcs::{self, Access};
 use crate::api_conn::ApiConnectInfo;
 use crate::error::ApiError;
 use crate::vault::Vault;
+use vault_core::addr_bucket::AddrBucket;
 
 pub struct AuthPolicy {
     pub vault: Arc<Vault>,

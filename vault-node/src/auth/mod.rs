@@ -2,7 +2,6 @@
 //! every API request: reads against the address allowlist, management calls by bearer token.
 //! Handlers then ask the resulting [`caller::Caller`] for the action on the secret path.
 
-pub mod addr_bucket;
 pub mod allowlist;
 pub mod caller;
 pub mod client_ip;

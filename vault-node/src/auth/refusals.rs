@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use super::addr_bucket::AddrBucket;
+use vault_core::addr_bucket::AddrBucket;
 
 /// Length of a summary window.
 pub const WINDOW_MS: u64 = 60_000;

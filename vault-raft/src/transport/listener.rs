@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -41,6 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
+use vault_core::addr_bucket::AddrBucket;
 
 use super::admission::is_member;
 use super::security::{cert_node_id, TransportSecurity};
@@ -82,32 +83,18 @@ enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The address a connection counts under for [`MAX_PER_ADDRESS`]: an IPv4 address itself (also
-/// when mapped into IPv6), an IPv6 address its /64, which one host or customer often holds whole.
-fn address_bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
-}
-
-type AddressCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// Connections per address, as [`AddrBucket`] counts addresses (an IPv6 address by its /64).
+type AddressCounts = Arc<Mutex<HashMap<AddrBucket, usize>>>;
 
 /// A place under [`MAX_PER_ADDRESS`]; given back when dropped.
 struct AddressSlot {
-    bucket: IpAddr,
+    bucket: AddrBucket,
     counts: AddressCounts,
 }
 
 impl AddressSlot {
     fn take(counts: &AddressCounts, addr: IpAddr) -> Option<AddressSlot> {
-        let bucket = address_bucket(addr);
+        let bucket = AddrBucket::of(addr);
         let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(bucket).or_insert(0);
         if *n >= MAX_PER_ADDRESS {
@@ -354,10 +341,6 @@ mod tests {
     #[test]
     fn addresses_count_by_host_and_ipv6_by_their_64() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
-        assert_eq!(address_bucket(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(address_bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"), "IPv4-mapped is IPv4");
-        assert_eq!(address_bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
-        assert_ne!(address_bucket(ip("2001:db8:1:2::1")), address_bucket(ip("2001:db8:1:3::1")));
         let counts = AddressCounts::default();
         let held: Vec<_> = (0..MAX_PER_ADDRESS)
             .map(|i| AddressSlot::take(&counts, ip(&format!("2001:db8::{:x}", i + 1))).expect("under the cap"))

@@ -97,10 +97,7 @@ impl PeerNetwork {
     fn observe<T, E: std::error::Error>(&self, result: &Result<T, RPCError<NodeId, NodeInfo, E>>) {
         match result {
             Err(
-                e @ (RPCError::Unreachable(_)
-                | RPCError::Network(_)
-                | RPCError::Timeout(_)
-                | RPCError::RemoteError(_)),
+                e @ (RPCError::Unreachable(_) | RPCError::Network(_) | RPCError::Timeout(_) | RPCError::RemoteError(_)),
             ) => self.failures.record(self.target, Some(e)),
             Err(RPCError::PayloadTooLarge(_)) => {}
             Ok(_) => self.failures.record(self.target, None),

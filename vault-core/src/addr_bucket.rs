@@ -2,8 +2,8 @@
 //! usually holds a whole /64 (and can pick any address in it for each request), so IPv6 is
 //! counted by its /64. An IPv4-mapped IPv6 address counts as the IPv4 address.
 //!
-//! Used by the refusal limiter, the request rate per address and the API connection limit
-//! per address.
+//! Used by the refusal limiter, the request rate per address, the API connection limit per
+//! address and the Raft port's per-address limit.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
