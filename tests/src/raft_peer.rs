@@ -49,13 +49,33 @@ pub async fn vote_as(c: &mut RaftClient, candidate: u64, term: u64) -> Result<()
 }
 
 /// An append with no entries, in `leader`'s name at `term`, committed up to nothing.
-pub async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), tonic::Status> {
+pub fn empty_append(leader: u64, term: u64) -> raftpb::Blob {
     use vault_raft::typ::{TypeConfig, Vote};
-    let req = openraft::raft::AppendEntriesRequest::<TypeConfig> {
+    blob(&openraft::raft::AppendEntriesRequest::<TypeConfig> {
         vote: Vote::new_committed(term, leader),
         prev_log_id: None,
         entries: vec![],
         leader_commit: None,
-    };
-    c.append_entries(blob(&req)).await.map(|_| ())
+    })
+}
+
+/// [`empty_append`] as a single call.
+pub async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), tonic::Status> {
+    c.append_entries(empty_append(leader, term)).await.map(|_| ())
+}
+
+/// A token record of the admin role for a token nobody holds.
+pub fn token_record(name: &str) -> vault_core::model::TokenRecord {
+    vault_core::model::TokenRecord {
+        name: name.into(),
+        hash: vault_core::token::RawToken::generate().hash(),
+        role: "admin".into(),
+        created_at_ms: 1,
+        expires_at_ms: None,
+    }
+}
+
+/// The hash of a raw token, as every member stores it.
+pub fn hash_of(token: &str) -> vault_core::token::TokenHash {
+    vault_core::token::RawToken::parse_strict(token).expect("a valid token").hash()
 }

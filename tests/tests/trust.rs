@@ -5,59 +5,21 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
 use vault_core::envelope::SealedValue;
 use vault_core::keys::MasterKey;
 use vault_core::local_kms::local_key_id;
-use vault_core::model::{AuditContext, TokenRecord};
-use vault_core::token::{RawToken, TokenHash};
-use vault_raft::codec::{decode, encode};
+use vault_core::model::AuditContext;
+use vault_core::token::RawToken;
 use vault_raft::transport::pb as raftpb;
-use vault_raft::transport::{node_server_name, CallerWrite, ForwardError, ForwardRequest, ForwardResponse};
-use vault_raft::typ::{TypeConfig, Vote};
+use vault_raft::transport::{node_server_name, CallerWrite, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, CommandResponse, Rejection};
+use vault_tests::raft_peer::*;
 use vault_tests::*;
 
 fn mt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-type RaftClient = raftpb::raft_client::RaftClient<Channel>;
-
-/// A Raft client presenting `certs/node-<as_id>` to node `target` at `addr`.
-async fn raft_as(certs: &Path, as_id: u64, target: u64, addr: std::net::SocketAddr) -> RaftClient {
-    let read = |f: String| std::fs::read(certs.join(f)).expect("read cert file");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.pem".into())))
-        .identity(Identity::from_pem(read(format!("node-{as_id}.pem")), read(format!("node-{as_id}.key"))))
-        .domain_name(node_server_name(target));
-    let ch = Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
-    RaftClient::new(ch)
-}
-
-fn blob<T: serde::Serialize>(v: &T) -> raftpb::Blob {
-    raftpb::Blob { data: encode(v).unwrap() }
-}
-
-async fn vote_as(c: &mut RaftClient, candidate: u64, term: u64) -> Result<(), tonic::Status> {
-    let req = VoteRequest::<u64> { vote: Vote::new(term, candidate), last_log_id: None };
-    c.vote(blob(&req)).await.map(|_| ())
-}
-
-/// An append with no entries, in `leader`'s name at `term`.
-fn empty_append(leader: u64, term: u64) -> raftpb::Blob {
-    blob(&AppendEntriesRequest::<TypeConfig> {
-        vote: Vote::new_committed(term, leader),
-        prev_log_id: None,
-        entries: vec![],
-        leader_commit: None,
-    })
-}
-
-async fn append_as(c: &mut RaftClient, leader: u64, term: u64) -> Result<(), tonic::Status> {
-    c.append_entries(empty_append(leader, term)).await.map(|_| ())
 }
 
 /// An `AppendStream` call: requests go out on the sender, answers come back on the stream.
@@ -79,31 +41,8 @@ async fn stream_append(s: &mut AppendStream, leader: u64, term: u64) -> Result<(
     }
 }
 
-async fn forward_as(
-    c: &mut RaftClient,
-    from: u64,
-    req: ForwardRequest,
-) -> Result<Result<ForwardResponse, ForwardError>, tonic::Status> {
-    let r = c.forward(blob(&(from, req))).await?;
-    Ok(decode(&r.into_inner().data).unwrap())
-}
-
-fn token_record(name: &str) -> TokenRecord {
-    TokenRecord {
-        name: name.into(),
-        hash: RawToken::generate().hash(),
-        role: "admin".into(),
-        created_at_ms: 1,
-        expires_at_ms: None,
-    }
-}
-
 fn audit_ctx(node_id: u64) -> AuditContext {
     AuditContext { node_id, actor: "test".into(), client_ip: "127.0.0.1".into(), action: "token.create".into() }
-}
-
-fn hash_of(token: &str) -> TokenHash {
-    RawToken::parse_strict(token).expect("a valid token").hash()
 }
 
 fn key_id_of(b64: &str) -> String {
