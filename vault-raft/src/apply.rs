@@ -287,7 +287,7 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             }
             let written = write_version(txn, name, *version, sealed, None, None, *now_ms)?;
             if let CommandResponse::Written { version } = written {
-                policy.attempts += 1;
+                policy.attempts = policy.attempts.saturating_add(1);
                 policy.failures = 0;
                 policy.last_error = None;
                 policy.last_attempt_ms = Some(*now_ms);
@@ -302,7 +302,7 @@ pub(crate) fn apply_command(txn: &mut Txn<'_>, cmd: &Command) -> Result<CommandR
             let Some(mut policy) = txn.rotation(name)?.filter(|p| p.attempts == *attempts) else {
                 return Ok(CommandResponse::Applied { changed: false });
             };
-            policy.attempts += 1;
+            policy.attempts = policy.attempts.saturating_add(1);
             policy.failures = policy.failures.saturating_add(1);
             policy.last_error = Some(vault_core::model::audit_field(error, vault_core::model::MAX_AUDIT_OUTCOME));
             policy.last_attempt_ms = Some(*now_ms);
@@ -605,9 +605,11 @@ fn bump_readers_revision(txn: &mut Txn<'_>) -> Result<(), StoreError> {
 }
 
 /// A base for a newly set policy's attempt count: the next of a cluster-wide serial, shifted
-/// past any count a policy's own attempts could reach.
+/// past any count a policy's own attempts could reach. The serial keeps 32 bits: bases repeat only
+/// after four billion policies are set, and a policy that old has long been replaced.
 fn next_attempt_base(txn: &mut Txn<'_>) -> Result<u64, StoreError> {
-    let serial = txn.get_typed::<u64>(CF_SM_META, KEY_ROTATION_SERIAL)?.unwrap_or(0) + 1;
+    let serial =
+        txn.get_typed::<u64>(CF_SM_META, KEY_ROTATION_SERIAL)?.unwrap_or(0).wrapping_add(1) & u64::from(u32::MAX);
     txn.put(CF_SM_META, KEY_ROTATION_SERIAL, &serial)?;
     Ok(serial << 32)
 }
