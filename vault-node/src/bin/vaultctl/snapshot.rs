@@ -1,0 +1,127 @@
+//! `vaultctl snapshot`: backup and restore of the replicated state.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::Subcommand;
+use serde_json::json;
+use tonic::Request;
+use vault_node::clock::fmt_ms;
+use vault_node::pb;
+use vault_node::pb::admin_client::AdminClient;
+
+use crate::output::{outln, print_json};
+use crate::reader::NO_READER_RULE;
+use crate::{Authed, Failure};
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Write a consistent backup (ciphertext, wrapped data keys, token hashes, roles) to FILE.
+    Save { file: PathBuf },
+    /// Replace the cluster's secrets, tokens and roles with a backup, through Raft.
+    Restore { file: PathBuf },
+}
+
+/// How long a backup or restore may take end to end.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        Cmd::Save { file } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut req = Request::new(pb::SaveSnapshotRequest {});
+            req.set_timeout(SNAPSHOT_TIMEOUT);
+            let mut stream = admin.save_snapshot(req).await?.into_inner();
+            // Written beside the target and renamed into place once complete: FILE is never
+            // a partial backup. Owner-only: it holds wrapped keys and token hashes.
+            let tmp = file.with_extension(format!("partial-{}", std::process::id()));
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("create {}", tmp.display()))?;
+            let mut bytes = 0u64;
+            let received = async {
+                while let Some(chunk) = stream.message().await? {
+                    out.write_all(&chunk.data).with_context(|| format!("write {}", tmp.display()))?;
+                    bytes += chunk.data.len() as u64;
+                }
+                out.sync_all().with_context(|| format!("sync {}", tmp.display()))?;
+                std::fs::rename(&tmp, &file).with_context(|| format!("rename to {}", file.display()))?;
+                Ok::<_, Failure>(())
+            }
+            .await;
+            if received.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            received?;
+            if json {
+                print_json(json!({ "file": file.display().to_string(), "bytes": bytes }));
+            } else {
+                outln!("wrote {} ({bytes} bytes)", file.display());
+            }
+            Ok(())
+        }
+        Cmd::Restore { file } => {
+            // Streamed from the file, never read whole; a read error ends the upload (which the
+            // node then refuses as truncated) and is reported here.
+            let source = std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
+            let read_error = std::sync::Arc::new(std::sync::Mutex::new(None::<std::io::Error>));
+            let seen = read_error.clone();
+            let chunks = futures::stream::unfold(Some(source), move |source| {
+                let seen = seen.clone();
+                async move {
+                    let mut source = source?;
+                    let mut data = Vec::with_capacity(256 << 10);
+                    match Read::by_ref(&mut source).take(256 << 10).read_to_end(&mut data) {
+                        Ok(0) => None,
+                        Ok(_) => Some((pb::SnapshotChunk { data }, Some(source))),
+                        Err(e) => {
+                            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            None
+                        }
+                    }
+                }
+            });
+            let mut req = Request::new(chunks);
+            req.set_timeout(SNAPSHOT_TIMEOUT);
+            // A restore puts back the backup's reader rules: none, if it predates them.
+            let rules_before =
+                admin.list_readers(pb::ListReadersRequest {}).await.map_or(0, |r| r.into_inner().readers.len());
+            let answer = admin.restore_snapshot(req).await;
+            if let Some(e) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(anyhow!("read {}: {e}", file.display()).into());
+            }
+            let r = answer?.into_inner();
+            if json {
+                print_json(json!({
+                    "secrets": r.secrets, "versions": r.versions, "tokens": r.tokens, "roles": r.roles,
+                    "reader_rules": r.reader_rules, "rotation_policies": r.rotation_policies,
+                    "source_node_id": r.source_node_id, "source_applied_index": r.source_applied_index,
+                    "created_ms": r.created_ms,
+                }));
+            } else {
+                outln!(
+                    "restored {} secrets, {} versions, {} tokens, {} roles, {} reader rules, {} rotation policies \
+                     from a backup of node {} at index {} ({})",
+                    r.secrets,
+                    r.versions,
+                    r.tokens,
+                    r.roles,
+                    r.reader_rules,
+                    r.rotation_policies,
+                    r.source_node_id,
+                    r.source_applied_index,
+                    fmt_ms(r.created_ms)
+                );
+            }
+            if rules_before > 0 && r.reader_rules == 0 {
+                eprintln!("warning: the backup holds no reader rule ({rules_before} were in force): {NO_READER_RULE}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `vaultctl status`: version, role, leader and readiness of the node addressed.
+
+use serde_json::json;
+use tonic::Status;
+use vault_node::pb;
+use vault_node::pb::admin_client::AdminClient;
+
+use crate::output::{outln, print_json};
+use crate::{Authed, Failure};
+
+pub async fn run(admin: &mut AdminClient<Authed>, json: bool) -> Result<(), Failure> {
+    let s = admin.server_status(pb::ServerStatusRequest {}).await?.into_inner();
+    if json {
+        print_json(json!({
+            "version": s.version, "vaultctl_version": env!("CARGO_PKG_VERSION"), "node_id": s.node_id,
+            "state": s.state, "leader_id": s.leader_id, "leader_api_addr": s.leader_api_addr,
+            "ready": s.ready, "not_ready": s.not_ready, "feature_level": s.feature_level,
+        }));
+    } else {
+        let leader = match s.leader_id {
+            Some(id) => format!("node {id} at {}", s.leader_api_addr),
+            None => "none".into(),
+        };
+        outln!("version {} (vaultctl {})", s.version, env!("CARGO_PKG_VERSION"));
+        outln!("node {} ({}), leader {leader}, feature level {}", s.node_id, s.state, s.feature_level);
+        outln!("{}", if s.ready { "ready".to_string() } else { format!("not ready: {}", s.not_ready) });
+    }
+    if s.ready {
+        Ok(())
+    } else {
+        Err(Failure::Grpc(Status::unavailable(format!("node {} is not ready: {}", s.node_id, s.not_ready))))
+    }
+}
