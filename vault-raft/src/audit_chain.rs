@@ -21,12 +21,21 @@ pub(crate) const KEY_HEAD: &[u8] = b"audit_head_v2";
 /// to upgrade; present afterwards, they were put there by someone else.
 pub(crate) const KEY_HEAD_V1: &[u8] = b"audit_head";
 pub(crate) const KEY_ANCHOR_V1: &[u8] = b"audit_anchor";
+/// Set at every start of a build that keeps the chain: a data directory that has it and no
+/// head lost its head (a directory of a pre-chaining build has neither).
+pub(crate) const KEY_CHAIN_STARTED: &[u8] = b"audit_chain_started";
 
 /// Action of the record that retires an audit key (written when a node starts with a new
 /// current key while it still holds the old one).
 pub const ACTION_KEY_RETIRED: &str = "audit.key_retired";
 /// Action of the record a node writes when, at start, the chain's head does not check out.
 pub const ACTION_CHAIN_BROKEN: &str = "audit.chain_broken";
+/// Action of the record that adopts the records of a pre-chaining build, written at the first
+/// start that finds them with no head: records up to the one it names may be unchained.
+pub const ACTION_LEGACY_ADOPTED: &str = "audit.legacy_adopted";
+/// Action of the record written when a head of older builds is upgraded and its untagged
+/// anchor adopted.
+pub const ACTION_HEAD_UPGRADED: &str = "audit.head_upgraded";
 
 /// A place in the chain: a sequence number and the MAC of the record there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +142,19 @@ pub(crate) fn retired_key(record: &AuditRecord) -> Option<(String, u64)> {
     let (key, rest) = rest.split_once(" retired after record ")?;
     let seq = rest.split(';').next()?.parse().ok()?;
     Some((key.to_string(), seq))
+}
+
+/// The record that adopts the unchained records up to `last_seq`.
+pub(crate) fn legacy_adoption(last_seq: u64) -> AuditRecord {
+    node_record(ACTION_LEGACY_ADOPTED, format!("records up to {last_seq} from before chaining adopted unchained"))
+}
+
+/// The last record a legacy adoption covers.
+pub(crate) fn adopted_up_to(record: &AuditRecord) -> Option<u64> {
+    if record.action != ACTION_LEGACY_ADOPTED {
+        return None;
+    }
+    record.outcome.strip_prefix("records up to ")?.split(' ').next()?.parse().ok()
 }
 
 #[cfg(test)]

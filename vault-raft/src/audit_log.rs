@@ -32,7 +32,8 @@ use vault_core::keys::AuditMacKey;
 use vault_core::model::AuditRecord;
 
 use crate::audit_chain::{
-    node_record, record_mac, retirement, Head, HeadV1, Link, ACTION_CHAIN_BROKEN, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
+    legacy_adoption, node_record, record_mac, retirement, Head, HeadV1, Link, ACTION_CHAIN_BROKEN,
+    ACTION_HEAD_UPGRADED, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
 };
 use crate::audit_start::StartCheck;
 use crate::codec::{decode, encode};
@@ -193,7 +194,8 @@ impl AuditLog {
     /// and retires the head's key when the current key is another one.
     pub fn check_at_start(&self) -> Result<(), StoreError> {
         let last = last_record(&self.db)?;
-        let StartCheck { problems, upgrade, head } = crate::audit_start::check(&self.db, &self.keys, last.as_ref())?;
+        let StartCheck { problems, upgrade, head, adopt_legacy, adopted_anchor } =
+            crate::audit_start::check(&self.db, &self.keys, last.as_ref())?;
         let (current_id, _) = self.keys.current();
         if !problems.is_empty() {
             {
@@ -207,12 +209,22 @@ impl AuditLog {
             tracing::error!(problem = %why, "the audit chain is broken; `vaultctl audit verify` reports it until retention removes this record");
             return self.commit(upgrade, vec![self.own(node_record(ACTION_CHAIN_BROKEN, why))]);
         }
-        match head {
-            Some((key_id, link, _)) if key_id != *current_id => {
-                self.commit(upgrade, vec![self.own(retirement(&key_id, link.seq, current_id))])
-            }
-            Some(_) if !upgrade.is_empty() => self.commit_head(upgrade),
-            _ => Ok(()),
+        let mut records = Vec::new();
+        if let Some(seq) = adopted_anchor {
+            records.push(self.own(node_record(
+                ACTION_HEAD_UPGRADED,
+                format!("anchor {seq} adopted untagged from the head of an older build"),
+            )));
+        }
+        if let Some(seq) = adopt_legacy {
+            records.push(self.own(legacy_adoption(seq)));
+        }
+        if let Some((key_id, link, _)) = head.filter(|(key_id, _, _)| key_id != current_id) {
+            records.push(self.own(retirement(&key_id, link.seq, current_id)));
+        }
+        match records.is_empty() {
+            true => self.commit_head(upgrade),
+            false => self.commit(upgrade, records),
         }
     }
 
@@ -666,7 +678,11 @@ mod tests {
             );
             let r = a.verify().unwrap();
             if good {
-                assert_eq!((r.first_seq, r.checked, r.problem.clone()), (Some(3), 3, None), "{r:?}");
+                // The adoption of the untagged anchor is on record (record 6), for every later verify.
+                assert_eq!((r.first_seq, r.checked, r.problem.clone()), (Some(3), 4, None), "{r:?}");
+                let newest = &a.list(1, None, None).unwrap()[0];
+                assert_eq!(newest.action, crate::audit_chain::ACTION_HEAD_UPGRADED, "{newest:?}");
+                assert!(newest.outcome.contains("anchor 2 adopted untagged"), "{newest:?}");
             } else {
                 let p = r.problem.unwrap();
                 assert!(p.contains("chain was broken") && p.contains("head was altered"), "{p}");

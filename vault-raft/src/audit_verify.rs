@@ -3,8 +3,10 @@
 //! key show:
 //! - a record under a key this node does not hold fails, unless a keyed record later in the
 //!   chain retires that key (records up to the one it names count as unverifiable);
-//! - a head under an unknown key, with a wrong tag, or missing while records are present
-//!   fails; the anchor is only what the tagged head says;
+//! - a head under an unknown key, with a wrong tag, or missing (while records are present, or
+//!   after the node kept a chain) fails; the anchor is only what the tagged head says;
+//! - a record from before chaining passes only if a keyed `audit.legacy_adopted` record
+//!   covers it (written at the first start over a pre-chaining build's records);
 //! - an `audit.chain_broken` record (written at start when the head did not check out) fails;
 //! - a head or anchor in the untagged format of older builds fails (this build upgrades them
 //!   at start and writes neither).
@@ -14,7 +16,8 @@ use std::collections::HashMap;
 use rocksdb::{IteratorMode, Snapshot, DB};
 
 use crate::audit_chain::{
-    record_mac, retired_key, Head, Link, ACTION_CHAIN_BROKEN, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
+    adopted_up_to, record_mac, retired_key, Head, Link, ACTION_CHAIN_BROKEN, KEY_ANCHOR_V1, KEY_CHAIN_STARTED,
+    KEY_HEAD, KEY_HEAD_V1,
 };
 use crate::audit_log::{decode_stored, AuditKeys, Stored};
 use crate::codec::decode;
@@ -51,10 +54,16 @@ fn seq_of(k: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(k.try_into().map_err(|_| StoreError::Corrupt("audit key".into()))?))
 }
 
-/// Keys retired by keyed records, each with the last record made under it. Walked newest
-/// first, so a retirement record under a key retired later still counts.
-fn retirements(db: &DB, snap: &Snapshot<'_>, keys: &AuditKeys) -> Result<HashMap<String, u64>, StoreError> {
+/// Keys retired by keyed records, each with the last record made under it, and the last
+/// pre-chaining record a keyed record adopts. Walked newest first, so a retirement record
+/// under a key retired later still counts.
+fn retirements(
+    db: &DB,
+    snap: &Snapshot<'_>,
+    keys: &AuditKeys,
+) -> Result<(HashMap<String, u64>, Option<u64>), StoreError> {
     let mut retired: HashMap<String, u64> = HashMap::new();
+    let mut adopted: Option<u64> = None;
     for item in snap.iterator_cf(cf(db, CF_AUDIT)?, IteratorMode::End) {
         let (k, v) = item?;
         let seq = seq_of(&k)?;
@@ -64,8 +73,11 @@ fn retirements(db: &DB, snap: &Snapshot<'_>, keys: &AuditKeys) -> Result<HashMap
             let entry = retired.entry(key).or_insert(last);
             *entry = (*entry).max(last);
         }
+        if let Some(last) = adopted_up_to(&c.record).filter(|last| trusted && *last < seq) {
+            adopted = adopted.max(Some(last));
+        }
     }
-    Ok(retired)
+    Ok((retired, adopted))
 }
 
 pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreError> {
@@ -85,7 +97,7 @@ pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreErr
         },
     };
     let anchor: Option<Link> = head.as_ref().and_then(|h| h.anchor);
-    let retired = retirements(db, &snap, keys)?;
+    let (retired, adopted) = retirements(db, &snap, keys)?;
     let mut prev = anchor.map(|a| a.mac).unwrap_or_default();
     let mut last: u64 = anchor.map_or(0, |a| a.seq);
     let mut chained_seen = false;
@@ -108,8 +120,14 @@ pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreErr
                 report.problem(format!("record {seq} cannot be decoded (altered)"));
                 continue;
             }
-            Ok(Stored::Legacy(_)) if !chained_seen => {
+            Ok(Stored::Legacy(_)) if !chained_seen && adopted.is_some_and(|n| seq <= n) => {
                 report.legacy += 1;
+                continue;
+            }
+            Ok(Stored::Legacy(_)) if !chained_seen => {
+                report.problem(format!(
+                    "record {seq} is not chained and no keyed record of the chain adopts it (altered or inserted)"
+                ));
                 continue;
             }
             Ok(Stored::Legacy(_)) => {
@@ -140,7 +158,12 @@ pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreErr
         prev = c.mac;
     }
     match &head {
-        None if chained_seen => report.problem("the chain's head is missing, with records present".into()),
+        None if report.first_seq.is_some() => {
+            report.problem("the chain's head is missing, with records present".into())
+        }
+        None if snap.get_cf(meta, KEY_CHAIN_STARTED)?.is_some() => {
+            report.problem("the chain's head is missing (the node kept a chain before)".into())
+        }
         None => {}
         Some(h) => {
             match keys.get(&h.key_id) {

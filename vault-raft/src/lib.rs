@@ -7,6 +7,8 @@
 
 mod apply;
 pub mod audit_chain;
+#[cfg(test)]
+mod audit_headless_tests;
 pub mod audit_log;
 mod audit_start;
 mod audit_verify;
