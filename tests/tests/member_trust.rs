@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::Code;
 use vault_core::model::{AuditContext, TokenRecord, BOOTSTRAP_TOKEN_NAME};
 use vault_core::token::{RawToken, TokenHash};
-use vault_raft::transport::{AdminOp, CallerWrite, ForwardRequest, ForwardResponse};
+use vault_raft::transport::{AdminOp, CallerWrite, ForwardError, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, CommandResponse};
 use vault_tests::raft_peer::{append_as, forward_as, raft_as, vote_as};
 use vault_tests::*;
@@ -103,6 +103,20 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
             Err(s) if s.code() == Code::Unavailable => assert!(s.message().contains("no such token"), "{s:?}"),
             other => panic!("a token nobody holds is refused before it is proposed: {other:?}"),
         }
+        // The audit action is the serving node's word, recorded as is: it may not name one of
+        // the chain's own records (a forged `audit.chain_broken`), nor be anything but `noun.verb`.
+        for action in ["audit.chain_broken", "audit.key_retired", "token.create!", "Token.create", "token"] {
+            let forged = ForwardRequest::CallerWrite(CallerWrite {
+                token: RawToken::parse_strict(&c.token).expect("valid"),
+                cmd: Command::CreateToken { record: token_record("by-forged-action") },
+                client_ip: "192.0.2.7".into(),
+                action: action.into(),
+            });
+            match forward_as(&mut as_member, member, forged).await {
+                Ok(Err(ForwardError::Rejected(m))) => assert!(m.contains("audit action"), "{action}: {m}"),
+                other => panic!("a write whose audit action is {action:?} is rejected: {other:?}"),
+            }
+        }
         let admin = RawToken::parse_strict(&c.token).expect("valid");
         match forward_as(&mut as_member, member, caller_write(admin, "via-member")).await {
             Ok(Ok(ForwardResponse::Written(r))) => assert!(!matches!(r, CommandResponse::Rejected(_)), "{r:?}"),
@@ -120,7 +134,14 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
 
         let tokens = c.ctl(leader, &["token", "list"]);
         assert!(tokens.contains("via-member"), "{tokens}");
-        for name in ["by-admin-hash", "by-expired-hash", "by-forged-actor", "by-expired-token", "by-unknown-token"] {
+        for name in [
+            "by-admin-hash",
+            "by-expired-hash",
+            "by-forged-actor",
+            "by-expired-token",
+            "by-unknown-token",
+            "by-forged-action",
+        ] {
             assert!(!tokens.contains(name), "{name} must not exist:\n{tokens}");
         }
         let status = c.status(leader).await.expect("status");

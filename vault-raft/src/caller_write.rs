@@ -10,7 +10,9 @@
 //!   forwarding peer's certificate.
 //!
 //! What the serving node still says, and is recorded but not trusted for any decision: the
-//! client's address and the call's audit action. Applying the command checks the token again
+//! client's address and the call's audit action. The action must still be in the form every
+//! API call's is (`noun.verb`, lower case) and not one of the `audit.` actions the node writes
+//! about its own chain, so a member cannot put a forged `audit.chain_broken` in every log. Applying the command checks the token again
 //! against the replicated state (`apply::apply_as_caller`).
 
 use vault_core::model::{
@@ -56,6 +58,7 @@ impl Cluster {
             return Err(ForwardError::Refused(format!("{} is not a client write", cmd.kind())));
         }
         check_input(&cmd).map_err(|e| ForwardError::Rejected(format!("{}: {e}", cmd.kind())))?;
+        check_action(&action).map_err(ForwardError::Rejected)?;
         let auth = token.hash();
         let actor = match self.reader.token_by_hash(&auth) {
             Ok(Some(record)) => record.name,
@@ -125,6 +128,23 @@ fn check_input(cmd: &Command) -> Result<(), CoreError> {
         // Restores are checked record by record before they are proposed (`backup_check`), and
         // apply takes their chunks only in order.
         _ => Ok(()),
+    }
+}
+
+/// A forwarded audit action must be `[a-z_]+.[a-z_]+` and not name the chain's own records.
+fn check_action(action: &str) -> Result<(), String> {
+    let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    let ok = match action.split_once('.') {
+        Some((noun, verb)) => word(noun) && word(verb) && noun != "audit",
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the audit action {:?} is not a caller's (noun.verb in lower case, not audit.*)",
+            audit_field(action, 64)
+        ))
     }
 }
 
