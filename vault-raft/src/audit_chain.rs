@@ -36,6 +36,8 @@ pub const ACTION_LEGACY_ADOPTED: &str = "audit.legacy_adopted";
 /// Action of the record written when a head of older builds is upgraded and its untagged
 /// anchor adopted.
 pub const ACTION_HEAD_UPGRADED: &str = "audit.head_upgraded";
+/// Action of the record written when retention removed records past the hard size cap.
+pub const ACTION_PRUNED_OVER_HARD_CAP: &str = "audit.pruned_over_hard_cap";
 
 /// A place in the chain: a sequence number and the MAC of the record there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,13 +55,35 @@ pub(crate) struct HeadV1 {
 }
 
 /// The newest link and the anchor (the last link removed by retention), tagged together, so
-/// neither can be moved, rolled back or swapped for an older one without the key.
+/// neither can be moved, rolled back or swapped for an older one without the key. A break
+/// found at start is kept here too (`broken`), so verify fails after retention removed the
+/// break's record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Head {
     pub link: Link,
     pub anchor: Option<Link>,
     pub key_id: String,
     pub tag: [u8; 32],
+    /// Added after the head was tagged with its anchor: heads of those builds lack it (read as
+    /// `None`, see [`Head::decode`]); with `None`, the tag is what those builds made.
+    pub broken: Option<Break>,
+}
+
+/// The first break the node found at start: the sequence number of its `audit.chain_broken`
+/// record, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Break {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// The head as builds before [`Head::broken`] wrote it.
+#[derive(Deserialize)]
+struct HeadV2 {
+    link: Link,
+    anchor: Option<Link>,
+    key_id: String,
+    tag: [u8; 32],
 }
 
 fn hmac(key: &AuditMacKey) -> Result<Hmac<Sha256>, StoreError> {
@@ -87,12 +111,36 @@ impl HeadV1 {
 }
 
 impl Head {
-    pub fn new(key_id: &str, key: &AuditMacKey, link: Link, anchor: Option<Link>) -> Result<Self, StoreError> {
-        let tag = Self::mac(key, &link, anchor.as_ref())?.finalize().into_bytes().into();
-        Ok(Head { link, anchor, key_id: key_id.to_string(), tag })
+    pub fn new(
+        key_id: &str,
+        key: &AuditMacKey,
+        link: Link,
+        anchor: Option<Link>,
+        broken: Option<Break>,
+    ) -> Result<Self, StoreError> {
+        let tag = Self::mac(key, &link, anchor.as_ref(), broken.as_ref())?.finalize().into_bytes().into();
+        Ok(Head { link, anchor, key_id: key_id.to_string(), tag, broken })
     }
 
-    fn mac(key: &AuditMacKey, link: &Link, anchor: Option<&Link>) -> Result<Hmac<Sha256>, StoreError> {
+    /// Reads a head of this build or of the builds before [`Head::broken`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        crate::codec::decode::<Head>(bytes).or_else(|_| {
+            crate::codec::decode::<HeadV2>(bytes).map(|h| Head {
+                link: h.link,
+                anchor: h.anchor,
+                key_id: h.key_id,
+                tag: h.tag,
+                broken: None,
+            })
+        })
+    }
+
+    fn mac(
+        key: &AuditMacKey,
+        link: &Link,
+        anchor: Option<&Link>,
+        broken: Option<&Break>,
+    ) -> Result<Hmac<Sha256>, StoreError> {
         let mut m = hmac(key)?;
         m.update(b"vault audit head v2\0");
         m.update(&link.seq.to_be_bytes());
@@ -105,12 +153,18 @@ impl Head {
                 m.update(&a.mac);
             }
         }
+        if let Some(b) = broken {
+            m.update(b"broken\0");
+            m.update(&b.seq.to_be_bytes());
+            m.update(&(b.reason.len() as u64).to_be_bytes());
+            m.update(b.reason.as_bytes());
+        }
         Ok(m)
     }
 
-    /// Whether the tag is `key`'s over the link and anchor (compared in constant time).
+    /// Whether the tag is `key`'s over the link, anchor and break (compared in constant time).
     pub fn tag_ok(&self, key: &AuditMacKey) -> Result<bool, StoreError> {
-        Ok(Self::mac(key, &self.link, self.anchor.as_ref())?.verify_slice(&self.tag).is_ok())
+        Ok(Self::mac(key, &self.link, self.anchor.as_ref(), self.broken.as_ref())?.verify_slice(&self.tag).is_ok())
     }
 }
 
@@ -128,9 +182,20 @@ pub(crate) fn node_record(action: &str, outcome: String) -> AuditRecord {
     }
 }
 
-/// The record that retires `old` after record `last_seq`.
-pub(crate) fn retirement(old: &str, last_seq: u64, new: &str) -> AuditRecord {
-    node_record(ACTION_KEY_RETIRED, format!("key {old} retired after record {last_seq}; later records use key {new}"))
+/// What a retirement says when the chain did not verify as the key was retired.
+pub(crate) const RETIRED_BROKEN: &str = "; the chain did not verify: ";
+
+/// The record that retires `old` after record `last_seq`, with what verify found (`broken`)
+/// while the key was still held.
+pub(crate) fn retirement(old: &str, last_seq: u64, new: &str, broken: Option<&str>) -> AuditRecord {
+    let found = match broken {
+        None => "; the chain verified".to_string(),
+        Some(p) => format!("{RETIRED_BROKEN}{p}"),
+    };
+    node_record(
+        ACTION_KEY_RETIRED,
+        format!("key {old} retired after record {last_seq}; later records use key {new}{found}"),
+    )
 }
 
 /// The key a retirement record retires, and the last record made under it.
@@ -167,13 +232,14 @@ mod tests {
         let other = AuditMacKey::from_slice(&[4; 32]).unwrap();
         let link = Link { seq: 9, mac: [1; 32] };
         let anchor = Some(Link { seq: 4, mac: [2; 32] });
-        let head = Head::new("k", &key, link, anchor).unwrap();
+        let head = Head::new("k", &key, link, anchor, None).unwrap();
         assert!(head.tag_ok(&key).unwrap());
         assert!(!head.tag_ok(&other).unwrap());
         for edited in [
             Head { anchor: None, ..head.clone() },
             Head { anchor: Some(Link { seq: 5, mac: [2; 32] }), ..head.clone() },
             Head { link: Link { seq: 8, mac: [1; 32] }, ..head.clone() },
+            Head { broken: Some(Break { seq: 3, reason: "x".into() }), ..head.clone() },
         ] {
             assert!(!edited.tag_ok(&key).unwrap(), "{edited:?}");
         }
@@ -181,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_retirement_names_its_key_and_last_record() {
-        let r = retirement("derived-from:local:abc", 41, "derived-from:local:def");
+        let r = retirement("derived-from:local:abc", 41, "derived-from:local:def", Some("record 3; altered"));
         assert_eq!(retired_key(&r), Some(("derived-from:local:abc".into(), 41)));
         assert_eq!(retired_key(&node_record(ACTION_CHAIN_BROKEN, "key x retired after record 1".into())), None);
     }

@@ -29,11 +29,11 @@ use std::sync::{Arc, Mutex};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use vault_core::keys::AuditMacKey;
-use vault_core::model::AuditRecord;
+use vault_core::model::{audit_field, AuditRecord, MAX_AUDIT_FIELD};
 
 use crate::audit_chain::{
-    legacy_adoption, node_record, record_mac, retirement, Head, HeadV1, Link, ACTION_CHAIN_BROKEN,
-    ACTION_HEAD_UPGRADED, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
+    legacy_adoption, node_record, record_mac, retirement, Break, Head, HeadV1, Link, ACTION_CHAIN_BROKEN,
+    ACTION_HEAD_UPGRADED, ACTION_PRUNED_OVER_HARD_CAP, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
 };
 use crate::audit_start::StartCheck;
 use crate::codec::{decode, encode};
@@ -130,6 +130,8 @@ struct Chain {
     next_seq: u64,
     prev: [u8; 32],
     anchor: Option<Link>,
+    /// The first break found at start, kept in every head from then on.
+    broken: Option<Break>,
 }
 
 #[derive(Clone)]
@@ -160,7 +162,7 @@ impl AuditLog {
     pub fn open(db: Arc<DB>, node_id: u64, keys: AuditKeys) -> Result<Self, StoreError> {
         let last = last_record(&db)?;
         let meta = cf(&db, CF_RAFT_META)?;
-        let head: Option<Head> = db.get_cf(meta, KEY_HEAD)?.and_then(|b| decode(&b).ok());
+        let head: Option<Head> = db.get_cf(meta, KEY_HEAD)?.and_then(|b| Head::decode(&b).ok());
         let head_v1: Option<HeadV1> = db.get_cf(meta, KEY_HEAD_V1)?.and_then(|b| decode(&b).ok());
         let anchor_v1: Option<Link> = db.get_cf(meta, KEY_ANCHOR_V1)?.and_then(|b| decode(&b).ok());
         let (link, anchor) = match (&head, &head_v1) {
@@ -174,11 +176,12 @@ impl AuditLog {
             .max()
             .unwrap_or(0);
         let prev = link.map(|l| l.mac).or(last.and_then(|l| l.mac)).unwrap_or_default();
+        let broken = head.and_then(|h| h.broken);
         Ok(AuditLog {
             db,
             node_id,
             keys,
-            chain: Arc::new(Mutex::new(Chain { next_seq: last_seq + 1, prev, anchor })),
+            chain: Arc::new(Mutex::new(Chain { next_seq: last_seq + 1, prev, anchor, broken })),
             retention: Retention::default(),
             sink: None,
             failures: Arc::default(),
@@ -204,6 +207,11 @@ impl AuditLog {
                 if let Some(mac) = last.as_ref().and_then(|l| l.mac) {
                     chain.prev = mac;
                 }
+                if chain.broken.is_none() {
+                    // Kept in the head from now on: removing the record does not clear it.
+                    let reason = audit_field(&problems.join("; "), MAX_AUDIT_FIELD);
+                    chain.broken = Some(Break { seq: chain.next_seq, reason });
+                }
             }
             let why = format!("at start the node found: {}", problems.join("; "));
             tracing::error!(problem = %why, "the audit chain is broken; `vaultctl audit verify` reports it until retention removes this record");
@@ -220,7 +228,10 @@ impl AuditLog {
             records.push(self.own(legacy_adoption(seq)));
         }
         if let Some((key_id, link, _)) = head.filter(|(key_id, _, _)| key_id != current_id) {
-            records.push(self.own(retirement(&key_id, link.seq, current_id)));
+            // The old key's part of the chain is checked while the key is still held, and the
+            // result kept in the retirement, so a break under it does not become "unverifiable".
+            let found = crate::audit_verify::verify(&self.db, &self.keys)?.problem;
+            records.push(self.own(retirement(&key_id, link.seq, current_id, found.as_deref())));
         }
         match records.is_empty() {
             true => self.commit_head(upgrade),
@@ -238,7 +249,8 @@ impl AuditLog {
         let chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let (key_id, key) = self.keys.current();
         let link = Link { seq: chain.next_seq - 1, mac: chain.prev };
-        batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_HEAD, encode(&Head::new(key_id, key, link, chain.anchor)?)?);
+        let head = Head::new(key_id, key, link, chain.anchor, chain.broken.clone())?;
+        batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_HEAD, encode(&head)?);
         self.db.write(batch)?;
         Ok(())
     }
@@ -302,7 +314,7 @@ impl AuditLog {
             prev = mac;
             seq += 1;
         }
-        let head = Head::new(key_id, key, Link { seq: seq - 1, mac: prev }, chain.anchor)?;
+        let head = Head::new(key_id, key, Link { seq: seq - 1, mac: prev }, chain.anchor, chain.broken.clone())?;
         batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_HEAD, encode(&head)?);
         self.db.write(batch)?;
         chain.next_seq = seq;
@@ -390,6 +402,7 @@ impl AuditLog {
         let too_old = now_ms.saturating_sub(self.retention.max_age_ms);
         let floor = now_ms.saturating_sub(self.retention.min_age_ms);
         let mut cut: Option<Link> = None;
+        let mut first: Option<u64> = None;
         let mut pruned = Pruned::default();
         for item in self.db.iterator_cf(family, IteratorMode::Start) {
             let (k, v) = item?;
@@ -410,6 +423,7 @@ impl AuditLog {
             excess = excess.saturating_sub(bytes);
             hard_excess = hard_excess.saturating_sub(bytes);
             cut = Some(Link { seq, mac });
+            first.get_or_insert(seq);
             pruned.removed += 1;
         }
         let Some(anchor) = cut else { return Ok(pruned) };
@@ -418,11 +432,22 @@ impl AuditLog {
         // Under the chain's lock, so no append lands between the delete and the new head.
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let (key_id, key) = self.keys.current();
-        let head = Head::new(key_id, key, Link { seq: chain.next_seq - 1, mac: chain.prev }, Some(anchor))?;
+        let link = Link { seq: chain.next_seq - 1, mac: chain.prev };
+        let head = Head::new(key_id, key, link, Some(anchor), chain.broken.clone())?;
         batch.put_cf(cf(&self.db, CF_RAFT_META)?, KEY_HEAD, encode(&head)?);
         self.db.write(batch)?;
         chain.anchor = Some(anchor);
+        drop(chain);
         self.over_hard_cap.fetch_add(pruned.over_hard_cap, Ordering::Relaxed);
+        if pruned.over_hard_cap > 0 {
+            // On record, so the removal of young records (a break's, say) shows in the chain.
+            let first = first.unwrap_or(anchor.seq);
+            let what = format!(
+                "records {first} to {} removed past the hard size cap, {} of them younger than the age floor",
+                anchor.seq, pruned.over_hard_cap
+            );
+            self.commit(WriteBatch::default(), vec![self.own(node_record(ACTION_PRUNED_OVER_HARD_CAP, what))])?;
+        }
         Ok(pruned)
     }
 }
@@ -621,7 +646,7 @@ mod tests {
         // Records 5 and 6 cut, the anchor moved to record 6 (its MAC copied): the head's tag no
         // longer matches.
         let meta = cf(&a.db, CF_RAFT_META).unwrap();
-        let mut head: Head = decode(&a.db.get_cf(meta, KEY_HEAD).unwrap().unwrap()).unwrap();
+        let mut head = Head::decode(&a.db.get_cf(meta, KEY_HEAD).unwrap().unwrap()).unwrap();
         let six: Chained =
             decode(&a.db.get_cf(cf(&a.db, CF_AUDIT).unwrap(), 6u64.to_be_bytes()).unwrap().unwrap()).unwrap();
         tamper(&a, 5, |_| None);
@@ -655,7 +680,7 @@ mod tests {
             assert_eq!(a.prune(now).unwrap().removed, 2);
             // Put the head and anchor back the way older builds kept them.
             let meta = cf(&a.db, CF_RAFT_META).unwrap();
-            let head: Head = decode(&a.db.get_cf(meta, KEY_HEAD).unwrap().unwrap()).unwrap();
+            let head = Head::decode(&a.db.get_cf(meta, KEY_HEAD).unwrap().unwrap()).unwrap();
             let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&[7; 32]).unwrap();
             m.update(b"vault audit head v1\0");
             m.update(&head.link.seq.to_be_bytes());
@@ -707,11 +732,14 @@ mod tests {
         assert_eq!(p, Pruned { removed: 6, over_hard_cap: 6 });
         assert_eq!(a.over_hard_cap(), 6);
         assert_eq!(a.verify().unwrap().problem, None);
+        // The prune is on record (record 7).
+        let newest = &a.list(1, None, None).unwrap()[0];
+        assert_eq!(newest.action, ACTION_PRUNED_OVER_HARD_CAP, "{newest:?}");
         a.append(record(7, now)).unwrap();
         let a = reopen(a, keys(&[("k1", 7)]));
         a.append(record(8, now)).unwrap();
         let r = a.verify().unwrap();
-        assert_eq!((r.first_seq, r.last_seq, r.problem.clone()), (Some(7), Some(8), None), "{r:?}");
+        assert_eq!((r.first_seq, r.last_seq, r.problem.clone()), (Some(7), Some(9), None), "{r:?}");
         // Without the hard cap, the floor holds.
         let a = a.with_retention(Retention {
             max_age_ms: 100 * DAY_MS,

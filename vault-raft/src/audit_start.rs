@@ -52,7 +52,7 @@ pub(crate) fn check(db: &DB, keys: &AuditKeys, last: Option<&LastRecord>) -> Res
                     "a head or anchor in the untagged format of older builds lies beside the chain's head".into(),
                 );
             }
-            match decode::<Head>(&bytes) {
+            match Head::decode(&bytes) {
                 Err(_) => {
                     problems.push("the chain's head cannot be decoded".into());
                     None

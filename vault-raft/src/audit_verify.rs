@@ -17,10 +17,9 @@ use rocksdb::{IteratorMode, Snapshot, DB};
 
 use crate::audit_chain::{
     adopted_up_to, record_mac, retired_key, Head, Link, ACTION_CHAIN_BROKEN, KEY_ANCHOR_V1, KEY_CHAIN_STARTED,
-    KEY_HEAD, KEY_HEAD_V1,
+    KEY_HEAD, KEY_HEAD_V1, RETIRED_BROKEN,
 };
 use crate::audit_log::{decode_stored, AuditKeys, Stored};
-use crate::codec::decode;
 use crate::db::{cf, CF_AUDIT, CF_RAFT_META};
 use crate::StoreError;
 
@@ -88,7 +87,7 @@ pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreErr
     let mut report = VerifyReport::default();
     let head: Option<Head> = match snap.get_cf(meta, KEY_HEAD)? {
         None => None,
-        Some(bytes) => match decode(&bytes) {
+        Some(bytes) => match Head::decode(&bytes) {
             Ok(h) => Some(h),
             Err(_) => {
                 report.problem("the chain's head cannot be decoded (altered)".into());
@@ -152,6 +151,10 @@ pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreErr
                     report.problem(format!("record {seq} was altered, or the one before it is missing"));
                 } else if c.record.action == ACTION_CHAIN_BROKEN {
                     report.problem(format!("record {seq} says the chain was broken: {}", c.record.outcome));
+                } else if let Some((key, _)) = retired_key(&c.record) {
+                    if let Some((_, found)) = c.record.outcome.split_once(RETIRED_BROKEN) {
+                        report.problem(format!("record {seq} retired key {key} over a broken chain: {found}"));
+                    }
                 }
             }
         }
@@ -166,6 +169,12 @@ pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreErr
         }
         None => {}
         Some(h) => {
+            if let Some(b) = &h.broken {
+                report.problem(format!(
+                    "the chain was broken at record {}: {} (kept in the head; see docs/audit.md)",
+                    b.seq, b.reason
+                ));
+            }
             match keys.get(&h.key_id) {
                 None => {
                     report.problem(format!("the chain's head is under key {}, which this node does not hold", h.key_id))
@@ -196,7 +205,7 @@ pub(crate) fn verify(db: &DB, keys: &AuditKeys) -> Result<VerifyReport, StoreErr
 pub(crate) fn extends(db: &DB, link: (u64, [u8; 32])) -> Result<Option<String>, StoreError> {
     let (seq, mac) = link;
     let snap = db.snapshot();
-    let head: Option<Head> = snap.get_cf(cf(db, CF_RAFT_META)?, KEY_HEAD)?.and_then(|b| decode(&b).ok());
+    let head: Option<Head> = snap.get_cf(cf(db, CF_RAFT_META)?, KEY_HEAD)?.and_then(|b| Head::decode(&b).ok());
     let Some(head) = head else {
         return Ok(Some(format!("the log has no head; it does not extend record {seq}")));
     };

@@ -11,6 +11,8 @@ pub mod audit_chain;
 mod audit_headless_tests;
 pub mod audit_log;
 mod audit_start;
+#[cfg(test)]
+mod audit_sticky_tests;
 mod audit_verify;
 pub mod backup_check;
 mod caller_write;
