@@ -14,9 +14,12 @@
 //!   retires, on a head it cannot check, and on records without a head.
 //! - **At start** ([`AuditLog::check_at_start`]) the head must match the newest record under a
 //!   key the node holds; if not, the node writes a keyed `audit.chain_broken` record saying
-//!   why, so that new records (and a fresh head) cannot make the break disappear.
+//!   why, and keeps the break in the tagged head, so that neither new records (and a fresh
+//!   head) nor retention can make it disappear. Records without a head, of any format, are a
+//!   break; records from before chaining are adopted once, by a keyed record.
 //! - **Retention** by age and size ([`Retention`]); records younger than the age floor are
-//!   removed for size only past the hard cap, which is counted ([`AuditLog::over_hard_cap`]).
+//!   removed for size only past the hard cap, which is counted ([`AuditLog::over_hard_cap`])
+//!   and recorded by a keyed `audit.pruned_over_hard_cap` record.
 //!
 //! Records go to the WAL without their own fsync; the next Raft log sync (same WAL) makes
 //! them durable.
