@@ -246,6 +246,25 @@ mod tests {
     }
 
     #[test]
+    fn a_head_of_builds_before_the_kept_break_reads_as_one_without_a_break_and_still_checks() {
+        let key = AuditMacKey::from_slice(&[3; 32]).unwrap();
+        let head =
+            Head::new("k", &key, Link { seq: 9, mac: [1; 32] }, Some(Link { seq: 4, mac: [2; 32] }), None).unwrap();
+        // Those builds wrote the same fields without `broken` (postcard: a struct is its fields).
+        let old = encode(&(head.link, head.anchor, head.key_id.clone(), head.tag)).unwrap();
+        let read = Head::decode(&old).unwrap();
+        assert_eq!((read.link, read.anchor, read.broken.clone()), (head.link, head.anchor, None));
+        assert!(read.tag_ok(&key).unwrap());
+        // A head with a break round-trips, its break bound into the tag.
+        let broken = Some(Break { seq: 5, reason: "the chain's head is missing".into() });
+        let with = Head::new("k", &key, head.link, head.anchor, broken.clone()).unwrap();
+        let read = Head::decode(&encode(&with).unwrap()).unwrap();
+        assert_eq!(read.broken, broken);
+        assert!(read.tag_ok(&key).unwrap());
+        assert!(!Head { broken: None, ..read }.tag_ok(&key).unwrap());
+    }
+
+    #[test]
     fn a_retirement_names_its_key_and_last_record() {
         let r = retirement("derived-from:local:abc", 41, "derived-from:local:def", Some("record 3; altered"));
         assert_eq!(retired_key(&r), Some(("derived-from:local:abc".into(), 41)));
