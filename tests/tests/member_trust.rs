@@ -5,25 +5,15 @@
 use std::time::Duration;
 
 use tonic::Code;
-use vault_core::model::{AuditContext, TokenRecord, BOOTSTRAP_TOKEN_NAME};
+use vault_core::model::{AuditContext, BOOTSTRAP_TOKEN_NAME};
 use vault_core::token::{RawToken, TokenHash};
 use vault_raft::transport::{AdminOp, CallerWrite, ForwardError, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, CommandResponse};
-use vault_tests::raft_peer::{append_as, forward_as, raft_as, vote_as};
+use vault_tests::raft_peer::{append_as, forward_as, hash_of, raft_as, token_record, vote_as};
 use vault_tests::*;
 
-fn token_record(name: &str) -> TokenRecord {
-    TokenRecord {
-        name: name.into(),
-        hash: RawToken::generate().hash(),
-        role: "admin".into(),
-        created_at_ms: 1,
-        expires_at_ms: None,
-    }
-}
-
-fn hash_of(token: &str) -> TokenHash {
-    RawToken::parse_strict(token).expect("a valid token").hash()
+fn mt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
 fn records(c: &TestCluster, i: usize) -> Vec<serde_json::Value> {
@@ -32,8 +22,7 @@ fn records(c: &TestCluster, i: usize) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async {
+    mt().block_on(async {
         let c = TestCluster::start(3, |_| {}).await;
         let leader = c.leader_seen_by(0, |_| true).await;
         let leader_id = c.specs[leader].node_id;
@@ -186,8 +175,7 @@ fn a_member_cannot_act_as_a_caller_whose_token_it_was_not_given() {
 /// term, and so cannot commit what it likes (a token of its own, say) on every node.
 #[test]
 fn a_learner_cannot_make_itself_leader() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async {
+    mt().block_on(async {
         let c = TestCluster::start(3, |_| {}).await;
         let leader = c.leader_seen_by(0, |_| true).await;
         let leader_id = c.specs[leader].node_id;
@@ -225,8 +213,7 @@ fn a_learner_cannot_make_itself_leader() {
 /// itself the joining node's leader first.
 #[test]
 fn a_joining_node_takes_raft_traffic_only_from_the_voters_that_add_it() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async {
+    mt().block_on(async {
         let c = TestCluster::start(3, |_| {}).await;
         let leader = c.leader_seen_by(0, |_| true).await;
         let certs = c.certs();
