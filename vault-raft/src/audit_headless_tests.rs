@@ -6,36 +6,21 @@ use std::sync::Arc;
 
 use openraft::CommittedLeaderId;
 use rocksdb::{IteratorMode, DB};
-use vault_core::keys::AuditMacKey;
 use vault_core::model::AuditRecord;
 
 use crate::audit_chain::{ACTION_CHAIN_BROKEN, ACTION_LEGACY_ADOPTED, KEY_HEAD};
-use crate::audit_log::{decode_stored, AuditKeys, AuditLog, Stored};
+use crate::audit_fixtures::{self as fixtures, keys, open_db};
+use crate::audit_log::{decode_stored, AuditLog, Stored};
 use crate::codec::encode;
 use crate::db::{cf, CF_AUDIT, CF_RAFT_META, CF_SM_META};
 use crate::typ::LogId;
 
-fn keys() -> AuditKeys {
-    AuditKeys::new(vec![("k1".into(), AuditMacKey::from_slice(&[7; 32]).unwrap())]).unwrap()
-}
-
 fn start(db: &Arc<DB>) -> AuditLog {
-    let log = AuditLog::open(db.clone(), 1, keys()).unwrap();
-    log.check_at_start().unwrap();
-    log
+    fixtures::start(db, keys(&[("k1", 7)]))
 }
 
 fn record(i: u64) -> AuditRecord {
-    AuditRecord {
-        seq: 0,
-        time_ms: 1_000,
-        node_id: 1,
-        actor: format!("actor-{i}"),
-        client_ip: "127.0.0.1".into(),
-        action: "secret.get".into(),
-        secret: Some(format!("app/{i}")),
-        outcome: "ok".into(),
-    }
+    fixtures::record(i, 1_000)
 }
 
 /// Every record, as stored.
@@ -59,10 +44,6 @@ fn rewrite_as_legacy(db: &DB) {
         db.put_cf(family, seq.to_be_bytes(), encode(&r).unwrap()).unwrap();
     }
     db.delete_cf(cf(db, CF_RAFT_META).unwrap(), KEY_HEAD).unwrap();
-}
-
-fn open_db(dir: &std::path::Path) -> Arc<DB> {
-    Arc::new(crate::db::open(&dir.join("db")).unwrap())
 }
 
 fn broken_at_start(a: &AuditLog) -> Option<String> {

@@ -476,6 +476,7 @@ fn last_record(db: &DB) -> Result<Option<LastRecord>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit_fixtures::{keys, record};
 
     fn log(dir: &std::path::Path) -> AuditLog {
         let db = Arc::new(crate::db::open(&dir.join("db")).unwrap());
@@ -483,19 +484,6 @@ mod tests {
         let log = AuditLog::open(db, 1, keys).unwrap();
         log.check_at_start().unwrap();
         log
-    }
-
-    fn record(i: u64, time_ms: u64) -> AuditRecord {
-        AuditRecord {
-            seq: 0,
-            time_ms,
-            node_id: 0,
-            actor: format!("actor-{i}"),
-            client_ip: "127.0.0.1".into(),
-            action: "secret.get".into(),
-            secret: Some(format!("app/{i}")),
-            outcome: "ok".into(),
-        }
     }
 
     fn tamper(a: &AuditLog, seq: u64, edit: impl FnOnce(Option<Vec<u8>>) -> Option<Vec<u8>>) {
@@ -572,13 +560,6 @@ mod tests {
         assert_eq!(a.list(100, None, None).unwrap().len(), 5);
         a.append(record(99, now)).unwrap();
         assert_eq!(a.verify().unwrap().problem, None);
-    }
-
-    fn keys(ids: &[(&str, u8)]) -> AuditKeys {
-        AuditKeys::new(
-            ids.iter().map(|(id, b)| (id.to_string(), AuditMacKey::from_slice(&[*b; 32]).unwrap())).collect(),
-        )
-        .unwrap()
     }
 
     fn reopen(a: AuditLog, keys: AuditKeys) -> AuditLog {

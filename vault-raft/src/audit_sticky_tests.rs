@@ -2,42 +2,13 @@
 //! its record, a prune past the hard cap is on record, and a key retired over a broken chain
 //! leaves verify failing once the key is gone.
 
-use std::sync::Arc;
-
-use rocksdb::DB;
-use vault_core::keys::AuditMacKey;
-use vault_core::model::AuditRecord;
-
 use crate::audit_chain::{ACTION_PRUNED_OVER_HARD_CAP, KEY_HEAD};
-use crate::audit_log::{AuditKeys, AuditLog, Chained, Retention};
+use crate::audit_fixtures::{keys, open_db, record, start};
+use crate::audit_log::{Chained, Retention};
 use crate::codec::{decode, encode};
 use crate::db::{cf, CF_AUDIT, CF_RAFT_META};
 
 const DAY_MS: u64 = 86_400_000;
-
-fn keys(ids: &[(&str, u8)]) -> AuditKeys {
-    AuditKeys::new(ids.iter().map(|(id, b)| (id.to_string(), AuditMacKey::from_slice(&[*b; 32]).unwrap())).collect())
-        .unwrap()
-}
-
-fn start(db: &Arc<DB>, k: AuditKeys) -> AuditLog {
-    let log = AuditLog::open(db.clone(), 1, k).unwrap();
-    log.check_at_start().unwrap();
-    log
-}
-
-fn record(i: u64, time_ms: u64) -> AuditRecord {
-    AuditRecord {
-        seq: 0,
-        time_ms,
-        node_id: 1,
-        actor: format!("actor-{i}"),
-        client_ip: "127.0.0.1".into(),
-        action: "secret.get".into(),
-        secret: Some(format!("app/{i}")),
-        outcome: "ok".into(),
-    }
-}
 
 fn hard_cap() -> Retention {
     Retention { max_age_ms: 100 * DAY_MS, max_bytes: 1, min_age_ms: 10 * DAY_MS, hard_max_bytes: 1 }
@@ -46,7 +17,7 @@ fn hard_cap() -> Retention {
 #[test]
 fn a_break_outlives_its_record_removed_past_the_hard_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(crate::db::open(&dir.path().join("db")).unwrap());
+    let db = open_db(dir.path());
     let a = start(&db, keys(&[("k1", 7)]));
     let now = 1_000 * DAY_MS;
     for i in 0..3 {
@@ -80,7 +51,7 @@ fn a_break_outlives_its_record_removed_past_the_hard_cap() {
 #[test]
 fn a_key_retired_over_a_broken_chain_leaves_verify_failing_once_the_key_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(crate::db::open(&dir.path().join("db")).unwrap());
+    let db = open_db(dir.path());
     let a = start(&db, keys(&[("k1", 7)]));
     for i in 0..3 {
         a.append(record(i, 1_000)).unwrap();

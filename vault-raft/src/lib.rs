@@ -8,6 +8,8 @@
 mod apply;
 pub mod audit_chain;
 #[cfg(test)]
+mod audit_fixtures;
+#[cfg(test)]
 mod audit_headless_tests;
 pub mod audit_log;
 mod audit_start;
