@@ -37,8 +37,9 @@ struct Cli {
     /// API address of any node.
     #[arg(long, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
     addr: String,
-    /// Admin bearer token.
-    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, global = true)]
+    /// Admin bearer token. A generated token may begin with `-` (base64url), so a value that
+    /// does is taken as the token, not as an option.
+    #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, global = true, allow_hyphen_values = true)]
     token: Option<String>,
     /// CA certificate (PEM) to verify the server's TLS certificate (https:// addresses).
     /// Without it, the system's trusted roots are used (`SSL_CERT_FILE` / `SSL_CERT_DIR` apply).
@@ -288,4 +289,21 @@ async fn main() -> ExitCode {
     // Every error line names the code, in words.
     eprintln!("error: {}: {}", code_words(status.code()), status.message());
     ExitCode::from(exit_code(status.code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One generated token in 64 begins with `-`; `--token -X...` must still parse as a token.
+    #[test]
+    fn a_token_or_value_that_begins_with_a_hyphen_is_taken_as_one() {
+        let cli = Cli::try_parse_from(["vaultctl", "--token", "-Xabc", "secret", "put", "a/b", "--value", "-v"])
+            .unwrap_or_else(|e| panic!("parse: {e}"));
+        assert_eq!(cli.token.as_deref(), Some("-Xabc"));
+        match cli.cmd {
+            Cmd::Secret(secret::Cmd::Put { value, .. }) => assert_eq!(value.as_deref(), Some("-v")),
+            _ => panic!("not secret put"),
+        }
+    }
 }

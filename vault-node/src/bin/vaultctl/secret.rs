@@ -19,7 +19,7 @@ pub enum Cmd {
     /// Write a new version; prints its number. The value comes from --value, --file or stdin.
     Put {
         name: String,
-        #[arg(long, conflicts_with = "file")]
+        #[arg(long, conflicts_with = "file", allow_hyphen_values = true)]
         value: Option<String>,
         #[arg(long)]
         file: Option<PathBuf>,
