@@ -431,4 +431,14 @@ impl Secrets for SecretsService {
         self.lifecycle(req, Action::Destroy, |name, versions| Command::DestroyVersions { name, versions, now_ms: now })
             .await
     }
+
+    type WatchSecretsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchSecretsResponse, Status>> + Send + 'static>>;
+
+    async fn watch_secrets(
+        &self,
+        _req: Request<pb::WatchSecretsRequest>,
+    ) -> Result<Response<Self::WatchSecretsStream>, Status> {
+        Err(Status::unimplemented("WatchSecrets is being built"))
+    }
 }

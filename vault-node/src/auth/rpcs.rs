@@ -61,6 +61,8 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Secrets/ClearRotation", Access::Manage, "secret.rotation_clear"),
     // Waits for the leader's attempt, which may run a hook for up to its own timeout.
     streaming("/vault.v1.Secrets/RotateSecret", Access::Manage, "secret.rotate"),
+    // A stream that lasts as long as the client watches; it bounds itself (see `api::watch`).
+    streaming("/vault.v1.Secrets/WatchSecrets", Access::Read, "secret.watch"),
     rpc("/vault.v1.Admin/CreateToken", Access::Admin, "token.create"),
     rpc("/vault.v1.Admin/ListTokens", Access::Admin, "token.list"),
     rpc("/vault.v1.Admin/RevokeToken", Access::Admin, "token.revoke"),
