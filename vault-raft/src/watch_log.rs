@@ -98,9 +98,12 @@ pub enum ReplayError {
     Store(#[from] StoreError),
 }
 
+/// A change as a command makes it: name, version, kind (the revision is its entry's index).
+pub(crate) type Change = (String, u64, ChangeKind);
+
 /// The events one command's response says it made, appended to `out` as (name, version,
 /// kind). Only changes that happened: a rejected command, or a no-op, records nothing.
-pub(crate) fn events_of(cmd: &Command, resp: &CommandResponse, out: &mut Vec<(String, u64, ChangeKind)>) {
+pub(crate) fn events_of(cmd: &Command, resp: &CommandResponse, out: &mut Vec<Change>) {
     let mut versions = |name: &str, kind: ChangeKind| {
         if let CommandResponse::Changed { versions } = resp {
             out.extend(versions.iter().map(|v| (name.to_string(), *v, kind)));
@@ -248,7 +251,7 @@ impl WatchLog {
     pub(crate) fn stage(
         &self,
         batch: &mut WriteBatch,
-        per_entry: Vec<(u64, Vec<(String, u64, ChangeKind)>)>,
+        per_entry: Vec<(u64, Vec<Change>)>,
     ) -> Result<Staged, StoreError> {
         let family = cf(&self.inner.db, CF_WATCH)?;
         let mut events = Vec::new();

@@ -17,6 +17,9 @@ use vault_tests::etcd::{pb as etcdpb, EtcdCluster};
 use vault_tests::moto::Moto;
 use vault_tests::{authed, test_dir, NodeSpec, TestCluster};
 
+#[path = "vault-bench/watch.rs"]
+mod watch;
+
 #[derive(Parser)]
 #[command(name = "vault-bench")]
 struct Args {
@@ -40,6 +43,11 @@ struct Args {
     skip_scale: bool,
     #[arg(long)]
     skip_rewrap: bool,
+    /// Watchers of the watch scenario (see `watch`).
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    #[arg(long)]
+    skip_watch: bool,
     /// Serve the vault cluster's API over TLS (`VAULT_TLS_CERT`) and load it over TLS. The
     /// etcd baseline stays plaintext, so leave it out (`--skip-etcd`) to compare like with like.
     #[arg(long)]
@@ -688,6 +696,18 @@ async fn main() {
                 runs.add(sys.name, label, n, r);
             }
         }
+    }
+
+    if !args.skip_watch {
+        settle(&systems).await;
+        let setup = watch::Setup {
+            leader: &systems[0].leader,
+            follower: &systems[0].follower,
+            token: &cluster.token,
+            ca: systems[0].ca.as_deref(),
+            servers: &systems[0].pids,
+        };
+        extra.insert("watch".into(), watch::run(setup, args.watchers, d).await);
     }
 
     if !args.skip_scale {
