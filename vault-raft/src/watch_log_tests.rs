@@ -202,3 +202,59 @@ async fn installing_a_snapshot_empties_the_history_and_raises_the_floor_and_snap
     // Durable: a reopen sees the same.
     assert_eq!(WatchLog::open(db.clone(), 50).expect("reopen").floor(), 50);
 }
+
+/// The kinds a unit of apply cannot easily reach (a caller's write, a rotation, a restore) come
+/// from the command and its response alike: wrapped or not, and only when applied.
+#[test]
+fn caller_writes_rotations_and_restores_record_their_kinds_and_rejections_nothing() {
+    use crate::command::{CommandResponse, Rejection};
+    use crate::watch_log::{events_of, Change};
+    let of = |cmd: &Command, resp: &CommandResponse| {
+        let mut out: Vec<Change> = Vec::new();
+        events_of(cmd, resp, &mut out);
+        out
+    };
+    let caller = |cmd: Command| Command::AsCaller {
+        auth: vault_core::token::RawToken::generate().hash(),
+        now_ms: 1,
+        cmd: Box::new(cmd),
+        audit: vault_core::model::AuditContext {
+            node_id: 1,
+            actor: "t".into(),
+            client_ip: "127.0.0.1".into(),
+            action: "secret.put".into(),
+        },
+    };
+    let written = CommandResponse::Written { version: 4 };
+    assert_eq!(of(&caller(put("c", 4)), &written), vec![("c".to_string(), 4, ChangeKind::Put)]);
+    let refused = CommandResponse::Rejected(Rejection::PermissionDenied("no".into()));
+    assert!(of(&caller(put("c", 4)), &refused).is_empty(), "a refused caller's write records nothing");
+    let soft = Command::SoftDeleteSecret { name: "c".into(), now_ms: 1 };
+    let changed = CommandResponse::Changed { versions: vec![2, 3] };
+    assert_eq!(
+        of(&caller(soft), &changed),
+        vec![("c".to_string(), 2, ChangeKind::Delete), ("c".to_string(), 3, ChangeKind::Delete)]
+    );
+    let destroy = Command::DestroySecret { name: "c".into(), now_ms: 1 };
+    assert!(of(&destroy, &CommandResponse::Changed { versions: vec![] }).is_empty(), "nothing changed");
+    let sealed = SealedValue { key_id: "k".into(), wrapped_dek: vec![1], nonce: vec![2], ciphertext: vec![3] };
+    let rotation = Command::RotationDone {
+        name: "r".into(),
+        from_version: 3,
+        version: 4,
+        sealed,
+        now_ms: 1,
+        attempts: 0,
+        node_id: 1,
+    };
+    assert_eq!(of(&rotation, &written), vec![("r".to_string(), 4, ChangeKind::Rotation)]);
+    assert!(of(&rotation, &CommandResponse::Rejected(Rejection::VersionConflict { current: 5 })).is_empty());
+    let restore = Command::RestoreCommit { id: 7 };
+    assert_eq!(
+        of(&restore, &CommandResponse::Restored { records: vec![] }),
+        vec![(String::new(), 0, ChangeKind::Reset)]
+    );
+    assert!(of(&restore, &refused).is_empty());
+    // Other commands record nothing, whatever they answer.
+    assert!(of(&Command::RotateNow { name: "r".into() }, &CommandResponse::RotationQueued { attempts: 1 }).is_empty());
+}
