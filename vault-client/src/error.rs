@@ -79,12 +79,14 @@ impl Error {
                 return Error::Timeout { addr: addr.to_string() };
             }
             let connected = !has_connect_error(source);
-            let mut why = chain(source);
-            if why.first().is_none_or(|s| *s != message) {
-                why.insert(0, message);
+            // tonic and hyper repeat their sources' words in their own messages: keep each once.
+            let mut why = message;
+            for s in chain(source) {
+                if !why.contains(&s) {
+                    why = if s.contains(&why) { s } else { format!("{why}: {s}") };
+                }
             }
-            why.dedup();
-            return Error::Transport { addr: addr.to_string(), message: why.join(": "), connected };
+            return Error::Transport { addr: addr.to_string(), message: why, connected };
         }
         match status.code() {
             Code::NotFound => Error::NotFound(message),
