@@ -92,7 +92,7 @@ fn refusals_are_typed_errors_and_the_token_comes_from_a_file() {
         std::fs::write(&token_file, format!("{}\n", n.token)).expect("write token file");
         let env = [("VAULT_ADDR", format!("{},{}", dead_addr(), n.url())), ("VAULT_TOKEN_FILE", utf8(&token_file))];
         let client = Client::builder()
-            .from_vars(|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone()))
+            .with_vars(|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone()))
             .build()
             .expect("client from the environment");
         assert!(client.has_token());
@@ -157,7 +157,7 @@ fn a_reader_certificate_over_tls_reads_what_its_rule_grants() {
             ("VAULT_CLIENT_KEY", utf8(&readers.join("reader-app-reader.key"))),
         ];
         let var = |k: &str| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone());
-        let reader = Client::builder().from_vars(var).build().expect("client");
+        let reader = Client::builder().with_vars(var).build().expect("client");
         assert_eq!(reader.nodes(), [format!("https://{addr}")], "host:port with a CA means https");
         assert_eq!(value(&reader, "app/x").await.expect("read with the reader certificate"), secret);
         assert!(matches!(reader.get("ops/x").await, Err(Error::PermissionDenied(_))));

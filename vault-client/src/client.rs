@@ -184,9 +184,9 @@ impl Client {
         Builder::default()
     }
 
-    /// A client configured from the environment only (see [`Builder::from_env`]).
+    /// A client configured from the environment only (see [`Builder::with_env`]).
     pub fn from_env() -> Result<Client> {
-        Builder::default().from_env().build()
+        Builder::default().with_env().build()
     }
 
     pub(crate) fn new(addrs: Vec<String>, settings: Settings) -> Result<Client> {
