@@ -5,8 +5,6 @@ pub mod api;
 pub mod api_conn;
 pub mod auth;
 pub mod backup;
-pub mod certs;
-pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod environ;

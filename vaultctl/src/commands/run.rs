@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use tonic::Status;
-use vault_node::pb;
-use vault_node::pb::secrets_client::SecretsClient;
+use tonic::Code;
+use vault_client::{pb, Client, Route};
 
-use crate::{Authed, Failure};
+use crate::commands::rpc;
+use crate::failure::Failure;
 
 // The arguments of `vaultctl run`. No doc comment here: the help text is the doc comment of
 // the `Run` variant in main.rs.
@@ -26,12 +26,12 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-pub async fn run(secrets: &mut SecretsClient<Authed>, args: RunArgs) -> Result<(), Failure> {
+pub async fn run(c: &Client, args: RunArgs) -> Result<(), Failure> {
     let RunArgs { mut env, env_file, command } = args;
     if let Some(file) = env_file {
         env.extend(read_env_file(&file)?);
     }
-    run_with_secrets(secrets, &env, &command).await
+    run_with_secrets(c, &env, &command).await
 }
 
 /// One `--env VAR=NAME[@VERSION]`.
@@ -69,19 +69,19 @@ fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
 /// `vaultctl run`: reads every secret in one linearizable batch, then replaces this process
 /// with `command`, the secrets in its environment. Values stay in memory that is zeroized if
 /// the exec fails; on success the process image, and they with it, is replaced.
-async fn run_with_secrets(c: &mut SecretsClient<Authed>, specs: &[String], command: &[String]) -> Result<(), Failure> {
+async fn run_with_secrets(c: &Client, specs: &[String], command: &[String]) -> Result<(), Failure> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::process::CommandExt;
     let specs = specs.iter().map(|s| parse_env_spec(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let requests =
         specs.iter().map(|(_, name, version)| pb::GetSecretRequest { name: name.clone(), version: *version }).collect();
-    let results = c.batch_get_secrets(pb::BatchGetSecretsRequest { requests }).await?.into_inner().results;
+    let results =
+        rpc!(c, Route::Read, secrets.batch_get_secrets, pb::BatchGetSecretsRequest { requests }).await?.results;
     if results.len() != specs.len() {
-        return Err(Failure::Grpc(Status::internal(format!(
-            "asked for {} secrets, the server answered {}",
-            specs.len(),
-            results.len()
-        ))));
+        return Err(Failure::status(
+            Code::Internal,
+            format!("asked for {} secrets, the server answered {}", specs.len(), results.len()),
+        ));
     }
     let mut values: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = Vec::with_capacity(specs.len());
     for ((var, name, _), result) in specs.iter().zip(results) {
@@ -96,15 +96,15 @@ async fn run_with_secrets(c: &mut SecretsClient<Authed>, specs: &[String], comma
                 values.push((var.clone(), value));
             }
             Some(pb::batch_get_result::Result::Error(e)) => {
-                return Err(Failure::Grpc(Status::new(tonic::Code::from_i32(e.code), format!("{name}: {}", e.message))))
+                return Err(Failure::status(Code::from_i32(e.code), format!("{name}: {}", e.message)))
             }
-            None => return Err(Failure::Grpc(Status::internal(format!("{name}: the server sent no result")))),
+            None => return Err(Failure::status(Code::Internal, format!("{name}: the server sent no result"))),
         }
     }
     let (program, args) = command.split_first().ok_or_else(|| anyhow!("run: no command after --"))?;
     let mut cmd = std::process::Command::new(program);
     // The program gets the secrets it was given, not vaultctl's own credentials.
-    cmd.args(args).env_remove("VAULT_TOKEN");
+    cmd.args(args).env_remove("VAULT_TOKEN").env_remove("VAULT_TOKEN_FILE");
     for (var, value) in &values {
         cmd.env(var, std::ffi::OsStr::from_bytes(value));
     }

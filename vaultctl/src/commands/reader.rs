@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use serde_json::json;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use vault_client::{pb, Client, Route};
 
+use crate::commands::rpc;
+use crate::failure::Failure;
 use crate::output::{outln, print_json, table};
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -54,7 +54,7 @@ pub const NO_READER_RULE: &str = "rules stay required once in force, so no read 
 
 /// `reader cert`: needs no server.
 pub fn cert(cn: &str, out: &Path, days: i64) -> Result<(), Failure> {
-    for path in vault_node::certs::mint_reader(out, cn, days)? {
+    for path in crate::certs::mint_reader(out, cn, days)? {
         outln!("wrote {}", path.display());
     }
     Ok(())
@@ -67,7 +67,7 @@ fn reader_json(r: &pb::ReaderInfo) -> serde_json::Value {
     })
 }
 
-pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     let show = |readers: Vec<pb::ReaderInfo>| {
         table(
             &["NAME", "CIDRS", "CERT CNS", "GRANTS"],
@@ -79,7 +79,13 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
     };
     match cmd {
         Cmd::Create { name, cidrs, cert_cns, grants, replace } => {
-            c.create_reader(pb::CreateReaderRequest { name: name.clone(), cidrs, cert_cns, grants, replace }).await?;
+            rpc!(
+                c,
+                Route::Write,
+                admin.create_reader,
+                pb::CreateReaderRequest { name: name.clone(), cidrs, cert_cns, grants, replace }
+            )
+            .await?;
             if json {
                 print_json(json!({"name": name, "created": true}));
             } else {
@@ -87,7 +93,7 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
             }
         }
         Cmd::List => {
-            let readers = c.list_readers(pb::ListReadersRequest {}).await?.into_inner().readers;
+            let readers = rpc!(c, Route::Write, admin.list_readers, pb::ListReadersRequest {}).await?.readers;
             if json {
                 print_json(json!(readers.iter().map(reader_json).collect::<Vec<_>>()));
             } else {
@@ -95,7 +101,7 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
             }
         }
         Cmd::Get { name } => {
-            let r = c.get_reader(pb::GetReaderRequest { name }).await?.into_inner();
+            let r = rpc!(c, Route::Write, admin.get_reader, pb::GetReaderRequest { name }).await?;
             if json {
                 print_json(reader_json(&r));
             } else {
@@ -103,14 +109,17 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
             }
         }
         Cmd::Delete { name } => {
-            c.delete_reader(pb::DeleteReaderRequest { name: name.clone() }).await?;
+            rpc!(c, Route::Write, admin.delete_reader, pb::DeleteReaderRequest { name: name.clone() }).await?;
             if json {
                 print_json(json!({"name": name, "deleted": true}));
             } else {
                 outln!("reader {name} deleted");
             }
             // Rules stay required with none left: every read is refused; say so.
-            if c.list_readers(pb::ListReadersRequest {}).await.is_ok_and(|r| r.into_inner().readers.is_empty()) {
+            if rpc!(c, Route::Write, admin.list_readers, pb::ListReadersRequest {})
+                .await
+                .is_ok_and(|r| r.readers.is_empty())
+            {
                 eprintln!("warning: no reader rule is left: {NO_READER_RULE}");
             }
         }

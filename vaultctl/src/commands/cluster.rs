@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::json;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use vault_client::{pb, Client, Route};
 
+use crate::commands::{addressed, rpc};
+use crate::failure::Failure;
 use crate::output::{outln, print_json, table};
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -49,17 +49,16 @@ pub enum Cmd {
 
 /// `cluster certs`: needs no server.
 pub fn certs(out: &Path, nodes: &[u64], sans: &[String], days: i64, renew: bool) -> Result<(), Failure> {
-    for path in vault_node::certs::mint(out, nodes, sans, days, renew)? {
+    for path in crate::certs::mint(out, nodes, sans, days, renew)? {
         outln!("wrote {}", path.display());
     }
     Ok(())
 }
 
-pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
         Cmd::Add { id, raft_addr, api_addr } => {
-            let mut watcher = admin.clone();
-            let add = admin.add_member(pb::AddMemberRequest { id, raft_addr, api_addr });
+            let add = rpc!(c, Route::Write, admin.add_member, pb::AddMemberRequest { id, raft_addr, api_addr });
             tokio::pin!(add);
             // On a terminal, say how far the new node has caught up while the call waits.
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -72,8 +71,7 @@ pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Resul
                         break;
                     }
                     _ = tick.tick(), if progress => {
-                        if let Ok(s) = watcher.cluster_status(pb::ClusterStatusRequest {}).await {
-                            let s = s.into_inner();
+                        if let Ok(s) = rpc!(c, addressed(c), admin.cluster_status, pb::ClusterStatusRequest {}).await {
                             let matched = s.members.iter().find(|m| m.id == id).and_then(|m| m.matched_index);
                             match (matched, s.last_log_index) {
                                 (Some(m), Some(last)) => eprintln!("node {id}: at entry {m} of {last}, catching up..."),
@@ -87,23 +85,23 @@ pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Resul
             Ok(())
         }
         Cmd::Promote { id } => {
-            admin.promote_member(pb::MemberRequest { id }).await?;
+            rpc!(c, Route::Write, admin.promote_member, pb::MemberRequest { id }).await?;
             outln!("node {id} is a voter");
             Ok(())
         }
         Cmd::Remove { id } => {
-            admin.remove_member(pb::MemberRequest { id }).await?;
+            rpc!(c, Route::Write, admin.remove_member, pb::MemberRequest { id }).await?;
             outln!("node {id} removed");
             Ok(())
         }
         Cmd::TransferLeader { id } => {
-            admin.transfer_leader(pb::MemberRequest { id }).await?;
+            rpc!(c, Route::Write, admin.transfer_leader, pb::MemberRequest { id }).await?;
             outln!("node {id} is the leader");
             Ok(())
         }
         Cmd::Certs { .. } => Ok(()),
         Cmd::Upgrade => {
-            let r = admin.upgrade_cluster(pb::UpgradeClusterRequest {}).await?.into_inner();
+            let r = rpc!(c, Route::Write, admin.upgrade_cluster, pb::UpgradeClusterRequest {}).await?;
             if json {
                 print_json(json!({
                     "feature_level": r.feature_level,
@@ -119,7 +117,7 @@ pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Resul
             Ok(())
         }
         Cmd::Status => {
-            let s = admin.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+            let s = rpc!(c, addressed(c), admin.cluster_status, pb::ClusterStatusRequest {}).await?;
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             if json {
                 print_json(json!({

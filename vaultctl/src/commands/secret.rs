@@ -3,16 +3,16 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use crate::clock::fmt_ms;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use vault_node::clock::fmt_ms;
-use vault_node::pb;
-use vault_node::pb::secrets_client::SecretsClient;
+use vault_client::{pb, Client, Route};
 
+use crate::commands::rpc;
+use crate::failure::Failure;
 use crate::output::{outln, print_json, table};
 use crate::util::parse_ttl;
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -55,6 +55,11 @@ pub enum Cmd {
     /// Rotate now by the secret's policy (the leader runs it); prints the new version. Needs
     /// `rotate`.
     Rotate { name: String },
+    /// Print each change of NAMEs and of names under each --prefix (REVISION KIND NAME
+    /// VERSION, or one JSON object per line), never values, until interrupted. Resumes on
+    /// another node when its node goes away; exits with `out of range` when --after-revision
+    /// is older than the cluster keeps.
+    Watch(crate::commands::watch::WatchArgs),
 }
 
 #[derive(Args)]
@@ -113,14 +118,13 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Ve
     })
 }
 
-pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
+        Cmd::Watch(args) => return crate::commands::watch::run(c, args, json).await,
         Cmd::Put { name, value, file, cas, max_versions } => {
             let value = read_value(value, file)?;
-            let r = c
-                .put_secret(pb::PutSecretRequest { name: name.clone(), value, expected_version: cas, max_versions })
-                .await?
-                .into_inner();
+            let req = pb::PutSecretRequest { name: name.clone(), value, expected_version: cas, max_versions };
+            let r = rpc!(c, Route::Write, secrets.put_secret, req).await?;
             if json {
                 print_json(json!({"name": name, "version": r.version}));
             } else {
@@ -128,7 +132,9 @@ pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<
             }
         }
         Cmd::Get { name, version } => {
-            let r = c.get_secret(pb::GetSecretRequest { name, version: version.unwrap_or(0) }).await?.into_inner();
+            let r =
+                rpc!(c, Route::Read, secrets.get_secret, pb::GetSecretRequest { name, version: version.unwrap_or(0) })
+                    .await?;
             if json {
                 let value = match std::str::from_utf8(&r.value) {
                     Ok(s) => json!({"value": s}),
@@ -148,19 +154,7 @@ pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<
             }
         }
         Cmd::List { prefix } => {
-            let mut all = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let r = c
-                    .list_secrets(pb::ListSecretsRequest { prefix: prefix.clone(), page_size: 1000, page_token })
-                    .await?
-                    .into_inner();
-                all.extend(r.secrets);
-                if r.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = r.next_page_token;
-            }
+            let all = c.list(&prefix).await?;
             if json {
                 print_json(json!(all
                     .iter()
@@ -186,7 +180,7 @@ pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<
             }
         }
         Cmd::Versions { name } => {
-            let r = c.list_versions(pb::ListVersionsRequest { name }).await?.into_inner();
+            let r = rpc!(c, Route::Read, secrets.list_versions, pb::ListVersionsRequest { name }).await?;
             if json {
                 print_json(json!({
                     "name": r.name, "current_version": r.current_version, "max_versions": r.max_versions,
@@ -220,7 +214,8 @@ pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<
         }
         Cmd::Rotation(RotationCmd::Set { name, every, generator }) => {
             let every_secs = parse_ttl(&every)?;
-            let r = c.set_rotation(pb::SetRotationRequest { name, every_secs, generator }).await?.into_inner();
+            let r = rpc!(c, Route::Write, secrets.set_rotation, pb::SetRotationRequest { name, every_secs, generator })
+                .await?;
             if json {
                 print_json(rotation_json(&r));
             } else {
@@ -228,7 +223,7 @@ pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<
             }
         }
         Cmd::Rotation(RotationCmd::Get { name }) => {
-            let r = c.get_rotation(pb::GetRotationRequest { name }).await?.into_inner();
+            let r = rpc!(c, Route::Read, secrets.get_rotation, pb::GetRotationRequest { name }).await?;
             if json {
                 print_json(rotation_json(&r));
             } else {
@@ -236,13 +231,14 @@ pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<
             }
         }
         Cmd::Rotation(RotationCmd::Clear { name }) => {
-            c.clear_rotation(pb::ClearRotationRequest { name: name.clone() }).await?;
+            rpc!(c, Route::Write, secrets.clear_rotation, pb::ClearRotationRequest { name: name.clone() }).await?;
             if json {
                 print_json(json!({"name": name, "cleared": true}));
             }
         }
         Cmd::Rotate { name } => {
-            let r = c.rotate_secret(pb::RotateSecretRequest { name: name.clone() }).await?.into_inner();
+            let r =
+                rpc!(c, Route::Write, secrets.rotate_secret, pb::RotateSecretRequest { name: name.clone() }).await?;
             if json {
                 print_json(json!({"name": name, "version": r.version}));
             } else {
@@ -251,27 +247,34 @@ pub async fn run(c: &mut SecretsClient<Authed>, cmd: Cmd, json: bool) -> Result<
         }
         Cmd::Delete(VersionsArg { name, versions }) => {
             if versions.is_empty() {
-                c.delete_secret(pb::DeleteSecretRequest { name: name.clone(), destroy: false }).await?;
+                rpc!(
+                    c,
+                    Route::Write,
+                    secrets.delete_secret,
+                    pb::DeleteSecretRequest { name: name.clone(), destroy: false }
+                )
+                .await?;
                 if json {
                     print_json(json!({"name": name, "deleted": true}));
                 }
             } else {
-                let r = c.delete_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
+                let r = rpc!(c, Route::Write, secrets.delete_versions, pb::VersionsRequest { name, versions }).await?;
                 print_changed(&r.changed, json);
             }
         }
         Cmd::Undelete(RequiredVersions { name, versions }) => {
-            let r = c.undelete_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
+            let r = rpc!(c, Route::Write, secrets.undelete_versions, pb::VersionsRequest { name, versions }).await?;
             print_changed(&r.changed, json);
         }
         Cmd::Destroy(DestroyArgs { name, all: true, .. }) => {
-            c.delete_secret(pb::DeleteSecretRequest { name: name.clone(), destroy: true }).await?;
+            rpc!(c, Route::Write, secrets.delete_secret, pb::DeleteSecretRequest { name: name.clone(), destroy: true })
+                .await?;
             if json {
                 print_json(json!({"name": name, "destroyed": true}));
             }
         }
         Cmd::Destroy(DestroyArgs { name, versions, .. }) => {
-            let r = c.destroy_versions(pb::VersionsRequest { name, versions }).await?.into_inner();
+            let r = rpc!(c, Route::Write, secrets.destroy_versions, pb::VersionsRequest { name, versions }).await?;
             print_changed(&r.changed, json);
         }
     }

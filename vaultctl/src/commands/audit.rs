@@ -1,16 +1,16 @@
 //! `vaultctl audit`: the audit log of the node addressed, and its hash chain.
 
+use crate::clock::fmt_ms;
 use clap::Subcommand;
 use serde_json::json;
-use tonic::Status;
+use tonic::Code;
+use vault_client::{pb, Client};
 use vault_core::model::audit_field;
-use vault_node::clock::fmt_ms;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
 
+use crate::commands::{addressed, rpc};
+use crate::failure::Failure;
 use crate::output::{outln, print_json, table};
 use crate::util::parse_since;
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -35,11 +35,11 @@ pub enum Cmd {
     },
 }
 
-pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
         Cmd::Verify { extends } => {
             let extends = extends.unwrap_or_default();
-            let r = admin.verify_audit(pb::VerifyAuditRequest { extends }).await?.into_inner();
+            let r = rpc!(c, addressed(c), admin.verify_audit, pb::VerifyAuditRequest { extends }).await?;
             if json {
                 print_json(json!({
                     "ok": r.ok, "problem": r.problem, "checked": r.checked, "legacy": r.legacy,
@@ -67,15 +67,13 @@ pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Resul
             if r.ok {
                 Ok(())
             } else {
-                Err(Failure::Grpc(Status::data_loss(format!("audit chain broken: {}", r.problem))))
+                Err(Failure::status(Code::DataLoss, format!("audit chain broken: {}", r.problem)))
             }
         }
         Cmd::List { limit, secret, since } => {
             let since_ms = since.as_deref().map(parse_since).transpose()?.unwrap_or(0);
-            let r = admin
-                .list_audit(pb::ListAuditRequest { limit, secret: secret.unwrap_or_default(), since_ms })
-                .await?
-                .into_inner();
+            let req = pb::ListAuditRequest { limit, secret: secret.unwrap_or_default(), since_ms };
+            let r = rpc!(c, addressed(c), admin.list_audit, req).await?;
             if json {
                 print_json(json!(r
                     .records

@@ -2,11 +2,11 @@
 
 use clap::Subcommand;
 use serde_json::json;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use vault_client::{pb, Client, Route};
 
+use crate::commands::rpc;
+use crate::failure::Failure;
 use crate::output::{outln, print_json, table};
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum HooksCmd {
@@ -32,10 +32,11 @@ pub enum Cmd {
     },
 }
 
-pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
         Cmd::Bind { hook, names } => {
-            c.bind_hook(pb::BindHookRequest { hook: hook.clone(), names: names.clone() }).await?;
+            rpc!(c, Route::Write, admin.bind_hook, pb::BindHookRequest { hook: hook.clone(), names: names.clone() })
+                .await?;
             if json {
                 print_json(json!({"hook": hook, "names": names, "bound": true}));
             } else {
@@ -43,7 +44,8 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
             }
         }
         Cmd::List => {
-            let bindings = c.list_hook_bindings(pb::ListHookBindingsRequest {}).await?.into_inner().bindings;
+            let bindings =
+                rpc!(c, Route::Write, admin.list_hook_bindings, pb::ListHookBindingsRequest {}).await?.bindings;
             if json {
                 let shown: Vec<_> = bindings
                     .iter()
@@ -55,7 +57,7 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
             }
         }
         Cmd::Unbind { hook } => {
-            c.unbind_hook(pb::UnbindHookRequest { hook: hook.clone() }).await?;
+            rpc!(c, Route::Write, admin.unbind_hook, pb::UnbindHookRequest { hook: hook.clone() }).await?;
             if json {
                 print_json(json!({"hook": hook, "unbound": true}));
             } else {

@@ -2,11 +2,11 @@
 
 use clap::Subcommand;
 use serde_json::json;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use vault_client::{pb, Client, Route};
 
+use crate::commands::rpc;
+use crate::failure::Failure;
 use crate::output::{print_json, table};
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -28,7 +28,7 @@ pub enum Cmd {
     },
 }
 
-pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     let show = |roles: Vec<pb::RoleInfo>| {
         if json {
             print_json(json!(roles
@@ -44,15 +44,16 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
     };
     match cmd {
         Cmd::Create { name, grants, replace } => {
-            c.create_role(pb::CreateRoleRequest { name: name.clone(), grants, replace }).await?;
+            rpc!(c, Route::Write, admin.create_role, pb::CreateRoleRequest { name: name.clone(), grants, replace })
+                .await?;
             if json {
                 print_json(json!({"name": name, "created": true}));
             }
         }
-        Cmd::List => show(c.list_roles(pb::ListRolesRequest {}).await?.into_inner().roles),
-        Cmd::Get { name } => show(vec![c.get_role(pb::GetRoleRequest { name }).await?.into_inner()]),
+        Cmd::List => show(rpc!(c, Route::Write, admin.list_roles, pb::ListRolesRequest {}).await?.roles),
+        Cmd::Get { name } => show(vec![rpc!(c, Route::Write, admin.get_role, pb::GetRoleRequest { name }).await?]),
         Cmd::Delete { name } => {
-            c.delete_role(pb::DeleteRoleRequest { name: name.clone() }).await?;
+            rpc!(c, Route::Write, admin.delete_role, pb::DeleteRoleRequest { name: name.clone() }).await?;
             if json {
                 print_json(json!({"name": name, "deleted": true}));
             }

@@ -4,17 +4,17 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::clock::fmt_ms;
 use anyhow::{anyhow, Context};
 use clap::Subcommand;
 use serde_json::json;
 use tonic::Request;
-use vault_node::clock::fmt_ms;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use vault_client::{pb, Client, Error, Route};
 
+use crate::commands::{addressed, rpc};
+use crate::failure::Failure;
 use crate::output::{outln, print_json};
 use crate::reader::NO_READER_RULE;
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -27,13 +27,18 @@ pub enum Cmd {
 /// How long a backup or restore may take end to end.
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
 
-pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
         Cmd::Save { file } => {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut req = Request::new(pb::SaveSnapshotRequest {});
-            req.set_timeout(SNAPSHOT_TIMEOUT);
-            let mut stream = admin.save_snapshot(req).await?.into_inner();
+            let (addr, mut stream) = c
+                .call(Route::Read, pb::SaveSnapshotRequest {}, |c, r| async move {
+                    let mut req = Request::new(r);
+                    req.set_timeout(SNAPSHOT_TIMEOUT);
+                    let addr = c.addr().to_string();
+                    c.admin().save_snapshot(req).await.map(|r| r.map(|s| (addr, s)))
+                })
+                .await?;
             // Written beside the target and renamed into place once complete: FILE is never
             // a partial backup. Owner-only: it holds wrapped keys and token hashes.
             let tmp = file.with_extension(format!("partial-{}", std::process::id()));
@@ -45,7 +50,7 @@ pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Resul
                 .with_context(|| format!("create {}", tmp.display()))?;
             let mut bytes = 0u64;
             let received = async {
-                while let Some(chunk) = stream.message().await? {
+                while let Some(chunk) = stream.message().await.map_err(|s| Error::from_status(&addr, s))? {
                     out.write_all(&chunk.data).with_context(|| format!("write {}", tmp.display()))?;
                     bytes += chunk.data.len() as u64;
                 }
@@ -86,16 +91,27 @@ pub async fn run(admin: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Resul
                     }
                 }
             });
-            let mut req = Request::new(chunks);
-            req.set_timeout(SNAPSHOT_TIMEOUT);
+            // Sent once, to the node addressed: a stream read from the file cannot be replayed.
+            let upload = std::sync::Arc::new(std::sync::Mutex::new(Some(chunks)));
             // A restore puts back the backup's reader rules: none, if it predates them.
-            let rules_before =
-                admin.list_readers(pb::ListReadersRequest {}).await.map_or(0, |r| r.into_inner().readers.len());
-            let answer = admin.restore_snapshot(req).await;
+            let rules_before = rpc!(c, Route::Write, admin.list_readers, pb::ListReadersRequest {})
+                .await
+                .map_or(0, |r| r.readers.len());
+            let answer = c
+                .call(addressed(c), (), |c, ()| {
+                    let chunks = upload.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    async move {
+                        let chunks = chunks.ok_or_else(|| tonic::Status::internal("the backup was already sent"))?;
+                        let mut req = Request::new(chunks);
+                        req.set_timeout(SNAPSHOT_TIMEOUT);
+                        c.admin().restore_snapshot(req).await
+                    }
+                })
+                .await;
             if let Some(e) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 return Err(anyhow!("read {}: {e}", file.display()).into());
             }
-            let r = answer?.into_inner();
+            let r = answer?;
             if json {
                 print_json(json!({
                     "secrets": r.secrets, "versions": r.versions, "tokens": r.tokens, "roles": r.roles,

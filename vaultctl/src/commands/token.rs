@@ -1,14 +1,14 @@
 //! `vaultctl token`: admin tokens.
 
+use crate::clock::fmt_ms;
 use clap::Subcommand;
 use serde_json::json;
-use vault_node::clock::fmt_ms;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use vault_client::{pb, Client, Route};
 
+use crate::commands::rpc;
+use crate::failure::Failure;
 use crate::output::{outln, print_json, table};
 use crate::util::parse_ttl;
-use crate::{Authed, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -27,11 +27,11 @@ pub enum Cmd {
     },
 }
 
-pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
         Cmd::Create { name, role, ttl } => {
             let ttl_secs = ttl.as_deref().map(parse_ttl).transpose()?.unwrap_or(0);
-            let r = c.create_token(pb::CreateTokenRequest { name, role, ttl_secs }).await?.into_inner();
+            let r = rpc!(c, Route::Write, admin.create_token, pb::CreateTokenRequest { name, role, ttl_secs }).await?;
             if json {
                 print_json(json!({"name": r.name, "token": r.token, "expires_at_ms": r.expires_at_ms}));
             } else {
@@ -39,7 +39,7 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
             }
         }
         Cmd::List => {
-            let r = c.list_tokens(pb::ListTokensRequest {}).await?.into_inner();
+            let r = rpc!(c, Route::Write, admin.list_tokens, pb::ListTokensRequest {}).await?;
             if json {
                 print_json(json!(r.tokens.iter().map(|t| json!({
                     "name": t.name, "role": t.role, "created_at_ms": t.created_at_ms, "expires_at_ms": t.expires_at_ms,
@@ -62,7 +62,7 @@ pub async fn run(c: &mut AdminClient<Authed>, cmd: Cmd, json: bool) -> Result<()
             }
         }
         Cmd::Revoke { name } => {
-            c.revoke_token(pb::RevokeTokenRequest { name: name.clone() }).await?;
+            rpc!(c, Route::Write, admin.revoke_token, pb::RevokeTokenRequest { name: name.clone() }).await?;
             if json {
                 print_json(json!({"name": name, "revoked": true}));
             }

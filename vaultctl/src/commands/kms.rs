@@ -2,16 +2,15 @@
 
 use std::time::Duration;
 
+use crate::clock::fmt_ms;
 use anyhow::anyhow;
 use clap::Subcommand;
 use serde_json::json;
-use vault_node::clock::fmt_ms;
-use vault_node::error::LEADER_HEADER;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use vault_client::{pb, Client, Route};
 
+use crate::commands::{addressed, rpc};
+use crate::failure::Failure;
 use crate::output::{outln, print_json};
-use crate::{bearer, channel_to, url_like, Authed, Cli, Failure};
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -41,15 +40,14 @@ fn opt_ms(v: Option<u64>) -> String {
     }
 }
 
-pub async fn run(cli: &Cli, admin: &mut AdminClient<Authed>, cmd: &Cmd, json: bool) -> Result<(), Failure> {
+pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
         Cmd::Status => {
-            let mut s = admin.kms_status(pb::KmsStatusRequest {}).await?.into_inner();
+            let mut s = rpc!(c, addressed(c), admin.kms_status, pb::KmsStatusRequest {}).await?;
             // Pass progress lives on the leader; ask it when this node is not.
             if !s.is_leader && !s.leader_api_addr.is_empty() {
-                let ch = channel_to(cli, &url_like(cli, &s.leader_api_addr)).await?;
-                let mut leader = AdminClient::with_interceptor(ch, bearer(cli)?);
-                s = leader.kms_status(pb::KmsStatusRequest {}).await?.into_inner();
+                let leader = Route::Node(s.leader_api_addr.clone());
+                s = rpc!(c, leader, admin.kms_status, pb::KmsStatusRequest {}).await?;
             }
             if json {
                 print_json(json!({
@@ -105,10 +103,8 @@ pub async fn run(cli: &Cli, admin: &mut AdminClient<Authed>, cmd: &Cmd, json: bo
             Ok(())
         }
         Cmd::Rotate { key_id } => {
-            let r = admin
-                .kms_rotate(pb::KmsRotateRequest { key_id: key_id.clone().unwrap_or_default() })
-                .await?
-                .into_inner();
+            let req = pb::KmsRotateRequest { key_id: key_id.clone().unwrap_or_default() };
+            let r = rpc!(c, Route::Write, admin.kms_rotate, req).await?;
             if json {
                 print_json(json!({
                     "previous_key_id": r.previous_key_id, "key_id": r.key_id, "pending_versions": r.pending_versions,
@@ -120,19 +116,10 @@ pub async fn run(cli: &Cli, admin: &mut AdminClient<Authed>, cmd: &Cmd, json: bo
             Ok(())
         }
         Cmd::Rewrap { no_wait } => {
-            let first = admin.kms_rewrap(pb::KmsRewrapRequest {}).await;
-            // Runs on the leader: follow the hint once.
-            let (r, mut leader_admin) = match first {
-                Err(s) if s.code() == tonic::Code::Unavailable && s.metadata().get(LEADER_HEADER).is_some() => {
-                    let addr =
-                        s.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                    let ch = channel_to(cli, &url_like(cli, &addr)).await?;
-                    let mut leader = AdminClient::with_interceptor(ch, bearer(cli)?);
-                    let r = leader.kms_rewrap(pb::KmsRewrapRequest {}).await?.into_inner();
-                    (r, leader)
-                }
-                other => (other?.into_inner(), admin.clone()),
-            };
+            // Runs on the leader: the client follows the hint of a follower there.
+            let r = rpc!(c, Route::Write, admin.kms_rewrap, pb::KmsRewrapRequest {}).await?;
+            // Progress lives on the node that took the pass.
+            let leader = c.leader().map_or_else(|| addressed(c), Route::Node);
             if !json {
                 outln!("{}", r.outcome);
             }
@@ -140,7 +127,7 @@ pub async fn run(cli: &Cli, admin: &mut AdminClient<Authed>, cmd: &Cmd, json: bo
             if r.running && !no_wait {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let s = leader_admin.kms_status(pb::KmsStatusRequest {}).await?.into_inner();
+                    let s = rpc!(c, leader.clone(), admin.kms_status, pb::KmsStatusRequest {}).await?;
                     if !json && last != Some((s.pass_done, s.pass_failed)) {
                         outln!("re-wrapped {}/{} ({} failed)", s.pass_done, s.pass_total, s.pass_failed);
                         last = Some((s.pass_done, s.pass_failed));

@@ -13,16 +13,20 @@ use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::clock::date_in_days;
 use anyhow::{bail, Context};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use vault_raft::transport::node_server_name;
-
-use crate::clock::date_in_days;
 
 const CA_NAME: &str = "vault cluster CA";
+
+/// The DNS name (and common name) of node `id`'s certificate: what the Raft transport dials
+/// and admits (`vault_raft::transport::node_server_name`; the test below checks they agree).
+fn node_server_name(id: u64) -> String {
+    format!("vault-node-{id}")
+}
 
 fn validity(params: &mut CertificateParams, days: i64) {
     let (y, m, d) = date_in_days(-1);

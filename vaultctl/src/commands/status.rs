@@ -1,15 +1,15 @@
 //! `vaultctl status`: version, role, leader and readiness of the node addressed.
 
 use serde_json::json;
-use tonic::Status;
-use vault_node::pb;
-use vault_node::pb::admin_client::AdminClient;
+use tonic::Code;
+use vault_client::{pb, Client};
 
+use crate::commands::{addressed, rpc};
+use crate::failure::Failure;
 use crate::output::{outln, print_json};
-use crate::{Authed, Failure};
 
-pub async fn run(admin: &mut AdminClient<Authed>, json: bool) -> Result<(), Failure> {
-    let s = admin.server_status(pb::ServerStatusRequest {}).await?.into_inner();
+pub async fn run(c: &Client, json: bool) -> Result<(), Failure> {
+    let s = rpc!(c, addressed(c), admin.server_status, pb::ServerStatusRequest {}).await?;
     if json {
         print_json(json!({
             "version": s.version, "vaultctl_version": env!("CARGO_PKG_VERSION"), "node_id": s.node_id,
@@ -28,6 +28,6 @@ pub async fn run(admin: &mut AdminClient<Authed>, json: bool) -> Result<(), Fail
     if s.ready {
         Ok(())
     } else {
-        Err(Failure::Grpc(Status::unavailable(format!("node {} is not ready: {}", s.node_id, s.not_ready))))
+        Err(Failure::status(Code::Unavailable, format!("node {} is not ready: {}", s.node_id, s.not_ready)))
     }
 }
