@@ -7,14 +7,16 @@
 import { readFileSync } from "node:fs";
 import { inspect } from "node:util";
 import { Code, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { Admin, Secrets } from "../gen/vault/v1/vault_pb.js";
 import { errorFor, fromError } from "./errors.js";
 import { Watch } from "./watch.js";
 
-const READ_RETRY = new Set([Code.Unavailable, Code.DeadlineExceeded]);
-// A write that timed out may have been applied: only UNAVAILABLE is retried.
-const WRITE_RETRY = new Set([Code.Unavailable]);
+// connect-node reports a lost HTTP/2 session (a node that died) as CANCELLED: we never cancel
+// a unary call ourselves, so it is retried like UNAVAILABLE.
+const READ_RETRY = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Canceled]);
+// A write that timed out may have been applied: it is not retried.
+const WRITE_RETRY = new Set([Code.Unavailable, Code.Canceled]);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -42,6 +44,7 @@ export class Client {
   #tls;
   #nodeOptions;
   #transports = new Map();
+  #sessions = [];
   #reader = 0;
   #leader = undefined;
 
@@ -89,6 +92,13 @@ export class Client {
       keyFile: env.VAULT_CLIENT_KEY || undefined,
       ...overrides,
     });
+  }
+
+  /** Closes the connections to the nodes (a later call opens them again). */
+  close() {
+    for (const s of this.#sessions) s.abort();
+    this.#sessions = [];
+    this.#transports.clear();
   }
 
   toString() {
@@ -200,10 +210,12 @@ export class Client {
   #transport(addr) {
     let t = this.#transports.get(addr);
     if (!t) {
-      t = createGrpcTransport({
-        baseUrl: `${this.#tls ? "https" : "http"}://${addr}`,
-        nodeOptions: this.#tls ? this.#nodeOptions : undefined,
-      });
+      const baseUrl = `${this.#tls ? "https" : "http"}://${addr}`;
+      const nodeOptions = this.#tls ? this.#nodeOptions : undefined;
+      // One HTTP/2 session per node, kept to close it in close().
+      const sessionManager = new Http2SessionManager(baseUrl, {}, nodeOptions);
+      this.#sessions.push(sessionManager);
+      t = createGrpcTransport({ baseUrl, nodeOptions, sessionManager });
       this.#transports.set(addr, t);
     }
     return t;

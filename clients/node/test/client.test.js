@@ -21,12 +21,21 @@ import { TestCluster } from "../testing/cluster.js";
 
 const unique = (prefix) => `${prefix}/${randomUUID().slice(0, 8)}`;
 
+// Every client a test makes, closed at the end (open HTTP/2 sessions keep the process alive).
+const made = [];
+const mk = (opts) => {
+  const c = opts instanceof Client ? opts : new Client(opts);
+  made.push(c);
+  return c;
+};
+after(() => made.forEach((c) => c.close()));
+
 describe("a 3-node cluster", () => {
   let cluster;
   let client;
   before(async () => {
     cluster = await TestCluster.start({ nodes: 3 });
-    client = new Client({ addrs: cluster.addrs, token: cluster.token });
+    client = mk({ addrs: cluster.addrs, token: cluster.token });
   });
   after(async () => cluster?.close());
 
@@ -39,10 +48,10 @@ describe("a 3-node cluster", () => {
   test("fromEnv reads addresses and a token file", async () => {
     const dir = mkdtempSync(join(tmpdir(), "vault-node-client-"));
     writeFileSync(join(dir, "token"), `${cluster.token}\n`);
-    const c = Client.fromEnv({
+    const c = mk(Client.fromEnv({
       VAULT_ADDR: cluster.addrs.map((a) => `http://${a}`).join(","),
       VAULT_TOKEN_FILE: join(dir, "token"),
-    });
+    }));
     assert.deepEqual(c.addrs, cluster.addrs);
     const name = unique("env");
     assert.equal(await c.put(name, "from-env"), 1);
@@ -74,7 +83,7 @@ describe("a 3-node cluster", () => {
   });
 
   test("a bad token is unauthenticated", async () => {
-    const c = new Client({ addrs: cluster.addrs, token: "not-a-token" });
+    const c = mk({ addrs: cluster.addrs, token: "not-a-token" });
     await assert.rejects(c.put(unique("bad"), "x"), (e) => e instanceof UnauthenticatedError && e.code === 16);
   });
 
@@ -84,7 +93,7 @@ describe("a 3-node cluster", () => {
     const leader = await cluster.leader();
     // Reads start on the leader, writes know it: both must move on when it dies.
     const order = [cluster.addrs[leader], ...cluster.addrs.filter((_, i) => i !== leader)];
-    const c = new Client({ addrs: order, token: cluster.token, timeoutMs: 2000, retryForMs: 30000 });
+    const c = mk({ addrs: order, token: cluster.token, timeoutMs: 2000, retryForMs: 30000 });
     assert.equal((await c.get(name)).text, "before");
     assert.equal(await c.put(name, "v2"), 2);
     await cluster.kill(leader);
@@ -95,7 +104,7 @@ describe("a 3-node cluster", () => {
     } finally {
       await cluster.start(leader);
     }
-    const only = new Client({ addrs: [cluster.addrs[leader]], retryForMs: 30000 });
+    const only = mk({ addrs: [cluster.addrs[leader]], retryForMs: 30000 });
     assert.equal((await only.get(name)).text, "after");
   });
 
@@ -122,7 +131,7 @@ describe("a 3-node cluster", () => {
   test("a watch survives the loss of its node without gaps or repeats", async () => {
     const name = unique("w");
     const start = Number((await client.clusterStatus()).lastAppliedIndex ?? 0n);
-    const watcher = new Client({ addrs: cluster.addrs, retryForMs: 30000 });
+    const watcher = mk({ addrs: cluster.addrs, retryForMs: 30000 });
     const watch = watcher.watch({ names: [name], afterRevision: start });
     const seen = [];
     const batches = [];
@@ -166,7 +175,7 @@ describe("a 3-node cluster", () => {
   });
 
   test("a watch from a compacted revision is a typed error, or a replay", async () => {
-    const watch = new Client({ addrs: cluster.addrs, retryForMs: 5000 }).watch({
+    const watch = mk({ addrs: cluster.addrs, retryForMs: 5000 }).watch({
       prefixes: ["nothing-here/"],
       afterRevision: 1,
       progress: true,
@@ -193,13 +202,13 @@ describe("TLS", () => {
   after(async () => node?.close());
 
   test("with the CA", async () => {
-    const c = new Client({ addrs: node.addrs, token: node.token, caFile: node.caFile });
+    const c = mk({ addrs: node.addrs, token: node.token, caFile: node.caFile });
     assert.ok((await c.put("tls/one", "over tls")) >= 1);
     assert.equal((await c.get("tls/one")).text, "over tls");
   });
 
   test("plaintext against TLS is unavailable", async () => {
-    const c = new Client({ addrs: node.addrs, token: node.token, timeoutMs: 1000, retryForMs: 1000 });
+    const c = mk({ addrs: node.addrs, token: node.token, timeoutMs: 1000, retryForMs: 1000 });
     // Seen as UNAVAILABLE or as a stream the TLS listener cancelled: a typed error either way.
     await assert.rejects(c.get("tls/one"), (e) => e instanceof VaultError && !e.rawMessage.includes("over tls"));
   });

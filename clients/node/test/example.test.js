@@ -16,7 +16,10 @@ after(async () => cluster?.close());
 async function expectLine(lines, seen, wanted, timeoutMs = 30000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const next = await Promise.race([lines.next(), new Promise((r) => setTimeout(() => r(null), deadline - Date.now()))]);
+    let timer;
+    const timeout = new Promise((r) => (timer = setTimeout(() => r(null), deadline - Date.now())));
+    const next = await Promise.race([lines.next(), timeout]);
+    clearTimeout(timer);
     if (next === null || next.done) break;
     seen.push(next.value);
     if (next.value.startsWith(wanted)) return;
@@ -49,5 +52,6 @@ test("the service example picks up a rotation", async () => {
   } finally {
     proc.kill("SIGTERM");
     await exited;
+    admin.close();
   }
 });
