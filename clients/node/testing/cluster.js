@@ -4,10 +4,12 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 
 export class TestCluster {
-  static async start({ nodes = 3, tls = false } = {}) {
+  static async start({ nodes = 3, tls = false, env = {} } = {}) {
     const bin = process.env.VAULT_TESTCLUSTER;
     if (!bin) throw new Error("VAULT_TESTCLUSTER is not set: run through `make test` (tests/tests/clients_polyglot.rs)");
-    const c = new TestCluster(spawn(bin, ["--nodes", String(nodes), ...(tls ? ["--tls"] : [])], {
+    const args = ["--nodes", String(nodes), ...(tls ? ["--tls"] : [])];
+    for (const [k, v] of Object.entries(env)) args.push(`--env=${k}=${v}`);
+    const c = new TestCluster(spawn(bin, args, {
       stdio: ["pipe", "pipe", "inherit"],
     }));
     const hello = await c.#reply();

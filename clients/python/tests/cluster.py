@@ -12,11 +12,12 @@ from typing import List
 class TestCluster:
     __test__ = False  # not a test class
 
-    def __init__(self, nodes: int = 3, tls: bool = False):
+    def __init__(self, nodes: int = 3, tls: bool = False, env: dict = None):
         binary = os.environ.get("VAULT_TESTCLUSTER")
         if not binary:
             raise RuntimeError("VAULT_TESTCLUSTER is not set: run through `make test` (tests/tests/clients_polyglot.rs)")
         args = [binary, "--nodes", str(nodes)] + (["--tls"] if tls else [])
+        args += [f"--env={k}={v}" for k, v in (env or {}).items()]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         hello = self._reply()
         self.addrs: List[str] = hello["addrs"]

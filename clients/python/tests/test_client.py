@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 import vault_client
+from cluster import TestCluster
 from vault_client import Change, Client
 
 
@@ -165,15 +166,21 @@ def test_watch_survives_the_loss_of_its_node(cluster, client):
         assert all(ev.revision <= b.revision for ev in b.events)
 
 
-def test_watch_from_a_compacted_revision_is_a_typed_error(cluster):
-    # Revision 1 is long gone from any node that keeps a bounded history; a node that keeps
-    # all of it replays instead. Either way the client must not loop or hide the status.
-    watcher = Client(cluster.addrs, retry_for=5.0)
-    watch = watcher.watch(prefixes=["nothing-here/"], after_revision=1, progress=True)
+def test_watch_from_a_compacted_revision_is_a_typed_error():
+    # One node that keeps 2 change events: after 20 writes, revision 1 is gone.
+    small = TestCluster(nodes=1, env={"VAULT_WATCH_HISTORY": "2"})
     try:
-        first = next(iter(watch))
-        assert first.revision >= 1
-    except vault_client.CompactedError as e:
-        assert e.code == grpc.StatusCode.OUT_OF_RANGE and e.revision == 1
+        c = Client(small.addrs, token=small.token, retry_for=5.0)
+        for i in range(20):
+            c.put("compact/me", f"v{i}")
+        watch = c.watch(prefixes=["compact/"], after_revision=1)
+        with pytest.raises(vault_client.CompactedError) as e:
+            next(iter(watch))
+        assert e.value.code == grpc.StatusCode.OUT_OF_RANGE
+        assert e.value.revision == 1 and "compacted" in e.value.message
+        # The documented way on: watch from now (after reading again).
+        live = c.watch(prefixes=["compact/"], progress=True)
+        assert next(iter(live)).revision > 1
+        live.close()
     finally:
-        watch.close()
+        small.close()

@@ -25,6 +25,14 @@ struct Args {
     /// Serve the API over TLS (each node's cluster certificate, verified by the cluster CA).
     #[arg(long)]
     tls: bool,
+    /// A node setting for every node (`VAULT_WATCH_HISTORY=5`); repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = key_value)]
+    env: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -34,6 +42,9 @@ async fn main() {
     let mut cluster = TestCluster::start(args.nodes, |s| {
         if tls {
             s.serve_api_tls();
+        }
+        for (k, v) in &args.env {
+            s.set(k, v);
         }
     })
     .await;
