@@ -208,7 +208,7 @@ test("a watch from a compacted revision is a typed error", async () => {
 describe("TLS", () => {
   let node;
   before(async () => {
-    node = await TestCluster.start({ nodes: 1, tls: true });
+    node = await TestCluster.start({ nodes: 1, tls: true, readerCerts: ["app-reader"] });
   });
   after(async () => node?.close());
 
@@ -222,5 +222,19 @@ describe("TLS", () => {
     const c = mk({ addrs: node.addrs, token: node.token, timeoutMs: 1000, retryForMs: 1000 });
     // Seen as UNAVAILABLE or as a stream the TLS listener cancelled: a typed error either way.
     await assert.rejects(c.get("tls/one"), (e) => e instanceof VaultError && !e.rawMessage.includes("over tls"));
+  });
+
+  test("a client certificate reads what its rule grants", async () => {
+    // Last here: once a reader rule exists, other reads need one too.
+    const admin = mk({ addrs: node.addrs, token: node.token, caFile: node.caFile });
+    await admin.put("mtls/db", "by certificate");
+    await admin.createReader("app-reader", { grants: ["mtls/*"], certCns: ["app-reader"] });
+    const { cert_file: certFile, key_file: keyFile } = node.readerCerts["app-reader"];
+    const reader = mk({ addrs: node.addrs, caFile: node.caFile, certFile, keyFile });
+    assert.equal((await reader.get("mtls/db")).text, "by certificate");
+    await assert.rejects(reader.get("tls/one"), PermissionDeniedError); // not granted to its rule
+    const anonymous = mk({ addrs: node.addrs, caFile: node.caFile });
+    await assert.rejects(anonymous.get("mtls/db"), PermissionDeniedError); // no rule names 127.0.0.1
+    assert.throws(() => new Client({ addrs: node.addrs, caFile: node.caFile, certFile }), TypeError);
   });
 });

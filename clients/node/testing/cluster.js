@@ -4,11 +4,12 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 
 export class TestCluster {
-  static async start({ nodes = 3, tls = false, env = {} } = {}) {
+  static async start({ nodes = 3, tls = false, env = {}, readerCerts = [] } = {}) {
     const bin = process.env.VAULT_TESTCLUSTER;
     if (!bin) throw new Error("VAULT_TESTCLUSTER is not set: run through `make test` (tests/tests/clients_polyglot.rs)");
     const args = ["--nodes", String(nodes), ...(tls ? ["--tls"] : [])];
     for (const [k, v] of Object.entries(env)) args.push(`--env=${k}=${v}`);
+    for (const cn of readerCerts) args.push(`--reader-cert=${cn}`);
     const c = new TestCluster(spawn(bin, args, {
       stdio: ["pipe", "pipe", "inherit"],
     }));
@@ -16,6 +17,8 @@ export class TestCluster {
     c.addrs = hello.addrs;
     c.token = hello.token;
     c.caFile = hello.ca_file ?? undefined;
+    /** CN -> {cert_file, key_file} */
+    c.readerCerts = hello.reader_certs ?? {};
     return c;
   }
 

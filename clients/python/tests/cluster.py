@@ -12,17 +12,20 @@ from typing import List
 class TestCluster:
     __test__ = False  # not a test class
 
-    def __init__(self, nodes: int = 3, tls: bool = False, env: dict = None):
+    def __init__(self, nodes: int = 3, tls: bool = False, env: dict = None, reader_certs=()):
         binary = os.environ.get("VAULT_TESTCLUSTER")
         if not binary:
             raise RuntimeError("VAULT_TESTCLUSTER is not set: run through `make test` (tests/tests/clients_polyglot.rs)")
         args = [binary, "--nodes", str(nodes)] + (["--tls"] if tls else [])
         args += [f"--env={k}={v}" for k, v in (env or {}).items()]
+        args += [f"--reader-cert={cn}" for cn in reader_certs]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         hello = self._reply()
         self.addrs: List[str] = hello["addrs"]
         self.token: str = hello["token"]
         self.ca_file = hello.get("ca_file")
+        #: CN -> {"cert_file": ..., "key_file": ...}
+        self.reader_certs = hello.get("reader_certs", {})
 
     def _reply(self) -> dict:
         line = self._proc.stdout.readline()

@@ -7,14 +7,19 @@
 //! - `leader` (the index of the leader, as the first running node sees it);
 //! - `quit` (or end of input): kill the nodes and remove the cluster's directory.
 //!
+//! With `--tls --reader-cert CN` the nodes also verify client certificates against a reader
+//! CA (`VAULT_TLS_CLIENT_CA`), and the JSON names the minted certificate and key of each CN.
+//!
 //! It only ever signals the PIDs it started. A test that dies closes our stdin, which ends
 //! the cluster too.
 
 use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use clap::Parser;
 use serde_json::{json, Value};
-use vault_tests::TestCluster;
+use vault_tests::{bin, test_dir, TestCluster};
 
 #[derive(Parser)]
 #[command(name = "vault-testcluster")]
@@ -25,6 +30,9 @@ struct Args {
     /// Serve the API over TLS (each node's cluster certificate, verified by the cluster CA).
     #[arg(long)]
     tls: bool,
+    /// Mint a reader certificate for this common name (with `--tls`); repeatable.
+    #[arg(long = "reader-cert", value_name = "CN", requires = "tls")]
+    reader_certs: Vec<String>,
     /// A node setting for every node (`VAULT_WATCH_HISTORY=5`); repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = key_value)]
     env: Vec<(String, String)>,
@@ -39,9 +47,19 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 async fn main() {
     let args = Args::parse();
     let tls = args.tls;
+    // Reader CA and certificates, outside the cluster's directory (made before the nodes).
+    let readers_dir = test_dir();
+    let readers = readers_dir.path().join("readers");
+    for cn in &args.reader_certs {
+        mint_reader_cert(cn, &readers);
+    }
+    let reader_ca = (!args.reader_certs.is_empty()).then(|| readers.join("reader-ca.pem"));
     let mut cluster = TestCluster::start(args.nodes, |s| {
         if tls {
             s.serve_api_tls();
+        }
+        if let Some(ca) = &reader_ca {
+            s.set("VAULT_TLS_CLIENT_CA", &ca.to_string_lossy());
         }
         for (k, v) in &args.env {
             s.set(k, v);
@@ -57,6 +75,10 @@ async fn main() {
         "tls": tls,
         "ca_file": tls.then(|| path("ca.pem")),
         "dir": cluster.dir.path().to_string_lossy(),
+        "reader_certs": args.reader_certs.iter().map(|cn| (cn.clone(), json!({
+            "cert_file": readers.join(format!("reader-{cn}.pem")).to_string_lossy(),
+            "key_file": readers.join(format!("reader-{cn}.key")).to_string_lossy(),
+        }))).collect::<serde_json::Map<_, _>>(),
     });
     say(&hello);
 
@@ -76,8 +98,22 @@ async fn main() {
         };
         say(&reply);
     }
-    // Dropping the cluster kills the nodes, then removes the directory.
+    // Dropping the cluster kills the nodes, then removes the directories.
     drop(cluster);
+    drop(readers_dir);
+}
+
+/// A reader certificate for `cn` (and the reader CA, once) in `out`, by the real `vaultctl`.
+fn mint_reader_cert(cn: &str, out: &Path) {
+    let done = Command::new(bin("vaultctl"))
+        .env_clear()
+        .args(["reader", "cert", cn, "--out"])
+        .arg(out)
+        .args(["--days", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vaultctl reader cert");
+    assert!(done.status.success(), "reader cert {cn}: {}", String::from_utf8_lossy(&done.stderr));
 }
 
 async fn node_command(cluster: &mut TestCluster, cmd: &str, i: usize) -> Value {
