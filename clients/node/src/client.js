@@ -57,8 +57,19 @@ export class Client {
    * @param {string} [opts.keyFile]
    * @param {number} [opts.timeoutMs] per call (default 5000)
    * @param {number} [opts.retryForMs] how long a call keeps trying other nodes (default 15000)
+   * @param {number} [opts.keepaliveMs] HTTP/2 pings on an idle connection, so a quiet watch is
+   *   not closed by the node's idle timeout (`VAULT_API_IDLE_SECS`) (default 60000)
    */
-  constructor({ addrs, token, caFile, certFile, keyFile, timeoutMs = 5000, retryForMs = 15000 } = {}) {
+  constructor({
+    addrs,
+    token,
+    caFile,
+    certFile,
+    keyFile,
+    timeoutMs = 5000,
+    retryForMs = 15000,
+    keepaliveMs = 60000,
+  } = {}) {
     const list = (typeof addrs === "string" ? addrs.split(",") : addrs ?? []).map((a) => a.trim()).filter(Boolean);
     if (list.length === 0) throw new TypeError("no vault address given");
     if (Boolean(certFile) !== Boolean(keyFile)) {
@@ -75,6 +86,7 @@ export class Client {
     }
     this.timeoutMs = timeoutMs;
     this.retryForMs = retryForMs;
+    this.keepaliveMs = keepaliveMs;
   }
 
   /**
@@ -213,7 +225,8 @@ export class Client {
       const baseUrl = `${this.#tls ? "https" : "http"}://${addr}`;
       const nodeOptions = this.#tls ? this.#nodeOptions : undefined;
       // One HTTP/2 session per node, kept to close it in close().
-      const sessionManager = new Http2SessionManager(baseUrl, {}, nodeOptions);
+      const pings = { pingIntervalMs: this.keepaliveMs, pingTimeoutMs: 20000, pingIdleConnection: true };
+      const sessionManager = new Http2SessionManager(baseUrl, pings, nodeOptions);
       this.#sessions.push(sessionManager);
       t = createGrpcTransport({ baseUrl, nodeOptions, sessionManager });
       this.#transports.set(addr, t);

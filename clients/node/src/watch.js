@@ -3,8 +3,9 @@
 // Each message holds every event of its revisions and the revision to resume from. When the
 // stream breaks (the node stops, the connection drops, the server cuts a slow consumer) the
 // watch connects to the next node with `afterRevision` = the last revision received, so
-// nothing is missed and nothing comes twice. A revision the node no longer keeps throws
-// `CompactedError`: read the secrets again and watch anew.
+// nothing is missed and nothing comes twice. A revision one node no longer keeps (OUT_OF_RANGE:
+// pruned, or the node installed a snapshot) is asked of the other nodes; when none keeps it
+// the watch throws `CompactedError`: read the secrets again and watch anew.
 import { Code } from "@connectrpc/connect";
 import { CompactedError, UnavailableError, fromError } from "./errors.js";
 
@@ -64,6 +65,7 @@ export class Watch {
     const addrs = this.#client.addrs;
     let failingSince = null;
     let backoff = 50;
+    const compactedOn = new Set();
     while (!this.#closed) {
       this.node = addrs[this.#index % addrs.length];
       const abort = new AbortController();
@@ -77,6 +79,7 @@ export class Watch {
         for await (const msg of stream) {
           failingSince = null;
           backoff = 50;
+          compactedOn.clear();
           const revision = Number(msg.revision);
           this.revision = Math.max(this.revision, revision);
           const events = msg.events.map((ev) => ({
@@ -92,8 +95,13 @@ export class Watch {
         if (this.#closed) return;
         const err = fromError(e);
         if (err instanceof CompactedError) {
-          err.revision = this.revision;
-          throw err;
+          compactedOn.add(this.node);
+          if (addrs.every((a) => compactedOn.has(a))) {
+            err.revision = this.revision;
+            throw err;
+          }
+          this.#index += 1;
+          continue;
         }
         if (!RESUMABLE.has(err.code)) throw err;
         failure = err;

@@ -205,6 +205,28 @@ test("a watch from a compacted revision is a typed error", async () => {
   }
 });
 
+test("a quiet watch keeps its connection with keepalive pings", async () => {
+  // The node closes a connection that sends nothing for 2 s; the client's pings keep the
+  // watch's connection open through 5 quiet seconds, so it never has to resume.
+  const node = await TestCluster.start({ nodes: 1, env: { VAULT_API_IDLE_SECS: "2" } });
+  try {
+    const watch = mk({ addrs: node.addrs, keepaliveMs: 500 }).watch({ names: ["quiet/x"], progress: true });
+    const batches = watch[Symbol.asyncIterator]();
+    assert.equal((await batches.next()).value.events.length, 0); // live
+    await new Promise((r) => setTimeout(r, 5000));
+    await mk({ addrs: node.addrs, token: node.token }).put("quiet/x", "v");
+    let got;
+    do got = (await batches.next()).value;
+    while (got.events.length === 0);
+    assert.deepEqual(got.events.map((e) => [e.name, e.version]), [["quiet/x", 1]]);
+    assert.equal(watch.resumes, 0, "the idle timeout closed the watch's connection");
+    watch.close();
+    await batches.return();
+  } finally {
+    await node.close();
+  }
+});
+
 describe("TLS", () => {
   let node;
   before(async () => {

@@ -184,3 +184,21 @@ def test_watch_from_a_compacted_revision_is_a_typed_error():
         live.close()
     finally:
         small.close()
+
+
+def test_a_quiet_watch_keeps_its_connection_with_keepalive_pings():
+    # The node closes a connection that sends nothing for 2 s; the client's pings keep the
+    # watch's connection open through 5 quiet seconds, so it never has to resume.
+    node = TestCluster(nodes=1, env={"VAULT_API_IDLE_SECS": "2"})
+    try:
+        watch = Client(node.addrs, keepalive=0.5).watch(names=["quiet/x"], progress=True)
+        batches = iter(watch)
+        assert not next(batches).events  # live
+        time.sleep(5)
+        Client(node.addrs, token=node.token).put("quiet/x", "v")
+        got = next(b for b in batches if b.events)
+        assert [(e.name, e.version) for e in got.events] == [("quiet/x", 1)]
+        assert watch.resumes == 0, "the idle timeout closed the watch's connection"
+        watch.close()
+    finally:
+        node.close()

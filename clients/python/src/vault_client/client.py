@@ -44,6 +44,8 @@ class Client:
     `token`: sent as `authorization: Bearer` (reads need none: they are authorized by
     address allowlist and reader rules). `ca_file` turns on TLS (so does an `https://`
     address); `cert_file`/`key_file` present a client certificate (reader rules by CN).
+    `keepalive`: seconds between HTTP/2 pings on an idle connection, so a quiet watch is not
+    closed by the node's idle timeout (`VAULT_API_IDLE_SECS`).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Client:
         key_file: Optional[str] = None,
         timeout: float = 5.0,
         retry_for: float = 15.0,
+        keepalive: float = 60.0,
     ):
         if isinstance(addrs, str):
             addrs = [a for a in addrs.split(",")]
@@ -78,6 +81,12 @@ class Client:
         self._leader: Optional[str] = None
         self.timeout = timeout
         self.retry_for = retry_for
+        self._options = [
+            ("grpc.keepalive_time_ms", int(keepalive * 1000)),
+            ("grpc.keepalive_timeout_ms", 20000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **kwargs) -> "Client":
@@ -226,9 +235,9 @@ class Client:
         ch = self._channels.get(addr)
         if ch is None:
             if self._creds is not None:
-                ch = grpc.secure_channel(addr, self._creds)
+                ch = grpc.secure_channel(addr, self._creds, options=self._options)
             else:
-                ch = grpc.insecure_channel(addr)
+                ch = grpc.insecure_channel(addr, options=self._options)
             self._channels[addr] = ch
         return ch
 

@@ -3,8 +3,9 @@
 Each message the server sends holds every event of its revisions and the revision to resume
 from. When the stream breaks (the node stops, the connection drops, the server cuts a slow
 consumer) the watch connects to the next node with `after_revision` = the last revision it
-received, so nothing is missed and nothing comes twice. A revision the node no longer keeps
-raises `CompactedError`: read the secrets again and watch anew.
+received, so nothing is missed and nothing comes twice. A revision one node no longer keeps
+(OUT_OF_RANGE: pruned, or the node installed a snapshot) is asked of the other nodes; when
+none keeps it the watch raises `CompactedError`: read the secrets again and watch anew.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Watch:
         self._failing_since: Optional[float] = None
         self._backoff = 0.05
         self.node: Optional[str] = None
+        self._compacted_on: set = set()
         #: How many times the watch resumed on a node after its stream broke.
         self.resumes = 0
 
@@ -93,14 +95,19 @@ class Watch:
                     raise StopIteration from None
                 err = errors.from_rpc_error(e)
                 if isinstance(err, errors.CompactedError):
-                    err.revision = self.revision
-                    raise err from None
+                    self._compacted_on.add(self.node)
+                    if self._compacted_on >= set(self._client._addrs):
+                        err.revision = self.revision
+                        raise err from None
+                    self._next_node()
+                    continue
                 if err.code not in _RESUMABLE:
                     raise err from None
                 self._broken(err)
                 continue
             self._failing_since = None
             self._backoff = 0.05
+            self._compacted_on.clear()
             self.revision = max(self.revision, msg.revision)
             events = tuple(WatchEvent(ev.name, ev.version, Change(ev.kind), ev.revision) for ev in msg.events)
             if events or self._progress:
@@ -113,13 +120,16 @@ class Watch:
         stub = self._client._stub(self.node, "Secrets")
         self._stream = stub.WatchSecrets(req, metadata=self._client._metadata())
 
-    def _broken(self, err: Optional[errors.VaultError]) -> None:
-        """Drops the stream and moves to the next node, waiting (with backoff) once every
-        node failed in a row; raises when none answered for `give_up_after` seconds."""
+    def _next_node(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
         self._stream = None
         self._index += 1
+
+    def _broken(self, err: Optional[errors.VaultError]) -> None:
+        """Drops the stream and moves to the next node, waiting (with backoff) once every
+        node failed in a row; raises when none answered for `give_up_after` seconds."""
+        self._next_node()
         self.resumes += 1
         now = time.monotonic()
         if self._failing_since is None:
