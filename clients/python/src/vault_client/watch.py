@@ -34,6 +34,14 @@ _RESUMABLE = {
 }
 
 
+def _kind(value: int) -> Change:
+    """A kind this client knows, or UNSPECIFIED for one a newer server added."""
+    try:
+        return Change(value)
+    except ValueError:
+        return Change.UNSPECIFIED
+
+
 class Watch:
     """Iterate for `WatchBatch`es (only those with events unless `progress`). `revision` is
     the last revision received, `node` the address now streaming. `close()` (or leaving a
@@ -109,7 +117,7 @@ class Watch:
             self._backoff = 0.05
             self._compacted_on.clear()
             self.revision = max(self.revision, msg.revision)
-            events = tuple(WatchEvent(ev.name, ev.version, Change(ev.kind), ev.revision) for ev in msg.events)
+            events = tuple(WatchEvent(ev.name, ev.version, _kind(ev.kind), ev.revision) for ev in msg.events)
             if events or self._progress:
                 return WatchBatch(msg.revision, events)
 
