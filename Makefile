@@ -9,14 +9,16 @@ export CARGO_TARGET_DIR
 # moto's KMS emulator for the AWS-mode tests, in a venv outside the clone.
 VENV ?= $(HOME)/.cache/vault/venv
 export VAULT_MOTO_SERVER := $(VENV)/bin/moto_server
+export VAULT_PYTHON := $(VENV)/bin/python
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps venv build run test test-wireguard test-faults bench lint fmt clean-dev cluster-up cluster-down
+.PHONY: help deps venv clients build run test test-wireguard test-faults bench lint fmt clean-dev cluster-up cluster-down
 
 help:
 	@echo "make run    build and start a single-node dev vault (local KMS, data in .dev/)"
 	@echo "make test   install what tests need, then fmt, clippy and every test"
 	@echo "make build  build every binary and test"
+	@echo "make clients  install the Python and Node clients for their tests (venv, npm ci)"
 	@echo "make cluster-up / cluster-down   three local nodes on loopback (Raft over mTLS)"
 	@echo "make test-wireguard   three nodes on a WireGuard overlay in network namespaces (root)"
 	@echo "make test-faults   partitions, crashes, pauses, transfers on 3 and 5 nodes; histories checked (root; FAULTS_MINUTES=30 soaks)"
@@ -28,6 +30,11 @@ deps:
 
 venv:
 	@scripts/install-moto.sh $(VENV)
+
+# The Python client (into the venv, gRPC code generated from proto/) and the Node client
+# (`npm ci` in clients/node, which generates its code), for tests/tests/clients_polyglot.rs.
+clients: venv
+	@scripts/install-clients.sh $(VENV)
 
 build: deps
 	cargo build --workspace --all-targets
@@ -53,7 +60,7 @@ test-wireguard: build
 test-faults: build
 	@scripts/test-faults.sh
 
-test: lint build venv test-wireguard test-faults
+test: lint build venv clients test-wireguard test-faults
 ifeq ($(NEXTEST),yes)
 	cargo nextest run --workspace --no-fail-fast
 else
