@@ -9,6 +9,7 @@ mod certs;
 mod clock;
 mod commands;
 mod failure;
+mod logging;
 mod output;
 mod util;
 
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use commands::{audit, cluster, hook, kms, reader, role, run, secret, snapshot, status, token};
+use commands::{agent, audit, cluster, hook, kms, reader, role, run, secret, snapshot, status, token};
 use failure::Failure;
 use vault_client::Client;
 
@@ -96,6 +97,10 @@ enum Cmd {
     /// disk or put on a command line. vaultctl becomes CMD (exec), so CMD's exit status and
     /// signals are its own.
     Run(run::RunArgs),
+    /// Keep files rendered from secrets current (templates, atomic writes, watch), and run a
+    /// command, signal a process or supervise one when they change. Configured by one TOML
+    /// file; see docs/agent.md.
+    Agent(agent::AgentArgs),
 }
 
 /// The client for `cli`'s addresses, TLS material and token, with the budget of `cli.cmd`.
@@ -157,7 +162,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let c = client(&cli)?;
     let json = cli.output == Output::Json;
     match cli.cmd {
-        Cmd::Completions { .. } => Ok(()),
+        Cmd::Completions { .. } | Cmd::Agent(_) => Ok(()),
         Cmd::Kms(cmd) => kms::run(&c, cmd, json).await,
         Cmd::Snapshot(cmd) => snapshot::run(&c, cmd, json).await,
         Cmd::Run(args) => run::run(&c, args).await,
@@ -175,6 +180,21 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Agent(args) = cli.cmd {
+        // Long-running: it logs, and leaves with its supervised program's status.
+        let defaults = agent::Defaults {
+            addr: cli.addr,
+            ca_cert: cli.ca_cert,
+            client_cert: cli.client_cert,
+            client_key: cli.client_key,
+            token: cli.token,
+            token_file: cli.token_file,
+        };
+        return match agent::run(args, defaults).await {
+            Ok(code) => code,
+            Err(e) => ExitCode::from(Failure::Local(e).report()),
+        };
+    }
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => ExitCode::from(f.report()),
