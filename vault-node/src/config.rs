@@ -277,8 +277,14 @@ impl RawConfig {
         if api_limits.rate_per_addr < 0.0 || api_limits.rate_per_token < 0.0 {
             bail!("VAULT_RATE_PER_ADDR and VAULT_RATE_PER_TOKEN are requests per second, 0 for no limit");
         }
+        let watch = WatchConfig {
+            history: self.parse::<u64>("VAULT_WATCH_HISTORY", vault_raft::watch_log::DEFAULT_WATCH_HISTORY)?.max(1),
+            max_watchers: self.parse::<usize>("VAULT_WATCH_MAX", 4096)?,
+            max_per_connection: self.parse::<usize>("VAULT_WATCH_MAX_PER_CONNECTION", 64)?,
+        };
         Ok(Config {
             api_limits,
+            watch,
             node_id,
             data_dir: PathBuf::from(self.get("VAULT_DATA_DIR").unwrap_or("./vault-data")),
             api_addr,
@@ -465,6 +471,7 @@ pub struct Config {
     pub max_feature_level: Option<u32>,
     pub audit: AuditConfig,
     pub api_limits: ApiLimits,
+    pub watch: WatchConfig,
     pub log_filter: String,
     pub log_format: LogFormat,
 }
@@ -484,6 +491,17 @@ pub struct ApiLimits {
     /// Requests per second per client address and per token (bursts of twice that); 0: none.
     pub rate_per_addr: f64,
     pub rate_per_token: f64,
+}
+
+/// `WatchSecrets`: the history kept and the bounds on watchers (see docs/watch.md).
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// Events this node keeps for resuming watches (`VAULT_WATCH_HISTORY`).
+    pub history: u64,
+    /// Watches open at once on this node (`VAULT_WATCH_MAX`; 0 turns watching off).
+    pub max_watchers: usize,
+    /// Watches open at once on one client connection (`VAULT_WATCH_MAX_PER_CONNECTION`).
+    pub max_per_connection: usize,
 }
 
 /// The audit log's key, copy, retention and refusal limits.

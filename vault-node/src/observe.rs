@@ -133,6 +133,12 @@ fn describe() {
         "key manager call latency by operation and outcome"
     );
     describe_counter!("vault_kms_errors_total", "failed key manager calls by operation and outcome");
+    describe_gauge!("vault_watchers", "WatchSecrets streams open on this node");
+    describe_counter!("vault_watch_events_sent_total", "change events sent to watchers");
+    describe_counter!(
+        "vault_watch_cut_total",
+        "watches this node ended: slow_consumer, compacted, permission_denied or error"
+    );
     describe_gauge!("vault_raft_term", "current Raft term");
     describe_gauge!("vault_raft_leader_id", "node id of the leader this node knows (0: none)");
     describe_gauge!("vault_raft_is_leader", "1 on the leader");

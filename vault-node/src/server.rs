@@ -114,6 +114,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let storage = Storage::open(&config.data_dir, config.node_id, audit_setup)
         .await
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
+    storage.watch.set_history(config.watch.history);
 
     // Bind first, so that a port in use fails the start before anything else happens.
     let api_listener =
@@ -301,8 +302,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         "vault-node listening"
     );
     // Shutdown, in order: say not ready (load balancers move away), stop taking API calls
-    // and let those in flight finish, stop the background work, then Raft, then metrics.
+    // and let those in flight finish (watches end at once), stop the background work, then
+    // Raft, then metrics.
     let api_stop = CancellationToken::new();
+    let watch = crate::api::watch::WatchHub::new(storage.watch, config.watch.clone(), api_stop.clone());
     {
         let (vault, health, api_stop) = (vault.clone(), health.clone(), api_stop.clone());
         tokio::spawn(async move {
@@ -317,7 +320,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         limits: config.api_limits.clone(),
         auth,
         health: health_service,
-        secrets: SecretsServer::new(SecretsService::new(vault.clone(), config.rotation.hooks_dir.clone())),
+        secrets: SecretsServer::new(SecretsService::new(vault.clone(), config.rotation.hooks_dir.clone(), watch)),
         admin: AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())),
     };
     serve_api(api_listener, api, api_stop).await?;

@@ -99,6 +99,9 @@ pub const SETTINGS: &[Setting] = &[
     s("VAULT_API_REQUEST_TIMEOUT_SECS", "30", "cancel a call running this long (except backup, restore, `secret rotate` and cluster changes, which bound their own time)"),
     s("VAULT_RATE_PER_ADDR", "0", "requests per second per client address (IPv6: per /64), bursts of twice that; beyond, `RESOURCE_EXHAUSTED` \"retry in N s\" (0: off, since one address can be a NAT or proxy for many clients)"),
     s("VAULT_RATE_PER_TOKEN", "0", "requests per second per token, bursts of twice that (0: off)"),
+    s("VAULT_WATCH_HISTORY", "100000", "change events this node keeps so that a `WatchSecrets` can resume from an earlier revision; older ones are pruned (see docs/watch.md)"),
+    s("VAULT_WATCH_MAX", "4096", "`WatchSecrets` streams open at once on this node; beyond, `RESOURCE_EXHAUSTED` (0: none)"),
+    s("VAULT_WATCH_MAX_PER_CONNECTION", "64", "`WatchSecrets` streams open at once on one client connection; beyond, `RESOURCE_EXHAUSTED`"),
 ];
 
 /// The setting named by `env`.

@@ -34,6 +34,9 @@ pub const CF_ROTATION: &str = "rotation";
 /// State machine: hook bindings (the names each rotation hook may rotate), keyed by the hook's
 /// path inside the hooks directory.
 pub const CF_HOOK_BINDINGS: &str = "hook_bindings";
+/// Node-local history of changes to secrets, for watchers (see `watch_log`), keyed by
+/// big-endian (revision, seq). Not replicated, not in snapshots or backups.
+pub const CF_WATCH: &str = "watch_events";
 
 /// The column families that make up the replicated state (and a snapshot), in a fixed
 /// order: a snapshot record names its family by index into this list.
@@ -51,7 +54,7 @@ pub const SM_CFS: [&str; 10] = [
     CF_HOOK_BINDINGS,
 ];
 
-const ALL_CFS: [&str; 13] = [
+const ALL_CFS: [&str; 14] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -65,6 +68,7 @@ const ALL_CFS: [&str; 13] = [
     CF_READERS,
     CF_ROTATION,
     CF_HOOK_BINDINGS,
+    CF_WATCH,
 ];
 
 /// Block cache shared by every column family, for data blocks.

@@ -35,6 +35,9 @@ pub mod synced_log;
 mod tables;
 pub mod transport;
 pub mod typ;
+pub mod watch_log;
+#[cfg(test)]
+mod watch_log_tests;
 
 pub use audit_log::{AuditKeys, AuditLog, Pruned, Retention, VerifyReport};
 pub use cluster::{Cluster, ClusterParts};
@@ -50,6 +53,7 @@ pub use reader::StateReader;
 pub use state_machine::StateMachineStore;
 pub use synced_log::SyncedLog;
 pub use typ::TypeConfig;
+pub use watch_log::{ChangeEvent, ChangeKind, WatchLog};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -76,6 +80,8 @@ pub struct Storage {
     pub reader: StateReader,
     pub audit: AuditLog,
     pub synced: SyncedLog,
+    /// The history of changes to secrets, for watchers.
+    pub watch: WatchLog,
 }
 
 impl Storage {
@@ -93,6 +99,7 @@ impl Storage {
         let state_machine =
             StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone(), audit.clone()).await?;
         let reader = StateReader::new(db.clone());
-        Ok(Storage { log_store, state_machine, reader, audit, synced })
+        let watch = state_machine.watch_log();
+        Ok(Storage { log_store, state_machine, reader, audit, synced, watch })
     }
 }

@@ -25,6 +25,7 @@ use crate::synced_log::SyncedLog;
 use crate::tables::{KvRead, Txn, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 use crate::typ::StoredMembership as Membership;
 use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, TypeConfig};
+use crate::watch_log::{events_of, WatchLog};
 use crate::StoreError;
 
 const KEY_CURRENT_SNAPSHOT: &[u8] = b"current_snapshot";
@@ -52,6 +53,8 @@ pub struct StateMachineStore {
     synced: SyncedLog,
     /// Where applied changes are recorded, in the same batch as the changes.
     audit: AuditLog,
+    /// The history of changes to secrets, written in the same batch as the changes.
+    watch: WatchLog,
 }
 
 pub struct SnapshotBuilder {
@@ -120,7 +123,13 @@ impl StateMachineStore {
         }
         let last_applied: Option<LogId> = db.get_typed::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?.flatten();
         let membership: Membership = db.get_typed(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
-        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock, synced, audit })
+        let watch = WatchLog::open(db.clone(), last_applied.map_or(0, |l| l.index))?;
+        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock, synced, audit, watch })
+    }
+
+    /// The history of changes this state machine records.
+    pub fn watch_log(&self) -> WatchLog {
+        self.watch.clone()
     }
 
     /// Installs a received snapshot: verifies the whole file, keeps it as this node's own
@@ -185,6 +194,9 @@ fn load_snapshot(db: &DB, dir: &Path, ptr: &SnapshotPointer, batch_bytes: usize)
     batch.put_cf(sm_meta, KEY_LAST_APPLIED, encode(&ptr.meta.last_log_id)?);
     batch.put_cf(sm_meta, KEY_MEMBERSHIP, encode(&ptr.meta.last_membership)?);
     batch.delete_cf(sm_meta, KEY_INSTALLING);
+    // The changes the snapshot stands for were not applied here one by one: the history
+    // before it is gone, with the install.
+    crate::watch_log::reset_in(db, &mut batch, ptr.meta.last_log_id.map_or(0, |l| l.index))?;
     db.write_opt(batch, &synced())?;
     Ok(())
 }
@@ -232,20 +244,31 @@ type Applied = (Vec<CommandResponse>, Option<LogId>, Membership);
 
 /// Applies `entries` as one atomic batch: the responses, the last applied log id and the
 /// membership after them.
-fn apply_entries(
+pub(crate) fn apply_entries(
     db: &DB,
     audit: &AuditLog,
+    watch: &WatchLog,
     entries: &[Entry],
     mut membership: Membership,
 ) -> Result<Applied, StoreError> {
     let mut txn = Txn::new(db);
     let mut responses = Vec::with_capacity(entries.len());
     let mut last = None;
+    // The changes to secrets each entry made, with its index as their revision.
+    let mut changes = Vec::new();
     for entry in entries {
         last = Some(entry.log_id);
         match &entry.payload {
             EntryPayload::Blank => responses.push(CommandResponse::Ok),
-            EntryPayload::Normal(cmd) => responses.push(apply_command(&mut txn, cmd)?),
+            EntryPayload::Normal(cmd) => {
+                let resp = apply_command(&mut txn, cmd)?;
+                let mut events = Vec::new();
+                events_of(cmd, &resp, &mut events);
+                if !events.is_empty() {
+                    changes.push((entry.log_id.index, events));
+                }
+                responses.push(resp);
+            }
             EntryPayload::Membership(m) => {
                 membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 responses.push(CommandResponse::Ok);
@@ -258,9 +281,12 @@ fn apply_entries(
     // log's next group-commit sync makes it durable. A crash before that loses only applies of
     // entries that are in the durable log and are applied again on restart. A synced write
     // here would stall every other writer of the DB for an fsync.
-    // The changes' audit records go in the same batch: no change without its record.
-    let (batch, records) = txn.into_batch()?;
+    // The changes' audit records and watch events go in the same batch: no change without
+    // its record and its events.
+    let (mut batch, records) = txn.into_batch()?;
+    let staged = watch.stage(&mut batch, changes)?;
     audit.commit(batch, records)?;
+    watch.published(staged, last.map_or(0, |l| l.index));
     Ok((responses, last, membership))
 }
 
@@ -302,10 +328,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // here rather than pay two thread hand-offs. Larger applies (catching up) go to the
         // blocking pool so they do not hold up other tasks.
         let (responses, last, membership) = if commands <= INLINE_APPLY_MAX_COMMANDS {
-            apply_entries(&db, &self.audit, &entries, membership).map_err(|e| sto(IoKind::WriteSm, e))?
+            apply_entries(&db, &self.audit, &self.watch, &entries, membership).map_err(|e| sto(IoKind::WriteSm, e))?
         } else {
             let audit = self.audit.clone();
-            tokio::task::spawn_blocking(move || apply_entries(&db, &audit, &entries, membership))
+            let watch = self.watch.clone();
+            tokio::task::spawn_blocking(move || apply_entries(&db, &audit, &watch, &entries, membership))
                 .await
                 .map_err(|e| sto(IoKind::WriteSm, e.into()))?
                 .map_err(|e| sto(IoKind::WriteSm, e))?
@@ -359,6 +386,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(|e| sto(IoKind::WriteSnapshot, e))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.watch.installed(meta.last_log_id.map_or(0, |l| l.index)).map_err(|e| sto(IoKind::WriteSnapshot, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }

@@ -155,6 +155,28 @@ impl ReaderRules {
     /// presenting certificate subject `cn`. The first rule (in name order) that matches the
     /// client, by address or subject, and grants the name allows it.
     pub fn decide(&self, ip: IpAddr, cn: Option<&str>, name: &str) -> ReaderDecision {
+        self.decide_by(ip, cn, name, |r| r.grants_name(name))
+    }
+
+    /// Decides a watch of every name starting with `prefix`: allowed when a rule matching the
+    /// client grants at least one such name (each event is then decided by [`decide`]
+    /// (Self::decide) on its own name).
+    pub fn decide_prefix(&self, ip: IpAddr, cn: Option<&str>, prefix: &str) -> ReaderDecision {
+        let under = |g: &String| match g.strip_suffix('*') {
+            Some(p) => p.starts_with(prefix) || prefix.starts_with(p),
+            None => g.starts_with(prefix),
+        };
+        let shown = format!("any name under {prefix:?}");
+        self.decide_by(ip, cn, &shown, |r| r.grants.iter().any(under))
+    }
+
+    fn decide_by(
+        &self,
+        ip: IpAddr,
+        cn: Option<&str>,
+        name: &str,
+        grants: impl Fn(&ReaderRule) -> bool,
+    ) -> ReaderDecision {
         if self.rules.is_empty() {
             if self.required {
                 return ReaderDecision::Denied(
@@ -168,7 +190,7 @@ impl ReaderRules {
             cn.is_some_and(|cn| r.cert_cns.iter().any(|c| c == cn)) || nets.iter().any(|n| n.contains(&ip))
         };
         let matching: Vec<&ReaderRule> = self.rules.iter().filter(matches).map(|(r, _)| r).collect();
-        if let Some(r) = matching.iter().find(|r| r.grants_name(name)) {
+        if let Some(r) = matching.iter().find(|r| grants(r)) {
             return ReaderDecision::Allowed(r.name.clone());
         }
         let who = match cn {
@@ -187,6 +209,21 @@ impl ReaderRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_is_allowed_when_a_matching_rule_grants_some_name_under_it() {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let rule = ReaderRule::new("r", &["10.0.0.0/24".into()], &[], &["app/*".into(), "db/main".into()], 1).unwrap();
+        let rules = ReaderRules::new(vec![rule]);
+        for allowed in ["", "app/", "app/x/", "a", "db/", "db/main"] {
+            assert!(matches!(rules.decide_prefix(ip, None, allowed), ReaderDecision::Allowed(_)), "{allowed}");
+        }
+        for refused in ["other/", "db/mainx", "b"] {
+            assert!(matches!(rules.decide_prefix(ip, None, refused), ReaderDecision::Denied(_)), "{refused}");
+        }
+        let elsewhere: IpAddr = "10.0.1.5".parse().unwrap();
+        assert!(matches!(rules.decide_prefix(elsewhere, None, "app/"), ReaderDecision::Denied(_)));
+    }
 
     #[test]
     fn rules_required_with_none_left_allow_no_read() {

@@ -4,3 +4,5 @@ pub mod admin;
 pub mod audit_head;
 mod page_token;
 pub mod secrets;
+pub mod watch;
+mod watch_feed;

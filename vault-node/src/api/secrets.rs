@@ -28,6 +28,8 @@ pub struct SecretsService {
     vault: Arc<Vault>,
     /// `VAULT_ROTATION_HOOKS_DIR`, to check an `exec:` policy's hook when it is set.
     hooks_dir: Option<std::path::PathBuf>,
+    /// This node's watches (see `api::watch`).
+    watch: Arc<crate::api::watch::WatchHub>,
 }
 
 /// Refuses a read from an address that may not read (decided by the auth layer; refused here,
@@ -40,8 +42,12 @@ fn read_gate(caller: &Caller) -> Result<(), Status> {
 }
 
 impl SecretsService {
-    pub fn new(vault: Arc<Vault>, hooks_dir: Option<std::path::PathBuf>) -> Self {
-        SecretsService { vault, hooks_dir }
+    pub fn new(
+        vault: Arc<Vault>,
+        hooks_dir: Option<std::path::PathBuf>,
+        watch: Arc<crate::api::watch::WatchHub>,
+    ) -> Self {
+        SecretsService { vault, hooks_dir, watch }
     }
 
     /// An `exec:` generator is accepted only for a hook bound to `name` (see `hooks`); every
@@ -432,13 +438,13 @@ impl Secrets for SecretsService {
             .await
     }
 
-    type WatchSecretsStream =
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchSecretsResponse, Status>> + Send + 'static>>;
+    type WatchSecretsStream = crate::api::watch::WatchStream;
 
+    #[tracing::instrument(skip_all)]
     async fn watch_secrets(
         &self,
-        _req: Request<pb::WatchSecretsRequest>,
+        req: Request<pb::WatchSecretsRequest>,
     ) -> Result<Response<Self::WatchSecretsStream>, Status> {
-        Err(Status::unimplemented("WatchSecrets is being built"))
+        crate::api::watch::watch_secrets(&self.vault, &self.watch, req).await
     }
 }
