@@ -115,9 +115,8 @@ impl Subscription {
                 "at most {MAX_WATCH_TERMS} names and prefixes per watch, not {terms}"
             )));
         }
-        let invalid = |what: &str, raw: &str, e: vault_core::CoreError| {
-            Status::invalid_argument(format!("{what} {raw:?}: {e}"))
-        };
+        let invalid =
+            |what: &str, raw: &str, e: vault_core::CoreError| Status::invalid_argument(format!("{what} {raw:?}: {e}"));
         let mut names = BTreeSet::new();
         for n in &r.names {
             SecretName::parse(n).map_err(|e| invalid("name", n, e))?;

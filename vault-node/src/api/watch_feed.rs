@@ -29,8 +29,7 @@ use crate::auth::caller::Caller;
 use crate::pb;
 use crate::vault::Vault;
 
-pub type WatchStream =
-    Pin<Box<dyn futures::Stream<Item = Result<pb::WatchSecretsResponse, Status>> + Send + 'static>>;
+pub type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<pb::WatchSecretsResponse, Status>> + Send + 'static>>;
 
 /// Messages a stream holds for a client that has not taken them yet.
 const STREAM_BUFFER: usize = 64;
@@ -122,7 +121,9 @@ impl Feed {
             let applied = self.hub.log.applied();
             let page = match self.hub.log.read_after(self.pos, REPLAY_PAGE) {
                 Ok(page) => page,
-                Err(ReplayError::Compacted { asked, floor }) => return Err(End::Fail("compacted", compacted(asked, floor))),
+                Err(ReplayError::Compacted { asked, floor }) => {
+                    return Err(End::Fail("compacted", compacted(asked, floor)))
+                }
                 Err(ReplayError::Store(e)) => {
                     tracing::error!(error = %e, "read the watch history");
                     return Err(End::Fail("error", Status::unavailable("this node cannot read its watch history")));

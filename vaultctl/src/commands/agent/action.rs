@@ -72,6 +72,12 @@ impl Supervised {
         let mut cmd = Command::new(program);
         cmd.args(args).kill_on_drop(true);
         scrub(&mut cmd);
+        // If the agent dies without stopping it (SIGKILL), the program gets SIGTERM rather
+        // than running on unsupervised with files nobody keeps current.
+        // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
+        }
         let child = cmd.spawn().map_err(|e| format!("start {program}: {e}"))?;
         tracing::info!(pid = child.id(), program = program.as_str(), "started the supervised process");
         self.child = Some(child);

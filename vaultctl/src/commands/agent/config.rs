@@ -34,6 +34,8 @@ struct RawConfig {
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
     metrics_addr: Option<String>,
+    /// Silence from the cluster after which the agent logs that its files may be stale.
+    stale_after_secs: Option<u64>,
     #[serde(default)]
     retry: RawRetry,
     #[serde(default, rename = "template")]
@@ -92,6 +94,7 @@ pub struct Config {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    pub stale_after: Duration,
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub templates: Vec<Template>,
@@ -268,6 +271,7 @@ impl Config {
             client_cert: raw.client_cert,
             client_key: raw.client_key,
             metrics_addr,
+            stale_after: Duration::from_secs(raw.stale_after_secs.unwrap_or(15).max(1)),
             retry_min,
             retry_max,
             templates,

@@ -32,9 +32,6 @@ use zeroize::Zeroizing;
 use action::Supervised;
 use config::{Config, Template, TemplateSource};
 
-/// Silence from the cluster after which the agent says its files may be stale.
-const STALE_AFTER: Duration = Duration::from_secs(15);
-
 // No doc comment: the help text is the doc comment of the `Agent` variant.
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -84,7 +81,13 @@ pub async fn run(args: AgentArgs, defaults: Defaults) -> anyhow::Result<ExitCode
         let group = t.group.as_deref().map(files::resolve_group).transpose()?;
         slots.push(Slot { template: t.clone(), source, owner, group });
     }
-    let agent = Agent { client, slots, names: config.secret_names(), retry: (config.retry_min, config.retry_max) };
+    let agent = Agent {
+        client,
+        slots,
+        names: config.secret_names(),
+        retry: (config.retry_min, config.retry_max),
+        stale_after: config.stale_after,
+    };
     if args.once {
         let all: Vec<usize> = (0..agent.slots.len()).collect();
         agent.render(&all).await?;
@@ -127,12 +130,20 @@ struct Agent {
     slots: Vec<Slot>,
     names: Vec<String>,
     retry: (Duration, Duration),
+    stale_after: Duration,
+}
+
+/// A file the last render wrote: which template, and whether the file existed before.
+#[derive(Clone, Copy)]
+struct Written {
+    slot: usize,
+    replaced: bool,
 }
 
 impl Agent {
-    /// Renders the templates at `which` from one linearizable read; returns those whose file
-    /// changed. A template that fails to render keeps its file and is logged.
-    async fn render(&self, which: &[usize]) -> Result<Vec<usize>, Error> {
+    /// Renders the templates at `which` from one linearizable read; returns the files it
+    /// wrote. A template that fails to render keeps its file and is logged.
+    async fn render(&self, which: &[usize]) -> Result<Vec<Written>, Error> {
         let mut wanted: Vec<&String> = which.iter().flat_map(|&i| &self.slots[i].template.secrets).collect();
         wanted.sort();
         wanted.dedup();
@@ -176,18 +187,19 @@ impl Agent {
             let (mode, owner, group) = (slot.template.mode, slot.owner, slot.group);
             let wrote = tokio::task::spawn_blocking(move || {
                 if files::unchanged(&path, &bytes, mode) {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                files::write_atomic(&path, &bytes, mode, owner, group).map(|()| true)
+                let replaced = path.exists();
+                files::write_atomic(&path, &bytes, mode, owner, group).map(|()| Some(replaced))
             })
             .await;
             match wrote {
-                Ok(Ok(true)) => {
+                Ok(Ok(Some(replaced))) => {
                     metrics::counter!("vault_agent_writes_total").increment(1);
-                    tracing::info!(destination = %dest, "rendered");
-                    changed.push(i);
+                    tracing::info!(destination = %dest, replaced, "rendered");
+                    changed.push(Written { slot: i, replaced });
                 }
-                Ok(Ok(false)) => {}
+                Ok(Ok(None)) => {}
                 Ok(Err(e)) => tracing::error!(destination = %dest, error = %e, "cannot write the file"),
                 Err(e) => tracing::error!(destination = %dest, error = %e, "the write task failed"),
             }
@@ -206,8 +218,10 @@ impl Agent {
             .collect()
     }
 
-    async fn act(&self, changed: &[usize], child: &mut Option<Supervised>) {
-        for &i in changed {
+    /// Runs the actions of the templates whose files changed, then restarts or signals the
+    /// supervised program once.
+    async fn act(&self, changed: &[Written], child: &mut Option<Supervised>) {
+        for &Written { slot: i, .. } in changed {
             for action in &self.slots[i].template.on_change {
                 let outcome = match action::perform(action).await {
                     Ok(()) => "ok",
@@ -246,7 +260,7 @@ impl Agent {
                     _ = tick.tick() => {
                         let silent = heard.elapsed();
                         metrics::gauge!("vault_agent_stale_seconds").set(silent.as_secs_f64());
-                        if silent >= STALE_AFTER && warned_at.is_none_or(|w| w.elapsed() >= silent / 2) {
+                        if silent >= self.stale_after && warned_at.is_none_or(|w| w.elapsed() >= silent / 2) {
                             tracing::warn!(stale_secs = silent.as_secs(), "no word from the cluster; files may be stale");
                             warned_at = Some(Instant::now());
                         }
@@ -285,13 +299,18 @@ impl Agent {
                     Ok(changed) => {
                         backoff = self.retry.0;
                         rendered_since_start = true;
-                        if !complete {
+                        if complete {
+                            self.act(&changed, &mut child).await;
+                        } else {
+                            // At start, a file the agent creates has no reader to tell yet; one
+                            // it replaces (changed while the agent was down) has. The program
+                            // it supervises starts now, with every file in place.
                             complete = true;
+                            let replaced: Vec<Written> = changed.into_iter().filter(|w| w.replaced).collect();
+                            self.act(&replaced, &mut None).await;
                             if let Some(c) = child.as_mut() {
                                 c.start().map_err(|e| anyhow!(e))?;
                             }
-                        } else {
-                            self.act(&changed, &mut child).await;
                         }
                     }
                     Err(e) => {

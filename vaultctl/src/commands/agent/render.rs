@@ -30,6 +30,8 @@ pub fn render(destination: &str, source: &str, values: Arc<Values>) -> Result<Ze
     let fail = |e: Error| RenderError { destination: destination.to_string(), message: describe(&e) };
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // A file ends as its template does (Jinja drops one trailing newline by default).
+    env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build().map_err(fail)?);
     // Rendered files are configuration, not HTML.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     let v = values.clone();
@@ -73,11 +75,11 @@ mod tests {
         let v = values(&[("app/db", 3, b"s3cret"), ("app/bin", 1, &[0, 255])]);
         let out = render(
             "/f",
-            "pw={{ secret('app/db') }} v={{ secret_version('app/db') }} b={{ secret_base64('app/bin') }} <&>",
+            "pw={{ secret('app/db') }} v={{ secret_version('app/db') }} b={{ secret_base64('app/bin') }} <&>\n",
             v,
         )
         .expect("render");
-        assert_eq!(out.as_str(), "pw=s3cret v=3 b=AP8= <&>");
+        assert_eq!(out.as_str(), "pw=s3cret v=3 b=AP8= <&>\n", "no escaping; the trailing newline kept");
     }
 
     #[test]
