@@ -32,9 +32,9 @@ venv:
 build: deps
 	cargo build --workspace --all-targets
 
-# Only the server and the CLI, without AWS KMS support (the dev vault uses the local KMS).
+# Only the server and the CLI (its own crate), without AWS KMS support (the dev vault uses the local KMS).
 run: deps
-	cargo build -p vault-node --bins --no-default-features
+	cargo build -p vault-node -p vaultctl --bins --no-default-features
 	@scripts/dev-run.sh
 
 lint: deps
@@ -61,7 +61,7 @@ else
 endif
 
 cluster-up: deps
-	cargo build -p vault-node --bins --no-default-features
+	cargo build -p vault-node -p vaultctl --bins --no-default-features
 	@cluster/cluster.sh up
 
 cluster-down:
@@ -71,7 +71,7 @@ cluster-down:
 BENCH_ARGS ?=
 bench: deps venv
 	@command -v etcd >/dev/null || { sudo=""; [ "$$(id -u)" -ne 0 ] && sudo=sudo; $$sudo apt-get install -y -qq --no-install-recommends etcd-server; }
-	cargo build --release -p vault-node -p vault-tests --bins
+	cargo build --release -p vault-node -p vaultctl -p vault-tests --bins
 	$(CARGO_TARGET_DIR)/release/vault-bench --out bench-results.json $(BENCH_ARGS)
 
 clean-dev:

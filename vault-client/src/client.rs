@@ -5,14 +5,16 @@
 //! - **Writes and management calls** ([`Route::Write`]) start at the node last seen as leader,
 //!   follow the leader a follower names in `x-vault-leader`, else try the next node. A write
 //!   moves to another node only when it certainly was not carried out: the connection could
-//!   not be opened, or the node refused with `UNAVAILABLE`. A connection that breaks after the
-//!   request left, or a timeout, is returned to the caller, who knows whether a repeat is
-//!   safe.
+//!   not be opened, or the node said no leader could take it ([`Error::is_not_leader`]).
+//!   Any other failure (a connection that breaks after the request left, a timeout, another
+//!   `UNAVAILABLE` such as a failed rotation hook) is returned to the caller, who knows
+//!   whether a repeat is safe. (Nodes forward writes to the leader and wait out an election
+//!   themselves, so this is rare.)
 //! - **Node-local views** ([`Route::Node`]: status, audit log of one node) go to that node only.
 //!
-//! While some node answers `UNAVAILABLE` (an election is running), the client goes round the
-//! nodes again with a short backoff until the call's budget ([`Builder::timeout`]) is spent;
-//! when no node can be reached at all, it gives up after one round. Nodes that failed recently
+//! While some node says no leader is known (an election outlasted its own wait), the client
+//! goes round the nodes again with a short backoff until the call's budget
+//! ([`Builder::timeout`]) is spent; otherwise it gives up after one round. Nodes that failed recently
 //! are tried last. Each node has one cached channel, opened on first use.
 
 use std::future::Future;
@@ -182,9 +184,9 @@ impl Client {
         Builder::default()
     }
 
-    /// A client configured from the environment only (see [`Builder::from_env`]).
+    /// A client configured from the environment only (see [`Builder::with_env`]).
     pub fn from_env() -> Result<Client> {
-        Builder::default().from_env().build()
+        Builder::default().with_env().build()
     }
 
     pub(crate) fn new(addrs: Vec<String>, settings: Settings) -> Result<Client> {
@@ -253,7 +255,7 @@ impl Client {
             let mut queue: std::collections::VecDeque<Arc<Node>> = self.inner.order(&route).into();
             let mut tried: Vec<Arc<str>> = Vec::new();
             let mut last = None;
-            let mut answering = false;
+            let mut no_leader = false;
             while let Some(node) = queue.pop_front() {
                 if tried.contains(&node.url) {
                     continue;
@@ -268,7 +270,8 @@ impl Client {
                     Err(e) => return Err(e),
                 };
                 if let Error::NodeUnavailable { leader, .. } = &e {
-                    answering = true;
+                    // No leader known: an election is under way; another round may find one.
+                    no_leader |= leader.is_none() && e.is_not_leader();
                     if let Some(hint) = leader {
                         let hinted = self.inner.node(hint, Some(&node.url))?;
                         if !tried.contains(&hinted.url) {
@@ -287,7 +290,7 @@ impl Client {
                 }
             }
             let last = last.unwrap_or_else(|| Error::Config("no node to call".into()));
-            if !answering || Instant::now() + backoff >= deadline {
+            if !no_leader || Instant::now() + backoff >= deadline {
                 return Err(Error::Unavailable { tried: tried.len(), last: Box::new(last) });
             }
             tokio::time::sleep(backoff).await;
@@ -315,7 +318,7 @@ impl Client {
 /// Whether `e` lets the call move to another node.
 fn retryable(route: &Route, e: &Error) -> bool {
     match route {
-        Route::Write => matches!(e, Error::NodeUnavailable { .. } | Error::Transport { connected: false, .. }),
+        Route::Write => e.is_not_leader() || matches!(e, Error::Transport { connected: false, .. }),
         _ => e.is_node_failure(),
     }
 }

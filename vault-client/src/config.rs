@@ -112,12 +112,12 @@ impl Builder {
     /// Takes what the environment sets and the builder does not: `VAULT_ADDR`
     /// (comma-separated), `VAULT_TOKEN`, `VAULT_TOKEN_FILE`, `VAULT_CACERT`,
     /// `VAULT_CLIENT_CERT` with `VAULT_CLIENT_KEY`. Empty variables count as unset.
-    pub fn from_env(self) -> Self {
-        self.from_vars(|k| std::env::var(k).ok())
+    pub fn with_env(self) -> Self {
+        self.with_vars(|k| std::env::var(k).ok())
     }
 
-    /// [`from_env`](Builder::from_env) over any source of variables (for tests).
-    pub fn from_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+    /// [`with_env`](Builder::with_env) over any source of variables (for tests).
+    pub fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
         let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
         if self.addrs.is_empty() {
             if let Some(a) = var("VAULT_ADDR") {
@@ -289,14 +289,14 @@ mod tests {
             ("VAULT_CLIENT_CERT", "/etc/c.pem"),
         ]
         .into();
-        let b = Builder::default().from_vars(|k| env.get(k).map(|v| v.to_string()));
+        let b = Builder::default().with_vars(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!(b.addrs, ["http://n1:1,http://n2:1"]);
         assert!(b.token.is_none(), "an empty VAULT_TOKEN is unset");
         assert_eq!(b.token_file.as_deref(), Some(Path::new("/run/secrets/token")));
         assert_eq!(b.ca_cert.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert!(b.identity.is_none(), "a certificate without its key is not used");
         // Set in code wins over the environment.
-        let b = Builder::default().addrs(["http://mine:1"]).from_vars(|k| env.get(k).map(|v| v.to_string()));
+        let b = Builder::default().addrs(["http://mine:1"]).with_vars(|k| env.get(k).map(|v| v.to_string()));
         assert_eq!(b.addrs, ["http://mine:1"]);
     }
 

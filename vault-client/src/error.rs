@@ -38,9 +38,10 @@ pub enum Error {
     #[error("{0}")]
     Aborted(String),
     /// A watch asked to resume from a revision the node no longer keeps: read the watched
-    /// secrets again, then watch from now (or from the last revision received).
+    /// secrets again, then watch from now. `oldest` is the oldest revision the node keeps,
+    /// when it said.
     #[error("{message}")]
-    Compacted { message: String },
+    Compacted { message: String, oldest: Option<u64> },
     /// Rate limited or over a limit; retry later.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -78,12 +79,14 @@ impl Error {
                 return Error::Timeout { addr: addr.to_string() };
             }
             let connected = !has_connect_error(source);
-            let mut why = chain(source);
-            if why.first().is_none_or(|s| *s != message) {
-                why.insert(0, message);
+            // tonic and hyper repeat their sources' words in their own messages: keep each once.
+            let mut why = message;
+            for s in chain(source) {
+                if !why.contains(&s) {
+                    why = if s.contains(&why) { s } else { format!("{why}: {s}") };
+                }
             }
-            why.dedup();
-            return Error::Transport { addr: addr.to_string(), message: why.join(": "), connected };
+            return Error::Transport { addr: addr.to_string(), message: why, connected };
         }
         match status.code() {
             Code::NotFound => Error::NotFound(message),
@@ -94,7 +97,7 @@ impl Error {
             Code::FailedPrecondition => Error::FailedPrecondition(message),
             Code::AlreadyExists => Error::AlreadyExists(message),
             Code::Aborted => Error::Aborted(message),
-            Code::OutOfRange => Error::Compacted { message },
+            Code::OutOfRange => Error::Compacted { oldest: oldest_kept(&message), message },
             Code::ResourceExhausted => Error::ResourceExhausted(message),
             Code::DeadlineExceeded => Error::Timeout { addr: addr.to_string() },
             Code::Unavailable => {
@@ -136,6 +139,19 @@ impl Error {
         matches!(self, Error::Transport { .. } | Error::Timeout { .. } | Error::NodeUnavailable { .. })
     }
 
+    /// Whether a node refused because it could not hand the call to a leader (the server's
+    /// "no leader could take this request", with the leader's address when it knows one): the
+    /// call was not carried out, and another node may take it. Other `UNAVAILABLE`s (a failed
+    /// rotation hook, an unreachable KMS, a write that "may or may not have been applied")
+    /// are not this.
+    pub fn is_not_leader(&self) -> bool {
+        match self {
+            Error::NodeUnavailable { leader: Some(_), .. } => true,
+            Error::NodeUnavailable { message, leader: None } => message.ends_with("(no leader known)"),
+            _ => false,
+        }
+    }
+
     /// The leader a node named when it refused the call (`host:port`).
     pub fn leader_hint(&self) -> Option<&str> {
         match self {
@@ -143,6 +159,13 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// The oldest revision a node keeps, from its OUT_OF_RANGE message ("... oldest kept is N ...").
+fn oldest_kept(message: &str) -> Option<u64> {
+    let rest = message.split_once("oldest kept is ")?.1;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// A status code in words, as `vaultctl` and the audit log show it (`not found`,
@@ -214,7 +237,11 @@ mod tests {
             Error::CasMismatch(m) if m.contains("current version is 2")
         ));
         assert!(matches!(e(Status::failed_precondition("sealed under key k1")), Error::FailedPrecondition(_)));
-        assert!(matches!(e(Status::out_of_range("compacted")), Error::Compacted { message } if message == "compacted"));
+        assert!(matches!(e(Status::out_of_range("compacted")), Error::Compacted { oldest: None, .. }));
+        let s = Status::out_of_range(
+            "revision 3 was compacted; oldest kept is 120: read again and watch from a newer revision",
+        );
+        assert!(matches!(e(s), Error::Compacted { oldest: Some(120), message } if message.starts_with("revision 3")));
         assert!(matches!(e(Status::resource_exhausted("slow down")), Error::ResourceExhausted(_)));
         assert!(matches!(e(Status::internal("bug")), Error::Server { code: Code::Internal, .. }));
         assert_eq!(e(Status::data_loss("x")).code(), Code::DataLoss);
@@ -228,9 +255,21 @@ mod tests {
         let e = Error::from_status("http://n1:8200", s);
         assert_eq!(e.leader_hint(), Some("10.0.0.2:8200"));
         assert!(e.is_node_failure());
-        let e = Error::from_status("http://n1:8200", Status::unavailable("no leader known"));
+        assert!(e.is_not_leader());
+        let e = Error::from_status(
+            "http://n1:8200",
+            Status::unavailable("no leader could take this request (no leader known)"),
+        );
         assert_eq!(e.leader_hint(), None);
-        assert!(e.is_node_failure());
+        assert!(e.is_node_failure() && e.is_not_leader());
+        // Refusals that are not about the leader: the call may have run (or will fail again).
+        for m in [
+            "hook /h exited with status 3",
+            "leader 2 was replaced before it answered; the write may or may not have been applied",
+        ] {
+            let e = Error::from_status("http://n1:8200", Status::unavailable(m));
+            assert!(e.is_node_failure() && !e.is_not_leader(), "{m}");
+        }
     }
 
     #[test]

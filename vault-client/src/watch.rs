@@ -13,7 +13,7 @@
 //! until the first message arrives (the server sends one as soon as it is subscribed).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use crate::pb;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Silence after which a node is taken as gone (the server sends progress while idle).
-pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(15);
 
 /// What a change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +116,14 @@ pub struct WatchRequest {
 pub struct Watch {
     rx: mpsc::Receiver<Result<WatchBatch>>,
     task: JoinHandle<()>,
+    node: Arc<Mutex<Option<String>>>,
+}
+
+impl Watch {
+    /// The node the watch is subscribed to now (none while it is between nodes).
+    pub fn node(&self) -> Option<String> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Stream for Watch {
@@ -137,8 +145,9 @@ impl Client {
     /// (module doc). Must be called inside a Tokio runtime.
     pub fn watch(&self, req: WatchRequest) -> Watch {
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(run(self.inner.clone(), req, tx));
-        Watch { rx, task }
+        let node = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(run(self.inner.clone(), req, tx, node.clone()));
+        Watch { rx, task, node }
     }
 }
 
@@ -152,7 +161,13 @@ enum End {
     Fatal(Error),
 }
 
-async fn run(inner: Arc<Inner>, req: WatchRequest, tx: mpsc::Sender<Result<WatchBatch>>) {
+async fn run(
+    inner: Arc<Inner>,
+    req: WatchRequest,
+    tx: mpsc::Sender<Result<WatchBatch>>,
+    current: Arc<Mutex<Option<String>>>,
+) {
+    let set_current = |url: Option<&str>| *current.lock().unwrap_or_else(|p| p.into_inner()) = url.map(str::to_string);
     let mut last = req.after_revision;
     let mut backoff = FIRST_BACKOFF;
     let idle = req.idle_limit.unwrap_or(DEFAULT_IDLE_LIMIT);
@@ -171,7 +186,12 @@ async fn run(inner: Arc<Inner>, req: WatchRequest, tx: mpsc::Sender<Result<Watch
             let end = match opened {
                 Err(_) => End::NodeLost,
                 Ok(Err(s)) => classify(Error::from_status(&node.url, s)),
-                Ok(Ok(stream)) => follow(stream.into_inner(), &node.url, &tx, &mut last, &mut backoff, idle).await,
+                Ok(Ok(stream)) => {
+                    set_current(Some(&node.url));
+                    let end = follow(stream.into_inner(), &node.url, &tx, &mut last, &mut backoff, idle).await;
+                    set_current(None);
+                    end
+                }
             };
             match end {
                 End::Dropped => return,
@@ -278,7 +298,7 @@ mod tests {
     #[test]
     fn compaction_and_refusals_end_the_watch_node_loss_does_not() {
         assert!(matches!(
-            classify(Error::Compacted { message: "compacted".into() }),
+            classify(Error::Compacted { message: "compacted".into(), oldest: Some(4) }),
             End::Fatal(Error::Compacted { .. })
         ));
         assert!(matches!(classify(Error::PermissionDenied("no".into())), End::Fatal(_)));
@@ -287,5 +307,7 @@ mod tests {
             End::NodeLost
         ));
         assert!(matches!(classify(Error::NodeUnavailable { message: "x".into(), leader: None }), End::NodeLost));
+        // A node cuts a consumer that fell behind; the stream resumes where it was.
+        assert!(matches!(classify(Error::ResourceExhausted("slow".into())), End::NodeLost));
     }
 }
