@@ -172,9 +172,9 @@ fn the_example_agent_config_keeps_a_rendered_file_current_over_tls() {
         let mut agent = Agent::start(&config, &[("VAULT_CLIENT_KEY", utf8(&key))]);
         let rendered = out.join("db.conf");
         let text = wait_for(20, "the first render", || {
-            read(&rendered).and_then(|t| if t.contains(&first) { Ok(t) } else { Err(t) }).map_err(|e| {
-                format!("{e}; the agent's log:\n{}", agent.log())
-            })
+            read(&rendered)
+                .and_then(|t| if t.contains(&first) { Ok(t) } else { Err(t) })
+                .map_err(|e| format!("{e}; the agent's log:\n{}", agent.log()))
         });
         assert!(text.contains("from app/db version 1"), "{text}");
         let meta = std::fs::metadata(&rendered).expect("stat");
@@ -209,7 +209,8 @@ fn the_example_agent_config_keeps_a_rendered_file_current_over_tls() {
         });
 
         let records: Value =
-            serde_json::from_str(&admin(&n, &["--output", "json", "audit", "list", "--secret", "app/db"])).expect("json");
+            serde_json::from_str(&admin(&n, &["--output", "json", "audit", "list", "--secret", "app/db"]))
+                .expect("json");
         let by_agent = records
             .as_array()
             .expect("records")

@@ -50,7 +50,8 @@ async fn must_next(w: &mut Watch) -> pb::WatchSecretsResponse {
 }
 
 async fn put(c: &mut SecretsClient<Channel>, token: &str, name: &str) -> u64 {
-    let r = pb::PutSecretRequest { name: name.into(), value: b"v".to_vec(), expected_version: None, max_versions: None };
+    let r =
+        pb::PutSecretRequest { name: name.into(), value: b"v".to_vec(), expected_version: None, max_versions: None };
     c.put_secret(authed(r, token)).await.expect("put").into_inner().version
 }
 
@@ -139,7 +140,11 @@ fn every_kind_of_change_arrives_in_commit_order_once_the_node_applied_it() {
         let mut again = watch(&c.url(1), req(&["other/x"], &["app/"], start.revision)).await.expect("replay");
         let (replayed, _) = collect(&mut again, start.revision, |e| e.len() >= want.len()).await;
         assert_eq!(replayed.iter().map(key).collect::<Vec<_>>(), want);
-        assert_eq!(replayed.iter().map(|e| e.revision).collect::<Vec<_>>(), revisions, "the same revisions on every node");
+        assert_eq!(
+            replayed.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            revisions,
+            "the same revisions on every node"
+        );
     });
 }
 
@@ -267,7 +272,9 @@ fn refused_watches_are_permission_denied_and_audited_and_a_deleted_rule_stops_it
         assert!(outcome("*").iter().any(|o| o.contains("ok (reader rule")), "{records:?}");
         let refused_elsewhere = watch_records(&c, 2);
         assert!(
-            refused_elsewhere.iter().any(|r| r["secret"] == "app/x" && r["outcome"].as_str().is_some_and(|o| o.contains("denied"))),
+            refused_elsewhere
+                .iter()
+                .any(|r| r["secret"] == "app/x" && r["outcome"].as_str().is_some_and(|o| o.contains("denied"))),
             "{refused_elsewhere:?}"
         );
         // Events of both rules' names, then the app rule goes: the whole-store watch goes on
@@ -282,7 +289,11 @@ fn refused_watches_are_permission_denied_and_audited_and_a_deleted_rule_stops_it
         put(&mut client, &c.token, "app/b").await;
         put(&mut client, &c.token, "ops/b").await;
         let (after, _) = collect(&mut everything, start, |e| e.iter().any(|e| e.name == "ops/b")).await;
-        assert_eq!(after.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), vec!["ops/b"], "app/b is no longer shown");
+        assert_eq!(
+            after.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            vec!["ops/b"],
+            "app/b is no longer shown"
+        );
         let ended = loop {
             match next(&mut app).await {
                 Ok(Some(m)) => assert!(m.events.iter().all(|e| e.name == "app/a"), "{m:?}"),

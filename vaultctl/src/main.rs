@@ -41,11 +41,12 @@ struct Cli {
     #[arg(long, env = "VAULT_CACERT", global = true)]
     ca_cert: Option<PathBuf>,
     /// Client certificate (PEM) to present over TLS, for reader rules that name its subject
-    /// (`reader create --cert-cn`). Needs --client-key.
-    #[arg(long, env = "VAULT_CLIENT_CERT", global = true, requires = "client_key")]
+    /// (`reader create --cert-cn`). Needs --client-key (the agent may take either from its
+    /// configuration, so the pair is checked where the client is built).
+    #[arg(long, env = "VAULT_CLIENT_CERT", global = true)]
     client_cert: Option<PathBuf>,
     /// Key (PEM) of --client-cert.
-    #[arg(long, env = "VAULT_CLIENT_KEY", global = true, requires = "client_cert")]
+    #[arg(long, env = "VAULT_CLIENT_KEY", global = true)]
     client_key: Option<PathBuf>,
     #[arg(long, env = "VAULT_FORMAT", value_enum, default_value = "table", global = true)]
     output: Output,
@@ -117,8 +118,14 @@ fn client(cli: &Cli) -> Result<Client, Failure> {
     if let Some(ca) = &cli.ca_cert {
         b = b.ca_cert_file(ca);
     }
-    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
-        b = b.client_cert_files(cert, key);
+    match (&cli.client_cert, &cli.client_key) {
+        (Some(cert), Some(key)) => b = b.client_cert_files(cert, key),
+        (None, None) => {}
+        _ => {
+            return Err(Failure::Local(anyhow::anyhow!(
+                "--client-cert and --client-key (VAULT_CLIENT_CERT, VAULT_CLIENT_KEY) go together"
+            )))
+        }
     }
     Ok(b.build()?)
 }
@@ -214,6 +221,20 @@ mod tests {
         match cli.cmd {
             Cmd::Secret(secret::Cmd::Put { value, .. }) => assert_eq!(value.as_deref(), Some("-v")),
             _ => panic!("not secret put"),
+        }
+    }
+
+    /// A client certificate without its key (or a key alone) is refused before any call.
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        for half in [["--client-cert", "c.pem"], ["--client-key", "c.key"]] {
+            let cli = Cli::try_parse_from(["vaultctl", half[0], half[1], "secret", "list"]).expect("parses");
+            let err = match client(&cli) {
+                Err(Failure::Local(e)) => e.to_string(),
+                Err(_) => "another failure".into(),
+                Ok(_) => "accepted".into(),
+            };
+            assert!(err.contains("go together"), "{half:?}: {err}");
         }
     }
 }

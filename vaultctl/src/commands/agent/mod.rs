@@ -275,7 +275,7 @@ impl Agent {
                 };
                 let batch = match batch {
                     Some(Ok(b)) => b,
-                    Some(Err(Error::Compacted { message })) => {
+                    Some(Err(Error::Compacted { message, .. })) => {
                         tracing::warn!(%message, "watch compacted; rendering everything again");
                         continue 'watch;
                     }
