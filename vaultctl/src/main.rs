@@ -9,6 +9,7 @@ mod certs;
 mod clock;
 mod commands;
 mod failure;
+mod logging;
 mod output;
 mod util;
 
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use commands::{audit, cluster, hook, kms, reader, role, run, secret, snapshot, status, token};
+use commands::{agent, audit, cluster, hook, kms, reader, role, run, secret, snapshot, status, token};
 use failure::Failure;
 use vault_client::Client;
 
@@ -40,11 +41,12 @@ struct Cli {
     #[arg(long, env = "VAULT_CACERT", global = true)]
     ca_cert: Option<PathBuf>,
     /// Client certificate (PEM) to present over TLS, for reader rules that name its subject
-    /// (`reader create --cert-cn`). Needs --client-key.
-    #[arg(long, env = "VAULT_CLIENT_CERT", global = true, requires = "client_key")]
+    /// (`reader create --cert-cn`). Needs --client-key (the agent may take either from its
+    /// configuration, so the pair is checked where the client is built).
+    #[arg(long, env = "VAULT_CLIENT_CERT", global = true)]
     client_cert: Option<PathBuf>,
     /// Key (PEM) of --client-cert.
-    #[arg(long, env = "VAULT_CLIENT_KEY", global = true, requires = "client_cert")]
+    #[arg(long, env = "VAULT_CLIENT_KEY", global = true)]
     client_key: Option<PathBuf>,
     #[arg(long, env = "VAULT_FORMAT", value_enum, default_value = "table", global = true)]
     output: Output,
@@ -96,6 +98,10 @@ enum Cmd {
     /// disk or put on a command line. vaultctl becomes CMD (exec), so CMD's exit status and
     /// signals are its own.
     Run(run::RunArgs),
+    /// Keep files rendered from secrets current (templates, atomic writes, watch), and run a
+    /// command, signal a process or supervise one when they change. Configured by one TOML
+    /// file; see docs/agent.md.
+    Agent(agent::AgentArgs),
 }
 
 /// The client for `cli`'s addresses, TLS material and token, with the budget of `cli.cmd`.
@@ -112,8 +118,14 @@ fn client(cli: &Cli) -> Result<Client, Failure> {
     if let Some(ca) = &cli.ca_cert {
         b = b.ca_cert_file(ca);
     }
-    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
-        b = b.client_cert_files(cert, key);
+    match (&cli.client_cert, &cli.client_key) {
+        (Some(cert), Some(key)) => b = b.client_cert_files(cert, key),
+        (None, None) => {}
+        _ => {
+            return Err(Failure::Local(anyhow::anyhow!(
+                "--client-cert and --client-key (VAULT_CLIENT_CERT, VAULT_CLIENT_KEY) go together"
+            )))
+        }
     }
     Ok(b.build()?)
 }
@@ -157,7 +169,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let c = client(&cli)?;
     let json = cli.output == Output::Json;
     match cli.cmd {
-        Cmd::Completions { .. } => Ok(()),
+        Cmd::Completions { .. } | Cmd::Agent(_) => Ok(()),
         Cmd::Kms(cmd) => kms::run(&c, cmd, json).await,
         Cmd::Snapshot(cmd) => snapshot::run(&c, cmd, json).await,
         Cmd::Run(args) => run::run(&c, args).await,
@@ -175,6 +187,21 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Agent(args) = cli.cmd {
+        // Long-running: it logs, and leaves with its supervised program's status.
+        let defaults = agent::Defaults {
+            addr: cli.addr,
+            ca_cert: cli.ca_cert,
+            client_cert: cli.client_cert,
+            client_key: cli.client_key,
+            token: cli.token,
+            token_file: cli.token_file,
+        };
+        return match agent::run(args, defaults).await {
+            Ok(code) => code,
+            Err(e) => ExitCode::from(Failure::Local(e).report()),
+        };
+    }
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => ExitCode::from(f.report()),
@@ -194,6 +221,20 @@ mod tests {
         match cli.cmd {
             Cmd::Secret(secret::Cmd::Put { value, .. }) => assert_eq!(value.as_deref(), Some("-v")),
             _ => panic!("not secret put"),
+        }
+    }
+
+    /// A client certificate without its key (or a key alone) is refused before any call.
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        for half in [["--client-cert", "c.pem"], ["--client-key", "c.key"]] {
+            let cli = Cli::try_parse_from(["vaultctl", half[0], half[1], "secret", "list"]).expect("parses");
+            let err = match client(&cli) {
+                Err(Failure::Local(e)) => e.to_string(),
+                Err(_) => "another failure".into(),
+                Ok(_) => "accepted".into(),
+            };
+            assert!(err.contains("go together"), "{half:?}: {err}");
         }
     }
 }
