@@ -9,8 +9,10 @@ use base64::Engine;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use zeroize::Zeroizing;
 
-/// The values a render may use: name → (version, value).
-pub type Values = BTreeMap<String, (u64, Arc<Zeroizing<Vec<u8>>>)>;
+/// One secret as read: its version and value.
+pub type Versioned = (u64, Arc<Zeroizing<Vec<u8>>>);
+/// The values a render may use, by name.
+pub type Values = BTreeMap<String, Versioned>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("render {destination}: {message}")]
@@ -19,7 +21,7 @@ pub struct RenderError {
     pub message: String,
 }
 
-fn lookup<'a>(values: &'a Values, name: &str) -> Result<&'a (u64, Arc<Zeroizing<Vec<u8>>>), Error> {
+fn lookup<'a>(values: &'a Values, name: &str) -> Result<&'a Versioned, Error> {
     values.get(name).ok_or_else(|| {
         Error::new(ErrorKind::InvalidOperation, format!("secret {name:?} is not in this template's `secrets` list"))
     })
