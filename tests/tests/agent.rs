@@ -163,11 +163,13 @@ fn the_example_agent_config_keeps_a_rendered_file_current_over_tls() {
             // A top-level key, so before the first table.
             .replacen("[[template]]", "stale_after_secs = 1\n\n[[template]]", 1);
         assert_ne!(config_text, example, "the example was adapted");
+        let signals = work.path().join("signals");
+        let reload = "[\"/bin/systemctl\", \"reload\", \"app.service\"]";
+        assert!(config_text.contains(reload), "the example reloads the app with systemctl");
+        let config_text =
+            config_text.replace(reload, &format!("[\"/bin/sh\", \"-c\", \"echo reload >> {}\"]", utf8(&signals)));
         let config = work.path().join("agent.toml");
         std::fs::write(&config, &config_text).expect("write the config");
-        let (pid_file, signals) = (out.join("app.pid"), work.path().join("signals"));
-        let _app = Listener::start(&pid_file, &signals, "HUP");
-
         let key = readers.join("reader-agent-1.key");
         let mut agent = Agent::start(&config, &[("VAULT_CLIENT_KEY", utf8(&key))]);
         let rendered = out.join("db.conf");
@@ -180,14 +182,14 @@ fn the_example_agent_config_keeps_a_rendered_file_current_over_tls() {
         let meta = std::fs::metadata(&rendered).expect("stat");
         assert_eq!(meta.permissions().mode() & 0o777, 0o640, "the mode the config asks for");
         assert_eq!(meta.gid().to_string(), gid, "the group the config asks for");
-        assert_eq!(lines(&signals), 0, "a file created at start signals nobody");
+        assert_eq!(lines(&signals), 0, "a file created at start reloads nothing");
 
         let second = canary("agent-db-2");
         admin(&n, &["secret", "put", "app/db", "--value", &second]);
         wait_for(10, "a put reaches the file", || {
             read(&rendered).and_then(|t| if t.contains(&second) { Ok(()) } else { Err(t) })
         });
-        wait_for(10, "the app is signalled", || {
+        wait_for(10, "the app is reloaded", || {
             if lines(&signals) == 1 {
                 Ok(())
             } else {
@@ -200,7 +202,7 @@ fn the_example_agent_config_keeps_a_rendered_file_current_over_tls() {
         wait_for(10, "a rotation reaches the file", || {
             read(&rendered).and_then(|t| if t.contains("version 3") && !t.contains(&second) { Ok(()) } else { Err(t) })
         });
-        wait_for(10, "the app is signalled again", || {
+        wait_for(10, "the app is reloaded again", || {
             if lines(&signals) == 2 {
                 Ok(())
             } else {
@@ -289,6 +291,9 @@ fn an_agent_follows_changes_across_a_node_loss_and_restarts_its_program() {
         let first = canary("svc-1");
         c.ctl(0, &["secret", "put", "svc/key", "--value", &first]);
         let (rendered, ran, pids) = (work.path().join("svc.env"), work.path().join("ran"), work.path().join("pids"));
+        let (envs, pid_file, signals) =
+            (work.path().join("envs"), work.path().join("app.pid"), work.path().join("sigs"));
+        let _app = Listener::start(&pid_file, &signals, "USR1");
         let addrs: Vec<String> = (0..3).map(|i| format!("{:?}", c.url(i))).collect();
         let config = work.path().join("agent.toml");
         std::fs::write(
@@ -300,21 +305,31 @@ fn an_agent_follows_changes_across_a_node_loss_and_restarts_its_program() {
 contents = "KEY={{{{ secret('svc/key') }}}}\n"
 destination = "{dest}"
 secrets = ["svc/key"]
-command = ["/bin/sh", "-c", "echo ran >> {ran}"]
+command = ["/bin/sh", "-c", "env >> {envs}; echo ran >> {ran}"]
+pid_file = "{pid_file}"
+signal = "USR1"
 
 [exec]
-command = ["/bin/sh", "-c", "echo $$ >> {pids}; exec sleep 120"]
+command = ["/bin/sh", "-c", "env >> {envs}; echo $$ >> {pids}; exec sleep 120"]
 on_change = "restart"
 stop_timeout_secs = 2
 "#,
                 addrs = addrs.join(", "),
                 dest = utf8(&rendered),
+                envs = utf8(&envs),
                 ran = utf8(&ran),
                 pids = utf8(&pids),
+                pid_file = utf8(&pid_file),
             ),
         )
         .expect("write the config");
-        let mut agent = Agent::start(&config, &[]);
+        // Credentials the agent has (or would have under systemd) that its children must not.
+        let credentials = [
+            ("VAULT_TOKEN", c.token.as_str()),
+            ("VAULT_TOKEN_FILE", "/nonexistent/token"),
+            ("CREDENTIALS_DIRECTORY", "/run/credentials/vault-agent.service"),
+        ];
+        let mut agent = Agent::start(&config, &credentials);
         wait_for(20, "the first render", || {
             read(&rendered).and_then(|t| if t == format!("KEY={first}\n") { Ok(()) } else { Err(t) })
         });
@@ -338,6 +353,13 @@ stop_timeout_secs = 2
             read(&rendered).and_then(|t| if t.contains(&second) { Ok(()) } else { Err(t) })
         });
         wait_for(10, "the command runs", || if lines(&ran) == 1 { Ok(()) } else { Err(lines(&ran).to_string()) });
+        wait_for(10, "the app named by the pid file is signalled", || {
+            if lines(&signals) == 1 {
+                Ok(())
+            } else {
+                Err(lines(&signals).to_string())
+            }
+        });
         let restarted = wait_for(10, "the program restarts", || {
             if lines(&pids) == 2 {
                 Ok(read(&pids)?)
@@ -354,6 +376,12 @@ stop_timeout_secs = 2
                 Ok(())
             }
         });
+
+        let seen = read(&envs).expect("the children's environments");
+        for (var, _) in credentials {
+            assert!(!seen.lines().any(|l| l.starts_with(&format!("{var}="))), "{var} reached a child:\n{seen}");
+        }
+        assert!(!seen.contains(&c.token), "the token reached a child");
 
         // The program exits by itself (killed from outside): the agent leaves with its status.
         let killed = Command::new("kill").args(["-TERM", &second_pid.to_string()]).status().expect("kill");

@@ -21,9 +21,14 @@ pub async fn perform(action: &Action) -> Result<(), String> {
     }
 }
 
+/// Variables that hold the agent's credentials or point at them (`CREDENTIALS_DIRECTORY` is
+/// where systemd's `LoadCredential=` puts the client key).
+const CREDENTIAL_VARS: [&str; 5] =
+    ["VAULT_TOKEN", "VAULT_TOKEN_FILE", "VAULT_CLIENT_KEY", "VAULT_CLIENT_CERT", "CREDENTIALS_DIRECTORY"];
+
 /// The child gets neither the agent's token nor the variables that point at its credentials.
 fn scrub(cmd: &mut Command) {
-    for var in ["VAULT_TOKEN", "VAULT_TOKEN_FILE", "VAULT_CLIENT_KEY"] {
+    for var in CREDENTIAL_VARS {
         cmd.env_remove(var);
     }
 }
@@ -45,7 +50,37 @@ async fn run_command(argv: &[String]) -> Result<(), String> {
     }
 }
 
+/// Whether the agent may believe what `pid_file` says: a file (and a directory holding it)
+/// that another user could write would let that user choose which process the agent signals.
+/// The file must be owned by root or by the agent's user, and neither it nor its directory
+/// writable by group or others.
+fn trusted_pid_file(pid_file: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let file = std::fs::symlink_metadata(pid_file).map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
+    if !file.file_type().is_file() {
+        return Err(format!("pid file {} is not a regular file", pid_file.display()));
+    }
+    if file.uid() != 0 && file.uid() != me {
+        return Err(format!(
+            "pid file {} is owned by uid {}, neither root nor the agent's",
+            pid_file.display(),
+            file.uid()
+        ));
+    }
+    if file.mode() & 0o022 != 0 {
+        return Err(format!("pid file {} is writable by other users; not signalling", pid_file.display()));
+    }
+    let dir = pid_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir_meta = std::fs::metadata(dir).map_err(|e| format!("directory {}: {e}", dir.display()))?;
+    if dir_meta.mode() & 0o022 != 0 || (dir_meta.uid() != 0 && dir_meta.uid() != me) {
+        return Err(format!("pid file {} is in a directory other users may write; not signalling", pid_file.display()));
+    }
+    Ok(())
+}
+
 fn signal_pid_file(pid_file: &Path, signal: Signal) -> Result<(), String> {
+    trusted_pid_file(pid_file)?;
     let text = std::fs::read_to_string(pid_file).map_err(|e| format!("read pid file {}: {e}", pid_file.display()))?;
     let pid: i32 = text
         .trim()
@@ -145,5 +180,30 @@ mod tests {
         assert!(e.contains("does not hold"), "{e}");
         std::fs::write(&pid_file, "1").expect("write");
         assert!(signal_pid_file(&pid_file, Signal::SIGHUP).is_err(), "never init");
+    }
+
+    /// A pid file another user could write, or one in a directory another user could write,
+    /// is not believed: that user would choose which process the agent signals.
+    #[test]
+    fn a_pid_file_others_can_write_is_not_believed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let pid_file = dir.path().join("app.pid");
+        // Our own pid: SIGCONT does nothing to a running process.
+        std::fs::write(&pid_file, std::process::id().to_string()).expect("write");
+        std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(signal_pid_file(&pid_file, Signal::SIGCONT), Ok(()));
+        std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o664)).expect("chmod");
+        let e = signal_pid_file(&pid_file, Signal::SIGCONT).expect_err("group-writable file");
+        assert!(e.contains("writable by other users"), "{e}");
+        std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
+        let e = signal_pid_file(&pid_file, Signal::SIGCONT).expect_err("world-writable directory");
+        assert!(e.contains("directory other users may write"), "{e}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let link = dir.path().join("link.pid");
+        std::os::unix::fs::symlink(&pid_file, &link).expect("symlink");
+        assert!(trusted_pid_file(&link).is_err(), "a symlink is not a pid file");
     }
 }

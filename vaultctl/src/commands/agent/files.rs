@@ -5,7 +5,7 @@
 //! the directory synced.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
@@ -56,6 +56,24 @@ pub fn unchanged(path: &Path, content: &[u8], mode: u32) -> bool {
     std::fs::read(path).map(Zeroizing::new).is_ok_and(|old| old.as_slice() == content)
 }
 
+/// A directory other users may write lets them replace the rendered file or squat on the
+/// temporary one: refused (the agent's own user and root may write it).
+fn check_dir(dir: &Path) -> Result<(), WriteError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(io("stat directory", dir))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.mode() & 0o022 != 0 || (meta.uid() != 0 && meta.uid() != me) {
+        return Err(WriteError::Owner(format!(
+            "directory {} may be written by other users (mode {:o}, owner uid {}): render into a directory only \
+             root or the agent's user can write",
+            dir.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `content`, atomically, with `mode` and the given owner.
 pub fn write_atomic(
     path: &Path,
@@ -65,32 +83,24 @@ pub fn write_atomic(
     group: Option<Gid>,
 ) -> Result<(), WriteError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    check_dir(dir)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.vault-agent.{}.tmp", std::process::id()));
-    // A temporary file left by a crash of this same pid: ours to remove.
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        // The umask may have taken bits the mode asks for; it never adds any.
-        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io("chmod", &tmp))?;
-        if owner.is_some() || group.is_some() {
-            nix::unistd::fchown(&file, owner, group)
-                .map_err(|e| WriteError::Owner(format!("chown {}: {e}", tmp.display())))?;
-        }
-        file.write_all(content).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io("rename onto", path))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync directory", dir))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // A random name, created exclusively (mode 0600), removed if anything below fails.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".vault-agent.tmp")
+        .tempfile_in(dir)
+        .map_err(io("create a temporary file in", dir))?;
+    // The final mode: the umask may have taken bits the mode asks for; it never adds any.
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io("chmod", tmp.path()))?;
+    if owner.is_some() || group.is_some() {
+        nix::unistd::fchown(tmp.as_file(), owner, group)
+            .map_err(|e| WriteError::Owner(format!("chown {}: {e}", tmp.path().display())))?;
     }
-    result
+    tmp.write_all(content).map_err(io("write", path))?;
+    tmp.as_file().sync_all().map_err(io("sync", path))?;
+    tmp.persist(path).map_err(|e| WriteError::Io { what: "rename onto", path: path.to_path_buf(), source: e.error })?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync directory", dir))
 }
 
 #[cfg(test)]
@@ -111,6 +121,18 @@ mod tests {
         assert!(!unchanged(&path, b"other", 0o640));
         let names: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+    }
+
+    /// Rendering into a directory other users may write (like /tmp) is refused: they could
+    /// replace the file or squat on the temporary name.
+    #[test]
+    fn a_directory_other_users_may_write_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let e = write_atomic(&dir.path().join("db.conf"), b"x", 0o600, None, None).expect_err("world-writable");
+        assert!(e.to_string().contains("other users"), "{e}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        write_atomic(&dir.path().join("db.conf"), b"x", 0o600, None, None).expect("owner-only directory");
     }
 
     #[test]
