@@ -413,6 +413,20 @@ pub fn mint_certs(dir: &Path, ids: &[u64]) {
     assert!(out.status.success(), "cluster certs: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A reader client certificate for `cn` (and the reader CA, once) minted into `out` by the real
+/// `vaultctl reader cert`: `reader-<cn>.pem`, `reader-<cn>.key`, `reader-ca.pem`.
+pub fn mint_reader_cert(cn: &str, out: &Path) {
+    let done = Command::new(bin("vaultctl"))
+        .env_clear()
+        .args(["reader", "cert", cn, "--out"])
+        .arg(out)
+        .args(["--days", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vaultctl reader cert");
+    assert!(done.status.success(), "reader cert {cn}: {}", String::from_utf8_lossy(&done.stderr));
+}
+
 /// N real nodes on loopback, Raft over mutual TLS, sharing a local master key.
 pub struct TestCluster {
     pub dir: TempDir,

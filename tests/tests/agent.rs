@@ -129,12 +129,7 @@ fn the_example_agent_config_keeps_a_rendered_file_current_over_tls() {
         let (certs, readers, out) = (work.path().join("certs"), work.path().join("readers"), work.path().join("run"));
         std::fs::create_dir_all(&out).expect("mkdir run");
         mint_certs(&certs, &[1]);
-        let minted = Command::new(bin("vaultctl"))
-            .env_clear()
-            .args(["reader", "cert", "agent-1", "--out", utf8(&readers), "--days", "2"])
-            .output()
-            .expect("vaultctl reader cert");
-        assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+        mint_reader_cert("agent-1", &readers);
         let mut n = SingleNode::start(|s| {
             s.set("VAULT_TLS_CERT", utf8(&certs.join("node-1.pem")))
                 .set("VAULT_TLS_KEY", utf8(&certs.join("node-1.key")))

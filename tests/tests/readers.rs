@@ -334,19 +334,6 @@ fn reader_rule_changes_through_one_node_apply_on_every_node_at_once() {
     });
 }
 
-/// Mints a reader client certificate for `cn` into `out` with the real `vaultctl reader cert`.
-fn mint_reader_cert(cn: &str, out: &Path) {
-    let done = Command::new(bin("vaultctl"))
-        .env_clear()
-        .args(["reader", "cert", cn, "--out"])
-        .arg(out)
-        .args(["--days", "2"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vaultctl reader cert");
-    assert!(done.status.success(), "reader cert {cn}: {}", stderr(&done));
-}
-
 /// `--client-cert` and `--client-key` for the certificate of `cn` minted into `dir`.
 fn cert_flags(dir: &Path, cn: &str) -> Vec<String> {
     vec![

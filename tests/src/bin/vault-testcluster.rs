@@ -14,12 +14,10 @@
 //! the cluster too.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use clap::Parser;
 use serde_json::{json, Value};
-use vault_tests::{bin, test_dir, TestCluster};
+use vault_tests::{mint_reader_cert, test_dir, TestCluster};
 
 #[derive(Parser)]
 #[command(name = "vault-testcluster")]
@@ -101,19 +99,6 @@ async fn main() {
     // Dropping the cluster kills the nodes, then removes the directories.
     drop(cluster);
     drop(readers_dir);
-}
-
-/// A reader certificate for `cn` (and the reader CA, once) in `out`, by the real `vaultctl`.
-fn mint_reader_cert(cn: &str, out: &Path) {
-    let done = Command::new(bin("vaultctl"))
-        .env_clear()
-        .args(["reader", "cert", cn, "--out"])
-        .arg(out)
-        .args(["--days", "2"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vaultctl reader cert");
-    assert!(done.status.success(), "reader cert {cn}: {}", String::from_utf8_lossy(&done.stderr));
 }
 
 async fn node_command(cluster: &mut TestCluster, cmd: &str, i: usize) -> Value {
