@@ -232,3 +232,16 @@ fn watch_opens_count_against_the_per_address_rate_limit() {
         assert!(refused.message().contains("request rate limit"), "{}", refused.message());
     });
 }
+
+/// L4: a client no rule permits is refused before anything about the node's history (its
+/// applied index in "ahead of this cluster (N)") is said.
+#[test]
+fn a_refused_client_learns_nothing_of_the_history() {
+    mt().block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        c.ctl(0, &["reader", "create", "ops", "--cidr", "10.9.9.9/32", "--grant", "ops/*"]);
+        let err = watch(&c.url(1), req(&["ops/"], u64::MAX)).await.expect_err("refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(!err.message().contains("cluster"), "{}", err.message());
+    });
+}
