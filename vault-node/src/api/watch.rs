@@ -22,6 +22,7 @@ use vault_raft::{ChangeEvent, ChangeKind, WatchLog};
 
 pub use crate::api::watch_feed::WatchStream;
 use crate::api::watch_feed::{self, Feed};
+use crate::api::watch_rules::SharedRules;
 use crate::api_conn::ApiConnectInfo;
 use crate::auth::caller::{caller_of, Caller};
 use crate::config::WatchConfig;
@@ -41,6 +42,8 @@ pub struct WatchHub {
     /// Pages of the history table being read at once (see [`watch_feed`]).
     pub(crate) replays: tokio::sync::Semaphore,
     pub(crate) stop: CancellationToken,
+    /// The reader rules every watch checks its events against (see `watch_rules`).
+    pub(crate) rules: SharedRules,
 }
 
 #[derive(Default)]
@@ -90,6 +93,7 @@ impl WatchHub {
             open: Mutex::new(Open::default()),
             replays: tokio::sync::Semaphore::new(watch_feed::REPLAY_READERS),
             stop,
+            rules: SharedRules::default(),
         })
     }
 
@@ -197,7 +201,7 @@ impl Subscription {
 
     /// Whether `caller` may be told of `event` under `rules`: covered by this watch and
     /// readable like a `GetSecret` of its name. A reset (the whole store replaced) concerns
-    /// every watch.
+    /// every watch. Allocates nothing: it runs for every event and every watch.
     pub(crate) fn shows(&self, rules: &ReaderRules, caller: &Caller, event: &ChangeEvent) -> bool {
         if event.kind == ChangeKind::Reset {
             return true;
@@ -206,7 +210,7 @@ impl Subscription {
             return false;
         }
         let ip = crate::auth::allowlist::canonical(caller.ip);
-        !matches!(rules.decide(ip, caller.cert_cn.as_deref(), &event.name), ReaderDecision::Denied(_))
+        rules.allows(ip, caller.cert_cn.as_deref(), &event.name)
     }
 }
 

@@ -15,8 +15,10 @@
 //! at once per node, and a replay stops as soon as its client is gone: a replay that matches
 //! nothing never holds a runtime thread.
 //!
-//! Every event is checked against the reader rules as they are when it is sent; when the
-//! rules change so that the watch itself is no longer allowed, the stream ends with
+//! Every event is checked against the reader rules as they are when it is sent (the node's
+//! rules as of its applied index, loaded once per index and shared by every watch: see
+//! [`watch_rules`](super::watch_rules); the check itself allocates nothing); when the rules
+//! change so that the watch itself is no longer allowed, the stream ends with
 //! PERMISSION_DENIED, audited (action `secret.watch`) like a refusal at subscribe time. At
 //! node shutdown the stream ends cleanly, after a last progress message.
 
@@ -93,15 +95,21 @@ impl Feed {
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Made once, not on every turn: each registers with a waker list, the stop's shared by
+        // every watch of the node.
+        let hub = self.hub.clone();
+        let stop = hub.stop.cancelled();
+        let closed = tx.closed();
+        tokio::pin!(stop, closed);
         loop {
             let step = tokio::select! {
                 biased;
-                _ = self.hub.stop.cancelled() => {
+                _ = &mut stop => {
                     // A last word of where the client stands; no waiting for it.
                     let _ = tx.try_send(Ok(progress(self.pos)));
                     return End::Quiet;
                 }
-                _ = tx.closed() => return End::Quiet,
+                _ = &mut closed => return End::Quiet,
                 got = self.live.recv() => match got {
                     Ok(published) => self.on_published(tx, &published).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => self.replay(tx).await,
@@ -192,9 +200,11 @@ impl Feed {
         self.send(tx, progress(self.pos)).await
     }
 
-    /// Reloads the reader rules when they changed; the watch ends if it is no longer allowed.
+    /// Takes the node's reader rules as of now (shared by every watch, loaded once per applied
+    /// index: see `watch_rules`); when they changed, the watch ends if it is no longer allowed.
     fn check_rules(&mut self) -> Result<(), End> {
-        let rules = self.vault.reader.reader_rules().map_err(|e| {
+        let vault = &self.vault;
+        let rules = self.hub.rules.get(self.hub.log.applied(), || vault.reader.reader_rules()).map_err(|e| {
             tracing::error!(error = %e, "read the reader rules for a watch");
             End::Fail("error", Status::unavailable("this node cannot read its reader rules"))
         })?;
@@ -224,6 +234,7 @@ impl Feed {
             if revision <= self.pos {
                 continue;
             }
+            // Allocates only for what this watch shows.
             let shown: Vec<pb::WatchEvent> = group
                 .iter()
                 .filter(|e| self.sub.shows(&self.rules, &self.caller, e))
@@ -249,7 +260,16 @@ impl Feed {
         tx: &mpsc::Sender<Result<pb::WatchSecretsResponse, Status>>,
         msg: pb::WatchSecretsResponse,
     ) -> Result<(), End> {
-        match tokio::time::timeout(SLOW_GRACE, tx.send(Ok(msg))).await {
+        // Room in the buffer is the usual case: no timer for it.
+        let msg = match tx.try_send(Ok(msg)) {
+            Ok(()) => {
+                self.last_sent = Instant::now();
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(End::Quiet),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        match tokio::time::timeout(SLOW_GRACE, tx.send(msg)).await {
             Ok(Ok(())) => {
                 self.last_sent = Instant::now();
                 Ok(())
