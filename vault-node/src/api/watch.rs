@@ -2,12 +2,12 @@
 //!
 //! A watch is checked like a `GetSecret` when it opens (the read gate of the client's address;
 //! once reader rules exist, a rule matching the client must grant each exact name, and for
-//! each prefix at least one name under it), audited once (allowed or refused, under action
-//! `secret.watch`), and counted against `VAULT_WATCH_MAX`, `VAULT_WATCH_MAX_PER_ADDR` (the
+//! each prefix at least one name under it), audited (allowed or refused, under action
+//! `secret.watch`; again, as refused, if a rule change ends it later), and counted against `VAULT_WATCH_MAX`, `VAULT_WATCH_MAX_PER_ADDR` (the
 //! resolved client address, grouped like the rate limits: an IPv6 /64 is one address) and
 //! `VAULT_WATCH_MAX_PER_CONNECTION`. Nothing that reveals the node's applied index or floor is
-//! said to a client before it is authorized. The stream itself (replay, live events, per-event checks,
-//! progress, cuts) is [`watch_feed`](super::watch_feed). See docs/watch.md.
+//! said to a client before it is authorized. The stream itself (replay, live events,
+//! per-event checks, progress, cuts) is [`watch_feed`](super::watch_feed). See docs/watch.md.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
