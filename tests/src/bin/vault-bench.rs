@@ -1016,10 +1016,11 @@ fn measure_cell(v: Option<&Value>) -> String {
         (pcts("rotate_ack_to_file"), pcts("rotate_sent_to_file"), num("missed"))
     {
         let within = num("within_1s_of_sending").unwrap_or(0.0);
+        let event = pcts("event_to_file").unwrap_or_default();
         let failed = num("failed_rotations").unwrap_or(0.0);
         return format!(
-            "from the acknowledgement {ack}; from the sending {sent}, {within:.0} within 1 s; \
-             {missed:.0} missed, {failed:.0} rotations failed"
+            "from the rotation's event {event}; from the acknowledgement {ack}; from the sending {sent}, \
+             {within:.0} within 1 s; {missed:.0} missed, {failed:.0} rotations failed"
         );
     }
     v.to_string()
