@@ -19,9 +19,12 @@ const AMBIGUOUS = [
   "key management service unavailable: connection reset",
 ];
 
-const cleanup = [];
+// Clients first (a server closes once its sessions are gone), then the servers.
+const clients = [];
+const servers = [];
 after(async () => {
-  for (const f of cleanup.reverse()) await f();
+  clients.forEach((c) => c.close());
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
 });
 
 /** A stand-in node: every call is logged, then `answer()` is thrown or returned. */
@@ -48,7 +51,7 @@ async function fakeNode(answer = () => undefined) {
   const server = http2.createServer(handler);
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const node = { addr: `127.0.0.1:${server.address().port}`, calls };
-  cleanup.push(() => new Promise((r) => server.close(r)));
+  servers.push(server);
   return node;
 }
 
@@ -58,7 +61,7 @@ function unavailable(message, leader) {
 
 function client(nodes) {
   const c = new Client({ addrs: nodes.map((n) => n.addr ?? n), retryForMs: 500, timeoutMs: 2000 });
-  cleanup.unshift(async () => c.close());
+  clients.push(c);
   return c;
 }
 
