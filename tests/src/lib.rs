@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod faults;
 pub mod moto;
 pub mod raft_peer;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fs;

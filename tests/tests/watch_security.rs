@@ -5,50 +5,14 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
-use vault_node::pb;
-use vault_node::pb::secrets_client::SecretsClient;
-use vault_tests::*;
+use tonic::Code;
 
-type Watch = tonic::Streaming<pb::WatchSecretsResponse>;
+use vault_tests::watch::*;
+use vault_tests::*;
 
 fn mt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-fn req(prefixes: &[&str], after: u64) -> pb::WatchSecretsRequest {
-    pb::WatchSecretsRequest {
-        names: Vec::new(),
-        prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
-        after_revision: after,
-    }
-}
-
-async fn watch_on(ch: Channel, r: pb::WatchSecretsRequest) -> Result<Watch, Status> {
-    Ok(SecretsClient::new(ch).watch_secrets(r).await?.into_inner())
-}
-
-async fn watch(url: &str, r: pb::WatchSecretsRequest) -> Result<Watch, Status> {
-    watch_on(api_channel(url, None).await.expect("connect"), r).await
-}
-
-async fn next(w: &mut Watch) -> Result<Option<pb::WatchSecretsResponse>, Status> {
-    tokio::time::timeout(Duration::from_secs(30), w.message()).await.expect("a message within 30 s")
-}
-
-async fn must_next(w: &mut Watch) -> pb::WatchSecretsResponse {
-    match next(w).await {
-        Ok(Some(m)) => m,
-        other => panic!("the watch ended: {other:?}"),
-    }
-}
-
-async fn put(c: &mut SecretsClient<Channel>, token: &str, name: &str) -> u64 {
-    let r =
-        pb::PutSecretRequest { name: name.into(), value: b"v".to_vec(), expected_version: None, max_versions: None };
-    c.put_secret(authed(r, token)).await.expect("put").into_inner().version
 }
 
 /// Event names read until one named `last` arrives.
@@ -69,9 +33,9 @@ fn one_address_cannot_take_more_than_its_share_of_watches() {
         .await;
         let url = c.url(0);
         // Each on its own connection: the per-connection bound is not what stops the third.
-        let _a = watch(&url, req(&["x/"], 0)).await.expect("first");
-        let _b = watch(&url, req(&["x/"], 0)).await.expect("second");
-        let err = watch(&url, req(&["x/"], 0)).await.expect_err("a third from one address");
+        let _a = watch(&url, req(&[], &["x/"], 0)).await.expect("first");
+        let _b = watch(&url, req(&[], &["x/"], 0)).await.expect("second");
+        let err = watch(&url, req(&[], &["x/"], 0)).await.expect_err("a third from one address");
         assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
         assert!(err.message().contains("VAULT_WATCH_MAX_PER_ADDR"), "{}", err.message());
     });
@@ -94,11 +58,11 @@ fn a_cut_client_frees_its_slot_without_being_read_again() {
                 .connect()
                 .await
                 .expect("connect");
-            let mut w = watch_on(slow, req(&["s/"], 0)).await.expect("watch");
+            let mut w = watch_on(slow, req(&[], &["s/"], 0)).await.expect("watch");
             must_next(&mut w).await;
             idle.push(w);
         }
-        let err = watch(&c.url(1), req(&["s/"], 0)).await.expect_err("the node is full");
+        let err = watch(&c.url(1), req(&[], &["s/"], 0)).await.expect_err("the node is full");
         assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
         let long = "n".repeat(120);
         let mut tasks = Vec::new();
@@ -117,7 +81,7 @@ fn a_cut_client_frees_its_slot_without_being_read_again() {
         // Past the grace for a full buffer: both are cut, and neither stream is read again.
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let mut fresh = loop {
-            match watch(&c.url(1), req(&["s/"], 0)).await {
+            match watch(&c.url(1), req(&[], &["s/"], 0)).await {
                 Ok(w) => break w,
                 Err(e) if e.code() == Code::ResourceExhausted && std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await
@@ -130,13 +94,6 @@ fn a_cut_client_frees_its_slot_without_being_read_again() {
     });
 }
 
-/// The `secret.watch` records of node `i`'s audit log.
-fn watch_records(c: &TestCluster, i: usize) -> Vec<Value> {
-    let out = c.ctl(i, &["--output", "json", "audit", "list", "--limit", "1000"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
-    v.as_array().expect("records").iter().filter(|r| r["action"] == "secret.watch").cloned().collect()
-}
-
 #[test]
 fn rules_bound_replay_and_live_events_and_a_watch_they_end_is_audited() {
     mt().block_on(async {
@@ -144,8 +101,8 @@ fn rules_bound_replay_and_live_events_and_a_watch_they_end_is_audited() {
         c.ctl(0, &["reader", "create", "app", "--cidr", "127.0.0.1/32", "--grant", "app/*"]);
         c.ctl(0, &["reader", "create", "ops", "--cidr", "127.0.0.1/32", "--grant", "ops/*"]);
         let url = c.url(1);
-        let mut everything = watch(&url, req(&[""], 0)).await.expect("watch all");
-        let mut app = watch(&url, req(&["app/"], 0)).await.expect("watch app/");
+        let mut everything = watch(&url, req(&[], &[""], 0)).await.expect("watch all");
+        let mut app = watch(&url, req(&[], &["app/"], 0)).await.expect("watch app/");
         let start = must_next(&mut everything).await.revision;
         must_next(&mut app).await;
         let mut client = secrets_client(&c.url(0)).await;
@@ -163,7 +120,7 @@ fn rules_bound_replay_and_live_events_and_a_watch_they_end_is_audited() {
 
         // Deleted: a resume from before the events replays none the rule allowed then.
         c.ctl(0, &["reader", "delete", "app"]);
-        let mut resumed = watch(&url, req(&[""], start)).await.expect("resume");
+        let mut resumed = watch(&url, req(&[], &[""], start)).await.expect("resume");
         assert_eq!(names_until(&mut resumed, "ops/b").await, ["ops/a", "ops/b"], "nothing under app/ replayed");
 
         // The app/ watch is no longer allowed: it ends, and that is on record.
@@ -222,7 +179,7 @@ fn watch_opens_count_against_the_per_address_rate_limit() {
         let ch = api_channel(&c.url(0), None).await.expect("connect");
         let mut open = Vec::new();
         let refused = loop {
-            match watch_on(ch.clone(), req(&["x/"], 0)).await {
+            match watch_on(ch.clone(), req(&[], &["x/"], 0)).await {
                 Ok(w) => open.push(w),
                 Err(e) => break e,
             }
@@ -240,7 +197,7 @@ fn a_refused_client_learns_nothing_of_the_history() {
     mt().block_on(async {
         let c = TestCluster::start(3, |_| {}).await;
         c.ctl(0, &["reader", "create", "ops", "--cidr", "10.9.9.9/32", "--grant", "ops/*"]);
-        let err = watch(&c.url(1), req(&["ops/"], u64::MAX)).await.expect_err("refused");
+        let err = watch(&c.url(1), req(&[], &["ops/"], u64::MAX)).await.expect_err("refused");
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
         assert!(!err.message().contains("cluster"), "{}", err.message());
     });
