@@ -3,6 +3,7 @@
 //! It only ever signals the PIDs it started.
 
 pub mod certs;
+pub mod delay_proxy;
 pub mod etcd;
 pub mod faults;
 pub mod moto;
