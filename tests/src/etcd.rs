@@ -1,5 +1,6 @@
 //! A three-member etcd cluster on loopback (Debian's etcd-server), the benchmark's baseline.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,8 +22,18 @@ impl EtcdCluster {
     /// Starts `n` members with data under `dir` (fsync on, etcd's defaults).
     pub fn start(dir: &Path, n: usize) -> std::io::Result<EtcdCluster> {
         let peers: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let direct: Vec<SocketAddr> = peers.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+        Self::start_with_peers(dir, &peers, &direct)
+    }
+
+    /// Starts one member per entry of `listen`, member `i` listening for peers on port
+    /// `listen[i]` and telling its peers to dial `advertise[i]` (a proxy in front of that
+    /// port, or the port itself). Clients dial the members directly.
+    pub fn start_with_peers(dir: &Path, listen: &[u16], advertise: &[SocketAddr]) -> std::io::Result<EtcdCluster> {
+        assert_eq!(listen.len(), advertise.len(), "one advertised peer address per member");
+        let n = listen.len();
         let clients: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let initial: Vec<String> = (0..n).map(|i| format!("e{i}=http://127.0.0.1:{}", peers[i])).collect();
+        let initial: Vec<String> = (0..n).map(|i| format!("e{i}=http://{}", advertise[i])).collect();
         let mut children = Vec::new();
         for i in 0..n {
             let log = std::fs::File::create(dir.join(format!("etcd{i}.log")))?;
@@ -32,8 +43,8 @@ impl EtcdCluster {
                 .arg(dir.join(format!("etcd{i}")))
                 .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
                 .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
-                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", listen[i])])
+                .args(["--initial-advertise-peer-urls", &format!("http://{}", advertise[i])])
                 .args(["--initial-cluster", &initial.join(",")])
                 .args(["--initial-cluster-state", "new", "--initial-cluster-token", "vault-bench"])
                 .args(["--quota-backend-bytes", "8589934592", "--log-level", "warn"])
