@@ -1,6 +1,7 @@
 //! The vault node: gRPC API, authentication and authorization, and the server that ties the
 //! Raft storage, the key manager and the listeners together.
 
+pub mod alloc_count;
 pub mod api;
 pub mod api_conn;
 pub mod auth;

@@ -11,8 +11,16 @@ use vault_node::settings::SETTINGS;
 /// mimalloc instead of glibc's malloc: allocation and freeing were a fifth of a leader's CPU
 /// under write load (request and response buffers, futures, encoded entries), and glibc's
 /// arenas also hold on to memory freed by other threads.
+#[cfg(not(feature = "counting-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Benchmark builds (`--features counting-alloc`): the same allocator, counted for the
+/// `vault_alloc_total` and `vault_alloc_bytes_total` metrics.
+#[cfg(feature = "counting-alloc")]
+#[global_allocator]
+static ALLOC: vault_node::alloc_count::Counting<mimalloc::MiMalloc> =
+    vault_node::alloc_count::Counting(mimalloc::MiMalloc);
 
 /// Flags and environment variables, both made from the one list of settings: every setting is
 /// `--<name>` and `VAULT_<NAME>` (and `<name>` in the `--config` file).

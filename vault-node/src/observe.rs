@@ -187,6 +187,15 @@ fn describe() {
         "wait before applying for the entries to be synced in this node's own log"
     );
     describe_histogram!("vault_raft_apply_seconds", Unit::Seconds, "time to apply each run of committed entries");
+    #[cfg(feature = "counting-alloc")]
+    {
+        describe_counter!("vault_alloc_total", "allocations so far (counting-alloc builds only)");
+        describe_counter!(
+            "vault_alloc_bytes_total",
+            Unit::Bytes,
+            "bytes allocated so far (counting-alloc builds only)"
+        );
+    }
     describe_gauge!("vault_ready", "1 when /readyz answers 200");
     describe_gauge!("vault_build_info", "always 1; the version label names this build");
 }
@@ -326,6 +335,13 @@ fn collect(s: &Scrape, (data_bytes, snapshot_bytes): (u64, u64)) {
     gauge!("vault_rewrap_pending_versions").set(p.total.saturating_sub(p.done + p.failed) as f64);
 
     gauge!("vault_ready").set(f64::from(u8::from(s.health.ready().is_ok())));
+
+    #[cfg(feature = "counting-alloc")]
+    {
+        let (allocations, bytes) = crate::alloc_count::totals();
+        counter!("vault_alloc_total").absolute(allocations);
+        counter!("vault_alloc_bytes_total").absolute(bytes);
+    }
 }
 
 /// Bytes of every file under `dir` (RocksDB files, snapshots, the audit key).
