@@ -14,7 +14,8 @@ use vault_node::pb;
 use vault_node::pb::secrets_client::SecretsClient;
 use vault_tests::authed;
 
-use super::{load, Op, Target, Until};
+use crate::measure::Node;
+use crate::workload::{load, Op, Target, Until};
 
 /// Watchers per HTTP/2 connection (under `VAULT_WATCH_MAX_PER_CONNECTION`'s default of 64).
 const WATCHERS_PER_CONN: usize = 50;
@@ -32,7 +33,7 @@ pub struct Setup<'a> {
     pub token: &'a str,
     /// The CA of the API's certificate, when it serves TLS.
     pub ca: Option<&'a std::path::Path>,
-    pub servers: &'a [u32],
+    pub servers: &'a [Node],
 }
 
 /// Puts `wb/<i>` on `url` every [`PUT_EVERY`] for `d`: when each was sent and acknowledged.
