@@ -75,10 +75,13 @@ cluster-down:
 	@cluster/cluster.sh down
 
 # Release build, then the benchmark (etcd from Debian's etcd-server, moto for re-wrap).
+# BENCH_FEATURES: vault-node features for the bench build, e.g. `counting-alloc` (with
+# BENCH_ARGS=--alloc: allocations per operation on each node). Off by default.
 BENCH_ARGS ?=
+BENCH_FEATURES ?=
 bench: deps venv
 	@command -v etcd >/dev/null || { sudo=""; [ "$$(id -u)" -ne 0 ] && sudo=sudo; $$sudo apt-get install -y -qq --no-install-recommends etcd-server; }
-	cargo build --release -p vault-node -p vaultctl -p vault-tests --bins
+	cargo build --release -p vault-node -p vaultctl -p vault-tests --bins $(if $(strip $(BENCH_FEATURES)),--features "$(addprefix vault-node/,$(BENCH_FEATURES))")
 	$(CARGO_TARGET_DIR)/release/vault-bench --out bench-results.json $(BENCH_ARGS)
 
 clean-dev:
