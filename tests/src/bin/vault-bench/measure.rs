@@ -171,11 +171,15 @@ pub async fn nodes_count_allocations(nodes: &[Node]) -> bool {
     true
 }
 
-/// The nodes' state at the start of a run; [`finish`](Self::finish) makes it per operation.
+/// A node's CPU time (µs) and its threads' context switches at one instant.
+type Reading = (f64, HashMap<u32, (u64, u64)>);
+
+/// The nodes' state around a run; [`finish`](Self::finish) makes it per operation.
 pub struct Probe {
     nodes: Vec<Node>,
-    cpu: Vec<f64>,
-    switches: Vec<HashMap<u32, (u64, u64)>>,
+    /// Each node's CPU time and context switches by thread at the window's start and end.
+    opened: Vec<Reading>,
+    closed: Vec<Reading>,
     /// Each node's allocation totals at the start, less what one scrape itself allocates
     /// (two scrapes back to back measure that), so the scrape that ends the run is not
     /// charged to it. `None` without `--alloc`.
@@ -205,19 +209,35 @@ impl Probe {
         } else {
             None
         };
-        let cpu = nodes.iter().map(|n| cpu_us(&n.pid.to_string())).collect();
-        let switches = nodes.iter().map(|n| switches_by_thread(n.pid)).collect();
-        Probe { nodes: nodes.to_vec(), cpu, switches, alloc, leader_page }
+        Probe { nodes: nodes.to_vec(), opened: Vec::new(), closed: Vec::new(), alloc, leader_page }
     }
 
-    /// Per-node use over the run, each divided by `ops`; `perf` the `perf stat` counts of
-    /// each node, if taken. Also returns the leader's metrics page at the end.
+    /// Each node's CPU time and context switches now.
+    fn read(&self) -> Vec<Reading> {
+        self.nodes.iter().map(|n| (cpu_us(&n.pid.to_string()), switches_by_thread(n.pid))).collect()
+    }
+
+    /// Starts the measured window (after the scrapes, and after `perf` is attached, so that
+    /// its window holds this one).
+    pub fn open(&mut self) {
+        self.opened = self.read();
+    }
+
+    /// Ends the measured window.
+    pub fn close(&mut self) {
+        self.closed = self.read();
+    }
+
+    /// Per-node use between [`open`](Self::open) and [`close`](Self::close), each divided by
+    /// `ops`; `perf` the `perf stat` counts of each node, if taken. Scrapes the nodes again:
+    /// returns the leader's metrics page at the end too.
     pub async fn finish(self, ops: f64, perf: &[Option<StatCounts>]) -> (Vec<NodeUse>, Option<String>) {
         let ops = ops.max(1.0);
         let mut out = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            let cpu = cpu_us(&n.pid.to_string()) - self.cpu[i];
-            let sw = switches_between(&self.switches[i], &switches_by_thread(n.pid));
+            let (Some((cpu0, sw0)), Some((cpu1, sw1))) = (self.opened.get(i), self.closed.get(i)) else { continue };
+            let cpu = cpu1 - cpu0;
+            let sw = switches_between(sw0, sw1);
             out.push(NodeUse {
                 node: n.id,
                 role: n.role,

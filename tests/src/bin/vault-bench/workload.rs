@@ -185,13 +185,16 @@ pub async fn load(
     };
     let timed = matches!(until, Until::Elapsed(_));
     // Only timed runs are probed and recorded: a preload would make gigabytes of samples.
-    let probe = if timed { Some(Probe::start(&target.nodes).await) } else { None };
+    let mut probe = if timed { Some(Probe::start(&target.nodes).await) } else { None };
     let perf = if timed {
         let pids: Vec<u32> = target.pids().into_iter().chain([std::process::id()]).collect();
         Perf::start(&format!("{system}-{label}-x{clients}"), &pids)
     } else {
         None
     };
+    if let Some(p) = probe.as_mut() {
+        p.open();
+    }
     let pids = target.pids();
     let cpu_before = (measure::cpu_us("self"), measure::cpu_us_of(&pids), measure::own_threads_cpu_us(PROXY_THREADS));
     let started = Instant::now();
@@ -245,6 +248,9 @@ pub async fn load(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu_after = (measure::cpu_us("self"), measure::cpu_us_of(&pids), measure::own_threads_cpu_us(PROXY_THREADS));
+    if let Some(p) = probe.as_mut() {
+        p.close();
+    }
     let perf_counts = perf.map(Perf::finish).unwrap_or_default();
     let done = all.len().max(1) as f64;
     let per_op = |used: f64| used / done;
