@@ -79,6 +79,9 @@ async fn main() {
             "--alloc: the vault nodes export no vault_alloc_total; build vault-node with \
              `--features counting-alloc` (make bench BENCH_FEATURES=counting-alloc)"
         );
+        // `exit` runs no destructors: stop the nodes and remove their directories first.
+        drop(cluster);
+        drop(dir);
         std::process::exit(2);
     }
     let mut systems = vec![vault];
