@@ -30,6 +30,8 @@ use tokio::task::JoinSet;
 
 /// Bytes one read takes at most.
 const CHUNK: usize = 64 * 1024;
+/// Bytes one write of chunks that are due together takes at most.
+const MAX_WRITE: usize = 256 * 1024;
 /// Chunks queued in one direction at most; a full queue stops the reader, which the sender
 /// sees as TCP back-pressure.
 const QUEUE: usize = 4096;
@@ -135,10 +137,38 @@ async fn one_way(
     };
     let writer = async move {
         let timer = Timer::new()?;
-        while let Some((release, chunk)) = rx.recv().await {
+        // A chunk taken from the queue that was not yet due.
+        let mut held: Option<(Instant, bytes::Bytes)> = None;
+        let mut batch = BytesMut::new();
+        loop {
+            let (release, chunk) = match held.take() {
+                Some(next) => next,
+                None => match rx.recv().await {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
             timer.sleep_until(release).await?;
-            to.write_all(&chunk).await?;
-            forwarded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            // What else is due by now leaves in the same write: under load, one system call
+            // and one wake-up for many chunks.
+            let now = Instant::now();
+            let mut out = chunk;
+            while batch.len() < MAX_WRITE {
+                let Ok((release, next)) = rx.try_recv() else { break };
+                if release > now {
+                    held = Some((release, next));
+                    break;
+                }
+                if batch.is_empty() {
+                    batch.extend_from_slice(&out);
+                }
+                batch.extend_from_slice(&next);
+            }
+            if !batch.is_empty() {
+                out = batch.split().freeze();
+            }
+            to.write_all(&out).await?;
+            forwarded.fetch_add(out.len() as u64, Ordering::Relaxed);
         }
         to.shutdown().await
     };
