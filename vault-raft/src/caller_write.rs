@@ -16,8 +16,8 @@
 //! against the replicated state (`apply::apply_as_caller`).
 
 use vault_core::model::{
-    audit_field, validate_hook_path, validate_label, AuditContext, HookBinding, ReaderRule, Role, RotationPolicy,
-    MAX_AUDIT_FIELD, MAX_MAX_VERSIONS,
+    audit_field, audit_field_owned, validate_hook_path, validate_label, AuditContext, HookBinding, ReaderRule, Role,
+    RotationPolicy, MAX_AUDIT_FIELD, MAX_MAX_VERSIONS,
 };
 use vault_core::time::now_ms;
 use vault_core::token::RawToken;
@@ -74,8 +74,8 @@ impl Cluster {
             audit: AuditContext {
                 node_id: via,
                 actor,
-                client_ip: audit_field(&client_ip, MAX_AUDIT_FIELD),
-                action: audit_field(&action, MAX_AUDIT_FIELD),
+                client_ip: audit_field_owned(client_ip, MAX_AUDIT_FIELD),
+                action: audit_field_owned(action, MAX_AUDIT_FIELD),
             },
         })
     }

@@ -12,7 +12,8 @@ mod secret;
 mod token;
 
 pub use audit::{
-    audit_field, AuditContext, AuditRecord, MAX_AUDIT_FIELD, MAX_AUDIT_OUTCOME, MAX_REFUSAL_OUTCOME, MAX_REFUSED_NAME,
+    audit_field, audit_field_owned, AuditContext, AuditRecord, MAX_AUDIT_FIELD, MAX_AUDIT_OUTCOME, MAX_REFUSAL_OUTCOME,
+    MAX_REFUSED_NAME,
 };
 pub use hook_binding::{hook_under, validate_hook_path, HookBinding, MAX_BOUND_PATTERNS};
 pub use listing::NameRange;
