@@ -83,22 +83,19 @@ impl StateReader {
     }
 
     /// Every reader rule, in name order, as this node has applied them. Kept in memory and
-    /// reloaded when the replicated revision of the rules moves (one point lookup per call).
+    /// reloaded when the state machine's generation moves (a change to the rules, a restore,
+    /// a snapshot install): no database read while it holds.
     pub fn reader_rules(&self) -> Result<Arc<ReaderRules>, StoreError> {
-        let revision = self.db.readers_revision()?;
-        if let Some((at, rules)) = self.rules.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            if *at == revision {
-                return Ok(rules.clone());
-            }
+        let generation = self.applied.generation();
+        if let Some(rules) = cached(&self.rules, generation) {
+            return Ok(rules);
         }
-        // The revision and the rules from one consistent view. A snapshot being installed
-        // writes its families in several batches (the revision before the rules), so what is
-        // read meanwhile may be partial: it is used for this call but not kept.
+        // The flag and the rules from one consistent view. A snapshot being installed writes
+        // its families in several batches, so what is read meanwhile may be partial: it is
+        // used for this call but not kept.
         let view = self.db.snapshot();
         let meta = cf(&self.db, crate::db::CF_SM_META)?;
         let installing = view.get_cf(meta, crate::state_machine::KEY_INSTALLING)?.is_some();
-        let revision: u64 =
-            view.get_cf(meta, crate::tables::KEY_READERS_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
         let required: bool =
             view.get_cf(meta, crate::tables::KEY_READERS_REQUIRED)?.map(|b| decode(&b)).transpose()?.unwrap_or(false);
         let mut list = Vec::new();
@@ -108,7 +105,7 @@ impl StateReader {
         }
         let rules = Arc::new(ReaderRules::new(list).required(required));
         if !installing {
-            *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some((revision, rules.clone()));
+            keep(&self.rules, &self.applied, generation, rules.clone());
         }
         Ok(rules)
     }
