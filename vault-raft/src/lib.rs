@@ -10,6 +10,7 @@ mod apply;
 pub mod audit_chain;
 #[cfg(test)]
 mod audit_fixtures;
+mod audit_group;
 #[cfg(test)]
 mod audit_headless_tests;
 pub mod audit_log;

@@ -6,11 +6,11 @@ use openraft::{CommittedLeaderId, EntryPayload};
 use rocksdb::DB;
 use vault_core::envelope::SealedValue;
 
+use crate::applied::Applied;
 use crate::audit_log::{AuditKeys, AuditLog};
 use crate::command::Command;
 use crate::db::{CF_SM_META, CF_WATCH, SM_CFS};
 use crate::snapshot_file::{read_snapshot, write_snapshot};
-use crate::applied::Applied;
 use crate::state_machine::{apply_entries, StateMachineStore};
 use crate::synced_log::Syncer;
 use crate::tables::KEY_LAST_APPLIED;
@@ -59,7 +59,8 @@ fn store() -> Store {
 
 impl Store {
     fn apply(&self, entries: &[Entry]) {
-        apply_entries(&self.db, &self.audit, &self.watch, &Applied::new(0), entries, StoredMembership::default()).expect("apply");
+        apply_entries(&self.db, &self.audit, &self.watch, &Applied::new(0), entries, StoredMembership::default())
+            .expect("apply");
     }
 
     fn all(&self) -> Vec<ChangeEvent> {
@@ -190,7 +191,8 @@ async fn installing_a_snapshot_empties_the_history_and_raises_the_floor_and_snap
         .await
         .expect("open");
     let watch = sm.watch_log();
-    apply_entries(&db, &audit(&db), &watch, &Applied::new(0), &[entry(2, put("old", 1))], StoredMembership::default()).expect("apply");
+    apply_entries(&db, &audit(&db), &watch, &Applied::new(0), &[entry(2, put("old", 1))], StoredMembership::default())
+        .expect("apply");
     assert_eq!(watch.len(), 1);
     let mut live = watch.subscribe();
     use openraft::storage::RaftStateMachine;
