@@ -81,8 +81,15 @@ type ReadIndexResult = Result<Option<LogId>, ForwardError>;
 /// linearizable reads share one quorum round without losing linearizability.
 #[derive(Default)]
 struct ReadRounds {
-    waiting: Vec<oneshot::Sender<ReadIndexResult>>,
+    waiting: Vec<ReadWaiter>,
     running: bool,
+}
+
+/// A caller of a read-index round, and whether it is answered only once this node has
+/// applied up to the index (a local read) or at once (a follower's request to this leader).
+struct ReadWaiter {
+    tx: oneshot::Sender<ReadIndexResult>,
+    applied: bool,
 }
 
 fn not_leader<E>(leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> Result<E, ForwardError> {
@@ -234,24 +241,23 @@ impl Cluster {
         }
     }
 
+    /// A read index (see [`Self::read_index`]) this node has applied up to: the round waits
+    /// for the apply once for all its callers, on the state machine's published index.
     async fn read_barrier_once(&self, timeout: Duration) -> Result<(), ForwardError> {
-        if let Some(idx) = self.read_index(timeout).await? {
-            self.raft
-                .wait(Some(timeout))
-                .applied_index_at_least(Some(idx.index), "linearizable read")
-                .await
-                .map_err(|e| ForwardError::Unavailable(format!("this node did not catch up for the read: {e}")))?;
-        }
-        Ok(())
+        self.join_read_round(timeout, true).await.map(|_| ())
     }
 
     /// A log id that every write committed before this call is at or below, confirmed by the
     /// leader with a quorum. Concurrent callers share rounds.
     async fn read_index(&self, timeout: Duration) -> ReadIndexResult {
+        self.join_read_round(timeout, false).await
+    }
+
+    async fn join_read_round(&self, timeout: Duration, applied: bool) -> ReadIndexResult {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-            r.waiting.push(tx);
+            r.waiting.push(ReadWaiter { tx, applied });
             !std::mem::replace(&mut r.running, true)
         };
         if start {
@@ -272,8 +278,33 @@ impl Cluster {
                 std::mem::take(&mut r.waiting)
             };
             let result = self.read_index_round(timeout).await;
-            for w in batch {
-                let _ = w.send(result.clone());
+            let (local, at_once): (Vec<_>, Vec<_>) = batch.into_iter().partition(|w| w.applied);
+            for w in at_once {
+                let _ = w.tx.send(result.clone());
+            }
+            match &result {
+                // Not applied here yet (a follower behind its leader): the wait goes to a task
+                // of its own, so the next round need not wait for it.
+                Ok(Some(idx)) if !local.is_empty() && self.reader.applied().index() < idx.index => {
+                    let applied = self.reader.applied().clone();
+                    let (index, result) = (idx.index, result.clone());
+                    tokio::spawn(async move {
+                        let outcome = match applied.wait_for(index, timeout).await {
+                            Ok(()) => result,
+                            Err(e) => {
+                                Err(ForwardError::Unavailable(format!("this node did not catch up for the read: {e}")))
+                            }
+                        };
+                        for w in local {
+                            let _ = w.tx.send(outcome.clone());
+                        }
+                    });
+                }
+                _ => {
+                    for w in local {
+                        let _ = w.tx.send(result.clone());
+                    }
+                }
             }
         }
     }
