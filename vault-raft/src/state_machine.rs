@@ -259,9 +259,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// - the pool frees the worker for the network and API tasks, at the cost of the hand-off
 ///   on every apply.
 ///
-/// At 64 and 256 writing clients most applies carry more than 32 commands, so every apply
-/// pays the hop today; whether 512 (apply inline but for catch-up) is better is a benchmark
-/// question (context switches and µs per write at 64 and 256 clients, `--perf-mode stat`).
+/// At 64 and 256 writing clients most applies likely carry more than 32 commands (the
+/// leader's `vault_raft_write_entry_commands` says), so nearly every apply pays the hop;
+/// whether 512 (inline but for catch-up) is better is a benchmark question: context switches
+/// and µs per write at 64 and 256 clients (`vault-bench --perf-mode stat`).
 const INLINE_APPLY_MAX_COMMANDS: usize = 32;
 
 type ApplyResult = (Vec<CommandResponse>, Option<LogId>, Membership);
