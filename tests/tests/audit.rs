@@ -101,6 +101,62 @@ async fn a_cancel_storm_leaves_no_change_unaudited() {
     eprintln!("{cancelled} calls cut short, {completed} completed; {versions_seen} versions, each on record");
 }
 
+/// Concurrent reads share audit writes; each still answers only with its record written. Every
+/// read of a name that does not exist (each name read once) is on record by name, every read
+/// of a stored one is counted, the chain verifies, and it still does after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_each_leave_their_record_in_an_intact_chain() {
+    let mut n = start_with(|_| {}).await;
+    for i in 0..4 {
+        n.ctl(&["secret", "put", &format!("cr/{i}"), "--value", "v"]);
+    }
+    let ch = n.node.channel().await.expect("connect");
+    let (clients, gets) = (64usize, 8usize);
+    let tasks: Vec<_> = (0..clients)
+        .map(|t| {
+            let (ch, token) = (ch.clone(), n.token.clone());
+            tokio::spawn(async move {
+                let mut c = pb::secrets_client::SecretsClient::new(ch);
+                for j in 0..gets {
+                    let name = if j % 2 == 0 { format!("cr/{}", j % 4) } else { format!("cr/missing-{t}-{j}") };
+                    let r = c.get_secret(authed(pb::GetSecretRequest { name, version: 0 }, &token)).await;
+                    assert!(r.is_ok() || r.unwrap_err().code() == Code::NotFound);
+                }
+                let items = [format!("cr/{}", t % 4), format!("cr/missing-{t}-batch")];
+                let requests =
+                    items.iter().map(|name| pb::GetSecretRequest { name: name.clone(), version: 0 }).collect();
+                let r = c.batch_get_secrets(authed(pb::BatchGetSecretsRequest { requests }, &token)).await;
+                assert_eq!(r.expect("batch").into_inner().results.len(), 2);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("reader");
+    }
+    let reads: Vec<serde_json::Value> =
+        n.records().into_iter().filter(|r| field(r, "action") == "secret.get").collect();
+    let by_name = |pred: &dyn Fn(&str) -> bool| reads.iter().filter(|r| pred(field(r, "secret"))).count();
+    assert_eq!(by_name(&|s| !s.contains("missing")), clients * (gets / 2 + 1), "reads of stored names");
+    for t in 0..clients {
+        for j in (1..gets).step_by(2).map(|j| j.to_string()).chain(["batch".to_string()]) {
+            let name = format!("cr/missing-{t}-{j}");
+            let found: Vec<_> = reads.iter().filter(|r| field(r, "secret") == name).collect();
+            assert_eq!(found.len(), 1, "{name}: {found:?}");
+            assert!(field(found[0], "outcome").starts_with("not found"), "{found:?}");
+        }
+    }
+    let ok = n.ctl(&["audit", "verify"]);
+    assert!(ok.contains("audit chain intact"), "{ok}");
+    n.node.stop();
+    n.node = n.spec.start();
+    n.node.wait_ready().await;
+    assert_eq!(n.ctl(&["secret", "get", "cr/0"]), "v");
+    let ok = n.ctl(&["audit", "verify"]);
+    assert!(ok.contains("audit chain intact"), "after a restart: {ok}");
+    let after = n.records().into_iter().filter(|r| field(r, "action") == "secret.get").count();
+    assert_eq!(after, reads.len() + 1, "the records before the restart, and the read after it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_refused_reads_is_limited_summarised_and_pushes_nothing_out() {
     let mut n = start_with(|s| {

@@ -102,6 +102,34 @@ fn writes_through_any_node_read_from_all_and_deletes_and_revocations_are_seen_at
     });
 }
 
+/// A read on a follower right after the leader acknowledged a write sees that write, many
+/// times over with several writers: the follower applies up to the read index before it reads.
+#[test]
+fn follower_reads_see_every_write_acknowledged_before_them() {
+    mt().block_on(async {
+        let c = TestCluster::start(3, |_| {}).await;
+        let status = c.status(0).await.unwrap();
+        let leader = (0..3).find(|i| c.nodes[*i].api_addr.to_string() == status.leader_api_addr).unwrap();
+        let followers: Vec<String> = (0..3).filter(|i| *i != leader).map(|i| c.url(i)).collect();
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let (leader, followers, token) = (c.url(leader), followers.clone(), c.token.clone());
+                tokio::spawn(async move {
+                    let name = format!("ryw/{w}");
+                    for i in 0..40usize {
+                        put(&leader, &token, &name, &i.to_string()).await.expect("put");
+                        let got = get(&followers[i % 2], &name).await.expect("get");
+                        assert_eq!(String::from_utf8_lossy(&got), i.to_string(), "writer {w}, write {i}");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("writer");
+        }
+    });
+}
+
 /// A token is usable on every node as soon as its creation is acknowledged, even on a node
 /// that has not applied the creation yet: a write with a token the node does not know waits
 /// for one linearizable barrier before it is refused.

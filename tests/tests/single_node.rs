@@ -224,6 +224,43 @@ async fn wrong_master_key_cannot_read_and_says_so() {
     assert!(err.contains("failed precondition") && err.contains("is not in this node's keyring"), "{err}");
 }
 
+/// The node keeps the cluster's master-key state in memory (every put checks it); a
+/// `kms rotate` must reach that copy as it applies. Were the copy stale, the next put would be
+/// sealed under the old key, refused by the apply step and re-sealed under the old key again
+/// until its time ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_right_after_kms_rotate_seals_under_the_new_key() {
+    let mut d = start().await;
+    let k2 = random_master_key();
+    let id_of = |k: &str| {
+        vault_core::local_kms::local_key_id(&vault_core::keys::MasterKey::from_base64(k).expect("a master key"))
+    };
+    let (id1, id2) = (id_of(&d.master), id_of(&k2));
+    d.node.stop();
+    d.spec.env.remove("VAULT_LOCAL_MASTER_KEY");
+    d.spec.set("VAULT_LOCAL_MASTER_KEYS", &format!("{k2},{}", d.master));
+    d.node = d.spec.start();
+    d.node.wait_ready().await;
+    // Puts and reads under K1: the node's copy of the key state is warm.
+    for v in ["one", "two"] {
+        d.ctl(&["secret", "put", "mk/a", "--value", v]);
+        assert_eq!(d.ctl(&["secret", "get", "mk/a"]), v);
+    }
+    let status = |d: &Dev| -> serde_json::Value {
+        serde_json::from_str(&d.ctl(&["--output", "json", "kms", "status"])).expect("kms status json")
+    };
+    assert_eq!(status(&d)["cluster_key_id"], id1);
+    d.ctl(&["kms", "rotate"]);
+    let started = std::time::Instant::now();
+    d.ctl(&["secret", "put", "mk/a", "--value", "three"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "the put took {:?}", started.elapsed());
+    assert_eq!(d.ctl(&["secret", "get", "mk/a"]), "three");
+    assert_eq!(d.ctl(&["secret", "get", "mk/a", "--version", "1"]), "one");
+    let s = status(&d);
+    assert_eq!(s["cluster_key_id"], id2);
+    assert!(s["versions_by_key"][&id2].as_u64() >= Some(1), "no version under the new key: {s}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_outside_the_allowlist_are_denied() {
     // Loopback is not in this allowlist.

@@ -103,8 +103,12 @@ const STAGE_HISTOGRAMS: &[&str] = &[
 ];
 /// Buckets for counts (commands per entry, entries in flight, entries per sync).
 const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-const COUNT_HISTOGRAMS: &[&str] =
-    &["vault_raft_write_entry_commands", "vault_raft_write_in_flight", "vault_raft_log_sync_entries"];
+const COUNT_HISTOGRAMS: &[&str] = &[
+    "vault_raft_write_entry_commands",
+    "vault_raft_write_in_flight",
+    "vault_raft_log_sync_entries",
+    "vault_audit_write_reads",
+];
 
 /// Installs the process-wide metrics recorder. Without it (no `VAULT_METRICS_ADDR`), every
 /// `metrics::` call is a no-op.
@@ -196,6 +200,7 @@ fn describe() {
             "bytes allocated so far (counting-alloc builds only)"
         );
     }
+    describe_histogram!("vault_audit_write_reads", "reads (requests) whose audit records one shared write held");
     describe_gauge!("vault_ready", "1 when /readyz answers 200");
     describe_gauge!("vault_build_info", "always 1; the version label names this build");
 }

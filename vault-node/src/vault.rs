@@ -113,23 +113,50 @@ impl Vault {
     }
 
     /// Records a read: its outcome, and the reader rule that allowed it (when rules exist).
-    pub fn audit_read<T>(
+    /// Returns once the record is written, in one write with the records of concurrent reads
+    /// (see `vault_raft::AuditLog::append_all`); refusals go through [`Self::audit`].
+    pub async fn audit_read<T>(
         &self,
         caller: &Caller,
         secret: &str,
         result: &Result<T, Status>,
         rule: Option<&str>,
     ) -> Result<(), Status> {
-        match (result, rule) {
-            (Ok(_), Some(rule)) => self.audit_raw(
-                caller.actor(),
-                caller.ip.to_string(),
-                caller.action,
-                Some(secret),
-                format!("ok (reader rule {rule})"),
-            ),
-            _ => self.audit(caller, Some(secret), result),
+        match self.read_record(caller, secret, result, rule) {
+            Some(record) => self.audit_reads(vec![record]).await,
+            None => self.audit(caller, Some(secret), result),
         }
+    }
+
+    /// The record of a read, for [`Self::audit_reads`]; `None` for a refusal (rate-limited
+    /// by [`Self::audit`]) or a call whose change was proposed (recorded when applied).
+    pub fn read_record<T>(
+        &self,
+        caller: &Caller,
+        secret: &str,
+        result: &Result<T, Status>,
+        rule: Option<&str>,
+    ) -> Option<AuditRecord> {
+        let outcome = match (result, rule) {
+            _ if caller.was_proposed() => return None,
+            (Err(s), _) if is_refusal(s) => return None,
+            (Ok(_), Some(rule)) => format!("ok (reader rule {rule})"),
+            (Ok(_), None) => "ok".to_string(),
+            (Err(s), _) => format!("{}: {}", code_words(s.code()), s.message()),
+        };
+        Some(self.record(caller.actor(), caller.ip.to_string(), caller.action, Some(secret), outcome))
+    }
+
+    /// Writes the records of reads (see [`Self::read_record`]) as one batch, shared with
+    /// concurrent reads; returns once they are written. A failure fails the request.
+    pub async fn audit_reads(&self, records: Vec<AuditRecord>) -> Result<(), Status> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.audit_log.append_all(records).await.map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed");
+            Status::unavailable("audit log unavailable on this node; request refused")
+        })
     }
 
     /// Records a call this node served, unless its change was proposed (the apply step records
@@ -208,8 +235,23 @@ impl Vault {
         secret: Option<&str>,
         outcome: String,
     ) -> Result<(), Status> {
+        let record = self.record(actor, client_ip, action, secret, outcome);
+        self.audit_log.append(record).map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed");
+            Status::unavailable("audit log unavailable on this node; request refused")
+        })
+    }
+
+    fn record(
+        &self,
+        actor: String,
+        client_ip: String,
+        action: &str,
+        secret: Option<&str>,
+        outcome: String,
+    ) -> AuditRecord {
         // `seq` and `node_id` are assigned by the audit log, which also caps every field.
-        let record = AuditRecord {
+        AuditRecord {
             seq: 0,
             time_ms: now_ms(),
             node_id: 0,
@@ -218,11 +260,7 @@ impl Vault {
             action: action.to_string(),
             secret: secret.map(str::to_string),
             outcome,
-        };
-        self.audit_log.append(record).map_err(|e| {
-            tracing::error!(error = %e, "audit log write failed");
-            Status::unavailable("audit log unavailable on this node; request refused")
-        })
+        }
     }
 
     /// A new version of `name`. Seals here (fresh DEK, AAD `name:version`), then commits

@@ -4,7 +4,8 @@
 //! - **Changes** are recorded by the apply step, in the same write batch as the change, from
 //!   the audit context their Raft command carries (`Command::AsCaller`): every node records
 //!   every change, and no change commits without its record.
-//! - **Reads and refusals** are recorded by the node that served them ([`AuditLog::append`]).
+//! - **Reads and refusals** are recorded by the node that served them ([`AuditLog::append`];
+//!   reads through [`AuditLog::append_all`], where concurrent reads share one write).
 //! - **Hash chain**: each record is stored with an HMAC-SHA256 over the previous record's MAC,
 //!   its sequence number and its content, under the node's audit key (never stored here). The
 //!   newest link (sequence number and MAC) and the *anchor* (the last link removed by
@@ -150,6 +151,8 @@ pub struct AuditLog {
     failures: Arc<Failures>,
     /// Records younger than the age floor removed over the hard cap, since the process started.
     over_hard_cap: Arc<AtomicU64>,
+    /// Reads' records waiting to share a write (see `audit_group`).
+    group: Arc<crate::audit_group::Group>,
 }
 
 /// Counts of failed audit writes since the process started (for metrics).
@@ -189,6 +192,7 @@ impl AuditLog {
             sink: None,
             failures: Arc::default(),
             over_hard_cap: Arc::default(),
+            group: Arc::default(),
         })
     }
 
@@ -271,6 +275,10 @@ impl AuditLog {
 
     pub fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    pub(crate) fn group(&self) -> &crate::audit_group::Group {
+        &self.group
     }
 
     /// Failed writes so far: `(log, sink)`.

@@ -5,9 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::RaftError;
 use openraft::{ChangeMembers, ServerState};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::command::{Command, CommandResponse};
 use crate::elections::{self, ElectionTiming, Hold};
@@ -20,7 +19,10 @@ use crate::reader::StateReader;
 const FEATURE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 use crate::synced_log::SyncedLog;
 use crate::transport::{AdminOp, ForwardError, ForwardRequest, ForwardResponse, LeaderView, PeerClients};
-use crate::typ::{CheckIsLeaderError, LogId, NodeId, Raft};
+use crate::typ::{NodeId, Raft};
+
+mod read_rounds;
+use read_rounds::ReadRounds;
 
 /// Pause between attempts to reach a leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -72,17 +74,6 @@ pub struct ClusterParts {
     pub timing: ElectionTiming,
     /// Entries this node keeps in flight from client writes while it leads.
     pub max_in_flight: usize,
-}
-
-type ReadIndexResult = Result<Option<LogId>, ForwardError>;
-
-/// Callers waiting for a read index, and whether a round of leadership confirmation is under
-/// way. Every caller is answered by a round that started after it arrived, so concurrent
-/// linearizable reads share one quorum round without losing linearizability.
-#[derive(Default)]
-struct ReadRounds {
-    waiting: Vec<oneshot::Sender<ReadIndexResult>>,
-    running: bool,
 }
 
 fn not_leader<E>(leader_id: Option<NodeId>, leader_node: Option<NodeInfo>) -> Result<E, ForwardError> {
@@ -172,26 +163,6 @@ impl Cluster {
         tokio::time::sleep(RETRY_PAUSE).await;
     }
 
-    /// Returns once this node has applied everything committed before the call, so a local
-    /// read after it is linearizable. On a follower the leader confirms a read index with a
-    /// quorum; this node then waits to apply up to it.
-    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ForwardError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let leader_before = self.raft.metrics().borrow().current_leader;
-            match self.read_barrier_once(deadline.saturating_duration_since(Instant::now())).await {
-                // A read index is idempotent: any failure to reach a leader may be retried. If the
-                // leader already changed meanwhile, ask the new one at once.
-                Err(ForwardError::Unreachable(_)) | Err(ForwardError::NotLeader { leader: None })
-                    if Instant::now() + RETRY_PAUSE < deadline =>
-                {
-                    self.retry_pause(leader_before, deadline).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Sends a request to leader `id`, giving up as soon as this node sees another leader: a
     /// call stuck on a leader that hung or was cut off must not hold reads (or a name's write
     /// queue) past a leader change. An idempotent request (read index, replication view) then
@@ -231,80 +202,6 @@ impl Cluster {
                     ForwardError::Unavailable(format!("{why}; the write may or may not have been applied"))
                 })
             }
-        }
-    }
-
-    async fn read_barrier_once(&self, timeout: Duration) -> Result<(), ForwardError> {
-        if let Some(idx) = self.read_index(timeout).await? {
-            self.raft
-                .wait(Some(timeout))
-                .applied_index_at_least(Some(idx.index), "linearizable read")
-                .await
-                .map_err(|e| ForwardError::Unavailable(format!("this node did not catch up for the read: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// A log id that every write committed before this call is at or below, confirmed by the
-    /// leader with a quorum. Concurrent callers share rounds.
-    async fn read_index(&self, timeout: Duration) -> ReadIndexResult {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-            r.waiting.push(tx);
-            !std::mem::replace(&mut r.running, true)
-        };
-        if start {
-            let this = self.clone();
-            tokio::spawn(async move { this.read_rounds(timeout).await });
-        }
-        rx.await.unwrap_or_else(|_| Err(ForwardError::Unavailable("read index round was dropped".into())))
-    }
-
-    async fn read_rounds(&self, timeout: Duration) {
-        loop {
-            let batch = {
-                let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-                if r.waiting.is_empty() {
-                    r.running = false;
-                    return;
-                }
-                std::mem::take(&mut r.waiting)
-            };
-            let result = self.read_index_round(timeout).await;
-            for w in batch {
-                let _ = w.send(result.clone());
-            }
-        }
-    }
-
-    async fn read_index_round(&self, timeout: Duration) -> ReadIndexResult {
-        // A leader's round reaches every voter, which renews openraft's leader lease on each:
-        // during a hand-over that would keep the target's votes refused.
-        self.hand_over_done(timeout).await?;
-        elections::leader_in_touch(self).map_err(ForwardError::Unavailable)?;
-        let local = tokio::time::timeout(timeout, self.raft.get_read_log_id())
-            .await
-            .map_err(|_| ForwardError::Unavailable("timed out confirming leadership for a read".into()))?;
-        match local {
-            Ok((read_index, _)) => Ok(read_index),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_id.zip(f.leader_node) {
-                Some((id, node)) if id != self.node_id => {
-                    match self.ask_leader(id, &node, &ForwardRequest::ReadIndex, timeout).await? {
-                        ForwardResponse::ReadIndex(idx) => Ok(idx),
-                        other => Err(ForwardError::Unavailable(format!("unexpected read index reply {other:?}"))),
-                    }
-                }
-                _ => Err(ForwardError::NotLeader { leader: None }),
-            },
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-                let got: Vec<String> = q.got.iter().map(|id| id.to_string()).collect();
-                Err(ForwardError::Unavailable(format!(
-                    "no quorum for a linearizable read: only node(s) {} answered",
-                    got.join(", ")
-                )))
-            }
-            Err(RaftError::Fatal(f)) => Err(ForwardError::Unavailable(format!("raft stopped: {f}"))),
         }
     }
 

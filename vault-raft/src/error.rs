@@ -17,6 +17,9 @@ pub enum StoreError {
     MissingCf(&'static str),
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// A write shared with other callers (see `audit_group`) failed; the message is its error.
+    #[error("shared write failed: {0}")]
+    SharedWrite(String),
 }
 
 impl From<tokio::task::JoinError> for StoreError {

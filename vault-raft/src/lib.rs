@@ -5,10 +5,12 @@
 //! the Raft log and its metadata, the state machine tables, and the audit log (which is
 //! node-local and not part of the replicated state).
 
+pub mod applied;
 mod apply;
 pub mod audit_chain;
 #[cfg(test)]
 mod audit_fixtures;
+mod audit_group;
 #[cfg(test)]
 mod audit_headless_tests;
 pub mod audit_log;
@@ -98,7 +100,7 @@ impl Storage {
         let audit = log;
         let state_machine =
             StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone(), audit.clone()).await?;
-        let reader = StateReader::new(db.clone());
+        let reader = state_machine.reader();
         let watch = state_machine.watch_log();
         Ok(Storage { log_store, state_machine, reader, audit, synced, watch })
     }

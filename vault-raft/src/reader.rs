@@ -1,7 +1,7 @@
 //! Read-only queries over the state machine, for the API. Callers make reads linearizable
 //! (through Raft) before asking; this type only reads what this node has applied.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rocksdb::{Direction, IteratorMode, DB};
 use std::collections::BTreeMap;
@@ -12,6 +12,7 @@ use vault_core::model::{
 };
 use vault_core::token::TokenHash;
 
+use crate::applied::Applied;
 use crate::codec::decode;
 use crate::db::{cf, CF_HOOK_BINDINGS, CF_READERS, CF_ROLES, CF_ROTATION, CF_SECRETS, CF_TOKENS, CF_VERSIONS};
 use crate::tables::{parse_version_key, version_key, KvRead, KEY_LAST_APPLIED, KEY_MEMBERSHIP};
@@ -38,38 +39,63 @@ pub struct DueRotations {
 /// Names with their metadata, and whether more follow.
 pub type SecretPage = (Vec<(String, SecretMeta)>, bool);
 
-/// The reader rules as of a revision of them.
-type RulesAt = (u64, Arc<ReaderRules>);
+/// A value read from the state machine, and the generation (see `applied`) it was read at.
+type Cached<T> = Arc<RwLock<Option<(u64, T)>>>;
 
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
-    /// The reader rules last loaded, checked against the replicated revision on every read.
-    rules: Arc<std::sync::RwLock<Option<RulesAt>>>,
+    /// The applied index and the generation of cached state, from the state machine.
+    applied: Applied,
+    /// The reader rules last loaded: served while the generation they were read at holds.
+    rules: Cached<Arc<ReaderRules>>,
+    /// The cluster's master key state last read (every put checks it), likewise.
+    master_key: Cached<Option<MasterKeyState>>,
+}
+
+/// `cache`'s value if it was read at `generation`.
+fn cached<T: Clone>(cache: &Cached<T>, generation: u64) -> Option<T> {
+    match cache.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some((at, v)) if *at == generation => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// Keeps `value`, read at `generation`, unless the generation moved while it was read (then
+/// the value may predate the change that moved it).
+fn keep<T>(cache: &Cached<T>, applied: &Applied, generation: u64, value: T) {
+    let mut slot = cache.write().unwrap_or_else(|p| p.into_inner());
+    if applied.generation() == generation {
+        *slot = Some((generation, value));
+    }
 }
 
 impl StateReader {
-    pub fn new(db: Arc<DB>) -> Self {
-        StateReader { db, rules: Arc::default() }
+    /// A reader of `db`, whose caches follow `applied` (the state machine's: see
+    /// `StateMachineStore::reader`).
+    pub fn new(db: Arc<DB>, applied: Applied) -> Self {
+        StateReader { db, applied, rules: Arc::default(), master_key: Arc::default() }
+    }
+
+    /// What this node has applied (see `applied`).
+    pub fn applied(&self) -> &Applied {
+        &self.applied
     }
 
     /// Every reader rule, in name order, as this node has applied them. Kept in memory and
-    /// reloaded when the replicated revision of the rules moves (one point lookup per call).
+    /// reloaded when the state machine's generation moves (a change to the rules, a restore,
+    /// a snapshot install): no database read while it holds.
     pub fn reader_rules(&self) -> Result<Arc<ReaderRules>, StoreError> {
-        let revision = self.db.readers_revision()?;
-        if let Some((at, rules)) = self.rules.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            if *at == revision {
-                return Ok(rules.clone());
-            }
+        let generation = self.applied.generation();
+        if let Some(rules) = cached(&self.rules, generation) {
+            return Ok(rules);
         }
-        // The revision and the rules from one consistent view. A snapshot being installed
-        // writes its families in several batches (the revision before the rules), so what is
-        // read meanwhile may be partial: it is used for this call but not kept.
+        // The flag and the rules from one consistent view. A snapshot being installed writes
+        // its families in several batches, so what is read meanwhile may be partial: it is
+        // used for this call but not kept.
         let view = self.db.snapshot();
         let meta = cf(&self.db, crate::db::CF_SM_META)?;
         let installing = view.get_cf(meta, crate::state_machine::KEY_INSTALLING)?.is_some();
-        let revision: u64 =
-            view.get_cf(meta, crate::tables::KEY_READERS_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
         let required: bool =
             view.get_cf(meta, crate::tables::KEY_READERS_REQUIRED)?.map(|b| decode(&b)).transpose()?.unwrap_or(false);
         let mut list = Vec::new();
@@ -79,7 +105,7 @@ impl StateReader {
         }
         let rules = Arc::new(ReaderRules::new(list).required(required));
         if !installing {
-            *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Some((revision, rules.clone()));
+            keep(&self.rules, &self.applied, generation, rules.clone());
         }
         Ok(rules)
     }
@@ -238,9 +264,16 @@ impl StateReader {
         self.db.rewrap_state()
     }
 
-    /// The cluster's master key, once recorded.
+    /// The cluster's master key, once recorded. Every put asks: kept in memory while the
+    /// state machine's generation holds (a rotation, restore or snapshot install moves it).
     pub fn master_key(&self) -> Result<Option<MasterKeyState>, StoreError> {
-        self.db.master_key()
+        let generation = self.applied.generation();
+        if let Some(mk) = cached(&self.master_key, generation) {
+            return Ok(mk);
+        }
+        let mk = self.db.master_key()?;
+        keep(&self.master_key, &self.applied, generation, mk.clone());
+        Ok(mk)
     }
 
     /// The membership of the last applied membership entry (committed), if any.

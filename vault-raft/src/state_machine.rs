@@ -14,6 +14,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, StoredMembership};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
+use crate::applied::Applied;
 use crate::apply::apply_command;
 use crate::audit_log::AuditLog;
 use crate::codec::{decode, encode};
@@ -55,6 +56,8 @@ pub struct StateMachineStore {
     audit: AuditLog,
     /// The history of changes to secrets, written in the same batch as the changes.
     watch: WatchLog,
+    /// The applied index and the generation of cached state, for the read path.
+    applied: Applied,
 }
 
 pub struct SnapshotBuilder {
@@ -124,7 +127,18 @@ impl StateMachineStore {
         let last_applied: Option<LogId> = db.get_typed::<Option<LogId>>(CF_SM_META, KEY_LAST_APPLIED)?.flatten();
         let membership: Membership = db.get_typed(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default();
         let watch = WatchLog::open(db.clone(), last_applied.map_or(0, |l| l.index))?;
-        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock, synced, audit, watch })
+        let applied = Applied::new(last_applied.map_or(0, |l| l.index));
+        Ok(StateMachineStore { db, dir, last_applied, membership, pointer_lock, synced, audit, watch, applied })
+    }
+
+    /// What this state machine has applied, as the read path sees it (see `applied`).
+    pub fn applied(&self) -> Applied {
+        self.applied.clone()
+    }
+
+    /// A reader of this state machine, whose caches follow what it applies.
+    pub fn reader(&self) -> crate::StateReader {
+        crate::StateReader::new(self.db.clone(), self.applied.clone())
     }
 
     /// The history of changes this state machine records.
@@ -237,20 +251,33 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Commands applied on the calling task rather than the blocking pool.
+/// Applies of at most this many commands run on the calling task (openraft's state-machine
+/// task); larger ones go to the blocking pool. The trade-off:
+/// - inline costs no thread hand-off (two context switches: to a pool thread and back), but
+///   holds the runtime worker it runs on for the whole apply: memtable reads, one HMAC per
+///   change's audit record, one unsynced `db.write`, tens of µs per command;
+/// - the pool frees the worker for the network and API tasks, at the cost of the hand-off
+///   on every apply.
+///
+/// At 64 and 256 writing clients most applies likely carry more than 32 commands (the
+/// leader's `vault_raft_write_entry_commands` says), so nearly every apply pays the hop;
+/// whether 512 (inline but for catch-up) is better is a benchmark question: context switches
+/// and µs per write at 64 and 256 clients (`vault-bench --perf-mode stat`).
 const INLINE_APPLY_MAX_COMMANDS: usize = 32;
 
-type Applied = (Vec<CommandResponse>, Option<LogId>, Membership);
+type ApplyResult = (Vec<CommandResponse>, Option<LogId>, Membership);
 
 /// Applies `entries` as one atomic batch: the responses, the last applied log id and the
-/// membership after them.
+/// membership after them. Then tells `applied`: a new generation if the batch changed state
+/// the read path caches, and the new applied index.
 pub(crate) fn apply_entries(
     db: &DB,
     audit: &AuditLog,
     watch: &WatchLog,
+    applied: &Applied,
     entries: &[Entry],
     mut membership: Membership,
-) -> Result<Applied, StoreError> {
+) -> Result<ApplyResult, StoreError> {
     let mut txn = Txn::new(db);
     let mut responses = Vec::with_capacity(entries.len());
     let mut last = None;
@@ -283,10 +310,15 @@ pub(crate) fn apply_entries(
     // here would stall every other writer of the DB for an fsync.
     // The changes' audit records and watch events go in the same batch: no change without
     // its record and its events.
+    let cached_state_changed = txn.changes_cached_state();
     let (mut batch, records) = txn.into_batch()?;
     let staged = watch.stage(&mut batch, changes)?;
     audit.commit(batch, records)?;
+    if cached_state_changed {
+        applied.bump();
+    }
     watch.published(staged, last.map_or(0, |l| l.index));
+    applied.publish(last.map_or(0, |l| l.index));
     Ok((responses, last, membership))
 }
 
@@ -328,11 +360,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // here rather than pay two thread hand-offs. Larger applies (catching up) go to the
         // blocking pool so they do not hold up other tasks.
         let (responses, last, membership) = if commands <= INLINE_APPLY_MAX_COMMANDS {
-            apply_entries(&db, &self.audit, &self.watch, &entries, membership).map_err(|e| sto(IoKind::WriteSm, e))?
+            apply_entries(&db, &self.audit, &self.watch, &self.applied, &entries, membership)
+                .map_err(|e| sto(IoKind::WriteSm, e))?
         } else {
             let audit = self.audit.clone();
             let watch = self.watch.clone();
-            tokio::task::spawn_blocking(move || apply_entries(&db, &audit, &watch, &entries, membership))
+            let applied = self.applied.clone();
+            tokio::task::spawn_blocking(move || apply_entries(&db, &audit, &watch, &applied, &entries, membership))
                 .await
                 .map_err(|e| sto(IoKind::WriteSm, e.into()))?
                 .map_err(|e| sto(IoKind::WriteSm, e))?
@@ -368,8 +402,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let dir = self.dir.clone();
         let lock = self.pointer_lock.clone();
         let m = meta.clone();
+        let applied = self.applied.clone();
         tokio::task::spawn_blocking(move || {
             let r = Self::install_blocking(&db, &dir, &lock, &m, file);
+            // The families were replaced, or partly (then the node stops): whatever the read
+            // path cached is stale either way.
+            applied.bump();
             // The received file (if it was ours) is no longer needed.
             if let Ok(rd) = fs::read_dir(&dir) {
                 for e in rd.flatten() {
@@ -387,6 +425,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.watch.installed(meta.last_log_id.map_or(0, |l| l.index)).map_err(|e| sto(IoKind::WriteSnapshot, e))?;
+        self.applied.publish(meta.last_log_id.map_or(0, |l| l.index));
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }

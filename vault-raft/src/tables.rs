@@ -38,6 +38,10 @@ pub(crate) const KEY_ROTATION_SERIAL: &[u8] = b"rotation_serial";
 /// A restore being received: [`RestoreProgress`].
 pub(crate) const KEY_RESTORE: &[u8] = b"restore";
 
+/// Keys of the state machine's meta family whose change makes the read path's caches stale
+/// (see `Txn::changes_cached_state`). A restore commit removes [`KEY_RESTORE`].
+const CACHED_META_KEYS: [&[u8]; 4] = [KEY_MASTER_KEY, KEY_READERS_REVISION, KEY_READERS_REQUIRED, KEY_RESTORE];
+
 /// How far the restore being received has come.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RestoreProgress {
@@ -236,6 +240,13 @@ impl<'a> Txn<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether this write set changes state the read path caches (see `applied`): the cluster's
+    /// master key or the reader rules, or the live families wholesale (a restore).
+    pub fn changes_cached_state(&self) -> bool {
+        let readers = self.overlay.range((CF_READERS, Vec::new())..).next().is_some_and(|((c, _), _)| *c == CF_READERS);
+        readers || CACHED_META_KEYS.iter().any(|k| self.overlay.contains_key(&(CF_SM_META, k.to_vec())))
     }
 
     /// The write set as one batch, and the audit records to write with it.

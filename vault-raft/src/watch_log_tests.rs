@@ -6,6 +6,7 @@ use openraft::{CommittedLeaderId, EntryPayload};
 use rocksdb::DB;
 use vault_core::envelope::SealedValue;
 
+use crate::applied::Applied;
 use crate::audit_log::{AuditKeys, AuditLog};
 use crate::command::Command;
 use crate::db::{CF_SM_META, CF_WATCH, SM_CFS};
@@ -58,7 +59,8 @@ fn store() -> Store {
 
 impl Store {
     fn apply(&self, entries: &[Entry]) {
-        apply_entries(&self.db, &self.audit, &self.watch, entries, StoredMembership::default()).expect("apply");
+        apply_entries(&self.db, &self.audit, &self.watch, &Applied::new(0), entries, StoredMembership::default())
+            .expect("apply");
     }
 
     fn all(&self) -> Vec<ChangeEvent> {
@@ -189,7 +191,8 @@ async fn installing_a_snapshot_empties_the_history_and_raises_the_floor_and_snap
         .await
         .expect("open");
     let watch = sm.watch_log();
-    apply_entries(&db, &audit(&db), &watch, &[entry(2, put("old", 1))], StoredMembership::default()).expect("apply");
+    apply_entries(&db, &audit(&db), &watch, &Applied::new(0), &[entry(2, put("old", 1))], StoredMembership::default())
+        .expect("apply");
     assert_eq!(watch.len(), 1);
     let mut live = watch.subscribe();
     use openraft::storage::RaftStateMachine;

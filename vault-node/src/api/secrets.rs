@@ -149,7 +149,7 @@ impl Secrets for SecretsService {
             self.vault.open_secret(&name, r.version).await
         })
         .await;
-        self.vault.audit_read(&caller, &r.name, &result, rule.as_deref())?;
+        self.vault.audit_read(&caller, &r.name, &result, rule.as_deref()).await?;
         let (record, value) = result?;
         Ok(Response::new(pb::GetSecretResponse {
             name: r.name,
@@ -187,6 +187,8 @@ impl Secrets for SecretsService {
         })
         .await;
         let mut results = Vec::with_capacity(r.requests.len());
+        // The items' records, written together before the answer leaves.
+        let mut records = Vec::with_capacity(r.requests.len());
         for item in r.requests {
             let mut rule = None;
             let result = answer(async {
@@ -196,7 +198,10 @@ impl Secrets for SecretsService {
                 self.vault.open_secret(&name, item.version).await
             })
             .await;
-            self.vault.audit_read(&caller, &item.name, &result, rule.as_deref())?;
+            match self.vault.read_record(&caller, &item.name, &result, rule.as_deref()) {
+                Some(record) => records.push(record),
+                None => self.vault.audit(&caller, Some(&item.name), &result)?,
+            }
             let outcome = match result {
                 Ok((record, value)) => pb::batch_get_result::Result::Secret(pb::GetSecretResponse {
                     name: item.name.clone(),
@@ -211,6 +216,7 @@ impl Secrets for SecretsService {
             };
             results.push(pb::BatchGetResult { name: item.name, result: Some(outcome) });
         }
+        self.vault.audit_reads(records).await?;
         Ok(Response::new(pb::BatchGetSecretsResponse { results }))
     }
 

@@ -262,7 +262,7 @@ pub async fn watch_secrets(
     })
     .await;
     let rule = (!rules_used.is_empty()).then(|| rules_used.join(", "));
-    vault.audit_read(&caller, &audit_subject(&r), &result, rule.as_deref())?;
+    vault.audit_read(&caller, &audit_subject(&r), &result, rule.as_deref()).await?;
     let (sub, rules, slot) = result?;
     // Subscribed before the start is read: the history stores `applied` before it broadcasts
     // a batch, so every event after the start reaches this receiver.
