@@ -2,7 +2,7 @@
 //! state gives the same result on every replica.
 
 use vault_core::model::{
-    Action, AuditRecord, MasterKeyState, SecretMeta, VersionRecord, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS,
+    Action, AuditRecord, MasterKeyState, NewVersionRecord, SecretMeta, VersionState, ADMIN_ROLE, DEFAULT_MAX_VERSIONS,
     MAX_MAX_VERSIONS,
 };
 
@@ -429,9 +429,9 @@ fn write_version(
     // A new DEK comes from the key's current material, which is at least as new as
     // the cluster watermark, and is wrapped by the key current since `since_ms`.
     let watermark = txn.rewrap_state()?.watermark_ms.unwrap_or(0);
-    let record = VersionRecord {
+    let record = NewVersionRecord {
         version,
-        sealed: Some(sealed.clone()),
+        sealed: Some(sealed),
         created_at_ms: now_ms,
         state: VersionState::Live,
         rewrap_watermark_ms: watermark.max(master.map_or(0, |mk| mk.since_ms)),

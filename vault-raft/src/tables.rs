@@ -135,6 +135,11 @@ impl KvRead for DB {
     fn get_raw(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.get_cf(cf(self, cf_name)?, key)?)
     }
+
+    /// Decodes from RocksDB's pinned block, without copying the value out first.
+    fn get_typed<T: DeserializeOwned>(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get_pinned_cf(cf(self, cf_name)?, key)?.map(|b| decode(&b)).transpose()
+    }
 }
 
 type CfKey = (&'static str, Vec<u8>);
@@ -263,17 +268,35 @@ impl<'a> Txn<'a> {
     }
 }
 
-impl KvRead for Txn<'_> {
-    fn get_raw(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+impl Txn<'_> {
+    /// `f` of the value of `key` as this write set sees it: its own write, else what it read
+    /// before, else RocksDB (remembered). The value is lent, never copied.
+    fn with_value<R>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StoreError> {
         let k = (cf_name, key.to_vec());
         if let Some(v) = self.overlay.get(&k) {
-            return Ok(v.clone());
+            return Ok(f(v.as_deref()));
         }
         if let Some(v) = self.read_cache.borrow().get(&k) {
-            return Ok(v.clone());
+            return Ok(f(v.as_deref()));
         }
         let v = self.db.get_raw(cf_name, key)?;
-        self.read_cache.borrow_mut().insert(k, v.clone());
-        Ok(v)
+        let r = f(v.as_deref());
+        self.read_cache.borrow_mut().insert(k, v);
+        Ok(r)
+    }
+}
+
+impl KvRead for Txn<'_> {
+    fn get_raw(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_value(cf_name, key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    fn get_typed<T: DeserializeOwned>(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.with_value(cf_name, key, |v| v.map(decode).transpose())?
     }
 }

@@ -22,5 +22,5 @@ pub use reader::{ReaderDecision, ReaderRule, ReaderRules, MAX_READER_ENTRIES};
 pub use rewrap::RewrapState;
 pub use role::{pattern_matches, validate_pattern, Action, Grant, Role, ADMIN_ROLE};
 pub use rotation::{Generator, RotationPolicy, MAX_GENERATED_BYTES, MIN_ROTATION_PERIOD_MS};
-pub use secret::{SecretMeta, VersionRecord, VersionState, DEFAULT_MAX_VERSIONS, MAX_MAX_VERSIONS};
+pub use secret::{NewVersionRecord, SecretMeta, VersionRecord, VersionState, DEFAULT_MAX_VERSIONS, MAX_MAX_VERSIONS};
 pub use token::{validate_label, TokenRecord, BOOTSTRAP_TOKEN_NAME};

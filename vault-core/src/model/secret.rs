@@ -81,6 +81,18 @@ pub struct VersionRecord {
     pub rewrap_watermark_ms: u64,
 }
 
+/// A [`VersionRecord`] to be written, borrowing its sealed value: it encodes to the same bytes
+/// (the same fields in the same order; serde writes a reference as what it points to), so the
+/// apply of a put does not copy the ciphertext and wrapped DEK just to encode them.
+#[derive(Serialize)]
+pub struct NewVersionRecord<'a> {
+    pub version: u64,
+    pub sealed: Option<&'a SealedValue>,
+    pub created_at_ms: u64,
+    pub state: VersionState,
+    pub rewrap_watermark_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +115,33 @@ mod tests {
         ] {
             let e = bad.check().unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_new_version_record_encodes_as_the_owned_record_does() {
+        let sealed = SealedValue {
+            key_id: "local:k1".into(),
+            wrapped_dek: (0..72).collect(),
+            nonce: vec![7; 24],
+            ciphertext: (0..300u32).map(|i| (i % 251) as u8).collect(),
+        };
+        for (sealed, state) in [
+            (Some(&sealed), VersionState::Live),
+            (None, VersionState::Destroyed { at_ms: 9 }),
+            (Some(&sealed), VersionState::Deleted { at_ms: 3 }),
+        ] {
+            let new = NewVersionRecord { version: 42, sealed, created_at_ms: 5, state, rewrap_watermark_ms: 77 };
+            let owned = VersionRecord {
+                version: 42,
+                sealed: sealed.cloned(),
+                created_at_ms: 5,
+                state,
+                rewrap_watermark_ms: 77,
+            };
+            let new_bytes = postcard::to_stdvec(&new).unwrap();
+            assert_eq!(new_bytes, postcard::to_stdvec(&owned).unwrap());
+            assert_eq!(postcard::from_bytes::<VersionRecord>(&new_bytes).unwrap(), owned);
         }
     }
 }
