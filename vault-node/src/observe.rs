@@ -474,10 +474,26 @@ impl Pending {
             return;
         }
         let code = code_label(code);
-        metrics::counter!("vault_grpc_requests_total", "rpc" => self.rpc, "code" => code).increment(1);
-        metrics::histogram!("vault_grpc_request_duration_seconds", "rpc" => self.rpc)
-            .record(self.start.elapsed().as_secs_f64());
+        let elapsed = self.start.elapsed().as_secs_f64();
+        CALL_METRICS.with(|handles| {
+            let mut handles = handles.borrow_mut();
+            let (calls, duration) = handles.entry((self.rpc, code)).or_insert_with(|| {
+                (
+                    metrics::counter!("vault_grpc_requests_total", "rpc" => self.rpc, "code" => code),
+                    metrics::histogram!("vault_grpc_request_duration_seconds", "rpc" => self.rpc),
+                )
+            });
+            calls.increment(1);
+            duration.record(elapsed);
+        });
     }
+}
+
+thread_local! {
+    /// The per-call metrics' handles by (rpc, code), both from fixed sets of labels: the
+    /// macros would build, hash and look up their labels on every call.
+    static CALL_METRICS: std::cell::RefCell<std::collections::HashMap<(&'static str, &'static str), (metrics::Counter, metrics::Histogram)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 impl Drop for Pending {
