@@ -13,6 +13,12 @@
 //! Each caller returns only once the write holding its records is done, with that write's
 //! outcome: no read answers without its record. A caller that gives up waiting (its request
 //! was cancelled) leaves its records queued; they are written all the same.
+//!
+//! Records are stamped with the time they are written, so a record's time never goes back
+//! along the chain (`audit list --since` walks back by time) however long a batch read took.
+//! At most [`MAX_QUEUED`] callers wait (more are refused as busy, never answered unrecorded),
+//! and a writer that panics fails its waiters and hands the queue back instead of leaving
+//! every later read waiting.
 
 use std::sync::Mutex;
 
@@ -21,6 +27,10 @@ use vault_core::model::AuditRecord;
 
 use crate::audit_log::AuditLog;
 use crate::StoreError;
+
+/// Callers whose records may wait behind the write under way; past this, reads are refused
+/// (`UNAVAILABLE`) until the writer catches up (a stalled disk, say).
+pub(crate) const MAX_QUEUED: usize = 16_384;
 
 /// The outcome of the write that held a caller's records.
 type Outcome = Result<(), String>;
@@ -50,6 +60,9 @@ impl AuditLog {
     pub async fn append_all(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
         let waiting = {
             let mut q = self.group().lock();
+            if q.writing && q.waiting.len() >= MAX_QUEUED {
+                return Err(StoreError::Busy(format!("{MAX_QUEUED} reads wait for their audit records")));
+            }
             if q.writing {
                 let (tx, rx) = oneshot::channel();
                 q.waiting.push((records, tx));
@@ -70,7 +83,9 @@ impl AuditLog {
         };
         // No await from here to the hand-off: this write is never cut short by a cancelled
         // caller, and `writing` is always cleared or handed on.
+        let writing = Writing(self);
         let result = self.append_now(records);
+        std::mem::forget(writing);
         metrics::histogram!("vault_audit_write_reads").record(1.0);
         if self.more_queued() {
             let log = self.clone();
@@ -81,8 +96,10 @@ impl AuditLog {
 
     /// Writes `records` now, as one batch with one head.
     fn append_now(&self, mut records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        let now = vault_core::time::now_ms();
         for r in &mut records {
             r.node_id = self.node_id();
+            r.time_ms = now;
         }
         self.commit(rocksdb::WriteBatch::default(), records)
     }
@@ -100,7 +117,9 @@ impl AuditLog {
         loop {
             let batch = std::mem::take(&mut self.group().lock().waiting);
             let (records, done): (Vec<Vec<AuditRecord>>, Vec<_>) = batch.into_iter().unzip();
+            let writing = Writing(self);
             let outcome = self.append_now(records.into_iter().flatten().collect()).map_err(|e| e.to_string());
+            std::mem::forget(writing);
             metrics::histogram!("vault_audit_write_reads").record(done.len() as f64);
             for tx in done {
                 let _ = tx.send(outcome.clone());
@@ -110,6 +129,22 @@ impl AuditLog {
             }
             // Let the callers just answered (and others) queue more before the next write.
             tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Held while a write is under way; dropped only if the write panicked (a finished write
+/// forgets it): then the write is no longer under way, and every queued caller gets an error
+/// (the senders of the batch being written are dropped with the panic: their callers get one
+/// too).
+struct Writing<'a>(&'a AuditLog);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.group().lock();
+        q.writing = false;
+        for (_, tx) in q.waiting.drain(..) {
+            let _ = tx.send(Err("the audit writer failed".into()));
         }
     }
 }
@@ -162,5 +197,56 @@ mod tests {
         assert!(all.iter().all(|r| r.node_id == 7));
         assert_eq!(all[0].actor, "reader-1001", "newest first");
         assert!(!log.group().lock().writing, "the writer is done");
+        assert!(all.iter().all(|r| r.time_ms > 1), "stamped when written, not when built");
+    }
+
+    fn open_log(dir: &std::path::Path) -> AuditLog {
+        let db = Arc::new(crate::db::open(&dir.join("db")).expect("open db"));
+        let key = vault_core::keys::AuditMacKey::generate();
+        let keys = crate::audit_log::AuditKeys::new(vec![("k".into(), key)]).expect("keys");
+        AuditLog::open(db, 7, keys).expect("open")
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_the_read_as_busy_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = open_log(dir.path());
+        let mut receivers = Vec::new();
+        {
+            let mut q = log.group().lock();
+            q.writing = true;
+            for i in 0..MAX_QUEUED {
+                let (tx, rx) = oneshot::channel();
+                q.waiting.push((vec![read(i)], tx));
+                receivers.push(rx);
+            }
+        }
+        let refused = log.append_all(vec![read(MAX_QUEUED)]).await;
+        assert!(matches!(refused, Err(StoreError::Busy(_))), "{refused:?}");
+        assert_eq!(log.group().lock().waiting.len(), MAX_QUEUED, "the refused read queued nothing");
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_panics_fails_its_waiters_and_frees_the_queue() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = open_log(dir.path());
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut q = log.group().lock();
+            q.writing = true;
+            q.waiting.push((vec![read(1)], tx));
+        }
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _writing = Writing(&log);
+                panic!("a writer that panics mid-write");
+            })
+        };
+        assert!(writer.join().is_err(), "the writer panicked");
+        assert!(matches!(rx.await, Ok(Err(_))), "the waiter got an error, not a success");
+        assert!(!log.group().lock().writing, "the next caller writes at once");
+        log.append_all(vec![read(2)]).await.expect("a later read is written");
+        assert_eq!(log.list(usize::MAX, None, None).expect("list").len(), 1);
     }
 }

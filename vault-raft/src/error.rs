@@ -20,6 +20,9 @@ pub enum StoreError {
     /// A write shared with other callers (see `audit_group`) failed; the message is its error.
     #[error("shared write failed: {0}")]
     SharedWrite(String),
+    /// Too much is already waiting to be written: the caller should come back later.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 impl From<tokio::task::JoinError> for StoreError {
