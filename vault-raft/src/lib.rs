@@ -31,6 +31,7 @@ mod proposals;
 pub mod reader;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod storage;
 pub mod synced_log;
 mod tables;
 pub mod transport;
