@@ -82,28 +82,20 @@ impl Index {
         self.segments.entry(seq).or_insert(None);
     }
 
-    /// Adds the next entry. Wrong order (not the next index, or at/below the purge point when
-    /// the log is empty) is refused with the reason.
-    pub fn push(&mut self, loc: Loc) -> Result<(), String> {
+    /// Adds an entry at the end. openraft appends the next index, after a truncate where it
+    /// overwrites; its storage suite also appends below the purge point and past a hole, which
+    /// the RocksDB log accepted. So the rule, here and in replay alike: an entry at or below the
+    /// last one replaces the entries from its index on; one past a hole starts the log afresh.
+    pub fn push(&mut self, loc: Loc) {
         let index = loc.log_id.index;
-        self.check_next(index)?;
+        match self.locs.back().map(|l| l.log_id.index) {
+            Some(last) if index <= last => self.truncate(index),
+            Some(last) if index > last + 1 => self.locs.clear(),
+            _ => {}
+        }
         let max = self.segments.entry(loc.seg).or_insert(None);
         *max = Some(max.map_or(index, |m| m.max(index)));
         self.locs.push_back(loc);
-        Ok(())
-    }
-
-    /// Whether an entry at `index` may be added next.
-    pub fn check_next(&self, index: u64) -> Result<(), String> {
-        match (self.locs.back(), self.last_purged) {
-            (Some(last), _) if last.log_id.index + 1 != index => {
-                Err(format!("entry {index} follows entry {}", last.log_id.index))
-            }
-            (None, Some(p)) if index <= p.index => {
-                Err(format!("entry {index} is at or below the purge point {}", p.index))
-            }
-            _ => Ok(()),
-        }
     }
 
     /// Drops the entries at or after `index`.
@@ -115,10 +107,9 @@ impl Index {
 
     /// Drops the entries up to `log_id` and remembers it (the purge point only grows).
     pub fn purge(&mut self, log_id: LogId) {
-        if self.last_purged.is_some_and(|p| p.index >= log_id.index) {
-            return;
+        if self.last_purged.is_none_or(|p| p.index < log_id.index) {
+            self.last_purged = Some(log_id);
         }
-        self.last_purged = Some(log_id);
         while self.locs.front().is_some_and(|l| l.log_id.index <= log_id.index) {
             self.locs.pop_front();
         }
@@ -171,12 +162,11 @@ mod tests {
     fn entries_stay_contiguous_through_truncate_and_purge() {
         let mut ix = Index::default();
         for i in 0..10 {
-            ix.push(loc(1, i)).unwrap();
+            ix.push(loc(1, i));
         }
-        assert!(ix.push(loc(1, 11)).unwrap_err().contains("entry 11 follows entry 9"));
         ix.truncate(6);
         assert_eq!(ix.last_log_id(), Some(id(5)));
-        ix.push(loc(2, 6)).unwrap();
+        ix.push(loc(2, 6));
         ix.purge(id(3));
         assert_eq!(ix.locate(0, 100).iter().map(|l| l.log_id.index).collect::<Vec<_>>(), vec![4, 5, 6]);
         assert_eq!(ix.locate(5, 5), vec![loc(1, 5)]);
@@ -184,10 +174,28 @@ mod tests {
         // Purge past the end: empty, and the purge point is the last log id.
         ix.purge(id(20));
         assert_eq!((ix.first_index(), ix.last_log_id(), ix.next_index()), (None, Some(id(20)), 21));
-        assert!(ix.push(loc(3, 20)).is_err());
-        ix.push(loc(3, 21)).unwrap();
+        ix.push(loc(3, 21));
         ix.purge(id(2));
         assert_eq!(ix.last_purged(), Some(id(20)), "the purge point never goes back");
+    }
+
+    #[test]
+    fn an_entry_out_of_order_replaces_the_tail_or_starts_afresh() {
+        let mut ix = Index::default();
+        for i in 0..10 {
+            ix.push(loc(1, i));
+        }
+        ix.push(loc(2, 7));
+        assert_eq!((ix.first_index(), ix.last_log_id()), (Some(0), Some(id(7))));
+        assert_eq!(ix.locate(7, 7), vec![loc(2, 7)], "the newer record wins");
+        ix.push(loc(2, 12));
+        assert_eq!((ix.first_index(), ix.last_log_id()), (Some(12), Some(id(12))), "past a hole");
+        // Below the purge point (only the storage suite does it): kept until the next purge.
+        ix.purge(id(20));
+        ix.push(loc(3, 15));
+        assert_eq!((ix.last_purged(), ix.last_log_id()), (Some(id(20)), Some(id(15))));
+        ix.purge(id(20));
+        assert_eq!(ix.last_log_id(), Some(id(20)));
     }
 
     #[test]
@@ -195,10 +203,10 @@ mod tests {
         let mut ix = Index::default();
         ix.add_segment(1);
         for i in 0..5 {
-            ix.push(loc(1, i)).unwrap();
+            ix.push(loc(1, i));
         }
         ix.truncate(2);
-        ix.push(loc(2, 2)).unwrap();
+        ix.push(loc(2, 2));
         ix.add_segment(3);
         ix.add_segment(4);
         assert!(ix.unneeded_segments(4).is_empty(), "nothing purged");
@@ -213,7 +221,7 @@ mod tests {
     fn a_checkpoint_restores_vote_and_purge_point_and_cuts_later_entries() {
         let mut ix = Index::default();
         for i in 0..10 {
-            ix.push(loc(1, i)).unwrap();
+            ix.push(loc(1, i));
         }
         ix.set_vote(Vote::new(2, 1));
         let cp = Checkpoint { vote: Some(Vote::new(3, 2)), last_purged: Some(id(2)), next_index: 7 };

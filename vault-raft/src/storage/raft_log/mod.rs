@@ -42,8 +42,12 @@
 pub mod index;
 pub mod record;
 mod recover;
+#[cfg(test)]
+mod recover_tests;
 pub mod segment;
 mod store;
+#[cfg(test)]
+mod store_tests;
 
 use std::path::{Path, PathBuf};
 

@@ -148,7 +148,8 @@ fn apply(index: &mut Index, kind: Kind, body: &[u8], at: At) -> Result<(), Strin
             }
             let log_id =
                 LogId::new(openraft::CommittedLeaderId::new(u64_at(body, 8), u64_at(body, 16)), u64_at(body, 0));
-            index.push(Loc { log_id, seg: at.seg, off: at.off, len: at.len })
+            index.push(Loc { log_id, seg: at.seg, off: at.off, len: at.len });
+            Ok(())
         }
         Kind::Vote => {
             index.set_vote(decode::<Vote>(body).map_err(codec)?);
