@@ -10,6 +10,9 @@
 //!   corruption: recovery fails, naming the file and the offset. The operator wipes the node
 //!   and re-adds it.
 //!
+//! The newest segment is synced once replayed, as the RocksDB log flushed its WAL at open: the
+//! syncer starts from the end of the log, so everything in it must be on disk.
+//!
 //! A valid record of an unknown kind, or a segment of a newer format, was written by a newer
 //! build: recovery fails rather than guess.
 
@@ -77,6 +80,11 @@ pub fn recover(dir: &Path, node_id: u64) -> Result<Recovered, RaftLogError> {
             tracing::warn!(path = %path.display(), offset = end, bytes = cut, "cutting a torn raft log tail");
             metrics::counter!("vault_raft_log_tail_truncated_bytes").increment(cut);
             seg.truncate_to(end)?;
+        }
+        if newest {
+            // What an earlier run wrote may still be only in the page cache (a process crash
+            // keeps it): made durable now, so the syncer can start from the end of the log.
+            seg.sync_data()?;
         }
         files.insert(seq, seg.reader());
         active = Some(seg);

@@ -70,7 +70,7 @@ fn a_torn_tail_of_the_newest_segment_is_cut_at_every_offset_and_the_rest_is_kept
             }
             let rec = recover(dir.path(), 1).unwrap_or_else(|e| panic!("cut at {cut} (zeros {zeros}): {e}"));
             assert_eq!(rec.index.last_log_id().map(|id| id.index), Some(want_last), "cut at {cut} (zeros {zeros})");
-            assert_eq!(rec.active.len(), want_len, "cut at {cut}: the file ends after the last whole record");
+            assert_eq!(rec.active.end(), want_len, "cut at {cut}: the file ends after the last whole record");
             drop(rec);
             assert_eq!(std::fs::metadata(&path).unwrap().len(), want_len);
             assert_eq!(last_index(dir.path()), Some(want_last), "reopened after the cut");

@@ -95,7 +95,7 @@ impl Segment {
         &self.path
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn end(&self) -> u64 {
         self.len
     }
 
@@ -184,7 +184,7 @@ mod tests {
         let reader = seg.reader();
         drop(seg);
         let (seg, bytes) = Segment::open(&dir.path().join(file_name(4)), 4, 9).unwrap();
-        assert_eq!(seg.len(), at_b);
+        assert_eq!(seg.end(), at_b);
         assert_eq!(bytes.len() as u64, at_b);
         assert!(read_at(&reader, at_b, 1).is_err(), "the cut bytes are gone");
         let err = Segment::open(&dir.path().join(file_name(4)), 4, 8).err().unwrap();

@@ -140,7 +140,7 @@ impl Inner {
     /// Starts the next segment if the active one is full. The full one is synced first, so
     /// only the newest segment ever holds unsynced bytes.
     fn rotate_if_full(&self, w: &mut Writer) -> Result<(), RaftLogError> {
-        if w.seg.len() < self.opts.segment_bytes {
+        if w.seg.end() < self.opts.segment_bytes {
             return Ok(());
         }
         w.seg.sync_data()?;
@@ -174,7 +174,7 @@ impl Inner {
     fn append(&self, entries: impl Iterator<Item = Entry>) -> Result<Option<u64>, RaftLogError> {
         let mut w = self.writer();
         self.rotate_if_full(&mut w)?;
-        let (seq, base) = (w.seg.seq(), w.seg.len());
+        let (seq, base) = (w.seg.seq(), w.seg.end());
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         let mut locs = Vec::new();
