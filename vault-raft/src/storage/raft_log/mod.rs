@@ -67,6 +67,8 @@ pub const ENTRY_PREFIX: usize = 24;
 pub enum RaftLogError {
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("raft log file {path}: segment header is not valid")]
+    BadHeader { path: PathBuf },
     #[error("raft log file {path} is corrupt at offset {offset}: {reason}")]
     Corrupt { path: PathBuf, offset: u64, reason: String },
     #[error(
@@ -88,16 +90,11 @@ impl RaftLogError {
 
     pub(crate) fn header(path: &Path, bad: BadHeader) -> Self {
         match bad {
-            BadHeader::Invalid => RaftLogError::corrupt(path, 0, "segment header is not valid"),
+            BadHeader::Invalid => RaftLogError::BadHeader { path: path.to_path_buf() },
             BadHeader::NewerFormat(f) => {
                 RaftLogError::Newer { path: path.to_path_buf(), what: format!("segment format {f}") }
             }
         }
-    }
-
-    /// A segment header that is damaged (rather than newer).
-    fn is_bad_header(&self) -> bool {
-        matches!(self, RaftLogError::Corrupt { offset: 0, reason, .. } if reason == "segment header is not valid")
     }
 }
 

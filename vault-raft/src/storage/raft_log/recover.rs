@@ -65,7 +65,7 @@ pub fn recover(dir: &Path, node_id: u64) -> Result<Recovered, RaftLogError> {
             Ok(opened) => opened,
             // Segments are renamed into place only once whole and synced, so this takes a
             // file system that lost the data behind a rename; the file held nothing synced.
-            Err(e) if newest && e.is_bad_header() => {
+            Err(RaftLogError::BadHeader { .. }) if newest => {
                 tracing::warn!(path = %path.display(), "removing a raft log segment with a torn header");
                 std::fs::remove_file(&path).map_err(|e| RaftLogError::io("remove", &path, e))?;
                 segment::sync_dir(dir)?;
