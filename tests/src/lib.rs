@@ -2,10 +2,14 @@
 //! data directories, drives them with the real `vaultctl` or a gRPC client, and cleans up.
 //! It only ever signals the PIDs it started.
 
+pub mod certs;
 pub mod etcd;
 pub mod faults;
 pub mod moto;
 pub mod raft_peer;
+pub mod watch;
+
+pub use certs::{mint_certs, mint_reader_cert};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -399,32 +403,6 @@ pub fn count_files(dir: &Path) -> usize {
         }
     }
     n
-}
-
-/// Mints certificates for `ids` into `dir` with the real `vaultctl cluster certs`.
-pub fn mint_certs(dir: &Path, ids: &[u64]) {
-    let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let out = Command::new(bin("vaultctl"))
-        .args(["cluster", "certs", "--out"])
-        .arg(dir)
-        .args(["--nodes", &list.join(","), "--san", "127.0.0.1"])
-        .output()
-        .expect("run vaultctl cluster certs");
-    assert!(out.status.success(), "cluster certs: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A reader client certificate for `cn` (and the reader CA, once) minted into `out` by the real
-/// `vaultctl reader cert`: `reader-<cn>.pem`, `reader-<cn>.key`, `reader-ca.pem`.
-pub fn mint_reader_cert(cn: &str, out: &Path) {
-    let done = Command::new(bin("vaultctl"))
-        .env_clear()
-        .args(["reader", "cert", cn, "--out"])
-        .arg(out)
-        .args(["--days", "2"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vaultctl reader cert");
-    assert!(done.status.success(), "reader cert {cn}: {}", String::from_utf8_lossy(&done.stderr));
 }
 
 /// N real nodes on loopback, Raft over mutual TLS, sharing a local master key.

@@ -170,6 +170,31 @@ fn a_reader_certificate_over_tls_reads_what_its_rule_grants() {
     });
 }
 
+/// Writes the new secret `name` as a careful application does when a node may die under it:
+/// only if it does not exist yet (check-and-set on version 0), and again after an error that
+/// leaves open whether it was applied (a connection that broke, a timeout, `UNAVAILABLE`); a
+/// check-and-set mismatch on such a repeat means the earlier try was applied. Returns the
+/// version written.
+async fn put_new(writer: &Client, name: &str) -> u64 {
+    let value = canary("w");
+    let mut ambiguous = None;
+    for _ in 0..5 {
+        match writer.put_if_version(name, value.clone(), 0).await {
+            Ok(v) => return v,
+            Err(vault_client::Error::CasMismatch(m)) if ambiguous.is_some() => {
+                tracing::info!(name, %m, "an earlier try was applied");
+                return writer.get(name).await.expect("read back").version;
+            }
+            Err(e) if e.is_node_failure() || matches!(e, vault_client::Error::Unavailable { .. }) => {
+                tracing::info!(name, %e, "ambiguous failure; trying again");
+                ambiguous = Some(e);
+            }
+            Err(e) => panic!("put {name}: {e}"),
+        }
+    }
+    panic!("put {name}: still failing: {ambiguous:?}")
+}
+
 /// A watch on `app/` subscribed to one node of three keeps going when that node is SIGKILLed:
 /// it resumes on another from the last revision received, and every write made before,
 /// during and after the loss arrives exactly once, in order, one revision per write.
@@ -193,7 +218,7 @@ fn a_watch_survives_the_loss_of_its_node_without_gaps_or_repeats() {
         let mut written = Vec::new();
         for i in 0..6 {
             let name = format!("app/s{i}");
-            let v = writer.put(&name, canary("w")).await.expect("put before the loss");
+            let v = put_new(&writer, &name).await;
             written.push((name.clone(), v));
             // Noise outside the prefix must not show up.
             writer.put(&format!("other/s{i}"), "x").await.expect("put outside the prefix");
@@ -202,7 +227,7 @@ fn a_watch_survives_the_loss_of_its_node_without_gaps_or_repeats() {
         c.nodes[victim].kill();
         for i in 0..6 {
             let name = format!("app/t{i}");
-            let v = writer.put(&name, canary("w")).await.expect("put after the loss");
+            let v = put_new(&writer, &name).await;
             written.push((name, v));
         }
 

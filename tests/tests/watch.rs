@@ -8,51 +8,15 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Code;
 use vault_node::pb;
-use vault_node::pb::secrets_client::SecretsClient;
-use vault_tests::*;
 
-type Watch = tonic::Streaming<pb::WatchSecretsResponse>;
+use vault_tests::watch::*;
+use vault_tests::*;
 
 fn mt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-fn req(names: &[&str], prefixes: &[&str], after: u64) -> pb::WatchSecretsRequest {
-    pb::WatchSecretsRequest {
-        names: names.iter().map(|s| s.to_string()).collect(),
-        prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
-        after_revision: after,
-    }
-}
-
-async fn watch_on(ch: Channel, r: pb::WatchSecretsRequest) -> Result<Watch, Status> {
-    Ok(SecretsClient::new(ch).watch_secrets(r).await?.into_inner())
-}
-
-async fn watch(url: &str, r: pb::WatchSecretsRequest) -> Result<Watch, Status> {
-    watch_on(api_channel(url, None).await.expect("connect"), r).await
-}
-
-/// The next message, or the status the stream ended with (`None`: it ended cleanly).
-async fn next(w: &mut Watch) -> Result<Option<pb::WatchSecretsResponse>, Status> {
-    tokio::time::timeout(Duration::from_secs(30), w.message()).await.expect("a message within 30 s")
-}
-
-async fn must_next(w: &mut Watch) -> pb::WatchSecretsResponse {
-    match next(w).await {
-        Ok(Some(m)) => m,
-        other => panic!("the watch ended: {other:?}"),
-    }
-}
-
-async fn put(c: &mut SecretsClient<Channel>, token: &str, name: &str) -> u64 {
-    let r =
-        pb::PutSecretRequest { name: name.into(), value: b"v".to_vec(), expected_version: None, max_versions: None };
-    c.put_secret(authed(r, token)).await.expect("put").into_inner().version
 }
 
 /// (name, version, kind) of an event.
@@ -226,13 +190,6 @@ fn bad_input_is_invalid_argument_and_a_compacted_revision_is_out_of_range() {
         let (events, _) = collect(&mut recent, last - 2, |e| e.iter().any(|e| e.revision == last)).await;
         assert_eq!(events.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![last - 1, last]);
     });
-}
-
-/// The `secret.watch` records of node `i`'s audit log.
-fn watch_records(c: &TestCluster, i: usize) -> Vec<Value> {
-    let out = c.ctl(i, &["--output", "json", "audit", "list", "--limit", "1000"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
-    v.as_array().expect("records").iter().filter(|r| r["action"] == "secret.watch").cloned().collect()
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! - **Reads** ([`Route::Read`]) start at the node that last answered one and move on to the
 //!   next node when one cannot serve (unreachable, timed out, `UNAVAILABLE`).
 //! - **Writes and management calls** ([`Route::Write`]) start at the node last seen as leader,
-//!   follow the leader a follower names in `x-vault-leader`, else try the next node. A write
+//!   follow the leader a follower names in `x-vault-leader`, else try the next node. A hinted
+//!   node is reached with the scheme and TLS settings of the node that named it (a scheme in
+//!   the hint is ignored); one that is not configured is used for that call only and never
+//!   remembered as leader. Reads never follow a hint. A write
 //!   moves to another node only when it certainly was not carried out: the connection could
 //!   not be opened, or the node said no leader could take it ([`Error::is_not_leader`]).
 //!   Any other failure (a connection that breaks after the request left, a timeout, another
@@ -48,7 +51,8 @@ pub enum Route {
     Read,
     /// The leader (as last seen, or as a follower names it).
     Write,
-    /// This node only (`http(s)://host:port`, or `host:port` of a configured or hinted node).
+    /// This node only (`http(s)://host:port`, or `host:port`: a configured node, else one
+    /// reached with the first configured node's scheme).
     Node(String),
 }
 
@@ -125,36 +129,68 @@ impl Inner {
         order
     }
 
-    /// The node at `addr` (a URL, or `host:port` as a leader hint gives it), added with the
-    /// scheme of `like` when not configured.
-    pub fn node(&self, addr: &str, like: Option<&str>) -> Result<Arc<Node>> {
+    /// The configured node at `addr`'s `host:port`, if any.
+    fn configured(&self, addr: &str) -> Option<Arc<Node>> {
         let want = authority(addr);
-        if let Some(n) = self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().find(|n| authority(&n.url) == want)
-        {
-            return Ok(n.clone());
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().find(|n| authority(&n.url) == want).cloned()
+    }
+
+    /// The node at `addr` (a URL, or `host:port`) for [`Route::Node`]: the configured one, else
+    /// a node for this call only, with `addr`'s scheme or that of `like`.
+    pub fn node(&self, addr: &str, like: Option<&str>) -> Result<Arc<Node>> {
+        if let Some(n) = self.configured(addr) {
+            return Ok(n);
         }
         let scheme = match (addr.split_once("://"), like.and_then(|l| l.split_once("://"))) {
             (Some((s, _)), _) | (None, Some((s, _))) => s,
             (None, None) => "http",
         };
-        let url = crate::config::parse_addrs(&[format!("{scheme}://{want}")], scheme)?.remove(0);
-        let node = Arc::new(Node {
+        self.transient(scheme, authority(addr))
+    }
+
+    /// The node a leader hint names, as `from` (the node that sent it) gave it: the configured
+    /// node with that `host:port`, else a node for this call only. Any scheme in the hint is
+    /// ignored: the hinted node is reached with `from`'s scheme (and so its TLS settings), so a
+    /// hint cannot downgrade https to http.
+    pub fn hinted(&self, hint: &str, from: &Node) -> Result<Arc<Node>> {
+        let want = authority(hint);
+        if let Some(n) = self.configured(want) {
+            return Ok(n);
+        }
+        let scheme = from.url.split_once("://").map_or("http", |(s, _)| s);
+        self.transient(scheme, want)
+    }
+
+    /// A node that is not kept in the node set (its channel lives as long as the call).
+    fn transient(&self, scheme: &str, authority: &str) -> Result<Arc<Node>> {
+        let url = crate::config::parse_addrs(&[format!("{scheme}://{authority}")], scheme)?.remove(0);
+        Ok(Arc::new(Node {
             endpoint: self.settings.endpoint(&url)?,
             url: url.into(),
             channel: OnceLock::new(),
             failed_at: Mutex::new(None),
-        });
-        self.nodes.write().unwrap_or_else(|p| p.into_inner()).push(node.clone());
-        Ok(node)
+        }))
     }
 
+    fn is_configured(&self, node: &Node) -> bool {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().any(|n| n.url == node.url)
+    }
+
+    /// Remembers `node` as the leader (writes) or the node to read from first (reads); only a
+    /// configured node is remembered.
     fn served(&self, route: &Route, node: &Node) {
         node.answered();
+        if !self.is_configured(node) {
+            return;
+        }
         let slot = if *route == Route::Write { &self.leader } else { &self.last_read };
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.url.clone());
     }
 
     fn set_leader(&self, node: &Node) {
+        if !self.is_configured(node) {
+            return;
+        }
         *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.url.clone());
     }
 }
@@ -212,7 +248,8 @@ impl Client {
         Client { inner: self.inner.clone(), timeout }
     }
 
-    /// Node URLs: the configured ones, then any learnt from leader hints.
+    /// The configured node URLs (nodes named only by a leader hint are used for that call and
+    /// not kept).
     pub fn nodes(&self) -> Vec<String> {
         self.inner.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().map(|n| n.url.to_string()).collect()
     }
@@ -272,12 +309,11 @@ impl Client {
                 if let Error::NodeUnavailable { leader, .. } = &e {
                     // No leader known: an election is under way; another round may find one.
                     no_leader |= leader.is_none() && e.is_not_leader();
-                    if let Some(hint) = leader {
-                        let hinted = self.inner.node(hint, Some(&node.url))?;
+                    // Only a write follows a hint; a read goes on with the next configured node.
+                    if let (Some(hint), Route::Write) = (leader, &route) {
+                        let hinted = self.inner.hinted(hint, &node)?;
                         if !tried.contains(&hinted.url) {
-                            if route == Route::Write {
-                                self.inner.set_leader(&hinted);
-                            }
+                            self.inner.set_leader(&hinted);
                             queue.push_front(hinted);
                         }
                     }
@@ -320,5 +356,75 @@ fn retryable(route: &Route, e: &Error) -> bool {
     match route {
         Route::Write => e.is_not_leader() || matches!(e, Error::Transport { connected: false, .. }),
         _ => e.is_node_failure(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::LEADER_HEADER;
+
+    /// A follower's refusal naming `hint` as leader, as the server sends it.
+    fn not_leader(hint: &str) -> Status {
+        let mut s = Status::unavailable(format!("no leader could take this request (leader: {hint})"));
+        s.metadata_mut().insert(LEADER_HEADER, hint.parse().expect("ascii"));
+        s
+    }
+
+    /// Calls `route` on `client`; the first node tried refuses with a hint to `hint`, every
+    /// other node answers. Returns the nodes tried, in order.
+    async fn tried(client: &Client, route: Route, hint: &str) -> (Result<()>, Vec<String>) {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let r = client
+            .call(route, (), |c, ()| {
+                let seen = seen.clone();
+                let hint = hint.to_string();
+                async move {
+                    let mut seen = seen.lock().expect("lock");
+                    seen.push(c.addr().to_string());
+                    if seen.len() == 1 {
+                        Err(not_leader(&hint))
+                    } else {
+                        Ok(tonic::Response::new(()))
+                    }
+                }
+            })
+            .await;
+        let seen = seen.lock().expect("lock").clone();
+        (r, seen)
+    }
+
+    fn client(addrs: &[&str]) -> Client {
+        Client::builder().addrs(addrs).build().expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_hint_cannot_downgrade_https_or_stay_in_the_node_set() {
+        let c = client(&["https://n1:8200", "https://n2:8200"]);
+        let (r, seen) = tried(&c, Route::Write, "http://evil:80").await;
+        r.expect("the hinted node answered");
+        assert_eq!(seen, ["https://n1:8200", "https://evil:80"], "the hint's scheme is ignored");
+        assert_eq!(c.nodes(), ["https://n1:8200", "https://n2:8200"], "an unconfigured hinted node is not kept");
+        assert_eq!(c.leader(), None, "nor remembered as leader");
+        // A hint naming a configured node moves the write there and remembers it.
+        let (r, seen) = tried(&c, Route::Write, "n2:8200").await;
+        r.expect("n2 answered");
+        assert_eq!(seen, ["https://n1:8200", "https://n2:8200"]);
+        assert_eq!(c.leader().as_deref(), Some("https://n2:8200"));
+    }
+
+    #[tokio::test]
+    async fn a_read_never_follows_a_hint() {
+        let c = client(&["http://n1:8200", "http://n2:8200"]);
+        let (r, seen) = tried(&c, Route::Read, "evil:80").await;
+        r.expect("n2 answered");
+        assert_eq!(seen, ["http://n1:8200", "http://n2:8200"], "the read went on to the next configured node");
+        assert_eq!(c.nodes(), ["http://n1:8200", "http://n2:8200"]);
+        // Nor does a hint naming a configured node make it the leader or jump the queue.
+        let c = client(&["http://n1:8200", "http://n2:8200", "http://n3:8200"]);
+        let (r, seen) = tried(&c, Route::Read, "n3:8200").await;
+        r.expect("n2 answered");
+        assert_eq!(seen, ["http://n1:8200", "http://n2:8200"]);
+        assert_eq!(c.leader(), None);
     }
 }

@@ -281,6 +281,7 @@ impl RawConfig {
             history: self.parse::<u64>("VAULT_WATCH_HISTORY", vault_raft::watch_log::DEFAULT_WATCH_HISTORY)?.max(1),
             max_watchers: self.parse::<usize>("VAULT_WATCH_MAX", 4096)?,
             max_per_connection: self.parse::<usize>("VAULT_WATCH_MAX_PER_CONNECTION", 64)?,
+            max_per_addr: self.parse::<usize>("VAULT_WATCH_MAX_PER_ADDR", 256)?,
         };
         Ok(Config {
             api_limits,
@@ -502,6 +503,9 @@ pub struct WatchConfig {
     pub max_watchers: usize,
     /// Watches open at once on one client connection (`VAULT_WATCH_MAX_PER_CONNECTION`).
     pub max_per_connection: usize,
+    /// Watches open at once from one client address, grouped like the rate limits
+    /// (`VAULT_WATCH_MAX_PER_ADDR`).
+    pub max_per_addr: usize,
 }
 
 /// The audit log's key, copy, retention and refusal limits.

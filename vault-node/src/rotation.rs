@@ -92,6 +92,7 @@ impl Rotator {
             }
             tokio::select! {
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
+                _ = self.vault.rotation_wake.notified() => {}
                 _ = stop.cancelled() => return,
             }
         }

@@ -222,6 +222,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         name_queue: Default::default(),
         scratch_dir: scratch_dir.clone(),
         health: readiness.clone(),
+        rotation_wake: tokio::sync::Notify::new(),
     });
     tasks.spawn(audit_upkeep(vault.clone(), background.clone()));
     let rewrapper = Rewrapper::new(vault.clone(), std::mem::replace(&mut config.rewrap, RewrapConfig::disabled()));

@@ -101,6 +101,7 @@ pub const SETTINGS: &[Setting] = &[
     s("VAULT_RATE_PER_TOKEN", "0", "requests per second per token, bursts of twice that (0: off)"),
     s("VAULT_WATCH_HISTORY", "100000", "change events this node keeps so that a `WatchSecrets` can resume from an earlier revision; older ones are pruned (see docs/watch.md)"),
     s("VAULT_WATCH_MAX", "4096", "`WatchSecrets` streams open at once on this node; beyond, `RESOURCE_EXHAUSTED` (0: none)"),
+    s("VAULT_WATCH_MAX_PER_ADDR", "256", "`WatchSecrets` streams open at once from one client address (the address behind a trusted proxy; an IPv6 /64 is one address); beyond, `RESOURCE_EXHAUSTED`"),
     s("VAULT_WATCH_MAX_PER_CONNECTION", "64", "`WatchSecrets` streams open at once on one client connection; beyond, `RESOURCE_EXHAUSTED`"),
 ];
 

@@ -46,6 +46,9 @@ pub struct Vault {
     pub health: Arc<crate::observe::Health>,
     /// Writes to one name take turns on this node.
     pub name_queue: crate::name_queue::NameQueue,
+    /// Wakes this node's rotation worker (a `RotateSecret` it took committed) rather than
+    /// leaving the attempt to its next once-a-second look.
+    pub rotation_wake: tokio::sync::Notify,
 }
 
 /// Whether a status is a refusal (rate-limited in the audit log).

@@ -172,11 +172,18 @@ struct Index {
 struct Inner {
     db: Arc<DB>,
     history: AtomicU64,
-    /// The last applied index whose events (if any) have been published.
+    /// The last applied index whose events are in the table; stored before they are
+    /// broadcast, so a subscriber that reads it after subscribing receives every later one.
     applied: AtomicU64,
+    /// The last applied index whose events have been broadcast.
+    sent: AtomicU64,
     floor: AtomicU64,
     index: Mutex<Index>,
     tx: broadcast::Sender<Arc<Published>>,
+    /// Runs once inside [`WatchLog::published`], between the store of `applied` and the
+    /// broadcast: lets a test subscribe exactly there.
+    #[cfg(test)]
+    between: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// This node's history of changes: written by the state machine, read by watchers.
@@ -209,11 +216,20 @@ impl WatchLog {
                 db,
                 history: AtomicU64::new(DEFAULT_WATCH_HISTORY),
                 applied: AtomicU64::new(last_applied),
+                sent: AtomicU64::new(last_applied),
                 floor: AtomicU64::new(floor),
                 index: Mutex::new(index),
                 tx,
+                #[cfg(test)]
+                between: Mutex::new(None),
             }),
         })
+    }
+
+    /// Runs `hook` once, inside the next [`published`](Self::published) (see `Inner::between`).
+    #[cfg(test)]
+    pub(crate) fn set_between(&self, hook: Box<dyn FnOnce() + Send>) {
+        *self.inner.between.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// How many events to keep (at least 1).
@@ -226,10 +242,16 @@ impl WatchLog {
         self.inner.tx.subscribe()
     }
 
-    /// The last applied index whose events have all been published: a subscriber that drains
-    /// its receiver after reading this has received every event up to it.
+    /// The last applied index whose events are all in the table. A receiver subscribed
+    /// before this is read receives every event after it: where a watch from now starts.
     pub fn applied(&self) -> u64 {
         self.inner.applied.load(Ordering::Acquire)
+    }
+
+    /// The last applied index whose events have all been broadcast: a subscriber that drains
+    /// its receiver after reading this has received every event up to it.
+    pub fn sent(&self) -> u64 {
+        self.inner.sent.load(Ordering::Acquire)
     }
 
     pub fn floor(&self) -> u64 {
@@ -310,10 +332,17 @@ impl WatchLog {
                 index.total += 1;
             }
         }
+        // `applied` first: a subscriber that reads it between the two has the events up to it
+        // in the table and receives the batch (see `applied`).
+        self.inner.applied.store(applied, Ordering::Release);
+        #[cfg(test)]
+        if let Some(hook) = self.inner.between.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            hook();
+        }
         if !events.is_empty() || prune.is_some() {
             let _ = self.inner.tx.send(Arc::new(Published { events, revision: applied, floor: self.floor() }));
         }
-        self.inner.applied.store(applied, Ordering::Release);
+        self.inner.sent.store(applied, Ordering::Release);
     }
 
     /// After a snapshot install (which emptied the table, see [`reset_in`]): reloads the
@@ -322,8 +351,9 @@ impl WatchLog {
         let floor = read_floor(&self.inner.db)?.unwrap_or(index);
         *self.inner.index.lock().unwrap_or_else(|p| p.into_inner()) = load_index(&self.inner.db)?;
         self.inner.floor.store(floor, Ordering::Release);
-        let _ = self.inner.tx.send(Arc::new(Published { events: Vec::new(), revision: index, floor }));
         self.inner.applied.store(index, Ordering::Release);
+        let _ = self.inner.tx.send(Arc::new(Published { events: Vec::new(), revision: index, floor }));
+        self.inner.sent.store(index, Ordering::Release);
         Ok(())
     }
 

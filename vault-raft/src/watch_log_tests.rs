@@ -258,3 +258,29 @@ fn caller_writes_rotations_and_restores_record_their_kinds_and_rejections_nothin
     // Other commands record nothing, whatever they answer.
     assert!(of(&Command::RotateNow { name: "r".into() }, &CommandResponse::RotationQueued { attempts: 1 }).is_empty());
 }
+
+/// L3: a watch "from now" subscribes and takes the applied index as its start. Whatever
+/// instant inside `published` that happens at, every revision after the start reaches the
+/// receiver: here the subscription lands between the broadcast and the store of `applied`.
+#[test]
+fn a_subscription_landing_inside_published_misses_nothing_after_its_start() {
+    let s = store();
+    s.apply(&[entry(1, put("a", 1))]);
+    let got = Arc::new(std::sync::Mutex::new(None));
+    let (watch, slot) = (s.watch.clone(), got.clone());
+    s.watch.set_between(Box::new(move || {
+        let live = watch.subscribe();
+        let start = watch.applied();
+        *slot.lock().expect("slot") = Some((live, start));
+    }));
+    s.apply(&[entry(2, put("a", 2))]);
+    let (mut live, start) = got.lock().expect("slot").take().expect("the hook ran");
+    let mut received = Vec::new();
+    while let Ok(p) = live.try_recv() {
+        received.extend(p.events.iter().map(|e| e.revision));
+    }
+    assert!(
+        start >= 2 || received.contains(&2),
+        "revision 2 is neither at or before the start ({start}) nor received ({received:?})"
+    );
+}

@@ -1,9 +1,16 @@
 // `Client`: several node addresses, reads from any healthy node, writes to the leader.
 //
-// Reads go to the node that answered last and move on to the next one when a node fails
-// (UNAVAILABLE, a connection error, a deadline); writes go to the last known leader and
-// follow the leader hint (`x-vault-leader`) a follower sends with UNAVAILABLE. Both retry,
-// with backoff, for at most `retryForMs` before throwing the last error.
+// Reads go to the node that answered last and move on to the next configured node when a
+// node fails (UNAVAILABLE, a connection error, a deadline); they never follow a leader hint.
+//
+// Writes (and admin calls) go to the last known leader and move to another node only when the
+// write certainly did not run (`writeNotRun`): no connection could be opened, or the node said
+// no leader could take it: UNAVAILABLE with the leader's address in `x-vault-leader` (tried
+// next) or ending "(no leader known)". Any other failure, an UNAVAILABLE saying "the write may
+// or may not have been applied" or "rotation of ... failed", or a connection lost mid-call
+// (CANCELLED) included, is thrown to the caller, who knows whether a repeat is safe
+// (`put(..., {cas})` is). Only a configured node is remembered as leader. Both retry, with
+// backoff, for at most `retryForMs` before throwing the last error.
 import { readFileSync } from "node:fs";
 import { inspect } from "node:util";
 import { Code, createClient } from "@connectrpc/connect";
@@ -13,10 +20,35 @@ import { errorFor, fromError } from "./errors.js";
 import { Watch } from "./watch.js";
 
 // connect-node reports a lost HTTP/2 session (a node that died) as CANCELLED: we never cancel
-// a unary call ourselves, so it is retried like UNAVAILABLE.
+// a unary call ourselves, so a read moves on from it like from UNAVAILABLE.
 const READ_RETRY = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Canceled]);
-// A write that timed out may have been applied: it is not retried.
-const WRITE_RETRY = new Set([Code.Unavailable, Code.Canceled]);
+// Socket errors that mean no connection was opened, so the request was never sent.
+const NOT_CONNECTED = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+
+/** Whether a failed read may move to another node. */
+export function readMayMove(err) {
+  return READ_RETRY.has(err.code);
+}
+
+/**
+ * Whether a failed write certainly did not run, so another node may take it: no connection
+ * could be opened (`notConnected`), or the node said no leader could take it (the server's
+ * "no leader could take this request (leader: ADDR)" with `x-vault-leader`, or "... (no leader
+ * known)"). Not: a lost connection, a timeout, "...; the write may or may not have been
+ * applied", "rotation of NAME failed: ...", an unavailable key manager.
+ */
+export function writeNotRun(err, notConnected = false) {
+  if (err.code !== Code.Unavailable) return false;
+  return notConnected || Boolean(err.leader) || err.rawMessage.endsWith("(no leader known)");
+}
+
+/** Whether `e` (as a call threw it) says no connection could be opened. */
+function notConnected(e) {
+  for (let c = e; c; c = c.cause) {
+    if (NOT_CONNECTED.has(c.code)) return true;
+  }
+  return false;
+}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -249,18 +281,18 @@ export class Client {
       const i = this.addrs.indexOf(addr);
       if (i >= 0) this.#reader = i;
     };
-    return this.#call(service, method, req, order, good, READ_RETRY);
+    return this.#call(service, method, req, order, good, readMayMove, false);
   }
 
   #write(service, method, req) {
     const order = () => [...(this.#leader ? [this.#leader] : []), ...this.addrs.filter((a) => a !== this.#leader)];
     const good = (addr) => {
-      this.#leader = addr;
+      if (this.addrs.includes(addr)) this.#leader = addr;
     };
-    return this.#call(service, method, req, order, good, WRITE_RETRY);
+    return this.#call(service, method, req, order, good, writeNotRun, true);
   }
 
-  async #call(service, method, req, order, good, retry) {
+  async #call(service, method, req, order, good, mayMove, followHints) {
     const deadline = Date.now() + this.retryForMs;
     let backoff = 50;
     let last;
@@ -280,11 +312,11 @@ export class Client {
           return res;
         } catch (e) {
           const err = fromError(e);
-          if (!retry.has(err.code)) throw err;
+          if (!mayMove(err, notConnected(e))) throw err;
           last = err;
-          if (err.leader) {
+          if (followHints && err.leader) {
+            // For this call; remembered as leader once it answers, if configured (`good`).
             const hint = target(err.leader);
-            this.#leader = hint;
             if (!tried.has(hint)) queue.unshift(hint);
           }
         }

@@ -2,7 +2,7 @@
 // a leader kill, a refused read, a watch that survives the loss of its node, TLS.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
@@ -47,11 +47,17 @@ describe("a 3-node cluster", () => {
 
   test("fromEnv reads addresses and a token file", async () => {
     const dir = mkdtempSync(join(tmpdir(), "vault-node-client-"));
-    writeFileSync(join(dir, "token"), `${cluster.token}\n`);
-    const c = mk(Client.fromEnv({
-      VAULT_ADDR: cluster.addrs.map((a) => `http://${a}`).join(","),
-      VAULT_TOKEN_FILE: join(dir, "token"),
-    }));
+    let c;
+    try {
+      writeFileSync(join(dir, "token"), `${cluster.token}\n`);
+      c = mk(Client.fromEnv({
+        VAULT_ADDR: cluster.addrs.map((a) => `http://${a}`).join(","),
+        VAULT_TOKEN_FILE: join(dir, "token"),
+      }));
+    } finally {
+      // The token file is a credential: never left behind in /tmp.
+      rmSync(dir, { recursive: true, force: true });
+    }
     assert.deepEqual(c.addrs, cluster.addrs);
     const name = unique("env");
     assert.equal(await c.put(name, "from-env"), 1);

@@ -40,6 +40,20 @@ def expect(q: "queue.Queue", wanted: str, timeout: float = 30.0, prefix: bool = 
     raise AssertionError(f"the example never printed {wanted!r}; it printed {seen}")
 
 
+def lines_for(q: "queue.Queue", seconds: float) -> list:
+    """The lines printed within `seconds`."""
+    seen, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = q.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+    return seen
+
+
 def test_the_service_example_picks_up_a_rotation(cluster):
     admin = Client(cluster.addrs, token=cluster.token)
     first = admin.put("app/db", "initial-password")
@@ -50,6 +64,9 @@ def test_the_service_example_picks_up_a_rotation(cluster):
         out = lines_of(proc)
         expect(out, f"using app/db version {first}")
         seen = expect(out, "watching app/db from revision", prefix=True)
+        # Idle progress (every 5 s) reads nothing: no second "watching" (each came with a read).
+        idle = lines_for(out, 7.0)
+        assert not [line for line in idle if line.startswith("watching")], idle
         admin.set_rotation("app/db", 3600, "random:24")
         rotated = admin.rotate("app/db")
         assert rotated == first + 1

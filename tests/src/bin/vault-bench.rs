@@ -17,6 +17,8 @@ use vault_tests::etcd::{pb as etcdpb, EtcdCluster};
 use vault_tests::moto::Moto;
 use vault_tests::{authed, test_dir, NodeSpec, TestCluster};
 
+#[path = "vault-bench/agent.rs"]
+mod agent;
 #[path = "vault-bench/watch.rs"]
 mod watch;
 
@@ -48,6 +50,14 @@ struct Args {
     watchers: usize,
     #[arg(long)]
     skip_watch: bool,
+    /// Rotations of the agent scenario (see `agent`).
+    #[arg(long, default_value_t = 100)]
+    agent_rotations: usize,
+    #[arg(long)]
+    skip_agent: bool,
+    /// Leave out the write and read runs at each `--clients` (the table's rows).
+    #[arg(long)]
+    skip_throughput: bool,
     /// Serve the vault cluster's API over TLS (`VAULT_TLS_CERT`) and load it over TLS. The
     /// etcd baseline stays plaintext, so leave it out (`--skip-etcd`) to compare like with like.
     #[arg(long)]
@@ -670,7 +680,8 @@ async fn main() {
     let mut runs = Runs::default();
     let mut turn = 0;
     let read_rows = [("read (leader)", true), ("read (follower)", false)];
-    for &n in &args.clients {
+    let clients: &[usize] = if args.skip_throughput { &[] } else { &args.clients };
+    for &n in clients {
         // Reads pick among keys every client of this system's write run wrote.
         let mut written = std::collections::HashMap::new();
         for sys in in_turn(&systems, &mut turn) {
@@ -708,6 +719,12 @@ async fn main() {
             servers: &systems[0].pids,
         };
         extra.insert("watch".into(), watch::run(setup, args.watchers, d).await);
+    }
+
+    if !args.skip_agent {
+        settle(&systems).await;
+        let setup = agent::Setup { cluster: &cluster, leader };
+        extra.insert("agent".into(), agent::run(setup, args.agent_rotations).await);
     }
 
     if !args.skip_scale {
@@ -889,6 +906,8 @@ async fn main() {
     println!("| nodes at scale (RSS, disk) | {} | {} |", show("vault_nodes_at_scale"), show("etcd_nodes_at_scale"));
     println!("| empty 4th node catch-up | {} | - |", show("snapshot_catch_up"));
     println!("| re-wrap against moto (pacing off) | {} | - |", show("rewrap"));
+    println!("| watch: commit → delivery, {} watchers on a follower | {} | - |", args.watchers, show("watch"));
+    println!("| agent: rotate → rendered file, {} rotations | {} | - |", args.agent_rotations, show("agent"));
 
     let out = json!({
         "cores": cores,
@@ -980,6 +999,29 @@ fn measure_cell(v: Option<&Value>) -> String {
     if let (Some(per_sec), Some(versions), Some(secs)) = (num("per_sec"), num("versions"), num("secs")) {
         let failed = num("failed").unwrap_or(0.0);
         return format!("{versions:.0} versions in {secs:.1} s: {per_sec:.0}/s, {failed:.0} failed");
+    }
+    let pcts = |k: &str| {
+        let p = v.get(k)?;
+        let ms = |q: &str| p.get(q).and_then(Value::as_f64).unwrap_or(0.0);
+        Some(format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", ms("p50_ms"), ms("p99_ms"), ms("max_ms")))
+    };
+    if let (Some(lat), Some(loss)) = (pcts("commit_to_delivery"), num("read_throughput_loss")) {
+        let (failed, missed) = (num("failed_watchers").unwrap_or(0.0), num("missed_deliveries").unwrap_or(0.0));
+        return format!(
+            "{lat}; linearizable reads at 64 clients lose {:.1}%; {failed:.0} watchers failed, {missed:.0} deliveries missed",
+            loss * 100.0
+        );
+    }
+    if let (Some(ack), Some(sent), Some(missed)) =
+        (pcts("rotate_ack_to_file"), pcts("rotate_sent_to_file"), num("missed"))
+    {
+        let within = num("within_1s_of_sending").unwrap_or(0.0);
+        let event = pcts("event_to_file").unwrap_or_default();
+        let failed = num("failed_rotations").unwrap_or(0.0);
+        return format!(
+            "from the rotation's event {event}; from the acknowledgement {ack}; from the sending {sent}, \
+             {within:.0} within 1 s; {missed:.0} missed, {failed:.0} rotations failed"
+        );
     }
     v.to_string()
 }

@@ -158,6 +158,19 @@ impl ReaderRules {
         self.decide_by(ip, cn, name, |r| r.grants_name(name))
     }
 
+    /// Whether [`decide`](Self::decide) would let a client at `ip` presenting `cn` read `name`
+    /// (allowed, or no rule exists), without building the decision's text: for checks made
+    /// many times over, such as every event of every watch.
+    pub fn allows(&self, ip: IpAddr, cn: Option<&str>, name: &str) -> bool {
+        if self.rules.is_empty() {
+            return !self.required;
+        }
+        self.rules.iter().any(|(r, nets)| {
+            (cn.is_some_and(|cn| r.cert_cns.iter().any(|c| c == cn)) || nets.iter().any(|n| n.contains(&ip)))
+                && r.grants_name(name)
+        })
+    }
+
     /// Decides a watch of every name starting with `prefix`: allowed when a rule matching the
     /// client grants at least one such name (each event is then decided by [`decide`]
     /// (Self::decide) on its own name).
@@ -223,6 +236,32 @@ mod tests {
         }
         let elsewhere: IpAddr = "10.0.1.5".parse().unwrap();
         assert!(matches!(rules.decide_prefix(elsewhere, None, "app/"), ReaderDecision::Denied(_)));
+    }
+
+    #[test]
+    fn allows_answers_as_decide_does() {
+        let rules = ReaderRules::new(vec![
+            ReaderRule::new("a", &["10.0.0.0/24".into()], &[], &["app/*".into()], 1).unwrap(),
+            ReaderRule::new("b", &[], &["svc".into()], &["db/main".into()], 1).unwrap(),
+        ]);
+        let empty = ReaderRules::new(vec![]);
+        let required = ReaderRules::new(vec![]).required(true);
+        let ips: [IpAddr; 2] = ["10.0.0.5".parse().unwrap(), "10.0.1.5".parse().unwrap()];
+        for set in [&rules, &empty, &required] {
+            for ip in ips {
+                for cn in [None, Some("svc"), Some("other")] {
+                    for name in ["app/x", "app", "db/main", "db/mainx", "other/y"] {
+                        let decided = !matches!(set.decide(ip, cn, name), ReaderDecision::Denied(_));
+                        assert_eq!(set.allows(ip, cn, name), decided, "{ip} {cn:?} {name}");
+                    }
+                }
+            }
+        }
+        assert!(rules.allows(ips[0], None, "app/x"));
+        assert!(!rules.allows(ips[1], None, "app/x"));
+        assert!(rules.allows(ips[1], Some("svc"), "db/main"));
+        assert!(empty.allows(ips[1], None, "anything"));
+        assert!(!required.allows(ips[0], None, "app/x"));
     }
 
     #[test]

@@ -6,3 +6,4 @@ mod page_token;
 pub mod secrets;
 pub mod watch;
 mod watch_feed;
+mod watch_rules;

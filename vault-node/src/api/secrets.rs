@@ -355,6 +355,9 @@ impl Secrets for SecretsService {
             let CommandResponse::RotationQueued { attempts } = self.vault.write_ok(&caller, cmd).await? else {
                 return Err(Status::internal("unexpected answer to a rotation request").into());
             };
+            // On the leader, the worker starts the attempt now (through a follower, the
+            // leader's worker finds it due within a second).
+            self.vault.rotation_wake.notify_one();
             let deadline = tokio::time::Instant::now() + ROTATE_WAIT;
             loop {
                 tokio::time::sleep(ROTATE_POLL).await;

@@ -8,11 +8,19 @@
 //! (the seam between replay and live). A feed that falls behind the broadcast reads the table
 //! from `pos` instead: only a client that stops reading is cut, when the channel stays full
 //! for [`SLOW_GRACE`]: its stream ends with RESOURCE_EXHAUSTED naming the last revision the
-//! stream handed out, from which it resumes without loss.
+//! stream handed out, from which it resumes without loss. The watch's [`Slot`] belongs to the
+//! feed: a cut (or any end) frees it at once, whether or not the client's side is polled again.
 //!
-//! Every event is checked against the reader rules as they are when it is sent; when the
-//! rules change so that the watch itself is no longer allowed, the stream ends with
-//! PERMISSION_DENIED. At node shutdown the stream ends cleanly, after a last progress message.
+//! The table is read a page at a time on the blocking pool, at most [`REPLAY_READERS`] pages
+//! at once per node, and a replay stops as soon as its client is gone: a replay that matches
+//! nothing never holds a runtime thread.
+//!
+//! Every event is checked against the reader rules as they are when it is sent (the node's
+//! rules as of its applied index, loaded once per index and shared by every watch: see
+//! [`watch_rules`](super::watch_rules); the check itself allocates nothing); when the rules
+//! change so that the watch itself is no longer allowed, the stream ends with
+//! PERMISSION_DENIED, audited (action `secret.watch`) like a refusal at subscribe time. At
+//! node shutdown the stream ends cleanly, after a last progress message.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::Status;
 use vault_core::model::ReaderRules;
-use vault_raft::watch_log::{Published, ReplayError};
+use vault_raft::watch_log::{Published, Replay, ReplayError};
 use vault_raft::{ChangeEvent, ChangeKind};
 
 use crate::api::watch::{compacted, Slot, Subscription, WatchHub};
@@ -39,6 +47,8 @@ pub const SLOW_GRACE: Duration = Duration::from_secs(2);
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Events read from the table at a time.
 const REPLAY_PAGE: usize = 1000;
+/// Pages of the table read at once on this node, by all its watches together.
+pub(crate) const REPLAY_READERS: usize = 4;
 
 /// Why a feed stopped.
 enum End {
@@ -79,21 +89,27 @@ impl Feed {
         Feed { vault, hub, caller, sub, rules, live, pos: start, replay, last_sent: Instant::now() }
     }
 
-    async fn run(mut self, tx: &mpsc::Sender<Result<pb::WatchSecretsResponse, Status>>) -> End {
+    async fn run(&mut self, tx: &mpsc::Sender<Result<pb::WatchSecretsResponse, Status>>) -> End {
         if let Err(end) = self.start(tx).await {
             return end;
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Made once, not on every turn: each registers with a waker list, the stop's shared by
+        // every watch of the node.
+        let hub = self.hub.clone();
+        let stop = hub.stop.cancelled();
+        let closed = tx.closed();
+        tokio::pin!(stop, closed);
         loop {
             let step = tokio::select! {
                 biased;
-                _ = self.hub.stop.cancelled() => {
+                _ = &mut stop => {
                     // A last word of where the client stands; no waiting for it.
                     let _ = tx.try_send(Ok(progress(self.pos)));
                     return End::Quiet;
                 }
-                _ = tx.closed() => return End::Quiet,
+                _ = &mut closed => return End::Quiet,
                 got = self.live.recv() => match got {
                     Ok(published) => self.on_published(tx, &published).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => self.replay(tx).await,
@@ -118,8 +134,11 @@ impl Feed {
     /// had applied when the last page was read.
     async fn replay(&mut self, tx: &mpsc::Sender<Result<pb::WatchSecretsResponse, Status>>) -> Result<(), End> {
         loop {
+            if tx.is_closed() || self.hub.stop.is_cancelled() {
+                return Err(End::Quiet);
+            }
             let applied = self.hub.log.applied();
-            let page = match self.hub.log.read_after(self.pos, REPLAY_PAGE) {
+            let page = match self.read_page().await? {
                 Ok(page) => page,
                 Err(ReplayError::Compacted { asked, floor }) => {
                     return Err(End::Fail("compacted", compacted(asked, floor)))
@@ -135,6 +154,16 @@ impl Feed {
                 return Ok(());
             }
         }
+    }
+
+    /// One page of the table after `pos`, read on the blocking pool under the node's bound.
+    async fn read_page(&self) -> Result<Result<Replay, ReplayError>, End> {
+        let _permit = self.hub.replays.acquire().await.map_err(|_| End::Quiet)?;
+        let (log, pos) = (self.hub.log.clone(), self.pos);
+        tokio::task::spawn_blocking(move || log.read_after(pos, REPLAY_PAGE)).await.map_err(|e| {
+            tracing::error!(error = %e, "the watch history reader failed");
+            End::Fail("error", Status::unavailable("this node cannot read its watch history"))
+        })
     }
 
     async fn on_published(
@@ -157,9 +186,9 @@ impl Feed {
         if self.last_sent.elapsed() < PROGRESS_EVERY {
             return Ok(());
         }
-        // What was published up to `applied` is in the receiver by now: take it first, so
-        // the progress never claims a revision whose events are still waiting.
-        let applied = self.hub.log.applied();
+        // What was broadcast up to `sent` is in the receiver by now: take it first, so the
+        // progress never claims a revision whose events are still waiting.
+        let applied = self.hub.log.sent();
         loop {
             match self.live.try_recv() {
                 Ok(published) => self.on_published(tx, &published).await?,
@@ -171,9 +200,11 @@ impl Feed {
         self.send(tx, progress(self.pos)).await
     }
 
-    /// Reloads the reader rules when they changed; the watch ends if it is no longer allowed.
+    /// Takes the node's reader rules as of now (shared by every watch, loaded once per applied
+    /// index: see `watch_rules`); when they changed, the watch ends if it is no longer allowed.
     fn check_rules(&mut self) -> Result<(), End> {
-        let rules = self.vault.reader.reader_rules().map_err(|e| {
+        let vault = &self.vault;
+        let rules = self.hub.rules.get(self.hub.log.applied(), || vault.reader.reader_rules()).map_err(|e| {
             tracing::error!(error = %e, "read the reader rules for a watch");
             End::Fail("error", Status::unavailable("this node cannot read its reader rules"))
         })?;
@@ -203,6 +234,7 @@ impl Feed {
             if revision <= self.pos {
                 continue;
             }
+            // Allocates only for what this watch shows.
             let shown: Vec<pb::WatchEvent> = group
                 .iter()
                 .filter(|e| self.sub.shows(&self.rules, &self.caller, e))
@@ -228,7 +260,16 @@ impl Feed {
         tx: &mpsc::Sender<Result<pb::WatchSecretsResponse, Status>>,
         msg: pb::WatchSecretsResponse,
     ) -> Result<(), End> {
-        match tokio::time::timeout(SLOW_GRACE, tx.send(Ok(msg))).await {
+        // Room in the buffer is the usual case: no timer for it.
+        let msg = match tx.try_send(Ok(msg)) {
+            Ok(()) => {
+                self.last_sent = Instant::now();
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(End::Quiet),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        match tokio::time::timeout(SLOW_GRACE, tx.send(msg)).await {
             Ok(Ok(())) => {
                 self.last_sent = Instant::now();
                 Ok(())
@@ -263,7 +304,6 @@ struct Out {
     /// The revision of the last message handed to the client.
     delivered: u64,
     done: bool,
-    _slot: Slot,
 }
 
 impl Out {
@@ -309,12 +349,15 @@ impl Out {
 }
 
 /// Starts `feed` and returns the stream the client reads.
-pub(crate) fn spawn(feed: Feed, slot: Slot) -> WatchStream {
+pub(crate) fn spawn(mut feed: Feed, slot: Slot) -> WatchStream {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let (cut_tx, cut_rx) = oneshot::channel();
-    let out = Out { rx, cut: Some(cut_rx), delivered: feed.pos, done: false, _slot: slot };
+    let out = Out { rx, cut: Some(cut_rx), delivered: feed.pos, done: false };
     tokio::spawn(async move {
-        match feed.run(&tx).await {
+        let end = feed.run(&tx).await;
+        // The watch is over for the node, read or not: its place goes to the next one now.
+        drop(slot);
+        match end {
             End::Quiet => {}
             End::Behind => {
                 metrics::counter!("vault_watch_cut_total", "reason" => "slow_consumer").increment(1);
@@ -322,6 +365,12 @@ pub(crate) fn spawn(feed: Feed, slot: Slot) -> WatchStream {
             }
             End::Fail(reason, status) => {
                 metrics::counter!("vault_watch_cut_total", "reason" => reason).increment(1);
+                if status.code() == tonic::Code::PermissionDenied {
+                    let refused: Result<(), Status> = Err(status.clone());
+                    if let Err(e) = feed.vault.audit(&feed.caller, Some(feed.sub.subject()), &refused) {
+                        tracing::warn!(error = %e, "audit the end of a watch");
+                    }
+                }
                 if tokio::time::timeout(SLOW_GRACE, tx.send(Err(status))).await.is_err() {
                     let _ = cut_tx.send(());
                 }

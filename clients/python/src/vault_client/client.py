@@ -1,9 +1,16 @@
 """`Client`: several node addresses, reads from any healthy node, writes to the leader.
 
-Reads go to the node that answered last and move on to the next one when a node fails
-(UNAVAILABLE, a connection error, a deadline); writes go to the last known leader and follow
-the leader hint (`x-vault-leader`) a follower sends with UNAVAILABLE. Both retry, with
-backoff, for at most `retry_for` seconds before raising the last error.
+Reads go to the node that answered last and move on to the next configured node when a node
+fails (UNAVAILABLE, a connection error, a deadline); they never follow a leader hint.
+
+Writes (and admin calls) go to the last known leader and move to another node only when the
+write certainly did not run (`_write_not_run`): no connection could be opened, or the node
+said no leader could take it: UNAVAILABLE with the leader's address in `x-vault-leader` (tried
+next) or ending "(no leader known)". Any other failure, an UNAVAILABLE saying "the write may or
+may not have been applied" or "rotation of ... failed" included, is raised to the caller, who
+knows whether a repeat is safe (`put(..., cas=...)` is). Only a configured node is remembered
+as leader. Both retry, with backoff, for at most `retry_for` seconds before raising the last
+error.
 """
 
 from __future__ import annotations
@@ -21,8 +28,24 @@ from .types import Secret
 from .watch import Watch
 
 _READ_RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-# A write that timed out may have been applied: only UNAVAILABLE is retried.
-_WRITE_RETRY = {grpc.StatusCode.UNAVAILABLE}
+
+# How gRPC reports a call that never reached a node (no connection could be opened).
+_NOT_CONNECTED = ("failed to connect to all addresses", "DNS resolution failed")
+
+
+def _read_may_move(err: errors.VaultError) -> bool:
+    return err.code in _READ_RETRY
+
+
+def _write_not_run(err: errors.VaultError) -> bool:
+    """Whether a failed write certainly did not run, so another node may take it: no
+    connection could be opened, or the node said no leader could take it (the server's
+    "no leader could take this request (leader: ADDR)" with `x-vault-leader`, or "... (no
+    leader known)"). Not: a broken connection, a timeout, "...; the write may or may not have
+    been applied", "rotation of NAME failed: ...", an unavailable key manager."""
+    if err.code != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return bool(err.leader) or err.message.endswith("(no leader known)") or err.message.startswith(_NOT_CONNECTED)
 
 
 def _target(addr: str) -> str:
@@ -254,7 +277,7 @@ class Client:
             if addr in self._addrs:
                 self._reader = self._addrs.index(addr)
 
-        return self._call(method, req, service, order, good, _READ_RETRY)
+        return self._call(method, req, service, order, good, _read_may_move, follow_hints=False)
 
     def _write(self, method: str, req, service: str = "Secrets"):
         def order() -> List[str]:
@@ -262,11 +285,12 @@ class Client:
             return first + [a for a in self._addrs if a != self._leader]
 
         def good(addr: str) -> None:
-            self._leader = addr
+            if addr in self._addrs:
+                self._leader = addr
 
-        return self._call(method, req, service, order, good, _WRITE_RETRY)
+        return self._call(method, req, service, order, good, _write_not_run, follow_hints=True)
 
-    def _call(self, method, req, service, order, good, retry_codes):
+    def _call(self, method, req, service, order, good, may_move, follow_hints):
         deadline = time.monotonic() + self.retry_for
         backoff = 0.05
         last: Optional[errors.VaultError] = None
@@ -284,12 +308,13 @@ class Client:
                     )
                 except grpc.RpcError as e:
                     err = errors.from_rpc_error(e)
-                    if err.code not in retry_codes:
+                    if not may_move(err):
                         raise err from None
                     last = err
-                    if err.leader:
+                    if follow_hints and err.leader:
+                        # For this call; remembered as leader only once it answers (and only
+                        # if configured: `good`).
                         hint = _target(err.leader)
-                        self._leader = hint
                         if hint not in tried:
                             queue.insert(0, hint)
                     continue

@@ -77,7 +77,8 @@ async fn watcher(ch: Channel, deadline: tokio::time::Instant) -> Result<Vec<(Str
     Ok(got)
 }
 
-fn percentiles(mut us: Vec<u64>) -> Value {
+/// Percentiles of `us` (microseconds), in milliseconds.
+pub fn percentiles(mut us: Vec<u64>) -> Value {
     us.sort_unstable();
     let pct = |p: f64| us.get(((us.len() as f64 * p) as usize).min(us.len().saturating_sub(1))).copied().unwrap_or(0);
     json!({"samples": us.len(), "p50_ms": pct(0.50) as f64 / 1000.0, "p99_ms": pct(0.99) as f64 / 1000.0,
