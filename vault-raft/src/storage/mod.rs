@@ -2,3 +2,4 @@
 //! stores join it as they are touched (STYLE: `vault-raft/src` in folders by role).
 
 pub mod raft_log;
+pub mod state_wal;

@@ -34,8 +34,12 @@ struct SegmentBuilder;
 impl StoreBuilder<TypeConfig, SegmentLogStore, StateMachineStore, TempDir> for SegmentBuilder {
     async fn build(&self) -> Result<(TempDir, SegmentLogStore, StateMachineStore), StorageError> {
         let dir = TempDir::new().expect("create temp dir");
-        let log = SegmentLogStore::open(&dir.path().join("raft-log"), 1, Options { segment_bytes: 512 })
-            .expect("open segment log");
+        let log = SegmentLogStore::open(
+            &dir.path().join("raft-log"),
+            1,
+            Options { segment_bytes: 512, ..Options::default() },
+        )
+        .expect("open segment log");
         let db = Arc::new(vault_raft::db::open(&dir.path().join("db")).expect("open db"));
         let audit = AuditLog::open(db.clone(), 1, test_keys().keys).expect("open audit log");
         audit.check_at_start().expect("audit log check");

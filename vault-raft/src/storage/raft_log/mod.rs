@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use store::{Options, SegmentLogStore};
+pub use store::{Options, SegmentLogStore, StateDurability};
 
 use crate::codec;
 use crate::typ::Entry;

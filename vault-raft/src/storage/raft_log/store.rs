@@ -26,16 +26,36 @@ use crate::synced_log::{SyncTarget, SyncedLog, Syncer};
 use crate::typ::{Entry, LogFlushed, LogId, LogState, StorageError, TypeConfig, Vote};
 use crate::StoreError;
 
+/// Makes the state machine's applied state durable. The log calls it before it writes a purge
+/// record: openraft cannot apply purged entries again, so `last_purged <= durable last_applied`
+/// must hold after any crash. With the log in RocksDB the shared WAL gave that for free; the
+/// node passes RocksDB's `flush_wal(true)` ([`crate::storage::state_wal`]).
+pub trait StateDurability: Send + Sync + 'static {
+    fn make_durable(&self) -> std::io::Result<()>;
+}
+
 /// How the log is kept.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// A new segment is started once the active one is this large.
     pub segment_bytes: u64,
+    /// Called before every purge record is written (see [`StateDurability`]). `None` only for
+    /// a log without a state machine (tests).
+    pub before_purge: Option<Arc<dyn StateDurability>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { segment_bytes: 64 << 20 }
+        Options { segment_bytes: 64 << 20, before_purge: None }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("segment_bytes", &self.segment_bytes)
+            .field("before_purge", &self.before_purge.is_some())
+            .finish()
     }
 }
 
@@ -342,6 +362,11 @@ impl RaftLogStorage<TypeConfig> for SegmentLogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.blocking(IoKind::WriteLogs, move |inner| {
+            // The applies of the entries going away must be on disk before the record that
+            // drops them: a crash then restarts from an applied state at or past the purge.
+            if let Some(hook) = &inner.opts.before_purge {
+                hook.make_durable().map_err(|e| RaftLogError::io("make durable before a purge of", &inner.dir, e))?;
+            }
             let mut w = inner.writer();
             inner.write_synced(&mut w, |buf, seq| value_record(buf, seq, Kind::Purge, &log_id))?;
             let unneeded = {

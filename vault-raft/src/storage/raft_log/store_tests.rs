@@ -20,7 +20,7 @@ fn entries(term: u64, range: std::ops::Range<u64>) -> Vec<Entry> {
 
 /// Small segments, so a few entries cross several.
 fn open(dir: &Path) -> SegmentLogStore {
-    SegmentLogStore::open(dir, 1, Options { segment_bytes: 300 }).unwrap()
+    SegmentLogStore::open(dir, 1, Options { segment_bytes: 300, ..Options::default() }).unwrap()
 }
 
 fn segments(dir: &Path) -> Vec<u64> {
@@ -133,7 +133,7 @@ async fn power_loss_after_unsynced_appends_keeps_every_synced_entry() {
         let synced_end = 1 + next(40);
         let total = synced_end + next(40);
         let (newest, keep) = {
-            let s = SegmentLogStore::open(dir.path(), 1, Options { segment_bytes: 400 }).unwrap();
+            let s = SegmentLogStore::open(dir.path(), 1, Options { segment_bytes: 400, ..Options::default() }).unwrap();
             let mut i = 0;
             while i < synced_end {
                 let to = (i + 1 + next(8)).min(synced_end);
@@ -162,7 +162,7 @@ async fn power_loss_after_unsynced_appends_keeps_every_synced_entry() {
         std::io::Write::write_all(&mut f, &garbage).unwrap();
         drop(f);
 
-        let mut s = SegmentLogStore::open(dir.path(), 1, Options { segment_bytes: 400 })
+        let mut s = SegmentLogStore::open(dir.path(), 1, Options { segment_bytes: 400, ..Options::default() })
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let last = s.get_log_state().await.unwrap().last_log_id.map(|id| id.index);
         assert!(last.is_some_and(|l| l + 1 >= synced_end), "seed {seed}: last {last:?}, synced to {synced_end}");
@@ -179,4 +179,45 @@ fn checkpoint_end(dir: &Path, seq: u64) -> u64 {
         super::record::Parsed::Record { len, .. } => (start + len) as u64,
         other => panic!("segment {seq} starts with {other:?}"),
     }
+}
+
+/// Counts its calls, and fails while told to.
+struct Hook {
+    calls: std::sync::atomic::AtomicU32,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl super::StateDurability for Hook {
+    fn make_durable(&self) -> std::io::Result<()> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("state not durable"));
+        }
+        Ok(())
+    }
+}
+
+/// The state machine is made durable before every purge, and a purge whose hook fails writes
+/// nothing: `last_purged <= durable last_applied` holds across a crash.
+#[tokio::test]
+async fn a_purge_waits_for_the_state_machine_and_fails_without_it() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = std::sync::Arc::new(Hook { calls: 0.into(), fail: true.into() });
+    let opts = Options { segment_bytes: 300, before_purge: Some(hook.clone()) };
+    {
+        let mut s = SegmentLogStore::open(dir.path(), 1, opts.clone()).unwrap();
+        s.append_entries(entries(1, 0..30)).unwrap();
+        assert!(s.purge(id(1, 20)).await.is_err(), "the hook failed: no purge");
+        assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(s.get_log_state().await.unwrap().last_purged_log_id, None);
+        s.synced().wait_synced(29).await.unwrap();
+    }
+    let mut s = SegmentLogStore::open(dir.path(), 1, opts).unwrap();
+    assert_eq!(s.get_log_state().await.unwrap().last_purged_log_id, None, "no purge record was written");
+    assert_eq!(ids(&mut s, 0..=0).await, vec![id(1, 0)]);
+    hook.fail.store(false, Ordering::SeqCst);
+    s.purge(id(1, 10)).await.unwrap();
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(s.get_log_state().await.unwrap().last_purged_log_id, Some(id(1, 10)));
 }
