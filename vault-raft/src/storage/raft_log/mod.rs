@@ -40,6 +40,7 @@
 //! RocksDB log ([`crate::log_store`]) until migration lands. See `docs/raft-log.md`.
 
 pub mod index;
+pub mod recent;
 pub mod record;
 mod recover;
 #[cfg(test)]

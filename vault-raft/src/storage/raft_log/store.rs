@@ -4,7 +4,9 @@
 //! read-write lock, which also holds the segments' read handles so a reader picks both up at
 //! once. Appends write inline on openraft's core task (a page-cache write) and leave the sync
 //! to the syncer thread; votes, truncations and purges write and sync on the blocking pool.
-//! Every change to the index happens under the writer lock, after its record is written.
+//! Every change to the index happens under the writer lock, after its record is written, and
+//! the in-memory tail ([`Recent`]) changes with it under the same state lock, so a read served
+//! from the tail sees what a read from the files would.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -16,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 
 use super::index::{Index, Loc};
+use super::recent::Recent;
 use super::record::{parse, Kind, Parsed};
 use super::recover::recover;
 use super::segment::{self, Segment};
@@ -83,6 +86,8 @@ struct Writer {
 struct State {
     index: Index,
     files: BTreeMap<u64, Arc<File>>,
+    /// The newest entries, decoded: reads of the tail (replication) are served from here.
+    recent: Recent,
 }
 
 /// The syncer's target: the segment appends go to. A segment is synced whole before the next
@@ -109,7 +114,7 @@ impl SegmentLogStore {
             node_id,
             opts,
             writer: Mutex::new(Writer { seg: rec.active, buf: Vec::new() }),
-            state: RwLock::new(State { index: rec.index, files: rec.files }),
+            state: RwLock::new(State { index: rec.index, files: rec.files, recent: Recent::default() }),
             active,
             syncer,
         };
@@ -198,10 +203,12 @@ impl Inner {
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         let mut locs = Vec::new();
+        let mut tail = Vec::new();
         for entry in entries {
             let off = base + buf.len() as u64;
             let len = entry_record(&mut buf, seq, &entry)?;
             locs.push(Loc { log_id: entry.log_id, seg: seq, off, len: len as u32 });
+            tail.push((entry, len));
         }
         if locs.is_empty() {
             w.buf = buf;
@@ -213,6 +220,9 @@ impl Inner {
         let mut st = self.write();
         for loc in &locs {
             st.index.push(*loc);
+        }
+        for (entry, len) in tail {
+            st.recent.push(entry, len);
         }
         Ok(locs.last().map(|l| l.log_id.index))
     }
@@ -278,6 +288,13 @@ impl RaftLogReader<TypeConfig> for SegmentLogStore {
         };
         let (locs, files) = {
             let st = self.inner.read();
+            // The tail (what replication reads, on every message): no read, no decode, no
+            // thread hop. Only a miss goes to the files, on the blocking pool.
+            // (Below the log's first entry there is nothing to read.)
+            let from = st.index.first_index().map_or(start, |first| start.max(first));
+            if let Some(hit) = st.recent.get(from, Some(end)) {
+                return Ok(hit);
+            }
             let locs = st.index.locate(start, end);
             let files: Option<Vec<_>> = locs.iter().map(|l| st.files.get(&l.seg).cloned()).collect();
             (locs, files)
@@ -352,7 +369,9 @@ impl RaftLogStorage<TypeConfig> for SegmentLogStore {
                     Ok(())
                 })
             })?;
-            inner.write().index.truncate(index);
+            let mut st = inner.write();
+            st.index.truncate(index);
+            st.recent.truncate(index);
             Ok(())
         })
         .await?;
@@ -372,6 +391,7 @@ impl RaftLogStorage<TypeConfig> for SegmentLogStore {
             let unneeded = {
                 let mut st = inner.write();
                 st.index.purge(log_id);
+                st.recent.purge(log_id.index);
                 st.index.unneeded_segments(w.seg.seq())
             };
             // A lost unlink leaves a file of purged entries, which replay drops again.

@@ -221,3 +221,30 @@ async fn a_purge_waits_for_the_state_machine_and_fails_without_it() {
     assert_eq!(hook.calls.load(Ordering::SeqCst), 2);
     assert_eq!(s.get_log_state().await.unwrap().last_purged_log_id, Some(id(1, 10)));
 }
+
+/// The tail is served from memory (replication reads it on every message): with the records
+/// on disk overwritten, reads of the tail still answer, and stay right through a truncate and
+/// a purge; a read below the cached tail goes to the files, and finds the damage.
+#[tokio::test]
+async fn the_tail_is_read_from_memory_and_follows_truncate_and_purge() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = SegmentLogStore::open(dir.path(), 1, Options::default()).unwrap();
+    s.append_entries(entries(1, 0..10)).unwrap();
+    let path = dir.path().join(file_name(1));
+    let len = std::fs::metadata(&path).unwrap().len();
+    let start = super::record::SEGMENT_HEADER_LEN as u64 + 40;
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&vec![0xA5; (len - start) as usize], start).unwrap();
+    assert_eq!(ids(&mut s, 3..=9).await, (3..10).map(|i| id(1, i)).collect::<Vec<_>>());
+    s.truncate(id(1, 6)).await.unwrap();
+    s.append_entries(entries(2, 6..8)).unwrap();
+    let want: Vec<LogId> = (4..6).map(|i| id(1, i)).chain((6..8).map(|i| id(2, i))).collect();
+    assert_eq!(ids(&mut s, 4..=100).await, want);
+    s.purge(id(1, 4)).await.unwrap();
+    assert_eq!(ids(&mut s, 0..=100).await, want[1..].to_vec(), "purged entries are gone from memory too");
+    // Past the byte bound of the tail, the oldest entries are read from the files again.
+    let big = super::super::raft_log::recent::RECENT_MAX_ENTRIES as u64;
+    s.append_entries(entries(2, 8..8 + big)).unwrap();
+    assert!(s.try_get_log_entries(5..=5).await.is_err(), "entry 5 was read from the damaged file");
+}
