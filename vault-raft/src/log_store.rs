@@ -28,8 +28,10 @@ use crate::synced_log::{SyncedLog, Syncer};
 use crate::typ::{Entry, LogFlushed, LogId, LogState, StorageError, TypeConfig, Vote};
 use crate::StoreError;
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Written by builds before the commit index was kept in memory only; unused.
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -38,7 +40,7 @@ pub struct LogStore {
     recent: Arc<Mutex<Recent>>,
 }
 
-fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, StoreError> {
+pub(crate) fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, StoreError> {
     let v = db.get_cf(cf(db, CF_RAFT_META)?, key)?;
     v.map(|b| decode(&b)).transpose()
 }
@@ -62,7 +64,7 @@ fn log_state(db: &DB) -> Result<LogState, StoreError> {
     Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
 }
 
-fn index_key(index: u64) -> [u8; 8] {
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 

@@ -46,11 +46,24 @@ pub struct StateReader {
     db: Arc<DB>,
     /// The reader rules last loaded, checked against the replicated revision on every read.
     rules: Arc<std::sync::RwLock<Option<RulesAt>>>,
+    /// The segment log's in-memory state; `None` when the log is in this database.
+    log: Option<crate::storage::raft_log::LogView>,
 }
 
 impl StateReader {
     pub fn new(db: Arc<DB>) -> Self {
-        StateReader { db, rules: Arc::default() }
+        StateReader { db, rules: Arc::default(), log: None }
+    }
+
+    /// Reads the last log id from the segment log's memory instead of the database.
+    pub fn with_log_view(mut self, log: Option<crate::storage::raft_log::LogView>) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Whether [`Self::last_log_id`] is a memory read (no need for the blocking pool).
+    pub fn log_in_memory(&self) -> bool {
+        self.log.is_some()
     }
 
     /// Every reader rule, in name order, as this node has applied them. Kept in memory and
@@ -125,9 +138,13 @@ impl StateReader {
         Ok(DueRotations { due, total, failing })
     }
 
-    /// The last entry id in this node's Raft log (same database), for pre-votes.
+    /// The last entry id in this node's Raft log, for pre-votes: from the segment log's
+    /// memory, or from the database for the RocksDB log.
     pub fn last_log_id(&self) -> Result<Option<crate::typ::LogId>, StoreError> {
-        crate::log_store::last_log_id(&self.db)
+        match &self.log {
+            Some(view) => Ok(view.last_log_id()),
+            None => crate::log_store::last_log_id(&self.db),
+        }
     }
 
     /// The cluster's feature level as this node has applied it (see `features`).

@@ -3,6 +3,7 @@
 mod apply_semantics;
 mod backups;
 mod conformance;
+mod migration;
 mod snapshots;
 
 /// An audit key for storage opened by these tests.

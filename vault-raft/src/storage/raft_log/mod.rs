@@ -36,10 +36,14 @@
 //! with a damaged sealed segment is wiped and re-added, and catches up from a snapshot.
 //!
 //! # State
-//! Records, segments, index, recovery and the store itself are here; the node still uses the
-//! RocksDB log ([`crate::log_store`]) until migration lands. See `docs/raft-log.md`.
+//! The node runs on this log from feature level 5 (`Storage::open`). A node upgraded in place
+//! moves its RocksDB log here once, at start ([`migrate`]); a node held below level 5 by
+//! `VAULT_MAX_FEATURE_LEVEL` keeps the RocksDB log ([`crate::log_store`], kept one release for
+//! rollback). The tail of the log is kept decoded in memory ([`recent`]). See
+//! `docs/raft-log.md`.
 
 pub mod index;
+pub mod migrate;
 pub mod recent;
 pub mod record;
 mod recover;
@@ -54,10 +58,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use store::{Options, SegmentLogStore, StateDurability};
+pub use store::{LogView, Options, SegmentLogStore, StateDurability};
 
 use crate::codec;
-use crate::typ::Entry;
+use crate::typ::{Entry, LogId};
 use index::Checkpoint;
 use record::{BadHeader, Kind, SEGMENT_FORMAT};
 
@@ -103,14 +107,32 @@ fn encode_err(e: crate::StoreError) -> RaftLogError {
     RaftLogError::Encode(e.to_string())
 }
 
+fn entry_prefix(o: &mut Vec<u8>, id: &LogId) {
+    o.extend_from_slice(&id.index.to_le_bytes());
+    o.extend_from_slice(&id.leader_id.term.to_le_bytes());
+    o.extend_from_slice(&id.leader_id.node_id.to_le_bytes());
+}
+
 /// Appends the record of `entry` for segment `seq`; returns its length.
 pub(crate) fn entry_record(out: &mut Vec<u8>, seq: u64, entry: &Entry) -> Result<usize, RaftLogError> {
     record::encode_into(out, seq, Kind::Entry, |o| {
-        let id = entry.log_id;
-        o.extend_from_slice(&id.index.to_le_bytes());
-        o.extend_from_slice(&id.leader_id.term.to_le_bytes());
-        o.extend_from_slice(&id.leader_id.node_id.to_le_bytes());
+        entry_prefix(o, &entry.log_id);
         codec::encode_into(o, entry).map_err(encode_err)
+    })
+}
+
+/// Appends the record of an entry already in the versioned codec (`encoded`, as the RocksDB log
+/// stored it), copied as it is; returns its length.
+pub(crate) fn encoded_entry_record(
+    out: &mut Vec<u8>,
+    seq: u64,
+    id: &LogId,
+    encoded: &[u8],
+) -> Result<usize, RaftLogError> {
+    record::encode_into(out, seq, Kind::Entry, |o| {
+        entry_prefix(o, id);
+        o.extend_from_slice(encoded);
+        Ok(())
     })
 }
 

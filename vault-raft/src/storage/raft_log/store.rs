@@ -73,7 +73,7 @@ struct Inner {
     node_id: u64,
     opts: Options,
     writer: Mutex<Writer>,
-    state: RwLock<State>,
+    state: Arc<RwLock<State>>,
     active: Arc<ActiveFile>,
     syncer: Syncer,
 }
@@ -114,7 +114,7 @@ impl SegmentLogStore {
             node_id,
             opts,
             writer: Mutex::new(Writer { seg: rec.active, buf: Vec::new() }),
-            state: RwLock::new(State { index: rec.index, files: rec.files, recent: Recent::default() }),
+            state: Arc::new(RwLock::new(State { index: rec.index, files: rec.files, recent: Recent::default() })),
             active,
             syncer,
         };
@@ -124,6 +124,11 @@ impl SegmentLogStore {
     /// How far this log is on disk.
     pub fn synced(&self) -> SyncedLog {
         self.inner.syncer.handle()
+    }
+
+    /// A read-only view of the log's in-memory state, for pre-votes.
+    pub fn view(&self) -> LogView {
+        LogView { state: self.inner.state.clone() }
     }
 
     /// Writes entries (unsynced) and tells the syncer; `append` without openraft's callback.
@@ -146,6 +151,19 @@ impl SegmentLogStore {
                 Err(e) => Err(sto(kind, StoreError::from(e))),
             }
         }
+    }
+}
+
+/// The log's last entry, read from memory (no I/O, no thread hop): pre-votes ask for it.
+#[derive(Clone)]
+pub struct LogView {
+    state: Arc<RwLock<State>>,
+}
+
+impl LogView {
+    /// The last entry written (synced or not), or the last purged one when the log is empty.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).index.last_log_id()
     }
 }
 
