@@ -87,9 +87,17 @@ pub struct Storage {
     pub synced: SyncedLog,
     /// The history of changes to secrets, for watchers.
     pub watch: WatchLog,
+    db: Arc<rocksdb::DB>,
 }
 
 impl Storage {
+    /// A consistent copy of the database as it is now (a RocksDB checkpoint) in `to`, which
+    /// must not exist. The Raft log is not in it. Tests use it for a node that lost applies.
+    pub fn checkpoint_db(&self, to: &Path) -> Result<(), StoreError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(to)?;
+        Ok(())
+    }
+
     /// `audit` sets up the node's audit log (its chain keys, retention and file copy). The
     /// Raft log is the segment log (moved out of RocksDB first if this node ran on it).
     pub async fn open(dir: &Path, node_id: u64, audit: AuditSetup) -> Result<Storage, StoreError> {
@@ -130,6 +138,6 @@ impl Storage {
             StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone(), audit.clone()).await?;
         let reader = StateReader::new(db.clone()).with_log_view(log_store.view());
         let watch = state_machine.watch_log();
-        Ok(Storage { log_store, state_machine, reader, audit, synced, watch })
+        Ok(Storage { log_store, state_machine, reader, audit, synced, watch, db })
     }
 }

@@ -3,6 +3,7 @@
 mod apply_semantics;
 mod backups;
 mod conformance;
+mod log_ahead;
 mod migration;
 mod snapshots;
 
