@@ -6,7 +6,8 @@
 //! theirs: two fsyncs in a row, and the core idle through the first. Raft lets a leader write
 //! its log in parallel with replicating it, as long as an entry counts as committed only once
 //! a majority has it on disk. So an append is reported flushed as soon as it is written
-//! (unsynced, readable), a syncer thread syncs the WAL behind it (many appends per fsync), and
+//! (unsynced, readable), a syncer thread syncs the log behind it (many appends per fsync: an
+//! fdatasync of the segment log's active file, or RocksDB's WAL for the RocksDB log), and
 //! durability is enforced where it matters:
 //!
 //! - a follower acknowledges `AppendEntries` only once the entries it claims to hold are

@@ -29,6 +29,8 @@
 //! and advertising a commit wait for that sync. What is synced inline: a vote (returns once
 //! on disk), a truncation (what remains is synced, as `synced_log` requires), a purge, and a
 //! segment when the next one is started (so only the newest segment can hold unsynced bytes).
+//! Before a purge record, the state machine is made durable ([`StateDurability`], RocksDB's
+//! `flush_wal` in the node; see `storage::state_wal` for the WAL's other syncs).
 //!
 //! Recovery therefore cuts a torn tail of the newest segment (nothing past the last sync was
 //! acknowledged, and writeback may reorder unsynced pages, so the first bad record is where it
