@@ -111,7 +111,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let scratch_dir = config.data_dir.join("scratch");
     crate::backup::prepare_scratch(&scratch_dir)
         .with_context(|| format!("prepare scratch directory {}", scratch_dir.display()))?;
-    let storage = Storage::open(&config.data_dir, config.node_id, audit_setup)
+    let storage = Storage::open_at_level(&config.data_dir, config.node_id, audit_setup, config.max_feature_level)
         .await
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
     storage.watch.set_history(config.watch.history);

@@ -77,7 +77,7 @@ pub const SETTINGS: &[Setting] = &[
     s("VAULT_SNAPSHOT_LOG_ENTRIES", "20000", "snapshot and purge the Raft log every N entries"),
     s("VAULT_RAFT_ELECTION_TIMEOUT_MS", "500", "how long voters go without a leader before one campaigns (after a pre-vote); the same on every node"),
     s("VAULT_RAFT_MAX_IN_FLIGHT", "a quarter of the cores, 2 to 8", "Raft entries of client writes a leader keeps in flight; 1 turns pipelining off"),
-    s("VAULT_MAX_FEATURE_LEVEL", "this build's", "report at most this feature level, holding the cluster there (keeps a rollback possible)"),
+    s("VAULT_MAX_FEATURE_LEVEL", "this build's", "report at most this feature level, holding the cluster there (keeps a rollback possible); below 5 the node also keeps its Raft log in RocksDB (see docs/raft-log.md)"),
     s("VAULT_METRICS_ADDR", "", "HTTP listener for `/metrics`, `/healthz`, `/readyz` (no authentication: loopback or a monitoring network); off unless set"),
     s("VAULT_LOG", "info,openraft=warn", "log filter (tracing-subscriber's `EnvFilter` syntax)"),
     s("VAULT_LOG_FORMAT", "text", "`text`, or `json`: one JSON object per line"),

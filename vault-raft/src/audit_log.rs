@@ -22,8 +22,10 @@
 //!   removed for size only past the hard cap, which is counted ([`AuditLog::over_hard_cap`])
 //!   and recorded by a keyed `audit.pruned_over_hard_cap` record.
 //!
-//! Records go to the WAL without their own fsync; the next Raft log sync (same WAL) makes
-//! them durable.
+//! Records go to RocksDB's WAL without their own fsync. Change records share their apply's
+//! batch; the WAL is synced about ten times a second while written to, before a purge of the
+//! Raft log and at a snapshot's publication (`storage::state_wal`). With a node on the RocksDB
+//! log (held below feature level 5) the log's next group-commit sync (same WAL) does it.
 
 use std::fs::File;
 use std::io::Write;

@@ -13,9 +13,16 @@ use crate::StoreError;
 pub const FORMAT_V1: u8 = 1;
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_V1];
-    postcard::to_io(value, &mut out).map_err(|e| StoreError::Codec(e.to_string()))?;
+    let mut out = Vec::new();
+    encode_into(&mut out, value)?;
     Ok(out)
+}
+
+/// [`encode`], appended to `out` (so a caller can reuse one buffer for many values).
+pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), StoreError> {
+    out.push(FORMAT_V1);
+    postcard::to_io(value, out).map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(())
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {

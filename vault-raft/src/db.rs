@@ -38,6 +38,12 @@ pub const CF_HOOK_BINDINGS: &str = "hook_bindings";
 /// big-endian (revision, seq). Not replicated, not in snapshots or backups.
 pub const CF_WATCH: &str = "watch_events";
 
+/// Present once this node's Raft log has moved out of [`CF_LOG`] into segment files
+/// (`storage::raft_log::migrate`). Empty: it is there so that an older build, which opens only
+/// the families it knows, fails to open the database (RocksDB refuses an open that leaves an
+/// existing family out) instead of starting with no vote and no log.
+pub const CF_RAFT_LOG_MOVED: &str = "raft_log_moved";
+
 /// The column families that make up the replicated state (and a snapshot), in a fixed
 /// order: a snapshot record names its family by index into this list.
 /// New families go last, so older snapshot files still name theirs by the same index.
@@ -54,7 +60,9 @@ pub const SM_CFS: [&str; 10] = [
     CF_HOOK_BINDINGS,
 ];
 
-const ALL_CFS: [&str; 14] = [
+/// Every family a build before feature level 5 opens (and creates); [`CF_RAFT_LOG_MOVED`] is
+/// opened besides when it exists.
+pub const ALL_CFS: [&str; 14] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -105,7 +113,11 @@ pub fn open(path: &Path) -> Result<DB, StoreError> {
     opts.set_keep_log_file_num(5);
     opts.set_max_total_wal_size(256 << 20);
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES)?;
-    let cfs = ALL_CFS.iter().map(|name| {
+    // The marker is never created here (an older build must still open a directory this
+    // build opened on the RocksDB log), only opened where migration made it.
+    let moved = DB::list_cf(&opts, path).is_ok_and(|cfs| cfs.iter().any(|c| c == CF_RAFT_LOG_MOVED));
+    let names = ALL_CFS.iter().chain(moved.then_some(&CF_RAFT_LOG_MOVED));
+    let cfs = names.map(|name| {
         let mut o = Options::default();
         o.set_compression_type(DBCompressionType::Lz4);
         let mut table = BlockBasedOptions::default();

@@ -192,7 +192,12 @@ async fn role(cluster: &Cluster) -> Option<Role> {
 /// The last entry id in this node's log; `Err` if it could not be read.
 async fn last_log_id(cluster: &Cluster) -> Result<Option<LogId>, ()> {
     let reader = cluster.reader.clone();
-    match tokio::task::spawn_blocking(move || reader.last_log_id()).await {
+    let read = if reader.log_in_memory() {
+        Ok(reader.last_log_id())
+    } else {
+        tokio::task::spawn_blocking(move || reader.last_log_id()).await
+    };
+    match read {
         Ok(Ok(id)) => Ok(id),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "read the last log id for a pre-vote");

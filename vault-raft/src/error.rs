@@ -15,6 +15,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("column family {0} is missing")]
     MissingCf(&'static str),
+    #[error(transparent)]
+    RaftLog(#[from] crate::storage::raft_log::RaftLogError),
     #[error("blocking task failed: {0}")]
     Join(String),
     /// A write shared with other callers (see `audit_group`) failed; the message is its error.

@@ -20,8 +20,24 @@ pub const BASE_LEVEL: u32 = 1;
 /// `RestoreCommit`, the staging family in snapshots) and `SetFeatureLevel`. 3: reader rules and
 /// scheduled rotation (their commands, and the `readers` and `rotation` families in snapshots).
 /// 4: hook bindings (`BindHook`, `UnbindHook`, the `hook_bindings` family in snapshots), and
-/// reader rules stay required once in force ([`READERS_REQUIRED_LEVEL`]).
-pub const FEATURE_LEVEL: u32 = 4;
+/// reader rules stay required once in force ([`READERS_REQUIRED_LEVEL`]). 5: the Raft log in
+/// segment files ([`SEGMENT_LOG_LEVEL`]).
+pub const FEATURE_LEVEL: u32 = 5;
+
+/// From this level a node keeps its Raft log in segment files, moving it out of RocksDB at its
+/// first start (`storage::raft_log::migrate`). Nothing replicated changes (the wire carries
+/// the same messages whatever the storage, and snapshots are state machine files), so no
+/// command needs this level and the cluster's level gates nothing here: what the level guards
+/// is the node-local rollback promise of `VAULT_MAX_FEATURE_LEVEL`. A node capped below it keeps
+/// the RocksDB log and moves nothing, so the previous build can still open its directory; a
+/// moved directory refuses to open on an older build. Members on either log mix freely.
+pub const SEGMENT_LOG_LEVEL: u32 = 5;
+
+/// Whether a node whose own cap is `max_feature_level` (`None`: this build's level) runs on the
+/// segment log.
+pub fn segment_log_allowed(max_feature_level: Option<u32>) -> bool {
+    max_feature_level.is_none_or(|cap| cap >= SEGMENT_LOG_LEVEL)
+}
 
 /// From this level, applying a reader-rule change (or a restore, or the raise to this level
 /// with rules in force) marks rules required for good: a level-3 build would decide reads

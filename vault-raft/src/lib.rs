@@ -1,9 +1,10 @@
 //! Raft plumbing for the vault: openraft type configuration, the RocksDB log store and
 //! state machine, snapshot files, and the node-local audit log.
 //!
-//! One RocksDB instance per node holds everything, in column families:
-//! the Raft log and its metadata, the state machine tables, and the audit log (which is
-//! node-local and not part of the replicated state).
+//! One RocksDB instance per node holds the state machine tables and the audit log (which is
+//! node-local and not part of the replicated state), in column families. The Raft log is in
+//! segment files beside it (`storage::raft_log`), or in RocksDB for a node held below feature
+//! level 5 (`log_store`).
 
 pub mod applied;
 mod apply;
@@ -33,6 +34,7 @@ mod proposals;
 pub mod reader;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod storage;
 pub mod synced_log;
 mod tables;
 pub mod transport;
@@ -53,12 +55,15 @@ pub use proposals::{
 };
 pub use reader::StateReader;
 pub use state_machine::StateMachineStore;
+pub use storage::node_log::NodeLog;
 pub use synced_log::SyncedLog;
 pub use typ::TypeConfig;
 pub use watch_log::{ChangeEvent, ChangeKind, WatchLog};
 
 use std::path::Path;
 use std::sync::Arc;
+
+use storage::raft_log::migrate::Backend;
 
 /// How a node's audit log is set up.
 pub struct AuditSetup {
@@ -77,20 +82,53 @@ impl AuditSetup {
 
 /// Everything one node keeps on disk, opened from a data directory.
 pub struct Storage {
-    pub log_store: LogStore,
+    pub log_store: NodeLog,
     pub state_machine: StateMachineStore,
     pub reader: StateReader,
     pub audit: AuditLog,
     pub synced: SyncedLog,
     /// The history of changes to secrets, for watchers.
     pub watch: WatchLog,
+    db: Arc<rocksdb::DB>,
 }
 
 impl Storage {
-    /// `audit` sets up the node's audit log (its chain keys, retention and file copy).
+    /// A consistent copy of the database as it is now (a RocksDB checkpoint) in `to`, which
+    /// must not exist. The Raft log is not in it. Tests use it for a node that lost applies.
+    pub fn checkpoint_db(&self, to: &Path) -> Result<(), StoreError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(to)?;
+        Ok(())
+    }
+
+    /// `audit` sets up the node's audit log (its chain keys, retention and file copy). The
+    /// Raft log is the segment log (moved out of RocksDB first if this node ran on it).
     pub async fn open(dir: &Path, node_id: u64, audit: AuditSetup) -> Result<Storage, StoreError> {
-        let db = Arc::new(db::open(&dir.join("db"))?);
-        let log_store = LogStore::open(db.clone())?;
+        Storage::open_at_level(dir, node_id, audit, None).await
+    }
+
+    /// [`Storage::open`] for a node whose feature level is capped at `max_feature_level`
+    /// (`VAULT_MAX_FEATURE_LEVEL`): below [`features::SEGMENT_LOG_LEVEL`] the node keeps (or
+    /// starts) its Raft log in RocksDB and moves nothing, so the previous build can still run on
+    /// its directory.
+    pub async fn open_at_level(
+        dir: &Path,
+        node_id: u64,
+        audit: AuditSetup,
+        max_feature_level: Option<u32>,
+    ) -> Result<Storage, StoreError> {
+        let mut db = db::open(&dir.join("db"))?;
+        let allowed = features::segment_log_allowed(max_feature_level);
+        let backend = storage::raft_log::migrate::prepare(dir, &mut db, node_id, allowed)?;
+        let db = Arc::new(db);
+        let log_store = match backend {
+            Backend::Rocks => NodeLog::Rocks(LogStore::open(db.clone())?),
+            Backend::Segments => {
+                let wal = storage::state_wal::StateWal::start(&db)?;
+                let opts = storage::raft_log::Options { before_purge: Some(Arc::new(wal)), ..Default::default() };
+                let log_dir = dir.join(storage::raft_log::migrate::LOG_DIR);
+                NodeLog::Segments(storage::raft_log::SegmentLogStore::open(&log_dir, node_id, opts)?)
+            }
+        };
         let synced = log_store.synced();
         let mut log = AuditLog::open(db.clone(), node_id, audit.keys)?.with_retention(audit.retention);
         if let Some(file) = audit.sink {
@@ -100,8 +138,8 @@ impl Storage {
         let audit = log;
         let state_machine =
             StateMachineStore::open(db.clone(), dir.join("snapshots"), synced.clone(), audit.clone()).await?;
-        let reader = state_machine.reader();
+        let reader = state_machine.reader().with_log_view(log_store.view());
         let watch = state_machine.watch_log();
-        Ok(Storage { log_store, state_machine, reader, audit, synced, watch })
+        Ok(Storage { log_store, state_machine, reader, audit, synced, watch, db })
     }
 }

@@ -6,10 +6,13 @@
 //! fdatasync. Where durability matters (acknowledging, applying, advertising a commit), the
 //! code waits for the sync; see [`crate::synced_log`].
 //!
-//! The newest entries are also kept in memory (bounded), so replication to followers, which
-//! reads back what was just appended, does not go through RocksDB and the decoder again.
+//! The newest entries are also kept in memory (bounded, [`Recent`]), so replication to followers,
+//! which reads back what was just appended, does not go through RocksDB and the decoder again.
+//!
+//! Kept one release as the rollback backend: a node held below feature level 5
+//! (`VAULT_MAX_FEATURE_LEVEL`) runs on it; every other node runs on the segment log
+//! ([`crate::storage::raft_log`]). See `docs/raft-log.md`.
 
-use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
@@ -20,16 +23,15 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use crate::codec::{decode, encode};
 use crate::db::{cf, CF_LOG, CF_RAFT_META};
 use crate::error::{sto, IoKind};
+use crate::storage::raft_log::recent::Recent;
 use crate::synced_log::{SyncedLog, Syncer};
 use crate::typ::{Entry, LogFlushed, LogId, LogState, StorageError, TypeConfig, Vote};
 use crate::StoreError;
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
-
-/// Bounds on the in-memory tail of the log.
-const RECENT_MAX_ENTRIES: usize = 4096;
-const RECENT_MAX_BYTES: usize = 32 << 20;
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Written by builds before the commit index was kept in memory only; unused.
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -38,72 +40,7 @@ pub struct LogStore {
     recent: Arc<Mutex<Recent>>,
 }
 
-/// The newest appended entries, contiguous by index, ending at the last entry of the log.
-/// Changed only where the log itself changes (append, truncate, purge), in the same order.
-#[derive(Default)]
-struct Recent {
-    entries: VecDeque<(Entry, usize)>,
-    bytes: usize,
-}
-
-impl Recent {
-    fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|(e, _)| e.log_id.index)
-    }
-
-    fn push(&mut self, entry: Entry, size: usize) {
-        let next = self.entries.back().map(|(e, _)| e.log_id.index + 1);
-        if next.is_some_and(|n| n != entry.log_id.index) {
-            self.entries.clear();
-            self.bytes = 0;
-        }
-        self.bytes += size;
-        self.entries.push_back((entry, size));
-        while self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
-            match self.entries.pop_front() {
-                Some((_, s)) => self.bytes -= s,
-                None => break,
-            }
-        }
-    }
-
-    /// Drops entries at or after `index`.
-    fn truncate(&mut self, index: u64) {
-        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= index) {
-            if let Some((_, s)) = self.entries.pop_back() {
-                self.bytes -= s;
-            }
-        }
-    }
-
-    /// Drops entries at or before `index`.
-    fn purge(&mut self, index: u64) {
-        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= index) {
-            if let Some((_, s)) = self.entries.pop_front() {
-                self.bytes -= s;
-            }
-        }
-    }
-
-    /// Entries `start..=end` (to the end of the log when `end` is `None`), if all are here.
-    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
-        let first = self.first_index()?;
-        if start < first {
-            return None;
-        }
-        let last = self.entries.back().map(|(e, _)| e.log_id.index)?;
-        let end = end.map_or(last, |e| e.min(last));
-        if end < start {
-            // Past the end of the log: nothing there, as RocksDB would say.
-            return Some(Vec::new());
-        }
-        let from = (start - first) as usize;
-        let to = (end - first) as usize;
-        Some(self.entries.range(from..=to).map(|(e, _)| e.clone()).collect())
-    }
-}
-
-fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, StoreError> {
+pub(crate) fn meta_get<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, StoreError> {
     let v = db.get_cf(cf(db, CF_RAFT_META)?, key)?;
     v.map(|b| decode(&b)).transpose()
 }
@@ -127,7 +64,7 @@ fn log_state(db: &DB) -> Result<LogState, StoreError> {
     Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
 }
 
-fn index_key(index: u64) -> [u8; 8] {
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
@@ -310,47 +247,5 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(|e| sto(IoKind::WriteLogs, e))?;
         self.syncer.purged(log_id.index);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    use super::*;
-
-    fn entry(index: u64) -> Entry {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
-    }
-
-    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
-        v.map(|es| es.iter().map(|e| e.log_id.index).collect())
-    }
-
-    #[test]
-    fn recent_tail_stays_contiguous_and_bounded() {
-        let mut r = Recent::default();
-        for i in 5..10 {
-            r.push(entry(i), 10);
-        }
-        assert_eq!(indexes(r.get(6, Some(8))), Some(vec![6, 7, 8]));
-        assert_eq!(indexes(r.get(8, None)), Some(vec![8, 9]));
-        assert_eq!(indexes(r.get(4, Some(6))), None, "below the cached tail goes to RocksDB");
-        assert_eq!(indexes(r.get(12, None)), Some(vec![]));
-        r.truncate(8);
-        assert_eq!(indexes(r.get(5, None)), Some(vec![5, 6, 7]));
-        r.purge(5);
-        assert_eq!(r.first_index(), Some(6));
-        // A gap (never made by Raft, but possible after a snapshot) restarts the tail.
-        r.push(entry(20), 10);
-        assert_eq!(r.first_index(), Some(20));
-        assert_eq!(r.bytes, 10);
-        for i in 21..(21 + RECENT_MAX_ENTRIES as u64) {
-            r.push(entry(i), 1);
-        }
-        assert_eq!(r.entries.len(), RECENT_MAX_ENTRIES);
-        assert_eq!(r.first_index(), Some(21));
-        r.push(entry(21 + RECENT_MAX_ENTRIES as u64), RECENT_MAX_BYTES);
-        assert_eq!(r.entries.len(), 1, "the byte bound drops the oldest entries first");
     }
 }

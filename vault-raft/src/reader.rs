@@ -51,6 +51,8 @@ pub struct StateReader {
     rules: Cached<Arc<ReaderRules>>,
     /// The cluster's master key state last read (every put checks it), likewise.
     master_key: Cached<Option<MasterKeyState>>,
+    /// The segment log's in-memory state; `None` when the log is in this database.
+    log: Option<crate::storage::raft_log::LogView>,
 }
 
 /// `cache`'s value if it was read at `generation`.
@@ -74,7 +76,18 @@ impl StateReader {
     /// A reader of `db`, whose caches follow `applied` (the state machine's: see
     /// `StateMachineStore::reader`).
     pub fn new(db: Arc<DB>, applied: Applied) -> Self {
-        StateReader { db, applied, rules: Arc::default(), master_key: Arc::default() }
+        StateReader { db, applied, rules: Arc::default(), master_key: Arc::default(), log: None }
+    }
+
+    /// Reads the last log id from the segment log's memory instead of the database.
+    pub fn with_log_view(mut self, log: Option<crate::storage::raft_log::LogView>) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Whether [`Self::last_log_id`] is a memory read (no need for the blocking pool).
+    pub fn log_in_memory(&self) -> bool {
+        self.log.is_some()
     }
 
     /// What this node has applied (see `applied`).
@@ -151,9 +164,13 @@ impl StateReader {
         Ok(DueRotations { due, total, failing })
     }
 
-    /// The last entry id in this node's Raft log (same database), for pre-votes.
+    /// The last entry id in this node's Raft log, for pre-votes: from the segment log's
+    /// memory, or from the database for the RocksDB log.
     pub fn last_log_id(&self) -> Result<Option<crate::typ::LogId>, StoreError> {
-        crate::log_store::last_log_id(&self.db)
+        match &self.log {
+            Some(view) => Ok(view.last_log_id()),
+            None => crate::log_store::last_log_id(&self.db),
+        }
     }
 
     /// The cluster's feature level as this node has applied it (see `features`).

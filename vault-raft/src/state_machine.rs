@@ -1,7 +1,11 @@
 //! The replicated state machine on RocksDB.
 //!
 //! Applying a batch of entries writes the data, `last_applied` and the membership in one
-//! atomic `WriteBatch`, made durable by the shared WAL's next sync (see `apply`). Snapshots are files under `<data>/snapshots`, built from a RocksDB
+//! atomic `WriteBatch`, not synced on its own (see `apply_entries`): an entry is applied only
+//! once it is synced in the Raft log, so the state machine is never ahead of the durable log,
+//! and a crash that loses applies loses only entries the log replays. The WAL is synced by
+//! `storage::state_wal` (before a log purge, and on a timer) or, on the RocksDB log, by the
+//! log's own syncs. Snapshots are files under `<data>/snapshots`, built from a RocksDB
 //! snapshot (a consistent view) while applying continues.
 
 use std::fs::{self, OpenOptions};
@@ -304,10 +308,11 @@ pub(crate) fn apply_entries(
     }
     txn.put(CF_SM_META, KEY_LAST_APPLIED, &last)?;
     txn.put(CF_SM_META, KEY_MEMBERSHIP, &membership)?;
-    // One atomic batch, not synced on its own: it shares the WAL with the Raft log, so the
-    // log's next group-commit sync makes it durable. A crash before that loses only applies of
-    // entries that are in the durable log and are applied again on restart. A synced write
-    // here would stall every other writer of the DB for an fsync.
+    // One atomic batch, not synced on its own: the entries are synced in the Raft log before
+    // they are applied (`apply` waits), so a crash before the WAL sync (`storage::state_wal`,
+    // or the RocksDB log's own group commit) loses only applies of entries that are in the
+    // durable log and are applied again on restart. A synced write here would stall every
+    // other writer of the DB for an fsync.
     // The changes' audit records and watch events go in the same batch: no change without
     // its record and its events.
     let cached_state_changed = txn.changes_cached_state();

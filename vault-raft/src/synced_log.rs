@@ -6,7 +6,8 @@
 //! theirs: two fsyncs in a row, and the core idle through the first. Raft lets a leader write
 //! its log in parallel with replicating it, as long as an entry counts as committed only once
 //! a majority has it on disk. So an append is reported flushed as soon as it is written
-//! (unsynced, readable), a syncer thread syncs the WAL behind it (many appends per fsync), and
+//! (unsynced, readable), a syncer thread syncs the log behind it (many appends per fsync: an
+//! fdatasync of the segment log's active file, or RocksDB's WAL for the RocksDB log), and
 //! durability is enforced where it matters:
 //!
 //! - a follower acknowledges `AppendEntries` only once the entries it claims to hold are
@@ -168,8 +169,21 @@ fn known_log_id(req: &AppendEntriesRequest<TypeConfig>, index: u64) -> Option<Lo
         .or_else(|| req.entries.iter().map(|e| e.log_id).find(|id| id.index == index))
 }
 
-/// The syncer thread. It holds the database only weakly and is joined when the log store
-/// goes, so RocksDB always closes on an owning thread.
+/// What the syncer thread makes durable: everything written to the log before the call.
+pub(crate) trait SyncTarget: Send + Sync + 'static {
+    fn sync(&self) -> std::io::Result<()>;
+}
+
+/// The RocksDB log: its WAL.
+impl SyncTarget for DB {
+    fn sync(&self) -> std::io::Result<()> {
+        self.flush_wal(true).map_err(std::io::Error::other)
+    }
+}
+
+/// The syncer thread. It holds its target (the database, or the segment log's active file)
+/// only weakly and is joined when the log store goes, so RocksDB always closes on an owning
+/// thread.
 pub(crate) struct Syncer {
     shared: Arc<Shared>,
     handle: Mutex<Option<JoinHandle<()>>>,
@@ -178,6 +192,12 @@ pub(crate) struct Syncer {
 impl Syncer {
     /// Starts the thread for a log whose entries below `end` are on disk.
     pub(crate) fn start(db: &Arc<DB>, end: u64) -> std::io::Result<Syncer> {
+        let target: Weak<dyn SyncTarget> = Arc::downgrade(db) as Weak<DB>;
+        Syncer::start_with(target, end)
+    }
+
+    /// Starts the thread for a log whose entries below `end` are on disk, syncing `target`.
+    pub(crate) fn start_with(target: Weak<dyn SyncTarget>, end: u64) -> std::io::Result<Syncer> {
         let synced = Synced { end, generation: 0, closed: false };
         let shared = Arc::new(Shared {
             state: Mutex::new(State { written_end: end, synced }),
@@ -187,9 +207,9 @@ impl Syncer {
             held: Notify::new(),
             committed_end: AtomicU64::new(0),
         });
-        let (db, thread_shared) = (Arc::downgrade(db), shared.clone());
+        let thread_shared = shared.clone();
         let handle =
-            std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || sync_loop(db, thread_shared))?;
+            std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || sync_loop(target, thread_shared))?;
         Ok(Syncer { shared, handle: Mutex::new(Some(handle)) })
     }
 
@@ -252,7 +272,7 @@ impl Drop for Syncer {
     }
 }
 
-fn sync_loop(db: Weak<DB>, shared: Arc<Shared>) {
+fn sync_loop(sync_target: Weak<dyn SyncTarget>, shared: Arc<Shared>) {
     loop {
         let (target, generation) = {
             let mut s = shared.lock();
@@ -265,14 +285,14 @@ fn sync_loop(db: Weak<DB>, shared: Arc<Shared>) {
             (s.written_end, s.synced.generation)
         };
         // Every entry below `target` was written before this sync starts.
-        let Some(db) = db.upgrade() else { return };
+        let Some(t) = sync_target.upgrade() else { return };
         let started = std::time::Instant::now();
-        if let Err(e) = db.flush_wal(true) {
+        if let Err(e) = t.sync() {
             tracing::error!(error = %e, "syncing the raft log failed; stopping, as its durability is unknown");
             std::process::abort();
         }
         metrics::histogram!("vault_raft_log_sync_seconds").record(started.elapsed());
-        drop(db);
+        drop(t);
         let mut s = shared.lock();
         if s.synced.generation == generation && target > s.synced.end {
             metrics::histogram!("vault_raft_log_sync_entries").record((target - s.synced.end) as f64);

@@ -3,6 +3,8 @@
 mod apply_semantics;
 mod backups;
 mod conformance;
+mod log_ahead;
+mod migration;
 mod snapshots;
 
 /// An audit key for storage opened by these tests.
