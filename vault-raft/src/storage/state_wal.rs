@@ -66,7 +66,13 @@ impl StateWal {
 impl StateDurability for StateWal {
     fn make_durable(&self) -> std::io::Result<()> {
         let db = self.db.upgrade().ok_or_else(|| std::io::Error::other("the state machine's database is closed"))?;
-        db.flush_wal(true).map_err(std::io::Error::other)
+        if let Err(e) = db.flush_wal(true) {
+            // As in the timer's sync: a failed sync is not retried.
+            tracing::error!(error = %e, "syncing the state machine's WAL before a purge failed; stopping");
+            eprintln!("vault: syncing the state machine's WAL failed ({e}); stopping");
+            std::process::abort();
+        }
+        Ok(())
     }
 }
 
@@ -102,9 +108,13 @@ fn flush_loop(db: Weak<DB>, shared: Arc<Shared>) {
                 synced_seq = Some(seq);
                 shared.flushes.fetch_add(1, Ordering::Relaxed);
             }
-            // RocksDB records a failed WAL sync as a background error and refuses writes
-            // from then on; the log's own syncer is what fails the node.
-            Err(e) => tracing::error!(error = %e, "syncing the state machine's WAL failed"),
+            // A failed sync may have been the only report of lost writeback: a later sync
+            // could succeed and let a purge pass state that never reached the disk. Stop.
+            Err(e) => {
+                tracing::error!(error = %e, "syncing the state machine's WAL failed; stopping, as its durability is unknown");
+                eprintln!("vault: syncing the state machine's WAL failed ({e}); stopping");
+                std::process::abort();
+            }
         }
     }
 }

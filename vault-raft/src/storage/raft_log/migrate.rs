@@ -111,6 +111,15 @@ fn copy_to(db: &DB, tmp: &Path, node_id: u64) -> Result<u64, StoreError> {
             )));
         }
         next = Some(id.index + 1);
+        // An entry the segment log could not hold is refused here, not by a panic while
+        // encoding it (no build has proposed one: appends are bounded well below this).
+        if value.len() + 24 > super::record::MAX_BODY {
+            return Err(StoreError::Corrupt(format!(
+                "raft log entry {} is {} bytes, over the segment log's limit",
+                id.index,
+                value.len()
+            )));
+        }
         encoded_entry_record(&mut buf, 1, &id, &value)?;
         copied += 1;
         if buf.len() >= 4 << 20 {

@@ -61,18 +61,9 @@ pub fn recover(dir: &Path, node_id: u64) -> Result<Recovered, RaftLogError> {
     for (i, &seq) in seqs.iter().enumerate() {
         let newest = i + 1 == seqs.len();
         let path = dir.join(segment::file_name(seq));
-        let (mut seg, bytes) = match Segment::open(&path, seq, node_id) {
-            Ok(opened) => opened,
-            // Segments are renamed into place only once whole and synced, so this takes a
-            // file system that lost the data behind a rename; the file held nothing synced.
-            Err(RaftLogError::BadHeader { .. }) if newest => {
-                tracing::warn!(path = %path.display(), "removing a raft log segment with a torn header");
-                std::fs::remove_file(&path).map_err(|e| RaftLogError::io("remove", &path, e))?;
-                segment::sync_dir(dir)?;
-                break;
-            }
-            Err(e) => return Err(e),
-        };
+        // Segments are renamed into place only once their header is synced: a bad header,
+        // on the newest as on any other, is damage, never a torn creation.
+        let (mut seg, bytes) = Segment::open(&path, seq, node_id)?;
         index.add_segment(seq);
         let end = replay(&mut index, &path, seq, &bytes, newest)?;
         if end < bytes.len() as u64 {

@@ -32,7 +32,21 @@ pub fn parse_name(name: &str) -> Option<u64> {
 
 /// Syncs a directory, so a rename or unlink in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<(), RaftLogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| RaftLogError::io("sync directory", dir, e))
+    let d = File::open(dir).map_err(|e| RaftLogError::io("open directory", dir, e))?;
+    if let Err(e) = d.sync_all() {
+        fail_stop("sync directory", dir, &e);
+    }
+    Ok(())
+}
+
+/// A sync of the log failed: what it covered is of unknown durability, and Linux reports a
+/// failed writeback to one sync only, so a later sync of the same file (by the syncer, say)
+/// could succeed and vouch for pages that were lost. The process stops instead, with one
+/// line naming the file; a restart recovers from what is on disk.
+pub(crate) fn fail_stop(what: &str, path: &Path, e: &io::Error) -> ! {
+    tracing::error!(path = %path.display(), error = %e, "{what} of the raft log failed; stopping, as its durability is unknown");
+    eprintln!("vault: {what} of {} failed ({e}); stopping, as the raft log's durability is unknown", path.display());
+    std::process::abort()
 }
 
 pub struct Segment {
@@ -61,7 +75,9 @@ impl Segment {
         let mut bytes = SegmentHeader { seq, node_id }.encode().to_vec();
         bytes.extend_from_slice(first);
         file.write_all_at(&bytes, 0).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("sync", &tmp))?;
+        if let Err(e) = file.sync_all() {
+            fail_stop("sync", &tmp, &e);
+        }
         std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         sync_dir(dir)?;
         Ok(Segment { path, seq, file: Arc::new(file), len: bytes.len() as u64 })
@@ -122,9 +138,12 @@ impl Segment {
         Ok(at)
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable; a failure stops the process ([`fail_stop`]).
     pub fn sync_data(&self) -> Result<(), RaftLogError> {
-        self.file.sync_data().map_err(|e| RaftLogError::io("sync", &self.path, e))
+        if let Err(e) = self.file.sync_data() {
+            fail_stop("sync", &self.path, &e);
+        }
+        Ok(())
     }
 
     /// Cuts the file to `len` bytes and syncs it.

@@ -262,7 +262,9 @@ impl Inner {
             let mut at = 0;
             for loc in &locs[i..j] {
                 let entry = match parse(&bytes[at..], loc.seg) {
-                    Parsed::Record { kind: Kind::Entry, body, len } if len == loc.len as usize => {
+                    Parsed::Record { kind: Kind::Entry, body, len }
+                        if len == loc.len as usize && body.len() >= ENTRY_PREFIX =>
+                    {
                         decode::<Entry>(&body[ENTRY_PREFIX..])?
                     }
                     other => {
