@@ -28,7 +28,7 @@ pub async fn raft_as(certs: &Path, as_id: u64, target: u64, addr: std::net::Sock
 }
 
 pub fn blob<T: serde::Serialize>(v: &T) -> raftpb::Blob {
-    raftpb::Blob { data: encode(v).expect("encode") }
+    raftpb::Blob { data: encode(v).expect("encode").into() }
 }
 
 /// Forwards `req` in the name of node `from`: the port's status, or the node's answer.

@@ -122,7 +122,7 @@ impl PeerClients {
     ) -> Result<ForwardResponse, ForwardError> {
         let data = encode(&(self.me, req)).map_err(|e| ForwardError::Unavailable(format!("encode forward: {e}")))?;
         let mut c = self.client(id, addr).map_err(|s| ForwardError::Unavailable(s.message().to_string()))?;
-        let mut r = tonic::Request::new(pb::Blob { data });
+        let mut r = tonic::Request::new(pb::Blob { data: data.into() });
         r.set_timeout(timeout);
         let reply = tokio::time::timeout(timeout, c.forward(r))
             .await

@@ -117,7 +117,7 @@ impl PeerNetwork {
     {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self.peers.client(self.target, &self.addr).map_err(transport_error)?;
-        let mut request = tonic::Request::new(pb::Blob { data });
+        let mut request = tonic::Request::new(pb::Blob { data: data.into() });
         request.set_timeout(timeout);
         let fut = async {
             match rpc {
@@ -162,7 +162,11 @@ impl PeerNetwork {
             let Some(stream) = self.stream.as_mut() else {
                 return Err(Status::unavailable("append stream not open"));
             };
-            stream.tx.send(pb::Blob { data }).await.map_err(|_| Status::unavailable("append stream closed"))?;
+            stream
+                .tx
+                .send(pb::Blob { data: data.into() })
+                .await
+                .map_err(|_| Status::unavailable("append stream closed"))?;
             match stream.rx.message().await? {
                 Some(reply) => Ok(reply),
                 None => Err(Status::unavailable("append stream ended")),

@@ -125,7 +125,7 @@ fn deadline_of<T>(req: &Request<T>) -> Option<Duration> {
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<pb::Blob>, Status> {
     let data = encode(value).map_err(|e| Status::internal(format!("encode raft reply: {e}")))?;
-    Ok(Response::new(pb::Blob { data }))
+    Ok(Response::new(pb::Blob { data: data.into() }))
 }
 
 /// Hands `req` from `peer` to openraft and encodes its answer. openraft was told entries were
@@ -157,7 +157,7 @@ async fn append(
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         let (peer, req): (_, AppendEntriesRequest<TypeConfig>) = self.admit(req)?;
-        Ok(Response::new(pb::Blob { data: append(&self.cluster, peer, req).await? }))
+        Ok(Response::new(pb::Blob { data: append(&self.cluster, peer, req).await?.into() }))
     }
 
     type AppendStreamStream = ReceiverStream<Result<pb::Blob, Status>>;
@@ -184,7 +184,7 @@ impl RaftRpc for RaftService {
                 }
                 .await;
                 let refused = reply.is_err();
-                if tx.send(reply.map(|data| pb::Blob { data })).await.is_err() || refused {
+                if tx.send(reply.map(|data| pb::Blob { data: data.into() })).await.is_err() || refused {
                     return;
                 }
             }
