@@ -489,10 +489,13 @@ impl Pending {
     }
 }
 
+/// The per-call metrics of one (rpc, code): the call counter and the duration histogram.
+type CallHandles = (metrics::Counter, metrics::Histogram);
+
 thread_local! {
     /// The per-call metrics' handles by (rpc, code), both from fixed sets of labels: the
     /// macros would build, hash and look up their labels on every call.
-    static CALL_METRICS: std::cell::RefCell<std::collections::HashMap<(&'static str, &'static str), (metrics::Counter, metrics::Histogram)>> =
+    static CALL_METRICS: std::cell::RefCell<std::collections::HashMap<(&'static str, &'static str), CallHandles>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
