@@ -14,7 +14,7 @@
 //! ([`crate::storage::raft_log`]). See `docs/raft-log.md`.
 
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
@@ -123,17 +123,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
-            Bound::Included(s) => *s,
-            Bound::Excluded(s) => s.saturating_add(1),
-            Bound::Unbounded => 0,
+        let Some((start, last)) = crate::storage::index_bounds(&range) else {
+            return Ok(Vec::new());
         };
-        let end = match range.end_bound() {
-            Bound::Included(e) => Some(*e),
-            Bound::Excluded(0) => return Ok(Vec::new()),
-            Bound::Excluded(e) => Some(e - 1),
-            Bound::Unbounded => None,
-        };
+        let end = (last != u64::MAX).then_some(last);
         if let Some(hit) = self.recent.lock().unwrap_or_else(|p| p.into_inner()).get(start, end) {
             return Ok(hit);
         }

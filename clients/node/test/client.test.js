@@ -160,8 +160,22 @@ describe("a 3-node cluster", () => {
     await until(5);
     const victim = cluster.addrs.indexOf(watch.node);
     await cluster.kill(victim);
+    // The victim may be the leader `client` writes to: a put on the session it had open is
+    // lost mid-call (CANCELLED), which may or may not have applied. With check-and-set the
+    // repeat is safe: a put that did apply makes the repeat a mismatch at version i.
+    const put = async (i) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await client.put(name, `v${i}`, { cas: i - 1 });
+        } catch (e) {
+          if (e.codeName === "CANCELLED" && attempt < 5) continue;
+          if (e instanceof CasMismatchError && (await client.get(name)).version === i) return i;
+          throw e;
+        }
+      }
+    };
     try {
-      for (let i = 6; i <= 10; i++) await client.put(name, `v${i}`);
+      for (let i = 6; i <= 10; i++) await put(i);
       await until(10);
     } finally {
       watch.close();

@@ -149,9 +149,26 @@ def test_watch_survives_the_loss_of_its_node(cluster, client):
     wait_for_version(out, seen, batches, 5)
     victim = cluster.addrs.index(watch.node)
     cluster.kill(victim)
+
+    # The victim may be the leader `client` writes to: a put on the connection it had open is
+    # lost mid-call (UNAVAILABLE or CANCELLED), and may or may not have applied. With
+    # check-and-set the repeat is safe: a put that did apply makes it a mismatch at version i.
+    def put(i: int) -> None:
+        for attempt in range(1, 6):
+            try:
+                client.put(name, f"v{i}", cas=i - 1)
+                return
+            except vault_client.CasMismatchError:
+                if client.get(name).version == i:
+                    return
+                raise
+            except vault_client.VaultError as e:
+                if attempt == 5 or e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise
+
     try:
         for i in range(6, 11):
-            client.put(name, f"v{i}")
+            put(i)
         wait_for_version(out, seen, batches, 10)
     finally:
         watch.close()

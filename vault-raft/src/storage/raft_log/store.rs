@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::File;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
@@ -295,16 +295,8 @@ impl RaftLogReader<TypeConfig> for SegmentLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
-            Bound::Included(s) => *s,
-            Bound::Excluded(s) => s.saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(e) => *e,
-            Bound::Excluded(0) => return Ok(Vec::new()),
-            Bound::Excluded(e) => e - 1,
-            Bound::Unbounded => u64::MAX,
+        let Some((start, end)) = crate::storage::index_bounds(&range) else {
+            return Ok(Vec::new());
         };
         let (locs, files) = {
             let st = self.inner.read();
