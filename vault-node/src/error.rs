@@ -81,9 +81,6 @@ fn from_core(e: CoreError) -> Status {
 }
 
 fn from_store(e: StoreError) -> Status {
-    if let StoreError::Busy(why) = &e {
-        return Status::unavailable(format!("this node is busy: {why}; retry"));
-    }
     tracing::error!(error = %e, "storage failure");
     Status::internal("storage failure on this node; see its log")
 }

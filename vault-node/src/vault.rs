@@ -153,10 +153,7 @@ impl Vault {
         if records.is_empty() {
             return Ok(());
         }
-        self.audit_log.append_all(records).await.map_err(|e| {
-            tracing::error!(error = %e, "audit log write failed");
-            Status::unavailable("audit log unavailable on this node; request refused")
-        })
+        self.audit_log.append_all(records).await.map_err(audit_write_refused)
     }
 
     /// Records a call this node served, unless its change was proposed (the apply step records
@@ -236,10 +233,7 @@ impl Vault {
         outcome: String,
     ) -> Result<(), Status> {
         let record = self.record(actor, client_ip, action, secret, outcome);
-        self.audit_log.append(record).map_err(|e| {
-            tracing::error!(error = %e, "audit log write failed");
-            Status::unavailable("audit log unavailable on this node; request refused")
-        })
+        self.audit_log.append(record).map_err(audit_write_refused)
     }
 
     fn record(
@@ -376,4 +370,15 @@ impl Vault {
         let value = envelope::open(self.kms.as_ref(), Some(&self.dek_cache), name, record.version, sealed).await?;
         Ok((record, value))
     }
+}
+
+/// The status of a request refused because its audit record could not be written: the
+/// writer being too far behind (busy, retry) is said as such and not logged per request; any
+/// other failure is logged.
+fn audit_write_refused(e: vault_raft::StoreError) -> Status {
+    if let vault_raft::StoreError::Busy(why) = &e {
+        return Status::unavailable(format!("this node is busy: {why}; retry"));
+    }
+    tracing::error!(error = %e, "audit log write failed");
+    Status::unavailable("audit log unavailable on this node; request refused")
 }
