@@ -274,8 +274,9 @@ async fn rotations_with(url: &str, token: &str, prefix: &str, page_token: &str) 
 
 /// `ListRotations` shows a token the policies of the names it may list and no others (its
 /// pages and page tokens are the same before and after policies it may not see appear), each
-/// as `GetRotation` shows it; it pages, and refuses a page token it did not issue: garbage, a
-/// `ListSecrets` token, one of another prefix.
+/// as `GetRotation` shows it, a failing one with its failures and last error; it pages, and
+/// refuses a page token it did not issue: garbage, a `ListSecrets` token, one of another
+/// prefix.
 #[test]
 fn rotation_listings_show_only_the_policies_the_token_may_list_a_page_at_a_time() {
     mt().block_on(async {
@@ -357,5 +358,17 @@ fn rotation_listings_show_only_the_policies_the_token_may_list_a_page_at_a_time(
         assert_eq!(names, app);
         let table = must_vaultctl(&url, Some(&n.token), &["secret", "rotation", "list", "--prefix", "ops/"]);
         assert!(table.starts_with("NAME") && table.contains("ops/o1") && !table.contains("app/r1"), "{table}");
+
+        // A failing policy is listed with its failures and last error (no live version left).
+        set("app/failing", "1d");
+        n.ctl(&["secret", "delete", "app/failing"]);
+        let rotate = n.node.vaultctl(Some(&n.token), &["secret", "rotate", "app/failing"]);
+        assert!(!rotate.status.success(), "rotating a secret without a live version fails");
+        let req = pb::ListRotationsRequest { prefix: "app/failing".into(), ..Default::default() };
+        let failing = c.list_rotations(authed(req, &lister)).await.expect("list").into_inner().rotations;
+        assert_eq!(failing.len(), 1, "{failing:?}");
+        assert!(failing[0].failures >= 1 && !failing[0].last_error.is_empty(), "{failing:?}");
+        let table = must_vaultctl(&url, Some(&lister), &["secret", "rotation", "list", "--prefix", "app/failing"]);
+        assert!(table.contains(&failing[0].last_error), "{table}");
     });
 }
