@@ -4,9 +4,9 @@
 //! A member that forwards what it may not (a bare command, a cluster change authorized by a
 //! token hash, a write that is no client write) is either on an older build or misbehaving;
 //! either way the operator should see it in the audit log of the node it asked. Only members
-//! get this far, and each is held to a budget per minute, past which its refusals are counted
-//! and said once a minute in the node's log instead, so a hostile member cannot fill the disk
-//! through this path. A cluster change a member forwards with an admin's token is recorded as
+//! get this far, and each is held to a budget per minute, past which its refusals are only
+//! counted, the count said in the node's log at the member's next refusal in a later minute, so
+//! a hostile member cannot fill the disk through this path. A cluster change a member forwards with an admin's token is recorded as
 //! the node that served the operator records it (`requested`, then the outcome), with the
 //! actor named by this node's own token record, so a change made through a member is on
 //! record on the node that made it too.
