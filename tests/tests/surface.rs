@@ -67,9 +67,23 @@ async fn list_with(
     secrets_client(url).await.list_secrets(authed(req, token)).await.map(|r| r.into_inner())
 }
 
+/// A page token built here as `vault-node/src/api/page_token.rs` issues one (its check value
+/// is no secret): for a listing of `prefix`, continuing after `last`.
+fn well_formed_page_token(prefix: &str, last: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut body = u16::try_from(prefix.len()).expect("a short prefix").to_be_bytes().to_vec();
+    body.extend_from_slice(prefix.as_bytes());
+    body.extend_from_slice(last.as_bytes());
+    let sum = Sha256::new().chain_update(b"vault ListSecrets page token v1\0").chain_update(&body).finalize();
+    body.extend_from_slice(&sum[..8]);
+    format!("v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body))
+}
+
 /// More than 10,000 names the token may not list sit between names it may: its listing, page
 /// tokens included, is the same as before they were written, it walks every page, and it
-/// cannot start from a position it chose (a name, a garbage string, another prefix's token).
+/// cannot start from a position it chose (a name, a garbage string, another prefix's token, a
+/// well-formed token at a name it may not list).
 /// The admin still pages through everything with `vaultctl secret list`.
 #[test]
 fn page_tokens_reveal_nothing_outside_the_grants_and_only_issued_ones_are_taken() {
@@ -111,6 +125,14 @@ fn page_tokens_reveal_nothing_outside_the_grants_and_only_issued_ones_are_taken(
             list_with(&url, &lister, "app/", &app_token).await.expect("its own token").secrets[0].name,
             "app/a2"
         );
+        // A well-formed token is taken at a name the token may list, and refused at one it may
+        // not, so choosing positions tells nothing about names outside the grants.
+        let at_a1 = well_formed_page_token("", "app/a1");
+        assert_eq!(list_with(&url, &lister, "", &at_a1).await.expect("a well-formed token").secrets[0].name, "app/a2");
+        let hidden_at = well_formed_page_token("", "hidden/05000");
+        let e =
+            list_with(&url, &lister, "", &hidden_at).await.expect_err("a position at a name the token may not list");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
         // The admin's `vaultctl secret list` follows the tokens through every page.
         let listed =
