@@ -213,3 +213,47 @@ fn the_test_build_of_vault_node_has_the_fail_points() {
     let version = String::from_utf8_lossy(&out.stdout);
     assert!(version.contains("+failpoints"), "{version}");
 }
+
+/// Every member armed at the same index: the leader crashes at `point` with a put in flight
+/// (the followers may crash there too, or are killed after it). Restarted without the point,
+/// the cluster holds the put in flight (it was committed: a leader applies only committed
+/// entries) once, on every member, and goes on from the next version.
+async fn the_leader_crashes_at(point: &str) {
+    let mut c = TestCluster::start(3, |s| arm(s, point, 30)).await;
+    let l = c.leader_seen_by(0, |_| true).await;
+    let (url, token) = (c.url(l), c.token.clone());
+    let acked = write_until(&url, &token, 1, || false).await;
+    let k = acked.len() as u64;
+    assert_eq!(acked, (1..=k).collect::<Vec<_>>(), "acknowledged versions in order");
+    assert_crashed_at(&mut c.nodes[l], point);
+    for (node, spec) in c.nodes.iter_mut().zip(c.specs.iter_mut()) {
+        node.kill();
+        spec.env.remove("FAILPOINTS");
+    }
+    c.nodes = c.specs.iter().map(|s| s.start()).collect();
+    for node in c.nodes.iter_mut() {
+        node.wait_ready().await;
+    }
+    let l = c.leader_seen_by(0, |_| true).await;
+    let mut left = 5;
+    let more = write_until(&c.url(l), &token, k + 2, || {
+        left -= 1;
+        left == 0
+    })
+    .await;
+    assert_eq!(more, (k + 2..k + 7).collect::<Vec<_>>(), "the put in flight at the crash holds version {}", k + 1);
+    for i in 0..3 {
+        caught_up(&c, i, l).await;
+        assert_versions(&c.nodes[i], &token, k + 6).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_after_the_log_sync_before_the_apply_keeps_the_entry_in_flight_once() {
+    the_leader_crashes_at(APPLY_BEFORE_WRITE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_after_the_apply_before_the_answer_keeps_the_entry_in_flight_once() {
+    the_leader_crashes_at(APPLY_AFTER_WRITE).await;
+}
