@@ -1,5 +1,5 @@
 //! The console over TLS: with `VAULT_TLS_CERT` the console listener speaks only HTTPS (the
-//! API's certificate), sends HSTS, and marks its cookies `Secure`; a plaintext request gets no
+//! API's certificate), sends HSTS, and names its cookies `__Host-` and marks them `Secure`; a plaintext request gets no
 //! page. (The browser tests, in console.rs, run the console over plain HTTP on loopback.)
 
 use std::path::Path;
@@ -86,22 +86,22 @@ fn over_tls_the_console_is_https_only_with_hsts_and_secure_cookies() {
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(header(&head, "strict-transport-security"), ["max-age=31536000"], "{head}");
         assert!(header(&head, "content-security-policy")[0].starts_with("default-src 'none'"), "{head}");
-        let (login_csrf, line) = cookie(&head, "vault_login_csrf");
+        let (login_csrf, line) = cookie(&head, "__Host-vault_login_csrf");
         assert!(line.contains("; Secure") && line.contains("HttpOnly") && line.contains("SameSite=Strict"), "{line}");
         assert!(body.contains(login_csrf), "the form carries the cookie's value");
 
         // Log in: the session cookie is Secure too, and it opens the cluster page.
         let form = format!("token={}&csrf={login_csrf}", n.token);
         let post = format!(
-            "POST /login HTTP/1.1\r\nHost: {ui}\r\nCookie: vault_login_csrf={login_csrf}\r\n\
+            "POST /login HTTP/1.1\r\nHost: {ui}\r\nCookie: __Host-vault_login_csrf={login_csrf}\r\n\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
             form.len()
         );
         let (head, _) = https(&ui, &ca, post).await;
         assert!(head.starts_with("HTTP/1.1 303"), "{head}");
-        let (session, line) = cookie(&head, "vault_session");
+        let (session, line) = cookie(&head, "__Host-vault_session");
         assert!(line.contains("; Secure") && line.contains("HttpOnly") && line.contains("SameSite=Strict"), "{line}");
-        let (head, body) = https(&ui, &ca, get("/cluster", &format!("vault_session={session}"))).await;
+        let (head, body) = https(&ui, &ca, get("/cluster", &format!("__Host-vault_session={session}"))).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(body.contains("id=\"members\""), "{body}");
 

@@ -117,7 +117,9 @@ impl RawConfig {
             session_idle: self.duration("VAULT_UI_SESSION_IDLE", Duration::from_secs(15 * 60))?,
             session_max: self.duration("VAULT_UI_SESSION_MAX", Duration::from_secs(8 * 3600))?,
             logins_per_min: self.parse::<u32>("VAULT_UI_LOGIN_RATE", 10)?.max(1),
+            insecure: self.flag("VAULT_UI_INSECURE")?,
         };
+        ui.check_transport(self.get("VAULT_TLS_CERT").is_some())?;
         Ok(Some(ui))
     }
 

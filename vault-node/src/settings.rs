@@ -80,6 +80,7 @@ pub const SETTINGS: &[Setting] = &[
     s("VAULT_MAX_FEATURE_LEVEL", "this build's", "report at most this feature level, holding the cluster there (keeps a rollback possible); below 5 the node also keeps its Raft log in RocksDB (see docs/raft-log.md)"),
     s("VAULT_METRICS_ADDR", "", "HTTP listener for `/metrics`, `/healthz`, `/readyz` (no authentication: loopback or a monitoring network); off unless set"),
     s("VAULT_UI_ADDR", "", "the operator console's listener (HTTPS with the API's certificate whenever the API has TLS; see docs/console.md); off unless set"),
+    s("VAULT_UI_INSECURE", "false", "allow the console over plain HTTP on an address other than loopback (without API TLS it is refused there: tokens and session cookies would cross the network in the clear)"),
     s("VAULT_UI_SESSION_IDLE", "15m", "a console session unused this long ends"),
     s("VAULT_UI_SESSION_MAX", "8h", "a console session ends this long after its login, used or not"),
     s("VAULT_UI_LOGIN_RATE", "10", "console login attempts per minute per client address (IPv6: per /64); beyond, HTTP 429"),

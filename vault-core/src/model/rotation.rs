@@ -9,6 +9,9 @@ use crate::CoreError;
 
 /// Shortest period a policy may have.
 pub const MIN_ROTATION_PERIOD_MS: u64 = 1000;
+/// The longest rotation period: a hundred years (a due time past year 9999 has no calendar
+/// form for people and tools to show).
+pub const MAX_ROTATION_PERIOD_MS: u64 = 100 * 365 * 86_400_000;
 /// Most random bytes a `random:` or `hex:` generator makes.
 pub const MAX_GENERATED_BYTES: u16 = 4096;
 
@@ -97,6 +100,9 @@ impl RotationPolicy {
                 MIN_ROTATION_PERIOD_MS / 1000
             )));
         }
+        if every_ms > MAX_ROTATION_PERIOD_MS {
+            return Err(CoreError::InvalidArgument("a rotation period must be at most 100 years".into()));
+        }
         Ok(RotationPolicy {
             every_ms,
             generator,
@@ -123,6 +129,8 @@ mod tests {
             assert!(bad.parse::<Generator>().is_err(), "{bad}");
         }
         assert!(RotationPolicy::new(10, Generator::Random(8), 0).is_err(), "too short a period");
+        assert!(RotationPolicy::new(MAX_ROTATION_PERIOD_MS + 1, Generator::Random(8), 0).is_err(), "too long a period");
+        assert!(RotationPolicy::new(MAX_ROTATION_PERIOD_MS, Generator::Random(8), 0).is_ok());
         assert_eq!(RotationPolicy::new(5000, Generator::Random(8), 100).unwrap().next_due_ms, 5100);
     }
 }

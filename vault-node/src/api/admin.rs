@@ -91,6 +91,9 @@ impl AdminService {
     }
 }
 
+/// The longest token lifetime: a hundred years (an expiry past year 9999 has no calendar form).
+const MAX_TOKEN_TTL_SECS: u64 = 100 * 365 * 86_400;
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     #[tracing::instrument(skip_all)]
@@ -108,6 +111,9 @@ impl Admin for AdminService {
             let now = now_ms();
             let expires_at_ms = match r.ttl_secs {
                 0 => None,
+                s if s > MAX_TOKEN_TTL_SECS => {
+                    return Err(Status::invalid_argument("a token's lifetime must be at most 100 years").into())
+                }
                 s => Some(now.saturating_add(s.saturating_mul(1000))),
             };
             let record = TokenRecord {

@@ -13,7 +13,7 @@ use vault_core::time::now_ms;
 use vault_core::token::RawToken;
 
 use super::page::{self, document, Page};
-use super::session::{self, COOKIE, LOGIN_COOKIE};
+use super::session;
 use super::Console;
 
 #[derive(Deserialize, Default)]
@@ -44,7 +44,7 @@ fn login_page(c: &Console, status: StatusCode, notice: Option<&str>, error: Opti
         p class="hint" { "A session lasts until you log out, after "
             (human(c.sessions.idle())) " without use, or at most a working day." }
     };
-    let cookie = session::set_cookie(LOGIN_COOKIE, csrf.expose(), c.secure, Some(Duration::from_secs(3600)));
+    let cookie = session::set_cookie(session::login_cookie_name(c.secure), csrf.expose(), c.secure, Some(Duration::from_secs(3600)));
     (status, [(header::SET_COOKIE, cookie)], document("Log in", None, notice, error, body)).into_response()
 }
 
@@ -63,7 +63,7 @@ pub struct LoginForm {
 /// Checks the token with a `WhoAmI` call through the API (audited there), then opens a
 /// session.
 pub async fn submit(State(c): State<Console>, parts: axum::http::request::Parts, Form(f): Form<LoginForm>) -> Response {
-    let expected = session::cookie(&parts.headers, LOGIN_COOKIE).map(RawToken::presented);
+    let expected = session::cookie(&parts.headers, session::login_cookie_name(c.secure)).map(RawToken::presented);
     let csrf_ok = page::same_origin(&parts) && expected.is_some_and(|e| session::csrf_matches(&e, &f.csrf));
     if !csrf_ok {
         return page::forbidden_csrf();
@@ -79,6 +79,10 @@ pub async fn submit(State(c): State<Console>, parts: axum::http::request::Parts,
     match who {
         Ok(info) => {
             let name = info.into_inner().name;
+            // A login from a browser that still holds a session ends that session.
+            if let Some(old) = session::cookie(&parts.headers, session::cookie_name(c.secure)) {
+                c.sessions.end(old);
+            }
             let Some(id) = c.sessions.open(token, name) else {
                 return login_page(
                     &c,
@@ -87,8 +91,8 @@ pub async fn submit(State(c): State<Console>, parts: axum::http::request::Parts,
                     Some("Too many open sessions on this node"),
                 );
             };
-            let set = session::set_cookie(COOKIE, id.expose(), c.secure, None);
-            let clear = session::set_cookie(LOGIN_COOKIE, "", c.secure, Some(Duration::ZERO));
+            let set = session::set_cookie(session::cookie_name(c.secure), id.expose(), c.secure, None);
+            let clear = session::set_cookie(session::login_cookie_name(c.secure), "", c.secure, Some(Duration::ZERO));
             let mut response = Redirect::to("/cluster").into_response();
             let headers = response.headers_mut();
             for v in [set, clear] {
@@ -119,6 +123,7 @@ pub async fn logout(page: Page, Form(f): Form<CsrfForm>) -> Response {
         return r;
     }
     page.console.sessions.end(&page.cookie);
-    let clear = session::set_cookie(COOKIE, "", page.console.secure, Some(Duration::ZERO));
+    let secure = page.console.secure;
+    let clear = session::set_cookie(session::cookie_name(secure), "", secure, Some(Duration::ZERO));
     ([(header::SET_COOKIE, clear)], Redirect::to("/login?bye=1")).into_response()
 }

@@ -60,10 +60,33 @@ pub struct UiConfig {
     pub session_max: Duration,
     /// Login attempts per minute per client address (`VAULT_UI_LOGIN_RATE`).
     pub logins_per_min: u32,
+    /// Plain HTTP on a non-loopback address is allowed (`VAULT_UI_INSECURE`).
+    pub insecure: bool,
 }
 
-/// Connections the console serves at once.
+impl UiConfig {
+    /// Without TLS the console serves only loopback, unless told otherwise.
+    pub fn check_transport(&self, tls: bool) -> anyhow::Result<()> {
+        if !tls && !self.addr.ip().is_loopback() && !self.insecure {
+            anyhow::bail!(
+                "VAULT_UI_ADDR={} is not a loopback address and the API has no TLS (VAULT_TLS_CERT): \
+                 tokens and session cookies would cross the network in the clear; serve TLS, bind \
+                 the console to loopback, or set VAULT_UI_INSECURE=true",
+                self.addr
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Connections the console serves at once, and from one client address (IPv6: per /64).
 const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS_PER_ADDR: usize = 32;
+/// A request's body must arrive whole within this, and be at most this large (a login's much
+/// smaller), before any handler sees it: a client dribbling a body holds nothing for long.
+const BODY_TIMEOUT: Duration = Duration::from_secs(15);
+const MAX_BODY_BYTES: usize = 256 * 1024;
+const MAX_LOGIN_BODY_BYTES: usize = 4 * 1024;
 /// How long a browser may take to send a request's headers (and to finish a TLS handshake).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -111,9 +134,8 @@ impl Inner {
     ) -> Result<session::Session, session::Lookup> {
         let live = match self.vault.reader.token_by_hash(&session.token.hash()) {
             Ok(Some(t)) => !t.is_expired(vault_core::time::now_ms()),
-            Ok(None) => false,
-            // Storage trouble: the API calls would fail too; let them say why.
-            Err(_) => true,
+            // Storage trouble: fail closed (the login page will say what the API says).
+            Ok(None) | Err(_) => false,
         };
         if live {
             return Ok(session);
@@ -156,16 +178,38 @@ fn router(console: Console) -> Router {
         .route("/backups/snapshot", post(backups::snapshot))
         .route("/static/console.css", get(stylesheet))
         .fallback(not_found)
-        .layer(middleware::from_fn(move |req: Request, next: Next| async move {
-            let mut response = next.run(req).await;
-            page::security_headers(&mut response, secure);
-            response
-        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| guard(secure, req, next)))
         .with_state(console)
 }
 
+/// Around every request: the body read whole within its bounds, a panic answered as a page
+/// (the node's log has the rest), and the security headers on whatever goes out.
+async fn guard(secure: bool, req: Request, next: Next) -> Response {
+    use futures::FutureExt as _;
+    let limit = if req.uri().path() == "/login" { MAX_LOGIN_BODY_BYTES } else { MAX_BODY_BYTES };
+    let (parts, body) = req.into_parts();
+    let mut response = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Err(_) => plain(StatusCode::REQUEST_TIMEOUT, "The request's body did not arrive in time."),
+        Ok(Err(_)) => plain(StatusCode::PAYLOAD_TOO_LARGE, "The request is too large, or was cut short."),
+        Ok(Ok(bytes)) => {
+            let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+            match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+                Ok(response) => response,
+                Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "The console failed on this page (a bug: the node's log says where)."),
+            }
+        }
+    };
+    page::security_headers(&mut response, secure);
+    response
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    let body = maud::html! { p { a href="/" { "Back to the console" } } };
+    (status, page::document("Refused", None, None, Some(text), body)).into_response()
+}
+
 async fn root(headers: axum::http::HeaderMap, axum::extract::State(c): axum::extract::State<Console>) -> Redirect {
-    match c.sessions.get(session::cookie(&headers, session::COOKIE)) {
+    match c.sessions.get(session::cookie(&headers, session::cookie_name(c.secure))) {
         Ok(_) => Redirect::to("/cluster"),
         Err(_) => Redirect::to("/login"),
     }
@@ -193,6 +237,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = router(console.clone());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_addr: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>> = Arc::default();
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -213,6 +258,10 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let Some(addr_slot) = AddrSlot::take(&per_addr, AddrBucket::of(peer.ip())) else {
+            drop(stream);
+            continue;
+        };
         let app = app.clone().map_request(move |req: http::Request<hyper::body::Incoming>| {
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
@@ -220,7 +269,7 @@ pub async fn serve(
         });
         let (tls, stop) = (tls.clone(), stop.clone());
         connections.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, addr_slot);
             let service = TowerToHyperService::new(app);
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
@@ -244,6 +293,36 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// One of an address's connection places, given back on drop.
+struct AddrSlot {
+    addr: AddrBucket,
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>,
+}
+
+impl AddrSlot {
+    fn take(counts: &Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>, addr: AddrBucket) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(addr).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_ADDR {
+            return None;
+        }
+        *n += 1;
+        Some(AddrSlot { addr, counts: counts.clone() })
+    }
+}
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.addr);
+            }
+        }
+    }
 }
 
 /// Serves one connection; at shutdown lets the request in flight finish.
@@ -270,4 +349,29 @@ where
 /// Binds the console's listener (at start-up, so a taken port fails the start).
 pub async fn bind(config: &UiConfig) -> anyhow::Result<TcpListener> {
     TcpListener::bind(config.addr).await.with_context(|| format!("bind VAULT_UI_ADDR {}", config.addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ui(addr: &str, insecure: bool) -> UiConfig {
+        UiConfig {
+            addr: addr.parse().expect("addr"),
+            session_idle: Duration::from_secs(60),
+            session_max: Duration::from_secs(600),
+            logins_per_min: 10,
+            insecure,
+        }
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_told_otherwise() {
+        assert!(ui("127.0.0.1:8300", false).check_transport(false).is_ok());
+        assert!(ui("[::1]:8300", false).check_transport(false).is_ok());
+        let refused = ui("0.0.0.0:8300", false).check_transport(false).expect_err("refused");
+        assert!(refused.to_string().contains("VAULT_UI_INSECURE"), "{refused}");
+        assert!(ui("0.0.0.0:8300", false).check_transport(true).is_ok(), "TLS");
+        assert!(ui("10.0.0.5:8300", true).check_transport(false).is_ok(), "told otherwise");
+    }
 }

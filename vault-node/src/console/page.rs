@@ -38,7 +38,7 @@ impl FromRequestParts<Console> for Page {
         if parts.method != Method::GET && parts.method != Method::HEAD && !same_origin(parts) {
             return Err(forbidden_csrf());
         }
-        let cookie = session::cookie(&parts.headers, session::COOKIE);
+        let cookie = session::cookie(&parts.headers, session::cookie_name(console.secure));
         match console.sessions.get(cookie).and_then(|s| console.still_valid(s, cookie)) {
             Ok(session) => {
                 let call = console.api.caller(peer, Some(&session.token), Some(&session.name));
@@ -46,7 +46,8 @@ impl FromRequestParts<Console> for Page {
             }
             Err(Lookup::None) => Err(Redirect::to("/login").into_response()),
             Err(Lookup::Ended) => {
-                let clear = session::set_cookie(session::COOKIE, "", console.secure, Some(Duration::ZERO));
+                let clear =
+                    session::set_cookie(session::cookie_name(console.secure), "", console.secure, Some(Duration::ZERO));
                 Err(([(header::SET_COOKIE, clear)], Redirect::to("/login?expired=1")).into_response())
             }
         }
@@ -166,11 +167,13 @@ pub fn http_status(code: tonic::Code) -> StatusCode {
 
 /// Milliseconds since the epoch as UTC text; 0 as a dash.
 pub fn time(ms: u64) -> String {
-    if ms == 0 {
-        return "—".into();
+    /// 9999-12-31T23:59:59.999Z: past it the calendar form has no four-digit year.
+    const LAST_DATED_MS: u64 = 253_402_300_799_999;
+    match ms {
+        0 => "—".into(),
+        ms if ms > LAST_DATED_MS => format!("{ms} ms after 1970"),
+        ms => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
     }
-    let t = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// The headers every console response carries.
@@ -195,5 +198,18 @@ pub fn security_headers(response: &mut Response, tls: bool) {
     }
     if tls {
         set(h, "strict-transport-security", "max-age=31536000");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_time_has_a_text_even_past_year_9999() {
+        assert_eq!(time(0), "—");
+        assert_eq!(time(1_796_691_369_000), "2026-12-08T00:56:09Z");
+        assert_eq!(time(253_402_300_800_000), "253402300800000 ms after 1970");
+        assert!(!time(u64::MAX).is_empty());
     }
 }

@@ -160,6 +160,14 @@ pub async fn reveal(page: Page, Form(f): Form<RevealForm>) -> Response {
     if let Some(r) = page.csrf_refusal(&f.csrf) {
         return r;
     }
+    // Reads are authorized by the browser's address and the reader rules, as for any client.
+    // Behind a proxy or a tunnel every browser has the proxy's address, so the console also
+    // asks that the session's token may list the name: it never reveals more than the API
+    // would show that browser, nor a value whose name the token could not see.
+    let listed = page.call.req(pb::ListVersionsRequest { name: f.name.clone() });
+    if let Err(s) = page.call.secrets().list_versions(listed).await {
+        return page.failed(&f.name, &s);
+    }
     let req = pb::GetSecretRequest { name: f.name.clone(), version: f.version };
     let got = match page.call.secrets().get_secret(page.call.req(req)).await {
         Ok(r) => r.into_inner(),

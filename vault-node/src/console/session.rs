@@ -20,10 +20,28 @@ use vault_core::token::{RawToken, TokenHash};
 /// Live sessions one node keeps at most.
 pub const MAX_SESSIONS: usize = 10_000;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "vault_session";
+/// Live sessions of one token at most; a login past it ends that token's oldest session.
+pub const MAX_SESSIONS_PER_TOKEN: usize = 20;
+
+/// The session cookie's name. Under TLS it carries the `__Host-` prefix: the browser then
+/// takes it only from this origin over HTTPS, with `Path=/` and no `Domain`, so another
+/// service on the same host name cannot plant one.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-vault_session"
+    } else {
+        "vault_session"
+    }
+}
+
 /// The login form's double-submit CSRF cookie (there is no session yet to hold the value).
-pub const LOGIN_COOKIE: &str = "vault_login_csrf";
+pub fn login_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-vault_login_csrf"
+    } else {
+        "vault_login_csrf"
+    }
+}
 
 /// What a page gets from a live session.
 #[derive(Clone)]
@@ -36,6 +54,8 @@ pub struct Session {
 
 struct Entry {
     session: Session,
+    /// The token's hash, to count and end a token's sessions.
+    token: [u8; 32],
     created: Instant,
     last_used: Instant,
 }
@@ -76,8 +96,16 @@ impl Sessions {
                 return None;
             }
         }
+        let token_hash = token.hash().0;
+        let mine: Vec<([u8; 32], Instant)> =
+            live.iter().filter(|(_, e)| e.token == token_hash).map(|(k, e)| (*k, e.created)).collect();
+        if mine.len() >= MAX_SESSIONS_PER_TOKEN {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, created)| *created) {
+                live.remove(oldest);
+            }
+        }
         let session = Session { token, name, csrf: RawToken::generate() };
-        live.insert(id.hash().0, Entry { session, created: now, last_used: now });
+        live.insert(id.hash().0, Entry { session, token: token_hash, created: now, last_used: now });
         Some(id)
     }
 
@@ -183,6 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn one_token_holds_a_bounded_number_of_sessions_and_the_oldest_goes() {
+        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(600));
+        let token = RawToken::generate();
+        let first = s.open(token.clone(), "ops".into()).expect("room");
+        for _ in 1..MAX_SESSIONS_PER_TOKEN {
+            std::thread::sleep(Duration::from_millis(1));
+            s.open(token.clone(), "ops".into()).expect("room");
+        }
+        assert!(s.get(Some(first.expose())).is_ok());
+        let other = s.open(RawToken::generate(), "dev".into()).expect("room");
+        s.open(token.clone(), "ops".into()).expect("room");
+        assert_eq!(s.get(Some(first.expose())).err(), Some(Lookup::Ended), "the token's oldest session ended");
+        assert!(s.get(Some(other.expose())).is_ok(), "another token's session stays");
+        assert_eq!(s.count(), MAX_SESSIONS_PER_TOKEN + 1);
+    }
+
+    #[test]
     fn csrf_and_cookies() {
         let t = RawToken::generate();
         assert!(csrf_matches(&t, t.expose()));
@@ -190,9 +235,11 @@ mod tests {
         assert!(!csrf_matches(&t, "x"));
         let mut h = http::HeaderMap::new();
         h.insert(http::header::COOKIE, "a=1; vault_session=abc ; b=2".parse().expect("header"));
-        assert_eq!(cookie(&h, COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, cookie_name(false)), Some("abc"));
+        assert_eq!(cookie(&h, cookie_name(true)), None, "under TLS only the __Host- cookie counts");
         assert_eq!(cookie(&h, "c"), None);
-        let c = set_cookie(COOKIE, "v", true, None);
+        let c = set_cookie(cookie_name(true), "v", true, None);
+        assert!(c.starts_with("__Host-vault_session=v; Path=/;"), "{c}");
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("Secure"));
     }
 }
