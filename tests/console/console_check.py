@@ -438,25 +438,74 @@ def check_pages(con, page):
     return None
 
 
-def check_limited(con, token, secret, value, version):
+def check_limited(con, token, secret, prefix):
+    """A token without grants on the secret: refused, and shown no data, where the API needs a
+    grant (listing, versions). Its reveals are reads, authorized by address and reader rules
+    as in the API: `read-refused` checks those."""
     ctx = con.context()
     try:
         page, _ = con.login(ctx, token)
         need(path_of(page) == "/cluster", f"the limited token's login ended at {page.url}")
         resp = con.goto(page, f"/secret?name={quote(secret, safe='')}")
         need(resp.status == 403, f"opening {secret} answered {resp.status}, not 403")
-        need(page.locator("#error").count() == 1, f"opening {secret} shows no #error")
-        need(value not in page.content(), "the value is in the refused page")
-        need(page.locator("pre#value").count() == 0, "a refused page has pre#value")
-        csrf = con.csrf_of(page)
-        r = page.request.post(con.url("/secret/reveal"), form={"name": secret, "version": version, "csrf": csrf},
-                              max_redirects=0)
-        body = r.text()
-        need(value not in body, f"the limited token's reveal shows the value (HTTP {r.status})")
-        need(r.status == 403, f"the limited token's reveal answered {r.status}, not 403")
-        need(re.search(r'id="?error', body), "the refused reveal has no #error")
-        check_headers(con, r.headers, "POST /secret/reveal (refused)")
-        return f"{page.locator('#error').first.inner_text().strip()[:80]!r}"
+        err = text(page, "#error") or ""
+        need(err.startswith("PERMISSION_DENIED"), f"opening {secret}: #error says {err!r}, not PERMISSION_DENIED: ...")
+        need(page.locator("table#versions tr.version, pre#value, form#put-form").count() == 0,
+             f"the refused page for {secret} shows its versions or forms")
+        resp = con.goto(page, f"/secrets?prefix={quote(prefix, safe='')}")
+        need(page.locator("a.secret-link").filter(has_text=secret).count() == 0,
+             f"the limited token's /secrets?prefix={prefix} lists {secret} (HTTP {resp.status})")
+        return f"{err[:70]!r}"
+    finally:
+        con.close(ctx)
+
+
+def check_read_refused(con, admin_page, admin, limited, name):
+    """A reveal of a name no reader rule grants to this address is refused (403, #error, no
+    value), for any token, as `GetSecret` is."""
+    ctx = con.context()
+    try:
+        page, _ = con.login(ctx, limited)
+        for who, p in (("the limited token", page), ("the admin token", admin_page)):
+            if path_of(p) == "/login":
+                con.login(p, admin)
+            r = p.request.post(con.url("/secret/reveal"), form={"name": name, "version": "1", "csrf": con.csrf_of(p)},
+                               max_redirects=0)
+            body = r.text()
+            leaked = con.forbidden.get("ungranted value")
+            need(not leaked or leaked not in body, f"{who}'s reveal of {name} shows its value (HTTP {r.status})")
+            need(r.status == 403, f"{who}'s reveal of {name} answered {r.status}, not 403")
+            need(re.search(r'<[^>]*id="?error', body) and "PERMISSION_DENIED" in body,
+                 f"{who}'s refused reveal has no #error PERMISSION_DENIED")
+            need("id=\"value\"" not in body and "id=value" not in body, f"{who}'s refused reveal has a #value")
+            check_headers(con, r.headers, f"POST /secret/reveal of {name} (refused)")
+        return None
+    finally:
+        con.close(ctx)
+
+
+def check_revoked(con, admin_page, admin, limited, limited_name):
+    """Revoking a token (on /access) ends its console sessions at their next request."""
+    ctx = con.context()
+    try:
+        page, _ = con.login(ctx, limited)
+        need(path_of(page) == "/cluster", f"the limited token's login ended at {page.url}")
+        con.goto(admin_page, "/access")
+        if path_of(admin_page) == "/login":
+            con.login(admin_page, admin)
+            con.goto(admin_page, "/access")
+        form = admin_page.locator("form.revoke-form").filter(
+            has=admin_page.locator(f"input[name=name][value='{limited_name}']"))
+        need(form.count() == 1, f"no form.revoke-form for token {limited_name!r} on /access")
+        with admin_page.expect_navigation() as nav:
+            form.locator("button, input[type=submit]").first.click()
+        con.look(admin_page)
+        need(nav.value.status == 200 and admin_page.locator("#error").count() == 0,
+             f"the revoke answered {nav.value.status}: {text(admin_page, '#error')!r}")
+        con.goto(page, "/secrets")
+        need(path_of(page) == "/login" and query_of(page).get("expired") == ["1"],
+             f"the revoked token's session still opens pages ({page.url})")
+        return None
     finally:
         con.close(ctx)
 
@@ -594,6 +643,10 @@ def main():
     ap.add_argument("--secret", default=os.environ.get("VAULT_CONSOLE_SECRET"), help="a secret with a live version")
     ap.add_argument("--prefix", help="a prefix to browse that lists the secret (default: the secret's folder)")
     ap.add_argument("--actor", help="the admin token's name in audit records (default: what #whoami shows)")
+    ap.add_argument("--ungranted-secret", help="a secret no reader rule grants to this address: its reveal must be "
+                    "refused (its value, if known, in VAULT_CONSOLE_UNGRANTED_VALUE)")
+    ap.add_argument("--limited-name", help="the limited token's name: revoke it on /access (after the other "
+                    "checks) and see its session end")
     ap.add_argument("--idle-wait", type=float, default=float(os.environ.get("VAULT_CONSOLE_IDLE_WAIT", "4")),
                     help="seconds to leave a session idle: more than VAULT_UI_SESSION_IDLE (default 4)")
     ap.add_argument("--login-attempts", type=int, default=60,
@@ -638,6 +691,7 @@ def run_checks(con, args, admin):
         sys.exit("VAULT_CONSOLE_VALUE and VAULT_CONSOLE_LIMITED_TOKEN are required for the checks")
     con.forbidden["value"] = value
     con.forbidden["limited token"] = limited
+    con.forbidden["ungranted value"] = os.environ.get("VAULT_CONSOLE_UNGRANTED_VALUE")
     run = Run(con, args)
     ctx = con.context()
     page = ctx.new_page()
@@ -649,11 +703,6 @@ def run_checks(con, args, admin):
     actor = args.actor or text(page, "span#whoami")
     run.check("cluster", check_cluster, con, page)
     run.check("browse", check_browse, con, page, args.secret, args.prefix)
-    # The version that holds the value (the put below adds one).
-    try:
-        version = str(current_version(page))
-    except Exception:
-        version = "1"
     if actor:
         run.check("reveal-audited", check_reveal_audited, con, page, args.secret, value, actor)
     else:
@@ -663,7 +712,11 @@ def run_checks(con, args, admin):
     run.check("csrf", check_csrf, con, page, args.secret)
     run.check("pages", check_pages, con, page)
     run.check("put", check_put, con, page, args.secret)
-    run.check("limited-refused", check_limited, con, limited, args.secret, value, version)
+    run.check("limited-refused", check_limited, con, limited, args.secret, args.prefix)
+    if args.ungranted_secret:
+        run.check("read-refused", check_read_refused, con, page, admin, limited, args.ungranted_secret)
+    if args.limited_name:
+        run.check("revoked-token", check_revoked, con, page, admin, limited, args.limited_name)
     run.check("session-expiry", check_expiry, con, page, admin, args.idle_wait)
     run.check("logout", check_logout, con, page, admin)
     con.close(ctx)

@@ -3,9 +3,9 @@
 //! a follower in a real 3-node cluster, so its writes are forwarded to the leader.
 //!
 //! The script logs in, browses, reveals a value and finds its audit record, is refused a stale
-//! check-and-set, forged POSTs and a token without grants, sees its session end after the idle
-//! time and after logout, hits the login rate limit, and checks every page's HTML and headers.
-//! It prints one line per check; this test fails with that output unless every check passed.
+//! check-and-set, forged POSTs, a token without grants and a read no reader rule grants, sees
+//! sessions end after the idle time, at logout and when their token is revoked, hits the login
+//! rate limit, and checks every page's HTML and headers. It prints one line per check; this test fails with that output unless every check passed.
 //!
 //! `make test` installs the browser and Playwright first (`make console`:
 //! `scripts/install-console.sh`). Without them this test fails, saying so, unless
@@ -86,18 +86,28 @@ async fn run_script(py: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -
     (out.status.success(), text)
 }
 
+/// What the script is given: the limited token, and `other/x`'s value.
+struct Seeded {
+    limited: String,
+    ungranted_value: String,
+}
+
 /// Seeds what the script looks at: `app/db` with two versions (the second holds `value`),
-/// neighbours and a sub-prefix, a rotation policy elsewhere, and a role that grants nothing
-/// under `app/`. Returns a token of that role.
-fn seed(c: &TestCluster, via: usize, value: &str) -> String {
+/// neighbours and a sub-prefix, a rotation policy elsewhere, a reader rule that lets loopback
+/// read `app/*` only (so `other/x` is a read no rule grants), and a token whose role grants
+/// nothing under `app/`.
+fn seed(c: &TestCluster, via: usize, value: &str) -> Seeded {
+    let ungranted_value = canary("ungranted");
     c.ctl(via, &["secret", "put", "app/db", "--value", &canary("old")]);
     c.ctl(via, &["secret", "put", "app/db", "--value", value]);
     c.ctl(via, &["secret", "put", "app/api-key", "--value", &canary("api")]);
     c.ctl(via, &["secret", "put", "app/web/tls", "--value", &canary("tls")]);
-    c.ctl(via, &["secret", "put", "other/x", "--value", &canary("other")]);
+    c.ctl(via, &["secret", "put", "other/x", "--value", &ungranted_value]);
     c.ctl(via, &["secret", "rotation", "set", "app/api-key", "--every", "24h", "--generator", "random:16"]);
+    c.ctl(via, &["reader", "create", "loopback", "--cidr", "127.0.0.1/32", "--cidr", "::1/128", "--grant", "app/*"]);
     c.ctl(via, &["role", "create", "outsider", "--grant", "list:other/*"]);
-    c.ctl(via, &["token", "create", "outsider-1", "--role", "outsider"]).trim().to_string()
+    let limited = c.ctl(via, &["token", "create", "outsider-1", "--role", "outsider"]).trim().to_string();
+    Seeded { limited, ungranted_value }
 }
 
 /// Live versions of `name` as the leader's API lists them.
@@ -123,18 +133,32 @@ fn console_in_a_browser_on_a_follower() {
         let leader = c.leader_seen_by(0, |_| true).await;
         let follower = (leader + 1) % 3;
         let value = canary("console-value");
-        let limited = seed(&c, leader, &value);
+        let seeded = seed(&c, leader, &value);
         let before = versions(&c, leader, "app/db");
         let url = format!("http://{}", c.specs[follower].env["VAULT_UI_ADDR"]);
 
         let (ok, out) = run_script(
             &py,
             &url,
-            &["--secret", "app/db", "--prefix", "app/", "--actor", "bootstrap-admin", "--idle-wait", "5"],
+            &[
+                "--secret",
+                "app/db",
+                "--prefix",
+                "app/",
+                "--actor",
+                "bootstrap-admin",
+                "--ungranted-secret",
+                "other/x",
+                "--limited-name",
+                "outsider-1",
+                "--idle-wait",
+                "5",
+            ],
             &[
                 ("VAULT_CONSOLE_ADMIN_TOKEN", &c.token),
-                ("VAULT_CONSOLE_LIMITED_TOKEN", &limited),
+                ("VAULT_CONSOLE_LIMITED_TOKEN", &seeded.limited),
                 ("VAULT_CONSOLE_VALUE", &value),
+                ("VAULT_CONSOLE_UNGRANTED_VALUE", &seeded.ungranted_value),
             ],
         )
         .await;
@@ -147,7 +171,8 @@ fn console_in_a_browser_on_a_follower() {
         for n in &c.nodes {
             let log = n.log();
             assert!(!log.contains(&value), "the value is in {}", n.log_path.display());
-            assert!(!log.contains(&c.token) && !log.contains(&limited), "a token is in {}", n.log_path.display());
+            assert!(!log.contains(&seeded.ungranted_value), "other/x's value is in {}", n.log_path.display());
+            assert!(!log.contains(&c.token) && !log.contains(&seeded.limited), "a token is in {}", n.log_path.display());
         }
     });
 }
