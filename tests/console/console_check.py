@@ -621,8 +621,8 @@ def screenshots(con, args, token, out):
     shot("secret", f"/secret?name={quote(args.secret, safe='')}")
     try:
         k = current_version(page)
-        page.click(f"form.reveal-form:has(input[name=version][value='{k}']) button.reveal")
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.click(f"form.reveal-form:has(input[name=version][value='{k}']) button.reveal")
         shot("reveal")
     except Exception as e:
         print(f"FAIL screenshot reveal: {e}", flush=True)
