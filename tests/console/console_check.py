@@ -23,6 +23,7 @@ Example:
 """
 
 import argparse
+import json
 import os
 import re
 import secrets
@@ -346,7 +347,18 @@ def check_reveal_audited(con, page, secret, value, actor):
     need(len(after) > len(before),
          f"no new read record (secret.get) for {secret} by {actor!r} on /audit "
          f"({len(before)} before the reveal, {len(after)} after; rows: {audit_rows(page)[:5]})")
-    return f"version {k}, audit seq {after[0][0] if after else '?'}"
+    # The export link carries the same search: a JSON-lines attachment with those records.
+    href = page.locator("a#audit-export").get_attribute("href") or ""
+    need(href.startswith("/audit/export"), f"a#audit-export links to {href!r}")
+    r = page.request.get(con.url(href))
+    need(r.status == 200, f"{href} answered {r.status}")
+    need("attachment" in r.headers.get("content-disposition", ""), f"{href} is not an attachment")
+    lines = [json.loads(line) for line in r.text().splitlines() if line.strip()]
+    reads = [x for x in lines if x.get("secret") == secret and x.get("actor") == actor
+             and x.get("action") in ("secret.get", "GetSecret")]
+    need(len(reads) == len(after), f"the export has {len(reads)} of the {len(after)} read records shown")
+    need(value not in r.text(), "the audit export holds the value")
+    return f"version {k}, audit seq {after[0][0] if after else '?'}, exported"
 
 
 def check_stale_cas(con, page, secret):
