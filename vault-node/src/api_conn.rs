@@ -85,6 +85,10 @@ impl Drop for Slot {
 pub struct ApiConnectInfo {
     pub tcp: TcpConnectInfo,
     pub client_cn: Option<Arc<str>>,
+    /// For calls the operator console makes for a logged-in browser: the session's token name,
+    /// which names the actor of reads (authorized, like every read, by address and reader
+    /// rules). Only the console sets it: it is never taken from the network.
+    pub console_user: Option<Arc<str>>,
 }
 
 impl Connected for ApiConn {
@@ -92,12 +96,12 @@ impl Connected for ApiConn {
 
     fn connect_info(&self) -> ApiConnectInfo {
         match &self.stream {
-            Stream::Plain(s) => ApiConnectInfo { tcp: s.connect_info(), client_cn: None },
+            Stream::Plain(s) => ApiConnectInfo { tcp: s.connect_info(), client_cn: None, console_user: None },
             Stream::Tls(s) => {
                 let (tcp, session) = s.get_ref();
                 let client_cn =
                     session.peer_certificates().and_then(|chain| chain.first()).and_then(|leaf| common_name(leaf));
-                ApiConnectInfo { tcp: tcp.connect_info(), client_cn }
+                ApiConnectInfo { tcp: tcp.connect_info(), client_cn, console_user: None }
             }
         }
     }
@@ -170,6 +174,20 @@ impl AsyncWrite for ApiConn {
 /// `client_ca`, a client may present a certificate, which must chain to that CA (reader rules
 /// can name its subject); a client without one is served as before (tokens and addresses).
 pub fn tls_acceptor(cert_path: &Path, key_path: &Path, client_ca: Option<&Path>) -> anyhow::Result<TlsAcceptor> {
+    tls_acceptor_for(cert_path, key_path, client_ca, b"h2")
+}
+
+/// The same certificate for HTTP/1.1 (the console), with no client certificates asked for.
+pub fn console_tls_acceptor(cert_path: &Path, key_path: &Path) -> anyhow::Result<TlsAcceptor> {
+    tls_acceptor_for(cert_path, key_path, None, b"http/1.1")
+}
+
+fn tls_acceptor_for(
+    cert_path: &Path,
+    key_path: &Path,
+    client_ca: Option<&Path>,
+    alpn: &[u8],
+) -> anyhow::Result<TlsAcceptor> {
     let cert_pem = std::fs::read(cert_path).with_context(|| format!("read VAULT_TLS_CERT {}", cert_path.display()))?;
     let key_pem = std::fs::read(key_path).with_context(|| format!("read VAULT_TLS_KEY {}", key_path.display()))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -207,7 +225,7 @@ pub fn tls_acceptor(cert_path: &Path, key_path: &Path, client_ca: Option<&Path>)
     };
     let mut config =
         builder.with_single_cert(chain, key).context("API TLS certificate and key do not match or are unsupported")?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -96,6 +96,31 @@ impl RawConfig {
         }
     }
 
+    /// A duration such as `90s`, `15m` or `8h` (at least a second).
+    fn duration(&self, key: &str, default: Duration) -> anyhow::Result<Duration> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+                Ok(_) => bail!("{key}={s:?} must be at least 1s"),
+                Err(e) => bail!("{key}={s:?} is not a duration such as 90s, 15m or 8h: {e}"),
+            },
+        }
+    }
+
+    /// The console's settings; `None` unless `VAULT_UI_ADDR` is set.
+    fn ui(&self) -> anyhow::Result<Option<crate::console::UiConfig>> {
+        let Some(addr) = self.get("VAULT_UI_ADDR") else { return Ok(None) };
+        let addr = addr.parse().map_err(|e| anyhow!("VAULT_UI_ADDR={addr:?} is not host:port: {e}"))?;
+        let ui = crate::console::UiConfig {
+            addr,
+            session_idle: self.duration("VAULT_UI_SESSION_IDLE", Duration::from_secs(15 * 60))?,
+            session_max: self.duration("VAULT_UI_SESSION_MAX", Duration::from_secs(8 * 3600))?,
+            logins_per_min: self.parse::<u32>("VAULT_UI_LOGIN_RATE", 10)?.max(1),
+        };
+        Ok(Some(ui))
+    }
+
     fn flag(&self, key: &str) -> anyhow::Result<bool> {
         match self.get(key).map(|s| s.to_ascii_lowercase()) {
             None => Ok(false),
@@ -293,6 +318,7 @@ impl RawConfig {
                 .get("VAULT_METRICS_ADDR")
                 .map(|s| s.parse().map_err(|e| anyhow!("VAULT_METRICS_ADDR={s:?} is not host:port: {e}")))
                 .transpose()?,
+            ui: self.ui()?,
             raft_addr,
             api_advertise: advertise(self.get("VAULT_API_ADVERTISE_ADDR"), api_addr),
             raft_advertise: advertise(self.get("VAULT_RAFT_ADVERTISE_ADDR"), raft_addr),
@@ -441,6 +467,8 @@ pub struct Config {
     pub api_addr: SocketAddr,
     /// Prometheus metrics, `/healthz` and `/readyz` (HTTP); off unless set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The operator console (`VAULT_UI_*`); off unless `VAULT_UI_ADDR` is set.
+    pub ui: Option<crate::console::UiConfig>,
     pub raft_addr: SocketAddr,
     pub api_advertise: String,
     pub raft_advertise: String,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod environ;
 pub mod error;
 pub mod hooks;

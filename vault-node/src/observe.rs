@@ -389,27 +389,29 @@ fn rpc_label(path: &str) -> &'static str {
 /// gRPC status code names, as the `code` label.
 fn code_label(code: Option<&[u8]>) -> &'static str {
     let n: Option<i32> = code.and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.trim().parse().ok());
-    match n {
-        None => "none",
-        Some(n) => match tonic::Code::from_i32(n) {
-            tonic::Code::Ok => "OK",
-            tonic::Code::Cancelled => "CANCELLED",
-            tonic::Code::Unknown => "UNKNOWN",
-            tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-            tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            tonic::Code::NotFound => "NOT_FOUND",
-            tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-            tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-            tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-            tonic::Code::Aborted => "ABORTED",
-            tonic::Code::OutOfRange => "OUT_OF_RANGE",
-            tonic::Code::Unimplemented => "UNIMPLEMENTED",
-            tonic::Code::Internal => "INTERNAL",
-            tonic::Code::Unavailable => "UNAVAILABLE",
-            tonic::Code::DataLoss => "DATA_LOSS",
-            tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-        },
+    n.map_or("none", |n| code_name(tonic::Code::from_i32(n)))
+}
+
+/// A status code's name as gRPC writes it (`FAILED_PRECONDITION`).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -123,6 +123,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("bind metrics listener {addr}"))?),
         None => None,
     };
+    let ui_listener = match &config.ui {
+        Some(ui) => Some(crate::console::bind(ui).await?),
+        None => None,
+    };
     let raft_listener = match &security {
         Some(_) => Some(
             TcpListener::bind(config.raft_addr)
@@ -324,7 +328,30 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         secrets: SecretsServer::new(SecretsService::new(vault.clone(), config.rotation.hooks_dir.clone(), watch)),
         admin: AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())),
     };
+    let console = match (ui_listener, &config.ui) {
+        (Some(listener), Some(ui)) => {
+            let stack = crate::console::grpc::ApiStack::new(
+                api.auth.clone(),
+                api.secrets.clone(),
+                api.admin.clone(),
+                api_listener.local_addr().ok(),
+            );
+            let tls = config.tls.as_ref().map(|(cert, key)| api_conn::console_tls_acceptor(cert, key)).transpose()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(console = %format!("{scheme}://{}/", listener.local_addr()?), "console listener up");
+            let console = crate::console::Console::new(stack, vault.clone(), ui, tls.is_some());
+            Some(tokio::spawn(crate::console::serve(listener, tls, console, api_stop.clone())))
+        }
+        _ => None,
+    };
     serve_api(api_listener, api, api_stop).await?;
+    if let Some(h) = console {
+        match tokio::time::timeout(SHUTDOWN_GRACE, h).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "console listener failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "console listener task failed"),
+            _ => {}
+        }
+    }
 
     tracing::info!("shutting down");
     background.cancel();

@@ -307,6 +307,15 @@ impl Admin for AdminService {
         .await
     }
 
+    /// Any valid token: who it is. The auth layer already checked it after a barrier (a
+    /// revoked or expired token never gets here); this records that it was used.
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::TokenInfo>, Status> {
+        let caller = caller_of(&req)?;
+        let result = caller.principal().map(|p| pb::TokenInfo::from(&p.token));
+        self.vault.audit(&caller, None, &result)?;
+        result.map(Response::new)
+    }
+
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
         let caller = caller_of(&req)?;
         let r = req.into_inner();

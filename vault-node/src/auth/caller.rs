@@ -20,6 +20,8 @@ pub struct Caller {
     pub read_denied: Option<String>,
     /// For reads over TLS: the common name of the verified client certificate presented.
     pub cert_cn: Option<Arc<str>>,
+    /// For reads the operator console makes for a logged-in browser: the session's token name.
+    pub console_user: Option<Arc<str>>,
     /// Set when the call's change is proposed to Raft: from then on the apply step records it
     /// (on every node), and the handler does not.
     proposed: Arc<AtomicBool>,
@@ -36,7 +38,15 @@ pub struct Principal {
 
 impl Caller {
     pub fn new(ip: IpAddr, principal: Option<Principal>, action: &'static str) -> Self {
-        Caller { ip, principal, action, read_denied: None, cert_cn: None, proposed: Arc::new(AtomicBool::new(false)) }
+        Caller {
+            ip,
+            principal,
+            action,
+            read_denied: None,
+            cert_cn: None,
+            console_user: None,
+            proposed: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Marks the call's change as proposed (see `proposed`).
@@ -48,17 +58,19 @@ impl Caller {
         self.proposed.load(Ordering::SeqCst)
     }
 
-    /// Token name for management calls; for reads the client IP, or the subject of the client
-    /// certificate it presented (`cert:CN`).
+    /// Token name for management calls; for reads the client IP, the subject of the client
+    /// certificate it presented (`cert:CN`), or the console session's token name
+    /// (`console:NAME`).
     pub fn actor(&self) -> String {
-        match (&self.principal, &self.cert_cn) {
-            (Some(p), _) => p.token.name.clone(),
-            (None, Some(cn)) => format!("cert:{cn}"),
-            (None, None) => self.ip.to_string(),
+        match (&self.principal, &self.console_user, &self.cert_cn) {
+            (Some(p), _, _) => p.token.name.clone(),
+            (None, Some(user), _) => format!("console:{user}"),
+            (None, None, Some(cn)) => format!("cert:{cn}"),
+            (None, None, None) => self.ip.to_string(),
         }
     }
 
-    fn principal(&self) -> Result<&Principal, Status> {
+    pub fn principal(&self) -> Result<&Principal, Status> {
         self.principal.as_ref().ok_or_else(|| Status::unauthenticated("this call needs a bearer token"))
     }
 

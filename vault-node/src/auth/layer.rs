@@ -83,6 +83,8 @@ struct AuthInput {
     peer: Option<IpAddr>,
     /// The verified client certificate's common name, if one was presented.
     client_cn: Option<Arc<str>>,
+    /// Set by the operator console only (see `ApiConnectInfo::console_user`).
+    console_user: Option<Arc<str>>,
 }
 
 impl AuthInput {
@@ -93,6 +95,7 @@ impl AuthInput {
             headers: req.headers().clone(),
             peer: info.and_then(|i| i.tcp.remote_addr()).map(|a| a.ip()),
             client_cn: info.and_then(|i| i.client_cn.clone()),
+            console_user: info.and_then(|i| i.console_user.clone()),
         }
     }
 }
@@ -138,6 +141,7 @@ impl AuthPolicy {
                 // its subject must not lend the proxy's grants to every client behind it.
                 let via_proxy = self.trust_proxy && self.trusted_proxies.contains(peer);
                 caller.cert_cn = if via_proxy { None } else { req.client_cn.clone() };
+                caller.console_user = req.console_user.clone();
                 if !self.allowed_ips.contains(ip) {
                     caller.read_denied = Some(format!("client address {ip} is not allowed to read secrets"));
                 }

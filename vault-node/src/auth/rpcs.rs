@@ -91,6 +91,7 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Admin/BindHook", Access::Admin, "hook.bind"),
     rpc("/vault.v1.Admin/ListHookBindings", Access::Admin, "hook.list"),
     rpc("/vault.v1.Admin/UnbindHook", Access::Admin, "hook.unbind"),
+    rpc("/vault.v1.Admin/WhoAmI", Access::Manage, "token.whoami"),
 ];
 
 /// The action name of a call to an unlisted `vault.v1` path.

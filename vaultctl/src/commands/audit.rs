@@ -72,7 +72,8 @@ pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
         }
         Cmd::List { limit, secret, since } => {
             let since_ms = since.as_deref().map(parse_since).transpose()?.unwrap_or(0);
-            let req = pb::ListAuditRequest { limit, secret: secret.unwrap_or_default(), since_ms };
+            let req =
+                pb::ListAuditRequest { limit, secret: secret.unwrap_or_default(), since_ms, ..Default::default() };
             let r = rpc!(c, addressed(c), admin.list_audit, req).await?;
             if json {
                 print_json(json!(r
