@@ -246,7 +246,7 @@ def check_login_page(con, page):
 def check_login_refused(con, page):
     page.fill("input#token", "not-a-token-" + secrets.token_urlsafe(8))
     resp = con.submit(page, "button#login")
-    need(resp.status == 401, f"a refused token answered {resp.status}, not 401")
+    need(resp.status == 401, f"a refused token answered {resp.status}, not 401: {text(page, '#error')!r}")
     err = text(page, "#error") or ""
     need("Login failed" in err, f"#error says {err!r}, not 'Login failed: ...'")
     need(page.context.cookies() == [] or all(c["name"] != COOKIE for c in page.context.cookies()),
@@ -654,7 +654,7 @@ def main():
     ap.add_argument("--url", default=os.environ.get("VAULT_CONSOLE_URL"), help="the console, e.g. http://127.0.0.1:8300")
     ap.add_argument("--secret", default=os.environ.get("VAULT_CONSOLE_SECRET"), help="a secret with a live version")
     ap.add_argument("--prefix", help="a prefix to browse that lists the secret (default: the secret's folder)")
-    ap.add_argument("--actor", help="the admin token's name in audit records (default: what #whoami shows)")
+    ap.add_argument("--actor", help="the actor of the admin's reads in audit records (default: console:<what #whoami shows>)")
     ap.add_argument("--ungranted-secret", help="a secret no reader rule grants to this address: its reveal must be "
                     "refused (its value, if known, in VAULT_CONSOLE_UNGRANTED_VALUE)")
     ap.add_argument("--limited-name", help="the limited token's name: revoke it on /access (after the other "
@@ -712,7 +712,9 @@ def run_checks(con, args, admin):
     if not run.check("login", check_login, con, page, admin):
         con.close(ctx)
         return run.failed + ["(stopped: no session)"]
-    actor = args.actor or text(page, "span#whoami")
+    # The console's reads are audited as `console:<token name>` (a read's actor is otherwise
+    # the client address).
+    actor = args.actor or (f"console:{text(page, 'span#whoami')}" if text(page, "span#whoami") else None)
     run.check("cluster", check_cluster, con, page)
     run.check("browse", check_browse, con, page, args.secret, args.prefix)
     if actor:

@@ -146,7 +146,7 @@ fn console_in_a_browser_on_a_follower() {
                 "--prefix",
                 "app/",
                 "--actor",
-                "bootstrap-admin",
+                "console:bootstrap-admin",
                 "--ungranted-secret",
                 "other/x",
                 "--limited-name",
