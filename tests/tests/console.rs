@@ -77,11 +77,23 @@ async fn run_script(py: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -
         .env_remove("VAULT_TOKEN")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a hung run is ended with its browser.
+        .process_group(0)
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .expect("the browser script finishes within 5 minutes")
-        .expect("run the browser script");
+    let child = cmd.spawn().expect("run the browser script");
+    let group = child.id().and_then(|id| i32::try_from(id).ok());
+    let out = match tokio::time::timeout(Duration::from_secs(240), child.wait_with_output()).await {
+        Ok(out) => out.expect("wait for the browser script"),
+        Err(_) => {
+            if let Some(g) = group {
+                // SAFETY: kill(2) on the process group this test created; no memory involved.
+                unsafe { libc::kill(-g, libc::SIGKILL) };
+            }
+            panic!("the browser script did not finish within 4 minutes");
+        }
+    };
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
