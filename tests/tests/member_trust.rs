@@ -9,7 +9,7 @@ use vault_core::model::{AuditContext, BOOTSTRAP_TOKEN_NAME};
 use vault_core::token::{RawToken, TokenHash};
 use vault_raft::transport::{AdminOp, CallerWrite, ForwardError, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, CommandResponse};
-use vault_tests::raft_peer::{append_as, forward_as, hash_of, raft_as, token_record, vote_as};
+use vault_tests::raft_peer::{append_as, forward_as, hash_of, raft_as, raft_as_from, tls_from, token_record, vote_as};
 use vault_tests::*;
 
 fn mt() -> tokio::runtime::Runtime {
@@ -252,5 +252,138 @@ fn a_joining_node_takes_raft_traffic_only_from_the_voters_that_add_it() {
             Err(s) if s.code() == Code::PermissionDenied => {}
             other => panic!("a non-member's vote once node 4 joined: {other:?}"),
         }
+    });
+}
+
+/// Each forwarded request a member is refused is written to the refusing node's audit log, up
+/// to a budget a minute per member (`raft.forward`, actor `node:<id>`); past it the refusals
+/// are still answered, only counted, so a hostile member cannot fill every node's log.
+#[test]
+fn a_members_refused_forwards_are_recorded_one_by_one_only_within_its_budget() {
+    const BUDGET: usize = 30; // `PER_MEMBER_PER_MINUTE` in vault-raft/src/transport/peer_audit.rs
+    const SENT: usize = BUDGET + 15;
+    mt().block_on(async {
+        let c = TestCluster::start(1, |_| {}).await;
+        let id = c.specs[0].node_id;
+        let mut as_member = raft_as(&c.certs(), id, id, c.specs[0].raft_addr).await;
+        // The budget is per minute of the node's clock (this machine's): send the burst well
+        // inside one minute.
+        let in_minute = vault_core::time::now_ms() % 60_000;
+        if in_minute > 45_000 {
+            tokio::time::sleep(Duration::from_millis(60_000 - in_minute + 200)).await;
+        }
+        let minute = vault_core::time::now_ms() / 60_000;
+        for i in 0..SENT {
+            let req = ForwardRequest::AdminByHash { auth: hash_of(&c.token), op: AdminOp::TransferLeader { to: id } };
+            match forward_as(&mut as_member, id, req).await {
+                Err(s) if s.code() == Code::PermissionDenied => {}
+                other => panic!("refused forward {i}: expected PERMISSION_DENIED, got {other:?}"),
+            }
+        }
+        assert_eq!(vault_core::time::now_ms() / 60_000, minute, "the burst stayed inside one minute");
+
+        let log = records(&c, 0);
+        let recorded: Vec<_> =
+            log.iter().filter(|r| r["action"] == "raft.forward" && r["actor"] == format!("node:{id}")).collect();
+        assert_eq!(recorded.len(), BUDGET, "{SENT} refused, one record each only within the budget: {recorded:#?}");
+        assert!(
+            recorded.iter().all(|r| r["outcome"].as_str().is_some_and(|o| o.starts_with("permission denied"))),
+            "{recorded:#?}"
+        );
+    });
+}
+
+/// A put through node index `i` until it succeeds (within 45 s).
+async fn put_through(c: &TestCluster, i: usize, name: &str, value: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let out = c.nodes[i].vaultctl(Some(&c.token), &["secret", "put", name, "--value", value]);
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert!(std::time::Instant::now() < deadline, "put {name} through node index {i}: {err}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Once its handshake shows a current member, a member's Raft connection moves to a slot of its
+/// own (one of `MEMBER_SLOTS`) and stops counting against its address and the shared slots. So
+/// one address holds more member connections than it may hold unverified ones, and connections
+/// presenting a cluster-CA certificate that names no member, from as many addresses as it
+/// takes, hold the shared slots and no more, while the member connections (a restarted
+/// follower's among them) keep serving and the cluster commits through that follower.
+///
+/// Not shown, because it does not hold: a member's *new* connection needs a free shared slot
+/// for its handshake, so while the shared slots are full it is closed like any other (see
+/// "Limits" in SECURITY.md).
+#[test]
+fn member_connections_hold_slots_that_connections_naming_no_member_cannot_take() {
+    use vault_raft::transport::pb::NodeStateRequest;
+    use vault_raft::transport::{MAX_CONNECTIONS, MAX_PER_ADDRESS, MEMBERSHIP_RECHECK, MEMBER_SLOTS};
+    mt().block_on(async {
+        let mut c = TestCluster::start(3, |_| {}).await;
+        let leader = c.leader_seen_by(0, |_| true).await;
+        let (leader_id, raft) = (c.specs[leader].node_id, c.specs[leader].raft_addr);
+        let follower = (leader + 1) % 3;
+        let follower_id = c.specs[follower].node_id;
+        let certs = c.certs();
+        mint_certs(&certs, &[9]);
+
+        tracing::info!("a follower restarts and writes through it reach the leader again");
+        c.nodes[follower].stop();
+        c.nodes[follower] = c.specs[follower].start();
+        c.nodes[follower].wait_ready().await;
+        put_through(&c, follower, "slots/before", "v1").await;
+
+        tracing::info!("more member connections from one address than it may hold unverified");
+        let mut members = Vec::new();
+        for i in 0..MAX_PER_ADDRESS + 8 {
+            match raft_as_from(&certs, follower_id, leader_id, raft, Some([127, 0, 0, 2].into())).await {
+                Ok(m) => members.push(m),
+                Err(e) => panic!("member connection {i} from 127.0.0.2 (cap {MAX_PER_ADDRESS} unverified): {e:?}"),
+            }
+        }
+
+        tracing::info!("connections naming no member take the shared slots, from as many addresses as it takes");
+        let shared = MAX_CONNECTIONS - MEMBER_SLOTS;
+        let address = |i: usize| [127, 0, 0, 2 + u8::try_from(i / MAX_PER_ADDRESS).expect("few addresses")];
+        let filled_at = std::time::Instant::now();
+        let held =
+            futures::future::join_all((0..shared).map(|i| tls_from(&certs, 9, leader_id, raft, address(i)))).await;
+        let took = filled_at.elapsed();
+        let opened = held.iter().filter(|s| s.is_some()).count();
+        assert_eq!(opened, shared, "127.0.0.2 still had its own {MAX_PER_ADDRESS} after the member connections");
+        let refused = |what: &'static str| {
+            let certs = certs.clone();
+            async move {
+                let extra = tls_from(&certs, 9, leader_id, raft, address(shared)).await;
+                assert!(
+                    extra.is_none(),
+                    "{what}: a connection naming no member took a slot past the {shared} shared ones"
+                );
+            }
+        };
+        refused("once filled").await;
+
+        tracing::info!(?took, "while they are held, member connections serve and writes commit through the follower");
+        for (i, m) in members.iter_mut().enumerate() {
+            let state = m.node_state(NodeStateRequest::default()).await;
+            assert_eq!(state.map(|r| r.into_inner().node_id).ok(), Some(leader_id), "member connection {i}");
+        }
+        let out = c.nodes[follower].vaultctl(Some(&c.token), &["secret", "put", "slots/during", "--value", "v2"]);
+        assert!(out.status.success(), "a write through the follower: {}", String::from_utf8_lossy(&out.stderr));
+        let out = c.nodes[follower].vaultctl(Some(&c.token), &["secret", "get", "slots/before"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "v1", "{}", String::from_utf8_lossy(&out.stderr));
+        refused("after the writes").await;
+        // Connections naming no member are closed at the membership check; until then the
+        // shared slots were full for all of the above.
+        let held_for = filled_at.elapsed();
+        assert!(
+            held_for < MEMBERSHIP_RECHECK,
+            "too slow to check while the slots were held: {held_for:?} (fill {took:?})"
+        );
+        assert_eq!(c.ctl(leader, &["secret", "get", "slots/during"]), "v2", "the write committed");
+        drop(held);
     });
 }

@@ -100,8 +100,10 @@ fn utf8(p: &Path) -> String {
 /// Reads follow the address allowlist alone until a rule exists; then `app/x` reads from
 /// 127.0.0.1 through a rule granting `app/*` and `other/x` is PERMISSION_DENIED (singly, and
 /// item by item in a batch); even a rule for another network alone closes every read to
-/// loopback; deleting the last rule restores the old behaviour. Only an admin token manages
-/// rules; refused rules store nothing; the audit log names the rule that allowed a read.
+/// loopback; deleting the last rule, or restoring a backup without rules, leaves no read
+/// allowed (rules stay required once in force) until an admin creates a rule again. Only an
+/// admin token manages rules; refused rules store nothing; the audit log names the rule that
+/// allowed a read.
 #[test]
 fn once_a_reader_rule_exists_a_read_needs_a_rule_that_grants_the_name() {
     mt().block_on(async {
@@ -270,9 +272,9 @@ fn once_a_reader_rule_exists_a_read_needs_a_rule_that_grants_the_name() {
     });
 }
 
-/// A rule created through one node decides reads on the others at once, and deleting it
-/// through another node reopens reads on every node, with no restart: rules travel through
-/// Raft and reads are linearizable.
+/// A rule created through one node decides reads on the others at once, and replacing it
+/// through another node (a rule granting every name, then deleting the first) opens reads on
+/// every node, with no restart: rules travel through Raft and reads are linearizable.
 #[test]
 fn reader_rule_changes_through_one_node_apply_on_every_node_at_once() {
     mt().block_on(async {

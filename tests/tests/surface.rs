@@ -1,5 +1,6 @@
-//! What the API's surface tells a caller who may see little: listings and their page tokens,
-//! and the answers of lifecycle and rotation calls about names the caller may not list.
+//! What the API's surface tells a caller who may see little: listings (of secrets and of
+//! rotation policies) and their page tokens, and the answers of lifecycle and rotation calls
+//! about names the caller may not list.
 
 use std::time::{Duration, Instant};
 
@@ -66,9 +67,23 @@ async fn list_with(
     secrets_client(url).await.list_secrets(authed(req, token)).await.map(|r| r.into_inner())
 }
 
+/// A page token built here as `vault-node/src/api/page_token.rs` issues one (its check value
+/// is no secret): for a listing of `prefix`, continuing after `last`.
+fn well_formed_page_token(prefix: &str, last: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut body = u16::try_from(prefix.len()).expect("a short prefix").to_be_bytes().to_vec();
+    body.extend_from_slice(prefix.as_bytes());
+    body.extend_from_slice(last.as_bytes());
+    let sum = Sha256::new().chain_update(b"vault ListSecrets page token v1\0").chain_update(&body).finalize();
+    body.extend_from_slice(&sum[..8]);
+    format!("v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body))
+}
+
 /// More than 10,000 names the token may not list sit between names it may: its listing, page
 /// tokens included, is the same as before they were written, it walks every page, and it
-/// cannot start from a position it chose (a name, a garbage string, another prefix's token).
+/// cannot start from a position it chose (a name, a garbage string, another prefix's token, a
+/// well-formed token at a name it may not list).
 /// The admin still pages through everything with `vaultctl secret list`.
 #[test]
 fn page_tokens_reveal_nothing_outside_the_grants_and_only_issued_ones_are_taken() {
@@ -110,6 +125,14 @@ fn page_tokens_reveal_nothing_outside_the_grants_and_only_issued_ones_are_taken(
             list_with(&url, &lister, "app/", &app_token).await.expect("its own token").secrets[0].name,
             "app/a2"
         );
+        // A well-formed token is taken at a name the token may list, and refused at one it may
+        // not, so choosing positions tells nothing about names outside the grants.
+        let at_a1 = well_formed_page_token("", "app/a1");
+        assert_eq!(list_with(&url, &lister, "", &at_a1).await.expect("a well-formed token").secrets[0].name, "app/a2");
+        let hidden_at = well_formed_page_token("", "hidden/05000");
+        let e =
+            list_with(&url, &lister, "", &hidden_at).await.expect_err("a position at a name the token may not list");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
         // The admin's `vaultctl secret list` follows the tokens through every page.
         let listed =
@@ -243,5 +266,131 @@ fn a_failed_check_and_set_names_the_current_version_only_to_a_token_that_may_lis
             }
         }
         assert_eq!(n.ctl(&["secret", "get", "app/there"]), "v", "nothing was written");
+    });
+}
+
+/// Every page of `ListRotations` as `token` sees it: (names, next_page_token) per page.
+async fn rotation_pages(url: &str, token: &str, prefix: &str, page_size: u32) -> Vec<(Vec<String>, String)> {
+    let mut c = secrets_client(url).await;
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let req = pb::ListRotationsRequest { prefix: prefix.into(), page_size, page_token: page_token.clone() };
+        let page = c.list_rotations(authed(req, token)).await.expect("list rotations").into_inner();
+        assert!(page.rotations.len() <= page_size as usize, "{page:?}");
+        let names = page.rotations.iter().map(|r| r.name.clone()).collect();
+        page_token = page.next_page_token.clone();
+        out.push((names, page.next_page_token));
+        assert!(out.len() < 100, "a listing of a few policies never ends: {out:?}");
+        if page_token.is_empty() {
+            return out;
+        }
+    }
+}
+
+async fn rotations_with(url: &str, token: &str, prefix: &str, page_token: &str) -> Result<Vec<String>, tonic::Status> {
+    let req = pb::ListRotationsRequest { prefix: prefix.into(), page_size: 1, page_token: page_token.into() };
+    let page = secrets_client(url).await.list_rotations(authed(req, token)).await?.into_inner();
+    Ok(page.rotations.into_iter().map(|r| r.name).collect())
+}
+
+/// `ListRotations` shows a token the policies of the names it may list and no others (its
+/// pages and page tokens are the same before and after policies it may not see appear), each
+/// as `GetRotation` shows it, a failing one with its failures and last error; it pages, and
+/// refuses a page token it did not issue: garbage, a `ListSecrets` token, one of another
+/// prefix.
+#[test]
+fn rotation_listings_show_only_the_policies_the_token_may_list_a_page_at_a_time() {
+    mt().block_on(async {
+        let n = SingleNode::start(|_| {}).await;
+        let url = n.url();
+        n.ctl(&["role", "create", "app-lister", "--grant", "list:app/*"]);
+        n.ctl(&["role", "create", "app-writer", "--grant", "create,update:app/*"]);
+        let lister = token_for(&n, "rot-lister", "app-lister");
+        let writer = token_for(&n, "rot-writer", "app-writer");
+        let set = |name: &str, every: &str| {
+            n.ctl(&["secret", "put", name, "--value", "v"]);
+            n.ctl(&["secret", "rotation", "set", name, "--every", every, "--generator", "random:8"]);
+        };
+        let app = ["app/r1", "app/r2", "app/r3"];
+        for name in app {
+            set(name, "1d");
+        }
+        n.ctl(&["secret", "put", "app/no-policy", "--value", "v"]);
+        let seen_before: Vec<_> = {
+            let mut v = Vec::new();
+            for size in [1000, 1, 2] {
+                v.push((size, rotation_pages(&url, &lister, "", size).await));
+            }
+            v
+        };
+        let names: Vec<String> = seen_before[0].1.iter().flat_map(|(names, _)| names.clone()).collect();
+        assert_eq!(names, app, "only the policies under app/, in name order");
+        assert_eq!(seen_before[1].1.len(), 3, "pages of one: {:?}", seen_before[1].1);
+        assert_eq!(seen_before[2].1.iter().map(|(n, _)| n.len()).collect::<Vec<_>>(), [2, 1]);
+
+        // Policies the token may not list, around its names: nothing it sees changes.
+        for name in ["aaa/first", "app0/between", "ops/o1", "ops/o2"] {
+            set(name, "12h");
+        }
+        for (size, want) in &seen_before {
+            assert_eq!(&rotation_pages(&url, &lister, "", *size).await, want, "page size {size}");
+        }
+        assert_eq!(rotation_pages(&url, &lister, "ops/", 10).await, [(Vec::<String>::new(), String::new())]);
+        let all: Vec<String> =
+            rotation_pages(&url, &n.token, "", 2).await.into_iter().flat_map(|(names, _)| names).collect();
+        assert_eq!(all, ["aaa/first", "app/r1", "app/r2", "app/r3", "app0/between", "ops/o1", "ops/o2"]);
+
+        // Each entry is the policy as GetRotation tells it: period, generator, next due,
+        // failures and last error.
+        let mut c = secrets_client(&url).await;
+        let req = pb::ListRotationsRequest { prefix: "app/".into(), ..Default::default() };
+        let listed = c.list_rotations(authed(req, &lister)).await.expect("list").into_inner().rotations;
+        for info in &listed {
+            let got = c.get_rotation(authed(pb::GetRotationRequest { name: info.name.clone() }, &lister)).await;
+            assert_eq!(&got.expect("get rotation").into_inner(), info);
+            assert_eq!((info.every_secs, info.generator.as_str(), info.failures), (86_400, "random:8", 0));
+            assert!(info.next_due_ms > vault_core::time::now_ms(), "{info:?}");
+        }
+
+        // Only tokens this listing issued, for this prefix, are taken.
+        let app_token = rotation_pages(&url, &lister, "app/", 1).await[0].1.clone();
+        assert_eq!(rotations_with(&url, &lister, "app/", &app_token).await.expect("its own token"), ["app/r2"]);
+        let secrets_req = pb::ListSecretsRequest { prefix: "app/".into(), page_size: 1, page_token: String::new() };
+        let secrets_token = c.list_secrets(authed(secrets_req, &lister)).await.expect("list").into_inner();
+        assert!(!secrets_token.next_page_token.is_empty());
+        for (prefix, bad) in [
+            ("", "garbage"),
+            ("", "ops/o1"),
+            ("", "v1.AAAAAAAAAAAAAAAA"),
+            ("app/", secrets_token.next_page_token.as_str()),
+            ("", app_token.as_str()),
+        ] {
+            let e = rotations_with(&url, &lister, prefix, bad).await.expect_err(&format!("page token {bad:?} taken"));
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
+        }
+        // A token that may list nothing learns nothing.
+        let e = rotations_with(&url, &writer, "", "").await.expect_err("no list grant");
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+        // The CLI follows the pages.
+        let out = must_vaultctl(&url, Some(&lister), &["--output", "json", "secret", "rotation", "list"]);
+        let out: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let names: Vec<&str> = out.as_array().expect("array").iter().filter_map(|r| r["name"].as_str()).collect();
+        assert_eq!(names, app);
+        let table = must_vaultctl(&url, Some(&n.token), &["secret", "rotation", "list", "--prefix", "ops/"]);
+        assert!(table.starts_with("NAME") && table.contains("ops/o1") && !table.contains("app/r1"), "{table}");
+
+        // A failing policy is listed with its failures and last error (no live version left).
+        set("app/failing", "1d");
+        n.ctl(&["secret", "delete", "app/failing"]);
+        let rotate = n.node.vaultctl(Some(&n.token), &["secret", "rotate", "app/failing"]);
+        assert!(!rotate.status.success(), "rotating a secret without a live version fails");
+        let req = pb::ListRotationsRequest { prefix: "app/failing".into(), ..Default::default() };
+        let failing = c.list_rotations(authed(req, &lister)).await.expect("list").into_inner().rotations;
+        assert_eq!(failing.len(), 1, "{failing:?}");
+        assert!(failing[0].failures >= 1 && !failing[0].last_error.is_empty(), "{failing:?}");
+        let table = must_vaultctl(&url, Some(&lister), &["secret", "rotation", "list", "--prefix", "app/failing"]);
+        assert!(table.contains(&failing[0].last_error), "{table}");
     });
 }

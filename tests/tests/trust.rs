@@ -637,29 +637,7 @@ async fn tls_as(
     target: u64,
     addr: std::net::SocketAddr,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
-    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(certs.join("ca.pem")).expect("read ca.pem") {
-        roots.add(c.expect("a CA certificate")).expect("add the CA");
-    }
-    let chain = CertificateDer::pem_file_iter(certs.join(format!("node-{as_id}.pem")))
-        .expect("read the certificate")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("PEM certificates");
-    let key = PrivateKeyDer::from_pem_file(certs.join(format!("node-{as_id}.key"))).expect("read the key");
-    let mut config = ClientConfig::builder_with_provider(std::sync::Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .expect("a client certificate");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from(node_server_name(target)).expect("a DNS name");
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.expect("TLS handshake")
+    tls_from(certs, as_id, target, addr, [127, 0, 0, 1]).await.expect("TLS handshake")
 }
 
 /// Whether the server ends `s` (end of stream or an error) within `within`, reading and

@@ -118,6 +118,22 @@ impl Client {
             page_token = r.next_page_token;
         }
     }
+
+    /// Rotation policies (with next due time, failures and last error) of the names under
+    /// `prefix` that the token may list, every page.
+    pub async fn list_rotations(&self, prefix: &str) -> Result<Vec<pb::RotationInfo>> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let req = pb::ListRotationsRequest { prefix: prefix.to_string(), page_size: 1000, page_token };
+            let r = self.call(Route::Read, req, |c, r| async move { c.secrets().list_rotations(r).await }).await?;
+            all.extend(r.rotations);
+            if r.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = r.next_page_token;
+        }
+    }
 }
 
 fn batch_result(name: &str, r: pb::BatchGetResult) -> Result<Secret> {

@@ -169,6 +169,7 @@ mod properties {
             let _ = pb::GetSecretRequest::decode(bytes.as_slice());
             let _ = pb::BatchGetSecretsRequest::decode(bytes.as_slice());
             let _ = pb::ListSecretsRequest::decode(bytes.as_slice());
+            let _ = pb::ListRotationsRequest::decode(bytes.as_slice());
             let _ = pb::VersionsRequest::decode(bytes.as_slice());
             let _ = pb::CreateTokenRequest::decode(bytes.as_slice());
             let _ = pb::CreateRoleRequest::decode(bytes.as_slice());

@@ -188,7 +188,7 @@ mod tests {
         log.append_all(vec![read(1000), read(1001)]).await.expect("written");
         let report = log.verify().expect("verify");
         assert!(report.problem.is_none(), "{report:?}");
-        let all = log.list(usize::MAX, None, None).expect("list");
+        let all = log.list(&crate::AuditQuery::newest(usize::MAX)).expect("list");
         assert_eq!(all.len(), 402);
         let mut actors: Vec<String> = all.iter().map(|r| r.actor.clone()).collect();
         actors.sort();
@@ -247,6 +247,6 @@ mod tests {
         assert!(matches!(rx.await, Ok(Err(_))), "the waiter got an error, not a success");
         assert!(!log.group().lock().writing, "the next caller writes at once");
         log.append_all(vec![read(2)]).await.expect("a later read is written");
-        assert_eq!(log.list(usize::MAX, None, None).expect("list").len(), 1);
+        assert_eq!(log.list(&crate::AuditQuery::newest(usize::MAX)).expect("list").len(), 1);
     }
 }

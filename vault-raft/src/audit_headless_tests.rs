@@ -47,7 +47,11 @@ fn rewrite_as_legacy(db: &DB) {
 }
 
 fn broken_at_start(a: &AuditLog) -> Option<String> {
-    a.list(100, None, None).unwrap().into_iter().find(|r| r.action == ACTION_CHAIN_BROKEN).map(|r| r.outcome)
+    a.list(&crate::AuditQuery::newest(100))
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action == ACTION_CHAIN_BROKEN)
+        .map(|r| r.outcome)
 }
 
 #[test]
@@ -131,7 +135,7 @@ fn a_fresh_node_starts_clean_and_records_of_a_pre_chaining_build_are_adopted_onc
     let a = start(&db);
     let r = a.verify().unwrap();
     assert_eq!((r.legacy, r.problem.clone()), (3, None), "{r:?}");
-    let listed = a.list(10, None, None).unwrap();
+    let listed = a.list(&crate::AuditQuery::newest(10)).unwrap();
     assert!(listed.iter().any(|r| r.action == ACTION_LEGACY_ADOPTED && r.outcome.contains("up to 3")), "{listed:?}");
     a.append(record(9)).unwrap();
     assert_eq!(a.verify().unwrap().problem, None);

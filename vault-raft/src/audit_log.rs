@@ -37,6 +37,8 @@ use serde::{Deserialize, Serialize};
 use vault_core::keys::AuditMacKey;
 use vault_core::model::{audit_field, AuditRecord, MAX_AUDIT_FIELD};
 
+pub use crate::audit_query::AuditQuery;
+
 use crate::audit_chain::{
     legacy_adoption, node_record, record_mac, retirement, Break, Head, HeadV1, Link, ACTION_CHAIN_BROKEN,
     ACTION_HEAD_UPGRADED, ACTION_PRUNED_OVER_HARD_CAP, KEY_ANCHOR_V1, KEY_HEAD, KEY_HEAD_V1,
@@ -356,27 +358,26 @@ impl AuditLog {
         }
     }
 
-    /// Newest first, at most `limit`, optionally only those about `secret` and at or after
-    /// `since_ms`.
-    pub fn list(
-        &self,
-        limit: usize,
-        secret: Option<&str>,
-        since_ms: Option<u64>,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    /// Newest first, at most `query.limit` of the records that match `query` (see
+    /// [`AuditQuery`]). Walks back from the newest record and stops at the first one before
+    /// `since_ms` (records are stamped when written, so times do not go back along the log).
+    pub fn list(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let mut out = Vec::new();
+        if query.limit == 0 {
+            return Ok(out);
+        }
         let it = self
             .db
             .iterator_cf(cf(&self.db, CF_AUDIT)?, IteratorMode::From(&u64::MAX.to_be_bytes(), Direction::Reverse));
         for item in it {
             let (_, v) = item?;
             let r = decode_stored(&v)?.into_record();
-            if since_ms.is_some_and(|s| r.time_ms < s) {
+            if query.since_ms.is_some_and(|s| r.time_ms < s) {
                 break;
             }
-            if secret.is_none_or(|s| r.secret.as_deref() == Some(s)) {
+            if query.matches(&r) {
                 out.push(r);
-                if out.len() >= limit {
+                if out.len() >= query.limit {
                     break;
                 }
             }
@@ -567,7 +568,7 @@ mod tests {
         assert_eq!(a.prune(now).unwrap(), Pruned { removed: 10, over_hard_cap: 0 });
         let r = a.verify().unwrap();
         assert_eq!((r.first_seq, r.last_seq, r.checked, r.problem.clone()), (Some(11), Some(15), 5, None), "{r:?}");
-        assert_eq!(a.list(100, None, None).unwrap().len(), 5);
+        assert_eq!(a.list(&AuditQuery::newest(100)).unwrap().len(), 5);
         a.append(record(99, now)).unwrap();
         assert_eq!(a.verify().unwrap().problem, None);
     }
@@ -588,7 +589,7 @@ mod tests {
         // A new current key while the old one is still held: the old one is retired on record.
         let a = reopen(a, keys(&[("k2", 8), ("k1", 7)]));
         a.append(record(3, 1_000)).unwrap();
-        let retired = a.list(10, None, None).unwrap();
+        let retired = a.list(&AuditQuery::newest(10)).unwrap();
         assert!(retired.iter().any(|r| r.action == crate::audit_chain::ACTION_KEY_RETIRED), "{retired:?}");
         // Then the old key goes: its records are unverifiable, not failures.
         let a = reopen(a, keys(&[("k2", 8)]));
@@ -615,7 +616,7 @@ mod tests {
         a.append(record(1, 1_000)).unwrap();
         let p = a.verify().unwrap().problem.unwrap();
         assert!(p.contains("record 1 is under key k1"), "{p}");
-        let listed = a.list(10, None, None).unwrap();
+        let listed = a.list(&AuditQuery::newest(10)).unwrap();
         assert!(listed.iter().any(|r| r.action == ACTION_CHAIN_BROKEN && r.outcome.contains("head is under key k1")));
     }
 
@@ -652,7 +653,7 @@ mod tests {
         // An untagged anchor in the old place is refused too.
         a.db.put_cf(meta, KEY_ANCHOR_V1, encode(&Link { seq: 6, mac: six.mac }).unwrap()).unwrap();
         let a = reopen(a, keys(&[("k1", 7)]));
-        let listed = a.list(1, None, None).unwrap();
+        let listed = a.list(&AuditQuery::newest(1)).unwrap();
         assert_eq!(listed[0].action, ACTION_CHAIN_BROKEN, "{listed:?}");
     }
 
@@ -699,7 +700,7 @@ mod tests {
             if good {
                 // The adoption of the untagged anchor is on record (record 6), for every later verify.
                 assert_eq!((r.first_seq, r.checked, r.problem.clone()), (Some(3), 4, None), "{r:?}");
-                let newest = &a.list(1, None, None).unwrap()[0];
+                let newest = &a.list(&AuditQuery::newest(1)).unwrap()[0];
                 assert_eq!(newest.action, crate::audit_chain::ACTION_HEAD_UPGRADED, "{newest:?}");
                 assert!(newest.outcome.contains("anchor 2 adopted untagged"), "{newest:?}");
             } else {
@@ -727,7 +728,7 @@ mod tests {
         assert_eq!(a.over_hard_cap(), 6);
         assert_eq!(a.verify().unwrap().problem, None);
         // The prune is on record (record 7).
-        let newest = &a.list(1, None, None).unwrap()[0];
+        let newest = &a.list(&AuditQuery::newest(1)).unwrap()[0];
         assert_eq!(newest.action, ACTION_PRUNED_OVER_HARD_CAP, "{newest:?}");
         a.append(record(7, now)).unwrap();
         let a = reopen(a, keys(&[("k1", 7)]));
@@ -787,9 +788,15 @@ mod tests {
         for i in 0..5 {
             a.append(record(i % 2, 1_000 + i)).unwrap();
         }
-        let all = a.list(10, None, None).unwrap();
+        let all = a.list(&AuditQuery::newest(10)).unwrap();
         assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 4, 3, 2, 1]);
-        assert_eq!(a.list(10, Some("app/1"), None).unwrap().len(), 2);
-        assert_eq!(a.list(10, None, Some(1_003)).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 4]);
+        let seqs = |q: AuditQuery| a.list(&q).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>();
+        let by_secret = AuditQuery { secret: Some("app/1".into()), ..AuditQuery::newest(10) };
+        assert_eq!(seqs(by_secret.clone()), vec![4, 2]);
+        // The limit counts matching records: the newest match is not crowded out by others.
+        assert_eq!(seqs(AuditQuery { limit: 1, ..by_secret }), vec![4]);
+        assert_eq!(seqs(AuditQuery { since_ms: Some(1_003), ..AuditQuery::newest(10) }), vec![5, 4]);
+        assert_eq!(seqs(AuditQuery { until_ms: Some(1_001), ..AuditQuery::newest(10) }), vec![2, 1]);
+        assert_eq!(seqs(AuditQuery { until_ms: Some(1_003), since_ms: Some(1_002), ..AuditQuery::newest(1) }), vec![4]);
     }
 }

@@ -33,7 +33,7 @@ fn a_break_outlives_its_record_removed_past_the_hard_cap() {
     }
     let pruned = a.prune(now).unwrap();
     assert_eq!(pruned.removed, 7);
-    let listed = a.list(10, None, None).unwrap();
+    let listed = a.list(&crate::AuditQuery::newest(10)).unwrap();
     assert!(
         listed.iter().any(|r| r.action == ACTION_PRUNED_OVER_HARD_CAP && r.outcome.contains("records 1 to 7")),
         "{listed:?}"
@@ -63,7 +63,7 @@ fn a_key_retired_over_a_broken_chain_leaves_verify_failing_once_the_key_is_gone(
     c.record.actor = "someone-else".into();
     db.put_cf(family, 2u64.to_be_bytes(), encode(&c).unwrap()).unwrap();
     let a = start(&db, keys(&[("k2", 8), ("k1", 7)]));
-    let retired = &a.list(1, None, None).unwrap()[0];
+    let retired = &a.list(&crate::AuditQuery::newest(1)).unwrap()[0];
     assert!(retired.outcome.contains("record 2 was altered"), "{retired:?}");
     drop(a);
     let a = start(&db, keys(&[("k2", 8)]));

@@ -15,6 +15,7 @@ mod audit_group;
 #[cfg(test)]
 mod audit_headless_tests;
 pub mod audit_log;
+mod audit_query;
 mod audit_start;
 #[cfg(test)]
 mod audit_sticky_tests;
@@ -43,7 +44,7 @@ pub mod watch_log;
 #[cfg(test)]
 mod watch_log_tests;
 
-pub use audit_log::{AuditKeys, AuditLog, Pruned, Retention, VerifyReport};
+pub use audit_log::{AuditKeys, AuditLog, AuditQuery, Pruned, Retention, VerifyReport};
 pub use cluster::{Cluster, ClusterParts};
 pub use command::{Command, CommandResponse, Rejection};
 pub use elections::ElectionTiming;

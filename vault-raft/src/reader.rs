@@ -39,6 +39,9 @@ pub struct DueRotations {
 /// Names with their metadata, and whether more follow.
 pub type SecretPage = (Vec<(String, SecretMeta)>, bool);
 
+/// Names with their rotation policies, and whether more follow.
+pub type RotationPage = (Vec<(String, RotationPolicy)>, bool);
+
 /// A value read from the state machine, and the generation (see `applied`) it was read at.
 type Cached<T> = Arc<RwLock<Option<(u64, T)>>>;
 
@@ -228,15 +231,37 @@ impl StateReader {
         start_after: &str,
         limit: usize,
     ) -> Result<SecretPage, StoreError> {
+        self.list_names(CF_SECRETS, ranges, start_after, limit)
+    }
+
+    /// Rotation policies of the names in `ranges` after `start_after`, read exactly as
+    /// [`Self::list_secrets`] reads secrets.
+    pub fn list_rotations(
+        &self,
+        ranges: &[NameRange],
+        start_after: &str,
+        limit: usize,
+    ) -> Result<RotationPage, StoreError> {
+        self.list_names(CF_ROTATION, ranges, start_after, limit)
+    }
+
+    /// The bounded scan behind the listings, over a column family keyed by secret name.
+    fn list_names<T: serde::de::DeserializeOwned>(
+        &self,
+        family: &'static str,
+        ranges: &[NameRange],
+        start_after: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, T)>, bool), StoreError> {
         let mut out = Vec::new();
         for range in ranges {
             let from = range.start().max(start_after);
             let it =
-                self.db.iterator_cf(cf(&self.db, CF_SECRETS)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
+                self.db.iterator_cf(cf(&self.db, family)?, IteratorMode::From(from.as_bytes(), Direction::Forward));
             for item in it {
                 let (k, v) = item?;
-                let name =
-                    std::str::from_utf8(&k).map_err(|_| StoreError::Corrupt("secret name is not UTF-8".into()))?;
+                let name = std::str::from_utf8(&k)
+                    .map_err(|_| StoreError::Corrupt(format!("a key of {family} is not UTF-8")))?;
                 if !range.contains(name) {
                     break;
                 }

@@ -2,13 +2,14 @@
 
 use anyhow::{anyhow, bail};
 
-/// `--since`: milliseconds since the epoch, or an age (`30m`, `12h`, `7d`) before now.
-pub fn parse_since(s: &str) -> anyhow::Result<u64> {
+/// A point in time given to `flag` (`--since`, `--until`): milliseconds since the epoch, or
+/// an age (`30m`, `12h`, `7d`) before now.
+pub fn parse_time(flag: &str, s: &str) -> anyhow::Result<u64> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(ms);
     }
     let age_ms = parse_ttl(s)
-        .map_err(|_| anyhow!("--since {s:?}: expected milliseconds since the epoch, or an age such as 30m, 12h or 7d"))?
+        .map_err(|_| anyhow!("{flag} {s:?}: expected milliseconds since the epoch, or an age such as 30m, 12h or 7d"))?
         .saturating_mul(1000);
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);

@@ -320,16 +320,10 @@ impl Admin for AdminService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         // Reading the log is itself audited, after the listing so it is not in its own answer.
-        let limit = match r.limit as usize {
-            0 => 100,
-            n => n.min(MAX_AUDIT),
-        };
-        let filter = (!r.secret.is_empty()).then_some(r.secret.as_str());
-        let since = (r.since_ms > 0).then_some(r.since_ms);
         self.admin(&caller, None, async {
+            let query = r.to_query(100, MAX_AUDIT)?;
             let log = self.vault.audit_log.clone();
-            let filter = filter.map(str::to_string);
-            let records = blocking(move || log.list(limit, filter.as_deref(), since)).await?;
+            let records = blocking(move || log.list(&query)).await?;
             Ok(pb::ListAuditResponse { records: records.into_iter().map(pb::AuditEntry::from).collect() })
         })
         .await

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit_head;
+mod listing;
 mod page_token;
 pub mod secrets;
 pub mod watch;

@@ -1,8 +1,10 @@
-//! `ListSecrets` page tokens. A token names the listing's prefix and the last name the page
-//! returned, which its caller has seen already (a listing only ever walks names the caller
-//! may list, so there is no other position to carry). It is base64url with a version tag
-//! and a check value, so garbage, a truncated or edited token, or one from a listing of
-//! another prefix is refused as `INVALID_ARGUMENT` rather than taken as a position. The
+//! Page tokens of the name listings (`ListSecrets`, `ListRotations`). A token names the
+//! listing's prefix and the last name the page returned, which its caller has seen already (a
+//! listing only ever walks names the caller may list, so there is no other position to
+//! carry). It is base64url with a version tag and a check value that also covers which
+//! listing issued it, so garbage, a truncated or edited token, one from a listing of another
+//! prefix, or one another listing issued is refused as `INVALID_ARGUMENT` rather than taken
+//! as a position. The
 //! check value is not a secret: whoever forges a token can only point it at a name the
 //! handler then checks the caller may list, which tells them nothing new.
 
@@ -13,22 +15,40 @@ use tonic::Status;
 const TAG: &str = "v1.";
 const CHECK_LEN: usize = 8;
 
-fn check(body: &[u8]) -> [u8; CHECK_LEN] {
-    let digest = Sha256::new().chain_update(b"vault ListSecrets page token v1\0").chain_update(body).finalize();
+/// Which listing a token belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Secrets,
+    Rotations,
+}
+
+impl Listing {
+    /// What the check value is computed under; `Secrets` keeps the context of the tokens
+    /// issued before there was more than one listing, so they stay valid across an upgrade.
+    fn context(self) -> &'static [u8] {
+        match self {
+            Listing::Secrets => b"vault ListSecrets page token v1\0",
+            Listing::Rotations => b"vault ListRotations page token v1\0",
+        }
+    }
+}
+
+fn check(listing: Listing, body: &[u8]) -> [u8; CHECK_LEN] {
+    let digest = Sha256::new().chain_update(listing.context()).chain_update(body).finalize();
     let mut out = [0u8; CHECK_LEN];
     out.copy_from_slice(&digest[..CHECK_LEN]);
     out
 }
 
-/// The token for the page after `last` in a listing of `prefix`.
-pub fn issue(prefix: &str, last: &str) -> String {
+/// The token for the page after `last` in `listing` of `prefix`.
+pub fn issue(listing: Listing, prefix: &str, last: &str) -> String {
     // Prefixes are at most a name long (255 bytes); a longer one lists nothing and gets no token.
     let len = u16::try_from(prefix.len()).unwrap_or(u16::MAX);
     let mut body = Vec::with_capacity(2 + prefix.len() + last.len() + CHECK_LEN);
     body.extend_from_slice(&len.to_be_bytes());
     body.extend_from_slice(prefix.as_bytes());
     body.extend_from_slice(last.as_bytes());
-    let sum = check(&body);
+    let sum = check(listing, &body);
     body.extend_from_slice(&sum);
     format!("{TAG}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body))
 }
@@ -38,9 +58,9 @@ pub fn refused() -> Status {
     Status::invalid_argument("page_token is not a token this listing issued; start again without one")
 }
 
-/// The name a page token says to continue after, for a listing of `prefix`; `None` for no
+/// The name a page token says to continue after, for `listing` of `prefix`; `None` for no
 /// token (the first page). The caller must still check that it may list the name.
-pub fn resume(token: &str, prefix: &str) -> Result<Option<String>, Status> {
+pub fn resume(listing: Listing, token: &str, prefix: &str) -> Result<Option<String>, Status> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -50,7 +70,7 @@ pub fn resume(token: &str, prefix: &str) -> Result<Option<String>, Status> {
         return Err(refused());
     }
     let (signed, sum) = body.split_at(body.len() - CHECK_LEN);
-    if check(signed) != sum {
+    if check(listing, signed) != sum {
         return Err(refused());
     }
     let len = usize::from(u16::from_be_bytes([signed[0], signed[1]]));
@@ -76,11 +96,17 @@ mod tests {
 
     #[test]
     fn issued_tokens_resume_and_others_are_refused() {
-        let t = issue("app/", "app/db");
+        let resume = |t: &str, p: &str| super::resume(Listing::Secrets, t, p);
+        let t = issue(Listing::Secrets, "app/", "app/db");
         assert_eq!(resume(&t, "app/").unwrap().as_deref(), Some("app/db"));
         assert_eq!(resume("", "app/").unwrap(), None);
         assert_eq!(resume(&t, "other/").unwrap_err().code(), Code::InvalidArgument);
         assert_eq!(resume(&t, "").unwrap_err().code(), Code::InvalidArgument);
+        // Each listing takes only its own tokens.
+        let rotations = issue(Listing::Rotations, "app/", "app/db");
+        assert_eq!(resume(&rotations, "app/").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(super::resume(Listing::Rotations, &rotations, "app/").unwrap().as_deref(), Some("app/db"));
+        assert_eq!(super::resume(Listing::Rotations, &t, "app/").unwrap_err().code(), Code::InvalidArgument);
         let mut edited = t.clone().into_bytes();
         let i = edited.len() - 12;
         edited[i] = if edited[i] == b'A' { b'B' } else { b'A' };

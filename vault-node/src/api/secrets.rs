@@ -7,7 +7,8 @@ use vault_core::model::{Action, Generator, ReaderDecision, ReaderRules, Rotation
 use vault_core::{SecretBytes, SecretName};
 use vault_raft::{Command, CommandResponse};
 
-use crate::api::page_token;
+use crate::api::listing;
+use crate::api::page_token::Listing;
 use crate::auth::caller::{caller_of, Caller};
 use crate::error::{answer, blocking, ApiError};
 use crate::pb;
@@ -18,7 +19,6 @@ use crate::vault::Vault;
 const MAX_BATCH: usize = 100;
 /// Most versions named in one lifecycle call.
 const MAX_VERSIONS_PER_CALL: usize = 100;
-const MAX_PAGE: usize = 1000;
 /// How long `RotateSecret` waits for the leader's attempt (longer than a hook may run by
 /// default), and how often it looks.
 const ROTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(50);
@@ -227,33 +227,15 @@ impl Secrets for SecretsService {
         let caller = caller_of(&req)?;
         let r = req.into_inner();
         let result = answer(async {
-            let limit = match r.page_size as usize {
-                0 => MAX_PAGE,
-                n => n.min(MAX_PAGE),
-            };
-            // A token that may list nothing is refused before anything is read.
-            let Some(principal) = caller.principal.as_ref().filter(|p| p.role.grants_action(Action::List)) else {
-                return Err(Status::permission_denied("this token's role grants `list` on no name").into());
-            };
-            // The page continues after a name this caller was given; anything else is refused
-            // the same way, whether or not such a name exists.
-            let after = match page_token::resume(&r.page_token, &r.prefix)? {
-                Some(name) if SecretName::parse(&name).is_ok() && caller.allows(Action::List, &name) => name,
-                Some(_) => return Err(page_token::refused().into()),
-                None => String::new(),
-            };
-            // Only the ranges the grants cover are walked, so neither the page nor the token
-            // depends on names the caller may not list.
-            let ranges = principal.role.ranges(Action::List, &r.prefix);
+            let listing = Listing::Secrets;
+            let scope = listing::scope(&caller, listing, &r.prefix, r.page_size, &r.page_token)?;
             self.vault.linearize().await?;
             let reader = self.vault.reader.clone();
-            let (items, more) = blocking(move || reader.list_secrets(&ranges, &after, limit)).await?;
-            let next = match items.last() {
-                Some((last, _)) if more => page_token::issue(&r.prefix, last),
-                _ => String::new(),
-            };
+            let (items, more) = blocking(move || reader.list_secrets(&scope.ranges, &scope.after, scope.limit)).await?;
+            let last = items.last().map(|(name, _)| name.as_str());
+            let next_page_token = listing::next_token(listing, &r.prefix, last, more);
             let secrets = items.iter().map(|(n, m)| pb::SecretSummary::from_meta(n.clone(), m)).collect();
-            Ok(pb::ListSecretsResponse { secrets, next_page_token: next })
+            Ok(pb::ListSecretsResponse { secrets, next_page_token })
         })
         .await;
         self.vault.audit(&caller, None, &result)?;
@@ -326,6 +308,31 @@ impl Secrets for SecretsService {
         })
         .await;
         self.vault.audit(&caller, Some(&r.name), &result)?;
+        Ok(Response::new(result?))
+    }
+
+    /// Every policy the caller may see (`list` on its name), a page at a time, like
+    /// `list_secrets`.
+    async fn list_rotations(
+        &self,
+        req: Request<pb::ListRotationsRequest>,
+    ) -> Result<Response<pb::ListRotationsResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let r = req.into_inner();
+        let result = answer(async {
+            let listing = Listing::Rotations;
+            let scope = listing::scope(&caller, listing, &r.prefix, r.page_size, &r.page_token)?;
+            self.vault.linearize().await?;
+            let reader = self.vault.reader.clone();
+            let (items, more) =
+                blocking(move || reader.list_rotations(&scope.ranges, &scope.after, scope.limit)).await?;
+            let last = items.last().map(|(name, _)| name.as_str());
+            let next_page_token = listing::next_token(listing, &r.prefix, last, more);
+            let rotations = items.iter().map(|(n, p)| pb::RotationInfo::from_policy(n.clone(), p)).collect();
+            Ok(pb::ListRotationsResponse { rotations, next_page_token })
+        })
+        .await;
+        self.vault.audit(&caller, None, &result)?;
         Ok(Response::new(result?))
     }
 

@@ -58,6 +58,7 @@ pub const RPCS: &[Rpc] = &[
     rpc("/vault.v1.Secrets/DestroyVersions", Access::Manage, "secret.destroy_versions"),
     rpc("/vault.v1.Secrets/SetRotation", Access::Manage, "secret.rotation_set"),
     rpc("/vault.v1.Secrets/GetRotation", Access::Manage, "secret.rotation_get"),
+    rpc("/vault.v1.Secrets/ListRotations", Access::Manage, "secret.rotation_list"),
     rpc("/vault.v1.Secrets/ClearRotation", Access::Manage, "secret.rotation_clear"),
     // Waits for the leader's attempt, which may run a hook for up to its own timeout.
     streaming("/vault.v1.Secrets/RotateSecret", Access::Manage, "secret.rotate"),

@@ -21,7 +21,7 @@ mod cluster;
 pub mod grpc;
 mod login;
 mod page;
-// mod rotation; (after ListRotations lands)
+mod rotation;
 mod secrets;
 pub mod session;
 
@@ -150,8 +150,8 @@ fn router(console: Console) -> Router {
         .route("/access/role/delete", post(access::delete_role))
         .route("/access/reader", post(access::create_reader))
         .route("/access/reader/delete", post(access::delete_reader))
-        // .route("/rotation", get(rotation::list))
-        // .route("/rotation/rotate", post(rotation::rotate))
+        .route("/rotation", get(rotation::list))
+        .route("/rotation/rotate", post(rotation::rotate))
         .route("/backups", get(backups::show))
         .route("/backups/snapshot", post(backups::snapshot))
         .route("/static/console.css", get(stylesheet))

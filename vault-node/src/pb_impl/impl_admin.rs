@@ -1,5 +1,8 @@
 use vault_core::model::{AuditRecord, HookBinding, ReaderRule, Role, TokenRecord};
 
+use tonic::Status;
+use vault_raft::AuditQuery;
+
 use crate::pb;
 
 impl From<&TokenRecord> for pb::TokenInfo {
@@ -53,5 +56,29 @@ impl From<&ReaderRule> for pb::ReaderInfo {
             grants: r.grants.clone(),
             created_at_ms: r.created_at_ms,
         }
+    }
+}
+
+impl pb::ListAuditRequest {
+    /// The search this request asks for, with the limit defaulted (`default`) and capped
+    /// (`max`). A filter that is set must not be empty: an empty one would match nothing (or,
+    /// for the secret, everything), and is more likely a client's mistake than a search.
+    pub fn to_query(&self, default: usize, max: usize) -> Result<AuditQuery, Status> {
+        let exact = |field: &str, value: &Option<String>| match value.as_deref() {
+            Some("") => Err(Status::invalid_argument(format!("{field} is empty: leave it unset to match any {field}"))),
+            other => Ok(other.map(str::to_string)),
+        };
+        Ok(AuditQuery {
+            limit: match self.limit as usize {
+                0 => default,
+                n => n.min(max),
+            },
+            secret: (!self.secret.is_empty()).then(|| self.secret.clone()),
+            actor: exact("actor", &self.actor)?,
+            action: exact("action", &self.action)?,
+            outcome: exact("outcome", &self.outcome)?,
+            since_ms: (self.since_ms > 0).then_some(self.since_ms),
+            until_ms: self.until_ms,
+        })
     }
 }

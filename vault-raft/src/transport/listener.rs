@@ -22,7 +22,9 @@
 //! What is left: a member's connection is known as one only after its handshake, so callers
 //! from several addresses that keep [`MAX_CONNECTIONS`] less [`MEMBER_SLOTS`] handshakes
 //! stalled (each for up to [`HANDSHAKE_TIMEOUT`], again and again) delay new member
-//! connections; bind the Raft port to the cluster's private network. In dev mode (no TLS)
+//! connections, and so do connections with a cluster-CA certificate naming no member, renewed
+//! as the membership check closes them (connections members already hold keep serving); bind
+//! the Raft port to the cluster's private network. In dev mode (no TLS)
 //! connections carry no identity: the per-address cap and the idle timeout bound them.
 
 use std::collections::HashMap;

@@ -10,20 +10,36 @@ use vault_core::model::audit_field;
 use crate::commands::{addressed, rpc};
 use crate::failure::Failure;
 use crate::output::{outln, print_json, table};
-use crate::util::parse_since;
+use crate::util::parse_time;
 
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Recent records, newest first.
+    /// Recent records, newest first: the newest --limit of those that match every filter
+    /// given (each exact).
     List {
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only records about this secret.
         #[arg(long)]
         secret: Option<String>,
+        /// Only records of this actor: a token's name, or a reader's address.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records of this action, e.g. secret.get, secret.put, token.create.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records with this outcome: its status in words (ok, "permission denied",
+        /// "not found", ...) or the whole outcome text.
+        #[arg(long)]
+        outcome: Option<String>,
         /// Only records at or after this: milliseconds since the epoch, or an age such as 30m,
         /// 12h or 7d.
         #[arg(long)]
         since: Option<String>,
+        /// Only records at or before this: milliseconds since the epoch, or an age such as 30m,
+        /// 12h or 7d.
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Check this node's audit hash chain; names the first missing or altered record and exits
     /// non-zero if there is one. Prints the head (`SEQ:MAC`): keep it off the node and pass it
@@ -70,10 +86,11 @@ pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 Err(Failure::status(Code::DataLoss, format!("audit chain broken: {}", r.problem)))
             }
         }
-        Cmd::List { limit, secret, since } => {
-            let since_ms = since.as_deref().map(parse_since).transpose()?.unwrap_or(0);
-            let req =
-                pb::ListAuditRequest { limit, secret: secret.unwrap_or_default(), since_ms, ..Default::default() };
+        Cmd::List { limit, secret, actor, action, outcome, since, until } => {
+            let since_ms = since.as_deref().map(|s| parse_time("--since", s)).transpose()?.unwrap_or(0);
+            let until_ms = until.as_deref().map(|s| parse_time("--until", s)).transpose()?;
+            let secret = secret.unwrap_or_default();
+            let req = pb::ListAuditRequest { limit, secret, since_ms, actor, action, outcome, until_ms };
             let r = rpc!(c, addressed(c), admin.list_audit, req).await?;
             if json {
                 print_json(json!(r

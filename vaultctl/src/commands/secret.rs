@@ -102,6 +102,12 @@ pub enum RotationCmd {
     },
     /// The policy and its progress: next due, last rotation, failures and the last error.
     Get { name: String },
+    /// Every policy on a name the token may list (under --prefix), in name order: period,
+    /// generator, next due, failures and the last error.
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
     /// Stop rotating NAME.
     Clear { name: String },
 }
@@ -228,6 +234,31 @@ pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 print_json(rotation_json(&r));
             } else {
                 print_rotation(&r);
+            }
+        }
+        Cmd::Rotation(RotationCmd::List { prefix }) => {
+            let all = c.list_rotations(&prefix).await?;
+            if json {
+                print_json(json!(all.iter().map(rotation_json).collect::<Vec<_>>()));
+            } else {
+                let never = |ms: u64| if ms == 0 { "never".to_string() } else { fmt_ms(ms) };
+                table(
+                    &["NAME", "EVERY", "GENERATOR", "NEXT DUE", "LAST ROTATED", "FAILURES", "LAST ERROR"],
+                    all.into_iter()
+                        .map(|r| {
+                            vec![
+                                r.name,
+                                format!("{} s", r.every_secs),
+                                r.generator,
+                                fmt_ms(r.next_due_ms),
+                                never(r.last_rotated_ms),
+                                r.failures.to_string(),
+                                // A hook's words: escaped, so nothing reaches the terminal raw.
+                                vault_core::model::audit_field(&r.last_error, usize::MAX),
+                            ]
+                        })
+                        .collect(),
+                );
             }
         }
         Cmd::Rotation(RotationCmd::Clear { name }) => {
