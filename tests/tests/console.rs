@@ -188,3 +188,32 @@ fn console_in_a_browser_on_a_follower() {
         }
     });
 }
+
+/// With TLS on the API the console serves TLS too, with the same certificate: the session
+/// cookie is `Secure`, every page carries `Strict-Transport-Security`, and plain HTTP on its
+/// port gets no page. The script's shorter run (`--quick`): login, a reveal and its audit
+/// record, CSRF, logout, headers and the HTML scan.
+#[test]
+fn console_over_tls() {
+    let Some(py) = browser_python("console_over_tls") else { return };
+    mt().block_on(async {
+        let c = TestCluster::start(1, |s| {
+            s.serve_api_tls().set("VAULT_UI_ADDR", &format!("127.0.0.1:{}", free_port()));
+        })
+        .await;
+        let value = canary("tls-value");
+        c.ctl(0, &["secret", "put", "app/db", "--value", &value]);
+        let addr = c.specs[0].env["VAULT_UI_ADDR"].clone();
+        assert!(http_get(&addr, "/login").await.is_none(), "the console answers plain HTTP under TLS");
+
+        let (ok, out) = run_script(
+            &py,
+            &format!("https://{addr}"),
+            &["--secret", "app/db", "--quick"],
+            &[("VAULT_CONSOLE_ADMIN_TOKEN", &c.token), ("VAULT_CONSOLE_VALUE", &value)],
+        )
+        .await;
+        println!("{out}");
+        assert!(ok && out.contains("all console checks passed"), "console checks over TLS failed:\n{out}");
+    });
+}
