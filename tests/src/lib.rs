@@ -288,6 +288,22 @@ impl NodeProcess {
         }
     }
 
+    /// Waits up to `limit` for the node to exit on its own (a fail point's crash): its exit
+    /// status, or `None` if it still runs (it is left running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => {
+                    self.child = None;
+                    return Some(status);
+                }
+                Some(Ok(None)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => return None,
+            }
+        }
+    }
+
     /// SIGKILL: a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -22,11 +22,18 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static ALLOC: vault_node::alloc_count::Counting<mimalloc::MiMalloc> =
     vault_node::alloc_count::Counting(mimalloc::MiMalloc);
 
+/// `--version`: a build with the crash tests' fail points compiled in says so.
+const VERSION: &str = if vault_raft::crash_points::COMPILED_IN {
+    concat!(env!("CARGO_PKG_VERSION"), " +failpoints")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// Flags and environment variables, both made from the one list of settings: every setting is
 /// `--<name>` and `VAULT_<NAME>` (and `<name>` in the `--config` file).
 fn command() -> Command {
     let mut cmd = Command::new("vault-node")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(VERSION)
         .about("One node of the Raft-replicated secrets vault.")
         .after_help("Each setting is a flag, an environment variable and a key of the --config file; flags win over the environment, the environment over the file.")
         .arg(
@@ -119,6 +126,9 @@ const OTHER_SECRETS: &[&str] = &["VAULT_TOKEN"];
 
 fn main() -> std::process::ExitCode {
     let matches = command().get_matches();
+    // The crash tests' fail points, from `FAILPOINTS`; armed until main returns.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = vault_raft::crash_points::setup();
     // Read once; from here they live only in the validated config (zeroized key newtypes).
     // Before the runtime starts, while this is the only thread.
     vault_node::environ::scrub(

@@ -25,6 +25,7 @@ mod caller_write;
 pub mod cluster;
 pub mod codec;
 pub mod command;
+pub mod crash_points;
 pub mod db;
 pub mod elections;
 pub mod error;

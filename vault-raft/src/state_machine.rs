@@ -319,6 +319,7 @@ pub(crate) fn apply_entries(
     let (mut batch, records) = txn.into_batch()?;
     let staged = watch.stage(&mut batch, changes)?;
     audit.commit(batch, records)?;
+    crate::crash_points::crash_point(crate::crash_points::APPLY_AFTER_WRITE, last.map_or(0, |l| l.index));
     if cached_state_changed {
         applied.bump();
     }
@@ -350,6 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if self.synced.wait_committed_synced(last).await.is_err() {
             return Err(sto(IoKind::WriteSm, StoreError::Corrupt("raft log syncer has stopped".into())));
         }
+        crate::crash_points::crash_point(crate::crash_points::APPLY_BEFORE_WRITE, last);
         let applying = std::time::Instant::now();
         metrics::histogram!("vault_raft_apply_sync_wait_seconds").record(applying - waiting);
         let db = self.db.clone();

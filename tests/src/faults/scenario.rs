@@ -17,6 +17,8 @@ use super::lab::{node_ip, Lab, CLIENT_IP};
 use super::workload::{Client, Recorder, MAX_VERSIONS};
 use crate::{authed, mint_certs, random_master_key, random_token, vaultctl, NodeProcess, NodeSpec};
 
+mod crash;
+
 /// The faults, one per run; `Combined` draws several in sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,10 +34,11 @@ pub enum Nemesis {
     TransferLeader,
     Membership,
     Combined,
+    CrashInApply,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 12] = [
         Nemesis::KillLeader,
         Nemesis::KillAll,
         Nemesis::PauseLeader,
@@ -47,6 +50,7 @@ impl Nemesis {
         Nemesis::TransferLeader,
         Nemesis::Membership,
         Nemesis::Combined,
+        Nemesis::CrashInApply,
     ];
 
     pub fn name(self) -> String {
@@ -250,6 +254,11 @@ impl Nodes {
         }
     }
 
+    /// Whether node `id` was started and has exited on its own.
+    fn exited(&mut self, id: u64) -> bool {
+        self.procs[id as usize - 1].as_mut().is_some_and(|p| !p.is_running())
+    }
+
     fn signal(&mut self, id: u64, sig: &str) {
         if let Some(p) = &self.procs[id as usize - 1] {
             p.signal(sig);
@@ -446,6 +455,7 @@ impl Ctx<'_> {
                 }
             }
             Nemesis::Membership => self.membership().await?,
+            Nemesis::CrashInApply => self.crash_in_apply().await?,
             Nemesis::Combined => {
                 for _ in 0..4 {
                     let pick = [
