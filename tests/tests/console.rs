@@ -184,7 +184,11 @@ fn console_in_a_browser_on_a_follower() {
             let log = n.log();
             assert!(!log.contains(&value), "the value is in {}", n.log_path.display());
             assert!(!log.contains(&seeded.ungranted_value), "other/x's value is in {}", n.log_path.display());
-            assert!(!log.contains(&c.token) && !log.contains(&seeded.limited), "a token is in {}", n.log_path.display());
+            assert!(
+                !log.contains(&c.token) && !log.contains(&seeded.limited),
+                "a token is in {}",
+                n.log_path.display()
+            );
         }
     });
 }
@@ -194,8 +198,8 @@ fn console_in_a_browser_on_a_follower() {
 /// port gets no page. The script's shorter run (`--quick`): login, a reveal and its audit
 /// record, CSRF, logout, headers and the HTML scan.
 #[test]
-fn console_over_tls() {
-    let Some(py) = browser_python("console_over_tls") else { return };
+fn browser_over_tls() {
+    let Some(py) = browser_python("browser_over_tls") else { return };
     mt().block_on(async {
         let c = TestCluster::start(1, |s| {
             s.serve_api_tls().set("VAULT_UI_ADDR", &format!("127.0.0.1:{}", free_port()));
