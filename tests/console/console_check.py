@@ -256,7 +256,8 @@ def check_login_refused(con, page):
 def check_login(con, page, token):
     page.fill("input#token", token)
     resp = con.submit(page, "button#login")
-    need(path_of(page) == "/cluster", f"login ended at {page.url}, not /cluster")
+    need(path_of(page) == "/cluster",
+         f"login ended at {page.url} (HTTP {resp.status}: {text(page, '#error')!r}), not /cluster")
     need(resp.status == 200, f"/cluster answered {resp.status} after login")
     for sel in ("nav#nav", "a#nav-cluster", "a#nav-secrets", "a#nav-audit", "a#nav-access",
                 "a#nav-rotation", "a#nav-backups", "span#whoami", "form#logout-form", "#logout"):
