@@ -12,13 +12,15 @@ export VAULT_MOTO_SERVER := $(VENV)/bin/moto_server
 export VAULT_PYTHON := $(VENV)/bin/python
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help deps venv clients build run test test-wireguard test-faults bench lint fmt clean-dev cluster-up cluster-down
+.PHONY: help deps venv clients console console-screenshots build run test test-wireguard test-faults bench lint fmt clean-dev cluster-up cluster-down
 
 help:
 	@echo "make run    build and start a single-node dev vault (local KMS, data in .dev/)"
 	@echo "make test   install what tests need, then fmt, clippy and every test"
 	@echo "make build  build every binary and test"
 	@echo "make clients  install the Python and Node clients for their tests (venv, npm ci)"
+	@echo "make console  install Chromium (apt) and Playwright (venv) for the console's browser tests"
+	@echo "make console-screenshots   start a seeded dev node with the console, save docs/console/*.png"
 	@echo "make cluster-up / cluster-down   three local nodes on loopback (Raft over mTLS)"
 	@echo "make test-wireguard   three nodes on a WireGuard overlay in network namespaces (root)"
 	@echo "make test-faults   partitions, crashes, pauses, transfers on 3 and 5 nodes; histories checked (root; FAULTS_MINUTES=30 soaks)"
@@ -35,6 +37,17 @@ venv:
 # (`npm ci` in clients/node, which generates its code), for tests/tests/clients_polyglot.rs.
 clients: venv
 	@scripts/install-clients.sh $(VENV)
+
+# Debian's chromium and Playwright for Python (into the venv; it downloads no browser), for
+# tests/tests/console.rs, which drives the console in headless Chromium.
+console: venv
+	@scripts/install-console.sh $(VENV)
+
+# Screenshots of every console page into docs/console/ (shown in docs/console.md): a throwaway
+# node with the console on, a few secrets, tokens and rotation policies, then the browser.
+console-screenshots: deps console
+	cargo build -p vault-node -p vaultctl --bins --no-default-features
+	@scripts/console-screenshots.sh $(VENV) docs/console
 
 build: deps
 	cargo build --workspace --all-targets
@@ -60,7 +73,7 @@ test-wireguard: build
 test-faults: build
 	@scripts/test-faults.sh
 
-test: lint build venv clients test-wireguard test-faults
+test: lint build venv clients console test-wireguard test-faults
 ifeq ($(NEXTEST),yes)
 	cargo nextest run --workspace --no-fail-fast
 else

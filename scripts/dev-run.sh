@@ -12,12 +12,15 @@ mkdir -p "$dev"
 [ -s "$dev/admin.token" ] || head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=' > "$dev/admin.token"
 api="${VAULT_DEV_API_ADDR:-127.0.0.1:8200}"
 raft="${VAULT_DEV_RAFT_ADDR:-127.0.0.1:8201}"
+console=""
+[ -z "${VAULT_UI_ADDR:-}" ] || console="  Console: $([ -n "${VAULT_TLS_CERT:-}" ] && echo https || echo http)://$VAULT_UI_ADDR (log in with the admin token)
+"
 
 cat <<MSG
 
   Dev vault: one node, local KMS, data in $dev/data. Stop with Ctrl-C; run again to resume.
   Admin token (bootstrap-admin): $(cat "$dev/admin.token")
-
+$console
   In another shell:
     export VAULT_ADDR=http://$api VAULT_TOKEN=$(cat "$dev/admin.token")
     export PATH="$bin:\$PATH"
