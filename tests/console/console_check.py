@@ -40,11 +40,13 @@ HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
     "cross-origin-opener-policy": "same-origin",
     "permissions-policy": None,
 }
+# The session cookie; under TLS it carries the __Host- prefix (only this origin, over HTTPS,
+# may set it). main() picks the name from the console's URL.
 COOKIE = "vault_session"
 
 
@@ -452,9 +454,9 @@ def check_pages(con, page):
 
 
 def check_limited(con, token, secret, prefix):
-    """A token without grants on the secret: refused, and shown no data, where the API needs a
-    grant (listing, versions). Its reveals are reads, authorized by address and reader rules
-    as in the API: `read-refused` checks those."""
+    """A token without grants on the secret: refused, and shown no data: no listing, no
+    versions, and no reveal (the console reveals only names the token may list, on top of the
+    address and reader rules every read needs: `read-refused` checks those)."""
     ctx = con.context()
     try:
         page, _ = con.login(ctx, token)
@@ -468,6 +470,13 @@ def check_limited(con, token, secret, prefix):
         resp = con.goto(page, f"/secrets?prefix={quote(prefix, safe='')}")
         need(page.locator("a.secret-link").filter(has_text=secret).count() == 0,
              f"the limited token's /secrets?prefix={prefix} lists {secret} (HTTP {resp.status})")
+        # The console reveals only what the token may list, even from an address that may read.
+        r = page.request.post(con.url("/secret/reveal"),
+                              form={"name": secret, "version": "1", "csrf": con.csrf_of(page)}, max_redirects=0)
+        body = r.text()
+        need(r.status == 403 and "PERMISSION_DENIED" in body,
+             f"the limited token's reveal of {secret} answered {r.status}, not 403 PERMISSION_DENIED")
+        need(con.forbidden["value"] not in body, f"the limited token's reveal of {secret} shows its value")
         return f"{err[:70]!r}"
     finally:
         con.close(ctx)
@@ -676,6 +685,9 @@ def main():
         ap.error("VAULT_CONSOLE_ADMIN_TOKEN is required")
     if args.prefix is None:
         args.prefix = args.secret.rsplit("/", 1)[0] + "/" if "/" in args.secret else ""
+    if args.url.startswith("https:"):
+        global COOKIE
+        COOKIE = "__Host-vault_session"
     if not os.access(args.chromium, os.X_OK):
         sys.exit(f"FAIL set-up: {args.chromium} is not there: `make console` (part of `make test`) installs chromium")
 

@@ -44,7 +44,12 @@ fn login_page(c: &Console, status: StatusCode, notice: Option<&str>, error: Opti
         p class="hint" { "A session lasts until you log out, after "
             (human(c.sessions.idle())) " without use, or at most a working day." }
     };
-    let cookie = session::set_cookie(session::login_cookie_name(c.secure), csrf.expose(), c.secure, Some(Duration::from_secs(3600)));
+    let cookie = session::set_cookie(
+        session::login_cookie_name(c.secure),
+        csrf.expose(),
+        c.secure,
+        Some(Duration::from_secs(3600)),
+    );
     (status, [(header::SET_COOKIE, cookie)], document("Log in", None, notice, error, body)).into_response()
 }
 

@@ -195,7 +195,10 @@ async fn guard(secure: bool, req: Request, next: Next) -> Response {
             let req = Request::from_parts(parts, axum::body::Body::from(bytes));
             match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
                 Ok(response) => response,
-                Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "The console failed on this page (a bug: the node's log says where)."),
+                Err(_) => plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The console failed on this page (a bug: the node's log says where).",
+                ),
             }
         }
     };
@@ -302,7 +305,10 @@ struct AddrSlot {
 }
 
 impl AddrSlot {
-    fn take(counts: &Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>, addr: AddrBucket) -> Option<Self> {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>,
+        addr: AddrBucket,
+    ) -> Option<Self> {
         let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(addr).or_insert(0);
         if *n >= MAX_CONNECTIONS_PER_ADDR {

@@ -189,7 +189,9 @@ pub fn security_headers(response: &mut Response, tls: bool) {
     );
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
-    set(h, "referrer-policy", "no-referrer");
+    // `same-origin`, not `no-referrer`: under `no-referrer` Chromium sends `Origin: null` with
+    // a form POST, which the origin check must refuse.
+    set(h, "referrer-policy", "same-origin");
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "cross-origin-resource-policy", "same-origin");
     set(h, "permissions-policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()");
