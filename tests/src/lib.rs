@@ -319,6 +319,21 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The workspace's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The Python of the venv `make test` sets up (`make clients`, `make console` install into it);
+/// `VAULT_PYTHON` overrides it.
+pub fn venv_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("VAULT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".cache/vault/venv/bin/python")
+}
+
 /// A temporary directory for one test, kept on failure when `VAULT_TEST_KEEP` is set.
 pub fn test_dir() -> TempDir {
     let keep = std::env::var_os("VAULT_TEST_KEEP").is_some();

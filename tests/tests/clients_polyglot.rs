@@ -5,23 +5,10 @@
 //! `make test` installs what they need first (`make clients`: the client package in the
 //! project venv, `npm ci` in `clients/node`, which also generates its code).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use vault_tests::bin;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-/// The venv's Python, where `make clients` installed the client (override: `VAULT_PYTHON`).
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("VAULT_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    home.join(".cache/vault/venv/bin/python")
-}
+use vault_tests::{bin, repo_root, venv_python};
 
 /// Runs `cmd` in `dir` with the test cluster's binary in `VAULT_TESTCLUSTER`; panics with
 /// its output unless it succeeds.
@@ -40,7 +27,7 @@ fn run_suite(what: &str, mut cmd: Command, dir: &Path) {
 
 #[test]
 fn python_client_against_a_cluster() {
-    let py = python();
+    let py = venv_python();
     assert!(py.exists(), "{} not found: `make clients` (part of `make test`) creates it", py.display());
     let dir = repo_root().join("clients/python");
     let mut cmd = Command::new(py);

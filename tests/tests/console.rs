@@ -21,19 +21,6 @@ fn mt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-/// The venv's Python, where `make console` installed Playwright (override: `VAULT_PYTHON`).
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("VAULT_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    home.join(".cache/vault/venv/bin/python")
-}
-
 fn chromium() -> PathBuf {
     std::env::var_os("VAULT_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
@@ -56,7 +43,7 @@ fn missing_tools(py: &Path) -> Option<String> {
 /// The Python to run the script with; `None` (after printing SKIP) only when the tools are
 /// missing and `VAULT_CONSOLE_TESTS=skip` allows it.
 fn browser_python(test: &str) -> Option<PathBuf> {
-    let py = python();
+    let py = venv_python();
     let Some(missing) = missing_tools(&py) else { return Some(py) };
     if std::env::var("VAULT_CONSOLE_TESTS").as_deref() == Ok("skip") {
         println!("SKIP {test}: {missing} is missing (VAULT_CONSOLE_TESTS=skip)");

@@ -5,8 +5,10 @@
 //! Used by the refusal limiter, the request rate per address, the API connection limit per
 //! address and the Raft port's per-address limit.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 
 /// A client address as per-address limits see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,6 +29,49 @@ impl AddrBucket {
 impl From<IpAddr> for AddrBucket {
     fn from(ip: IpAddr) -> Self {
         AddrBucket::of(ip)
+    }
+}
+
+/// Connections open per [`AddrBucket`], each held as an [`AddrSlot`] under a bound (the API
+/// listener, the console and the Raft port each keep one).
+#[derive(Clone, Default)]
+pub struct AddrCounts(Arc<Mutex<HashMap<AddrBucket, usize>>>);
+
+impl AddrCounts {
+    /// A place for one more connection from `ip`, unless its bucket already holds `max`.
+    pub fn take(&self, ip: IpAddr, max: usize) -> Option<AddrSlot> {
+        let bucket = AddrBucket::of(ip);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(bucket).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddrSlot { bucket, counts: self.clone() })
+    }
+}
+
+/// One connection's place in its address's count; given back when dropped.
+pub struct AddrSlot {
+    bucket: AddrBucket,
+    counts: AddrCounts,
+}
+
+impl AddrSlot {
+    pub fn bucket(&self) -> AddrBucket {
+        self.bucket
+    }
+}
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.bucket) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.bucket);
+            }
+        }
     }
 }
 

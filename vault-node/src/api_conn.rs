@@ -36,7 +36,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use vault_core::addr_bucket::AddrBucket;
+use vault_core::addr_bucket::{AddrBucket, AddrCounts, AddrSlot};
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,21 +62,7 @@ pub struct ApiConn {
 /// address's; both are given back when the connection closes.
 struct Slot {
     _global: OwnedSemaphorePermit,
-    addr: Option<AddrBucket>,
-    per_addr: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let Some(addr) = self.addr else { return };
-        let mut counts = self.per_addr.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&addr) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&addr);
-            }
-        }
-    }
+    _addr: Option<AddrSlot>,
 }
 
 /// What the auth layer learns about a connection: the TCP peer, and the common name of the
@@ -263,7 +249,7 @@ pub fn connections(
     limits: ConnLimits,
 ) -> (BoxStream<'static, io::Result<ApiConn>>, AcceptTask) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_addr: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>> = Default::default();
+    let per_addr = AddrCounts::default();
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_BACKLOG);
     let task = tokio::spawn(async move {
         loop {
@@ -280,17 +266,17 @@ pub fn connections(
                 continue;
             };
             // IPv6 by its /64: one client can use every address in it.
-            let addr = tcp.peer_addr().ok().map(|a| AddrBucket::of(a.ip()));
-            if let Some(ip) = addr {
-                let mut counts = per_addr.lock().unwrap_or_else(|p| p.into_inner());
-                let n = counts.entry(ip).or_insert(0);
-                if *n >= limits.max_per_addr {
-                    tracing::debug!(peer = %ip, "API connection limit for one address reached; closing");
-                    continue;
-                }
-                *n += 1;
-            }
-            let slot = Slot { _global: global, addr, per_addr: per_addr.clone() };
+            let addr = match tcp.peer_addr() {
+                Ok(peer) => match per_addr.take(peer.ip(), limits.max_per_addr) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(peer = %AddrBucket::of(peer.ip()), "API connection limit for one address reached; closing");
+                        continue;
+                    }
+                },
+                Err(_) => None,
+            };
+            let slot = Slot { _global: global, _addr: addr };
             let _ = tcp.set_nodelay(true);
             let Some(acceptor) = tls.clone() else {
                 let _ = tx.send(Ok(ApiConn::new(Stream::Plain(tcp), limits.idle, slot))).await;

@@ -43,7 +43,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-use vault_core::addr_bucket::AddrBucket;
+use vault_core::addr_bucket::{AddrBucket, AddrCounts};
 
 use crate::auth::refusals::RateLimiter;
 use crate::vault::Vault;
@@ -240,7 +240,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = router(console.clone());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_addr: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>> = Arc::default();
+    let per_addr = AddrCounts::default();
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -261,7 +261,7 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let Some(addr_slot) = AddrSlot::take(&per_addr, AddrBucket::of(peer.ip())) else {
+        let Some(addr_slot) = per_addr.take(peer.ip(), MAX_CONNECTIONS_PER_ADDR) else {
             drop(stream);
             continue;
         };
@@ -296,39 +296,6 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
-}
-
-/// One of an address's connection places, given back on drop.
-struct AddrSlot {
-    addr: AddrBucket,
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>,
-}
-
-impl AddrSlot {
-    fn take(
-        counts: &Arc<std::sync::Mutex<std::collections::HashMap<AddrBucket, usize>>>,
-        addr: AddrBucket,
-    ) -> Option<Self> {
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(addr).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_ADDR {
-            return None;
-        }
-        *n += 1;
-        Some(AddrSlot { addr, counts: counts.clone() })
-    }
-}
-
-impl Drop for AddrSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.addr) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.addr);
-            }
-        }
-    }
 }
 
 /// Serves one connection; at shutdown lets the request in flight finish.

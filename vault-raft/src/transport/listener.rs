@@ -27,12 +27,11 @@
 //! the Raft port to the cluster's private network. In dev mode (no TLS)
 //! connections carry no identity: the per-address cap and the idle timeout bound them.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
-use vault_core::addr_bucket::AddrBucket;
+use vault_core::addr_bucket::{AddrCounts, AddrSlot};
 
 use super::admission::is_member;
 use super::security::{cert_node_id, TransportSecurity};
@@ -85,44 +84,10 @@ enum Io {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Connections per address, as [`AddrBucket`] counts addresses (an IPv6 address by its /64).
-type AddressCounts = Arc<Mutex<HashMap<AddrBucket, usize>>>;
-
-/// A place under [`MAX_PER_ADDRESS`]; given back when dropped.
-struct AddressSlot {
-    bucket: AddrBucket,
-    counts: AddressCounts,
-}
-
-impl AddressSlot {
-    fn take(counts: &AddressCounts, addr: IpAddr) -> Option<AddressSlot> {
-        let bucket = AddrBucket::of(addr);
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(bucket).or_insert(0);
-        if *n >= MAX_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot { bucket, counts: counts.clone() })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.bucket) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.bucket);
-            }
-        }
-    }
-}
-
 /// A connection's place under the limits: a shared slot and one of its address's until it is
 /// known to be a member's, then one of the member slots.
 enum Slot {
-    Unverified { _shared: OwnedSemaphorePermit, _address: Option<AddressSlot> },
+    Unverified { _shared: OwnedSemaphorePermit, _address: Option<AddrSlot> },
     Member(#[allow(dead_code)] OwnedSemaphorePermit),
 }
 
@@ -131,7 +96,7 @@ enum Slot {
 struct Limits {
     shared: Arc<Semaphore>,
     members: Arc<Semaphore>,
-    addresses: AddressCounts,
+    addresses: AddrCounts,
 }
 
 /// One accepted Raft connection; holds its slot (see the module doc) until it closes.
@@ -277,7 +242,7 @@ pub fn connections(
     let limits = Limits {
         shared: Arc::new(Semaphore::new(MAX_CONNECTIONS - MEMBER_SLOTS)),
         members: Arc::new(Semaphore::new(MEMBER_SLOTS)),
-        addresses: AddressCounts::default(),
+        addresses: AddrCounts::default(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let task = tokio::spawn(async move {
@@ -290,7 +255,7 @@ pub fn connections(
                     continue;
                 }
             };
-            let Some(address) = AddressSlot::take(&limits.addresses, from.ip()) else {
+            let Some(address) = limits.addresses.take(from.ip(), MAX_PER_ADDRESS) else {
                 tracing::warn!(peer = %from, "Raft connection limit for one address ({MAX_PER_ADDRESS}) reached; closing");
                 continue;
             };
@@ -342,15 +307,15 @@ mod tests {
 
     #[test]
     fn addresses_count_by_host_and_ipv6_by_their_64() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
-        let counts = AddressCounts::default();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("an address");
+        let counts = AddrCounts::default();
         let held: Vec<_> = (0..MAX_PER_ADDRESS)
-            .map(|i| AddressSlot::take(&counts, ip(&format!("2001:db8::{:x}", i + 1))).expect("under the cap"))
+            .map(|i| counts.take(ip(&format!("2001:db8::{:x}", i + 1)), MAX_PER_ADDRESS).expect("under the cap"))
             .collect();
-        assert!(AddressSlot::take(&counts, ip("2001:db8::ffff")).is_none(), "one /64 is one address");
-        assert!(AddressSlot::take(&counts, ip("2001:db9::1")).is_some(), "another /64 is not");
+        assert!(counts.take(ip("2001:db8::ffff"), MAX_PER_ADDRESS).is_none(), "one /64 is one address");
+        assert!(counts.take(ip("2001:db9::1"), MAX_PER_ADDRESS).is_some(), "another /64 is not");
         drop(held);
-        assert!(AddressSlot::take(&counts, ip("2001:db8::1")).is_some(), "slots come back when closed");
+        assert!(counts.take(ip("2001:db8::1"), MAX_PER_ADDRESS).is_some(), "slots come back when closed");
     }
 
     /// A connection stays open while the peer sends something, and is closed once it has sent
