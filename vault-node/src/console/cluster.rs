@@ -15,12 +15,7 @@ pub async fn show(page: Page, Query(q): Query<Done>) -> Response {
     let mut admin = page.call.admin();
     let server = admin.server_status(page.call.req(pb::ServerStatusRequest {})).await;
     let cluster = admin.cluster_status(page.call.req(pb::ClusterStatusRequest {})).await;
-    let kms = admin.kms_status(page.call.req(pb::KmsStatusRequest {})).await;
-    let cluster = match cluster {
-        Ok(c) => c.into_inner(),
-        Err(s) => return page.failed("Cluster", &s),
-    };
-    let body = html! {
+    let node = html! {
         @if let Ok(s) = &server {
             @let s = s.get_ref();
             dl class="facts" {
@@ -28,6 +23,19 @@ pub async fn show(page: Page, Query(q): Query<Done>) -> Response {
                 dt { "Readiness" } dd id="readiness" { @if s.ready { "ready" } @else { (s.not_ready) } }
             }
         }
+    };
+    let cluster = match cluster {
+        Ok(c) => c.into_inner(),
+        // What anyone may know (as `vaultctl status` shows it), and why the rest is not shown.
+        Err(s) => {
+            let text = format!("{}: {}", crate::observe::code_name(s.code()), s.message());
+            let status = super::page::http_status(s.code());
+            return page.render_status(status, "Cluster", None, Some(&text), node);
+        }
+    };
+    let kms = admin.kms_status(page.call.req(pb::KmsStatusRequest {})).await;
+    let body = html! {
+        (node)
         dl class="facts" {
             dt { "Leader" } dd id="leader" { (cluster.leader_id.map_or("none".to_string(), |l| l.to_string())) }
             dt { "Term" } dd id="term" { (cluster.term) }
