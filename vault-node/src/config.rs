@@ -108,6 +108,15 @@ impl RawConfig {
         }
     }
 
+    fn disk_limit(&self) -> anyhow::Result<crate::disk::DiskLimit> {
+        let percent = self.parse::<f64>("VAULT_DISK_MIN_FREE_PERCENT", 2.0)?;
+        if !(0.0..=50.0).contains(&percent) {
+            bail!("VAULT_DISK_MIN_FREE_PERCENT={percent} must be between 0 and 50");
+        }
+        let mb = self.parse::<u64>("VAULT_DISK_MIN_FREE_MB", 512)?;
+        Ok(crate::disk::DiskLimit { min_free_bytes: mb.saturating_mul(1 << 20), min_free_percent: percent })
+    }
+
     /// The console's settings; `None` unless `VAULT_UI_ADDR` is set.
     fn ui(&self) -> anyhow::Result<Option<crate::console::UiConfig>> {
         let Some(addr) = self.get("VAULT_UI_ADDR") else { return Ok(None) };
@@ -321,6 +330,7 @@ impl RawConfig {
                 .map(|s| s.parse().map_err(|e| anyhow!("VAULT_METRICS_ADDR={s:?} is not host:port: {e}")))
                 .transpose()?,
             ui: self.ui()?,
+            disk: self.disk_limit()?,
             raft_addr,
             api_advertise: advertise(self.get("VAULT_API_ADVERTISE_ADDR"), api_addr),
             raft_advertise: advertise(self.get("VAULT_RAFT_ADVERTISE_ADDR"), raft_addr),
@@ -471,6 +481,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// The operator console (`VAULT_UI_*`); off unless `VAULT_UI_ADDR` is set.
     pub ui: Option<crate::console::UiConfig>,
+    /// Free space under which writes are refused (`VAULT_DISK_MIN_FREE_*`).
+    pub disk: crate::disk::DiskLimit,
     pub raft_addr: SocketAddr,
     pub api_advertise: String,
     pub raft_advertise: String,

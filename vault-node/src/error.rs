@@ -114,6 +114,7 @@ fn from_forward(e: ForwardError) -> Status {
         ForwardError::Rejected(m) => Status::failed_precondition(m),
         ForwardError::NotFound(m) => Status::not_found(m),
         ForwardError::Refused(m) => Status::permission_denied(m),
+        ForwardError::NoRoom(m) => Status::resource_exhausted(m),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod console;
+pub mod disk;
 pub mod environ;
 pub mod error;
 pub mod hooks;

@@ -229,6 +229,12 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         rotation_wake: tokio::sync::Notify::new(),
     });
     tasks.spawn(audit_upkeep(vault.clone(), background.clone()));
+    tasks.spawn(crate::disk::watch(
+        config.data_dir.clone(),
+        config.disk,
+        vault.cluster.room.clone(),
+        background.clone(),
+    ));
     let rewrapper = Rewrapper::new(vault.clone(), std::mem::replace(&mut config.rewrap, RewrapConfig::disabled()));
     tasks.spawn(rewrapper.clone().run(background.clone()));
     let rotator = crate::rotation::Rotator::new(vault.clone(), config.rotation.clone());
@@ -497,7 +503,9 @@ async fn watch_health(vault: &Vault, health: &tonic_health::server::HealthReport
     loop {
         let check = async {
             match vault.cluster.read_barrier(HEALTH_TIMEOUT).await {
-                Ok(()) => kms.check(vault).await,
+                Ok(()) => kms.check(vault).await.and_then(|()| {
+                    vault.cluster.room.check().map_err(|why| NotReady::new("disk nearly full: writes are refused", why))
+                }),
                 Err(e) => Err(NotReady::new(
                     "not caught up with a leader confirmed by a quorum",
                     format!("not caught up with a leader confirmed by a quorum: {e}"),

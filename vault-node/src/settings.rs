@@ -78,6 +78,8 @@ pub const SETTINGS: &[Setting] = &[
     s("VAULT_RAFT_ELECTION_TIMEOUT_MS", "500", "how long voters go without a leader before one campaigns (after a pre-vote); the same on every node"),
     s("VAULT_RAFT_MAX_IN_FLIGHT", "a quarter of the cores, 2 to 8", "Raft entries of client writes a leader keeps in flight; 1 turns pipelining off"),
     s("VAULT_MAX_FEATURE_LEVEL", "this build's", "report at most this feature level, holding the cluster there (keeps a rollback possible); below 5 the node also keeps its Raft log in RocksDB (see docs/raft-log.md)"),
+    s("VAULT_DISK_MIN_FREE_MB", "512", "refuse new writes (`RESOURCE_EXHAUSTED` \"disk nearly full\") while the data directory's file system has less free than this, or than `VAULT_DISK_MIN_FREE_PERCENT` of its size when that is more; reads go on (see docs/operations.md)"),
+    s("VAULT_DISK_MIN_FREE_PERCENT", "2", "the free-space limit as a percentage of the file system's size (0 to 50)"),
     s("VAULT_METRICS_ADDR", "", "HTTP listener for `/metrics`, `/healthz`, `/readyz` (no authentication: loopback or a monitoring network); off unless set"),
     s("VAULT_UI_ADDR", "", "the operator console's listener (HTTPS with the API's certificate whenever the API has TLS; see docs/console.md); off unless set"),
     s("VAULT_UI_INSECURE", "false", "allow the console over plain HTTP on an address other than loopback (without API TLS it is refused there: tokens and session cookies would cross the network in the clear)"),

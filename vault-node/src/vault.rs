@@ -80,6 +80,8 @@ impl Vault {
     /// [`write_as`](Self::write_as) for a caller that has already checked the master key (a
     /// put, which sealed under it).
     async fn propose_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
+        // This node's disk: the leader checks its own again before it proposes.
+        self.cluster.room.check().map_err(Status::resource_exhausted)?;
         // The leader authorizes, stamps and audits the write from the token itself.
         let write = CallerWrite {
             token: caller.presented_token()?,

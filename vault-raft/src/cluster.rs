@@ -59,6 +59,8 @@ pub struct Cluster {
     pub key_ids: Arc<Vec<String>>,
     /// The feature level this node reports (its build's, or lower when capped).
     pub feature_level: u32,
+    /// Whether this node has disk room for new writes (see `room`).
+    pub room: crate::room::Room,
 }
 
 /// What a node is besides its Raft handle: how it reaches and admits peers.
@@ -91,6 +93,7 @@ impl Cluster {
             timing: parts.timing,
             election_hold: Arc::new(Hold::default()),
             handing_over: Arc::new(watch::channel(false).0),
+            room: crate::room::Room::default(),
             reads: Arc::new(Mutex::new(ReadRounds::default())),
             reader: parts.reader,
             bootstrap_ids: Arc::new(parts.bootstrap_ids),
@@ -425,12 +428,16 @@ impl Cluster {
     ) -> Result<ForwardResponse, ForwardError> {
         match req {
             // Concurrent writes share entries (see `proposals`).
-            ForwardRequest::Write(cmd) => self.write(cmd, timeout).await,
+            ForwardRequest::Write(cmd) => {
+                self.room.check().map_err(ForwardError::NoRoom)?;
+                self.write(cmd, timeout).await
+            }
             ForwardRequest::CallerWrite(w) => {
                 if self.raft.metrics().borrow().state != ServerState::Leader {
                     let (id, node) = self.leader().unzip();
                     return not_leader(id, node);
                 }
+                self.room.check().map_err(ForwardError::NoRoom)?;
                 let cmd = self.caller_command(w, from)?;
                 self.write(cmd, timeout).await
             }

@@ -34,6 +34,7 @@ pub mod log_store;
 pub mod node;
 mod proposals;
 pub mod reader;
+pub mod room;
 pub mod snapshot_file;
 pub mod state_machine;
 pub mod storage;

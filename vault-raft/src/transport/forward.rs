@@ -172,4 +172,7 @@ pub enum ForwardError {
     /// leader makes).
     #[error("{0}")]
     Refused(String),
+    /// The node that would store the write is short of disk space (see `room`).
+    #[error("{0}")]
+    NoRoom(String),
 }
