@@ -124,6 +124,10 @@ impl NodeSpec {
         env.insert("VAULT_BOOTSTRAP_TOKEN".into(), admin_token.into());
         env.insert("VAULT_ALLOWED_IPS".into(), "127.0.0.1,::1".into());
         env.insert("VAULT_LOG".into(), "info,openraft=warn".into());
+        // Test nodes write little: a small free-space margin, so a busy build disk does not
+        // turn every test's writes away (tests/disk_full.rs sets its own).
+        env.insert("VAULT_DISK_MIN_FREE_MB".into(), "64".into());
+        env.insert("VAULT_DISK_MIN_FREE_PERCENT".into(), "0".into());
         NodeSpec {
             node_id: 1,
             dir: dir.to_path_buf(),
