@@ -135,7 +135,6 @@ impl RawConfig {
         let s3 = self.get("VAULT_BACKUP_S3_BUCKET").map(|bucket| S3Config {
             bucket: bucket.to_string(),
             prefix: self.get("VAULT_BACKUP_S3_PREFIX").unwrap_or_default().to_string(),
-            endpoint: self.get("VAULT_BACKUP_S3_ENDPOINT").map(str::to_string),
         });
         if dir.is_some() && s3.is_some() {
             bail!("set VAULT_BACKUP_DIR or VAULT_BACKUP_S3_BUCKET, not both");
@@ -550,8 +549,6 @@ pub struct BackupConfig {
 pub struct S3Config {
     pub bucket: String,
     pub prefix: String,
-    /// An endpoint URL instead of AWS's (moto, S3-compatible stores): path-style addressing.
-    pub endpoint: Option<String>,
 }
 
 /// Bounds on what one client may take of the API listener.

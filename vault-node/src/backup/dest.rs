@@ -86,6 +86,8 @@ pub struct Entry {
 /// A backup destination.
 pub enum Destination {
     Dir(PathBuf),
+    #[cfg(feature = "aws")]
+    S3(super::s3::S3Dest),
 }
 
 impl Destination {
@@ -93,6 +95,8 @@ impl Destination {
     pub fn describe(&self) -> String {
         match self {
             Destination::Dir(d) => format!("dir:{}", d.display()),
+            #[cfg(feature = "aws")]
+            Destination::S3(s) => s.describe(),
         }
     }
 
@@ -103,6 +107,8 @@ impl Destination {
                 let (dir, name) = (dir.clone(), name.to_string());
                 blocking(move || put_local(&dir, &name, file)).await
             }
+            #[cfg(feature = "aws")]
+            Destination::S3(s) => s.put(name, file).await,
         }
     }
 
@@ -127,6 +133,8 @@ impl Destination {
                 })
                 .await
             }
+            #[cfg(feature = "aws")]
+            Destination::S3(s) => s.fetch(name, to, max_bytes).await,
         }
     }
 
@@ -153,6 +161,8 @@ impl Destination {
                 })
                 .await
             }
+            #[cfg(feature = "aws")]
+            Destination::S3(s) => s.list().await,
         }
     }
 
@@ -166,13 +176,19 @@ impl Destination {
                 })
                 .await
             }
+            #[cfg(feature = "aws")]
+            Destination::S3(s) => s.delete(name).await,
         }
     }
 
     /// Removes temporary files of this cluster's that a crashed writer left, once they are
     /// older than `older_than` (a writer that is still going is never that slow).
     pub async fn sweep_partials(&self, cluster: &str, older_than: std::time::Duration) {
-        let Destination::Dir(dir) = self;
+        #[cfg_attr(not(feature = "aws"), allow(irrefutable_let_patterns))]
+        let Destination::Dir(dir) = self
+        else {
+            return;
+        };
         let (dir, prefix) = (dir.clone(), format!(".vault-{cluster}-"));
         let _ = blocking(move || {
             for entry in std::fs::read_dir(&dir).map_err(io("list", &dir))?.flatten() {

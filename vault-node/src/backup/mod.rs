@@ -25,6 +25,8 @@
 
 mod check;
 pub mod dest;
+#[cfg(feature = "aws")]
+mod s3;
 pub mod schedule;
 mod stage;
 
@@ -161,6 +163,9 @@ async fn destination(config: &crate::config::BackupConfig) -> anyhow::Result<Opt
     }
     match &config.s3 {
         None => Ok(None),
+        #[cfg(feature = "aws")]
+        Some(s3) => Ok(Some(dest::Destination::S3(s3::S3Dest::new(s3).await?))),
+        #[cfg(not(feature = "aws"))]
         Some(_) => anyhow::bail!("VAULT_BACKUP_S3_BUCKET needs a vault-node built with the `aws` feature"),
     }
 }
