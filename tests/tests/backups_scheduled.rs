@@ -281,50 +281,6 @@ fn three_nodes_back_up_from_the_leader_only_and_across_leader_changes() {
     });
 }
 
-/// One plain HTTP/1.1 request to moto: status and body bytes. Moto does not check signatures,
-/// but answers an anonymous GetObject of a private bucket with 403: the request names a
-/// (dummy) credential.
-fn moto_http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("moto answers");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
-         SignedHeaders=host, Signature=00\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).expect("send to moto");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read from moto");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP answer") + 4;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status");
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "unexpected chunked answer");
-    (code, raw[split..].to_vec())
-}
-
-/// The object keys in `bucket` under `prefix`, sorted.
-fn s3_keys(port: u16, bucket: &str, prefix: &str) -> Vec<String> {
-    let (code, body) = moto_http(port, "GET", &format!("/{bucket}?list-type=2&prefix={prefix}"), b"");
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    let text = String::from_utf8_lossy(&body).into_owned();
-    let mut keys: Vec<String> =
-        text.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string())).collect();
-    keys.sort();
-    keys
-}
-
-/// Points a node's backups at `bucket` in moto, with dummy credentials.
-fn with_s3(spec: &mut NodeSpec, moto: &vault_tests::moto::Moto, bucket: &str, prefix: &str) {
-    spec.set("VAULT_BACKUP_S3_BUCKET", bucket);
-    spec.set("VAULT_BACKUP_S3_PREFIX", prefix);
-    spec.set("AWS_REGION", vault_tests::moto::REGION);
-    spec.set("AWS_ACCESS_KEY_ID", "testing");
-    spec.set("AWS_SECRET_ACCESS_KEY", "testing");
-    spec.set("AWS_ENDPOINT_URL_S3", &moto.url());
-    spec.set("AWS_EC2_METADATA_DISABLED", "true");
-}
-
 /// Scheduled backups to S3 (moto on loopback): objects appear under the prefix with the naming
 /// scheme, retention keeps the newest two, `snapshot list --verify` shows them verified, an
 /// object altered in the bucket is listed as failed and refused, and `restore --name` of a
@@ -334,18 +290,17 @@ fn scheduled_backups_to_s3_are_verified_kept_listed_and_restore_by_name() {
     mt().block_on(async {
         let moto = vault_tests::moto::Moto::start();
         let (bucket, prefix) = ("vault-backups", "prod/");
-        let (code, body) = moto_http(moto.port, "PUT", &format!("/{bucket}"), b"");
-        assert_eq!(code, 200, "create the bucket: {}", String::from_utf8_lossy(&body));
+        moto.create_bucket(bucket);
         let mut n = SingleNode::start(|s| {
-            with_s3(s, &moto, bucket, prefix);
+            moto.configure_s3(s, bucket, prefix);
             s.set("VAULT_BACKUP_EVERY", "1s");
             s.set("VAULT_BACKUP_KEEP", "2");
         })
         .await;
         n.ctl(&["secret", "put", "app/a", "--value", "one"]);
-        let first = wait_for(30, "a backup in S3", || s3_keys(moto.port, bucket, prefix).first().cloned()).await;
+        let first = wait_for(30, "a backup in S3", || moto.s3_keys(bucket, prefix).first().cloned()).await;
         let later = wait_for(30, "retention in S3", || {
-            let keys = s3_keys(moto.port, bucket, prefix);
+            let keys = moto.s3_keys(bucket, prefix);
             (keys.len() == 2 && !keys.contains(&first)).then_some(keys)
         })
         .await;
@@ -360,18 +315,18 @@ fn scheduled_backups_to_s3_are_verified_kept_listed_and_restore_by_name() {
         n.restart().await;
         let listed = json_of(&n.ctl(&["--output", "json", "snapshot", "list", "--verify"]));
         let listed = listed["backups"].as_array().expect("backups").clone();
-        let keys = s3_keys(moto.port, bucket, prefix);
+        let keys = moto.s3_keys(bucket, prefix);
         assert_eq!(listed.len(), keys.len(), "{listed:?} {keys:?}");
         assert!(listed.iter().all(|b| b["verified"] == Value::Bool(true)), "{listed:?}");
         let good = listed.last().unwrap()["name"].as_str().unwrap().to_string();
         let (cluster, stamp, index) = parts(&good);
 
-        let (code, mut bytes) = moto_http(moto.port, "GET", &format!("/{bucket}/{prefix}{good}"), b"");
+        let (code, mut bytes) = moto.s3_request("GET", &format!("/{bucket}/{prefix}{good}"), b"");
         assert_eq!(code, 200);
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x40;
         let bad = format!("vault-{cluster}-{stamp}-{}.vbk", index + 1);
-        assert_eq!(moto_http(moto.port, "PUT", &format!("/{bucket}/{prefix}{bad}"), &bytes).0, 200);
+        assert_eq!(moto.s3_request("PUT", &format!("/{bucket}/{prefix}{bad}"), &bytes).0, 200);
         let out = vaultctl(&n.url(), Some(&n.token), &["snapshot", "list", "--verify"]);
         assert!(!out.status.success());
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
