@@ -234,12 +234,12 @@ fn three_nodes_back_up_from_the_leader_only_and_across_leader_changes() {
         let before: Vec<usize> = (0..3).map(|i| written(&c, i)).collect();
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(c.leader_seen_by(0, |_| true).await, leader, "the leader held on");
-        for i in 0..3 {
+        for (i, was) in before.iter().enumerate() {
             let now = written(&c, i);
             if i == leader {
-                assert!(now >= before[i] + 2, "the leader writes every second: {} then {now}", before[i]);
+                assert!(now >= was + 2, "the leader writes every second: {was} then {now}");
             } else {
-                assert_eq!(now, before[i], "node index {i} follows and writes nothing");
+                assert_eq!(now, *was, "node index {i} follows and writes nothing");
             }
         }
         let later_than = |c: &TestCluster, i: usize, than: &str| {
