@@ -308,8 +308,10 @@ fn scheduled_backups_to_s3_are_verified_kept_listed_and_restore_by_name() {
             parts(k.strip_prefix(prefix).expect("under the prefix"));
         }
         let s = status(&n.url(), &n.token);
-        assert_eq!(s["backup"]["destination"].as_str(), Some("s3://vault-backups/prod/"), "{s}");
         assert_eq!(s["backup"]["failures"].as_u64(), Some(0), "{s}");
+        assert_eq!(s["backup"]["destination"].as_str(), Some(""), "not told to all: {s}");
+        let listed = json_of(&n.ctl(&["--output", "json", "snapshot", "list"]));
+        assert_eq!(listed["destination"].as_str(), Some("s3://vault-backups/prod/"), "{listed}");
 
         n.spec.env.remove("VAULT_BACKUP_EVERY");
         n.restart().await;

@@ -235,12 +235,13 @@ impl Backups {
         Ok(())
     }
 
-    /// The worker's state; the last error only for admins.
-    pub fn state(&self, with_error: bool) -> pb::BackupState {
+    /// The worker's state; the destination and the last error only for admins (`ServerStatus`
+    /// is open to anyone).
+    pub fn state(&self, admin: bool) -> pb::BackupState {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         pb::BackupState {
             every_secs: self.every.map_or(0, |d| d.as_secs()),
-            destination: self.dest.describe(),
+            destination: if admin { self.dest.describe() } else { String::new() },
             last_success_ms: s.last_success_ms,
             last_failure_ms: s.last_failure_ms,
             failures: s.failures,
@@ -248,7 +249,7 @@ impl Backups {
             last_name: s.last_name,
             last_size_bytes: s.last_size,
             last_duration_ms: s.last_duration_ms,
-            last_error: if with_error { s.last_error } else { String::new() },
+            last_error: if admin { s.last_error } else { String::new() },
         }
     }
 

@@ -34,9 +34,8 @@ pub async fn run(c: &Client, json: bool) -> Result<(), Failure> {
         if let Some(b) = &s.backup {
             let when = |ms: Option<u64>| ms.map_or_else(|| "never".to_string(), crate::clock::fmt_ms);
             outln!(
-                "backups every {}s to {}: last success {} ({}, {} bytes, {} ms), last failure {}, {} failing since",
+                "backups every {}s: last success {} ({}, {} bytes, {} ms), last failure {}, {} failing since",
                 b.every_secs,
-                b.destination,
                 when(b.last_success_ms),
                 if b.last_name.is_empty() { "-" } else { &b.last_name },
                 b.last_size_bytes,
