@@ -212,6 +212,38 @@ fn a_failing_destination_is_counted_shown_and_recovers() {
     });
 }
 
+/// `VAULT_BACKUP_MAX_AGE` removes this cluster's backups older than it (and nothing else in
+/// the directory), never the newest.
+#[test]
+fn backups_older_than_the_maximum_age_are_removed() {
+    mt().block_on(async {
+        let work = test_dir();
+        let dest = work.path().join("backups");
+        std::fs::create_dir_all(&dest).unwrap();
+        let foreign = "vault-000000000000-20200101T000000Z-1.vbk";
+        std::fs::write(dest.join(foreign), b"another cluster's").unwrap();
+        let n = SingleNode::start(|s| {
+            with_backups(s, &dest, "1s", "0");
+            s.set("VAULT_BACKUP_MAX_AGE", "3s");
+        })
+        .await;
+        let first = wait_for(30, "a first backup", || backups_in(&dest).0.into_iter().find(|n| n != foreign)).await;
+        wait_for(30, "the first backup to age out", || (!backups_in(&dest).0.contains(&first)).then_some(())).await;
+        let (names, _) = backups_in(&dest);
+        assert!(names.contains(&foreign.to_string()), "another cluster's file is left alone: {names:?}");
+        let now = vault_core::time::now_ms();
+        let listed = json_of(&n.ctl(&["--output", "json", "snapshot", "list"]));
+        let listed = listed["backups"].as_array().expect("backups").clone();
+        assert!(!listed.is_empty(), "the newest stays");
+        assert!(listed.iter().all(|b| b["name"] != foreign), "another cluster's backup is not listed");
+        for b in &listed {
+            let at = b["created_ms"].as_u64().expect("created_ms");
+            assert!(now.saturating_sub(at) < 6_000, "{b} is past the maximum age");
+        }
+        drop(n);
+    });
+}
+
 /// Three nodes share one destination directory: only the leader writes; after a leader
 /// transfer, and after the leader is killed, the new leader carries on with later indexes;
 /// no partial file is ever left under a backup's name, and every file there verifies.
