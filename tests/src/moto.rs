@@ -74,6 +74,56 @@ impl Moto {
         }
     }
 
+    /// One plain HTTP/1.1 request to the S3 API: status and body bytes. Moto checks no
+    /// signature, but answers an anonymous GetObject of a private bucket with 403: the request
+    /// names a (dummy) credential.
+    pub fn s3_request(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let port = self.port;
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("moto answers");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
+             SignedHeaders=host, Signature=00\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).expect("send to moto");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read from moto");
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP answer") + 4;
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status");
+        assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "unexpected chunked answer");
+        (code, raw[split..].to_vec())
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let (code, body) = self.s3_request("PUT", &format!("/{bucket}"), b"");
+        assert_eq!(code, 200, "create bucket {bucket}: {}", String::from_utf8_lossy(&body));
+    }
+
+    /// The object keys in `bucket` under `prefix`, sorted.
+    pub fn s3_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (code, body) = self.s3_request("GET", &format!("/{bucket}?list-type=2&prefix={prefix}"), b"");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let mut keys: Vec<String> =
+            text.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string())).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Points a node's scheduled backups at `bucket` here (`VAULT_BACKUP_S3_*`), with dummy
+    /// credentials; the node's key manager stays as it is.
+    pub fn configure_s3(&self, spec: &mut NodeSpec, bucket: &str, prefix: &str) {
+        spec.set("VAULT_BACKUP_S3_BUCKET", bucket);
+        spec.set("VAULT_BACKUP_S3_PREFIX", prefix);
+        spec.set("AWS_REGION", REGION);
+        spec.set("AWS_ACCESS_KEY_ID", "testing");
+        spec.set("AWS_SECRET_ACCESS_KEY", "testing");
+        spec.set("AWS_ENDPOINT_URL_S3", &self.url());
+        spec.set("AWS_EC2_METADATA_DISABLED", "true");
+    }
+
     /// Points a node at this emulator with dummy credentials, in aws mode with `key_id`.
     pub fn configure(&self, spec: &mut NodeSpec, key_id: &str) {
         spec.set("VAULT_KMS_MODE", "aws");

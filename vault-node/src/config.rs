@@ -132,6 +132,28 @@ impl RawConfig {
         Ok(Some(ui))
     }
 
+    /// `VAULT_BACKUP_*`.
+    fn backup(&self) -> anyhow::Result<BackupConfig> {
+        let every =
+            self.get("VAULT_BACKUP_EVERY").map(|_| self.duration("VAULT_BACKUP_EVERY", Duration::ZERO)).transpose()?;
+        let max_age = self
+            .get("VAULT_BACKUP_MAX_AGE")
+            .map(|_| self.duration("VAULT_BACKUP_MAX_AGE", Duration::ZERO))
+            .transpose()?;
+        let dir = self.get("VAULT_BACKUP_DIR").map(PathBuf::from);
+        let s3 = self.get("VAULT_BACKUP_S3_BUCKET").map(|bucket| S3Config {
+            bucket: bucket.to_string(),
+            prefix: self.get("VAULT_BACKUP_S3_PREFIX").unwrap_or_default().to_string(),
+        });
+        if dir.is_some() && s3.is_some() {
+            bail!("set VAULT_BACKUP_DIR or VAULT_BACKUP_S3_BUCKET, not both");
+        }
+        if every.is_some() && dir.is_none() && s3.is_none() {
+            bail!("VAULT_BACKUP_EVERY needs a destination: VAULT_BACKUP_DIR or VAULT_BACKUP_S3_BUCKET");
+        }
+        Ok(BackupConfig { every, dir, keep: self.parse("VAULT_BACKUP_KEEP", 0)?, max_age, s3 })
+    }
+
     fn flag(&self, key: &str) -> anyhow::Result<bool> {
         match self.get(key).map(|s| s.to_ascii_lowercase()) {
             None => Ok(false),
@@ -368,6 +390,7 @@ impl RawConfig {
                 Some(_) => self.parse::<usize>("VAULT_RAFT_MAX_IN_FLIGHT", 1)?.clamp(1, 64),
             },
             audit,
+            backup: self.backup()?,
             log_filter: self.get("VAULT_LOG").unwrap_or("info,openraft=warn").to_string(),
             log_format: match self.get("VAULT_LOG_FORMAT").unwrap_or("text") {
                 "text" => LogFormat::Text,
@@ -513,10 +536,31 @@ pub struct Config {
     /// Report at most this feature level, holding the cluster back (see `vault_raft::features`).
     pub max_feature_level: Option<u32>,
     pub audit: AuditConfig,
+    /// Scheduled backups (`VAULT_BACKUP_*`).
+    pub backup: BackupConfig,
     pub api_limits: ApiLimits,
     pub watch: WatchConfig,
     pub log_filter: String,
     pub log_format: LogFormat,
+}
+
+/// Scheduled backups and their destination (see `backup::schedule`).
+#[derive(Clone, Debug, Default)]
+pub struct BackupConfig {
+    /// `VAULT_BACKUP_EVERY`: none, no schedule (a destination still serves list and restore).
+    pub every: Option<Duration>,
+    pub dir: Option<PathBuf>,
+    /// Newest backups kept (0: all).
+    pub keep: usize,
+    pub max_age: Option<Duration>,
+    pub s3: Option<S3Config>,
+}
+
+/// An S3 destination of backups.
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    pub bucket: String,
+    pub prefix: String,
 }
 
 /// Bounds on what one client may take of the API listener.

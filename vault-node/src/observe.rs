@@ -143,6 +143,23 @@ fn describe() {
         "vault_watch_cut_total",
         "watches this node ended: slow_consumer, compacted, permission_denied or error"
     );
+    describe_gauge!(
+        "vault_backup_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "when this node last wrote and verified a scheduled backup (Unix time)"
+    );
+    describe_gauge!(
+        "vault_backup_last_failure_timestamp_seconds",
+        Unit::Seconds,
+        "when a scheduled backup attempt on this node last failed (Unix time)"
+    );
+    describe_gauge!("vault_backup_last_size_bytes", Unit::Bytes, "size of the last verified scheduled backup");
+    describe_gauge!(
+        "vault_backup_last_duration_seconds",
+        Unit::Seconds,
+        "how long the last scheduled backup attempt took"
+    );
+    describe_counter!("vault_backup_failures_total", "scheduled backup attempts that failed or did not verify");
     describe_gauge!("vault_raft_term", "current Raft term");
     describe_gauge!("vault_raft_leader_id", "node id of the leader this node knows (0: none)");
     describe_gauge!("vault_raft_is_leader", "1 on the leader");

@@ -239,6 +239,12 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     tasks.spawn(rewrapper.clone().run(background.clone()));
     let rotator = crate::rotation::Rotator::new(vault.clone(), config.rotation.clone());
     tasks.spawn(rotator.run(background.clone()));
+    let backups = crate::backup::schedule::Backups::new(vault.clone(), config.backup.clone())
+        .await
+        .context("configure the backup destination")?;
+    if let Some(b) = &backups {
+        tasks.spawn(b.clone().run(background.clone()));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, false).await;
@@ -332,7 +338,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         auth,
         health: health_service,
         secrets: SecretsServer::new(SecretsService::new(vault.clone(), config.rotation.hooks_dir.clone(), watch)),
-        admin: AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone())),
+        admin: AdminServer::new(AdminService::new(vault.clone(), rewrapper.clone(), backups.clone())),
     };
     let console = match (ui_listener, &config.ui) {
         (Some(listener), Some(ui)) => {

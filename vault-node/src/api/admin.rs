@@ -11,6 +11,7 @@ use vault_raft::transport::{AdminOp, ForwardRequest, ForwardResponse};
 use vault_raft::{Command, NodeInfo};
 
 use crate::auth::caller::{caller_of, Caller};
+use crate::backup::schedule::Backups;
 use crate::error::{answer, blocking, ApiError};
 use crate::pb;
 use crate::pb::admin_server::Admin;
@@ -29,6 +30,8 @@ const LEADER_VIEW_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 pub struct AdminService {
     vault: Arc<Vault>,
     rewrapper: Arc<Rewrapper>,
+    /// Scheduled backups and their destination, when configured.
+    backups: Option<Arc<Backups>>,
 }
 
 impl AdminService {
@@ -73,8 +76,18 @@ impl AdminService {
         self.admin(&caller, Some(&subject), self.membership(&caller, make(id))).await
     }
 
-    pub fn new(vault: Arc<Vault>, rewrapper: Arc<Rewrapper>) -> Self {
-        AdminService { vault, rewrapper }
+    pub fn new(vault: Arc<Vault>, rewrapper: Arc<Rewrapper>, backups: Option<Arc<Backups>>) -> Self {
+        AdminService { vault, rewrapper, backups }
+    }
+
+    /// The backup destination, or `FAILED_PRECONDITION` when none is configured.
+    fn backups(&self) -> Result<&Arc<Backups>, ApiError> {
+        self.backups.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node has no backup destination: set VAULT_BACKUP_DIR or VAULT_BACKUP_S3_BUCKET",
+            )
+            .into()
+        })
     }
 
     /// Runs an admin-only operation and audits it.
@@ -503,6 +516,25 @@ impl Admin for AdminService {
         self.admin(&caller, None, crate::backup::restore(&self.vault, &caller, chunks)).await
     }
 
+    async fn list_backups(
+        &self,
+        req: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let verify = req.into_inner().verify;
+        self.admin(&caller, None, async { self.backups()?.list(verify).await }).await
+    }
+
+    async fn restore_backup(
+        &self,
+        req: Request<pb::RestoreBackupRequest>,
+    ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
+        let caller = caller_of(&req)?;
+        let name = req.into_inner().name;
+        let subject = format!("backup:{name}");
+        self.admin(&caller, Some(&subject), async { self.backups()?.restore(&caller, &name).await }).await
+    }
+
     async fn server_status(
         &self,
         _req: Request<pb::ServerStatusRequest>,
@@ -518,6 +550,7 @@ impl Admin for AdminService {
             ready: ready.is_ok(),
             not_ready: ready.err().unwrap_or_default(),
             feature_level: self.vault.reader.feature_level().unwrap_or(vault_raft::features::BASE_LEVEL),
+            backup: self.backups.as_ref().map(|b| b.state(false)),
         }))
     }
 

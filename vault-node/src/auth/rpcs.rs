@@ -85,6 +85,9 @@ pub const RPCS: &[Rpc] = &[
     cluster_change("/vault.v1.Admin/KmsRotate", Access::Admin, "kms.rotate"),
     streaming("/vault.v1.Admin/SaveSnapshot", Access::Admin, "snapshot.save"),
     streaming("/vault.v1.Admin/RestoreSnapshot", Access::Admin, "snapshot.restore"),
+    // With `verify`, reads back every backup at the destination: as long as they take.
+    streaming("/vault.v1.Admin/ListBackups", Access::Admin, "backup.list"),
+    streaming("/vault.v1.Admin/RestoreBackup", Access::Admin, "backup.restore"),
     rpc("/vault.v1.Admin/CreateReader", Access::Admin, "reader.create"),
     rpc("/vault.v1.Admin/GetReader", Access::Admin, "reader.get"),
     rpc("/vault.v1.Admin/ListReaders", Access::Admin, "reader.list"),

@@ -24,6 +24,10 @@
 //! staged.
 
 mod check;
+pub mod dest;
+#[cfg(feature = "aws")]
+mod s3;
+pub mod schedule;
 mod stage;
 
 use std::io::Read;
@@ -130,11 +134,16 @@ pub async fn restore(
     let checked = check::check(vault, &scratch.0).await?;
     let counts = stage::stage(vault, caller, &scratch.0, &checked).await?;
     drop(scratch);
+    Ok(restored(&checked, &counts))
+}
+
+/// A restore's answer: what the commit installed (`counts` in `SM_CFS` order), and the source.
+fn restored(checked: &check::Checked, counts: &[u64]) -> pb::RestoreSnapshotResponse {
     let at = |family: &str| {
         vault_raft::db::SM_CFS.iter().position(|f| *f == family).and_then(|i| counts.get(i)).copied().unwrap_or(0)
     };
     let header = &checked.header;
-    Ok(pb::RestoreSnapshotResponse {
+    pb::RestoreSnapshotResponse {
         secrets: at(vault_raft::db::CF_SECRETS),
         versions: at(vault_raft::db::CF_VERSIONS),
         tokens: at(vault_raft::db::CF_TOKENS),
@@ -144,5 +153,19 @@ pub async fn restore(
         created_ms: header.created_ms,
         reader_rules: at(vault_raft::db::CF_READERS),
         rotation_policies: at(vault_raft::db::CF_ROTATION),
-    })
+    }
+}
+
+/// The scheduled-backup destination configured, if any.
+async fn destination(config: &crate::config::BackupConfig) -> anyhow::Result<Option<dest::Destination>> {
+    if let Some(dir) = &config.dir {
+        return Ok(Some(dest::Destination::Dir(dir.clone())));
+    }
+    match &config.s3 {
+        None => Ok(None),
+        #[cfg(feature = "aws")]
+        Some(s3) => Ok(Some(dest::Destination::S3(s3::S3Dest::new(s3).await?))),
+        #[cfg(not(feature = "aws"))]
+        Some(_) => anyhow::bail!("VAULT_BACKUP_S3_BUCKET needs a vault-node built with the `aws` feature"),
+    }
 }

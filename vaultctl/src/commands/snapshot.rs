@@ -20,8 +20,20 @@ use crate::reader::NO_READER_RULE;
 pub enum Cmd {
     /// Write a consistent backup (ciphertext, wrapped data keys, token hashes, roles) to FILE.
     Save { file: PathBuf },
-    /// Replace the cluster's secrets, tokens and roles with a backup, through Raft.
-    Restore { file: PathBuf },
+    /// Replace the cluster's secrets, tokens and roles with a backup, through Raft: FILE, or
+    /// `--name NAME`, a scheduled backup at the node's destination (see `snapshot list`).
+    Restore {
+        #[arg(required_unless_present = "name")]
+        file: Option<PathBuf>,
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+    },
+    /// The scheduled backups at the node's destination (VAULT_BACKUP_DIR or S3): name, size,
+    /// time, index; with `--verify`, each read back and checked as a restore would.
+    List {
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 /// How long a backup or restore may take end to end.
@@ -70,7 +82,21 @@ pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Cmd::Restore { file } => {
+        Cmd::List { verify } => list(c, verify, json).await,
+        Cmd::Restore { file: None, name: Some(name) } => {
+            let rules_before = rules_in_force(c).await;
+            let r = c
+                .call(Route::Write, pb::RestoreBackupRequest { name }, |c, r| async move {
+                    let mut req = Request::new(r);
+                    req.set_timeout(SNAPSHOT_TIMEOUT);
+                    c.admin().restore_backup(req).await
+                })
+                .await?;
+            print_restored(&r, json, rules_before);
+            Ok(())
+        }
+        Cmd::Restore { file: None, name: None } => Err(anyhow!("name a FILE or --name NAME").into()),
+        Cmd::Restore { file: Some(file), .. } => {
             // Streamed from the file, never read whole; a read error ends the upload (which the
             // node then refuses as truncated) and is reported here.
             let source = std::fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
@@ -94,9 +120,7 @@ pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
             // Sent once, to the node addressed: a stream read from the file cannot be replayed.
             let upload = std::sync::Arc::new(std::sync::Mutex::new(Some(chunks)));
             // A restore puts back the backup's reader rules: none, if it predates them.
-            let rules_before = rpc!(c, Route::Write, admin.list_readers, pb::ListReadersRequest {})
-                .await
-                .map_or(0, |r| r.readers.len());
+            let rules_before = rules_in_force(c).await;
             let answer = c
                 .call(addressed(c), (), |c, ()| {
                     let chunks = upload.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -112,32 +136,85 @@ pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
                 return Err(anyhow!("read {}: {e}", file.display()).into());
             }
             let r = answer?;
-            if json {
-                print_json(json!({
-                    "secrets": r.secrets, "versions": r.versions, "tokens": r.tokens, "roles": r.roles,
-                    "reader_rules": r.reader_rules, "rotation_policies": r.rotation_policies,
-                    "source_node_id": r.source_node_id, "source_applied_index": r.source_applied_index,
-                    "created_ms": r.created_ms,
-                }));
-            } else {
-                outln!(
-                    "restored {} secrets, {} versions, {} tokens, {} roles, {} reader rules, {} rotation policies \
-                     from a backup of node {} at index {} ({})",
-                    r.secrets,
-                    r.versions,
-                    r.tokens,
-                    r.roles,
-                    r.reader_rules,
-                    r.rotation_policies,
-                    r.source_node_id,
-                    r.source_applied_index,
-                    fmt_ms(r.created_ms)
-                );
-            }
-            if rules_before > 0 && r.reader_rules == 0 {
-                eprintln!("warning: the backup holds no reader rule ({rules_before} were in force): {NO_READER_RULE}");
-            }
+            print_restored(&r, json, rules_before);
             Ok(())
         }
     }
+}
+
+/// Reader rules in force now: a restore puts back the backup's, none if it predates them.
+async fn rules_in_force(c: &Client) -> usize {
+    rpc!(c, Route::Write, admin.list_readers, pb::ListReadersRequest {}).await.map_or(0, |r| r.readers.len())
+}
+
+fn print_restored(r: &pb::RestoreSnapshotResponse, json: bool, rules_before: usize) {
+    if json {
+        print_json(json!({
+            "secrets": r.secrets, "versions": r.versions, "tokens": r.tokens, "roles": r.roles,
+            "reader_rules": r.reader_rules, "rotation_policies": r.rotation_policies,
+            "source_node_id": r.source_node_id, "source_applied_index": r.source_applied_index,
+            "created_ms": r.created_ms,
+        }));
+    } else {
+        outln!(
+            "restored {} secrets, {} versions, {} tokens, {} roles, {} reader rules, {} rotation policies \
+             from a backup of node {} at index {} ({})",
+            r.secrets,
+            r.versions,
+            r.tokens,
+            r.roles,
+            r.reader_rules,
+            r.rotation_policies,
+            r.source_node_id,
+            r.source_applied_index,
+            fmt_ms(r.created_ms)
+        );
+    }
+    if rules_before > 0 && r.reader_rules == 0 {
+        eprintln!("warning: the backup holds no reader rule ({rules_before} were in force): {NO_READER_RULE}");
+    }
+}
+
+/// `snapshot list`: asked of the leader, whose destination the backups go to.
+async fn list(c: &Client, verify: bool, json: bool) -> Result<(), Failure> {
+    let r = c
+        .call(Route::Write, pb::ListBackupsRequest { verify }, |c, r| async move {
+            let mut req = Request::new(r);
+            req.set_timeout(SNAPSHOT_TIMEOUT);
+            c.admin().list_backups(req).await
+        })
+        .await?;
+    let bad = r.backups.iter().filter(|b| verify && !b.verified).count();
+    if json {
+        let backups: Vec<_> = r
+            .backups
+            .iter()
+            .map(|b| {
+                let mut v = json!({
+                    "name": b.name, "size_bytes": b.size_bytes, "created_ms": b.created_ms,
+                    "applied_index": b.applied_index,
+                });
+                if verify {
+                    v["verified"] = json!(b.verified);
+                    v["error"] = json!(b.error);
+                }
+                v
+            })
+            .collect();
+        print_json(json!({ "destination": r.destination, "backups": backups }));
+    } else {
+        outln!("{} backups at {}", r.backups.len(), r.destination);
+        for b in &r.backups {
+            let check = match (verify, b.verified) {
+                (false, _) => String::new(),
+                (true, true) => "  verified".to_string(),
+                (true, false) => format!("  FAILED: {}", b.error),
+            };
+            outln!("{}  {} bytes  {}  index {}{check}", b.name, b.size_bytes, fmt_ms(b.created_ms), b.applied_index);
+        }
+    }
+    if bad > 0 {
+        return Err(Failure::status(tonic::Code::DataLoss, format!("{bad} backups failed their checks")));
+    }
+    Ok(())
 }
