@@ -80,6 +80,11 @@ impl Vault {
     /// [`write_as`](Self::write_as) for a caller that has already checked the master key (a
     /// put, which sealed under it).
     async fn propose_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
+        // A required audit sink that does not take records refuses the change before it can
+        // commit (the leader checks its own sinks again).
+        if let Some(why) = self.audit_log.sinks().refusal() {
+            return Err(Status::unavailable(format!("{why}; change refused")).into());
+        }
         // The leader authorizes, stamps and audits the write from the token itself.
         let write = CallerWrite {
             token: caller.presented_token()?,
@@ -378,6 +383,9 @@ impl Vault {
 fn audit_write_refused(e: vault_raft::StoreError) -> Status {
     if let vault_raft::StoreError::Busy(why) = &e {
         return Status::unavailable(format!("this node is busy: {why}; retry"));
+    }
+    if let vault_raft::StoreError::SinkRefuses(why) = &e {
+        return Status::unavailable(format!("{why}; request refused"));
     }
     tracing::error!(error = %e, "audit log write failed");
     Status::unavailable("audit log unavailable on this node; request refused")

@@ -59,6 +59,9 @@ pub struct Cluster {
     pub key_ids: Arc<Vec<String>>,
     /// The feature level this node reports (its build's, or lower when capped).
     pub feature_level: u32,
+    /// This node's audit sinks: while a required one refuses, this node, as leader, refuses
+    /// client changes (their records could not leave it).
+    pub audit_sinks: crate::SinkBoard,
 }
 
 /// What a node is besides its Raft handle: how it reaches and admits peers.
@@ -97,7 +100,14 @@ impl Cluster {
             join_voters: Arc::default(),
             key_ids: Arc::new(parts.key_ids),
             feature_level: parts.max_feature_level.map_or(FEATURE_LEVEL, |cap| cap.clamp(BASE_LEVEL, FEATURE_LEVEL)),
+            audit_sinks: crate::SinkBoard::default(),
         }
+    }
+
+    /// Refuses client changes while a required sink of `sinks` does not take records.
+    pub fn with_audit_sinks(mut self, sinks: crate::SinkBoard) -> Self {
+        self.audit_sinks = sinks;
+        self
     }
 
     /// Starts the election driver and the heartbeats (see `elections`); openraft's own
@@ -430,6 +440,9 @@ impl Cluster {
                 if self.raft.metrics().borrow().state != ServerState::Leader {
                     let (id, node) = self.leader().unzip();
                     return not_leader(id, node);
+                }
+                if let Some(why) = self.audit_sinks.refusal() {
+                    return Err(ForwardError::Unavailable(format!("{why} on the leader; change refused")));
                 }
                 let cmd = self.caller_command(w, from)?;
                 self.write(cmd, timeout).await
