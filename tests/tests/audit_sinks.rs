@@ -5,12 +5,12 @@
 //! `vaultctl audit verify --file` and the audit key.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinHandle;
+use vault_tests::rsyslog::{verify_shipped, Rsyslog};
 use vault_tests::*;
 
 /// Starts a node shipping to `sinks` (settings), with its audit key in a file the test keeps.
@@ -40,18 +40,6 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> 
 
 async fn sink_gauge(metrics: &str, name: &str, sink: &str) -> f64 {
     sample(&scrape(metrics).await, &format!("{name}{{sink=\"{sink}\"}}")).unwrap_or(-1.0)
-}
-
-/// `vaultctl audit verify --file ...` with the key: its success and its output.
-fn verify_files(files: &[&Path], key: &Path) -> (bool, String) {
-    let mut args = vec!["audit".to_string(), "verify".into()];
-    for f in files {
-        args.extend(["--file".into(), f.to_str().unwrap().to_string()]);
-    }
-    args.extend(["--audit-key-file".into(), key.to_str().unwrap().to_string()]);
-    let out = Command::new(bin("vaultctl")).env_clear().args(&args).output().expect("run vaultctl");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }
 
 fn parse(lines: &[String]) -> Vec<serde_json::Value> {
@@ -176,7 +164,7 @@ async fn a_socket_sink_that_stops_and_resumes_gets_every_record_without_a_gap() 
 
     let file = n.dir.path().join("socket-capture.jsonl");
     std::fs::write(&file, sink.lines.lock().unwrap().join("\n")).unwrap();
-    let (ok, out) = verify_files(&[&file], &key);
+    let (ok, out) = verify_shipped(&[&file], &key);
     assert!(ok, "{out}");
     sink.stop().await;
 }
@@ -251,9 +239,9 @@ async fn the_file_sink_reopens_on_sighup_and_the_rotated_and_new_files_verify_to
     both.extend(new);
     assert_eq!(gapless(&both).first(), Some(&1), "the two files hold every record, in order");
 
-    let (ok, out) = verify_files(&[&rotated, &path], &key);
+    let (ok, out) = verify_shipped(&[&rotated, &path], &key);
     assert!(ok, "{out}");
-    let (ok, out) = verify_files(&[&path], &key);
+    let (ok, out) = verify_shipped(&[&path], &key);
     assert!(ok, "the new file alone verifies from where it starts: {out}");
     // An edited, a removed and a reordered line are each caught.
     let text = std::fs::read_to_string(&rotated).unwrap();
@@ -271,70 +259,8 @@ async fn the_file_sink_reopens_on_sighup_and_the_rotated_and_new_files_verify_to
     ] {
         let f = dir.path().join(format!("{what}.jsonl"));
         std::fs::write(&f, body).unwrap();
-        let (ok, out) = verify_files(&[&f], &key);
+        let (ok, out) = verify_shipped(&[&f], &key);
         assert!(!ok && out.contains(says), "{what}: {out}");
-    }
-}
-
-/// A real rsyslogd (`rsyslogd -n -f CONF -i PIDFILE`) of this test only, on a private port,
-/// writing what it receives to a file; killed (by its own PID) when dropped.
-struct Rsyslog {
-    child: Child,
-    port: u16,
-    out: PathBuf,
-}
-
-impl Rsyslog {
-    async fn start(dir: &Path) -> Rsyslog {
-        let exe = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .expect("rsyslogd is missing: `make deps` installs Debian's rsyslog");
-        let port = free_port();
-        let out = dir.join("rsyslog-out.log");
-        let conf = dir.join("rsyslog.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global(workDirectory=\"{d}\")\n\
-                 module(load=\"imtcp\")\n\
-                 input(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\")\n\
-                 template(name=\"vaultfields\" type=\"string\" string=\"%app-name% %msgid% %structured-data% %msg%\\n\")\n\
-                 if $app-name == \"vault\" then action(type=\"omfile\" file=\"{o}\" template=\"vaultfields\")\n",
-                d = dir.display(),
-                o = out.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(exe)
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.join("rsyslog.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("rsyslog.stderr")).unwrap())
-            .spawn()
-            .expect("start rsyslogd");
-        let r = Rsyslog { child, port, out };
-        wait_until("rsyslogd listens", Duration::from_secs(10), async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", r.port)).await.is_ok()
-        })
-        .await;
-        r
-    }
-
-    /// What rsyslog wrote: APP-NAME, MSGID, structured data and the MSG of each message.
-    fn messages(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(String::from).collect()
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -342,11 +268,8 @@ impl Drop for Rsyslog {
 async fn records_reach_a_real_rsyslog_over_tcp_and_verify_off_the_node() {
     let dir = test_dir();
     let syslog = Rsyslog::start(dir.path()).await;
-    let (n, key, _metrics) = node_with(&[
-        ("VAULT_AUDIT_SYSLOG", format!("tcp:127.0.0.1:{}", syslog.port)),
-        ("VAULT_AUDIT_SYSLOG_REQUIRED", "true".into()),
-    ])
-    .await;
+    let (n, key, _metrics) =
+        node_with(&[("VAULT_AUDIT_SYSLOG", syslog.target()), ("VAULT_AUDIT_SYSLOG_REQUIRED", "true".into())]).await;
     for i in 0..4 {
         n.ctl(&["secret", "put", &format!("app/{i}"), "--value", "v"]);
     }
@@ -377,7 +300,60 @@ async fn records_reach_a_real_rsyslog_over_tcp_and_verify_off_the_node() {
 
     let file = dir.path().join("from-rsyslog.jsonl");
     std::fs::write(&file, extracted.join("\n")).unwrap();
-    let (ok, out) = verify_files(&[&file], &key);
+    let (ok, out) = verify_shipped(&[&file], &key);
     assert!(ok, "{out}");
     drop(n);
+}
+
+/// The audit half of the disaster-recovery drill: three nodes ship to one rsyslog; once every
+/// data directory is gone, what rsyslog wrote still verifies, per node, up to each node's head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_ships_to_one_rsyslog_and_its_audit_verifies_with_every_data_directory_gone() {
+    let dir = test_dir();
+    let syslog = Rsyslog::start(dir.path()).await;
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, random_master_key()).unwrap();
+    let (key_path, target) = (key.to_str().unwrap().to_string(), syslog.target());
+    let mut c = TestCluster::start(3, |s| {
+        s.set("VAULT_AUDIT_KEY_FILE", &key_path).set("VAULT_AUDIT_SYSLOG", &target);
+    })
+    .await;
+    let leader = c.leader_seen_by(0, |_| true).await;
+    for i in 0..5 {
+        c.ctl(leader, &["secret", "put", &format!("drill/{i}"), "--value", "v"]);
+    }
+    let mut heads = Vec::new();
+    for i in 0..3 {
+        assert_eq!(c.ctl(i, &["secret", "get", "drill/4"]), "v");
+        let v: serde_json::Value = serde_json::from_str(&c.ctl(i, &["--output", "json", "audit", "verify"])).unwrap();
+        let (seq, mac) =
+            v["head"].as_str().unwrap().split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+        heads.push((c.specs[i].node_id, seq.parse::<u64>().unwrap(), mac));
+    }
+    let shipped = || parse(&syslog.shipped_lines());
+    wait_until("rsyslog has every node's head", Duration::from_secs(20), async || {
+        let records = shipped();
+        heads.iter().all(|(node, seq, _)| {
+            records.iter().any(|r| r["chain_node_id"].as_u64() == Some(*node) && r["seq"].as_u64() == Some(*seq))
+        })
+    })
+    .await;
+
+    tracing::info!("every data directory destroyed");
+    for (n, spec) in c.nodes.iter_mut().zip(&c.specs) {
+        n.kill();
+        std::fs::remove_dir_all(spec.data_dir()).unwrap();
+    }
+    let records = shipped();
+    for (node, seq, mac) in &heads {
+        let mine: Vec<_> = records.iter().filter(|r| r["chain_node_id"].as_u64() == Some(*node)).cloned().collect();
+        assert_eq!(gapless(&mine).first(), Some(&1), "node {node} shipped from its first record");
+        assert!(has_put(&mine, "drill/4"), "every node records every change");
+        let at = mine.iter().find(|r| r["seq"].as_u64() == Some(*seq)).unwrap();
+        assert_eq!(at["mac"].as_str(), Some(mac.as_str()), "node {node}'s head as shipped");
+    }
+    let file = dir.path().join("drill-audit.jsonl");
+    std::fs::write(&file, syslog.shipped_lines().join("\n")).unwrap();
+    let (ok, out) = verify_shipped(&[&file], &key);
+    assert!(ok && out.contains("node 1:") && out.contains("node 2:") && out.contains("node 3:"), "{out}");
 }

@@ -2,7 +2,7 @@
 //! [`crate::audit_shipped`], from a file, a socket's capture or syslog's MSG, checked with the
 //! node's audit key by the same MAC code the node uses ([`crate::audit_chain`]).
 //!
-//! Per node id, in the order of the lines:
+//! Per chain (`chain_node_id`: the node whose log holds the record), in the order of the lines:
 //! - every record's MAC over its `prev_mac` and fields, under the key its `key_id` names;
 //! - every record follows the one before it: the next `seq`, and a `prev_mac` equal to that
 //!   record's MAC. A removed line shows as missing records, a reordered one as out of order,
@@ -91,7 +91,7 @@ pub fn verify_lines(input: impl BufRead, keys: &[AuditMacKey]) -> Result<FileRep
             ));
             continue;
         }
-        let (node, seq) = (r.record.node_id, r.record.seq);
+        let (node, seq) = (r.chain_node_id, r.record.seq);
         let st = nodes.entry(node).or_default();
         let mac = r.mac.as_deref().map(from_hex32);
         let mac = match mac {

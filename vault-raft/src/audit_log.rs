@@ -290,7 +290,7 @@ impl AuditLog {
     /// MAC of the record before it; see [`crate::audit_shipped`]).
     pub fn shipped_after(&self, after: u64, limit: usize) -> Result<Vec<ShippedRecord>, StoreError> {
         let anchor = self.chain.lock().unwrap_or_else(|p| p.into_inner()).anchor;
-        crate::audit_shipped::read_after(&self.db, anchor, after, limit)
+        crate::audit_shipped::read_after(&self.db, self.node_id, anchor, after, limit)
     }
 
     /// Refused while a required sink does not take records: the record would be written but

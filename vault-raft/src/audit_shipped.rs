@@ -2,10 +2,14 @@
 //! a socket, syslog's MSG). Format 1 (`"v": 1`), stable: fields are only ever added.
 //!
 //! ```json
-//! {"v":1,"seq":42,"time_ms":1765150000000,"node_id":1,"actor":"ci","client_ip":"10.0.0.5",
-//!  "action":"secret.put","secret":"app/db","outcome":"ok","key_id":"audit:1f2e…",
-//!  "prev_mac":"9a…","mac":"c4…"}
+//! {"v":1,"chain_node_id":2,"seq":42,"time_ms":1765150000000,"node_id":1,"actor":"ci",
+//!  "client_ip":"10.0.0.5","action":"secret.put","secret":"app/db","outcome":"ok",
+//!  "key_id":"audit:1f2e…","prev_mac":"9a…","mac":"c4…"}
 //! ```
+//!
+//! `chain_node_id` and `seq` are the record's place: the node whose log (chain) holds it, and its
+//! number there. (`node_id` is the node that served the request: a change is recorded by every
+//! node, each in its own chain, with the same `node_id`.)
 //!
 //! `mac` is the record's HMAC-SHA256 in the node's chain ([`crate::audit_chain`]) over
 //! `prev_mac`, `seq` and the record's fields, under the key `key_id` names; `prev_mac` is the
@@ -32,6 +36,9 @@ pub struct ShippedRecord {
     /// Format of the line ([`SHIPPED_FORMAT`]); lines of builds before shipping lack it.
     #[serde(default)]
     pub v: u32,
+    /// The node whose audit log (and chain) this record is in.
+    #[serde(default)]
+    pub chain_node_id: u64,
     #[serde(flatten)]
     pub record: AuditRecord,
     /// Id of the audit key the MAC was made with (`audit:` and 16 hex digits).
@@ -70,6 +77,7 @@ pub fn from_hex32(s: &str) -> Option<[u8; 32]> {
 /// is the chain's anchor (the last record retention removed).
 pub(crate) fn read_after(
     db: &DB,
+    node_id: u64,
     anchor: Option<Link>,
     after: u64,
     limit: usize,
@@ -103,6 +111,7 @@ pub(crate) fn read_after(
                 prev = Some((seq, c.mac));
                 ShippedRecord {
                     v: SHIPPED_FORMAT,
+                    chain_node_id: node_id,
                     record: c.record,
                     key_id: Some(c.key_id),
                     prev_mac: Some(to_hex(&prev_mac)),
@@ -111,7 +120,14 @@ pub(crate) fn read_after(
             }
             Stored::Legacy(mut record) => {
                 record.seq = seq;
-                ShippedRecord { v: SHIPPED_FORMAT, record, key_id: None, prev_mac: None, mac: None }
+                ShippedRecord {
+                    v: SHIPPED_FORMAT,
+                    chain_node_id: node_id,
+                    record,
+                    key_id: None,
+                    prev_mac: None,
+                    mac: None,
+                }
             }
         };
         out.push(shipped);
@@ -138,6 +154,7 @@ mod tests {
     fn a_line_carries_the_record_fields_at_top_level_with_its_chain_position() {
         let r = ShippedRecord {
             v: 1,
+            chain_node_id: 1,
             record: crate::audit_fixtures::record(1, 5),
             key_id: Some("audit:00".into()),
             prev_mac: Some("00".repeat(32)),
@@ -145,7 +162,7 @@ mod tests {
         };
         let line = r.to_line().unwrap();
         let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-        for field in ["v", "seq", "node_id", "action", "outcome", "key_id", "prev_mac", "mac"] {
+        for field in ["v", "chain_node_id", "seq", "node_id", "action", "outcome", "key_id", "prev_mac", "mac"] {
             assert!(json.get(field).is_some(), "{field} missing: {line}");
         }
         assert_eq!(serde_json::from_str::<ShippedRecord>(&line).unwrap(), r);

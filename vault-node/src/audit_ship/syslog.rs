@@ -8,7 +8,7 @@
 //! - HOSTNAME: this machine's name (`-` if unknown); APP-NAME `vault`; PROCID: the process id;
 //! - MSGID: the record's action (`secret.put`, `audit.list`, ...);
 //! - STRUCTURED-DATA: `vault@32473` (32473 is the example enterprise number RFC 5612 reserves
-//!   for documentation) with the node id and the sequence number;
+//!   for documentation) with the record's place: its chain's node id and sequence number;
 //! - MSG: the shipped JSON line ([`vault_raft::audit_shipped`]), which carries the chain.
 //!
 //! Over TCP each message is octet-counted (RFC 6587 §3.4.1: its length in bytes, a space, the
@@ -29,7 +29,7 @@ pub(crate) fn message(record: &ShippedRecord, line: &str, hostname: &str) -> Str
         "<{PRI}>1 {time} {hostname} vault {} {} [vault@32473 node=\"{}\" seq=\"{}\"] {line}",
         std::process::id(),
         header_field(&r.action, 32),
-        r.node_id,
+        record.chain_node_id,
         r.seq
     )
 }
@@ -63,6 +63,7 @@ mod tests {
     fn a_message_has_the_rfc5424_header_the_action_as_msgid_and_the_line_as_msg() {
         let record = ShippedRecord {
             v: 1,
+            chain_node_id: 3,
             record: vault_core::model::AuditRecord {
                 seq: 42,
                 time_ms: 1_000,
