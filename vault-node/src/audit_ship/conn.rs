@@ -155,6 +155,63 @@ fn timed_out(what: &str) -> io::Error {
 mod tests {
     use super::*;
 
+    fn shipped(seq: u64) -> ShippedRecord {
+        ShippedRecord {
+            v: 1,
+            chain_node_id: 1,
+            record: vault_core::model::AuditRecord {
+                seq,
+                time_ms: 1_000,
+                node_id: 1,
+                actor: "a".into(),
+                client_ip: "-".into(),
+                action: "secret.get".into(),
+                secret: None,
+                outcome: "ok".into(),
+            },
+            key_id: None,
+            prev_mac: None,
+            mac: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unix_stream_gets_json_lines_and_a_unix_datagram_socket_one_syslog_message_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream_path = dir.path().join("sink.sock");
+        let listener = tokio::net::UnixListener::bind(&stream_path).unwrap();
+        let mut c = Conn::open(&Target::Unix(stream_path), Framing::Lines).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        c.send(&[shipped(1), shipped(2)], Framing::Lines, "h").await.unwrap();
+        let mut got = String::new();
+        while got.matches('\n').count() < 2 {
+            let mut buf = [0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut peer, &mut buf).await.unwrap();
+            got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        let lines: Vec<ShippedRecord> = got.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines, vec![shipped(1), shipped(2)]);
+        drop(peer);
+        // A peer that closed the stream is seen before anything is written to it.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!c.alive());
+        assert!(c.send(&[shipped(3)], Framing::Lines, "h").await.is_err());
+
+        let dgram_path = dir.path().join("log.sock");
+        let log = UnixDatagram::bind(&dgram_path).unwrap();
+        let mut c = Conn::open(&Target::Unix(dgram_path.clone()), Framing::Syslog).await.unwrap();
+        c.send(&[shipped(4), shipped(5)], Framing::Syslog, "h").await.unwrap();
+        for seq in [4, 5] {
+            let mut buf = [0u8; 4096];
+            let n = log.recv(&mut buf).await.unwrap();
+            let m = std::str::from_utf8(&buf[..n]).unwrap();
+            assert!(m.starts_with("<86>1 ") && m.contains(&format!("seq=\"{seq}\"]")), "{m}");
+        }
+        drop(log);
+        std::fs::remove_file(&dgram_path).unwrap();
+        assert!(c.send(&[shipped(6)], Framing::Syslog, "h").await.is_err(), "no listener at /dev/log is an error");
+    }
+
     #[test]
     fn socket_targets_parse_and_anything_else_is_refused() {
         assert_eq!(Target::parse_socket("unix:/dev/log"), Ok(Target::Unix("/dev/log".into())));
