@@ -5,7 +5,7 @@
 set -euo pipefail
 
 apt_packages=(protobuf-compiler librocksdb-dev libclang-dev libsnappy-dev liblz4-dev libzstd-dev
-  libbz2-dev zlib1g-dev pkg-config curl)
+  libbz2-dev zlib1g-dev pkg-config curl rsyslog)
 
 missing=()
 for p in "${apt_packages[@]}"; do

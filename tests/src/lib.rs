@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod faults;
 pub mod moto;
 pub mod raft_peer;
+pub mod rsyslog;
 pub mod watch;
 
 pub use certs::{mint_certs, mint_reader_cert};

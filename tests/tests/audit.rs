@@ -342,11 +342,19 @@ async fn records_are_exported_as_json_lines_and_listed_with_escapes_and_since() 
     assert!(!table.contains('\u{1b}'), "no raw escape reaches the terminal: {table:?}");
     assert!(table.contains("app/\\u{1b}[31mred"), "{table}");
 
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&sink)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    // Records are shipped to the file by a background shipper, just after they are written.
+    let read_sink = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&sink)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_sink().iter().any(|r| field(r, "secret") == "app/\\u{1b}[31mred") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = read_sink();
     assert!(
         lines.iter().any(|r| field(r, "action") == "secret.put" && field(r, "secret") == "app/exported"),
         "{lines:?}"

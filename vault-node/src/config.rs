@@ -15,6 +15,7 @@ use vault_core::token::RawToken;
 use vault_raft::transport::TlsFiles;
 use vault_raft::Retention;
 
+use crate::audit_ship::{Framing, SinkConfig, Target};
 use crate::auth::allowlist::Allowlist;
 use crate::logging::LogFormat;
 
@@ -152,6 +153,31 @@ impl RawConfig {
             bail!("VAULT_BACKUP_EVERY needs a destination: VAULT_BACKUP_DIR or VAULT_BACKUP_S3_BUCKET");
         }
         Ok(BackupConfig { every, dir, keep: self.parse("VAULT_BACKUP_KEEP", 0)?, max_age, s3 })
+    }
+
+    /// The audit sinks, each with its `_REQUIRED` switch (which needs its sink set).
+    fn audit_sinks(&self) -> anyhow::Result<Vec<SinkConfig>> {
+        let sinks = [
+            ("file", "VAULT_AUDIT_FILE", "VAULT_AUDIT_FILE_REQUIRED", Framing::Lines),
+            ("socket", "VAULT_AUDIT_SOCKET", "VAULT_AUDIT_SOCKET_REQUIRED", Framing::Lines),
+            ("syslog", "VAULT_AUDIT_SYSLOG", "VAULT_AUDIT_SYSLOG_REQUIRED", Framing::Syslog),
+        ];
+        let mut out = Vec::new();
+        for (name, key, required_key, framing) in sinks {
+            let required = self.flag(required_key)?;
+            let Some(value) = self.get(key) else {
+                if required {
+                    bail!("{required_key} is set but {key} is not");
+                }
+                continue;
+            };
+            let target = match name {
+                "file" => Target::File(PathBuf::from(value)),
+                _ => Target::parse_socket(value).map_err(|e| anyhow!("{key}: {e}"))?,
+            };
+            out.push(SinkConfig { name, target, framing, required });
+        }
+        Ok(out)
     }
 
     fn flag(&self, key: &str) -> anyhow::Result<bool> {
@@ -295,7 +321,8 @@ impl RawConfig {
             |key: &str, default: u64| -> anyhow::Result<u64> { Ok(self.parse::<u64>(key, default)? * 86_400_000) };
         let audit = AuditConfig {
             key: audit_key,
-            file: self.get("VAULT_AUDIT_FILE").map(PathBuf::from),
+            sinks: self.audit_sinks()?,
+            sink_max_lag: self.parse::<u64>("VAULT_AUDIT_SINK_MAX_LAG", 1000)?,
             retention: Retention {
                 max_age_ms: days("VAULT_AUDIT_RETAIN_DAYS", 365)?,
                 max_bytes: self.parse::<u64>("VAULT_AUDIT_MAX_MB", 1024)?.saturating_mul(1 << 20),
@@ -599,8 +626,10 @@ pub struct AuditConfig {
     /// `VAULT_AUDIT_KEY`: a dedicated key for the hash chain. Without it, the key is derived from
     /// the local master key(s), or (AWS mode) kept in the data directory.
     pub key: Option<AuditMacKey>,
-    /// `VAULT_AUDIT_FILE`: JSON-lines copy of every record.
-    pub file: Option<PathBuf>,
+    /// Where records are shipped (`VAULT_AUDIT_FILE`, `VAULT_AUDIT_SOCKET`, `VAULT_AUDIT_SYSLOG`).
+    pub sinks: Vec<SinkConfig>,
+    /// `VAULT_AUDIT_SINK_MAX_LAG`: a required sink this many records behind refuses.
+    pub sink_max_lag: u64,
     pub retention: Retention,
     /// Refused requests recorded one by one per client address (token bucket); beyond it they
     /// get RESOURCE_EXHAUSTED and are summarised.

@@ -4,6 +4,7 @@
 pub mod alloc_count;
 pub mod api;
 pub mod api_conn;
+pub mod audit_ship;
 pub mod auth;
 pub mod backup;
 pub mod cluster;

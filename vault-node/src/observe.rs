@@ -175,6 +175,11 @@ fn describe() {
     describe_counter!("vault_dek_cache_misses_total", "reads that had to ask the key manager");
     describe_gauge!("vault_dek_cache_entries", "unwrapped data keys cached");
     describe_counter!("vault_audit_write_failures_total", "audit records that could not be written, by target");
+    describe_gauge!("vault_audit_sink_up", "1 while the audit sink takes records (by sink: file, socket, syslog)");
+    describe_gauge!(
+        "vault_audit_sink_lag_records",
+        "audit records in this node's log not yet shipped to the sink (by sink)"
+    );
     describe_counter!(
         "vault_audit_removed_over_hard_cap_total",
         "audit records younger than VAULT_AUDIT_MIN_RETAIN_DAYS removed because the log was past VAULT_AUDIT_HARD_MAX_MB"
@@ -343,9 +348,12 @@ fn collect(s: &Scrape, (data_bytes, snapshot_bytes): (u64, u64)) {
     counter!("vault_dek_cache_misses_total").absolute(misses);
     gauge!("vault_dek_cache_entries").set(s.vault.dek_cache.len() as f64);
 
-    let (log, sink) = s.vault.audit_log.failures();
-    counter!("vault_audit_write_failures_total", "target" => "log").absolute(log);
-    counter!("vault_audit_write_failures_total", "target" => "file").absolute(sink);
+    counter!("vault_audit_write_failures_total", "target" => "log").absolute(s.vault.audit_log.failures());
+    let newest = *s.vault.audit_log.newest().borrow();
+    for sink in s.vault.audit_log.sinks().sinks() {
+        gauge!("vault_audit_sink_up", "sink" => sink.name.clone()).set(f64::from(u8::from(sink.up())));
+        gauge!("vault_audit_sink_lag_records", "sink" => sink.name.clone()).set(sink.lag(newest) as f64);
+    }
     counter!("vault_audit_removed_over_hard_cap_total").absolute(s.vault.audit_log.over_hard_cap());
 
     let p = s.rewrapper.progress();

@@ -94,20 +94,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let kms =
         crate::kms::build(std::mem::replace(&mut config.kms, crate::config::KmsConfig::Local { keys: Vec::new() }))
             .await?;
-    let audit_setup = AuditSetup {
-        keys: audit_keys(&config, kms.as_ref())?,
-        retention: config.audit.retention,
-        sink: match &config.audit.file {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("open VAULT_AUDIT_FILE {}", path.display()))?,
-            ),
-            None => None,
-        },
-    };
+    let audit_setup = AuditSetup { keys: audit_keys(&config, kms.as_ref())?, retention: config.audit.retention };
     let scratch_dir = config.data_dir.join("scratch");
     crate::backup::prepare_scratch(&scratch_dir)
         .with_context(|| format!("prepare scratch directory {}", scratch_dir.display()))?;
@@ -166,7 +153,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             max_in_flight: config.max_in_flight,
             max_feature_level: config.max_feature_level,
         },
-    );
+    )
+    .with_audit_sinks(storage.audit.sinks().clone());
     let _elections = cluster.spawn_elections();
     let _upgrades = cluster.spawn_feature_upgrades(Duration::from_secs(5));
     let me = NodeInfo { raft_addr: config.raft_advertise.clone(), api_addr: config.api_advertise.clone() };
@@ -186,8 +174,22 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         }
         _ => None,
     };
-    if security.as_ref().is_some_and(|s| s.is_tls()) {
-        tasks.spawn(reload_on_sighup(peers.clone(), background.clone()));
+    let (hup_tx, hup) = tokio::sync::watch::channel(0u64);
+    let tls_peers = security.as_ref().is_some_and(|s| s.is_tls()).then(|| peers.clone());
+    tasks.spawn(on_sighup(tls_peers, hup_tx, background.clone()));
+    for shipper in crate::audit_ship::spawn(
+        &storage.audit,
+        &config.data_dir,
+        &config.audit.sinks,
+        config.audit.sink_max_lag,
+        hup,
+        background.clone(),
+    )
+    .await?
+    {
+        tasks.spawn(async move {
+            let _ = shipper.await;
+        });
     }
 
     if !raft.is_initialized().await.context("read raft state")? {
@@ -616,11 +618,16 @@ async fn audit_upkeep(vault: Arc<Vault>, stop: CancellationToken) {
     vault.flush_refusal_summaries(true);
 }
 
-/// Re-reads the Raft TLS files on every SIGHUP: renewed certificates take effect for new
-/// connections without a restart.
-async fn reload_on_sighup(peers: vault_raft::transport::PeerClients, stop: CancellationToken) {
+/// On every SIGHUP: re-reads the Raft TLS files (`peers`, under mutual TLS), so renewed
+/// certificates take effect for new connections without a restart, and tells the audit file
+/// sink to reopen its path (`reopen` counts the signals), for logrotate.
+async fn on_sighup(
+    peers: Option<vault_raft::transport::PeerClients>,
+    reopen: tokio::sync::watch::Sender<u64>,
+    stop: CancellationToken,
+) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; renewed Raft certificates need a restart");
+        tracing::warn!("cannot listen for SIGHUP; renewed Raft certificates and a rotated audit file need a restart");
         return;
     };
     loop {
@@ -628,6 +635,8 @@ async fn reload_on_sighup(peers: vault_raft::transport::PeerClients, stop: Cance
             got = hup.recv() => if got.is_none() { return },
             _ = stop.cancelled() => return,
         }
+        reopen.send_modify(|n| *n += 1);
+        let Some(peers) = &peers else { continue };
         match peers.reload() {
             Ok(()) => tracing::info!("SIGHUP: reloaded the Raft TLS CA, certificate and key"),
             Err(e) => tracing::error!(error = %e, "SIGHUP: Raft TLS reload failed; keeping the certificates in use"),

@@ -82,6 +82,11 @@ impl Vault {
     async fn propose_as(&self, caller: &Caller, cmd: Command) -> Result<CommandResponse, ApiError> {
         // This node's disk: the leader checks its own again before it proposes.
         self.cluster.room.check().map_err(Status::resource_exhausted)?;
+        // A required audit sink that does not take records refuses the change before it can
+        // commit (the leader checks its own sinks again).
+        if let Some(why) = self.audit_log.sinks().refusal() {
+            return Err(Status::unavailable(format!("{why}; change refused")).into());
+        }
         // The leader authorizes, stamps and audits the write from the token itself.
         let write = CallerWrite {
             token: caller.presented_token()?,
@@ -380,6 +385,9 @@ impl Vault {
 fn audit_write_refused(e: vault_raft::StoreError) -> Status {
     if let vault_raft::StoreError::Busy(why) = &e {
         return Status::unavailable(format!("this node is busy: {why}; retry"));
+    }
+    if let vault_raft::StoreError::SinkRefuses(why) = &e {
+        return Status::unavailable(format!("{why}; request refused"));
     }
     tracing::error!(error = %e, "audit log write failed");
     Status::unavailable("audit log unavailable on this node; request refused")

@@ -58,6 +58,8 @@ impl AuditLog {
     /// returns once they are written, in one write shared with the records of concurrent
     /// callers (see `audit_group`).
     pub async fn append_all(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        // A required sink that does not take records refuses the reads before anything waits.
+        self.admit()?;
         let waiting = {
             let mut q = self.group().lock();
             if q.writing && q.waiting.len() >= MAX_QUEUED {

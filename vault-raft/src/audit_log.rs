@@ -27,8 +27,6 @@
 //! Raft log and at a snapshot's publication (`storage::state_wal`). With a node on the RocksDB
 //! log (held below feature level 5) the log's next group-commit sync (same WAL) does it.
 
-use std::fs::File;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -49,6 +47,9 @@ use crate::db::{cf, CF_AUDIT, CF_RAFT_META};
 use crate::StoreError;
 
 pub use crate::audit_verify::VerifyReport;
+
+use crate::audit_shipped::ShippedRecord;
+use crate::audit_sinks::SinkBoard;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -149,9 +150,12 @@ pub struct AuditLog {
     keys: AuditKeys,
     chain: Arc<Mutex<Chain>>,
     retention: Retention,
-    /// JSON-lines copy of every record, for log shippers.
-    sink: Option<Arc<Mutex<File>>>,
-    /// Writes that failed: to the log itself, and to the file sink.
+    /// The sinks records are shipped to (`vault-node`'s `audit_ship`), and whether a required
+    /// one refuses them.
+    sinks: SinkBoard,
+    /// The newest record's sequence number, for shippers waiting for more.
+    newest: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Writes to the log that failed.
     failures: Arc<Failures>,
     /// Records younger than the age floor removed over the hard cap, since the process started.
     over_hard_cap: Arc<AtomicU64>,
@@ -163,7 +167,6 @@ pub struct AuditLog {
 #[derive(Debug, Default)]
 pub struct Failures {
     pub log: AtomicU64,
-    pub sink: AtomicU64,
 }
 
 impl AuditLog {
@@ -193,7 +196,8 @@ impl AuditLog {
             keys,
             chain: Arc::new(Mutex::new(Chain { next_seq: last_seq + 1, prev, anchor, broken })),
             retention: Retention::default(),
-            sink: None,
+            sinks: SinkBoard::default(),
+            newest: Arc::new(tokio::sync::watch::channel(last_seq).0),
             failures: Arc::default(),
             over_hard_cap: Arc::default(),
             group: Arc::default(),
@@ -271,10 +275,31 @@ impl AuditLog {
         self
     }
 
-    /// Also appends every record, as one JSON object per line, to `file`.
-    pub fn with_sink(mut self, file: File) -> Self {
-        self.sink = Some(Arc::new(Mutex::new(file)));
-        self
+    /// The sinks this node ships records to; a required one that refuses makes
+    /// [`AuditLog::append`] and [`AuditLog::append_all`] refuse too.
+    pub fn sinks(&self) -> &SinkBoard {
+        &self.sinks
+    }
+
+    /// The newest record's sequence number, which changes as records are written.
+    pub fn newest(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.newest.subscribe()
+    }
+
+    /// At most `limit` records after record `after`, oldest first, as shipped (each with the
+    /// MAC of the record before it; see [`crate::audit_shipped`]).
+    pub fn shipped_after(&self, after: u64, limit: usize) -> Result<Vec<ShippedRecord>, StoreError> {
+        let anchor = self.chain.lock().unwrap_or_else(|p| p.into_inner()).anchor;
+        crate::audit_shipped::read_after(&self.db, self.node_id, anchor, after, limit)
+    }
+
+    /// Refused while a required sink does not take records: the record would be written but
+    /// could not leave the node.
+    pub(crate) fn admit(&self) -> Result<(), StoreError> {
+        match self.sinks.refusal() {
+            Some(why) => Err(StoreError::SinkRefuses(why)),
+            None => Ok(()),
+        }
     }
 
     pub fn node_id(&self) -> u64 {
@@ -285,13 +310,15 @@ impl AuditLog {
         &self.group
     }
 
-    /// Failed writes so far: `(log, sink)`.
-    pub fn failures(&self) -> (u64, u64) {
-        (self.failures.log.load(Ordering::Relaxed), self.failures.sink.load(Ordering::Relaxed))
+    /// Failed writes to the log so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.log.load(Ordering::Relaxed)
     }
 
     /// Appends a read or refusal served by this node (its `seq` and `node_id` are set here).
+    /// Refused, writing nothing, while a required sink does not take records.
     pub fn append(&self, mut record: AuditRecord) -> Result<(), StoreError> {
+        self.admit()?;
         record.node_id = self.node_id;
         self.commit(WriteBatch::default(), vec![record])
     }
@@ -315,17 +342,11 @@ impl AuditLog {
         let (key_id, key) = self.keys.current();
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let (mut seq, mut prev) = (chain.next_seq, chain.prev);
-        let mut written = Vec::with_capacity(records.len());
         for record in records {
             let mut record = record.capped();
             record.seq = seq;
             let mac = record_mac(key, &prev, &record)?;
-            batch.put_cf(
-                family,
-                seq.to_be_bytes(),
-                encode(&Chained { record: record.clone(), key_id: key_id.clone(), mac })?,
-            );
-            written.push(record);
+            batch.put_cf(family, seq.to_be_bytes(), encode(&Chained { record, key_id: key_id.clone(), mac })?);
             prev = mac;
             seq += 1;
         }
@@ -335,27 +356,8 @@ impl AuditLog {
         chain.next_seq = seq;
         chain.prev = prev;
         drop(chain);
-        self.to_sink(&written);
+        self.newest.send_replace(seq - 1);
         Ok(())
-    }
-
-    fn to_sink(&self, records: &[AuditRecord]) {
-        let Some(sink) = &self.sink else { return };
-        let mut f = sink.lock().unwrap_or_else(|p| p.into_inner());
-        for r in records {
-            let line = match serde_json::to_string(r) {
-                Ok(l) => l,
-                Err(e) => {
-                    self.failures.sink.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "encode an audit record for the file sink");
-                    continue;
-                }
-            };
-            if let Err(e) = writeln!(f, "{line}") {
-                self.failures.sink.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, seq = r.seq, "audit file sink write failed (the record is in the node's log)");
-            }
-        }
     }
 
     /// Newest first, at most `query.limit` of the records that match `query` (see

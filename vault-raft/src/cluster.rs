@@ -61,6 +61,9 @@ pub struct Cluster {
     pub feature_level: u32,
     /// Whether this node has disk room for new writes (see `room`).
     pub room: crate::room::Room,
+    /// This node's audit sinks: while a required one refuses, this node, as leader, refuses
+    /// client changes (their records could not leave it).
+    pub audit_sinks: crate::SinkBoard,
 }
 
 /// What a node is besides its Raft handle: how it reaches and admits peers.
@@ -100,7 +103,14 @@ impl Cluster {
             join_voters: Arc::default(),
             key_ids: Arc::new(parts.key_ids),
             feature_level: parts.max_feature_level.map_or(FEATURE_LEVEL, |cap| cap.clamp(BASE_LEVEL, FEATURE_LEVEL)),
+            audit_sinks: crate::SinkBoard::default(),
         }
+    }
+
+    /// Refuses client changes while a required sink of `sinks` does not take records.
+    pub fn with_audit_sinks(mut self, sinks: crate::SinkBoard) -> Self {
+        self.audit_sinks = sinks;
+        self
     }
 
     /// Starts the election driver and the heartbeats (see `elections`); openraft's own
@@ -428,8 +438,13 @@ impl Cluster {
     ) -> Result<ForwardResponse, ForwardError> {
         match req {
             // Concurrent writes share entries (see `proposals`).
+            // The leader's own writes (rotation, re-wrap) too: a required audit sink that
+            // refuses stops every change whose record could not leave this node.
             ForwardRequest::Write(cmd) => {
                 self.room.check().map_err(ForwardError::NoRoom)?;
+                if let Some(why) = self.audit_sinks.refusal() {
+                    return Err(ForwardError::Unavailable(format!("{why} on the leader; change refused")));
+                }
                 self.write(cmd, timeout).await
             }
             ForwardRequest::CallerWrite(w) => {
@@ -438,6 +453,9 @@ impl Cluster {
                     return not_leader(id, node);
                 }
                 self.room.check().map_err(ForwardError::NoRoom)?;
+                if let Some(why) = self.audit_sinks.refusal() {
+                    return Err(ForwardError::Unavailable(format!("{why} on the leader; change refused")));
+                }
                 let cmd = self.caller_command(w, from)?;
                 self.write(cmd, timeout).await
             }

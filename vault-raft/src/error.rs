@@ -25,6 +25,9 @@ pub enum StoreError {
     /// Too much is already waiting to be written: the caller should come back later.
     #[error("busy: {0}")]
     Busy(String),
+    /// A required audit sink does not take records (`audit sink X is not taking records`).
+    #[error("{0}")]
+    SinkRefuses(String),
 }
 
 impl From<tokio::task::JoinError> for StoreError {

@@ -9,6 +9,7 @@
 pub mod applied;
 mod apply;
 pub mod audit_chain;
+pub mod audit_file_verify;
 #[cfg(test)]
 mod audit_fixtures;
 mod audit_group;
@@ -16,6 +17,8 @@ mod audit_group;
 mod audit_headless_tests;
 pub mod audit_log;
 mod audit_query;
+pub mod audit_shipped;
+pub mod audit_sinks;
 mod audit_start;
 #[cfg(test)]
 mod audit_sticky_tests;
@@ -47,6 +50,8 @@ pub mod watch_log;
 mod watch_log_tests;
 
 pub use audit_log::{AuditKeys, AuditLog, AuditQuery, Pruned, Retention, VerifyReport};
+pub use audit_shipped::ShippedRecord;
+pub use audit_sinks::{SinkBoard, SinkStatus};
 pub use cluster::{Cluster, ClusterParts};
 pub use command::{Command, CommandResponse, Rejection};
 pub use elections::ElectionTiming;
@@ -72,14 +77,12 @@ use storage::raft_log::migrate::Backend;
 pub struct AuditSetup {
     pub keys: AuditKeys,
     pub retention: Retention,
-    /// A file every record is also appended to, as JSON lines.
-    pub sink: Option<std::fs::File>,
 }
 
 impl AuditSetup {
     /// Default retention, no file copy.
     pub fn new(keys: AuditKeys) -> Self {
-        AuditSetup { keys, retention: Retention::default(), sink: None }
+        AuditSetup { keys, retention: Retention::default() }
     }
 }
 
@@ -133,10 +136,7 @@ impl Storage {
             }
         };
         let synced = log_store.synced();
-        let mut log = AuditLog::open(db.clone(), node_id, audit.keys)?.with_retention(audit.retention);
-        if let Some(file) = audit.sink {
-            log = log.with_sink(file);
-        }
+        let log = AuditLog::open(db.clone(), node_id, audit.keys)?.with_retention(audit.retention);
         log.check_at_start()?;
         let audit = log;
         let state_machine =

@@ -164,6 +164,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             return cluster::certs(out, nodes, sans, *days, *renew);
         }
         Cmd::Reader(reader::Cmd::Cert { cn, out, days }) => return reader::cert(cn, out, *days),
+        Cmd::Audit(audit::Cmd::Verify { file, audit_key_file, .. }) if !file.is_empty() => {
+            return commands::audit_file::verify(file, audit_key_file, cli.output == Output::Json);
+        }
         _ => {}
     }
     let c = client(&cli)?;

@@ -43,17 +43,26 @@ pub enum Cmd {
     },
     /// Check this node's audit hash chain; names the first missing or altered record and exits
     /// non-zero if there is one. Prints the head (`SEQ:MAC`): keep it off the node and pass it
-    /// to `--extends` later to catch a rollback of the whole data directory.
+    /// to `--extends` later to catch a rollback of the whole data directory. With --file,
+    /// checks shipped records (JSON lines) off the node instead, with the audit key.
     Verify {
         /// A head printed by an earlier verify: the log must still grow from it.
-        #[arg(long, value_name = "SEQ:MAC")]
+        #[arg(long, value_name = "SEQ:MAC", conflicts_with = "file")]
         extends: Option<String>,
+        /// A file of shipped records (VAULT_AUDIT_FILE, a socket's capture, syslog's MSG
+        /// extracted), one JSON object per line; repeat for rotated files, oldest first.
+        #[arg(long, value_name = "FILE")]
+        file: Vec<std::path::PathBuf>,
+        /// The audit key for --file, in VAULT_AUDIT_KEY_FILE's format; repeat for old keys.
+        #[arg(long, value_name = "FILE", requires = "file")]
+        audit_key_file: Vec<std::path::PathBuf>,
     },
 }
 
 pub async fn run(c: &Client, cmd: Cmd, json: bool) -> Result<(), Failure> {
     match cmd {
-        Cmd::Verify { extends } => {
+        // `--file` needs no node: `main` runs it before connecting (`audit_file::verify`).
+        Cmd::Verify { extends, .. } => {
             let extends = extends.unwrap_or_default();
             let r = rpc!(c, addressed(c), admin.verify_audit, pb::VerifyAuditRequest { extends }).await?;
             if json {

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod audit_file;
 pub mod cluster;
 pub mod hook;
 pub mod kms;
