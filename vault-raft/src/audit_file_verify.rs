@@ -16,6 +16,7 @@
 //! last. Whether records after the last one were cut needs a head kept elsewhere (the node's
 //! `verify`, or `--extends`).
 
+use sha2::Digest as _;
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
@@ -61,8 +62,9 @@ struct NodeState {
     run: NodeRun,
     last: Option<(u64, Option<[u8; 32]>)>,
     chained_seen: bool,
-    /// MAC of every record seen (legacy: none), to tell a repeat from a rewrite.
-    seen: HashMap<u64, Option<[u8; 32]>>,
+    /// SHA-256 of every record's line as first seen: a repeat must be that same line, byte for
+    /// byte (a line with the same MAC but another actor is a rewrite, not a repeat).
+    seen: HashMap<u64, [u8; 32]>,
 }
 
 /// Checks the lines of `input` with `keys` (any of the node's audit keys; each is matched to
@@ -102,8 +104,9 @@ pub fn verify_lines(input: impl BufRead, keys: &[AuditMacKey]) -> Result<FileRep
             Some(Some(m)) => Some(m),
             None => None,
         };
+        let digest: [u8; 32] = sha2::Sha256::digest(line.trim_end().as_bytes()).into();
         if let Some(seen) = st.seen.get(&seq) {
-            if *seen == mac && mac.is_some() {
+            if *seen == digest && mac.is_some() {
                 st.run.duplicates += 1;
             } else {
                 report.problem(format!(
@@ -130,7 +133,7 @@ pub fn verify_lines(input: impl BufRead, keys: &[AuditMacKey]) -> Result<FileRep
             }
             Some(_) => {}
         }
-        st.seen.insert(seq, mac);
+        st.seen.insert(seq, digest);
         let before = st.last;
         st.last = Some((seq, mac));
         st.run.last_seq = seq;
@@ -225,6 +228,12 @@ mod tests {
         tail.splice(2..2, lines[2..4].iter().cloned());
         let r = check(&tail, &key);
         assert_eq!((r.problem.clone(), r.nodes[&1].duplicates), (None, 2), "{r:?}");
+
+        // A repeat with the record's MAC but another actor is a rewrite, not a repeat.
+        let mut replayed = lines.clone();
+        replayed.insert(5, lines[3].replace("actor-3", "actor-X"));
+        let p = check(&replayed, &key).problem.unwrap();
+        assert!(p.contains("record 4 of node 1 appears again at line 6 with other contents"), "{p}");
 
         let other = AuditMacKey::from_slice(&[8; 32]).unwrap();
         let p = check(&lines, &other).problem.unwrap();

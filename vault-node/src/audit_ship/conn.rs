@@ -67,7 +67,8 @@ impl Conn {
         let open = async {
             Ok(match target {
                 Target::File(path) => {
-                    Conn::File(tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?)
+                    // Owner-only: records name secrets, actors and client addresses.
+                    Conn::File(tokio::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).await?)
                 }
                 Target::Tcp(addr) => Conn::Tcp(TcpStream::connect(addr).await?),
                 Target::Unix(path) if framing == Framing::Syslog => {

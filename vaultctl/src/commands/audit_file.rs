@@ -36,7 +36,12 @@ pub fn verify(files: &[PathBuf], key_files: &[PathBuf], json: bool) -> Result<()
     let input = std::io::BufReader::new(input);
     let report = vault_raft::audit_file_verify::verify_lines(input, &keys)
         .map_err(|e| anyhow!("read the shipped records: {e}"))?;
-    let ok = report.problem.is_none() && !report.nodes.is_empty();
+    // Unchained lines (no MAC) prove nothing: anyone can write them. A file that holds any, or
+    // a node with no chained record at all, is not intact.
+    let unproven = report.nodes.iter().find(|(_, n)| n.legacy > 0 || n.checked == 0).map(|(id, n)| {
+        format!("node {id}: {} lines carry no MAC (written before shipping carried the chain, or forged)", n.legacy)
+    });
+    let ok = report.problem.is_none() && unproven.is_none() && !report.nodes.is_empty();
     if json {
         let nodes: Vec<_> = report
             .nodes
@@ -64,7 +69,7 @@ pub fn verify(files: &[PathBuf], key_files: &[PathBuf], json: bool) -> Result<()
             outln!("shipped audit records intact");
         }
     }
-    match (&report.problem, report.nodes.is_empty()) {
+    match (report.problem.as_ref().or(unproven.as_ref()), report.nodes.is_empty()) {
         (Some(p), _) => Err(Failure::status(Code::DataLoss, format!("shipped audit records broken: {p}"))),
         (None, true) => Err(Failure::status(Code::DataLoss, "no audit records in the files given")),
         (None, false) => Ok(()),
