@@ -152,6 +152,18 @@ fn single_node_scheduled_backups_are_named_verified_kept_and_restore_by_name() {
         assert!(line.contains("FAILED"), "{line}");
         assert!(text.lines().any(|l| l.starts_with(&good) && l.contains("verified")), "{text}");
 
+        // An intact older backup renamed as a later one: its header says otherwise.
+        let oldest = names.first().unwrap().clone();
+        let renamed = format!("vault-{cluster}-{stamp}-{}.vbk", index + 2);
+        std::fs::copy(dest.join(&oldest), dest.join(&renamed)).unwrap();
+        let out = vaultctl(&n.url(), Some(&n.token), &["snapshot", "list", "--verify"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().find(|l| l.starts_with(&renamed)).unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("FAILED"), "a renamed backup is not taken for a newer one: {line}");
+        let err = must_fail_vaultctl(&n.url(), Some(&n.token), &["snapshot", "restore", "--name", &renamed]);
+        assert!(err.contains("does not match its contents"), "{err}");
+        std::fs::remove_file(dest.join(&renamed)).unwrap();
+
         // Changes after the backup, then the corrupted one is refused with nothing changed.
         n.ctl(&["secret", "put", "app/a", "--value", "changed"]);
         n.ctl(&["secret", "delete", "app/b"]);

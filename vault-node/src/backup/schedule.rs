@@ -203,9 +203,25 @@ impl Backups {
     /// Reads backup `name` back from the destination and runs a restore's checks on it.
     async fn verify(&self, name: &str) -> Result<(), String> {
         let scratch = Scratch::new(&self.vault, "verify");
-        self.dest.fetch(name, &scratch.0, u64::MAX).await.map_err(|e| e.to_string())?;
-        check::check(&self.vault, &scratch.0).await.map_err(api_words)?;
-        Ok(())
+        self.dest.fetch(name, &scratch.0, self.vault.restore_max_bytes).await.map_err(|e| e.to_string())?;
+        let checked = check::check(&self.vault, &scratch.0).await.map_err(api_words)?;
+        self.named_for(name, &checked)
+    }
+
+    /// A backup's name must be the one its authenticated header gives it: an old backup
+    /// renamed to a newer name (by whoever can write to the destination) is not taken for the
+    /// newest.
+    fn named_for(&self, name: &str, checked: &check::Checked) -> Result<(), String> {
+        let h = &checked.header;
+        let expected = BackupName::new(&self.cluster(), h.created_ms, h.applied_index);
+        if expected.name == name {
+            Ok(())
+        } else {
+            Err(format!(
+                "backup {name} holds the state at index {} taken as {}: its name does not match its contents (renamed?)",
+                h.applied_index, expected.name
+            ))
+        }
     }
 
     /// Removes this cluster's backups beyond the newest `keep`, and those older than the
@@ -298,6 +314,7 @@ impl Backups {
             other => Status::unavailable(other.to_string()),
         })?;
         let checked = check::check(&self.vault, &scratch.0).await?;
+        self.named_for(name, &checked).map_err(Status::failed_precondition)?;
         let counts = stage::stage(&self.vault, caller, &scratch.0, &checked).await?;
         drop(scratch);
         Ok(super::restored(&checked, &counts))
