@@ -355,8 +355,14 @@ impl AuditLog {
         self.db.write(batch)?;
         chain.next_seq = seq;
         chain.prev = prev;
+        // Under the chain's lock, and never backwards: two commits publishing after the lock
+        // could otherwise leave the older one last, and a shipper would read past the newest.
+        self.newest.send_if_modified(|newest| {
+            let moved = *newest < seq - 1;
+            *newest = (*newest).max(seq - 1);
+            moved
+        });
         drop(chain);
-        self.newest.send_replace(seq - 1);
         Ok(())
     }
 

@@ -68,7 +68,13 @@ impl Conn {
             Ok(match target {
                 Target::File(path) => {
                     // Owner-only: records name secrets, actors and client addresses.
-                    Conn::File(tokio::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).await?)
+                    let mut f = tokio::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).await?;
+                    // A write cut short (a crash, a full disk) may have left a line without its
+                    // end: end it, so the next record starts a line of its own.
+                    if ends_mid_line(path).await? {
+                        f.write_all(b"\n").await?;
+                    }
+                    Conn::File(f)
                 }
                 Target::Tcp(addr) => Conn::Tcp(TcpStream::connect(addr).await?),
                 Target::Unix(path) if framing == Framing::Syslog => {
@@ -112,6 +118,7 @@ impl Conn {
                 Framing::Syslog => syslog::message(r, &line, hostname),
             });
         }
+        let is_file = matches!(self, Conn::File(_));
         let write = async {
             match self {
                 Conn::Datagram(s) => {
@@ -129,8 +136,26 @@ impl Conn {
                 Conn::Unix(s) => s.write_all(stream_bytes(&messages, framing).as_bytes()).await,
             }
         };
+        // A file write is not given up on: a dropped write could still land after the batch
+        // is sent again, and the two would interleave. A slow disk shows as lag instead.
+        if is_file {
+            return write.await;
+        }
         tokio::time::timeout(IO_TIMEOUT, write).await.map_err(|_| timed_out("write"))?
     }
+}
+
+/// Whether the file at `path` is not empty and does not end with a newline.
+async fn ends_mid_line(path: &std::path::Path) -> io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await?;
+    if f.metadata().await?.len() == 0 {
+        return Ok(false);
+    }
+    f.seek(io::SeekFrom::End(-1)).await?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last).await?;
+    Ok(last[0] != b'\n')
 }
 
 /// Messages as one stream: lines end in a newline; syslog messages are octet-counted.
@@ -155,6 +180,24 @@ fn timed_out(what: &str) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_left_mid_line_gets_its_line_ended_before_the_next_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, b"{\"seq\":1}\n{\"seq\":2,\"act").expect("write");
+        assert!(ends_mid_line(&path).await.expect("read"));
+        let _conn = Conn::open(&Target::File(path.clone()), Framing::Lines).await.expect("open");
+        assert!(!ends_mid_line(&path).await.expect("read"));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with("\"act\n"), "{text:?}");
+        let fresh = dir.path().join("fresh.jsonl");
+        let _conn = Conn::open(&Target::File(fresh.clone()), Framing::Lines).await.expect("open");
+        let mode = std::fs::metadata(&fresh).expect("stat").permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "a new file is owner-only");
+        std::fs::write(dir.path().join("empty"), b"").expect("write");
+        assert!(!ends_mid_line(&dir.path().join("empty")).await.expect("read"));
+    }
 
     fn shipped(seq: u64) -> ShippedRecord {
         ShippedRecord {
