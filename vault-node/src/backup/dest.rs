@@ -58,6 +58,19 @@ impl BackupName {
         Some(BackupName { stamp: stamp.to_string(), index: index.parse().ok()?, name: name.to_string() })
     }
 
+    /// `name` if it is a backup by this scheme of any cluster, with that cluster's id. Listing
+    /// and restoring by name take these: after a master-key rotation a new cluster (started
+    /// under the current key) has another id than the backups of the cluster it replaces, and
+    /// what decides whether a backup is this cluster's is its MAC, under the master key, not
+    /// its name. (Retention touches only this cluster's own names.)
+    pub fn parse_any(name: &str) -> Option<(String, BackupName)> {
+        let cluster = name.strip_prefix("vault-")?.get(..12)?;
+        if !cluster.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+            return None;
+        }
+        Some((cluster.to_string(), BackupName::parse(cluster, name)?))
+    }
+
     /// When it was taken (ms since the epoch), from the name.
     pub fn created_ms(&self) -> u64 {
         let s = &self.stamp;
@@ -254,5 +267,13 @@ mod tests {
         assert!(BackupName::parse("0123456789ab", &format!(".{}.tmp-00", n.name)).is_none());
         assert!(BackupName::parse("0123456789ab", "vault-0123456789ab-../x-1.vbk").is_none());
         assert!(BackupName::parse("0123456789ab", "vault-0123456789ab-20251208T013008Z-1/2.vbk").is_none());
+
+        // Any cluster's name, for listing and restoring after a key rotation; nothing else.
+        let (cluster, any) = BackupName::parse_any(&n.name).expect("any cluster's name parses");
+        assert_eq!((cluster.as_str(), any.index), ("0123456789ab", 42));
+        assert!(BackupName::parse_any("vault-0123456789AB-20251208T013008Z-42.vbk").is_none());
+        assert!(BackupName::parse_any("vault-../../etc/p-20251208T013008Z-42.vbk").is_none());
+        assert!(BackupName::parse_any("../etc/passwd").is_none());
+        assert!(BackupName::parse_any(&format!(".{}.tmp-00", n.name)).is_none());
     }
 }

@@ -213,7 +213,8 @@ impl Backups {
     /// newest.
     fn named_for(&self, name: &str, checked: &check::Checked) -> Result<(), String> {
         let h = &checked.header;
-        let expected = BackupName::new(&self.cluster(), h.created_ms, h.applied_index);
+        let cluster = BackupName::parse_any(name).map_or_else(|| self.cluster(), |(c, _)| c);
+        let expected = BackupName::new(&cluster, h.created_ms, h.applied_index);
         if expected.name == name {
             Ok(())
         } else {
@@ -269,12 +270,12 @@ impl Backups {
         }
     }
 
-    /// This cluster's backups at the destination, oldest first; with `verify`, each checked.
+    /// The backups at the destination, of any cluster id, oldest first; with `verify`, each
+    /// checked (a backup another master key sealed fails its check).
     pub async fn list(&self, verify: bool) -> Result<pb::ListBackupsResponse, ApiError> {
-        let cluster = self.cluster();
         let entries = self.dest.list().await.map_err(|e| Status::unavailable(e.to_string()))?;
         let mut found: Vec<(BackupName, u64)> =
-            entries.iter().filter_map(|e| BackupName::parse(&cluster, &e.name).map(|n| (n, e.size))).collect();
+            entries.iter().filter_map(|e| BackupName::parse_any(&e.name).map(|(_, n)| (n, e.size))).collect();
         found.sort();
         let mut backups = Vec::with_capacity(found.len());
         for (n, size) in found {
@@ -300,10 +301,9 @@ impl Backups {
 
     /// Restores backup `name` from the destination, through every check and Raft.
     pub async fn restore(&self, caller: &Caller, name: &str) -> Result<pb::RestoreSnapshotResponse, ApiError> {
-        if BackupName::parse(&self.cluster(), name).is_none() {
+        if BackupName::parse_any(name).is_none() {
             return Err(Status::invalid_argument(format!(
-                "{name:?} is not a backup of this cluster's (vault-{}-<time>-<index>.vbk): see `vaultctl snapshot list`",
-                self.cluster()
+                "{name:?} is not a backup's name (vault-<cluster>-<time>-<index>.vbk): see `vaultctl snapshot list`"
             ))
             .into());
         }
