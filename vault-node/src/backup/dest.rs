@@ -132,11 +132,22 @@ impl Destination {
                 let (from, to) = (dir.join(name), to.to_path_buf());
                 let name = name.to_string();
                 blocking(move || {
-                    let mut src = std::fs::File::open(&from).map_err(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => DestError::NotFound(name.clone()),
-                        _ => io("open", &from)(e),
-                    })?;
-                    let size = src.metadata().map_err(io("stat", &from))?.len();
+                    // Only a regular file, never through a link (a link to a FIFO or a device
+                    // would hang or fill the scratch directory), and without blocking on open.
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut src = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                        .open(&from)
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::NotFound => DestError::NotFound(name.clone()),
+                            _ => io("open", &from)(e),
+                        })?;
+                    let meta = src.metadata().map_err(io("stat", &from))?;
+                    if !meta.is_file() {
+                        return Err(DestError::NotFound(name));
+                    }
+                    let size = meta.len();
                     if size > max_bytes {
                         return Err(DestError::TooLarge(name, max_bytes >> 20));
                     }
@@ -275,5 +286,21 @@ mod tests {
         assert!(BackupName::parse_any("vault-../../etc/p-20251208T013008Z-42.vbk").is_none());
         assert!(BackupName::parse_any("../etc/passwd").is_none());
         assert!(BackupName::parse_any(&format!(".{}.tmp-00", n.name)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_directory_gives_only_regular_files_never_through_a_link() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = Destination::Dir(dir.path().to_path_buf());
+        let to = dir.path().join("scratch");
+        std::fs::write(dir.path().join("real.vbk"), b"backup bytes").expect("write");
+        d.fetch("real.vbk", &to, 1 << 20).await.expect("a regular file is fetched");
+        assert_eq!(std::fs::read(&to).expect("read"), b"backup bytes");
+        std::os::unix::fs::symlink(dir.path().join("real.vbk"), dir.path().join("link.vbk")).expect("symlink");
+        assert!(d.fetch("link.vbk", &to, 1 << 20).await.is_err(), "a link is not followed");
+        let fifo = dir.path().join("fifo.vbk");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), d.fetch("fifo.vbk", &to, 1 << 20)).await;
+        assert!(matches!(got, Ok(Err(_))), "a FIFO is refused at once");
     }
 }
