@@ -6,6 +6,8 @@ pub mod api;
 pub mod api_conn;
 pub mod audit_ship;
 pub mod auth;
+#[cfg(feature = "aws")]
+pub mod aws_env;
 pub mod backup;
 pub mod cluster;
 pub mod config;

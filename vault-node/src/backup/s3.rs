@@ -9,14 +9,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use tokio::io::AsyncWriteExt;
 
 use super::dest::{DestError, Entry};
@@ -39,24 +36,12 @@ fn s3_error(op: &'static str, key: &str, e: impl std::error::Error) -> DestError
 impl S3Dest {
     /// Builds the client from the environment (nothing is called until the first backup).
     pub async fn new(config: &S3Config) -> anyhow::Result<Self> {
-        let http =
-            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(Duration::from_secs(600))
             .build();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http.clone())
-            .timeout_config(timeouts.clone())
-            .load()
-            .await;
-        if sdk.region().is_none() {
-            return Err(anyhow!(
-                "VAULT_BACKUP_S3_BUCKET needs a region: AWS_REGION, or `region` in the AWS config file's profile"
-            ));
-        }
+        let sdk = crate::aws_env::sdk_config(&timeouts, "VAULT_BACKUP_S3_BUCKET").await?;
         let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .http_client(http)
             .timeout_config(timeouts)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);

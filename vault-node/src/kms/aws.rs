@@ -25,12 +25,10 @@ use anyhow::{anyhow, Context};
 use async_trait::async_trait;
 use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
-use aws_sdk_kms::config::BehaviorVersion;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_kms::Client;
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use vault_core::keys::DataKey;
 use vault_core::kms::{EncryptionContext, GeneratedDataKey, KeyManager, KeyPurpose, RewrappedDataKey};
 use vault_core::CoreError;
@@ -84,8 +82,6 @@ impl AwsKms {
     /// Builds the client from the environment and resolves `key_id` (id, ARN or alias) to the
     /// key's ARN with DescribeKey.
     pub async fn connect(key_id: &str) -> anyhow::Result<Self> {
-        let http =
-            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
             .operation_attempt_timeout(Duration::from_secs(3))
@@ -93,16 +89,7 @@ impl AwsKms {
             .build();
         // The chains use the same HTTP client (web identity calls STS, containers and instances
         // their metadata endpoints) and time limits.
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http.clone())
-            .timeout_config(timeouts.clone())
-            .load()
-            .await;
-        if sdk.region().is_none() {
-            return Err(anyhow!(
-                "VAULT_KMS_MODE=aws needs a region: AWS_REGION, or `region` in the AWS config file's profile"
-            ));
-        }
+        let sdk = crate::aws_env::sdk_config(&timeouts, "VAULT_KMS_MODE=aws").await?;
         let creds = sdk
             .credentials_provider()
             .ok_or_else(|| anyhow!("VAULT_KMS_MODE=aws: the AWS SDK found no credentials provider"))?;
@@ -118,7 +105,6 @@ impl AwsKms {
             })?;
         }
         let mut conf = aws_sdk_kms::config::Builder::from(&sdk)
-            .http_client(http)
             .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(3));
         if let Some(endpoint) = env("AWS_ENDPOINT_URL_KMS").or_else(|| env("AWS_ENDPOINT_URL")) {
